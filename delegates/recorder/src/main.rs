@@ -1,0 +1,2 @@
+//! The recording CNI delegate (work in progress).
+fn main() {}

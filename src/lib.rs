@@ -1,0 +1,1 @@
+//! plexus: a CNI meta-plugin that gives Kubernetes pods several networks.

@@ -1,0 +1,2 @@
+//! The `plexus` CNI binary: a thin entry over the library.
+fn main() {}

@@ -1,1 +1,70 @@
 //! Network-namespace work on dedicated OS threads, with netlink queries inside the namespace.
+//!
+//! setns(2) with `CLONE_NEWNET` changes only the calling thread, so every call
+//! here spawns a fresh OS thread, enters the namespace on it, does the work
+//! and lets the thread exit. The caller's thread never changes namespace, and
+//! no pooled or async worker ever carries a namespace into unrelated work.
+//!
+//! - [`run_in_netns`] runs any closure that way.
+//! - [`link_exists`], [`links`], [`addresses`] and [`routes`] ask the kernel
+//!   over rtnetlink from a socket opened inside the namespace.
+//!
+//! All calls block until the work is done.
+
+mod error;
+mod info;
+mod netlink;
+mod thread;
+
+use std::path::Path;
+
+pub use error::NetnsError;
+pub use info::{AddressInfo, IpFamily, LinkInfo, MAIN_TABLE, OperState, RouteInfo};
+/// The errno type carried by [`NetnsError`], re-exported so callers can match
+/// on values like `Errno::EEXIST` without depending on `nix` themselves.
+pub use nix::errno::Errno;
+pub use thread::{run_in_netns, try_run_in_netns};
+
+use netlink::Rtnl;
+
+/// Run `f` with a NETLINK_ROUTE socket opened inside the namespace at `netns`,
+/// on a fresh thread that has entered it.
+pub(crate) fn with_rtnl<F, T>(netns: &Path, f: F) -> Result<T, NetnsError>
+where
+    F: FnOnce(&mut Rtnl) -> Result<T, NetnsError> + Send + 'static,
+    T: Send + 'static,
+{
+    let path = netns.to_path_buf();
+    try_run_in_netns(netns, move || {
+        let mut rtnl = Rtnl::open(&path)?;
+        f(&mut rtnl)
+    })
+}
+
+/// Whether a link named `ifname` exists in the namespace at `netns`
+/// (RTM_GETLINK by name inside it; ENODEV means no). A name the kernel could
+/// never give a link (empty, longer than 15 bytes, containing `/`, `:` or
+/// whitespace) is reported absent.
+pub fn link_exists(netns: &Path, ifname: &str) -> Result<bool, NetnsError> {
+    let ifname = ifname.to_owned();
+    with_rtnl(netns, move |rtnl| rtnl.link_exists(&ifname))
+}
+
+/// All links in the namespace at `netns`: name, index, MAC, MTU, up flag,
+/// operational state and kind.
+pub fn links(netns: &Path) -> Result<Vec<LinkInfo>, NetnsError> {
+    with_rtnl(netns, |rtnl| rtnl.links())
+}
+
+/// All IPv4 and IPv6 addresses in the namespace at `netns`, with the index and
+/// name of the link holding each, and the address with its prefix length.
+pub fn addresses(netns: &Path) -> Result<Vec<AddressInfo>, NetnsError> {
+    with_rtnl(netns, |rtnl| rtnl.addresses())
+}
+
+/// IPv4 and IPv6 routes of the main table in the namespace at `netns`:
+/// destination with prefix (a default route is `0.0.0.0/0` or `::/0`),
+/// gateway, output link index, metric and family.
+pub fn routes(netns: &Path) -> Result<Vec<RouteInfo>, NetnsError> {
+    with_rtnl(netns, |rtnl| rtnl.routes())
+}

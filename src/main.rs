@@ -1,2 +1,5 @@
 //! The `plexus` CNI binary: a thin entry over the library.
-fn main() {}
+
+fn main() -> std::process::ExitCode {
+    plexus::cli::main()
+}

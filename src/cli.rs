@@ -1,0 +1,144 @@
+//! The binary's edge: read the environment and stdin, run the operation, print exactly one JSON reply on
+//! stdout, map the outcome to an exit status (CNI-9, CNI-59).
+
+use std::{
+    ffi::OsString,
+    io::{self, Read, Write},
+    process::ExitCode,
+};
+
+use plexus_cni::ErrorReply;
+
+use crate::{
+    cluster::NoCluster,
+    config::Config,
+    error::Error,
+    exec::ProcessExec,
+    logging,
+    netns::KernelNetns,
+    ops::{self, Seams},
+    request::{CniEnv, Command},
+};
+
+/// The about text printed (to stderr) when no `CNI_COMMAND` is set.
+pub const ABOUT: &str = concat!(
+    "plexus ",
+    env!("CARGO_PKG_VERSION"),
+    ": meta-plugin that delegates to other CNI plugins (CNI spec 0.1.0 to 1.1.0)"
+);
+
+const USAGE: &str = "usage: plexus [--version | --help]
+plexus is a CNI plugin: the container runtime runs it with CNI_COMMAND and the other CNI_* variables set
+and the network config on stdin. See the README for its config keys.";
+
+/// What the process prints and how it exits.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Stdout (one JSON document, or nothing).
+    pub stdout: Vec<u8>,
+    /// Stderr text from the edge itself (logs go through `tracing`).
+    pub stderr: String,
+    /// Exit status.
+    pub code: u8,
+}
+
+fn lossy(v: OsString) -> String {
+    v.into_string()
+        .unwrap_or_else(|v| v.to_string_lossy().into_owned())
+}
+
+fn failure(reply: ErrorReply) -> Outcome {
+    Outcome {
+        stdout: reply.to_json().into_bytes(),
+        stderr: String::new(),
+        code: 1,
+    }
+}
+
+/// Run one CNI invocation against the given seams.
+pub fn invoke(vars: Vec<(String, String)>, stdin: &mut dyn Read, seams: &Seams<'_>) -> Outcome {
+    let env = match CniEnv::from_vars(vars) {
+        Ok(Some(env)) => env,
+        Ok(None) => {
+            return Outcome {
+                stdout: Vec::new(),
+                stderr: format!("{ABOUT}\n"),
+                code: 0,
+            };
+        }
+        Err(e) => return failure(Error::from(e).to_reply("")),
+    };
+    let mut bytes = Vec::new();
+    if let Err(e) = stdin.read_to_end(&mut bytes) {
+        return failure(Error::Stdin(e).to_reply(""));
+    }
+    if env.command == Command::Version {
+        return Outcome {
+            stdout: ops::version_reply(&bytes),
+            stderr: String::new(),
+            code: 0,
+        };
+    }
+    let config = match Config::from_bytes(&bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v.get("cniVersion")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            return failure(Error::from(e).to_reply(&version));
+        }
+    };
+    logging::init(&config.log);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    match ops::execute(&env, &config, seams) {
+        Ok(stdout) => Outcome {
+            stdout,
+            stderr: String::new(),
+            code: 0,
+        },
+        Err(e) => failure(e.to_reply(config.cni_version.as_str())),
+    }
+}
+
+/// The process entry point.
+pub fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1).map(lossy);
+    match args.next().as_deref() {
+        None => {}
+        Some("-v" | "-version" | "--version") => {
+            let _ = writeln!(io::stdout(), "plexus {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some("-h" | "--help" | "help") => {
+            let _ = writeln!(io::stdout(), "{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("plexus: unknown argument {other:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .map(|(k, v)| (lossy(k), lossy(v)))
+        .collect();
+    let seams = Seams {
+        exec: &ProcessExec,
+        netns: &KernelNetns,
+        cluster: &NoCluster,
+    };
+    let out = invoke(vars, &mut io::stdin().lock(), &seams);
+    if !out.stderr.is_empty() {
+        let _ = io::stderr().write_all(out.stderr.as_bytes());
+    }
+    let mut stdout = io::stdout().lock();
+    // A closed stdout (the runtime gave up) is not worth a panic.
+    let _ = stdout.write_all(&out.stdout).and_then(|()| stdout.flush());
+    ExitCode::from(out.code)
+}

@@ -1,0 +1,74 @@
+//! The Kubernetes seam: what the core asks of the cluster. The thin binary's API-server implementation
+//! arrives with the Kubernetes issue; [`NoCluster`] serves runs without a kubeconfig (file-based networks).
+
+use plexus_cni::CniResult;
+
+use crate::{
+    config::Config,
+    plan::{Attachment, NetworkRequest},
+    request::PodRef,
+};
+
+/// What a pod asks for beyond the node's configured networks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodNetworks {
+    /// A replacement for the cluster network (`v1.multus-cni.io/default-network`).
+    pub default_network: Option<NetworkRequest>,
+    /// The selected networks (`k8s.v1.cni.cncf.io/networks`), in annotation order.
+    pub networks: Vec<NetworkRequest>,
+}
+
+/// A cluster lookup that failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ClusterError {
+    /// The API could not be reached in time (CNI code 11: try again later).
+    #[error("kubernetes API unavailable: {0}")]
+    Unavailable(String),
+    /// The pod's request is invalid or not allowed: bad annotation, missing NAD, isolation (CNI code 7).
+    #[error("{0}")]
+    Rejected(String),
+    /// Anything else (CNI code 999).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The cluster as the core sees it. Implementations must be cheap to call more than once per operation.
+pub trait Cluster {
+    /// The pod's own networks.
+    fn pod_networks(&self, pod: &PodRef, config: &Config) -> Result<PodNetworks, ClusterError>;
+    /// A network named in `clusterNetwork`/`defaultNetworks`, looked up as a NAD in `multusNamespace`;
+    /// `Ok(None)` sends the lookup on to `confDir`.
+    fn network_by_name(
+        &self,
+        config: &Config,
+        name: &str,
+    ) -> Result<Option<NetworkRequest>, ClusterError>;
+    /// Record the outcome of a successful ADD (the network-status annotation).
+    fn publish_status(
+        &self,
+        pod: &PodRef,
+        attached: &[(Attachment, CniResult)],
+    ) -> Result<(), ClusterError>;
+}
+
+/// No Kubernetes: no pod networks, names resolve in `confDir` only, nothing is published.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoCluster;
+
+impl Cluster for NoCluster {
+    fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
+        Ok(PodNetworks::default())
+    }
+
+    fn network_by_name(&self, _: &Config, _: &str) -> Result<Option<NetworkRequest>, ClusterError> {
+        Ok(None)
+    }
+
+    fn publish_status(
+        &self,
+        _: &PodRef,
+        _: &[(Attachment, CniResult)],
+    ) -> Result<(), ClusterError> {
+        Ok(())
+    }
+}

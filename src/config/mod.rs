@@ -1,0 +1,666 @@
+//! The plexus config validated into rich types, with Go Multus's defaults (multus-features.md §1).
+
+pub mod raw;
+
+use std::{
+    collections::BTreeMap,
+    path::{Component, Path, PathBuf},
+    time::Duration,
+};
+
+use plexus_cni::{CniVersion, GcAttachment, gc::parse_valid_attachments, validate};
+use serde_json::{Map, Value};
+
+pub use raw::{RawConfig, RawError};
+
+use crate::netconf::{NetConfError, NetworkConfig};
+
+/// Multus's default `confDir`.
+pub const DEFAULT_CONF_DIR: &str = "/etc/cni/multus/net.d";
+/// Multus's default `cniDir`.
+pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/multus";
+/// Multus's default `binDir`.
+pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
+/// Multus's default `multusNamespace`.
+pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
+
+/// Where a network named in `clusterNetwork`/`defaultNetworks` comes from (multus-features.md §3.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkRef {
+    /// A value with `/`: a file (conf or conflist) or a directory.
+    Path(PathBuf),
+    /// A NAD in `multusNamespace`, else a network in `confDir` with that `name`.
+    Name(String),
+}
+
+impl NetworkRef {
+    fn parse(s: &str) -> NetworkRef {
+        if s.contains('/') {
+            NetworkRef::Path(PathBuf::from(s))
+        } else {
+            NetworkRef::Name(s.to_string())
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetworkRef::Path(p) => write!(f, "{}", p.display()),
+            NetworkRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// What runs on the cluster network's interface.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Primary {
+    /// Inline `delegates`; the first is the cluster network, the rest run after it.
+    Delegates(Vec<NetworkConfig>),
+    /// `clusterNetwork`.
+    ClusterNetwork(NetworkRef),
+}
+
+/// Log verbosity, Multus's four levels (most to least verbose).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Everything.
+    Debug,
+    /// Informational and up.
+    Verbose,
+    /// Errors and warnings.
+    Error,
+    /// Nothing but panics: Multus's effective default.
+    Panic,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<LogLevel> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "debug" => LogLevel::Debug,
+            "verbose" => LogLevel::Verbose,
+            "error" => LogLevel::Error,
+            "panic" => LogLevel::Panic,
+            _ => return None,
+        })
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// Verbosity.
+    pub level: LogLevel,
+    /// Log file, rotated.
+    pub file: Option<PathBuf>,
+    /// Also write to stderr (Multus default: true).
+    pub to_stderr: bool,
+    /// Days to keep rotated files (default 5).
+    pub max_age_days: u32,
+    /// Megabytes before rotating (default 100).
+    pub max_size_mb: u32,
+    /// Rotated files kept (default 5).
+    pub max_backups: u32,
+    /// Gzip rotated files (default true).
+    pub compress: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: LogLevel::Panic,
+            file: None,
+            to_stderr: true,
+            max_age_days: 5,
+            max_size_mb: 100,
+            max_backups: 5,
+            compress: true,
+        }
+    }
+}
+
+/// The validated config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Version of this config; results returned to the runtime are converted to it.
+    pub cni_version: CniVersion,
+    /// Network name.
+    pub name: String,
+    /// `kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The cluster network (and, for `delegates`, the static extra networks).
+    pub primary: Primary,
+    /// `defaultNetworks`.
+    pub default_networks: Vec<NetworkRef>,
+    /// `systemNamespaces` (default `["kube-system"]`).
+    pub system_namespaces: Vec<String>,
+    /// `multusNamespace` (default `kube-system`).
+    pub multus_namespace: String,
+    /// `namespaceIsolation`.
+    pub namespace_isolation: bool,
+    /// `globalNamespaces` (default `["default"]`; setting it replaces the default).
+    pub global_namespaces: Vec<String>,
+    /// `confDir`.
+    pub conf_dir: PathBuf,
+    /// `cniDir`: scratch caches and the delegates' libcni result cache.
+    pub cni_dir: PathBuf,
+    /// `binDir`, searched before `CNI_PATH`.
+    pub bin_dir: PathBuf,
+    /// Logging.
+    pub log: LogSettings,
+    /// `readinessindicatorfile`, cleaned and absolute.
+    pub readiness_indicator: Option<PathBuf>,
+    /// How long ADD/STATUS/GC wait for it.
+    pub readiness_timeout: Duration,
+    /// `capabilities` (what the runtime saw).
+    pub capabilities: BTreeMap<String, bool>,
+    /// `runtimeConfig` from the runtime, every key kept (goes to the cluster network only, NPWG-66).
+    pub runtime_config: Map<String, Value>,
+    /// `retryDeleteOnError`.
+    pub retry_delete_on_error: bool,
+    /// `auxiliaryCNIChainName` (parsed; not run yet).
+    pub auxiliary_chain: Option<String>,
+    /// `strictCapabilities` (default true).
+    pub strict_capabilities: bool,
+    /// Per-delegate time limit (default 60 s).
+    pub delegate_timeout: Duration,
+    /// Per-container lock wait (default 60 s).
+    pub lock_timeout: Duration,
+    /// GC: attachments the runtime still considers valid.
+    pub valid_attachments: Option<Vec<GcAttachment>>,
+    /// Unknown keys, kept.
+    pub extra: Map<String, Value>,
+    /// Values that were ignored, to be logged once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    /// Stdin is not a config (code 6).
+    #[error(transparent)]
+    Raw(#[from] RawError),
+    /// The version is not one we speak (code 1).
+    #[error(
+        "incompatible CNI versions: config is {given:?}, plugin supports [{}]",
+        supported()
+    )]
+    Version {
+        /// As given.
+        given: String,
+    },
+    /// A key's value is invalid (code 7).
+    #[error("config key {key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// What is wrong and what is valid.
+        reason: String,
+    },
+    /// A `delegates` entry is invalid (code 7).
+    #[error("config key delegates[{index}]: {source}")]
+    Delegate {
+        /// Position in `delegates`.
+        index: usize,
+        /// Why.
+        source: NetConfError,
+    },
+}
+
+fn supported() -> String {
+    CniVersion::ALL
+        .iter()
+        .map(|v| v.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn seconds(key: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
+    let s = v.unwrap_or(default);
+    if !(s.is_finite() && s > 0.0 && s <= 86_400.0) {
+        return Err(invalid(
+            key,
+            format!("{s} is not a number of seconds between 0 (exclusive) and 86400"),
+        ));
+    }
+    Ok(Duration::from_secs_f64(s))
+}
+
+fn absolute_dir(key: &str, v: Option<String>, default: &str) -> Result<PathBuf, ConfigError> {
+    let s = v
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default.to_string());
+    let p = PathBuf::from(&s);
+    if !p.is_absolute() {
+        return Err(invalid(key, format!("{s:?} must be an absolute path")));
+    }
+    Ok(clean(&p))
+}
+
+/// Lexically clean a path: drop `.` and resolve `..` (Go's filepath.Clean).
+pub fn clean(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+impl Config {
+    /// Parse and validate stdin bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let raw = RawConfig::parse(bytes)?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| RawError::Syntax(e.to_string()))?;
+        Self::validate(raw, &value)
+    }
+
+    /// Validate a raw config. `value` is the same config as JSON (for the GC attachment keys).
+    pub fn validate(raw: RawConfig, value: &Value) -> Result<Config, ConfigError> {
+        let RawConfig {
+            cni_version,
+            name,
+            plugin_type: _,
+            kubeconfig,
+            delegates,
+            cluster_network,
+            default_networks,
+            system_namespaces,
+            multus_namespace,
+            namespace_isolation,
+            global_namespaces,
+            conf_dir,
+            cni_dir,
+            bin_dir,
+            log_file,
+            log_level,
+            log_to_stderr,
+            log_options,
+            readiness_indicator_file,
+            capabilities,
+            runtime_config,
+            retry_delete_on_error,
+            auxiliary_cni_chain_name,
+            prev_result: _,
+            valid_attachments: _,
+            attachments: _,
+            strict_capabilities,
+            delegate_timeout_seconds,
+            lock_timeout_seconds,
+            readiness_indicator_timeout_seconds,
+            extra,
+        } = raw;
+        let mut warnings = Vec::new();
+
+        let cni_version = CniVersion::from_config_str(cni_version.as_deref()).map_err(|_| {
+            ConfigError::Version {
+                given: cni_version.clone().unwrap_or_default(),
+            }
+        })?;
+        let name = name.unwrap_or_default();
+        if name.is_empty() {
+            return Err(invalid("name", "missing network name"));
+        }
+        validate::network_name(&name).map_err(|e| invalid("name", e.to_string()))?;
+
+        let cluster_network = cluster_network.filter(|s| !s.trim().is_empty());
+        let primary = match (cluster_network, delegates) {
+            (Some(cn), delegates) => {
+                if delegates.as_ref().is_some_and(|d| !d.is_empty()) {
+                    warnings.push(
+                        "both clusterNetwork and delegates are set; delegates are ignored"
+                            .to_string(),
+                    );
+                }
+                Primary::ClusterNetwork(NetworkRef::parse(cn.trim()))
+            }
+            (None, Some(delegates)) if !delegates.is_empty() => {
+                let mut list = Vec::with_capacity(delegates.len());
+                for (index, d) in delegates.into_iter().enumerate() {
+                    let net = NetworkConfig::from_value(d)
+                        .and_then(|n| n.with_version_if_missing(cni_version))
+                        .map_err(|source| ConfigError::Delegate { index, source })?;
+                    net.require_name()
+                        .map_err(|source| ConfigError::Delegate { index, source })?;
+                    list.push(net);
+                }
+                Primary::Delegates(list)
+            }
+            _ => {
+                return Err(invalid(
+                    "delegates",
+                    "at least one delegate/clusterNetwork must be specified (clusterNetwork: a path or network name; delegates: a list of CNI configs)",
+                ));
+            }
+        };
+
+        let default_networks = default_networks
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(NetworkRef::parse)
+            .collect();
+
+        let global_namespaces = match global_namespaces {
+            Some(g) => g
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            None => vec!["default".to_string()],
+        };
+
+        let mut log = LogSettings::default();
+        if let Some(level) = log_level.filter(|l| !l.is_empty()) {
+            match LogLevel::parse(&level) {
+                Some(l) => log.level = l,
+                None => warnings.push(format!(
+                    "logLevel {level:?} ignored: valid levels are debug, verbose, error, panic"
+                )),
+            }
+        }
+        if let Some(file) = log_file.filter(|f| !f.is_empty()) {
+            let p = PathBuf::from(&file);
+            if !p.is_absolute() || p.file_name().is_none() {
+                return Err(invalid(
+                    "logFile",
+                    format!("{file:?} must be an absolute path to a file"),
+                ));
+            }
+            log.file = Some(clean(&p));
+        }
+        if let Some(b) = log_to_stderr {
+            log.to_stderr = b;
+        }
+        if let Some(o) = log_options {
+            let field = |key: &str, v: Option<i64>, default: u32| -> Result<u32, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(n) if (0..=i64::from(u32::MAX)).contains(&n) => Ok(n as u32),
+                    Some(n) => Err(invalid(
+                        &format!("logOptions.{key}"),
+                        format!("{n} must be a whole number ≥ 0"),
+                    )),
+                }
+            };
+            log.max_age_days = field("maxAge", o.max_age, log.max_age_days)?;
+            log.max_size_mb = field("maxSize", o.max_size, log.max_size_mb)?;
+            log.max_backups = field("maxBackups", o.max_backups, log.max_backups)?;
+            if log.max_size_mb == 0 {
+                log.max_size_mb = 100;
+            }
+            log.compress = o.compress.unwrap_or(log.compress);
+        }
+
+        let readiness_indicator = match readiness_indicator_file.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(f) => {
+                let p = PathBuf::from(&f);
+                let p = if p.is_absolute() {
+                    p
+                } else {
+                    std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+                };
+                Some(clean(&p))
+            }
+        };
+
+        let capabilities = capabilities
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(k, v)| v.as_bool().map(|b| (k, b)))
+            .collect();
+
+        let auxiliary_chain = auxiliary_cni_chain_name.filter(|s| !s.is_empty());
+        if let Some(aux) = &auxiliary_chain {
+            warnings.push(format!("auxiliaryCNIChainName {aux:?} is not supported by this plexus version and is ignored"));
+        }
+        let kubeconfig = kubeconfig.filter(|s| !s.is_empty()).map(PathBuf::from);
+
+        Ok(Config {
+            cni_version,
+            name,
+            kubeconfig,
+            primary,
+            default_networks,
+            system_namespaces: system_namespaces.unwrap_or_else(|| vec!["kube-system".to_string()]),
+            multus_namespace: multus_namespace
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| DEFAULT_MULTUS_NAMESPACE.to_string()),
+            namespace_isolation: namespace_isolation.unwrap_or(false),
+            global_namespaces,
+            conf_dir: absolute_dir("confDir", conf_dir, DEFAULT_CONF_DIR)?,
+            cni_dir: absolute_dir("cniDir", cni_dir, DEFAULT_CNI_DIR)?,
+            bin_dir: absolute_dir("binDir", bin_dir, DEFAULT_BIN_DIR)?,
+            log,
+            readiness_indicator,
+            readiness_timeout: seconds(
+                "readinessIndicatorTimeoutSeconds",
+                readiness_indicator_timeout_seconds,
+                45.0,
+            )?,
+            capabilities,
+            runtime_config: runtime_config.unwrap_or_default(),
+            retry_delete_on_error: retry_delete_on_error.unwrap_or(false),
+            auxiliary_chain,
+            strict_capabilities: strict_capabilities.unwrap_or(true),
+            delegate_timeout: seconds("delegateTimeoutSeconds", delegate_timeout_seconds, 60.0)?,
+            lock_timeout: seconds("lockTimeoutSeconds", lock_timeout_seconds, 60.0)?,
+            valid_attachments: parse_valid_attachments(value)
+                .map_err(|e| invalid("cni.dev/valid-attachments", e.to_string()))?,
+            extra,
+            warnings,
+        })
+    }
+
+    /// The delegate search path: `binDir`, then `CNI_PATH` (multus-features.md §1).
+    pub fn search_path(&self, cni_path: &[PathBuf]) -> Vec<PathBuf> {
+        let mut dirs = vec![self.bin_dir.clone()];
+        for d in cni_path {
+            if !dirs.contains(d) {
+                dirs.push(d.clone());
+            }
+        }
+        dirs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cfg(v: Value) -> Result<Config, ConfigError> {
+        Config::from_bytes(&serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn multus_defaults() {
+        let c =
+            cfg(json!({"cniVersion": "0.3.1", "name": "m", "clusterNetwork": "flannel"})).unwrap();
+        assert_eq!(c.conf_dir, PathBuf::from("/etc/cni/multus/net.d"));
+        assert_eq!(c.cni_dir, PathBuf::from("/var/lib/cni/multus"));
+        assert_eq!(c.bin_dir, PathBuf::from("/opt/cni/bin"));
+        assert_eq!(c.multus_namespace, "kube-system");
+        assert_eq!(c.system_namespaces, vec!["kube-system"]);
+        assert_eq!(c.global_namespaces, vec!["default"]);
+        assert!(!c.namespace_isolation);
+        assert!(c.log.to_stderr);
+        assert_eq!(c.log.level, LogLevel::Panic);
+        assert_eq!(
+            (
+                c.log.max_age_days,
+                c.log.max_size_mb,
+                c.log.max_backups,
+                c.log.compress
+            ),
+            (5, 100, 5, true)
+        );
+        assert_eq!(c.readiness_timeout, Duration::from_secs(45));
+        assert!(!c.retry_delete_on_error);
+        assert!(c.strict_capabilities);
+        assert_eq!(
+            c.primary,
+            Primary::ClusterNetwork(NetworkRef::Name("flannel".into()))
+        );
+    }
+
+    #[test]
+    fn cluster_network_path_vs_name() {
+        let c = cfg(
+            json!({"name": "m", "clusterNetwork": "/etc/cni/net.d/10-x.conflist",
+                          "defaultNetworks": ["a", "/x/y.conf", " "]}),
+        )
+        .unwrap();
+        assert_eq!(
+            c.primary,
+            Primary::ClusterNetwork(NetworkRef::Path("/etc/cni/net.d/10-x.conflist".into()))
+        );
+        assert_eq!(
+            c.default_networks,
+            vec![
+                NetworkRef::Name("a".into()),
+                NetworkRef::Path("/x/y.conf".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn delegates_inline_conf_and_conflist() {
+        let c = cfg(json!({"cniVersion": "1.0.0", "name": "m", "delegates": [
+            {"cniVersion": "0.3.1", "name": "a", "type": "bridge"},
+            {"name": "b", "plugins": [{"type": "macvlan"}, {"type": "tuning"}]}
+        ]}))
+        .unwrap();
+        let Primary::Delegates(d) = c.primary else {
+            panic!()
+        };
+        assert_eq!(d.len(), 2);
+        assert_eq!(
+            d[1].cni_version,
+            CniVersion::V1_0_0,
+            "a list without version takes plexus's"
+        );
+    }
+
+    #[test]
+    fn no_network_is_refused_with_what_is_valid() {
+        let e = cfg(json!({"name": "m"})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("at least one delegate/clusterNetwork"),
+            "{e}"
+        );
+        let e = cfg(json!({"name": "m", "delegates": []})).unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { .. }));
+    }
+
+    #[test]
+    fn bad_delegate_is_named_by_index() {
+        let e = cfg(json!({"name": "m", "delegates": [{"name": "a", "type": "bridge"}, {"name": "b", "type": "../../bin/sh"}]}))
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("config key delegates[1]: type:"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_name_and_bad_version() {
+        assert!(
+            cfg(json!({"clusterNetwork": "x"}))
+                .unwrap_err()
+                .to_string()
+                .contains("missing network name")
+        );
+        let e =
+            cfg(json!({"name": "m", "cniVersion": "9.9.9", "clusterNetwork": "x"})).unwrap_err();
+        assert!(matches!(e, ConfigError::Version { .. }));
+        assert!(e.to_string().contains("9.9.9"));
+    }
+
+    #[test]
+    fn log_settings_and_warnings() {
+        let c = cfg(json!({"name": "m", "clusterNetwork": "x", "logLevel": "VERBOSE", "logFile": "/var/log/p.log",
+                          "logToStderr": false, "logOptions": {"maxAge": 1, "maxSize": 2, "maxBackups": 3, "compress": false}}))
+        .unwrap();
+        assert_eq!(c.log.level, LogLevel::Verbose);
+        assert_eq!(c.log.file, Some(PathBuf::from("/var/log/p.log")));
+        assert!(!c.log.to_stderr);
+        assert_eq!(
+            (
+                c.log.max_age_days,
+                c.log.max_size_mb,
+                c.log.max_backups,
+                c.log.compress
+            ),
+            (1, 2, 3, false)
+        );
+        let c = cfg(json!({"name": "m", "clusterNetwork": "x", "logLevel": "loud"})).unwrap();
+        assert_eq!(c.log.level, LogLevel::Panic);
+        assert!(c.warnings[0].contains("debug, verbose, error, panic"));
+        let e = cfg(json!({"name": "m", "clusterNetwork": "x", "logFile": "rel.log"})).unwrap_err();
+        assert!(e.to_string().contains("logFile"));
+        let e = cfg(json!({"name": "m", "clusterNetwork": "x", "logOptions": {"maxAge": -1}}))
+            .unwrap_err();
+        assert!(e.to_string().contains("logOptions.maxAge"));
+    }
+
+    #[test]
+    fn global_namespaces_replace_default_and_readiness_is_cleaned() {
+        let c = cfg(
+            json!({"name": "m", "clusterNetwork": "x", "globalNamespaces": " a, b ,,",
+                          "readinessindicatorfile": "/run/x/../ready"}),
+        )
+        .unwrap();
+        assert_eq!(c.global_namespaces, vec!["a", "b"]);
+        assert_eq!(c.readiness_indicator, Some(PathBuf::from("/run/ready")));
+    }
+
+    #[test]
+    fn dirs_must_be_absolute_and_timeouts_positive() {
+        assert!(
+            cfg(json!({"name": "m", "clusterNetwork": "x", "cniDir": "rel"}))
+                .unwrap_err()
+                .to_string()
+                .contains("cniDir")
+        );
+        let e = cfg(json!({"name": "m", "clusterNetwork": "x", "delegateTimeoutSeconds": 0}))
+            .unwrap_err();
+        assert!(e.to_string().contains("delegateTimeoutSeconds"), "{e}");
+    }
+
+    #[test]
+    fn gc_attachments_both_keys() {
+        let c = cfg(
+            json!({"cniVersion": "1.1.0", "name": "m", "clusterNetwork": "x",
+                          "cni.dev/attachments": [{"containerID": "c1", "ifname": "eth0"}]}),
+        )
+        .unwrap();
+        assert_eq!(c.valid_attachments.unwrap()[0].container_id, "c1");
+    }
+
+    #[test]
+    fn search_path_puts_bin_dir_first() {
+        let c = cfg(json!({"name": "m", "clusterNetwork": "x", "binDir": "/b"})).unwrap();
+        assert_eq!(
+            c.search_path(&[PathBuf::from("/a"), PathBuf::from("/b")]),
+            vec![PathBuf::from("/b"), PathBuf::from("/a")]
+        );
+    }
+}

@@ -1,0 +1,602 @@
+//! libcni's runtime semantics for one delegate network: per-plugin request configs, `prevResult` chaining,
+//! capability-filtered `runtimeConfig`, the result cache, and the version gates of CHECK/STATUS/GC
+//! (CNI-25..CNI-30, CNI-44, CNI-45, NPWG-61).
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use plexus_cni::{CniArgs, CniResult, CniVersion, GcAttachment, result::ResultError};
+use serde_json::{Map, Value};
+
+use crate::{
+    exec::{Exec, ExecError, ExecRequest},
+    netconf::{NetworkConfig, PluginConf},
+    resultcache::{self, CachedAttachment},
+};
+
+/// The per-attachment runtime parameters (libcni `RuntimeConf`, CNI-24).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuntimeConf {
+    /// `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// `CNI_NETNS`, absent on some DELs (CNI-17).
+    pub netns: Option<PathBuf>,
+    /// `CNI_IFNAME`.
+    pub ifname: String,
+    /// `CNI_ARGS`.
+    pub args: CniArgs,
+    /// Capability arguments; each plugin gets those it declares (CNI-30).
+    pub capability_args: Map<String, Value>,
+}
+
+/// A delegate network operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DelegateError {
+    /// The plugin could not be found or run, or it failed.
+    #[error("plugin type={plugin_type:?}: {source}")]
+    Exec {
+        /// The plugin's type.
+        plugin_type: String,
+        /// Why.
+        source: ExecError,
+    },
+    /// The plugin's ADD output is not a result.
+    #[error("plugin type={plugin_type:?} returned an invalid result: {reason}")]
+    BadResult {
+        /// The plugin's type.
+        plugin_type: String,
+        /// Why.
+        reason: String,
+    },
+    /// A result could not be converted between versions.
+    #[error("result conversion: {0}")]
+    Convert(#[from] ResultError),
+    /// CHECK on a network whose version predates CHECK (CNI-19).
+    #[error("network config version {version} does not support CHECK (needs 0.4.0 or later)")]
+    CheckNotSupported {
+        /// The network's version.
+        version: CniVersion,
+    },
+    /// CHECK without the ADD's cached result (CNI-19).
+    #[error("no cached result for this attachment; CHECK needs the result of its ADD")]
+    NoCachedResult,
+    /// The result cache could not be written.
+    #[error("cannot write the result cache: {0}")]
+    Cache(String),
+}
+
+impl DelegateError {
+    /// The delegate's own CNI error, when it returned one (CNI-39).
+    pub fn plugin_reply(&self) -> Option<&plexus_cni::ErrorReply> {
+        match self {
+            DelegateError::Exec {
+                source: ExecError::Plugin { reply, .. },
+                ..
+            } => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+/// Runs delegate networks the way libcni does.
+pub struct Invoker<'a> {
+    /// How processes are run.
+    pub exec: &'a dyn Exec,
+    /// `binDir` then `CNI_PATH`.
+    pub search_path: Vec<PathBuf>,
+    /// The environment passed through to every delegate (CNI-31), without the `CNI_*` variables.
+    pub base_env: Vec<(String, String)>,
+    /// Per-invocation time limit.
+    pub timeout: Duration,
+    /// `cniDir`: root of the result cache.
+    pub cache_dir: PathBuf,
+}
+
+/// Build one plugin's request config (CNI-29): the plugin object with the list's `name` and `cniVersion`,
+/// `runtimeConfig` holding only the declared capabilities that were supplied (CNI-30), and `prevResult`.
+pub fn request_config(
+    net: &NetworkConfig,
+    plugin: &PluginConf,
+    rt: Option<&RuntimeConf>,
+    prev: Option<&CniResult>,
+) -> Result<Vec<u8>, DelegateError> {
+    let mut obj = plugin.raw.clone();
+    obj.insert("name".into(), Value::String(net.name.clone()));
+    obj.insert(
+        "cniVersion".into(),
+        Value::String(net.cni_version.as_str().into()),
+    );
+    if let Some(rt) = rt {
+        let rc: Map<String, Value> = plugin
+            .capabilities
+            .iter()
+            .filter(|(_, on)| **on)
+            .filter_map(|(k, _)| rt.capability_args.get(k).map(|v| (k.clone(), v.clone())))
+            .collect();
+        if !rc.is_empty() {
+            obj.insert("runtimeConfig".into(), Value::Object(rc));
+        }
+    }
+    if let Some(prev) = prev {
+        obj.insert("prevResult".into(), prev.to_value(net.cni_version)?);
+    }
+    serde_json::to_vec(&obj).map_err(|e| DelegateError::Cache(e.to_string()))
+}
+
+impl Invoker<'_> {
+    fn env(&self, command: &str, rt: Option<&RuntimeConf>) -> Vec<(String, String)> {
+        let mut env = self.base_env.clone();
+        let path = self
+            .search_path
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let (cid, netns, ifname, args) = match rt {
+            Some(rt) => (
+                rt.container_id.clone(),
+                rt.netns
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                rt.ifname.clone(),
+                rt.args.to_env_string(),
+            ),
+            None => Default::default(),
+        };
+        env.extend([
+            ("CNI_COMMAND".to_string(), command.to_string()),
+            ("CNI_CONTAINERID".to_string(), cid),
+            ("CNI_NETNS".to_string(), netns),
+            ("CNI_IFNAME".to_string(), ifname),
+            ("CNI_ARGS".to_string(), args),
+            ("CNI_PATH".to_string(), path),
+        ]);
+        env
+    }
+
+    fn run(
+        &self,
+        net: &NetworkConfig,
+        plugin: &PluginConf,
+        command: &str,
+        rt: Option<&RuntimeConf>,
+        stdin: &[u8],
+    ) -> Result<Vec<u8>, DelegateError> {
+        let wrap = |source| DelegateError::Exec {
+            plugin_type: plugin.plugin_type.clone(),
+            source,
+        };
+        let path = self
+            .exec
+            .find(&plugin.plugin_type, &self.search_path)
+            .map_err(wrap)?;
+        let env = self.env(command, rt);
+        let started = Instant::now();
+        let out = self.exec.run(&ExecRequest {
+            plugin: &path,
+            env: &env,
+            stdin,
+            timeout: self.timeout,
+        });
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let ifname = rt.map(|r| r.ifname.as_str()).unwrap_or("");
+        match out {
+            Ok(out) => {
+                tracing::debug!(network = %net.name, plugin = %plugin.plugin_type, command, ifname, elapsed_ms, "delegate succeeded");
+                if !out.stderr.is_empty() {
+                    tracing::info!(network = %net.name, plugin = %plugin.plugin_type, command, "delegate stderr: {}", String::from_utf8_lossy(&out.stderr).trim_end());
+                }
+                Ok(out.stdout)
+            }
+            Err(e) => {
+                tracing::error!(network = %net.name, plugin = %plugin.plugin_type, command, ifname, elapsed_ms, error = %e, "delegate failed");
+                Err(wrap(e))
+            }
+        }
+    }
+
+    fn cached_result(&self, net: &NetworkConfig, rt: &RuntimeConf) -> Option<CniResult> {
+        match resultcache::read(&self.cache_dir, &net.name, &rt.container_id, &rt.ifname) {
+            Ok(Some(rec)) => rec.result.and_then(|v| match CniResult::from_value(&v, net.cni_version) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(network = %net.name, error = %e, "cached result unusable; continuing without prevResult");
+                    None
+                }
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                // libcni deletes an unreadable record and carries on without it.
+                tracing::warn!(network = %net.name, error = %e, "cached result unreadable; removing it");
+                let _ = resultcache::remove(&self.cache_dir, &net.name, &rt.container_id, &rt.ifname);
+                None
+            }
+        }
+    }
+
+    /// ADD: every plugin in order, each result the next one's `prevResult`; halt on the first error; cache
+    /// the final result (CNI-25).
+    pub fn add(&self, net: &NetworkConfig, rt: &RuntimeConf) -> Result<CniResult, DelegateError> {
+        let mut prev: Option<CniResult> = None;
+        for plugin in &net.plugins {
+            let stdin = request_config(net, plugin, Some(rt), prev.as_ref())?;
+            let stdout = self.run(net, plugin, "ADD", Some(rt), &stdin)?;
+            let result = CniResult::parse(&stdout, net.cni_version).map_err(|e| {
+                DelegateError::BadResult {
+                    plugin_type: plugin.plugin_type.clone(),
+                    reason: if stdout.iter().all(u8::is_ascii_whitespace) {
+                        "empty output".to_string()
+                    } else {
+                        e.to_string()
+                    },
+                }
+            })?;
+            prev = Some(result);
+        }
+        let result = prev.ok_or_else(|| DelegateError::BadResult {
+            plugin_type: String::new(),
+            reason: "network has no plugins".into(),
+        })?;
+        let rec = CachedAttachment {
+            kind: resultcache::KIND.into(),
+            container_id: rt.container_id.clone(),
+            config: net.bytes.clone(),
+            if_name: rt.ifname.clone(),
+            network_name: net.name.clone(),
+            netns: rt
+                .netns
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            cni_args: rt
+                .args
+                .pairs()
+                .iter()
+                .map(|(k, v)| [k.clone(), v.clone()])
+                .collect(),
+            capability_args: rt.capability_args.clone(),
+            result: Some(result.to_value(net.cni_version)?),
+        };
+        resultcache::write(&self.cache_dir, &rec)
+            .map_err(|e| DelegateError::Cache(e.to_string()))?;
+        Ok(result)
+    }
+
+    /// DEL: every plugin in reverse, with the cached result as `prevResult` from 0.4.0 on; halt on the first
+    /// error (CNI-26); remove the cached result on success.
+    pub fn del(&self, net: &NetworkConfig, rt: &RuntimeConf) -> Result<(), DelegateError> {
+        let prev = if net.cni_version.has_prev_result_on_del() {
+            self.cached_result(net, rt)
+        } else {
+            None
+        };
+        for plugin in net.plugins.iter().rev() {
+            let stdin = request_config(net, plugin, Some(rt), prev.as_ref())?;
+            self.run(net, plugin, "DEL", Some(rt), &stdin)?;
+        }
+        resultcache::remove(&self.cache_dir, &net.name, &rt.container_id, &rt.ifname)
+            .map_err(|e| DelegateError::Cache(e.to_string()))
+    }
+
+    /// CHECK: in order, with the cached result as `prevResult` (CNI-27). `disableCheck` succeeds at once.
+    pub fn check(&self, net: &NetworkConfig, rt: &RuntimeConf) -> Result<(), DelegateError> {
+        if net.disable_check {
+            return Ok(());
+        }
+        if !net.cni_version.has_check() {
+            return Err(DelegateError::CheckNotSupported {
+                version: net.cni_version,
+            });
+        }
+        let prev = self
+            .cached_result(net, rt)
+            .ok_or(DelegateError::NoCachedResult)?;
+        for plugin in &net.plugins {
+            let stdin = request_config(net, plugin, Some(rt), Some(&prev))?;
+            self.run(net, plugin, "CHECK", Some(rt), &stdin)?;
+        }
+        Ok(())
+    }
+
+    /// STATUS: each plugin in order, stopping at the first error; a no-op below 1.1.0 (CNI-20).
+    pub fn status(&self, net: &NetworkConfig) -> Result<(), DelegateError> {
+        if !net.cni_version.has_status() {
+            return Ok(());
+        }
+        for plugin in &net.plugins {
+            let stdin = request_config(net, plugin, None, None)?;
+            self.run(net, plugin, "STATUS", None, &stdin)?;
+        }
+        Ok(())
+    }
+
+    /// GC (CNI-28): first DEL every cached attachment of this network that is not in `valid`, then send GC
+    /// with both attachment keys (CNI-22) when the network is 1.1.0 or later and GC is not disabled.
+    /// Carries on past errors and returns them all.
+    pub fn gc(&self, net: &NetworkConfig, valid: &[GcAttachment]) -> Vec<DelegateError> {
+        let keep: HashSet<(&str, &str)> = valid
+            .iter()
+            .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+            .collect();
+        let mut errors = Vec::new();
+        for rec in resultcache::list(&self.cache_dir, None) {
+            if rec.network_name != net.name
+                || keep.contains(&(rec.container_id.as_str(), rec.if_name.as_str()))
+            {
+                continue;
+            }
+            let rt = RuntimeConf {
+                container_id: rec.container_id.clone(),
+                netns: None,
+                ifname: rec.if_name.clone(),
+                args: CniArgs::default(),
+                capability_args: rec.capability_args.clone(),
+            };
+            tracing::info!(network = %net.name, container = %rec.container_id, ifname = %rec.if_name, "GC: deleting stale attachment");
+            if let Err(e) = self.del(net, &rt) {
+                errors.push(e);
+            }
+        }
+        if net.disable_gc || !net.cni_version.has_gc() {
+            return errors;
+        }
+        let list = serde_json::to_value(valid).unwrap_or(Value::Array(Vec::new()));
+        for plugin in &net.plugins {
+            let mut obj = plugin.raw.clone();
+            obj.insert("name".into(), Value::String(net.name.clone()));
+            obj.insert(
+                "cniVersion".into(),
+                Value::String(net.cni_version.as_str().into()),
+            );
+            obj.insert("cni.dev/valid-attachments".into(), list.clone());
+            obj.insert("cni.dev/attachments".into(), list.clone());
+            let stdin = match serde_json::to_vec(&obj) {
+                Ok(b) => b,
+                Err(e) => {
+                    errors.push(DelegateError::Cache(e.to_string()));
+                    continue;
+                }
+            };
+            if let Err(e) = self.run(net, plugin, "GC", None, &stdin) {
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeExec;
+    use serde_json::json;
+
+    fn net(v: Value) -> NetworkConfig {
+        NetworkConfig::from_value(v).unwrap()
+    }
+
+    fn rt() -> RuntimeConf {
+        RuntimeConf {
+            container_id: "c1".into(),
+            netns: Some("/run/netns/p".into()),
+            ifname: "net1".into(),
+            args: CniArgs::parse("IgnoreUnknown=true;K8S_POD_NAME=p").unwrap(),
+            capability_args: serde_json::from_value(
+                json!({"portMappings": [{"hostPort": 1}], "mac": "aa:bb:cc:dd:ee:ff"}),
+            )
+            .unwrap(),
+        }
+    }
+
+    fn invoker<'a>(exec: &'a FakeExec, dir: &std::path::Path) -> Invoker<'a> {
+        Invoker {
+            exec,
+            search_path: vec!["/opt/cni/bin".into()],
+            base_env: vec![("HOME".into(), "/root".into())],
+            timeout: Duration::from_secs(5),
+            cache_dir: dir.to_path_buf(),
+        }
+    }
+
+    fn list() -> NetworkConfig {
+        net(json!({"cniVersion": "1.0.0", "name": "l", "plugins": [
+            {"type": "bridge", "capabilities": {"mac": true}, "custom": 1},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]}))
+    }
+
+    #[test]
+    fn add_chains_injects_filters_and_caches_cni_25_29_30() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        let r = invoker(&exec, d.path()).add(&list(), &rt()).unwrap();
+        assert_eq!(r.interfaces[0].name, "net1");
+        let calls = exec.calls();
+        assert_eq!(calls.len(), 2);
+        let first = &calls[0];
+        assert_eq!(first.stdin["name"], "l");
+        assert_eq!(first.stdin["cniVersion"], "1.0.0");
+        assert_eq!(first.stdin["custom"], 1);
+        assert_eq!(
+            first.stdin["runtimeConfig"],
+            json!({"mac": "aa:bb:cc:dd:ee:ff"})
+        );
+        assert!(
+            first.stdin.get("prevResult").is_none(),
+            "no prevResult on the first ADD"
+        );
+        assert_eq!(first.env("CNI_COMMAND"), Some("ADD"));
+        assert_eq!(first.env("CNI_IFNAME"), Some("net1"));
+        assert_eq!(
+            first.env("CNI_ARGS"),
+            Some("IgnoreUnknown=true;K8S_POD_NAME=p")
+        );
+        assert_eq!(first.env("CNI_PATH"), Some("/opt/cni/bin"));
+        assert_eq!(first.env("HOME"), Some("/root"));
+        let second = &calls[1];
+        assert_eq!(
+            second.stdin["runtimeConfig"],
+            json!({"portMappings": [{"hostPort": 1}]})
+        );
+        assert_eq!(second.stdin["prevResult"]["interfaces"][0]["name"], "net1");
+        let rec = resultcache::read(d.path(), "l", "c1", "net1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(rec.config, list().bytes);
+        assert_eq!(rec.result.unwrap()["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn add_halts_at_first_error_and_caches_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        exec.fail("bridge", "ADD", 7, "nope");
+        let e = invoker(&exec, d.path()).add(&list(), &rt()).unwrap_err();
+        assert_eq!(e.plugin_reply().unwrap().code, 7);
+        assert_eq!(exec.calls().len(), 1);
+        assert!(
+            resultcache::read(d.path(), "l", "c1", "net1")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn del_reverses_with_cached_prev_result_and_removes_cache_cni_26() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        let inv = invoker(&exec, d.path());
+        inv.add(&list(), &rt()).unwrap();
+        exec.clear();
+        inv.del(&list(), &rt()).unwrap();
+        let calls = exec.calls();
+        assert_eq!(
+            calls.iter().map(|c| c.plugin.as_str()).collect::<Vec<_>>(),
+            ["portmap", "bridge"]
+        );
+        assert_eq!(
+            calls[0].stdin["prevResult"]["interfaces"][0]["name"],
+            "net1"
+        );
+        assert!(
+            resultcache::read(d.path(), "l", "c1", "net1")
+                .unwrap()
+                .is_none()
+        );
+        // A second DEL still reaches the plugins, without prevResult.
+        exec.clear();
+        inv.del(&list(), &rt()).unwrap();
+        assert!(exec.calls()[0].stdin.get("prevResult").is_none());
+    }
+
+    #[test]
+    fn del_below_0_4_0_sends_no_prev_result() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        let inv = invoker(&exec, d.path());
+        let n = net(json!({"cniVersion": "0.3.1", "name": "old", "type": "bridge"}));
+        inv.add(&n, &rt()).unwrap();
+        exec.clear();
+        inv.del(&n, &rt()).unwrap();
+        assert!(exec.calls()[0].stdin.get("prevResult").is_none());
+    }
+
+    #[test]
+    fn check_gates_cni_19() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        let inv = invoker(&exec, d.path());
+        let old = net(json!({"cniVersion": "0.3.1", "name": "old", "type": "bridge"}));
+        assert!(matches!(
+            inv.check(&old, &rt()),
+            Err(DelegateError::CheckNotSupported { .. })
+        ));
+        assert!(matches!(
+            inv.check(&list(), &rt()),
+            Err(DelegateError::NoCachedResult)
+        ));
+        inv.add(&list(), &rt()).unwrap();
+        exec.clear();
+        inv.check(&list(), &rt()).unwrap();
+        assert_eq!(exec.calls().len(), 2);
+        assert!(
+            exec.calls()
+                .iter()
+                .all(|c| c.stdin.get("prevResult").is_some())
+        );
+        let off = net(
+            json!({"cniVersion": "1.0.0", "name": "l", "disableCheck": true, "plugins": [{"type": "bridge"}]}),
+        );
+        exec.clear();
+        inv.check(&off, &rt()).unwrap();
+        assert!(exec.calls().is_empty(), "disableCheck: no call (CNI-5)");
+    }
+
+    #[test]
+    fn status_only_from_1_1_0() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        let inv = invoker(&exec, d.path());
+        inv.status(&list()).unwrap();
+        assert!(exec.calls().is_empty());
+        let n = net(json!({"cniVersion": "1.1.0", "name": "s", "plugins": [{"type": "bridge"}]}));
+        exec.fail("bridge", "STATUS", 50, "not ready");
+        assert_eq!(inv.status(&n).unwrap_err().plugin_reply().unwrap().code, 50);
+        assert_eq!(exec.calls()[0].env("CNI_CONTAINERID"), Some(""));
+    }
+
+    #[test]
+    fn gc_deletes_stale_then_sends_both_keys_cni_22_28() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        let inv = invoker(&exec, d.path());
+        let n = net(json!({"cniVersion": "1.1.0", "name": "g", "plugins": [{"type": "bridge"}]}));
+        let mut keep = rt();
+        keep.container_id = "keep".into();
+        let mut stale = rt();
+        stale.container_id = "stale".into();
+        inv.add(&n, &keep).unwrap();
+        inv.add(&n, &stale).unwrap();
+        exec.clear();
+        let valid = vec![GcAttachment {
+            container_id: "keep".into(),
+            ifname: "net1".into(),
+        }];
+        assert!(inv.gc(&n, &valid).is_empty());
+        let calls = exec.calls();
+        assert_eq!(calls[0].env("CNI_COMMAND"), Some("DEL"));
+        assert_eq!(calls[0].env("CNI_CONTAINERID"), Some("stale"));
+        assert_eq!(calls[1].env("CNI_COMMAND"), Some("GC"));
+        assert_eq!(
+            calls[1].stdin["cni.dev/valid-attachments"],
+            json!([{"containerID": "keep", "ifname": "net1"}])
+        );
+        assert_eq!(
+            calls[1].stdin["cni.dev/attachments"],
+            calls[1].stdin["cni.dev/valid-attachments"]
+        );
+        assert!(
+            resultcache::read(d.path(), "g", "stale", "net1")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            resultcache::read(d.path(), "g", "keep", "net1")
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn empty_output_on_add_is_an_invalid_result() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        exec.reply("bridge", "ADD", b"");
+        let e = invoker(&exec, d.path()).add(&list(), &rt()).unwrap_err();
+        assert!(e.to_string().contains("empty output"), "{e}");
+    }
+}

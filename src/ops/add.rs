@@ -1,0 +1,219 @@
+//! ADD as a transaction: plan, lock, cache, attach one by one; on any failure, detach what was attached in
+//! reverse and report every rollback failure (NPWG-56, NPWG-62, NPWG-64, CNI-32).
+
+use std::{os::unix::fs::MetadataExt, path::Path};
+
+use plexus_cni::CniResult;
+
+use super::{Ctx, del::teardown};
+use crate::{
+    cache,
+    error::Error,
+    invoke::RuntimeConf,
+    lock::ContainerLock,
+    plan::{self, Attachment},
+};
+
+/// skel refuses a `CNI_NETNS` that is the plugin's own namespace (CNI-59, code 8).
+fn refuse_own_netns(ctx: &Ctx<'_>, netns: &Path) -> Result<(), Error> {
+    let overridden = ctx
+        .env
+        .passthrough
+        .get("CNI_NETNS_OVERRIDE")
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    if overridden {
+        return Ok(());
+    }
+    let ino = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+    match (ino(netns), ino(Path::new("/proc/self/ns/net"))) {
+        (Some(a), Some(b)) if a == b => Err(Error::OwnNetns {
+            who: ctx.who(),
+            netns: netns.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
+    let netns = ctx.env.netns.clone().unwrap_or_default();
+    refuse_own_netns(ctx, &netns)?;
+    ctx.wait_ready(false)?;
+
+    // Resolve and plan everything before touching anything: a bad request leaves no trace.
+    let pod = ctx.env.pod();
+    let pod_networks = match &pod {
+        Some(p) => ctx
+            .seams
+            .cluster
+            .pod_networks(p, ctx.config)
+            .map_err(|source| Error::Cluster {
+                who: ctx.who(),
+                source,
+            })?,
+        None => Default::default(),
+    };
+    let mut requests = ctx.node_networks(pod_networks.default_network)?;
+    requests.extend(pod_networks.networks);
+    let attachments = plan::plan(ctx.env.ifname(), requests).map_err(|source| Error::Plan {
+        who: ctx.who(),
+        source,
+    })?;
+    let cid = ctx.env.container_id();
+    let runtime: Vec<RuntimeConf> = attachments
+        .iter()
+        .map(|a| ctx.runtime_conf(a, cid, Some(&netns)))
+        .collect::<Result<_, _>>()?;
+
+    let cni_dir = &ctx.config.cni_dir;
+    let lock = ContainerLock::acquire(cni_dir, cid, ctx.config.lock_timeout).map_err(|source| {
+        Error::Lock {
+            who: ctx.who(),
+            source,
+        }
+    })?;
+
+    // An earlier ADD of this container was never deleted (a crash, or a runtime retrying): tear it down
+    // first so its attachments are not forgotten when the cache is overwritten.
+    match cache::read(cni_dir, cid) {
+        Ok(cache::ReadOutcome::Missing) => {}
+        Ok(_) => {
+            tracing::warn!(
+                "[{}]: a cache from an earlier ADD exists; tearing that down first",
+                ctx.who()
+            );
+            if let Err(e) = teardown(ctx, super::del::cached_or_fallback(ctx)) {
+                tracing::warn!("[{}]: tearing down the earlier ADD: {e}", ctx.who());
+            }
+        }
+        Err(source) => {
+            return Err(Error::Cache {
+                who: ctx.who(),
+                op: "read",
+                path: cache::path(cni_dir, cid),
+                source,
+            });
+        }
+    }
+
+    cache::write(cni_dir, cid, &attachments).map_err(|source| Error::Cache {
+        who: ctx.who(),
+        op: "write",
+        path: cache::path(cni_dir, cid),
+        source,
+    })?;
+
+    let invoker = ctx.invoker();
+    let mut attached: Vec<(Attachment, CniResult)> = Vec::with_capacity(attachments.len());
+    for (a, rt) in attachments.iter().zip(&runtime) {
+        let step = (|| {
+            match ctx.seams.netns.link_exists(&netns, &a.ifname) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err((
+                        false,
+                        Error::InterfaceExists {
+                            who: ctx.who(),
+                            network: a.status_name.clone(),
+                            ifname: a.ifname.clone(),
+                            netns: netns.clone(),
+                        },
+                    ));
+                }
+                Err(source) => {
+                    return Err((
+                        false,
+                        Error::Netns {
+                            who: ctx.who(),
+                            network: a.status_name.clone(),
+                            netns: netns.clone(),
+                            source,
+                        },
+                    ));
+                }
+            }
+            invoker.add(&a.network, rt).map_err(|source| {
+                (
+                    true,
+                    Error::Delegate {
+                        who: ctx.who(),
+                        network: a.status_name.clone(),
+                        ifname: a.ifname.clone(),
+                        verb: "adding container to",
+                        source,
+                    },
+                )
+            })
+        })();
+        match step {
+            Ok(result) => {
+                tracing::info!(network = %a.status_name, ifname = %a.ifname, "attached");
+                attached.push((a.clone(), result));
+            }
+            Err((ran, err)) => {
+                // The failed delegate may have done part of its work (a conflist halts midway): DEL it too.
+                let undo = attachments[..attached.len() + usize::from(ran)].to_vec();
+                return Err(rollback(ctx, lock, undo, err));
+            }
+        }
+    }
+
+    // The cluster network's result, in the config's version (decisions.md; §10 #20).
+    let (master, master_result) = &attached[0];
+    let reply = match master_result.to_json(ctx.config.cni_version) {
+        Ok(s) => s.into_bytes(),
+        Err(source) => {
+            let err = Error::Result {
+                who: ctx.who(),
+                network: master.status_name.clone(),
+                version: ctx.config.cni_version.to_string(),
+                source,
+            };
+            return Err(rollback(ctx, lock, attachments, err));
+        }
+    };
+    if let Some(pod) = &pod
+        && let Err(source) = ctx.seams.cluster.publish_status(pod, &attached)
+    {
+        // Consistent with every other failure after delegates ran (§10 #19): roll back.
+        return Err(rollback(
+            ctx,
+            lock,
+            attachments,
+            Error::Cluster {
+                who: ctx.who(),
+                source,
+            },
+        ));
+    }
+    drop(lock);
+    Ok(reply)
+}
+
+/// Undo `undo` in reverse. When every DEL succeeds, nothing of the ADD remains (cache and lock file
+/// removed); otherwise the cache stays so the runtime's DEL, which always follows a failed ADD (CNI-23),
+/// can try again.
+fn rollback(ctx: &Ctx<'_>, lock: ContainerLock, undo: Vec<Attachment>, original: Error) -> Error {
+    tracing::warn!(
+        "[{}]: ADD failed, rolling back {} attachment(s): {original}",
+        ctx.who(),
+        undo.len()
+    );
+    let failures = match teardown(ctx, undo) {
+        Ok(()) => Vec::new(),
+        Err(Error::Many(errors)) => errors,
+        Err(e) => vec![e],
+    };
+    if failures.is_empty() {
+        let cid = ctx.env.container_id();
+        match cache::remove(&ctx.config.cni_dir, cid) {
+            Ok(()) => lock.release_and_remove(),
+            Err(e) => tracing::error!("[{}]: removing the cache after rollback: {e}", ctx.who()),
+        }
+        original
+    } else {
+        Error::Rollback {
+            original: Box::new(original),
+            failures,
+        }
+    }
+}

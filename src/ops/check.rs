@@ -1,0 +1,81 @@
+//! CHECK: every cached delegate, in order, with its cached result (CNI-18, CNI-19, CNI-27); Go Multus checks
+//! only static delegates (multus-features.md §10 #12).
+
+use super::Ctx;
+use crate::{
+    cache::{self, ReadOutcome},
+    error::Error,
+    invoke::DelegateError,
+    lock::ContainerLock,
+};
+
+pub(super) fn check(ctx: &Ctx<'_>) -> Result<(), Error> {
+    let cid = ctx.env.container_id();
+    let cni_dir = &ctx.config.cni_dir;
+    let _lock =
+        ContainerLock::acquire(cni_dir, cid, ctx.config.lock_timeout).map_err(|source| {
+            Error::Lock {
+                who: ctx.who(),
+                source,
+            }
+        })?;
+    let entries = match cache::read(cni_dir, cid) {
+        Ok(ReadOutcome::Found(entries)) => entries,
+        Ok(ReadOutcome::Missing) => {
+            return Err(Error::UnknownContainer {
+                who: ctx.who(),
+                container_id: cid.to_string(),
+            });
+        }
+        Ok(ReadOutcome::Corrupt(reason)) => {
+            return Err(Error::CacheCorrupt {
+                who: ctx.who(),
+                path: cache::path(cni_dir, cid),
+                reason,
+            });
+        }
+        Err(source) => {
+            return Err(Error::Cache {
+                who: ctx.who(),
+                op: "read",
+                path: cache::path(cni_dir, cid),
+                source,
+            });
+        }
+    };
+    let invoker = ctx.invoker();
+    let mut errors = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let a = match e.to_attachment(i, ctx.env.ifname(), ctx.config.cni_version) {
+            Ok(a) => a,
+            Err(err) => {
+                errors.push(Error::CacheCorrupt {
+                    who: ctx.who(),
+                    path: cache::path(cni_dir, cid),
+                    reason: err.to_string(),
+                });
+                continue;
+            }
+        };
+        let rt = ctx.runtime_conf(&a, cid, ctx.env.netns.as_deref())?;
+        match invoker.check(&a.network, &rt) {
+            Ok(()) => {}
+            // A 0.3.x delegate behind a newer plexus cannot be checked; that is not a failure (#737, #525).
+            Err(DelegateError::CheckNotSupported { version }) => {
+                tracing::info!(network = %a.status_name, %version, "CHECK skipped: the network's version predates CHECK");
+            }
+            Err(source) => errors.push(Error::Delegate {
+                who: ctx.who(),
+                network: a.status_name.clone(),
+                ifname: a.ifname.clone(),
+                verb: "checking container on",
+                source,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Many(errors))
+    }
+}

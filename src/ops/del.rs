@@ -1,0 +1,243 @@
+//! DEL: tear down from the cache in reverse, trying every delegate and reporting all failures; idempotent;
+//! never skips teardown silently when the cache is missing or corrupt (NPWG-63, CNI-14..CNI-17,
+//! multus-features.md §5.1, §10 #2).
+
+use std::{collections::HashSet, path::Path};
+
+use serde_json::{Map, Value};
+
+use super::Ctx;
+use crate::{
+    cache::{self, ReadOutcome},
+    error::Error,
+    lock::ContainerLock,
+    netconf::NetworkConfig,
+    plan::{self, Attachment, Requests},
+    resultcache,
+};
+
+/// The attachments of container `cid`: from its cache, else rebuilt from what the node still knows.
+pub(super) fn load(ctx: &Ctx<'_>, cid: &str, master_ifname: &str) -> Vec<Attachment> {
+    let cni_dir = &ctx.config.cni_dir;
+    let who = ctx.who();
+    match cache::read(cni_dir, cid) {
+        Ok(ReadOutcome::Found(entries)) => {
+            let mut out = Vec::with_capacity(entries.len());
+            let mut broken = false;
+            for (i, e) in entries.iter().enumerate() {
+                match e.to_attachment(i, master_ifname, ctx.config.cni_version) {
+                    Ok(a) => out.push(a),
+                    Err(err) => {
+                        tracing::error!(
+                            "[{who}]: {err}; falling back to the result cache and the config's networks for it"
+                        );
+                        broken = true;
+                    }
+                }
+            }
+            if broken {
+                fallback(ctx, cid, master_ifname, out)
+            } else {
+                out
+            }
+        }
+        Ok(ReadOutcome::Missing) => {
+            tracing::info!(
+                "[{who}]: no cache for container {cid}; tearing down from the result cache and the config's networks"
+            );
+            fallback(ctx, cid, master_ifname, Vec::new())
+        }
+        Ok(ReadOutcome::Corrupt(reason)) => {
+            tracing::error!(
+                "[{who}]: the cache {} is corrupt ({reason}); tearing down from the result cache and the config's networks instead",
+                cache::path(cni_dir, cid).display()
+            );
+            fallback(ctx, cid, master_ifname, Vec::new())
+        }
+        Err(e) => {
+            tracing::error!(
+                "[{who}]: cannot read the cache {} ({e}); tearing down from the result cache and the config's networks instead",
+                cache::path(cni_dir, cid).display()
+            );
+            fallback(ctx, cid, master_ifname, Vec::new())
+        }
+    }
+}
+
+/// For [`super::add`]: the current container's attachments.
+pub(super) fn cached_or_fallback(ctx: &Ctx<'_>) -> Vec<Attachment> {
+    load(ctx, ctx.env.container_id(), ctx.env.ifname())
+}
+
+/// Every attachment the result cache records for the container (each holds its exact config), then the
+/// config's own networks not already covered. The cluster network comes first, so it is torn down last.
+fn fallback(
+    ctx: &Ctx<'_>,
+    cid: &str,
+    master_ifname: &str,
+    mut have: Vec<Attachment>,
+) -> Vec<Attachment> {
+    let mut seen: HashSet<(String, String)> = have
+        .iter()
+        .map(|a| (a.network.name.clone(), a.ifname.clone()))
+        .collect();
+    for rec in resultcache::list(&ctx.config.cni_dir, Some(cid)) {
+        if !seen.insert((rec.network_name.clone(), rec.if_name.clone())) {
+            continue;
+        }
+        let network = match NetworkConfig::from_bytes(&rec.config) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(
+                    "[{}]: result cache entry {}: unusable config: {e}",
+                    ctx.who(),
+                    rec.network_name
+                );
+                continue;
+            }
+        };
+        let master = rec.if_name == master_ifname;
+        have.push(Attachment {
+            status_name: network.name.clone(),
+            network,
+            ifname: rec.if_name.clone(),
+            master,
+            ifname_request: None,
+            requests: if master {
+                Requests::default()
+            } else {
+                requests_from_capability_args(&rec.capability_args)
+            },
+            resource_name: None,
+        });
+    }
+    match ctx.node_networks(None).and_then(|reqs| {
+        plan::plan(master_ifname, reqs).map_err(|source| Error::Plan {
+            who: ctx.who(),
+            source,
+        })
+    }) {
+        Ok(planned) => {
+            for a in planned {
+                if seen.insert((a.network.name.clone(), a.ifname.clone())) {
+                    have.push(a);
+                }
+            }
+        }
+        Err(e) => tracing::error!(
+            "[{}]: cannot load the config's networks for teardown: {e}",
+            ctx.who()
+        ),
+    }
+    have.sort_by_key(|a| !a.master);
+    have
+}
+
+/// A secondary's requests as libcni recorded them in its capability arguments.
+pub(crate) fn requests_from_capability_args(args: &Map<String, Value>) -> Requests {
+    let s = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
+    Requests {
+        mac: s("mac"),
+        ips: args
+            .get("ips")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        infiniband_guid: s("infinibandGUID"),
+        port_mappings: args.get("portMappings").cloned(),
+        bandwidth: args.get("bandwidth").cloned(),
+        device_id: s("deviceID"),
+        gateways: None,
+    }
+}
+
+/// DEL `attachments` of container `cid` in reverse order, trying every one (NPWG-63).
+pub(super) fn teardown_container(
+    ctx: &Ctx<'_>,
+    cid: &str,
+    netns: Option<&Path>,
+    attachments: Vec<Attachment>,
+) -> Result<(), Error> {
+    let invoker = ctx.invoker();
+    let mut errors = Vec::new();
+    for a in attachments.iter().rev() {
+        let result = ctx.runtime_conf(a, cid, netns).and_then(|rt| {
+            invoker
+                .del(&a.network, &rt)
+                .map_err(|source| Error::Delegate {
+                    who: ctx.who(),
+                    network: a.status_name.clone(),
+                    ifname: a.ifname.clone(),
+                    verb: "deleting container from",
+                    source,
+                })
+        });
+        match result {
+            Ok(()) => tracing::info!(network = %a.status_name, ifname = %a.ifname, "detached"),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Many(errors))
+    }
+}
+
+/// DEL the current container's `attachments`.
+pub(super) fn teardown(ctx: &Ctx<'_>, attachments: Vec<Attachment>) -> Result<(), Error> {
+    teardown_container(
+        ctx,
+        ctx.env.container_id(),
+        ctx.env.netns.as_deref(),
+        attachments,
+    )
+}
+
+pub(super) fn del(ctx: &Ctx<'_>) -> Result<(), Error> {
+    if let Some(p) = &ctx.config.readiness_indicator
+        && !p.exists()
+    {
+        // NPWG-60 asks to block until ready, but a DEL must not wait on the default network (Multus warns).
+        tracing::warn!(
+            "[{}]: readiness indicator file {} is missing; deleting anyway",
+            ctx.who(),
+            p.display()
+        );
+    }
+    let cid = ctx.env.container_id();
+    let lock = ContainerLock::acquire(&ctx.config.cni_dir, cid, ctx.config.lock_timeout).map_err(
+        |source| Error::Lock {
+            who: ctx.who(),
+            source,
+        },
+    )?;
+    let attachments = load(ctx, cid, ctx.env.ifname());
+    let result = teardown(ctx, attachments);
+    // retryDeleteOnError keeps the cache after a failed DEL so the runtime can retry with it (#926), except
+    // when the failure says something is already gone.
+    let keep = ctx.config.retry_delete_on_error
+        && result
+            .as_ref()
+            .is_err_and(|e| !e.to_string().contains("no such file or directory"));
+    if keep {
+        tracing::warn!(
+            "[{}]: DEL failed; keeping the cache for a retry (retryDeleteOnError)",
+            ctx.who()
+        );
+    } else {
+        cache::remove(&ctx.config.cni_dir, cid).map_err(|source| Error::Cache {
+            who: ctx.who(),
+            op: "remove",
+            path: cache::path(&ctx.config.cni_dir, cid),
+            source,
+        })?;
+        lock.release_and_remove();
+    }
+    result
+}

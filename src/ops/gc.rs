@@ -1,0 +1,113 @@
+//! GC: tear down every container plexus has a cache for that the runtime no longer lists, then GC every
+//! network known on this node with the attachments still valid (CNI-22, CNI-28; Go Multus ignores the
+//! runtime's list and skips secondary networks, multus-features.md §10 #13).
+
+use std::collections::{BTreeMap, HashSet};
+
+use plexus_cni::GcAttachment;
+
+use super::{Ctx, del};
+use crate::{cache, error::Error, lock, lock::ContainerLock, netconf::NetworkConfig, resultcache};
+
+pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
+    ctx.wait_ready(false)?;
+    let cni_dir = &ctx.config.cni_dir;
+    // The runtime's list (either key; a malformed list was refused with the config). Absent means none.
+    let valid: Vec<GcAttachment> = ctx.config.valid_attachments.clone().unwrap_or_default();
+    let live: HashSet<&str> = valid.iter().map(|a| a.container_id.as_str()).collect();
+    let mut errors = Vec::new();
+
+    // 1. Stale plexus caches: full teardown of containers the runtime no longer knows.
+    for cid in cache::containers(cni_dir) {
+        if live.contains(cid.as_str()) {
+            continue;
+        }
+        let Ok(lock) = ContainerLock::acquire(cni_dir, &cid, ctx.config.lock_timeout) else {
+            tracing::warn!(container = %cid, "GC: container is busy; leaving it for the next GC");
+            continue;
+        };
+        // The runtime-side interface of the cluster network is in its result cache; eth0 otherwise.
+        let master_ifname = cache::read(cni_dir, &cid)
+            .ok()
+            .and_then(|r| match r {
+                cache::ReadOutcome::Found(e) => e.first().and_then(|d| d.if_name.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "eth0".to_string());
+        tracing::info!(container = %cid, "GC: tearing down a container the runtime no longer lists");
+        let attachments = del::load(ctx, &cid, &master_ifname);
+        match del::teardown_container(ctx, &cid, None, attachments) {
+            Ok(()) => {
+                if let Err(source) = cache::remove(cni_dir, &cid) {
+                    errors.push(Error::Cache {
+                        who: ctx.who(),
+                        op: "remove",
+                        path: cache::path(cni_dir, &cid),
+                        source,
+                    });
+                }
+                lock.release_and_remove();
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+
+    // 2. Every network known here: the node's, then those in remaining caches and in the result cache.
+    let mut networks: BTreeMap<String, NetworkConfig> = BTreeMap::new();
+    match ctx.node_networks(None) {
+        Ok(reqs) => {
+            for r in reqs {
+                networks.entry(r.network.name.clone()).or_insert(r.network);
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    for cid in cache::containers(cni_dir) {
+        if let Ok(cache::ReadOutcome::Found(entries)) = cache::read(cni_dir, &cid) {
+            for (i, e) in entries.iter().enumerate() {
+                if let Ok(a) = e.to_attachment(i, "eth0", ctx.config.cni_version) {
+                    networks.entry(a.network.name.clone()).or_insert(a.network);
+                }
+            }
+        }
+    }
+    let records = resultcache::list(cni_dir, None);
+    for rec in &records {
+        if !networks.contains_key(&rec.network_name)
+            && let Ok(n) = NetworkConfig::from_bytes(&rec.config)
+        {
+            networks.insert(n.name.clone(), n);
+        }
+    }
+    // Delegate-level valid attachments: what the result cache holds for containers still live.
+    let valid_delegate: Vec<GcAttachment> = records
+        .iter()
+        .filter(|r| live.contains(r.container_id.as_str()))
+        .map(|r| GcAttachment {
+            container_id: r.container_id.clone(),
+            ifname: r.if_name.clone(),
+        })
+        .collect();
+    let invoker = ctx.invoker();
+    for (name, net) in &networks {
+        for source in invoker.gc(net, &valid_delegate) {
+            errors.push(Error::Delegate {
+                who: ctx.who(),
+                network: name.clone(),
+                ifname: String::new(),
+                verb: "garbage-collecting",
+                source,
+            });
+        }
+    }
+
+    // 3. Lock files of containers that are gone.
+    let remaining: HashSet<String> = cache::containers(cni_dir).into_iter().collect();
+    lock::remove_stale(cni_dir, &|id| live.contains(id) || remaining.contains(id));
+
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Many(errors))
+    }
+}

@@ -1,0 +1,253 @@
+//! The CNI operations over the seams: ADD as a transaction, DEL from the cache, CHECK, STATUS, GC, VERSION.
+//!
+//! ```text
+//!   cli ──► ops::execute ──► resolve (confdir, Cluster) ──► plan (pure) ──► cache + lock
+//!                                   │
+//!                                   └──► invoke (libcni semantics) ──► Exec (processes)
+//!                                              NetnsProbe (netlink, dedicated thread)
+//! ```
+
+mod add;
+mod check;
+mod del;
+mod gc;
+mod status;
+
+use std::{
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use plexus_cni::{CniVersion, version::supported_versions_json};
+use serde_json::Value;
+
+use crate::{
+    cluster::Cluster,
+    confdir,
+    config::{Config, NetworkRef, Primary},
+    error::Error,
+    exec::Exec,
+    invoke::{Invoker, RuntimeConf},
+    netns::NetnsProbe,
+    plan::{self, Attachment, NetworkRequest},
+    request::{CniEnv, Command},
+};
+
+/// The outside world an operation runs against.
+pub struct Seams<'a> {
+    /// Process execution.
+    pub exec: &'a dyn Exec,
+    /// Netns inspection.
+    pub netns: &'a dyn NetnsProbe,
+    /// Kubernetes.
+    pub cluster: &'a dyn Cluster,
+}
+
+/// One operation's context.
+pub(crate) struct Ctx<'a> {
+    pub env: &'a CniEnv,
+    pub config: &'a Config,
+    pub seams: &'a Seams<'a>,
+}
+
+/// VERSION: echo the config's version and list ours (CNI-21); stdin need not be a valid config.
+pub fn version_reply(stdin: &[u8]) -> Vec<u8> {
+    let echo = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| CniVersion::V1_1_0.as_str().to_string());
+    serde_json::to_vec(&supported_versions_json(&echo)).unwrap_or_default()
+}
+
+/// Run a command (other than VERSION) with a validated config. Returns what goes on stdout on success.
+pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Vec<u8>, Error> {
+    let ctx = Ctx { env, config, seams };
+    let gate = |needs: CniVersion| {
+        if config.cni_version < needs {
+            Err(Error::VersionGate {
+                command: env.command,
+                needs: needs.as_str(),
+                has: config.cni_version.to_string(),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    let started = Instant::now();
+    tracing::info!(command = %env.command, container = env.container_id.as_deref().unwrap_or(""), who = %env.who(), "start");
+    let out = match env.command {
+        Command::Version => Ok(Vec::new()),
+        Command::Add => add::add(&ctx),
+        Command::Del => del::del(&ctx).map(|()| Vec::new()),
+        Command::Check => gate(CniVersion::V0_4_0)
+            .and_then(|()| check::check(&ctx))
+            .map(|()| Vec::new()),
+        Command::Status => gate(CniVersion::V1_1_0)
+            .and_then(|()| status::status(&ctx))
+            .map(|()| Vec::new()),
+        Command::Gc => gate(CniVersion::V1_1_0)
+            .and_then(|()| gc::gc(&ctx))
+            .map(|()| Vec::new()),
+    };
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match &out {
+        Ok(_) => tracing::info!(command = %env.command, elapsed_ms, "done"),
+        Err(e) => {
+            tracing::error!(command = %env.command, elapsed_ms, code = e.cni_code(), "failed: {e}")
+        }
+    }
+    out
+}
+
+impl Ctx<'_> {
+    pub fn who(&self) -> String {
+        self.env.who()
+    }
+
+    pub fn invoker(&self) -> Invoker<'_> {
+        Invoker {
+            exec: self.seams.exec,
+            search_path: self.config.search_path(&self.env.path),
+            base_env: self
+                .env
+                .passthrough
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            timeout: self.config.delegate_timeout,
+            cache_dir: self.config.cni_dir.clone(),
+        }
+    }
+
+    /// The runtime parameters of one attachment of container `cid`. `netns` is `CNI_NETNS` (absent on
+    /// some DELs and on GC).
+    pub fn runtime_conf(
+        &self,
+        a: &Attachment,
+        cid: &str,
+        netns: Option<&Path>,
+    ) -> Result<RuntimeConf, Error> {
+        let (capability_args, warnings) = plan::capability_args(
+            a,
+            &self.config.runtime_config,
+            self.config.strict_capabilities,
+        )
+        .map_err(|source| Error::Plan {
+            who: self.who(),
+            source,
+        })?;
+        for w in warnings {
+            tracing::warn!("[{}]: {w}", self.who());
+        }
+        Ok(RuntimeConf {
+            container_id: cid.to_string(),
+            netns: netns.map(Path::to_path_buf),
+            ifname: a.ifname.clone(),
+            args: plan::delegate_args(&self.env.args, &a.requests),
+            capability_args,
+        })
+    }
+
+    /// Load a network named in `clusterNetwork`/`defaultNetworks` (multus-features.md §3.3): a path is a
+    /// file or directory; a name is a NAD in `multusNamespace`, then a network in `confDir`.
+    pub fn resolve_ref(&self, r: &NetworkRef) -> Result<NetworkRequest, Error> {
+        let lookup = |source| Error::Lookup {
+            who: self.who(),
+            network: r.to_string(),
+            source,
+        };
+        let netconf = |source| Error::NetConf {
+            who: self.who(),
+            network: r.to_string(),
+            source,
+        };
+        let network = match r {
+            NetworkRef::Path(p) => confdir::load_path(p).map_err(lookup)?,
+            NetworkRef::Name(name) => {
+                match self
+                    .seams
+                    .cluster
+                    .network_by_name(self.config, name)
+                    .map_err(|source| Error::Cluster {
+                        who: self.who(),
+                        source,
+                    })? {
+                    Some(req) => return Ok(req),
+                    None => confdir::find_by_name(&self.config.conf_dir, name).map_err(lookup)?,
+                }
+            }
+        };
+        let network = network
+            .with_version_if_missing(self.config.cni_version)
+            .map_err(netconf)?;
+        Ok(NetworkRequest::plain(network))
+    }
+
+    /// The node's own networks: the cluster network first, then static delegates or `defaultNetworks`
+    /// (skipped for pods in `systemNamespaces`). `pod_default` replaces the cluster network.
+    pub fn node_networks(
+        &self,
+        pod_default: Option<NetworkRequest>,
+    ) -> Result<Vec<NetworkRequest>, Error> {
+        let mut out = Vec::new();
+        match &self.config.primary {
+            Primary::Delegates(list) => out.extend(list.iter().cloned().map(NetworkRequest::plain)),
+            Primary::ClusterNetwork(r) => {
+                if pod_default.is_none() {
+                    out.push(self.resolve_ref(r)?);
+                }
+                let system = self
+                    .env
+                    .pod()
+                    .is_some_and(|p| self.config.system_namespaces.contains(&p.namespace));
+                if !system {
+                    for r in &self.config.default_networks {
+                        out.push(self.resolve_ref(r)?);
+                    }
+                }
+            }
+        }
+        if let Some(d) = pod_default {
+            if matches!(self.config.primary, Primary::Delegates(_)) && !out.is_empty() {
+                out[0] = d;
+            } else {
+                out.insert(0, d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Wait for the readiness indicator file (NPWG-60): ADD, STATUS and GC poll up to the configured time.
+    pub fn wait_ready(&self, for_status: bool) -> Result<(), Error> {
+        let Some(path) = &self.config.readiness_indicator else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        loop {
+            if path.exists() {
+                return Ok(());
+            }
+            let waited = started.elapsed();
+            if waited >= self.config.readiness_timeout {
+                return Err(Error::NotReady {
+                    path: path.clone(),
+                    waited,
+                    for_status,
+                });
+            }
+            if waited.is_zero() {
+                tracing::info!(path = %path.display(), "waiting for the readiness indicator file");
+            }
+            thread::sleep(Duration::from_millis(250).min(self.config.readiness_timeout - waited));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

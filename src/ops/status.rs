@@ -1,0 +1,41 @@
+//! STATUS: ready when the readiness indicator exists and every network each pod gets (the cluster network
+//! and `defaultNetworks` or static delegates) answers STATUS; a delegate's code 50/51 is passed on (CNI-20).
+
+use plexus_cni::{ErrorReply, codes};
+
+use super::Ctx;
+use crate::{error::Error, exec::ExecError, invoke::DelegateError};
+
+pub(super) fn status(ctx: &Ctx<'_>) -> Result<(), Error> {
+    ctx.wait_ready(true)?;
+    let networks = ctx.node_networks(None)?;
+    let invoker = ctx.invoker();
+    for n in &networks {
+        if let Err(mut source) = invoker.status(&n.network) {
+            // A missing delegate binary means the network is not available on this node (code 50).
+            if let DelegateError::Exec {
+                plugin_type,
+                source: ExecError::NotFound { .. },
+            } = &source
+            {
+                let reply = ErrorReply::new(codes::NOT_AVAILABLE, source.to_string(), "");
+                source = DelegateError::Exec {
+                    plugin_type: plugin_type.clone(),
+                    source: ExecError::Plugin {
+                        plugin: Default::default(),
+                        reply,
+                        stderr: String::new(),
+                    },
+                };
+            }
+            return Err(Error::Delegate {
+                who: ctx.who(),
+                network: n.status_name.clone(),
+                ifname: String::new(),
+                verb: "getting status of",
+                source,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! The pure core of an operation: which networks attach on which interfaces, in what order, with which
+//! `CNI_ARGS` and capability arguments (NPWG-26, NPWG-27, NPWG-39, NPWG-56, NPWG-66, multus-features.md §3.2, §3.4).
+
+use plexus_cni::{CniArgs, validate};
+use serde_json::{Map, Value};
+
+use crate::netconf::NetworkConfig;
+
+/// What a pod asked of one attachment (the selection element's requests); replayed from the cache on DEL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Requests {
+    /// `mac` (NPWG-23).
+    pub mac: Option<String>,
+    /// `ips` (NPWG-21).
+    pub ips: Vec<String>,
+    /// `infiniband-guid` (NPWG-35).
+    pub infiniband_guid: Option<String>,
+    /// `portMappings` (NPWG-30).
+    pub port_mappings: Option<Value>,
+    /// `bandwidth` (NPWG-32).
+    pub bandwidth: Option<Value>,
+    /// A device ID (from a resource, or the `deviceID` extension).
+    pub device_id: Option<String>,
+    /// `default-route` gateways (NPWG-34).
+    pub gateways: Option<Vec<String>>,
+}
+
+impl Requests {
+    /// The capability each request needs, with its `runtimeConfig` key and value (CONVENTIONS).
+    pub fn capability_args(&self) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        if !self.ips.is_empty() {
+            out.push(("ips", Value::from(self.ips.clone())));
+        }
+        if let Some(mac) = &self.mac {
+            out.push(("mac", Value::from(mac.clone())));
+        }
+        if let Some(guid) = &self.infiniband_guid {
+            out.push(("infinibandGUID", Value::from(guid.clone())));
+        }
+        if let Some(pm) = &self.port_mappings {
+            out.push(("portMappings", pm.clone()));
+        }
+        if let Some(bw) = &self.bandwidth {
+            out.push(("bandwidth", bw.clone()));
+        }
+        if let Some(id) = &self.device_id {
+            out.push(("deviceID", Value::from(id.clone())));
+        }
+        out
+    }
+}
+
+/// One network to attach, before interface names are assigned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkRequest {
+    /// The delegate config.
+    pub network: NetworkConfig,
+    /// The name for status and messages: `<ns>/<nad>` for NADs, the CNI name for files and inline delegates.
+    pub status_name: String,
+    /// An explicit interface name.
+    pub ifname_request: Option<String>,
+    /// The pod's requests for it.
+    pub requests: Requests,
+    /// The NAD's `resourceName` annotation.
+    pub resource_name: Option<String>,
+}
+
+impl NetworkRequest {
+    /// A network from a file or an inline delegate: named by its CNI name, no requests.
+    pub fn plain(network: NetworkConfig) -> NetworkRequest {
+        NetworkRequest {
+            status_name: network.name.clone(),
+            network,
+            ifname_request: None,
+            requests: Requests::default(),
+            resource_name: None,
+        }
+    }
+}
+
+/// A planned attachment: a network on an interface.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attachment {
+    /// The delegate config (its bytes are what runs and what is cached).
+    pub network: NetworkConfig,
+    /// `CNI_IFNAME` for every operation on it (NPWG-39).
+    pub ifname: String,
+    /// The cluster network: its result is returned, it gets the runtime's `runtimeConfig`.
+    pub master: bool,
+    /// Name for status and messages.
+    pub status_name: String,
+    /// The explicit interface name asked for, if any.
+    pub ifname_request: Option<String>,
+    /// The pod's requests.
+    pub requests: Requests,
+    /// The NAD's `resourceName`.
+    pub resource_name: Option<String>,
+}
+
+/// A plan that cannot be carried out (CNI code 7).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    /// No networks at all.
+    #[error("no networks to attach")]
+    Empty,
+    /// An explicit interface name is not a valid Linux name (NPWG-25).
+    #[error("network {network:?}: {reason}")]
+    InvalidInterface {
+        /// The network.
+        network: String,
+        /// Why.
+        reason: String,
+    },
+    /// Two attachments want the same interface (NPWG-26).
+    #[error("network {network:?}: interface {ifname:?} is already used by network {earlier:?}")]
+    DuplicateInterface {
+        /// The later network.
+        network: String,
+        /// The name.
+        ifname: String,
+        /// The earlier network.
+        earlier: String,
+    },
+    /// A request for a capability no plugin of the network declares (NPWG-22/24/31/33/35).
+    #[error(
+        "network {network:?}: {request} was requested but no plugin of the network declares the {capability:?} capability"
+    )]
+    MissingCapability {
+        /// The network.
+        network: String,
+        /// The selection key.
+        request: &'static str,
+        /// The capability.
+        capability: &'static str,
+    },
+}
+
+/// Assign interface names (multus-features.md §3.4): an explicit request wins, even for the cluster network;
+/// the cluster network (index 0) otherwise gets `master_ifname`; every other network gets `net<index>`.
+/// Explicit names do not renumber the others. A name used twice fails the later attachment (NPWG-26).
+pub fn plan(
+    master_ifname: &str,
+    networks: Vec<NetworkRequest>,
+) -> Result<Vec<Attachment>, PlanError> {
+    if networks.is_empty() {
+        return Err(PlanError::Empty);
+    }
+    let mut out: Vec<Attachment> = Vec::with_capacity(networks.len());
+    for (idx, n) in networks.into_iter().enumerate() {
+        if let Some(req) = &n.ifname_request {
+            validate::interface_name(req).map_err(|e| PlanError::InvalidInterface {
+                network: n.status_name.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let ifname = match (&n.ifname_request, idx) {
+            (Some(req), _) => req.clone(),
+            (None, 0) => master_ifname.to_string(),
+            (None, i) => format!("net{i}"),
+        };
+        if let Some(earlier) = out.iter().find(|a| a.ifname == ifname) {
+            return Err(PlanError::DuplicateInterface {
+                network: n.status_name,
+                ifname,
+                earlier: earlier.status_name.clone(),
+            });
+        }
+        out.push(Attachment {
+            network: n.network,
+            ifname,
+            master: idx == 0,
+            status_name: n.status_name,
+            ifname_request: n.ifname_request,
+            requests: n.requests,
+            resource_name: n.resource_name,
+        });
+    }
+    Ok(out)
+}
+
+const SELECTION_KEYS: [(&str, &str); 6] = [
+    ("ips", "ips"),
+    ("mac", "mac"),
+    ("infinibandGUID", "infiniband-guid"),
+    ("portMappings", "portMappings"),
+    ("bandwidth", "bandwidth"),
+    ("deviceID", "deviceID"),
+];
+
+fn selection_key(capability: &str) -> &'static str {
+    SELECTION_KEYS
+        .iter()
+        .find(|(c, _)| *c == capability)
+        .map(|(_, k)| *k)
+        .unwrap_or("a capability")
+}
+
+/// The capability arguments of an attachment. The cluster network starts from the runtime's
+/// `runtimeConfig` (every key, multus-features.md §10 #14); other networks get only their own requests
+/// (NPWG-66). Requests win over runtime values.
+///
+/// With `strict`, a request whose capability no plugin declares fails (decisions.md); otherwise it is
+/// dropped and named in the returned warnings, as Go Multus does silently.
+pub fn capability_args(
+    a: &Attachment,
+    runtime_config: &Map<String, Value>,
+    strict: bool,
+) -> Result<(Map<String, Value>, Vec<String>), PlanError> {
+    let mut args = if a.master {
+        runtime_config.clone()
+    } else {
+        Map::new()
+    };
+    let mut warnings = Vec::new();
+    for (capability, value) in a.requests.capability_args() {
+        // deviceID comes from the node's devices, not the pod author; libcni's filter decides who sees it.
+        if capability != "deviceID" && !a.network.any_capability(capability) {
+            let err = PlanError::MissingCapability {
+                network: a.status_name.clone(),
+                request: selection_key(capability),
+                capability,
+            };
+            if strict {
+                return Err(err);
+            }
+            warnings.push(format!(
+                "{err}; the request is dropped (strictCapabilities is false)"
+            ));
+            continue;
+        }
+        args.insert(capability.to_string(), value);
+    }
+    Ok((args, warnings))
+}
+
+/// The keys Kubernetes runtimes put in `CNI_ARGS`, in the order Multus sends them (CNI-51).
+pub const K8S_ARGS: [&str; 4] = [
+    "K8S_POD_NAMESPACE",
+    "K8S_POD_NAME",
+    "K8S_POD_INFRA_CONTAINER_ID",
+    "K8S_POD_UID",
+];
+
+/// `CNI_ARGS` for a delegate: `IgnoreUnknown=true`, the pod keys in Multus's order, then the runtime's other
+/// pairs, each key once with the runtime's value winning (multus-features.md §10 #6), then the legacy
+/// `MAC=`/`IP=` requests (EXT-7).
+pub fn delegate_args(runtime: &CniArgs, requests: &Requests) -> CniArgs {
+    let mut a = CniArgs::new();
+    a.set("IgnoreUnknown", "true");
+    for k in K8S_ARGS {
+        if let Some(v) = runtime.get(k) {
+            a.set(k, v);
+        }
+    }
+    for (k, v) in runtime.iter() {
+        a.set(k, v);
+    }
+    if let Some(mac) = &requests.mac {
+        a.set("MAC", mac.as_str());
+    }
+    if !requests.ips.is_empty() {
+        a.set("IP", requests.ips.join(","));
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(name: &str, ifname: Option<&str>) -> NetworkRequest {
+        let n = NetworkConfig::from_value(
+            json!({"cniVersion": "1.0.0", "name": name, "type": "bridge",
+            "capabilities": {"ips": true}}),
+        )
+        .unwrap();
+        let mut r = NetworkRequest::plain(n);
+        r.ifname_request = ifname.map(str::to_string);
+        r
+    }
+
+    fn names(a: &[Attachment]) -> Vec<&str> {
+        a.iter().map(|a| a.ifname.as_str()).collect()
+    }
+
+    #[test]
+    fn cluster_network_gets_cni_ifname_others_net_index() {
+        let a = plan("eth0", vec![req("c", None), req("a", None), req("b", None)]).unwrap();
+        assert_eq!(names(&a), ["eth0", "net1", "net2"]);
+        assert!(a[0].master && !a[1].master);
+    }
+
+    #[test]
+    fn explicit_names_win_and_do_not_renumber() {
+        let a = plan(
+            "eth0",
+            vec![req("c", None), req("a", Some("foo")), req("b", None)],
+        )
+        .unwrap();
+        assert_eq!(names(&a), ["eth0", "foo", "net2"]);
+        let a = plan("eth0", vec![req("c", Some("pod0")), req("a", None)]).unwrap();
+        assert_eq!(
+            names(&a),
+            ["pod0", "net1"],
+            "an explicit name wins even for the cluster network"
+        );
+    }
+
+    #[test]
+    fn duplicate_interface_fails_the_later_attachment_npwg_26() {
+        let e = plan(
+            "eth0",
+            vec![req("c", None), req("a", None), req("b", Some("net1"))],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            PlanError::DuplicateInterface {
+                network: "b".into(),
+                ifname: "net1".into(),
+                earlier: "a".into()
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_interface_requests_are_refused_npwg_25() {
+        for bad in ["", "a/b", "waytoolongname123", "..", "with space"] {
+            let e = plan("eth0", vec![req("c", None), req("a", Some(bad))]).unwrap_err();
+            assert!(matches!(e, PlanError::InvalidInterface { .. }), "{bad:?}");
+        }
+        assert_eq!(plan("eth0", vec![]).unwrap_err(), PlanError::Empty);
+    }
+
+    #[test]
+    fn runtime_config_goes_to_the_cluster_network_only_npwg_66() {
+        let mut a = plan("eth0", vec![req("c", None), req("a", None)]).unwrap();
+        let rc: Map<String, Value> = serde_json::from_value(
+            json!({"portMappings": [{"hostPort": 80}], "io.kubernetes.cri.pod-annotations": {}}),
+        )
+        .unwrap();
+        let (m, _) = capability_args(&a[0], &rc, true).unwrap();
+        assert_eq!(m.len(), 2, "unknown runtime keys reach the cluster network");
+        let (s, _) = capability_args(&a[1], &rc, true).unwrap();
+        assert!(s.is_empty());
+        a[1].requests.ips = vec!["10.1.1.5/24".into()];
+        let (s, _) = capability_args(&a[1], &rc, true).unwrap();
+        assert_eq!(Value::Object(s), json!({"ips": ["10.1.1.5/24"]}));
+    }
+
+    #[test]
+    fn capability_checks_strict_and_lenient() {
+        let mut a = plan("eth0", vec![req("c", None), req("a", None)]).unwrap();
+        a[1].requests.mac = Some("02:00:00:00:00:01".into());
+        let e = capability_args(&a[1], &Map::new(), true).unwrap_err();
+        assert!(e.to_string().contains("\"mac\" capability"), "{e}");
+        let (m, w) = capability_args(&a[1], &Map::new(), false).unwrap();
+        assert!(m.is_empty());
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn delegate_args_order_dedup_and_legacy_keys() {
+        let runtime = CniArgs::parse(
+            "IgnoreUnknown=1;K8S_POD_UID=u;K8S_POD_NAME=p;K8S_POD_NAMESPACE=ns;K8S_POD_INFRA_CONTAINER_ID=i;CUSTOM=a=b",
+        )
+        .unwrap();
+        let r = Requests {
+            mac: Some("02:00:00:00:00:09".into()),
+            ips: vec!["10.0.0.1".into(), "fd00::1".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            delegate_args(&runtime, &r).to_env_string(),
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p;K8S_POD_INFRA_CONTAINER_ID=i;K8S_POD_UID=u;CUSTOM=a=b;MAC=02:00:00:00:00:09;IP=10.0.0.1,fd00::1"
+        );
+        assert_eq!(
+            delegate_args(&CniArgs::new(), &Requests::default()).to_env_string(),
+            "IgnoreUnknown=true"
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! Test doubles for the outside world: a recording [`Exec`] and a scripted netns probe (unit tests only).
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use plexus_cni::{CniResult, CniVersion, ErrorReply};
+use serde_json::{Value, json};
+
+use crate::{
+    exec::{Exec, ExecError, ExecOutput, ExecRequest},
+    netns::NetnsProbe,
+};
+
+/// One recorded delegate call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// The plugin type (file name of the binary).
+    pub plugin: String,
+    /// The child's environment.
+    pub env: Vec<(String, String)>,
+    /// Stdin as JSON.
+    pub stdin: Value,
+}
+
+impl Call {
+    /// One environment variable.
+    pub fn env(&self, k: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(kk, _)| kk == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `CNI_COMMAND`.
+    pub fn command(&self) -> &str {
+        self.env("CNI_COMMAND").unwrap_or_default()
+    }
+
+    /// `CNI_IFNAME`.
+    pub fn ifname(&self) -> &str {
+        self.env("CNI_IFNAME").unwrap_or_default()
+    }
+
+    /// The network name in the request config.
+    pub fn network(&self) -> &str {
+        self.stdin["name"].as_str().unwrap_or_default()
+    }
+}
+
+enum Behaviour {
+    Fail(u32, String),
+    Raw(Vec<u8>),
+}
+
+/// Records every call; ADD answers with a plausible result (or passes `prevResult` through), other commands
+/// succeed, unless a failure or raw reply was scripted for `(plugin type or network name, command)`.
+#[derive(Default)]
+pub struct FakeExec {
+    calls: Mutex<Vec<Call>>,
+    script: Mutex<HashMap<(String, String), Behaviour>>,
+}
+
+impl FakeExec {
+    /// Make `who` (a plugin type or a network name) fail `command` with a CNI error.
+    pub fn fail(&self, who: &str, command: &str, code: u32, msg: &str) {
+        self.script.lock().unwrap().insert(
+            (who.into(), command.into()),
+            Behaviour::Fail(code, msg.into()),
+        );
+    }
+
+    /// Make `who` print `bytes` and succeed on `command`.
+    pub fn reply(&self, who: &str, command: &str, bytes: &[u8]) {
+        self.script
+            .lock()
+            .unwrap()
+            .insert((who.into(), command.into()), Behaviour::Raw(bytes.to_vec()));
+    }
+
+    /// Calls so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Forget calls so far.
+    pub fn clear(&self) {
+        self.calls.lock().unwrap().clear();
+    }
+}
+
+/// A result for an ADD of `ifname` in `netns`, in the shape of `version`.
+pub fn fake_result(version: CniVersion, ifname: &str, netns: &str, octet: u8) -> Value {
+    let v = json!({
+        "cniVersion": "1.1.0",
+        "interfaces": [{"name": ifname, "mac": format!("02:00:00:00:00:{octet:02x}"), "sandbox": netns}],
+        "ips": [{"address": format!("10.9.{octet}.2/24"), "gateway": format!("10.9.{octet}.1"), "interface": 0}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": format!("10.9.{octet}.1")}]
+    });
+    let r = CniResult::from_value(&v, CniVersion::V1_1_0).expect("fixture is a valid result");
+    r.to_value(version)
+        .expect("fixture converts to every version")
+}
+
+impl Exec for FakeExec {
+    fn find(&self, plugin_type: &str, dirs: &[PathBuf]) -> Result<PathBuf, ExecError> {
+        plexus_cni::validate::plugin_type(plugin_type).map_err(|e| ExecError::InvalidType {
+            plugin_type: plugin_type.into(),
+            reason: e.to_string(),
+        })?;
+        if plugin_type == "missing" {
+            return Err(ExecError::NotFound {
+                plugin_type: plugin_type.into(),
+                dirs: dirs.to_vec(),
+            });
+        }
+        Ok(dirs.first().cloned().unwrap_or_default().join(plugin_type))
+    }
+
+    fn run(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
+        let plugin = req
+            .plugin
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stdin: Value = serde_json::from_slice(req.stdin).unwrap_or(Value::Null);
+        let call = Call {
+            plugin: plugin.clone(),
+            env: req.env.to_vec(),
+            stdin: stdin.clone(),
+        };
+        let (command, ifname, netns) = (
+            call.command().to_string(),
+            call.ifname().to_string(),
+            call.env("CNI_NETNS").unwrap_or_default().to_string(),
+        );
+        let network = call.network().to_string();
+        self.calls.lock().unwrap().push(call);
+        let script = self.script.lock().unwrap();
+        let scripted = script
+            .get(&(plugin.clone(), command.clone()))
+            .or_else(|| script.get(&(network, command.clone())));
+        match scripted {
+            Some(Behaviour::Fail(code, msg)) => {
+                return Err(ExecError::Plugin {
+                    plugin: req.plugin.to_path_buf(),
+                    reply: ErrorReply::new(*code, msg.clone(), ""),
+                    stderr: String::new(),
+                });
+            }
+            Some(Behaviour::Raw(b)) => {
+                return Ok(ExecOutput {
+                    stdout: b.clone(),
+                    stderr: Vec::new(),
+                });
+            }
+            None => {}
+        }
+        if command != "ADD" {
+            return Ok(ExecOutput::default());
+        }
+        let version = stdin["cniVersion"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(CniVersion::V0_1_0);
+        let out = match stdin.get("prevResult") {
+            Some(prev) => prev.clone(),
+            None => {
+                let octet = ifname
+                    .bytes()
+                    .fold(0u8, |a, b| a.wrapping_mul(31).wrapping_add(b))
+                    | 1;
+                fake_result(version, &ifname, &netns, octet)
+            }
+        };
+        Ok(ExecOutput {
+            stdout: serde_json::to_vec(&out).unwrap_or_default(),
+            stderr: Vec::new(),
+        })
+    }
+}
+
+/// A netns probe whose existing links are scripted.
+#[derive(Default)]
+#[allow(dead_code, reason = "used by the ops tests")]
+pub struct FakeNetns {
+    /// Link names that "exist" in every netns.
+    pub existing: Mutex<HashSet<String>>,
+}
+
+impl NetnsProbe for FakeNetns {
+    fn link_exists(&self, _netns: &Path, ifname: &str) -> Result<bool, plexus_netns::NetnsError> {
+        Ok(self.existing.lock().unwrap().contains(ifname))
+    }
+}

@@ -62,12 +62,21 @@ pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
         }
         Err(e) => errors.push(e),
     }
+    let mut live_caches: Vec<(String, Vec<crate::plan::Attachment>)> = Vec::new();
     for cid in cache::containers(cni_dir) {
         if let Ok(cache::ReadOutcome::Found(entries)) = cache::read(cni_dir, &cid) {
-            for (i, e) in entries.iter().enumerate() {
-                if let Ok(a) = e.to_attachment(i, "eth0", ctx.config.cni_version) {
-                    networks.entry(a.network.name.clone()).or_insert(a.network);
-                }
+            let attachments: Vec<_> = entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, e)| e.to_attachment(i, "eth0", ctx.config.cni_version).ok())
+                .collect();
+            for a in &attachments {
+                networks
+                    .entry(a.network.name.clone())
+                    .or_insert_with(|| a.network.clone());
+            }
+            if live.contains(cid.as_str()) {
+                live_caches.push((cid, attachments));
             }
         }
     }
@@ -79,18 +88,39 @@ pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
             networks.insert(n.name.clone(), n);
         }
     }
-    // Delegate-level valid attachments: what the result cache holds for containers still live.
-    let valid_delegate: Vec<GcAttachment> = records
+    // Per network, the attachments of live containers: from the result cache and from plexus's caches (so an
+    // attachment whose result record is missing is still protected).
+    let mut valid_by_net: BTreeMap<String, Vec<GcAttachment>> = BTreeMap::new();
+    let mut protect = |net: &str, cid: &str, ifname: &str| {
+        let list = valid_by_net.entry(net.to_string()).or_default();
+        if !list
+            .iter()
+            .any(|a| a.container_id == cid && a.ifname == ifname)
+        {
+            list.push(GcAttachment {
+                container_id: cid.to_string(),
+                ifname: ifname.to_string(),
+            });
+        }
+    };
+    for r in records
         .iter()
         .filter(|r| live.contains(r.container_id.as_str()))
-        .map(|r| GcAttachment {
-            container_id: r.container_id.clone(),
-            ifname: r.if_name.clone(),
-        })
-        .collect();
+    {
+        protect(&r.network_name, &r.container_id, &r.if_name);
+    }
+    for (cid, attachments) in &live_caches {
+        for a in attachments {
+            protect(&a.network.name, cid, &a.ifname);
+        }
+    }
     let invoker = ctx.invoker();
     for (name, net) in &networks {
-        for source in invoker.gc(net, &valid_delegate) {
+        let valid = valid_by_net
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for source in invoker.gc(net, valid) {
             errors.push(Error::Delegate {
                 who: ctx.who(),
                 network: name.clone(),

@@ -1,1 +1,695 @@
+//! Operation tests over the fakes: ordering, interfaces, rollback, teardown from cache or fallback, CHECK,
+//! STATUS, GC, and the cluster seam.
 
+use std::{fs, path::Path, sync::Mutex};
+
+use plexus_cni::CniResult;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::{
+    cache,
+    cluster::{ClusterError, NoCluster, PodNetworks},
+    lock, resultcache,
+    testing::{FakeExec, FakeNetns},
+};
+
+struct World {
+    dir: tempfile::TempDir,
+    exec: FakeExec,
+    netns: FakeNetns,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            dir: tempfile::tempdir().unwrap(),
+            exec: FakeExec::default(),
+            netns: FakeNetns::default(),
+        }
+    }
+
+    fn cni_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("cni")
+    }
+
+    fn conf_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("conf")
+    }
+
+    fn config(&self, extra: Value) -> Config {
+        let mut v = json!({
+            "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
+            "cniDir": self.cni_dir(), "confDir": self.conf_dir(), "binDir": "/opt/cni/bin",
+            "delegates": [
+                {"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"},
+                {"cniVersion": "1.0.0", "name": "second", "plugins": [{"type": "macvlan"}, {"type": "tuning"}]},
+                {"cniVersion": "0.4.0", "name": "third", "type": "ptp"}
+            ]
+        });
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    fn run(&self, command: &str, config: &Config, cluster: &dyn Cluster) -> Result<Vec<u8>, Error> {
+        self.run_cid(command, "c1", config, cluster)
+    }
+
+    fn run_cid(
+        &self,
+        command: &str,
+        cid: &str,
+        config: &Config,
+        cluster: &dyn Cluster,
+    ) -> Result<Vec<u8>, Error> {
+        let env = CniEnv::from_vars([
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", cid),
+            ("CNI_NETNS", "/run/netns/test-pod"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/usr/lib/cni"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1;K8S_POD_UID=u1",
+            ),
+        ])
+        .unwrap()
+        .unwrap();
+        let seams = Seams {
+            exec: &self.exec,
+            netns: &self.netns,
+            cluster,
+        };
+        execute(&env, config, &seams)
+    }
+
+    fn calls(&self) -> Vec<(String, String, String)> {
+        self.exec
+            .calls()
+            .iter()
+            .map(|c| {
+                (
+                    c.command().to_string(),
+                    c.network().to_string(),
+                    c.ifname().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn nothing_left(&self, cid: &str) {
+        assert!(
+            !cache::path(&self.cni_dir(), cid).exists(),
+            "cache left behind"
+        );
+        assert!(
+            resultcache::list(&self.cni_dir(), Some(cid)).is_empty(),
+            "result cache left behind"
+        );
+        assert!(
+            !lock::lock_dir(&self.cni_dir()).join(cid).exists(),
+            "lock file left behind"
+        );
+    }
+}
+
+fn t(c: &str, n: &str, i: &str) -> (String, String, String) {
+    (c.to_string(), n.to_string(), i.to_string())
+}
+
+#[test]
+fn add_runs_in_order_and_returns_the_cluster_result_in_the_config_version() {
+    let w = World::new();
+    let cfg = w.config(json!({"cniVersion": "0.3.1"}));
+    let out = w.run("ADD", &cfg, &NoCluster).unwrap();
+    assert_eq!(
+        w.calls(),
+        [
+            t("ADD", "cluster", "eth0"),
+            t("ADD", "second", "net1"),
+            t("ADD", "second", "net1"),
+            t("ADD", "third", "net2")
+        ]
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["cniVersion"], "0.3.1");
+    assert_eq!(v["interfaces"][0]["name"], "eth0");
+    assert_eq!(v["ips"][0]["version"], "4", "0.3.1 shape");
+    assert!(cache::path(&w.cni_dir(), "c1").exists());
+    assert_eq!(resultcache::list(&w.cni_dir(), Some("c1")).len(), 3);
+}
+
+#[test]
+fn delegate_args_and_runtime_config_npwg_66() {
+    let w = World::new();
+    let cfg = w.config(json!({
+        "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]},
+        "delegates": [
+            {"cniVersion": "1.0.0", "name": "cluster", "type": "bridge", "capabilities": {"portMappings": true}},
+            {"cniVersion": "1.0.0", "name": "second", "type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    }));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    let calls = w.exec.calls();
+    assert_eq!(
+        calls[0].stdin["runtimeConfig"]["portMappings"][0]["hostPort"],
+        8080
+    );
+    assert!(
+        calls[1].stdin.get("runtimeConfig").is_none(),
+        "the runtime's runtimeConfig is for the cluster network only"
+    );
+    assert_eq!(
+        calls[0].env("CNI_ARGS"),
+        Some("IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1;K8S_POD_UID=u1")
+    );
+    assert_eq!(calls[0].env("CNI_PATH"), Some("/opt/cni/bin:/usr/lib/cni"));
+}
+
+#[test]
+fn rollback_at_each_position_leaves_nothing() {
+    for (pos, failing) in ["cluster", "second", "third"].iter().enumerate() {
+        let w = World::new();
+        let cfg = w.config(json!({}));
+        w.exec.fail(failing, "ADD", 7, "injected");
+        let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+        assert_eq!(err.cni_code(), 7, "position {pos}");
+        assert!(
+            err.to_string()
+                .contains(&format!("[ns1/pod1/u1:{failing}]")),
+            "{err}"
+        );
+        let dels: Vec<_> = w.calls().into_iter().filter(|c| c.0 == "DEL").collect();
+        // Networks that ran, in reverse, each DEL once per plugin ("second" is a two-plugin conflist).
+        let expected: Vec<_> = [
+            ("cluster", "eth0", 1),
+            ("second", "net1", 2),
+            ("third", "net2", 1),
+        ][..=pos]
+            .iter()
+            .rev()
+            .flat_map(|(n, i, plugins)| std::iter::repeat_n(t("DEL", n, i), *plugins))
+            .collect();
+        assert_eq!(
+            dels, expected,
+            "position {pos}: reverse DEL of everything that ran, including the failed one"
+        );
+        let adds_after = w
+            .calls()
+            .iter()
+            .filter(|c| c.0 == "ADD")
+            .map(|c| c.1.clone())
+            .collect::<Vec<_>>();
+        assert!(
+            !adds_after
+                .iter()
+                .any(|n| ["cluster", "second", "third"][pos + 1..].contains(&n.as_str())),
+            "position {pos}: nothing after the failure ran"
+        );
+        w.nothing_left("c1");
+    }
+}
+
+#[test]
+fn failed_rollback_keeps_the_cache_and_reports_both() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    w.exec.fail("third", "ADD", 7, "add failed");
+    w.exec.fail("cluster", "DEL", 11, "del failed");
+    let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    assert_eq!(err.cni_code(), 7);
+    let m = err.to_string();
+    assert!(
+        m.contains("add failed") && m.contains("del failed") && m.contains("rollback left 1"),
+        "{m}"
+    );
+    assert!(
+        cache::path(&w.cni_dir(), "c1").exists(),
+        "kept so the runtime's DEL can retry"
+    );
+}
+
+#[test]
+fn existing_interface_fails_that_attachment_code_102() {
+    let w = World::new();
+    w.netns.existing.lock().unwrap().insert("net2".into());
+    let cfg = w.config(json!({}));
+    let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    assert_eq!(err.cni_code(), 102);
+    assert!(
+        !w.calls().contains(&t("ADD", "third", "net2")),
+        "the colliding delegate never runs"
+    );
+    assert!(w.calls().contains(&t("DEL", "cluster", "eth0")));
+    w.nothing_left("c1");
+}
+
+#[test]
+fn del_reverses_removes_everything_and_is_idempotent() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.exec.clear();
+    w.run("DEL", &cfg, &NoCluster).unwrap();
+    assert_eq!(
+        w.calls(),
+        [
+            t("DEL", "third", "net2"),
+            t("DEL", "second", "net1"),
+            t("DEL", "second", "net1"),
+            t("DEL", "cluster", "eth0")
+        ]
+    );
+    w.nothing_left("c1");
+    w.run("DEL", &cfg, &NoCluster).unwrap();
+}
+
+#[test]
+fn del_tries_every_delegate_and_aggregates() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.exec.fail("third", "DEL", 7, "third broke");
+    w.exec.fail("cluster", "DEL", 5, "cluster broke");
+    w.exec.clear();
+    let err = w.run("DEL", &cfg, &NoCluster).unwrap_err();
+    assert!(err.to_string().contains("third broke") && err.to_string().contains("cluster broke"));
+    assert_eq!(w.calls().len(), 4, "every delegate was tried");
+    assert!(
+        !cache::path(&w.cni_dir(), "c1").exists(),
+        "removed by default even when DEL failed"
+    );
+}
+
+#[test]
+fn retry_delete_on_error_keeps_the_cache() {
+    let w = World::new();
+    let cfg = w.config(json!({"retryDeleteOnError": true}));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.exec.fail("second", "DEL", 11, "busy");
+    assert!(w.run("DEL", &cfg, &NoCluster).is_err());
+    assert!(cache::path(&w.cni_dir(), "c1").exists());
+    let w2 = World::new();
+    let cfg2 = w2.config(json!({"retryDeleteOnError": true}));
+    w2.run("ADD", &cfg2, &NoCluster).unwrap();
+    w2.exec
+        .fail("second", "DEL", 11, "open /x: no such file or directory");
+    assert!(w2.run("DEL", &cfg2, &NoCluster).is_err());
+    assert!(
+        !cache::path(&w2.cni_dir(), "c1").exists(),
+        "an already-gone error does not keep the cache"
+    );
+}
+
+#[test]
+fn corrupt_cache_never_skips_teardown() {
+    let w = World::new();
+    // Networks on disk, so the fallback can also find them by config.
+    fs::create_dir_all(w.conf_dir()).unwrap();
+    fs::write(
+        w.conf_dir().join("c.conf"),
+        r#"{"cniVersion":"1.0.0","name":"cluster","type":"bridge"}"#,
+    )
+    .unwrap();
+    fs::write(
+        w.conf_dir().join("d.conf"),
+        r#"{"cniVersion":"1.0.0","name":"extra","type":"ptp"}"#,
+    )
+    .unwrap();
+    let cfg = w.config(
+        json!({"delegates": null, "clusterNetwork": "cluster", "defaultNetworks": ["extra"]}),
+    );
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    let p = cache::path(&w.cni_dir(), "c1");
+    let body = fs::read(&p).unwrap();
+    fs::write(&p, &body[..body.len() / 2]).unwrap();
+    // The result cache of one attachment is gone too: the config supplies it.
+    resultcache::remove(&w.cni_dir(), "extra", "c1", "net1").unwrap();
+    w.exec.clear();
+    w.run("DEL", &cfg, &NoCluster).unwrap();
+    assert_eq!(
+        w.calls(),
+        [t("DEL", "extra", "net1"), t("DEL", "cluster", "eth0")]
+    );
+    w.nothing_left("c1");
+}
+
+#[test]
+fn add_over_an_earlier_add_tears_that_down_first() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.exec.clear();
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    let calls = w.calls();
+    assert_eq!(calls[0], t("DEL", "third", "net2"));
+    assert_eq!(calls.iter().filter(|c| c.0 == "DEL").count(), 4);
+    assert_eq!(calls.iter().filter(|c| c.0 == "ADD").count(), 4);
+}
+
+#[test]
+fn check_runs_every_cached_delegate_and_unknown_is_code_3() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    assert_eq!(w.run("CHECK", &cfg, &NoCluster).unwrap_err().cni_code(), 3);
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.exec.clear();
+    w.run("CHECK", &cfg, &NoCluster).unwrap();
+    assert_eq!(
+        w.calls(),
+        [
+            t("CHECK", "cluster", "eth0"),
+            t("CHECK", "second", "net1"),
+            t("CHECK", "second", "net1"),
+            t("CHECK", "third", "net2")
+        ]
+    );
+    assert!(
+        w.exec
+            .calls()
+            .iter()
+            .all(|c| c.stdin.get("prevResult").is_some())
+    );
+    w.exec.fail("second", "CHECK", 7, "net1 is broken");
+    let e = w.run("CHECK", &cfg, &NoCluster).unwrap_err();
+    assert!(e.to_string().contains("net1 is broken"));
+}
+
+#[test]
+fn check_gate_below_0_4_0() {
+    let w = World::new();
+    let cfg = w.config(json!({"cniVersion": "0.3.1"}));
+    let e = w.run("CHECK", &cfg, &NoCluster).unwrap_err();
+    assert_eq!(e.cni_code(), 1);
+    assert!(w.calls().is_empty());
+}
+
+#[test]
+fn status_reaches_node_networks_and_passes_codes_through() {
+    let w = World::new();
+    let cfg = w.config(json!({"cniVersion": "1.1.0", "delegates": [
+        {"cniVersion": "1.1.0", "name": "cluster", "type": "bridge"},
+        {"cniVersion": "1.1.0", "name": "second", "type": "macvlan"}
+    ]}));
+    w.run("STATUS", &cfg, &NoCluster).unwrap();
+    assert_eq!(
+        w.calls(),
+        [t("STATUS", "cluster", ""), t("STATUS", "second", "")]
+    );
+    w.exec.fail("cluster", "STATUS", 51, "limited");
+    assert_eq!(
+        w.run("STATUS", &cfg, &NoCluster).unwrap_err().cni_code(),
+        51
+    );
+    assert_eq!(
+        w.run(
+            "STATUS",
+            &w.config(json!({"cniVersion": "1.0.0"})),
+            &NoCluster
+        )
+        .unwrap_err()
+        .cni_code(),
+        1
+    );
+}
+
+#[test]
+fn readiness_indicator_gates_add_and_status() {
+    let w = World::new();
+    let ready = w.dir.path().join("ready");
+    let cfg = w.config(json!({"cniVersion": "1.1.0", "readinessindicatorfile": ready, "readinessIndicatorTimeoutSeconds": 0.3}));
+    let e = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    assert_eq!(e.cni_code(), 11);
+    assert!(
+        e.to_string()
+            .contains("have you checked that your default network is ready")
+    );
+    assert!(w.calls().is_empty());
+    assert_eq!(
+        w.run("STATUS", &cfg, &NoCluster).unwrap_err().cni_code(),
+        50
+    );
+    // DEL does not wait.
+    w.run("DEL", &cfg, &NoCluster).unwrap();
+    fs::write(&ready, b"").unwrap();
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+}
+
+#[test]
+fn gc_tears_down_stale_containers_and_honours_the_runtime_list() {
+    let w = World::new();
+    let cfg = w.config(json!({"cniVersion": "1.1.0", "delegates": [
+        {"cniVersion": "1.1.0", "name": "cluster", "type": "bridge"},
+        {"cniVersion": "1.1.0", "name": "second", "type": "macvlan"}
+    ]}));
+    w.run_cid("ADD", "live", &cfg, &NoCluster).unwrap();
+    w.run_cid("ADD", "stale", &cfg, &NoCluster).unwrap();
+    // A leftover result record with no plexus cache (e.g. from an interrupted DEL).
+    let mut orphan = resultcache::read(&w.cni_dir(), "second", "live", "net1")
+        .unwrap()
+        .unwrap();
+    orphan.container_id = "orphan".into();
+    resultcache::write(&w.cni_dir(), &orphan).unwrap();
+    w.exec.clear();
+    let mut gc_cfg = cfg.clone();
+    gc_cfg.valid_attachments = Some(vec![plexus_cni::GcAttachment {
+        container_id: "live".into(),
+        ifname: "eth0".into(),
+    }]);
+    let env = CniEnv::from_vars([("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")])
+        .unwrap()
+        .unwrap();
+    execute(
+        &env,
+        &gc_cfg,
+        &Seams {
+            exec: &w.exec,
+            netns: &w.netns,
+            cluster: &NoCluster,
+        },
+    )
+    .unwrap();
+    let calls = w.exec.calls();
+    let dels: Vec<_> = calls
+        .iter()
+        .filter(|c| c.command() == "DEL")
+        .map(|c| {
+            (
+                c.env("CNI_CONTAINERID").unwrap_or("").to_string(),
+                c.network().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        dels.contains(&("stale".into(), "cluster".into()))
+            && dels.contains(&("stale".into(), "second".into()))
+    );
+    assert!(dels.contains(&("orphan".into(), "second".into())));
+    assert!(
+        !dels.iter().any(|(c, _)| c == "live"),
+        "live containers are untouched"
+    );
+    let gcs: Vec<_> = calls.iter().filter(|c| c.command() == "GC").collect();
+    assert_eq!(gcs.len(), 2, "GC reaches every network");
+    let valid_of = |net: &str| {
+        gcs.iter().find(|c| c.network() == net).unwrap().stdin["cni.dev/valid-attachments"].clone()
+    };
+    assert_eq!(
+        valid_of("cluster"),
+        json!([{"containerID": "live", "ifname": "eth0"}])
+    );
+    assert_eq!(
+        valid_of("second"),
+        json!([{"containerID": "live", "ifname": "net1"}])
+    );
+    w.nothing_left("stale");
+    assert!(cache::path(&w.cni_dir(), "live").exists());
+}
+
+/// A cluster that adds pod networks, replaces the default network, and records published status.
+#[derive(Default)]
+struct FakeCluster {
+    networks: Vec<NetworkRequest>,
+    default: Option<NetworkRequest>,
+    fail_publish: bool,
+    published: Mutex<Vec<(String, usize)>>,
+}
+
+impl Cluster for FakeCluster {
+    fn pod_networks(
+        &self,
+        _: &crate::request::PodRef,
+        _: &Config,
+    ) -> Result<PodNetworks, ClusterError> {
+        Ok(PodNetworks {
+            default_network: self.default.clone(),
+            networks: self.networks.clone(),
+        })
+    }
+
+    fn network_by_name(&self, _: &Config, _: &str) -> Result<Option<NetworkRequest>, ClusterError> {
+        Ok(None)
+    }
+
+    fn publish_status(
+        &self,
+        pod: &crate::request::PodRef,
+        attached: &[(Attachment, CniResult)],
+    ) -> Result<(), ClusterError> {
+        if self.fail_publish {
+            return Err(ClusterError::Unavailable("api down".into()));
+        }
+        self.published
+            .lock()
+            .unwrap()
+            .push((pod.to_string(), attached.len()));
+        Ok(())
+    }
+}
+
+fn nad(name: &str, ifname: Option<&str>) -> NetworkRequest {
+    let n = crate::netconf::NetworkConfig::from_value(
+        json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan"}),
+    )
+    .unwrap();
+    let mut r = NetworkRequest::plain(n);
+    r.status_name = format!("ns1/{name}");
+    r.ifname_request = ifname.map(str::to_string);
+    r
+}
+
+#[test]
+fn cluster_seam_pod_networks_default_override_and_status() {
+    let w = World::new();
+    let cfg = w.config(
+        json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
+    );
+    let cluster = FakeCluster {
+        networks: vec![nad("a", None), nad("b", Some("data0"))],
+        ..Default::default()
+    };
+    w.run("ADD", &cfg, &cluster).unwrap();
+    assert_eq!(
+        w.calls(),
+        [
+            t("ADD", "cluster", "eth0"),
+            t("ADD", "a", "net1"),
+            t("ADD", "b", "data0")
+        ]
+    );
+    assert_eq!(
+        *cluster.published.lock().unwrap(),
+        [("ns1/pod1/u1".to_string(), 3)]
+    );
+    // DEL needs no cluster at all: it works from the cache.
+    w.exec.clear();
+    w.run("DEL", &cfg, &NoCluster).unwrap();
+    assert_eq!(
+        w.calls(),
+        [
+            t("DEL", "b", "data0"),
+            t("DEL", "a", "net1"),
+            t("DEL", "cluster", "eth0")
+        ]
+    );
+
+    let w = World::new();
+    let cluster = FakeCluster {
+        default: Some(nad("override", None)),
+        ..Default::default()
+    };
+    w.run("ADD", &cfg, &cluster).unwrap();
+    assert_eq!(w.calls(), [t("ADD", "override", "eth0")]);
+}
+
+#[test]
+fn status_publish_failure_rolls_back() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    let cluster = FakeCluster {
+        fail_publish: true,
+        ..Default::default()
+    };
+    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    assert_eq!(e.cni_code(), 11);
+    assert_eq!(w.calls().iter().filter(|c| c.0 == "DEL").count(), 4);
+    w.nothing_left("c1");
+}
+
+#[test]
+fn system_namespaces_skip_default_networks() {
+    let w = World::new();
+    fs::create_dir_all(w.conf_dir()).unwrap();
+    fs::write(
+        w.conf_dir().join("c.conf"),
+        r#"{"cniVersion":"1.0.0","name":"cluster","type":"bridge"}"#,
+    )
+    .unwrap();
+    fs::write(
+        w.conf_dir().join("d.conf"),
+        r#"{"cniVersion":"1.0.0","name":"extra","type":"ptp"}"#,
+    )
+    .unwrap();
+    let cfg = w.config(json!({"delegates": null, "clusterNetwork": "cluster", "defaultNetworks": ["extra"], "systemNamespaces": ["ns1"]}));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    assert_eq!(w.calls(), [t("ADD", "cluster", "eth0")]);
+}
+
+#[test]
+fn unknown_cluster_network_names_the_directory() {
+    let w = World::new();
+    let cfg = w.config(json!({"delegates": null, "clusterNetwork": "nope"}));
+    let e = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    assert_eq!(e.cni_code(), 7);
+    assert!(
+        e.to_string().contains(&w.conf_dir().display().to_string()),
+        "{e}"
+    );
+    assert!(!cache::path(&w.cni_dir(), "c1").exists());
+}
+
+#[test]
+fn result_that_cannot_be_given_in_the_config_version_rolls_back() {
+    let w = World::new();
+    let cfg = w.config(json!({"cniVersion": "0.2.0"}));
+    w.exec.reply(
+        "bridge",
+        "ADD",
+        br#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0"}]}"#,
+    );
+    let e = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    assert_eq!(e.cni_code(), 1);
+    w.nothing_left("c1");
+}
+
+#[test]
+fn version_reply_echoes() {
+    let v: Value = serde_json::from_slice(&version_reply(br#"{"cniVersion":"0.4.0"}"#)).unwrap();
+    assert_eq!(v["cniVersion"], "0.4.0");
+    assert_eq!(v["supportedVersions"].as_array().unwrap().len(), 7);
+    let v: Value = serde_json::from_slice(&version_reply(b"garbage")).unwrap();
+    assert_eq!(v["cniVersion"], "1.1.0");
+}
+
+#[test]
+fn own_netns_is_refused_code_8() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    let env = CniEnv::from_vars([
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_NETNS", "/proc/self/ns/net"),
+        ("CNI_IFNAME", "eth0"),
+    ])
+    .unwrap()
+    .unwrap();
+    let seams = Seams {
+        exec: &w.exec,
+        netns: &w.netns,
+        cluster: &NoCluster,
+    };
+    assert_eq!(execute(&env, &cfg, &seams).unwrap_err().cni_code(), 8);
+    let _ = Path::new("");
+}

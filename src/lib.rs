@@ -17,6 +17,7 @@ pub mod error;
 pub mod exec;
 pub mod fsutil;
 pub mod invoke;
+pub mod k8s;
 pub mod lock;
 pub mod logging;
 pub mod netconf;

@@ -1,0 +1,4 @@
+//! Kubernetes: the pod's network annotations, NAD resolution and the network-status annotation.
+
+pub mod annotations;
+pub mod status;

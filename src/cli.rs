@@ -10,7 +10,7 @@ use std::{
 use plexus_cni::ErrorReply;
 
 use crate::{
-    cluster::NoCluster,
+    cluster::{Cluster, NoCluster},
     config::Config,
     error::Error,
     exec::ProcessExec,
@@ -27,7 +27,8 @@ pub const ABOUT: &str = concat!(
     ": meta-plugin that delegates to other CNI plugins (CNI spec 0.1.0 to 1.1.0)"
 );
 
-const USAGE: &str = "usage: plexus [--version | --help]
+const USAGE: &str = "usage: plexus [--version | --help | crd]
+  crd        print the NetworkAttachmentDefinition CRD (YAML) for `kubectl apply -f -`
 plexus is a CNI plugin: the container runtime runs it with CNI_COMMAND and the other CNI_* variables set
 and the network config on stdin. See the README for its config keys.";
 
@@ -55,8 +56,15 @@ fn failure(reply: ErrorReply) -> Outcome {
     }
 }
 
-/// Run one CNI invocation against the given seams.
-pub fn invoke(vars: Vec<(String, String)>, stdin: &mut dyn Read, seams: &Seams<'_>) -> Outcome {
+/// Makes the cluster seam for a validated config (`None`: no Kubernetes).
+pub type ClusterFactory<'a> = &'a dyn Fn(&Config) -> Option<Box<dyn Cluster>>;
+
+/// Run one CNI invocation with real processes and netns, and the cluster `cluster` makes.
+pub fn invoke(
+    vars: Vec<(String, String)>,
+    stdin: &mut dyn Read,
+    cluster: ClusterFactory<'_>,
+) -> Outcome {
     let env = match CniEnv::from_vars(vars) {
         Ok(Some(env)) => env,
         Ok(None) => {
@@ -97,7 +105,13 @@ pub fn invoke(vars: Vec<(String, String)>, stdin: &mut dyn Read, seams: &Seams<'
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    match ops::execute(&env, &config, seams) {
+    let api = cluster(&config);
+    let seams = Seams {
+        exec: &ProcessExec,
+        netns: &KernelNetns,
+        cluster: api.as_deref().unwrap_or(&NoCluster),
+    };
+    match ops::execute(&env, &config, &seams) {
         Ok(stdout) => Outcome {
             stdout,
             stderr: String::new(),
@@ -116,6 +130,10 @@ pub fn main() -> ExitCode {
             let _ = writeln!(io::stdout(), "plexus {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Some("crd") => {
+            let _ = io::stdout().write_all(crate::k8s::nad::crd_yaml().as_bytes());
+            return ExitCode::SUCCESS;
+        }
         Some("-h" | "--help" | "help") => {
             let _ = writeln!(io::stdout(), "{USAGE}");
             return ExitCode::SUCCESS;
@@ -128,12 +146,9 @@ pub fn main() -> ExitCode {
     let vars: Vec<(String, String)> = std::env::vars_os()
         .map(|(k, v)| (lossy(k), lossy(v)))
         .collect();
-    let seams = Seams {
-        exec: &ProcessExec,
-        netns: &KernelNetns,
-        cluster: &NoCluster,
-    };
-    let out = invoke(vars, &mut io::stdin().lock(), &seams);
+    let out = invoke(vars, &mut io::stdin().lock(), &|config| {
+        crate::k8s::client::ApiCluster::from_config(config).map(|c| Box::new(c) as Box<dyn Cluster>)
+    });
     if !out.stderr.is_empty() {
         let _ = io::stderr().write_all(out.stderr.as_bytes());
     }

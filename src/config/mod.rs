@@ -166,6 +166,10 @@ pub struct Config {
     pub delegate_timeout: Duration,
     /// Per-container lock wait (default 60 s).
     pub lock_timeout: Duration,
+    /// One Kubernetes API request's time limit (default 5 s).
+    pub api_timeout: Duration,
+    /// All Kubernetes API calls of one operation, retries included (default 30 s).
+    pub api_budget: Duration,
     /// GC: attachments the runtime still considers valid.
     pub valid_attachments: Option<Vec<GcAttachment>>,
     /// Unknown keys, kept.
@@ -301,6 +305,8 @@ impl Config {
             delegate_timeout_seconds,
             lock_timeout_seconds,
             readiness_indicator_timeout_seconds,
+            api_timeout_seconds,
+            api_budget_seconds,
             extra,
         } = raw;
         let mut warnings = Vec::new();
@@ -461,6 +467,8 @@ impl Config {
             strict_capabilities: strict_capabilities.unwrap_or(true),
             delegate_timeout: seconds("delegateTimeoutSeconds", delegate_timeout_seconds, 60.0)?,
             lock_timeout: seconds("lockTimeoutSeconds", lock_timeout_seconds, 60.0)?,
+            api_timeout: seconds("apiTimeoutSeconds", api_timeout_seconds, 5.0)?,
+            api_budget: seconds("apiBudgetSeconds", api_budget_seconds, 30.0)?,
             valid_attachments: parse_valid_attachments(value)
                 .map_err(|e| invalid("cni.dev/valid-attachments", e.to_string()))?,
             extra,
@@ -512,6 +520,10 @@ mod tests {
             (5, 100, 5, true)
         );
         assert_eq!(c.readiness_timeout, Duration::from_secs(45));
+        assert_eq!(
+            (c.api_timeout, c.api_budget),
+            (Duration::from_secs(5), Duration::from_secs(30))
+        );
         assert!(!c.retry_delete_on_error);
         assert!(c.strict_capabilities);
         assert_eq!(

@@ -1,4 +1,6 @@
 //! Kubernetes: the pod's network annotations, NAD resolution and the network-status annotation.
 
 pub mod annotations;
+pub mod client;
+pub mod nad;
 pub mod status;

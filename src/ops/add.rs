@@ -9,10 +9,21 @@ use super::{Ctx, del::teardown};
 use crate::{
     cache,
     error::Error,
-    invoke::RuntimeConf,
+    exec::ExecError,
+    invoke::{DelegateError, RuntimeConf},
     lock::ContainerLock,
+    netconf::NetworkConfig,
     plan::{self, Attachment},
 };
+
+/// Whether `e` says the network's first plugin never started because its binary could not be looked up:
+/// then nothing of the network exists, and a rollback DEL of it could only fail the same way.
+fn never_started(net: &NetworkConfig, e: &DelegateError) -> bool {
+    matches!(e, DelegateError::Exec {
+            plugin_type,
+            source: ExecError::NotFound { .. } | ExecError::InvalidType { .. },
+        } if net.plugins.first().is_some_and(|p| &p.plugin_type == plugin_type))
+}
 
 /// skel refuses a `CNI_NETNS` that is the plugin's own namespace (CNI-59, code 8).
 fn refuse_own_netns(ctx: &Ctx<'_>, netns: &Path) -> Result<(), Error> {
@@ -61,7 +72,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     let cid = ctx.env.container_id();
     let runtime: Vec<RuntimeConf> = attachments
         .iter()
-        .map(|a| ctx.runtime_conf(a, cid, Some(&netns)))
+        .map(|a| ctx.runtime_conf(a, cid, Some(&netns), true))
         .collect::<Result<_, _>>()?;
 
     let cni_dir = &ctx.config.cni_dir;
@@ -133,7 +144,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             }
             invoker.add(&a.network, rt).map_err(|source| {
                 (
-                    true,
+                    !never_started(&a.network, &source),
                     Error::Delegate {
                         who: ctx.who(),
                         network: a.status_name.clone(),

@@ -57,7 +57,7 @@ pub(super) fn check(ctx: &Ctx<'_>) -> Result<(), Error> {
                 continue;
             }
         };
-        let rt = ctx.runtime_conf(&a, cid, ctx.env.netns.as_deref())?;
+        let rt = ctx.runtime_conf(&a, cid, ctx.env.netns.as_deref(), false)?;
         match invoker.check(&a.network, &rt) {
             Ok(()) => {}
             // A 0.3.x delegate behind a newer plexus cannot be checked; that is not a failure (#737, #525).

@@ -166,7 +166,7 @@ pub(super) fn teardown_container(
     let invoker = ctx.invoker();
     let mut errors = Vec::new();
     for a in attachments.iter().rev() {
-        let result = ctx.runtime_conf(a, cid, netns).and_then(|rt| {
+        let result = ctx.runtime_conf(a, cid, netns, false).and_then(|rt| {
             invoker
                 .del(&a.network, &rt)
                 .map_err(|source| Error::Delegate {

@@ -126,17 +126,20 @@ impl Ctx<'_> {
     }
 
     /// The runtime parameters of one attachment of container `cid`. `netns` is `CNI_NETNS` (absent on
-    /// some DELs and on GC).
+    /// some DELs and on GC). `new` is true for an attachment being added: only then does
+    /// `strictCapabilities` refuse an undeclared request. Teardown and CHECK replay cached requests (Go Multus
+    /// never checked them), so there an undeclared one is dropped with a warning, as libcni does.
     pub fn runtime_conf(
         &self,
         a: &Attachment,
         cid: &str,
         netns: Option<&Path>,
+        new: bool,
     ) -> Result<RuntimeConf, Error> {
         let (capability_args, warnings) = plan::capability_args(
             a,
             &self.config.runtime_config,
-            self.config.strict_capabilities,
+            new && self.config.strict_capabilities,
         )
         .map_err(|source| Error::Plan {
             who: self.who(),

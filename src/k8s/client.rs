@@ -1,0 +1,1156 @@
+//! The Kubernetes API implementation of the [`Cluster`] seam: one kube-rs client per invocation, built lazily
+//! (DEL from a cache never touches the API), every call bounded by a per-request timeout and an overall
+//! budget with backoff on retriable errors (multus-features.md §10 #4, #9).
+//!
+//! Round trips on ADD: the pod and the node's NADs (`clusterNetwork`/`defaultNetworks` names) are read
+//! together; then every NAD the pod selects, concurrently (never a LIST); then one PATCH of `pods/status`
+//! with the events sent alongside it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use futures::future::join_all;
+use k8s_openapi::{
+    api::core::v1::{Event, EventSource, ObjectReference, Pod},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use plexus_cni::CniResult;
+use serde_json::{Value, json};
+
+use super::{
+    annotations::{self, Selection},
+    nad::NetworkAttachmentDefinition,
+    status,
+};
+use crate::{
+    cluster::{Cluster, ClusterError, PodNetworks},
+    confdir,
+    config::{Config, NetworkRef, Primary},
+    plan::{Attachment, NetworkRequest},
+    request::PodRef,
+};
+
+/// The event source component.
+pub const COMPONENT: &str = "plexus";
+
+/// A lazily connected API client for one CNI invocation.
+pub struct ApiCluster {
+    source: Source,
+    timeout: Duration,
+    deadline: Instant,
+    conn: OnceLock<Result<(tokio::runtime::Runtime, Client), ClusterError>>,
+    /// The pod as read on ADD (for the UID precondition of the status write and for events).
+    pod: Mutex<Option<Pod>>,
+    /// NADs of `multusNamespace` read ahead with the pod: name → spec.config (None: no such NAD).
+    prefetched: Mutex<HashMap<String, Option<NadInfo>>>,
+    /// Pods in these namespaces get no network-status (what Go Multus meant to do, §10 #1).
+    system_namespaces: Vec<String>,
+}
+
+enum Source {
+    Kubeconfig(PathBuf),
+    InCluster,
+    #[cfg(test)]
+    Client(Client, tokio::runtime::Runtime),
+}
+
+/// What plexus keeps of a NAD.
+#[derive(Debug, Clone, PartialEq)]
+struct NadInfo {
+    config: Option<String>,
+    resource_name: Option<String>,
+}
+
+fn is_retriable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Map a final API error to the seam's error.
+fn cluster_error(what: &str, e: &kube::Error) -> ClusterError {
+    match e {
+        kube::Error::Api(s) if s.code == 401 || s.code == 403 => ClusterError::Other(format!(
+            "{what}: the API refused plexus's credentials: {} (check the kubeconfig's token and the RBAC rules)",
+            describe(e)
+        )),
+        e if is_retriable(e) => ClusterError::Unavailable(format!("{what}: {}", describe(e))),
+        e => ClusterError::Other(format!("{what}: {}", describe(e))),
+    }
+}
+
+impl ApiCluster {
+    /// The client for `config`: from its `kubeconfig`, else in-cluster settings when the process runs in a
+    /// pod; `None` when neither applies (then plexus runs file-based networks only).
+    pub fn from_config(config: &Config) -> Option<ApiCluster> {
+        let source = match &config.kubeconfig {
+            Some(p) => Source::Kubeconfig(p.clone()),
+            None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+                && std::env::var_os("KUBERNETES_SERVICE_PORT").is_some() =>
+            {
+                Source::InCluster
+            }
+            None => return None,
+        };
+        Some(Self::new(source, config))
+    }
+
+    fn new(source: Source, config: &Config) -> ApiCluster {
+        ApiCluster {
+            source,
+            timeout: config.api_timeout,
+            deadline: Instant::now() + config.api_budget,
+            conn: OnceLock::new(),
+            pod: Mutex::new(None),
+            prefetched: Mutex::new(HashMap::new()),
+            system_namespaces: config.system_namespaces.clone(),
+        }
+    }
+
+    /// A client over a given service (tests: tower-test mocks), driven by `rt`.
+    #[cfg(test)]
+    pub(crate) fn with_client(
+        client: Client,
+        rt: tokio::runtime::Runtime,
+        config: &Config,
+    ) -> ApiCluster {
+        Self::new(Source::Client(client, rt), config)
+    }
+
+    fn connect(&self) -> Result<&(tokio::runtime::Runtime, Client), ClusterError> {
+        self.conn
+            .get_or_init(|| {
+                let source = match &self.source {
+                    #[cfg(test)]
+                    Source::Client(..) => unreachable!("test clients are set up in `with_client`"),
+                    other => other,
+                };
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        ClusterError::Other(format!("cannot start the async runtime: {e}"))
+                    })?;
+                let mut kc = match source {
+                    Source::Kubeconfig(path) => {
+                        warn_if_exposed(path);
+                        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                            ClusterError::Other(format!(
+                                "cannot read kubeconfig {}: {e}",
+                                path.display()
+                            ))
+                        })?;
+                        rt.block_on(kube::Config::from_custom_kubeconfig(
+                            kubeconfig,
+                            &KubeConfigOptions::default(),
+                        ))
+                        .map_err(|e| {
+                            ClusterError::Other(format!(
+                                "invalid kubeconfig {}: {e}",
+                                path.display()
+                            ))
+                        })?
+                    }
+                    _ => kube::Config::incluster().map_err(|e| {
+                        ClusterError::Other(format!("in-cluster API settings: {e}"))
+                    })?,
+                };
+                kc.connect_timeout = Some(self.timeout);
+                kc.read_timeout = Some(self.timeout);
+                kc.write_timeout = Some(self.timeout);
+                let client = {
+                    let _guard = rt.enter();
+                    Client::try_from(kc).map_err(|e| {
+                        ClusterError::Other(format!("cannot build the API client: {e}"))
+                    })?
+                };
+                Ok((rt, client))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn run<F: Future>(&self, f: impl FnOnce(Client) -> F) -> Result<F::Output, ClusterError> {
+        #[cfg(test)]
+        if let Source::Client(client, rt) = &self.source {
+            return Ok(rt.block_on(f(client.clone())));
+        }
+        let (rt, client) = self.connect()?;
+        Ok(rt.block_on(f(client.clone())))
+    }
+
+    fn nad_api(client: &Client, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            client.clone(),
+            namespace,
+            &ApiResource::erase::<NetworkAttachmentDefinition>(&()),
+        )
+    }
+
+    /// Read one NAD; `Ok(None)` when it does not exist.
+    async fn read_nad(
+        &self,
+        client: &Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<NadInfo>, kube::Error> {
+        let api = Self::nad_api(client, namespace);
+        match retry(self.deadline, self.timeout, || api.get(name)).await {
+            Ok(obj) => Ok(Some(NadInfo {
+                config: obj
+                    .data
+                    .get("spec")
+                    .and_then(|s| s.get("config"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                resource_name: obj
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(annotations::RESOURCE_NAME_ANNOTATION))
+                    .cloned(),
+            })),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn pod_ref_for_events(&self) -> Option<ObjectReference> {
+        let pod = self.pod.lock().ok()?.clone()?;
+        Some(ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            uid: pod.metadata.uid.clone(),
+            resource_version: pod.metadata.resource_version.clone(),
+            ..Default::default()
+        })
+    }
+}
+
+/// Warn when a kubeconfig (it holds a token) is readable by other users.
+fn warn_if_exposed(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            "kubeconfig {} is readable by other users (mode {:o}); it holds credentials and should be 0600",
+            path.display(),
+            m.permissions().mode() & 0o777
+        );
+    }
+}
+
+/// Run `call` until it succeeds, fails with a non-retriable error, or the budget runs out.
+async fn retry<T, F, Fut>(
+    deadline: Instant,
+    timeout: Duration,
+    mut call: F,
+) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt =
+            tokio::time::timeout(timeout.min(left.max(Duration::from_millis(1))), call()).await;
+        let err = match attempt {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => kube::Error::Service(
+                format!("no answer within {:.1}s", timeout.as_secs_f64()).into(),
+            ),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !is_retriable(&err) || left <= pause {
+            return Err(err);
+        }
+        tracing::debug!("retrying API call after: {}", describe(&err));
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// An event about `pod`.
+fn event(pod: &ObjectReference, type_: &str, reason: &str, message: String) -> Event {
+    let now = Timestamp::now();
+    Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", pod.name.clone().unwrap_or_default())),
+            namespace: pod.namespace.clone(),
+            ..Default::default()
+        },
+        involved_object: pod.clone(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        type_: Some(type_.into()),
+        source: Some(EventSource {
+            component: Some(COMPONENT.into()),
+            host: None,
+        }),
+        reporting_component: Some(COMPONENT.into()),
+        reporting_instance: std::env::var("HOSTNAME").ok().or(Some(COMPONENT.into())),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        event_time: Some(MicroTime(now)),
+        action: Some(reason.into()),
+        count: Some(1),
+        ..Default::default()
+    }
+}
+
+impl ApiCluster {
+    async fn send_event(&self, client: &Client, ev: Event) {
+        let ns = ev.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Event> = Api::namespaced(client.clone(), &ns);
+        if let Err(e) = tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &ev))
+            .await
+            .unwrap_or_else(|_| Err(kube::Error::Service("timed out".into())))
+        {
+            tracing::warn!("cannot record event {:?}: {}", ev.reason, describe(&e));
+        }
+    }
+
+    /// Build the request for one selected NAD.
+    fn network_for(
+        &self,
+        config: &Config,
+        sel: &Selection,
+        nad: NadInfo,
+    ) -> Result<NetworkRequest, ClusterError> {
+        let qualified = sel.qualified_name();
+        let rejected =
+            |reason: String| ClusterError::Rejected(format!("network {qualified}: {reason}"));
+        let network = match nad
+            .config
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            Some(c) => crate::netconf::NetworkConfig::from_bytes(c.as_bytes())
+                .and_then(|n| n.with_name_if_missing(&sel.name))
+                .map_err(|e| rejected(format!("invalid spec.config: {e}")))?,
+            // NPWG-7/10: an empty spec names a network on disk.
+            None => confdir::find_by_name(&config.conf_dir, &sel.name)
+                .map_err(|e| rejected(e.to_string()))?,
+        };
+        let network = network
+            .with_version_if_missing(config.cni_version)
+            .map_err(|e| rejected(e.to_string()))?;
+        let network = match &sel.cni_args {
+            Some(args) => annotations::inject_cni_args(&network, args)
+                .map_err(|e| rejected(format!("cni-args: {e}")))?,
+            None => network,
+        };
+        for w in &sel.warnings {
+            tracing::warn!("network {qualified}: {w}");
+        }
+        Ok(NetworkRequest {
+            network,
+            status_name: qualified,
+            ifname_request: sel.interface.clone(),
+            requests: sel.requests(),
+            resource_name: nad.resource_name,
+        })
+    }
+}
+
+impl Cluster for ApiCluster {
+    fn pod_networks(&self, pod_ref: &PodRef, config: &Config) -> Result<PodNetworks, ClusterError> {
+        // Names of the node's networks that may be NADs in multusNamespace, read together with the pod.
+        let mut node_names: Vec<String> = Vec::new();
+        if let Primary::ClusterNetwork(NetworkRef::Name(n)) = &config.primary {
+            node_names.push(n.clone());
+        }
+        for r in &config.default_networks {
+            if let NetworkRef::Name(n) = r
+                && !node_names.contains(n)
+            {
+                node_names.push(n.clone());
+            }
+        }
+        let names = &node_names;
+        let (pod, prefetched) = self.run(|client| async move {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ref.namespace);
+            let get_pod = retry(self.deadline, self.timeout, || pods.get(&pod_ref.name));
+            let get_nads = join_all(
+                names
+                    .iter()
+                    .map(|n| self.read_nad(&client, &config.multus_namespace, n)),
+            );
+            tokio::join!(get_pod, get_nads)
+        })?;
+        {
+            let mut cache = self
+                .prefetched
+                .lock()
+                .map_err(|_| ClusterError::Other("poisoned".into()))?;
+            for (name, r) in node_names.iter().zip(prefetched) {
+                // A failed read is retried by `network_by_name` (and fails there with a clear error).
+                if let Ok(v) = r {
+                    cache.insert(name.clone(), v);
+                }
+            }
+        }
+        let pod = match pod {
+            Ok(p) => p,
+            Err(e) if not_found(&e) => {
+                return Err(ClusterError::Other(format!(
+                    "pod {}/{} not found in the Kubernetes API",
+                    pod_ref.namespace, pod_ref.name
+                )));
+            }
+            Err(e) => {
+                return Err(cluster_error(
+                    &format!("reading pod {}/{}", pod_ref.namespace, pod_ref.name),
+                    &e,
+                ));
+            }
+        };
+        let pod_annotations: BTreeMap<String, String> =
+            pod.metadata.annotations.clone().unwrap_or_default();
+        if let (Some(want), Some(got)) = (&pod_ref.uid, &pod.metadata.uid)
+            && want != got
+            && !annotations::is_static_pod(&pod_annotations)
+        {
+            return Err(ClusterError::Other(format!(
+                "expected pod UID {want:?} but got {got:?} from the Kubernetes API"
+            )));
+        }
+        if let Ok(mut slot) = self.pod.lock() {
+            *slot = Some(pod);
+        }
+
+        let isolation = |target_ns: &str| {
+            annotations::check_isolation(
+                &pod_ref.namespace,
+                target_ns,
+                config.namespace_isolation,
+                &config.global_namespaces,
+            )
+            .map_err(ClusterError::Rejected)
+        };
+        let default_sel = match pod_annotations.get(annotations::DEFAULT_NETWORK_ANNOTATION) {
+            Some(v) if !v.trim().is_empty() => {
+                let sel = annotations::parse_default_network(v, &config.multus_namespace).map_err(
+                    |e| {
+                        ClusterError::Rejected(format!(
+                            "annotation {}: {e}",
+                            annotations::DEFAULT_NETWORK_ANNOTATION
+                        ))
+                    },
+                )?;
+                // Go Multus lets this annotation bypass isolation (§10 #16); plexus does not.
+                isolation(&sel.namespace)?;
+                Some(sel)
+            }
+            _ => None,
+        };
+        let selections = match pod_annotations.get(annotations::NETWORKS_ANNOTATION) {
+            Some(v) => annotations::parse_networks(v, &pod_ref.namespace).map_err(|e| {
+                ClusterError::Rejected(format!(
+                    "annotation {}: {e}",
+                    annotations::NETWORKS_ANNOTATION
+                ))
+            })?,
+            None => Vec::new(),
+        };
+        for s in &selections {
+            isolation(&s.namespace)?;
+        }
+
+        // Every selected NAD, concurrently; each distinct one read once.
+        let mut wanted: Vec<(String, String)> = Vec::new();
+        for s in default_sel.iter().chain(&selections) {
+            let key = (s.namespace.clone(), s.name.clone());
+            if !wanted.contains(&key) {
+                wanted.push(key);
+            }
+        }
+        let reads = self.run(|client| async move {
+            join_all(wanted.iter().map(|(ns, name)| {
+                let client = client.clone();
+                async move {
+                    (
+                        (ns.clone(), name.clone()),
+                        self.read_nad(&client, ns, name).await,
+                    )
+                }
+            }))
+            .await
+        })?;
+        let mut nads: HashMap<(String, String), NadInfo> = HashMap::new();
+        for ((ns, name), r) in reads {
+            match r {
+                Ok(Some(info)) => {
+                    nads.insert((ns, name), info);
+                }
+                Ok(None) => {
+                    let msg = format!(
+                        "cannot find a network-attachment-definition ({name}) in namespace ({ns})"
+                    );
+                    if let Some(pod) = self.pod_ref_for_events() {
+                        let ev = event(&pod, "Warning", "NoNetworkFound", msg.clone());
+                        let _ =
+                            self.run(|client| async move { self.send_event(&client, ev).await });
+                    }
+                    return Err(ClusterError::Rejected(msg));
+                }
+                Err(e) => {
+                    return Err(cluster_error(
+                        &format!("reading network-attachment-definition {ns}/{name}"),
+                        &e,
+                    ));
+                }
+            }
+        }
+        let mut out = PodNetworks::default();
+        if let Some(sel) = &default_sel {
+            let info = nads[&(sel.namespace.clone(), sel.name.clone())].clone();
+            out.default_network = Some(self.network_for(config, sel, info)?);
+        }
+        for sel in &selections {
+            let info = nads[&(sel.namespace.clone(), sel.name.clone())].clone();
+            out.networks.push(self.network_for(config, sel, info)?);
+        }
+        Ok(out)
+    }
+
+    fn network_by_name(
+        &self,
+        config: &Config,
+        name: &str,
+    ) -> Result<Option<NetworkRequest>, ClusterError> {
+        let cached = self
+            .prefetched
+            .lock()
+            .ok()
+            .and_then(|c| c.get(name).cloned());
+        let info = match cached {
+            Some(info) => info,
+            None => self
+                .run(|client| async move {
+                    self.read_nad(&client, &config.multus_namespace, name).await
+                })?
+                .map_err(|e| {
+                    cluster_error(
+                        &format!(
+                            "reading network-attachment-definition {}/{name}",
+                            config.multus_namespace
+                        ),
+                        &e,
+                    )
+                })?,
+        };
+        let Some(info) = info else { return Ok(None) };
+        let sel = Selection {
+            namespace: config.multus_namespace.clone(),
+            name: name.to_string(),
+            ..Selection::default()
+        };
+        self.network_for(config, &sel, info).map(Some)
+    }
+
+    fn publish_status(
+        &self,
+        pod_ref: &PodRef,
+        attached: &[(Attachment, CniResult)],
+    ) -> Result<(), ClusterError> {
+        if self.system_namespaces.contains(&pod_ref.namespace) {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
+        for (a, result) in attached {
+            entries.extend(status::statuses_for(result, &a.status_name, a.master, None));
+        }
+        let rendered = status::render(&entries);
+        let mut metadata =
+            json!({"annotations": {annotations::NETWORK_STATUS_ANNOTATION: rendered}});
+        // The UID makes the write a precondition: a recreated pod of the same name is never written to.
+        if let Some(uid) = self
+            .pod
+            .lock()
+            .ok()
+            .and_then(|p| p.as_ref().and_then(|p| p.metadata.uid.clone()))
+        {
+            metadata["uid"] = Value::String(uid);
+        }
+        let patch = json!({ "metadata": metadata });
+        let events: Vec<Event> = match self.pod_ref_for_events() {
+            Some(pod) => attached
+                .iter()
+                .filter(|(_, r)| !r.interfaces.is_empty() || !r.ips.is_empty())
+                .map(|(a, r)| {
+                    let ips: Vec<String> = r.ips.iter().map(|ip| ip.address.to_string()).collect();
+                    event(
+                        &pod,
+                        "Normal",
+                        "AddedInterface",
+                        format!(
+                            "Add {} [{}] from {}",
+                            a.ifname,
+                            ips.join(","),
+                            a.status_name
+                        ),
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let result = self.run(|client| async move {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ref.namespace);
+            let params = PatchParams::default();
+            let merge = Patch::Merge(&patch);
+            let write = async {
+                let mut pause = Duration::from_millis(50);
+                loop {
+                    let r = retry(self.deadline, self.timeout, || {
+                        pods.patch_status(&pod_ref.name, &params, &merge)
+                    })
+                    .await;
+                    match r {
+                        // A conflict is worth another try within the budget.
+                        Err(kube::Error::Api(s))
+                            if s.code == 409 && Instant::now() + pause < self.deadline =>
+                        {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(1));
+                        }
+                        other => return other.map(|_| ()),
+                    }
+                }
+            };
+            let notify = join_all(events.into_iter().map(|ev| self.send_event(&client, ev)));
+            tokio::join!(write, notify).0
+        })?;
+        match result {
+            Ok(()) => Ok(()),
+            // The pod is already gone: the runtime will tear the sandbox down; nothing to record.
+            Err(e) if not_found(&e) => {
+                tracing::warn!(
+                    "pod {}/{} is gone; network-status not written",
+                    pod_ref.namespace,
+                    pod_ref.name
+                );
+                Ok(())
+            }
+            Err(e) => Err(cluster_error(
+                &format!(
+                    "writing network-status of pod {}/{}",
+                    pod_ref.namespace, pod_ref.name
+                ),
+                &e,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::Config;
+
+    /// One request as the mock API saw it.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: Method,
+        path: String,
+        content_type: String,
+        body: Value,
+    }
+
+    type Router = dyn Fn(&Seen, usize) -> (u16, Value) + Send + Sync;
+
+    /// An [`ApiCluster`] over a tower-test mock whose answers come from `route` (given the request and how
+    /// many earlier requests had the same method and path).
+    fn mock(
+        config: &Config,
+        route: impl Fn(&Seen, usize) -> (u16, Value) + Send + Sync + 'static,
+    ) -> (ApiCluster, Arc<Mutex<Vec<Seen>>>) {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let seen = Arc::new(Mutex::new(Vec::<Seen>::new()));
+        let log = seen.clone();
+        let route: Arc<Router> = Arc::new(route);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap_or_default();
+                let s = Seen {
+                    method: parts.method.clone(),
+                    path: parts.uri.path().to_string(),
+                    content_type: parts
+                        .headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                    body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+                };
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    let n = l
+                        .iter()
+                        .filter(|x| x.method == s.method && x.path == s.path)
+                        .count();
+                    l.push(s.clone());
+                    n
+                };
+                let (code, body) = route(&s, n);
+                let resp = Response::builder()
+                    .status(code)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap();
+                send.send_response(resp);
+            }
+        });
+        // The client's buffer task needs the runtime it will be driven by.
+        let client = {
+            let _guard = rt.enter();
+            Client::new(svc, "default")
+        };
+        (ApiCluster::with_client(client, rt, config), seen)
+    }
+
+    fn config(extra: Value) -> Config {
+        let mut v = json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad",
+                           "apiTimeoutSeconds": 1, "apiBudgetSeconds": 2});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    fn status(code: u16, reason: &str) -> (u16, Value) {
+        (
+            code,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code}),
+        )
+    }
+
+    fn pod(annotations: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "p1", "namespace": "ns1", "uid": "uid-1", "resourceVersion": "7", "annotations": annotations},
+               "spec": {"containers": []}})
+    }
+
+    fn nad(ns: &str, name: &str, config: Option<&str>) -> Value {
+        let mut spec = json!({});
+        if let Some(c) = config {
+            spec["config"] = Value::String(c.into());
+        }
+        json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+               "metadata": {"name": name, "namespace": ns, "annotations": {"k8s.v1.cni.cncf.io/resourceName": "intel.com/vf"}},
+               "spec": spec})
+    }
+
+    fn pod_ref() -> PodRef {
+        PodRef {
+            namespace: "ns1".into(),
+            name: "p1".into(),
+            uid: Some("uid-1".into()),
+            infra_container_id: None,
+        }
+    }
+
+    const NADS: &str = "/apis/k8s.cni.cncf.io/v1/namespaces";
+
+    fn standard(s: &Seen, _: usize) -> (u16, Value) {
+        let p = s.path.as_str();
+        match p {
+            "/api/v1/namespaces/ns1/pods/p1" => (
+                200,
+                pod(json!({"k8s.v1.cni.cncf.io/networks": "net-a,other/net-b@data0,net-a"})),
+            ),
+            _ if p == format!("{NADS}/kube-system/network-attachment-definitions/cluster-nad") => (
+                200,
+                nad(
+                    "kube-system",
+                    "cluster-nad",
+                    Some(r#"{"cniVersion":"1.0.0","type":"bridge"}"#),
+                ),
+            ),
+            _ if p == format!("{NADS}/ns1/network-attachment-definitions/net-a") => (
+                200,
+                nad(
+                    "ns1",
+                    "net-a",
+                    Some(r#"{"cniVersion":"0.4.0","plugins":[{"type":"macvlan"}]}"#),
+                ),
+            ),
+            _ if p == format!("{NADS}/other/network-attachment-definitions/net-b") => (
+                200,
+                nad(
+                    "other",
+                    "net-b",
+                    Some(r#"{"cniVersion":"1.0.0","name":"b-conf","type":"ptp"}"#),
+                ),
+            ),
+            _ => status(404, "NotFound"),
+        }
+    }
+
+    #[test]
+    fn pod_networks_reads_pod_and_nads_and_builds_requests() {
+        let cfg = config(json!({}));
+        let (api, api_seen) = mock(&cfg, standard);
+        let nets = api.pod_networks(&pod_ref(), &cfg).unwrap();
+        let names: Vec<_> = nets
+            .networks
+            .iter()
+            .map(|n| {
+                (
+                    n.status_name.as_str(),
+                    n.network.name.as_str(),
+                    n.ifname_request.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("ns1/net-a", "net-a", None),
+                ("other/net-b", "b-conf", Some("data0")),
+                ("ns1/net-a", "net-a", None)
+            ]
+        );
+        assert_eq!(
+            nets.networks[0].resource_name.as_deref(),
+            Some("intel.com/vf")
+        );
+        // NPWG-11: the NAD name was injected where the config had none.
+        assert_eq!(nets.networks[0].network.value["name"], "net-a");
+        // Every NAD read once, by GET (never a LIST), and the cluster NAD was read with the pod.
+        let seen = api_seen.lock().unwrap();
+        assert!(seen.iter().all(|s| s.method == Method::GET));
+        assert_eq!(
+            seen.iter().filter(|s| s.path.ends_with("/net-a")).count(),
+            1
+        );
+        assert!(seen.iter().any(|s| s.path.ends_with("/cluster-nad")));
+        let before = seen.len();
+        drop(seen);
+        let cluster = api.network_by_name(&cfg, "cluster-nad").unwrap().unwrap();
+        assert_eq!(cluster.network.plugins[0].plugin_type, "bridge");
+        assert_eq!(cluster.status_name, "kube-system/cluster-nad");
+        assert_eq!(
+            api_seen.lock().unwrap().len(),
+            before,
+            "served from the read-ahead: no extra round trip"
+        );
+    }
+
+    #[test]
+    fn network_by_name_without_read_ahead_reads_once_and_404_means_confdir() {
+        let cfg = config(json!({}));
+        let (api, seen) = mock(&cfg, standard);
+        assert!(api.network_by_name(&cfg, "cluster-nad").unwrap().is_some());
+        assert!(api.network_by_name(&cfg, "not-a-nad").unwrap().is_none());
+        let paths: Vec<_> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.path.clone())
+            .collect();
+        assert_eq!(paths.len(), 2);
+        assert!(paths[1].ends_with("/kube-system/network-attachment-definitions/not-a-nad"));
+    }
+
+    #[test]
+    fn missing_nad_is_rejected_with_a_warning_event() {
+        let cfg = config(json!({}));
+        let (api, seen) = mock(&cfg, |s, _| {
+            if s.path.ends_with("/pods/p1") {
+                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": "ghost"})))
+            } else if s.method == Method::POST {
+                (201, s.body.clone())
+            } else {
+                status(404, "NotFound")
+            }
+        });
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert!(
+            matches!(&e, ClusterError::Rejected(m) if m.contains("ghost") && m.contains("ns1")),
+            "{e:?}"
+        );
+        let seen = seen.lock().unwrap();
+        let ev = seen
+            .iter()
+            .find(|s| s.method == Method::POST)
+            .expect("an event was sent");
+        assert_eq!(ev.path, "/api/v1/namespaces/ns1/events");
+        assert_eq!(ev.body["reason"], "NoNetworkFound");
+        assert_eq!(ev.body["type"], "Warning");
+        assert_eq!(ev.body["involvedObject"]["uid"], "uid-1");
+    }
+
+    #[test]
+    fn uid_mismatch_fails_unless_static() {
+        let cfg = config(json!({}));
+        let mut r = pod_ref();
+        r.uid = Some("someone-else".into());
+        let (api, _) = mock(&cfg, standard);
+        let e = api.pod_networks(&r, &cfg).unwrap_err();
+        assert!(e.to_string().contains("expected pod UID"), "{e}");
+        let (api, _) = mock(&cfg, |s, n| {
+            if s.path.ends_with("/pods/p1") {
+                (200, pod(json!({"kubernetes.io/config.source": "file"})))
+            } else {
+                standard(s, n)
+            }
+        });
+        assert!(
+            api.pod_networks(&r, &cfg).is_ok(),
+            "static pods are exempt (#773)"
+        );
+    }
+
+    #[test]
+    fn pod_not_found_names_the_pod() {
+        let cfg = config(json!({}));
+        let (api, _) = mock(&cfg, |_, _| status(404, "NotFound"));
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert_eq!(
+            e,
+            ClusterError::Other("pod ns1/p1 not found in the Kubernetes API".into())
+        );
+    }
+
+    #[test]
+    fn retriable_errors_are_retried_within_the_budget() {
+        let cfg = config(json!({}));
+        let (api, seen) = mock(&cfg, |s, n| {
+            if s.path.ends_with("/pods/p1") && n < 2 {
+                status(503, "ServiceUnavailable")
+            } else {
+                standard(s, n)
+            }
+        });
+        api.pod_networks(&pod_ref(), &cfg).unwrap();
+        assert_eq!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.path.ends_with("/pods/p1"))
+                .count(),
+            3
+        );
+        let (api, _) = mock(&cfg, |_, _| status(500, "InternalError"));
+        let started = Instant::now();
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert!(matches!(e, ClusterError::Unavailable(_)), "{e:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "bounded by apiBudgetSeconds"
+        );
+    }
+
+    #[test]
+    fn unauthorized_says_so() {
+        let cfg = config(json!({}));
+        let (api, _) = mock(&cfg, |_, _| status(401, "Unauthorized"));
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert!(e.to_string().contains("credentials"), "{e}");
+    }
+
+    #[test]
+    fn namespace_isolation_covers_both_annotations() {
+        let cfg = config(json!({"namespaceIsolation": true}));
+        let (api, _) = mock(&cfg, standard);
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert!(
+            matches!(&e, ClusterError::Rejected(m) if m.contains("namespace isolation")),
+            "{e:?}"
+        );
+        let (api, _) = mock(&cfg, |s, n| {
+            if s.path.ends_with("/pods/p1") {
+                (
+                    200,
+                    pod(json!({"v1.multus-cni.io/default-network": "kube-system/cluster-nad"})),
+                )
+            } else {
+                standard(s, n)
+            }
+        });
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert!(
+            e.to_string().contains("namespace isolation"),
+            "the default-network annotation obeys isolation too: {e}"
+        );
+        let cfg = config(json!({"namespaceIsolation": true, "globalNamespaces": "kube-system"}));
+        let (api, _) = mock(&cfg, |s, n| {
+            if s.path.ends_with("/pods/p1") {
+                (
+                    200,
+                    pod(json!({"v1.multus-cni.io/default-network": "cluster-nad"})),
+                )
+            } else {
+                standard(s, n)
+            }
+        });
+        let nets = api.pod_networks(&pod_ref(), &cfg).unwrap();
+        assert_eq!(
+            nets.default_network.unwrap().status_name,
+            "kube-system/cluster-nad"
+        );
+    }
+
+    #[test]
+    fn invalid_annotation_is_rejected_naming_the_element() {
+        let cfg = config(json!({}));
+        let (api, _) = mock(&cfg, |s, n| {
+            if s.path.ends_with("/pods/p1") {
+                (
+                    200,
+                    pod(json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name":"net-a","mac":"zz"}]"#})),
+                )
+            } else {
+                standard(s, n)
+            }
+        });
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert!(
+            matches!(&e, ClusterError::Rejected(m) if m.contains("mac") && m.contains("element 0")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn empty_spec_config_is_found_in_conf_dir() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("a.conf"),
+            r#"{"cniVersion":"1.0.0","name":"net-a","type":"ondisk"}"#,
+        )
+        .unwrap();
+        let cfg = config(json!({"confDir": d.path()}));
+        let (api, _) = mock(&cfg, |s, n| {
+            if s.path.ends_with("/net-a") {
+                (200, nad("ns1", "net-a", None))
+            } else if s.path.ends_with("/pods/p1") {
+                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": "net-a"})))
+            } else {
+                standard(s, n)
+            }
+        });
+        let nets = api.pod_networks(&pod_ref(), &cfg).unwrap();
+        assert_eq!(nets.networks[0].network.plugins[0].plugin_type, "ondisk");
+    }
+
+    fn attached() -> Vec<(Attachment, CniResult)> {
+        let net = crate::netconf::NetworkConfig::from_value(
+            json!({"cniVersion": "1.0.0", "name": "c", "type": "bridge"}),
+        )
+        .unwrap();
+        let mut req = NetworkRequest::plain(net);
+        req.status_name = "c".into();
+        let a = crate::plan::plan("eth0", vec![req]).unwrap().remove(0);
+        let r = CniResult::from_value(
+            &json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x", "mac": "02:00:00:00:00:01"}],
+                    "ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0.1", "interface": 0}],
+                    "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}]}),
+            plexus_cni::CniVersion::V1_0_0,
+        )
+        .unwrap();
+        vec![(a, r)]
+    }
+
+    #[test]
+    fn status_is_one_merge_patch_of_pods_status_with_events_alongside() {
+        let cfg = config(json!({}));
+        let (api, seen) = mock(&cfg, |s, n| {
+            if s.method == Method::PATCH && n == 0 {
+                status(409, "Conflict")
+            } else if s.method == Method::PATCH || s.method == Method::POST {
+                (200, pod(json!({})))
+            } else {
+                standard(s, n)
+            }
+        });
+        api.pod_networks(&pod_ref(), &cfg).unwrap();
+        api.publish_status(&pod_ref(), &attached()).unwrap();
+        let seen = seen.lock().unwrap();
+        let patches: Vec<_> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
+        assert_eq!(patches.len(), 2, "one retry after the conflict");
+        let p = patches[1];
+        assert_eq!(p.path, "/api/v1/namespaces/ns1/pods/p1/status");
+        assert_eq!(p.content_type, "application/merge-patch+json");
+        assert_eq!(
+            p.body["metadata"]["uid"], "uid-1",
+            "the UID guards against a recreated pod"
+        );
+        let keys: Vec<_> = p.body["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            ["k8s.v1.cni.cncf.io/network-status"],
+            "touches only that annotation"
+        );
+        let written: Vec<status::NetworkStatus> = status::parse(
+            p.body["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(written[0].ips, ["10.1.0.5"]);
+        assert!(written[0].default);
+        assert!(p.body.get("spec").is_none() && p.body.get("status").is_none());
+        let ev = seen
+            .iter()
+            .find(|s| s.method == Method::POST)
+            .expect("AddedInterface event");
+        assert_eq!(ev.body["reason"], "AddedInterface");
+        assert_eq!(ev.body["message"], "Add eth0 [10.1.0.5/24] from c");
+    }
+
+    #[test]
+    fn status_skipped_for_system_namespaces_and_tolerates_a_gone_pod() {
+        let cfg = config(json!({"systemNamespaces": ["ns1"]}));
+        let (api, seen) = mock(&cfg, standard);
+        api.publish_status(&pod_ref(), &attached()).unwrap();
+        assert!(seen.lock().unwrap().is_empty());
+        let cfg = config(json!({}));
+        let (api, _) = mock(&cfg, |_, _| status(404, "NotFound"));
+        api.publish_status(&pod_ref(), &attached()).unwrap();
+    }
+}

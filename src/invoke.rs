@@ -274,9 +274,22 @@ impl Invoker<'_> {
         } else {
             None
         };
+        // One departure from libcni: a plugin whose binary is missing cannot be asked to undo anything, so it
+        // does not stop the DEL of the plugins before it (halting would leak their resources). Its error is
+        // still returned, and the result cache kept, so the DEL is retried once the binary is back.
+        let mut missing = None;
         for plugin in net.plugins.iter().rev() {
             let stdin = request_config(net, plugin, Some(rt), prev.as_ref())?;
-            self.run(net, plugin, "DEL", Some(rt), &stdin)?;
+            match self.run(net, plugin, "DEL", Some(rt), &stdin) {
+                Ok(_) => {}
+                Err(e @ DelegateError::Exec { source: ExecError::NotFound { .. }, .. }) => {
+                    missing.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(e) = missing {
+            return Err(e);
         }
         resultcache::remove(&self.cache_dir, &net.name, &rt.container_id, &rt.ifname)
             .map_err(|e| DelegateError::Cache(e.to_string()))
@@ -491,6 +504,22 @@ mod tests {
         exec.clear();
         inv.del(&list(), &rt()).unwrap();
         assert!(exec.calls()[0].stdin.get("prevResult").is_none());
+    }
+
+    #[test]
+    fn del_continues_past_a_missing_binary_but_reports_it() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        let inv = invoker(&exec, d.path());
+        let n = net(json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"type": "bridge"}, {"type": "missing"}]}));
+        let e = inv.del(&n, &rt()).unwrap_err();
+        assert!(matches!(e, DelegateError::Exec { source: ExecError::NotFound { .. }, .. }), "{e}");
+        assert_eq!(exec.calls().iter().map(|c| c.plugin.as_str()).collect::<Vec<_>>(), ["bridge"]);
+        exec.fail("bridge", "DEL", 7, "halt");
+        let n2 = net(json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"type": "portmap"}, {"type": "bridge"}]}));
+        exec.clear();
+        assert!(inv.del(&n2, &rt()).is_err());
+        assert_eq!(exec.calls().len(), 1, "any other failure still halts the list (CNI-26)");
     }
 
     #[test]

@@ -984,9 +984,10 @@ fn a_missing_delegate_binary_is_code_7_naming_the_search_path() {
 }
 
 #[test]
-fn a_missing_second_plugin_of_a_list_rolls_back_the_list_and_reports_the_stuck_del() {
-    // The list's first plugin ran, so the list is DELed; libcni's DEL runs the list in reverse and halts at
-    // the missing plugin (CNI-26), which the error reports, keeping the cache for the runtime's DEL.
+fn a_missing_second_plugin_of_a_list_rolls_back_the_first_and_reports_the_missing_one() {
+    // The list's first plugin ran, so the list is DELed in reverse. The missing plugin cannot undo anything,
+    // so unlike libcni (CNI-26) plexus does not halt there: the first plugin's DEL still runs. The missing
+    // binary is reported and the cache kept for the runtime's DEL.
     let h = Harness::new();
     let cfg = h.config(
         "1.0.0",
@@ -1006,7 +1007,12 @@ fn a_missing_second_plugin_of_a_list_rolls_back_the_list_and_reports_the_stuck_d
     );
     assert_eq!(
         h.take_calls(),
-        ["ADD cluster eth0", "ADD second net1 #1", "DEL cluster eth0"]
+        [
+            "ADD cluster eth0",
+            "ADD second net1 #1",
+            "DEL second net1 #1",
+            "DEL cluster eth0"
+        ]
     );
     assert!(h.cache_file(CID).is_file());
 }

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build plexus and run every test, then the linters. Installs what the tests need when it is missing.
+#
+#   sudo bash scripts/test.sh    # everything, including the real-netns tests (need root)
+#   bash scripts/test.sh         # without root: the netns tests are skipped (they are #[ignore]d)
+set -euo pipefail
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO_ROOT"
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+
+banner "Checking dependencies"
+if is_root; then
+    # The netns tests run Debian's CNI plugins (/usr/lib/cni) and iproute2's `ip`.
+    ensure_packages ip iproute2 /usr/lib/cni/bridge containernetworking-plugins
+else
+    ensure_packages ip iproute2 /usr/lib/cni/bridge containernetworking-plugins ||
+        echo "(only the root-only netns tests need these)"
+fi
+command -v cargo >/dev/null || { echo "cargo is not installed" >&2; exit 1; }
+
+banner "Building the workspace"
+cargo build --workspace --all-targets
+
+test_args=()
+if is_root; then
+    banner "Running all tests, including the root-only network-namespace tests"
+    test_args=(-- --include-ignored)
+else
+    banner "Running tests (not root: the network-namespace tests are skipped; run with sudo to include them)"
+fi
+cargo test --workspace --no-fail-fast "${test_args[@]}"
+
+banner "Lint: cargo clippy"
+if cargo clippy --version >/dev/null 2>&1; then
+    cargo clippy --workspace --all-targets -- -D warnings
+else
+    echo "clippy is not installed for this toolchain; skipping" >&2
+fi
+
+banner "Lint: cargo fmt --check"
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --all -- --check
+else
+    echo "rustfmt is not installed for this toolchain; skipping" >&2
+fi
+
+banner "All tests and checks passed"

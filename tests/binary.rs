@@ -1803,3 +1803,90 @@ fn an_interface_already_in_the_pod_is_code_102_and_rolls_back() {
     );
     h.assert_no_trace(CID, "interface exists");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Logging (logLevel, logFile, logToStderr, logOptions): logs never reach stdout
+// ---------------------------------------------------------------------------------------------------
+
+#[test]
+fn log_file_gets_plexus_lines_and_delegate_stderr_while_stdout_stays_one_json() {
+    let h = Harness::new();
+    let log = h.path("logs/plexus.log");
+    let cfg = h.config(
+        "1.0.0",
+        json!({
+            "logLevel": "verbose",
+            "logFile": log,
+            "logToStderr": false,
+            "delegates": [
+                recorder("cluster", "1.0.0", json!({"recorder": {"add": {"stderr": "delegate-said-hello"}}})),
+                recorder("second", "1.0.0", json!({})),
+            ],
+        }),
+    );
+    // `run` has already checked that stdout is exactly one JSON document.
+    let out = h.cmd("ADD").config(&cfg).run();
+    out.result();
+    assert!(
+        out.stderr.is_empty(),
+        "logToStderr=false keeps stderr quiet: {:?}",
+        out.stderr
+    );
+    let text = fs::read_to_string(&log).expect("log file written");
+    assert!(
+        text.contains("delegate-said-hello"),
+        "a delegate's stderr is captured into the log:\n{text}"
+    );
+    assert!(
+        text.contains("cluster"),
+        "log lines name the network:\n{text}"
+    );
+    assert!(text.contains("attached"), "{text}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("delegate-said-hello"));
+}
+
+#[test]
+fn log_to_stderr_by_default_and_silent_at_the_default_level() {
+    let h = Harness::new();
+    let delegates = json!([recorder(
+        "cluster",
+        "1.0.0",
+        json!({"recorder": {"add": {"stderr": "noise"}}})
+    )]);
+    // Multus's default level is "panic": nothing is logged at all.
+    let quiet = h.config("1.0.0", json!({"delegates": delegates}));
+    let out = h.cmd("ADD").config(&quiet).run();
+    out.result();
+    assert!(out.stderr.is_empty(), "{:?}", out.stderr);
+    h.cmd("DEL").config(&quiet).run().ok();
+    // At "debug", logToStderr (default true) sends log lines to stderr, never to stdout.
+    let loud = h.config(
+        "1.0.0",
+        json!({"delegates": delegates, "logLevel": "debug"}),
+    );
+    let out = h.cmd("ADD").config(&loud).run();
+    out.result();
+    assert!(
+        out.stderr.contains("noise") && out.stderr.contains("DEBUG"),
+        "{:?}",
+        out.stderr
+    );
+}
+
+#[test]
+fn an_unusable_log_file_does_not_fail_the_operation() {
+    let h = Harness::new();
+    let blocker = h.path("not-a-dir");
+    fs::write(&blocker, b"x").unwrap();
+    let cfg = h.config(
+        "1.0.0",
+        json!({"logLevel": "error", "logFile": blocker.join("plexus.log"), "delegates": [recorder("cluster", "1.0.0", json!({}))]}),
+    );
+    let out = h.cmd("ADD").config(&cfg).run();
+    out.result();
+    assert!(
+        out.stderr.contains("cannot open log file"),
+        "{:?}",
+        out.stderr
+    );
+}

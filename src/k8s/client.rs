@@ -382,6 +382,17 @@ impl ApiCluster {
     }
 }
 
+impl ApiCluster {
+    /// Record a Warning event on the pod (best effort) and return the rejection it explains.
+    fn warn_pod(&self, reason: &str, msg: String) -> ClusterError {
+        if let Some(pod) = self.pod_ref_for_events() {
+            let ev = event(&pod, "Warning", reason, msg.clone());
+            let _ = self.run(|client| async move { self.send_event(&client, ev).await });
+        }
+        ClusterError::Rejected(msg)
+    }
+}
+
 impl Cluster for ApiCluster {
     fn pod_networks(&self, pod_ref: &PodRef, config: &Config) -> Result<PodNetworks, ClusterError> {
         // Names of the node's networks that may be NADs in multusNamespace, read together with the pod.

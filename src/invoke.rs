@@ -282,7 +282,12 @@ impl Invoker<'_> {
             let stdin = request_config(net, plugin, Some(rt), prev.as_ref())?;
             match self.run(net, plugin, "DEL", Some(rt), &stdin) {
                 Ok(_) => {}
-                Err(e @ DelegateError::Exec { source: ExecError::NotFound { .. }, .. }) => {
+                Err(
+                    e @ DelegateError::Exec {
+                        source: ExecError::NotFound { .. },
+                        ..
+                    },
+                ) => {
                     missing.get_or_insert(e);
                 }
                 Err(e) => return Err(e),
@@ -511,15 +516,38 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let exec = FakeExec::default();
         let inv = invoker(&exec, d.path());
-        let n = net(json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"type": "bridge"}, {"type": "missing"}]}));
+        let n = net(
+            json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"type": "bridge"}, {"type": "missing"}]}),
+        );
         let e = inv.del(&n, &rt()).unwrap_err();
-        assert!(matches!(e, DelegateError::Exec { source: ExecError::NotFound { .. }, .. }), "{e}");
-        assert_eq!(exec.calls().iter().map(|c| c.plugin.as_str()).collect::<Vec<_>>(), ["bridge"]);
+        assert!(
+            matches!(
+                e,
+                DelegateError::Exec {
+                    source: ExecError::NotFound { .. },
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            exec.calls()
+                .iter()
+                .map(|c| c.plugin.as_str())
+                .collect::<Vec<_>>(),
+            ["bridge"]
+        );
         exec.fail("bridge", "DEL", 7, "halt");
-        let n2 = net(json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"type": "portmap"}, {"type": "bridge"}]}));
+        let n2 = net(
+            json!({"cniVersion": "1.0.0", "name": "l", "plugins": [{"type": "portmap"}, {"type": "bridge"}]}),
+        );
         exec.clear();
         assert!(inv.del(&n2, &rt()).is_err());
-        assert_eq!(exec.calls().len(), 1, "any other failure still halts the list (CNI-26)");
+        assert_eq!(
+            exec.calls().len(),
+            1,
+            "any other failure still halts the list (CNI-26)"
+        );
     }
 
     #[test]

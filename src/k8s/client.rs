@@ -181,6 +181,9 @@ impl ApiCluster {
                 kc.connect_timeout = Some(self.timeout);
                 kc.read_timeout = Some(self.timeout);
                 kc.write_timeout = Some(self.timeout);
+                // plexus retries within its own budget; kube's hidden retry (up to 15 tries honouring
+                // Retry-After) would run past it.
+                kc.default_retry = false;
                 let client = {
                     let _guard = rt.enter();
                     Client::try_from(kc).map_err(|e| {
@@ -472,10 +475,8 @@ impl Cluster for ApiCluster {
             Some(v) if !v.trim().is_empty() => {
                 let sel = annotations::parse_default_network(v, &config.multus_namespace).map_err(
                     |e| {
-                        ClusterError::Rejected(format!(
-                            "annotation {}: {e}",
-                            annotations::DEFAULT_NETWORK_ANNOTATION
-                        ))
+                        let what = annotations::DEFAULT_NETWORK_ANNOTATION;
+                        self.warn_pod("InvalidNetworkSelection", format!("annotation {what}: {e}"))
                     },
                 )?;
                 // Go Multus lets this annotation bypass isolation (§10 #16); plexus does not.
@@ -485,11 +486,10 @@ impl Cluster for ApiCluster {
             _ => None,
         };
         let selections = match pod_annotations.get(annotations::NETWORKS_ANNOTATION) {
+            // Fail closed, with a Warning event on the pod (decisions.md, DECIDE-A1).
             Some(v) => annotations::parse_networks(v, &pod_ref.namespace).map_err(|e| {
-                ClusterError::Rejected(format!(
-                    "annotation {}: {e}",
-                    annotations::NETWORKS_ANNOTATION
-                ))
+                let what = annotations::NETWORKS_ANNOTATION;
+                self.warn_pod("InvalidNetworkSelection", format!("annotation {what}: {e}"))
             })?,
             None => Vec::new(),
         };
@@ -527,12 +527,7 @@ impl Cluster for ApiCluster {
                     let msg = format!(
                         "cannot find a network-attachment-definition ({name}) in namespace ({ns})"
                     );
-                    if let Some(pod) = self.pod_ref_for_events() {
-                        let ev = event(&pod, "Warning", "NoNetworkFound", msg.clone());
-                        let _ =
-                            self.run(|client| async move { self.send_event(&client, ev).await });
-                    }
-                    return Err(ClusterError::Rejected(msg));
+                    return Err(self.warn_pod("NoNetworkFound", msg));
                 }
                 Err(e) => {
                     return Err(cluster_error(
@@ -1043,14 +1038,14 @@ mod tests {
     }
 
     #[test]
-    fn invalid_annotation_is_rejected_naming_the_element() {
+    fn invalid_annotation_is_rejected_naming_the_element_with_a_warning_event() {
         let cfg = config(json!({}));
-        let (api, _) = mock(&cfg, |s, n| {
+        let (api, seen) = mock(&cfg, |s, n| {
             if s.path.ends_with("/pods/p1") {
-                (
-                    200,
-                    pod(json!({"k8s.v1.cni.cncf.io/networks": r#"[{"name":"net-a","mac":"zz"}]"#})),
-                )
+                let bad = r#"[{"name":"net-a","mac":"zz"}]"#;
+                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": bad})))
+            } else if s.method == Method::POST {
+                (201, s.body.clone())
             } else {
                 standard(s, n)
             }
@@ -1060,6 +1055,14 @@ mod tests {
             matches!(&e, ClusterError::Rejected(m) if m.contains("mac") && m.contains("element 0")),
             "{e:?}"
         );
+        let seen = seen.lock().unwrap();
+        let ev = seen
+            .iter()
+            .find(|s| s.method == Method::POST)
+            .expect("a Warning event");
+        assert_eq!(ev.body["type"], "Warning");
+        assert_eq!(ev.body["reason"], "InvalidNetworkSelection");
+        assert!(ev.body["message"].as_str().unwrap().contains("element 0"));
     }
 
     #[test]

@@ -202,6 +202,9 @@ pub enum Error {
         /// For STATUS (code 50) rather than ADD/GC (code 11).
         for_status: bool,
     },
+    /// STATUS could not even load a network every pod needs (code 50: plugin not available).
+    #[error("not ready: {0}")]
+    NotAvailable(Box<Error>),
     /// CHECK of a container plexus has no record of (code 3).
     #[error("[{who}]: no cached attachments for container {container_id}; was it added?")]
     UnknownContainer {
@@ -283,6 +286,7 @@ impl Error {
             } => codes::NOT_AVAILABLE,
             Error::NotReady { .. } => codes::TRY_AGAIN_LATER,
             Error::UnknownContainer { .. } => codes::UNKNOWN_CONTAINER,
+            Error::NotAvailable(_) => codes::NOT_AVAILABLE,
         }
     }
 
@@ -618,6 +622,13 @@ mod tests {
                     container_id: "c".into(),
                 },
                 3,
+            ),
+            (
+                Error::NotAvailable(Box::new(Error::Plan {
+                    who: "w".into(),
+                    source: PlanError::Empty,
+                })),
+                50,
             ),
         ];
         for (err, code) in table {

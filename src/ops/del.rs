@@ -111,12 +111,31 @@ fn fallback(
             resource_name: None,
         });
     }
-    match ctx.node_networks(None).and_then(|reqs| {
-        plan::plan(master_ifname, reqs).map_err(|source| Error::Plan {
-            who: ctx.who(),
-            source,
-        })
-    }) {
+    // With the pod still in the API, its own networks can be rebuilt too (as Go Multus does); any failure
+    // there only narrows what the fallback covers.
+    let pod_networks = match ctx.env.pod() {
+        Some(pod) => ctx
+            .seams
+            .cluster
+            .pod_networks(&pod, ctx.config)
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    "[{}]: cannot read the pod's networks for teardown: {e}",
+                    ctx.who()
+                );
+                Default::default()
+            }),
+        None => Default::default(),
+    };
+    match ctx
+        .node_networks(pod_networks.default_network)
+        .and_then(|mut reqs| {
+            reqs.extend(pod_networks.networks);
+            plan::plan(master_ifname, reqs).map_err(|source| Error::Plan {
+                who: ctx.who(),
+                source,
+            })
+        }) {
         Ok(planned) => {
             for a in planned {
                 if seen.insert((a.network.name.clone(), a.ifname.clone())) {

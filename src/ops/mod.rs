@@ -173,14 +173,23 @@ impl Ctx<'_> {
         let network = match r {
             NetworkRef::Path(p) => confdir::load_path(p).map_err(lookup)?,
             NetworkRef::Name(name) => {
-                match self
-                    .seams
-                    .cluster
-                    .network_by_name(self.config, name)
-                    .map_err(|source| Error::Cluster {
-                        who: self.who(),
-                        source,
-                    })? {
+                // Only a Kubernetes runtime's request may reach the API (decisions.md: without K8S_POD_*
+                // keys, no API access at all). STATUS and GC never carry pod keys but must still find a
+                // cluster network that is a NAD.
+                let may_use_api = self.env.pod().is_some()
+                    || matches!(self.env.command, Command::Status | Command::Gc);
+                let nad = if may_use_api {
+                    self.seams
+                        .cluster
+                        .network_by_name(self.config, name)
+                        .map_err(|source| Error::Cluster {
+                            who: self.who(),
+                            source,
+                        })?
+                } else {
+                    None
+                };
+                match nad {
                     Some(req) => return Ok(req),
                     None => confdir::find_by_name(&self.config.conf_dir, name).map_err(lookup)?,
                 }

@@ -8,7 +8,10 @@ use crate::{error::Error, exec::ExecError, invoke::DelegateError};
 
 pub(super) fn status(ctx: &Ctx<'_>) -> Result<(), Error> {
     ctx.wait_ready(true)?;
-    let networks = ctx.node_networks(None)?;
+    // A network every pod needs that cannot be loaded makes the plugin unavailable, whatever the cause.
+    let networks = ctx
+        .node_networks(None)
+        .map_err(|e| Error::NotAvailable(Box::new(e)))?;
     let invoker = ctx.invoker();
     for n in &networks {
         if let Err(mut source) = invoker.status(&n.network) {

@@ -416,6 +416,15 @@ fn status_reaches_node_networks_and_passes_codes_through() {
 }
 
 #[test]
+fn status_without_its_cluster_network_is_not_available_code_50() {
+    let w = World::new();
+    let cfg = w.config(json!({"cniVersion": "1.1.0", "delegates": null, "clusterNetwork": "gone"}));
+    let e = w.run("STATUS", &cfg, &NoCluster).unwrap_err();
+    assert_eq!(e.cni_code(), 50, "{e}");
+    assert!(e.to_string().contains("\"gone\""), "{e}");
+}
+
+#[test]
 fn readiness_indicator_gates_add_and_status() {
     let w = World::new();
     let ready = w.dir.path().join("ready");
@@ -692,4 +701,147 @@ fn own_netns_is_refused_code_8() {
     };
     assert_eq!(execute(&env, &cfg, &seams).unwrap_err().cni_code(), 8);
     let _ = Path::new("");
+}
+
+/// A cluster whose node-network NAD lookups are counted (and answered with a NAD named `cluster`).
+#[derive(Default)]
+struct CountingCluster {
+    lookups: Mutex<usize>,
+    networks: Vec<NetworkRequest>,
+}
+
+impl Cluster for CountingCluster {
+    fn pod_networks(
+        &self,
+        _: &crate::request::PodRef,
+        _: &Config,
+    ) -> Result<PodNetworks, ClusterError> {
+        Ok(PodNetworks {
+            default_network: None,
+            networks: self.networks.clone(),
+        })
+    }
+
+    fn network_by_name(
+        &self,
+        _: &Config,
+        name: &str,
+    ) -> Result<Option<NetworkRequest>, ClusterError> {
+        *self.lookups.lock().unwrap() += 1;
+        let mut r = nad(name, None);
+        r.status_name = format!("kube-system/{name}");
+        Ok(Some(r))
+    }
+
+    fn publish_status(
+        &self,
+        _: &crate::request::PodRef,
+        _: &[(Attachment, CniResult)],
+    ) -> Result<(), ClusterError> {
+        Ok(())
+    }
+}
+
+fn run_with_args(
+    w: &World,
+    command: &str,
+    args: &str,
+    cfg: &Config,
+    cluster: &dyn Cluster,
+) -> Result<Vec<u8>, Error> {
+    let env = CniEnv::from_vars([
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_NETNS", "/run/netns/test-pod"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", args),
+    ])
+    .unwrap()
+    .unwrap();
+    execute(
+        &env,
+        cfg,
+        &Seams {
+            exec: &w.exec,
+            netns: &w.netns,
+            cluster,
+        },
+    )
+}
+
+#[test]
+fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
+    let w = World::new();
+    fs::create_dir_all(w.conf_dir()).unwrap();
+    fs::write(
+        w.conf_dir().join("c.conf"),
+        r#"{"cniVersion":"1.0.0","name":"cluster","type":"bridge"}"#,
+    )
+    .unwrap();
+    let cfg =
+        w.config(json!({"cniVersion": "1.1.0", "delegates": null, "clusterNetwork": "cluster"}));
+    let cluster = CountingCluster::default();
+    run_with_args(&w, "ADD", "IgnoreUnknown=1", &cfg, &cluster).unwrap();
+    assert_eq!(
+        *cluster.lookups.lock().unwrap(),
+        0,
+        "a non-Kubernetes runtime's ADD never reaches the API"
+    );
+    assert_eq!(
+        w.calls(),
+        [t("ADD", "cluster", "eth0")],
+        "the network came from confDir"
+    );
+    run_with_args(
+        &w,
+        "ADD",
+        "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1",
+        &cfg,
+        &cluster,
+    )
+    .unwrap();
+    assert_eq!(
+        *cluster.lookups.lock().unwrap(),
+        1,
+        "a Kubernetes pod's ADD looks the name up as a NAD first"
+    );
+    let env = CniEnv::from_vars([("CNI_COMMAND", "STATUS")])
+        .unwrap()
+        .unwrap();
+    execute(
+        &env,
+        &cfg,
+        &Seams {
+            exec: &w.exec,
+            netns: &w.netns,
+            cluster: &cluster,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        *cluster.lookups.lock().unwrap(),
+        2,
+        "STATUS carries no pod keys but may resolve a NAD"
+    );
+}
+
+#[test]
+fn del_without_a_cache_rebuilds_the_pods_networks_from_the_api() {
+    let w = World::new();
+    let cfg = w.config(
+        json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
+    );
+    let cluster = CountingCluster {
+        networks: vec![nad("a", None), nad("b", Some("data0"))],
+        ..Default::default()
+    };
+    w.run("DEL", &cfg, &cluster).unwrap();
+    assert_eq!(
+        w.calls(),
+        [
+            t("DEL", "b", "data0"),
+            t("DEL", "a", "net1"),
+            t("DEL", "cluster", "eth0")
+        ]
+    );
 }

@@ -27,8 +27,9 @@ pub const ABOUT: &str = concat!(
     ": meta-plugin that delegates to other CNI plugins (CNI spec 0.1.0 to 1.1.0)"
 );
 
-const USAGE: &str = "usage: plexus [--version | --help | crd]
+const USAGE: &str = "usage: plexus [--version | --help | crd | install [FLAGS]]
   crd        print the NetworkAttachmentDefinition CRD (YAML) for `kubectl apply -f -`
+  install    set this node up for plexus (the DaemonSet's entrypoint; `plexus install --help`)
 plexus is a CNI plugin: the container runtime runs it with CNI_COMMAND and the other CNI_* variables set
 and the network config on stdin. See the README for its config keys.";
 
@@ -130,6 +131,7 @@ pub fn main() -> ExitCode {
             let _ = writeln!(io::stdout(), "plexus {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Some("install") => return crate::install::main(args.collect()),
         Some("crd") => {
             let _ = io::stdout().write_all(crate::k8s::nad::crd_yaml().as_bytes());
             return ExitCode::SUCCESS;

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod exec;
 pub mod fsutil;
+pub mod install;
 pub mod invoke;
 pub mod k8s;
 pub mod lock;

@@ -1,0 +1,498 @@
+//! The flags of `plexus install` (clap). The defaults are the container paths of Go Multus's thin
+//! DaemonSet (multus-features.md §7.1): the host's `/opt/cni/bin`, `/etc/cni/net.d` and
+//! `/etc/cni/multus/net.d` mounted under `/host`.
+//!
+//! Two kinds of path appear: where the installer reads and writes (inside its container, e.g.
+//! `/host/etc/cni/net.d`), and what it writes into the config for the runtime and plexus, which run on
+//! the host (e.g. `/etc/cni/net.d`). The `--host-*` flags give the host side; see [`Args::path_map`].
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{ArgAction, Parser, ValueEnum, builder::BoolishValueParser};
+use plexus_cni::CniVersion;
+
+use super::conf::PathMap;
+
+const ABOUT: &str = "Install plexus on this node: copy the binary, write the node's kubeconfig and a \
+plexus config in front of the cluster network's, then keep them up to date";
+
+const LONG_ABOUT: &str = "\
+Install plexus on this node (the DaemonSet's entrypoint). Every step is idempotent and atomic (temp file in \
+the target directory, fsync, rename) and writes only when the content changes:
+
+  1. copy the binary to <cni-bin-dir>/<binary-name> (a running copy is never overwritten in place);
+  2. write a kubeconfig (mode 0600) from the pod's service-account token and CA, with the API server from \
+KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (and KUBERNETES_SERVICE_PROTOCOL, default https);
+  3. wait (at most --wait-timeout) for the primary CNI config in <cni-conf-dir> and, when set, the \
+readiness indicator file;
+  4. write <conf-name>: a .conflist with one plexus plugin when the primary's cniVersion is 1.0.0 or \
+later, a .conf before, whose clusterNetwork is the primary and whose capabilities are the primary's, so \
+the runtime passes runtimeConfig on;
+  5. watch (every --poll-interval): regenerate the config when the primary changes, rewrite the \
+kubeconfig when the token or CA rotates.
+
+The primary is the lexically first .conf, .conflist or .json file of <cni-conf-dir> that is not this \
+installer's output, not a dotfile and not another meta-plugin's config (type plexus, multus, \
+multus-shim or <binary-name>): plexus never wraps itself. --primary-conf pins it instead.
+
+On SIGTERM or SIGINT the config is kept, so pods deleted while plexus is being upgraded are still torn \
+down; --cleanup-config-on-exit removes it and the kubeconfig (uninstall). Any error exits non-zero with a \
+message; a primary that disappears later is not an error (the current config is kept).
+
+Boolean flags take an optional value: --flag is --flag=true.";
+
+/// Verbosity written into the config as `logLevel` (Go Multus's four levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PluginLogLevel {
+    /// Everything.
+    Debug,
+    /// Informational and up.
+    Verbose,
+    /// Errors and warnings.
+    Error,
+    /// Nothing (plexus's default).
+    Panic,
+}
+
+impl PluginLogLevel {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginLogLevel::Debug => "debug",
+            PluginLogLevel::Verbose => "verbose",
+            PluginLogLevel::Error => "error",
+            PluginLogLevel::Panic => "panic",
+        }
+    }
+}
+
+/// `plexus install` flags.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "plexus install",
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    version,
+    disable_version_flag = true,
+    args_override_self = true,
+    max_term_width = 100
+)]
+pub struct Args {
+    // === Paths in the container ===
+    /// Host CNI bin directory as mounted in the container; the binary is copied here.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/host/opt/cni/bin",
+        help_heading = "Paths in the container"
+    )]
+    pub cni_bin_dir: PathBuf,
+
+    /// Host CNI config directory as mounted in the container: the primary is read and the config written here.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/host/etc/cni/net.d",
+        help_heading = "Paths in the container"
+    )]
+    pub cni_conf_dir: PathBuf,
+
+    /// plexus's own network directory (confDir) as mounted in the container; created when missing.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/host/etc/cni/multus/net.d",
+        help_heading = "Paths in the container"
+    )]
+    pub plexus_conf_dir: PathBuf,
+
+    /// Where host paths not under the two directories above are visible in the container (for
+    /// --readiness-indicator-file).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/host",
+        help_heading = "Paths in the container"
+    )]
+    pub host_prefix: PathBuf,
+
+    // === Paths on the host ===
+    /// The host path of --cni-conf-dir (clusterNetwork and the kubeconfig are written with it).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/etc/cni/net.d",
+        help_heading = "Paths on the host (written into the config)"
+    )]
+    pub host_cni_conf_dir: PathBuf,
+
+    /// The host path of --plexus-conf-dir, written as confDir.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/etc/cni/multus/net.d",
+        help_heading = "Paths on the host (written into the config)"
+    )]
+    pub host_plexus_conf_dir: PathBuf,
+
+    /// Host path of the kubeconfig, written as kubeconfig [default:
+    /// /etc/cni/net.d/<binary-name>.d/<binary-name>.kubeconfig]. The file is written at the matching
+    /// container path (under --cni-conf-dir for the default).
+    #[arg(
+        long,
+        value_name = "PATH",
+        help_heading = "Paths on the host (written into the config)"
+    )]
+    pub kubeconfig_host_path: Option<PathBuf>,
+
+    // === Binary ===
+    /// The binary to install [default: this executable, /proc/self/exe].
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/proc/self/exe",
+        hide_default_value = true,
+        help_heading = "Binary"
+    )]
+    pub binary: PathBuf,
+
+    /// Name of the installed binary, which is also the config's plugin type. `multus` replaces a Go Multus
+    /// thin install in place (config 00-multus.*, network multus-cni-network, kubeconfig under multus.d).
+    #[arg(long, value_name = "NAME", default_value = "plexus", value_parser = parse_binary_name, help_heading = "Binary")]
+    pub binary_name: String,
+
+    /// Do not copy the binary (it is installed by other means).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "Binary")]
+    pub skip_binary_copy: bool,
+
+    // === Kubernetes credentials ===
+    /// The pod's service-account directory (token, ca.crt).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/run/secrets/kubernetes.io/serviceaccount",
+        help_heading = "Kubernetes credentials"
+    )]
+    pub service_account_dir: PathBuf,
+
+    /// Write no kubeconfig and leave the kubeconfig key out of the config (plexus then runs without
+    /// Kubernetes: file-based networks only).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "Kubernetes credentials")]
+    pub no_kubeconfig: bool,
+
+    // === The generated config ===
+    /// File name of the generated config; its extension follows the primary's cniVersion (.conflist from
+    /// 1.0.0, .conf before), and a stale file of the other extension is removed [default:
+    /// 00-<binary-name>.conflist].
+    #[arg(long, value_name = "NAME", value_parser = parse_conf_name, help_heading = "The generated config")]
+    pub conf_name: Option<String>,
+
+    /// Use this file of --cni-conf-dir as the primary instead of the lexically first one.
+    #[arg(long, value_name = "FILE", value_parser = parse_file_name, help_heading = "The generated config")]
+    pub primary_conf: Option<String>,
+
+    /// cniVersion of the generated config [default: the primary's].
+    #[arg(long, value_name = "VERSION", value_parser = parse_cni_version, help_heading = "The generated config")]
+    pub cni_version: Option<CniVersion>,
+
+    /// The config's network name [default: plexus-cni-network; multus-cni-network for --binary-name multus].
+    #[arg(long, value_name = "NAME", value_parser = parse_network_name, help_heading = "The generated config")]
+    pub network_name: Option<String>,
+
+    /// namespaceIsolation: pods may reference NetworkAttachmentDefinitions of their own namespace only
+    /// (and of --global-namespaces).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "The generated config")]
+    pub namespace_isolation: bool,
+
+    /// globalNamespaces: comma-separated namespaces any pod may reference under isolation.
+    #[arg(long, value_name = "NS,...", help_heading = "The generated config")]
+    pub global_namespaces: Option<String>,
+
+    /// readinessindicatorfile (a host path): written into the config, and the installer waits for it
+    /// (under --host-prefix) before writing the config.
+    #[arg(long, value_name = "PATH", value_parser = parse_absolute, help_heading = "The generated config")]
+    pub readiness_indicator_file: Option<PathBuf>,
+
+    /// binDir: a host directory searched for delegate plugins before CNI_PATH.
+    #[arg(long, value_name = "DIR", value_parser = parse_absolute, help_heading = "The generated config")]
+    pub additional_bin_dir: Option<PathBuf>,
+
+    /// logLevel of the plugin.
+    #[arg(long, value_name = "LEVEL", help_heading = "The generated config")]
+    pub log_level: Option<PluginLogLevel>,
+
+    /// logFile of the plugin (a host path).
+    #[arg(long, value_name = "PATH", value_parser = parse_absolute, help_heading = "The generated config")]
+    pub log_file: Option<PathBuf>,
+
+    /// logToStderr of the plugin [default: not written; plexus logs to stderr].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "The generated config")]
+    pub log_to_stderr: Option<bool>,
+
+    /// strictCapabilities: `false` drops a pod's ips/mac/portMappings/bandwidth request on a network that
+    /// does not declare the capability (with a warning), as Go Multus did, instead of failing the ADD
+    /// [default: not written; plexus is strict].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "The generated config")]
+    pub strict_capabilities: Option<bool>,
+
+    // === Lifecycle ===
+    /// How long to wait for the primary config and the readiness indicator before failing (0: forever).
+    /// Units: ms, s, m, h; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, help_heading = "Lifecycle")]
+    pub wait_timeout: Duration,
+
+    /// How often to look at the primary config, the token and the CA.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_poll_interval, help_heading = "Lifecycle")]
+    pub poll_interval: Duration,
+
+    /// Do one pass (copy, kubeconfig, wait, config) and exit 0: for init containers and tests.
+    #[arg(long, conflicts_with_all = ["cleanup_config_on_exit", "check"], help_heading = "Lifecycle")]
+    pub once: bool,
+
+    /// On SIGTERM/SIGINT remove the config and the kubeconfig (uninstall). By default they are kept, so
+    /// pods deleted while plexus is restarting or being upgraded are still torn down.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "Lifecycle")]
+    pub cleanup_config_on_exit: bool,
+
+    /// Do not watch the primary config after writing ours (the kubeconfig is still refreshed when the
+    /// token or CA rotates).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "Lifecycle")]
+    pub skip_config_watch: bool,
+
+    /// Probe: exit 0 when the generated config exists in --cni-conf-dir and is of this binary, 1 otherwise;
+    /// writes nothing (the DaemonSet's readiness probe).
+    #[arg(long, help_heading = "Lifecycle")]
+    pub check: bool,
+}
+
+impl Args {
+    /// The config's plugin type and binary name.
+    pub fn plugin_type(&self) -> &str {
+        &self.binary_name
+    }
+
+    /// The generated config's file name without extension.
+    pub fn conf_stem(&self) -> String {
+        match &self.conf_name {
+            Some(n) => n
+                .strip_suffix(".conflist")
+                .or_else(|| n.strip_suffix(".conf"))
+                .unwrap_or(n)
+                .to_string(),
+            None => format!("00-{}", self.binary_name),
+        }
+    }
+
+    /// The network name in the config.
+    pub fn network_name(&self) -> String {
+        self.network_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-cni-network", self.binary_name))
+    }
+
+    /// The kubeconfig's host path.
+    pub fn kubeconfig_host_path(&self) -> PathBuf {
+        self.kubeconfig_host_path.clone().unwrap_or_else(|| {
+            self.host_cni_conf_dir
+                .join(format!("{}.d", self.binary_name))
+                .join(format!("{}.kubeconfig", self.binary_name))
+        })
+    }
+
+    /// How host paths map to container paths.
+    pub fn path_map(&self) -> PathMap {
+        PathMap::new(
+            vec![
+                (self.host_cni_conf_dir.clone(), self.cni_conf_dir.clone()),
+                (
+                    self.host_plexus_conf_dir.clone(),
+                    self.plexus_conf_dir.clone(),
+                ),
+            ],
+            self.host_prefix.clone(),
+        )
+    }
+}
+
+fn parse_binary_name(s: &str) -> Result<String, String> {
+    plexus_cni::validate::plugin_type(s).map_err(|e| e.to_string())?;
+    if s.starts_with('.') {
+        return Err("must not start with a dot".into());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_file_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains('/') || s == "." || s == ".." {
+        return Err("must be a file name (no directory)".into());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_conf_name(s: &str) -> Result<String, String> {
+    let name = parse_file_name(s)?;
+    if name.starts_with('.') {
+        return Err("must not start with a dot".into());
+    }
+    Ok(name)
+}
+
+fn parse_network_name(s: &str) -> Result<String, String> {
+    plexus_cni::validate::network_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+fn parse_cni_version(s: &str) -> Result<CniVersion, String> {
+    s.parse::<CniVersion>().map_err(|_| {
+        let all: Vec<&str> = CniVersion::ALL.iter().map(|v| v.as_str()).collect();
+        format!("supported versions: {}", all.join(", "))
+    })
+}
+
+fn parse_absolute(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s);
+    if !p.is_absolute() {
+        return Err("must be an absolute path".into());
+    }
+    Ok(p)
+}
+
+/// A duration: a number with `ms`, `s`, `m` or `h`, or bare seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 1s, 5m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_poll_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(10) {
+        return Err("must be at least 10ms".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("plexus install").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn the_clap_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_multus_container_paths_and_plexus_names() {
+        let a = parse(&[]);
+        assert_eq!(a.cni_bin_dir, PathBuf::from("/host/opt/cni/bin"));
+        assert_eq!(a.cni_conf_dir, PathBuf::from("/host/etc/cni/net.d"));
+        assert_eq!(
+            a.plexus_conf_dir,
+            PathBuf::from("/host/etc/cni/multus/net.d")
+        );
+        assert_eq!(a.binary, PathBuf::from("/proc/self/exe"));
+        assert_eq!(a.conf_stem(), "00-plexus");
+        assert_eq!(a.network_name(), "plexus-cni-network");
+        assert_eq!(
+            a.kubeconfig_host_path(),
+            PathBuf::from("/etc/cni/net.d/plexus.d/plexus.kubeconfig")
+        );
+        assert_eq!(a.poll_interval, Duration::from_secs(1));
+        assert!(!a.cleanup_config_on_exit && !a.skip_config_watch && !a.once);
+        assert_eq!(a.log_to_stderr, None);
+    }
+
+    #[test]
+    fn binary_name_multus_gives_go_multus_names() {
+        let a = parse(&["--binary-name", "multus"]);
+        assert_eq!(a.conf_stem(), "00-multus");
+        assert_eq!(a.network_name(), "multus-cni-network");
+        assert_eq!(
+            a.kubeconfig_host_path(),
+            PathBuf::from("/etc/cni/net.d/multus.d/multus.kubeconfig")
+        );
+    }
+
+    #[test]
+    fn booleans_take_an_optional_value() {
+        let a = parse(&[
+            "--cleanup-config-on-exit",
+            "--namespace-isolation=false",
+            "--log-to-stderr=false",
+        ]);
+        assert!(a.cleanup_config_on_exit);
+        assert!(!a.namespace_isolation);
+        assert_eq!(a.log_to_stderr, Some(false));
+    }
+
+    #[test]
+    fn conf_name_extension_is_dropped_from_the_stem() {
+        assert_eq!(parse(&["--conf-name", "05-x.conf"]).conf_stem(), "05-x");
+        assert_eq!(parse(&["--conf-name", "05-x.conflist"]).conf_stem(), "05-x");
+        assert_eq!(parse(&["--conf-name", "05-x"]).conf_stem(), "05-x");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            &["--binary-name", "../sh"][..],
+            &["--binary-name", "/bin/sh"],
+            &["--primary-conf", "a/b.conf"],
+            &["--conf-name", ".hidden"],
+            &["--cni-version", "2.0.0"],
+            &["--readiness-indicator-file", "relative"],
+            &["--poll-interval", "1ms"],
+            &["--wait-timeout", "3 weeks"],
+            &["--log-level", "loud"],
+            &["--once", "--cleanup-config-on-exit"],
+        ] {
+            let r =
+                Args::try_parse_from(std::iter::once("plexus install").chain(bad.iter().copied()));
+            assert!(r.is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn every_flag_is_documented() {
+        let cmd = Args::command();
+        for arg in cmd.get_arguments() {
+            assert!(
+                arg.get_help().is_some() || arg.get_long_help().is_some(),
+                "--{} has no help",
+                arg.get_id()
+            );
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! plexus end-to-end support: a Kubernetes API server stand-in
-//! ([`apiserver`]) that the end-to-end suite and the local demo run against.
+//! plexus end-to-end support: a Kubernetes API server stand-in ([`apiserver`]) that the end-to-end suite
+//! and the local demo run against, and the suite's [`harness`].
 
 pub mod apiserver;
+pub mod harness;

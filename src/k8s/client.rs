@@ -462,14 +462,18 @@ impl Cluster for ApiCluster {
             *slot = Some(pod);
         }
 
-        let isolation = |target_ns: &str| {
+        // A refusal names the network and leaves a Warning event on the pod, like every other rejection.
+        let isolation = |sel: &Selection| {
             annotations::check_isolation(
                 &pod_ref.namespace,
-                target_ns,
+                &sel.namespace,
                 config.namespace_isolation,
                 &config.global_namespaces,
             )
-            .map_err(ClusterError::Rejected)
+            .map_err(|e| {
+                let msg = format!("network {}: {e}", sel.qualified_name());
+                self.warn_pod("InvalidNetworkSelection", msg)
+            })
         };
         let default_sel = match pod_annotations.get(annotations::DEFAULT_NETWORK_ANNOTATION) {
             Some(v) if !v.trim().is_empty() => {
@@ -480,7 +484,7 @@ impl Cluster for ApiCluster {
                     },
                 )?;
                 // Go Multus lets this annotation bypass isolation (§10 #16); plexus does not.
-                isolation(&sel.namespace)?;
+                isolation(&sel)?;
                 Some(sel)
             }
             _ => None,
@@ -494,7 +498,7 @@ impl Cluster for ApiCluster {
             None => Vec::new(),
         };
         for s in &selections {
-            isolation(&s.namespace)?;
+            isolation(s)?;
         }
 
         // Every selected NAD, concurrently; each distinct one read once.
@@ -998,12 +1002,26 @@ mod tests {
     #[test]
     fn namespace_isolation_covers_both_annotations() {
         let cfg = config(json!({"namespaceIsolation": true}));
-        let (api, _) = mock(&cfg, standard);
+        let (api, seen) = mock(&cfg, |s, n| {
+            if s.method == Method::POST {
+                (201, s.body.clone())
+            } else {
+                standard(s, n)
+            }
+        });
         let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
         assert!(
-            matches!(&e, ClusterError::Rejected(m) if m.contains("namespace isolation")),
-            "{e:?}"
+            matches!(&e, ClusterError::Rejected(m) if m.contains("namespace isolation") && m.contains("other/net-b")),
+            "names the network: {e:?}"
         );
+        let seen = seen.lock().unwrap();
+        let ev = seen
+            .iter()
+            .find(|s| s.method == Method::POST)
+            .expect("a Warning event");
+        assert_eq!(ev.body["type"], "Warning");
+        assert!(ev.body["message"].as_str().unwrap().contains("other/net-b"));
+        drop(seen);
         let (api, _) = mock(&cfg, |s, n| {
             if s.path.ends_with("/pods/p1") {
                 (

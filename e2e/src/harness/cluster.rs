@@ -1,0 +1,428 @@
+//! The Kubernetes side of a test: which API server the suite runs against, and the objects a test makes
+//! there (its namespaces, the NAD CRD, NADs, pods), all removed again when the fixture drops.
+//!
+//! **The mode is chosen here, in one place.** When `E2E_KUBECONFIG` names a kubeconfig, every test runs
+//! against that server, unchanged; otherwise each test starts its own in-process stand-in
+//! ([`crate::apiserver::ApiServer`]) on 127.0.0.1. Either way the test talks to the server only through
+//! the Kubernetes API (kube-rs with the kubeconfig), so nothing depends on stand-in internals; only the
+//! stand-in-only scenarios (fault injection, request counting) use [`Cluster::standin`].
+//!
+//! Everything made here is owned by the fixture: pods are deleted with a zero grace period (no kubelet
+//! will ever confirm them: they are bound to [`NO_SUCH_NODE`]), then the namespaces, then — when this
+//! suite created it and no other test still uses it — the NetworkAttachmentDefinition CRD.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
+use kube::{
+    Api, Client,
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::proc::random_hex;
+use crate::apiserver::{ApiServer, Config as StandinConfig};
+
+/// The environment variable naming a real API server's kubeconfig.
+pub const KUBECONFIG_ENV: &str = "E2E_KUBECONFIG";
+/// The node every test pod is bound to: it does not exist, so no scheduler or kubelet ever runs them.
+pub const NO_SUCH_NODE: &str = "plexus-e2e-no-such-node";
+/// The prefix of every namespace the suite creates.
+pub const NAMESPACE_PREFIX: &str = "plexus-e2e-";
+/// The NAD CRD as plexus ships it.
+pub const NAD_CRD_YAML: &str = include_str!("../../../crds/network-attachment-definitions.yaml");
+/// The CRD's name.
+pub const NAD_CRD_NAME: &str = "network-attachment-definitions.k8s.cni.cncf.io";
+/// Any single API call of the test itself gets at most this long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the CRD to be served, or the default ServiceAccount to appear.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The kubeconfig of a real API server, when the suite is to run against one.
+pub fn real_server_kubeconfig() -> Option<PathBuf> {
+    std::env::var_os(KUBECONFIG_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// For stand-in-only tests: `true` when running against the stand-in. Against a real server it prints
+/// why `test` is skipped and returns `false`.
+pub fn standin_only(test: &str, why: &str) -> bool {
+    if let Some(kc) = real_server_kubeconfig() {
+        eprintln!(
+            "{test}: skipped (stand-in only: {why}); running against the real API server of {}",
+            kc.display()
+        );
+        return false;
+    }
+    true
+}
+
+/// The API resource of NetworkAttachmentDefinitions.
+pub fn nad_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
+        "network-attachment-definitions",
+    )
+}
+
+fn crd_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition"),
+        "customresourcedefinitions",
+    )
+}
+
+/// Whether `e` is an API error with HTTP status `code`.
+pub fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Per API server: how many fixtures hold the NAD CRD, and whether the suite created it.
+static CRD_HOLDERS: Mutex<BTreeMap<String, (usize, bool)>> = Mutex::new(BTreeMap::new());
+
+/// A pod as the API server has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `metadata.uid` (what a runtime sends as `K8S_POD_UID`).
+    pub uid: String,
+}
+
+/// The API server a test runs against, and the objects it made there.
+pub struct Cluster {
+    client: Client,
+    server_key: String,
+    holds_crd: bool,
+    made: Mutex<Made>,
+    standin: Option<ApiServer>,
+    kubeconfig: PathBuf,
+    _dir: Option<TempDir>,
+    // Last: the runtime drives the stand-in and the client until everything above is gone.
+    rt: tokio::runtime::Runtime,
+}
+
+#[derive(Default)]
+struct Made {
+    namespaces: Vec<String>,
+    pods: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Connect to the server `E2E_KUBECONFIG` names, or start a fresh stand-in.
+    pub fn start() -> Cluster {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let (standin, kubeconfig, dir) = match real_server_kubeconfig() {
+            Some(path) => (None, path, None),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("plexus-e2e-standin-")
+                    .tempdir()
+                    .expect("tempdir");
+                let path = dir.path().join("kubeconfig");
+                let server = rt
+                    .block_on(ApiServer::start(StandinConfig {
+                        kubeconfig: Some(path.clone()),
+                        ..StandinConfig::default()
+                    }))
+                    .expect("start the API stand-in");
+                (Some(server), path, Some(dir))
+            }
+        };
+        let client = rt.block_on(async {
+            let kc = Kubeconfig::read_from(&kubeconfig)
+                .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
+            let mut config =
+                kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                    .await
+                    .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
+            config.connect_timeout = Some(Duration::from_secs(10));
+            config.read_timeout = Some(Duration::from_secs(20));
+            Client::try_from(config).expect("API client")
+        });
+        // One CRD holder count per server: the real server's kubeconfig, or this stand-in's own.
+        let server_key = kubeconfig.display().to_string();
+        Cluster {
+            client,
+            server_key,
+            holds_crd: false,
+            made: Mutex::default(),
+            standin,
+            kubeconfig,
+            _dir: dir,
+            rt,
+        }
+    }
+
+    /// The stand-in, when the suite runs against it (`None` against a real server).
+    pub fn standin(&self) -> Option<&ApiServer> {
+        self.standin.as_ref()
+    }
+
+    /// Whether this is a real API server.
+    pub fn is_real(&self) -> bool {
+        self.standin.is_none()
+    }
+
+    /// The server's kubeconfig (for the test's own access; plexus gets a forwarded copy).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Run `f` to completion within the suite's per-call time limit.
+    pub fn block<T>(&self, what: &str, f: impl Future<Output = T>) -> T {
+        self.rt
+            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, f).await })
+            .unwrap_or_else(|_| panic!("{what}: no answer from the API within {CALL_TIMEOUT:?}"))
+    }
+
+    /// Create a namespace `plexus-e2e-<random>[-<suffix>]` (with its `default` ServiceAccount), owned by
+    /// the fixture. The first call also makes sure the NAD CRD is installed and served.
+    pub fn create_namespace(&mut self, suffix: &str) -> String {
+        let mut name = format!("{NAMESPACE_PREFIX}{}", &random_hex()[..10]);
+        if !suffix.is_empty() {
+            name = format!("{name}-{suffix}");
+        }
+        let nss: Api<Namespace> = Api::all(self.client.clone());
+        let ns: Namespace = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/created-by": "plexus-e2e"}},
+        }))
+        .expect("namespace object");
+        self.block("create namespace", nss.create(&PostParams::default(), &ns))
+            .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .namespaces
+            .push(name.clone());
+        self.ensure_default_service_account(&name);
+        if !self.holds_crd {
+            self.hold_nad_crd();
+            self.holds_crd = true;
+        }
+        self.wait_nads_served(&name);
+        name
+    }
+
+    /// Pods need the namespace's `default` ServiceAccount; a server without controllers (the stand-in
+    /// makes it itself, a bare apiserver does not) gets it from us.
+    fn ensure_default_service_account(&self, ns: &str) {
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
+        match self.block("get serviceaccount", sas.get_opt("default")) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                let sa: ServiceAccount = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"},
+                }))
+                .expect("serviceaccount object");
+                match self.block(
+                    "create serviceaccount",
+                    sas.create(&PostParams::default(), &sa),
+                ) {
+                    Ok(_) => {}
+                    Err(e) if is_status(&e, 409) => {} // the controller was quicker
+                    Err(e) => panic!("create serviceaccount {ns}/default: {e}"),
+                }
+            }
+            Err(e) => panic!("get serviceaccount {ns}/default: {e}"),
+        }
+    }
+
+    /// Install the NAD CRD from `crds/` through the API unless it exists; count this fixture as a holder.
+    fn hold_nad_crd(&self) {
+        let mut holders = CRD_HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = holders.entry(self.server_key.clone()).or_insert((0, false));
+        if entry.0 == 0 {
+            let crds: Api<DynamicObject> = Api::all_with(self.client.clone(), &crd_resource());
+            let exists = self
+                .block("get CRD", crds.get_opt(NAD_CRD_NAME))
+                .unwrap_or_else(|e| panic!("get CRD {NAD_CRD_NAME}: {e}"))
+                .is_some();
+            if !exists {
+                let obj: Value = serde_saphyr::from_str(NAD_CRD_YAML).expect("crds/ YAML parses");
+                let obj: DynamicObject = serde_json::from_value(obj).expect("CRD object");
+                match self.block("create CRD", crds.create(&PostParams::default(), &obj)) {
+                    Ok(_) => entry.1 = true,
+                    Err(e) if is_status(&e, 409) => {}
+                    Err(e) => panic!("create CRD {NAD_CRD_NAME}: {e}"),
+                }
+            }
+        }
+        entry.0 += 1;
+    }
+
+    /// Wait until NADs are served in `ns` (a fresh CRD takes a moment on a real server).
+    fn wait_nads_served(&self, ns: &str) {
+        let nads: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), ns, &nad_resource());
+        let started = Instant::now();
+        loop {
+            match self.block("list NADs", nads.list(&ListParams::default().limit(1))) {
+                Ok(_) => return,
+                Err(_) if started.elapsed() < SETTLE_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    panic!("NetworkAttachmentDefinitions not served after {SETTLE_TIMEOUT:?}: {e}")
+                }
+            }
+        }
+    }
+
+    /// Create NetworkAttachmentDefinition `ns/name` whose `spec.config` is `config` (JSON text);
+    /// `None` makes a NAD with an empty spec.
+    pub fn create_nad(&self, ns: &str, name: &str, config: Option<&Value>) {
+        let mut spec = json!({});
+        if let Some(c) = config {
+            spec["config"] = Value::String(c.to_string());
+        }
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": spec,
+        }))
+        .expect("NAD object");
+        let nads: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), ns, &nad_resource());
+        self.block("create NAD", nads.create(&PostParams::default(), &obj))
+            .unwrap_or_else(|e| panic!("create NAD {ns}/{name}: {e}"));
+    }
+
+    /// Create pod `ns/name` with `annotations`, bound to [`NO_SUCH_NODE`] with one trivial container.
+    pub fn create_pod(&self, ns: &str, name: &str, annotations: &[(&str, &str)]) -> PodInfo {
+        let annotations: HashMap<&str, &str> = annotations.iter().copied().collect();
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "annotations": annotations,
+                         "labels": {"app.kubernetes.io/created-by": "plexus-e2e"}},
+            "spec": {
+                "nodeName": NO_SUCH_NODE,
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 0,
+                "automountServiceAccountToken": false,
+                "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}],
+            },
+        }))
+        .expect("pod object");
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let created = self
+            .block("create pod", pods.create(&PostParams::default(), &pod))
+            .unwrap_or_else(|e| panic!("create pod {ns}/{name}: {e}"));
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pods
+            .push((ns.to_string(), name.to_string()));
+        PodInfo {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            uid: created.metadata.uid.expect("the server sets metadata.uid"),
+        }
+    }
+
+    /// The pod as the server has it now.
+    pub fn get_pod(&self, ns: &str, name: &str) -> Pod {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        self.block("get pod", pods.get(name))
+            .unwrap_or_else(|e| panic!("get pod {ns}/{name}: {e}"))
+    }
+
+    /// One annotation of the pod, if set.
+    pub fn pod_annotation(&self, ns: &str, name: &str, key: &str) -> Option<String> {
+        self.get_pod(ns, name)
+            .metadata
+            .annotations
+            .and_then(|a| a.get(key).cloned())
+    }
+
+    /// The events about pod `ns/name` (core/v1), oldest first as listed.
+    pub fn pod_events(&self, ns: &str, name: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), ns);
+        let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+        self.block("list events", events.list(&lp))
+            .unwrap_or_else(|e| panic!("list events of {ns}/{name}: {e}"))
+            .items
+    }
+
+    /// Delete everything the fixture made (best effort; errors are printed, not raised).
+    fn cleanup(&mut self) {
+        let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|e| e.into_inner()));
+        let zero = DeleteParams::background().grace_period(0);
+        for (ns, name) in &made.pods {
+            let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+            let r = self.rt.block_on(async {
+                tokio::time::timeout(CALL_TIMEOUT, pods.delete(name, &zero)).await
+            });
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if is_status(&e, 404) => {}
+                other => eprintln!("cleanup: delete pod {ns}/{name}: {other:?}"),
+            }
+        }
+        let nss: Api<Namespace> = Api::all(self.client.clone());
+        for ns in &made.namespaces {
+            let r = self.rt.block_on(async {
+                tokio::time::timeout(CALL_TIMEOUT, nss.delete(ns, &DeleteParams::background()))
+                    .await
+            });
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if is_status(&e, 404) => {}
+                other => eprintln!("cleanup: delete namespace {ns}: {other:?}"),
+            }
+        }
+        if self.holds_crd {
+            self.holds_crd = false;
+            let mut holders = CRD_HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+            let last_created = match holders.get_mut(&self.server_key) {
+                Some(entry) => {
+                    entry.0 = entry.0.saturating_sub(1);
+                    (entry.0 == 0).then_some(entry.1)
+                }
+                None => None,
+            };
+            if let Some(created) = last_created {
+                holders.remove(&self.server_key);
+                // Only a CRD this suite installed is removed; an existing one belongs to the cluster.
+                if created {
+                    let crds: Api<DynamicObject> =
+                        Api::all_with(self.client.clone(), &crd_resource());
+                    let r = self.rt.block_on(async {
+                        tokio::time::timeout(
+                            CALL_TIMEOUT,
+                            crds.delete(NAD_CRD_NAME, &DeleteParams::background()),
+                        )
+                        .await
+                    });
+                    if !matches!(r, Ok(Ok(_))) {
+                        eprintln!("cleanup: delete CRD {NAD_CRD_NAME}: {r:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.cleanup();
+        if let Some(server) = self.standin.take() {
+            self.rt.block_on(server.shutdown());
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The end-to-end harness: plexus as a Kubernetes node runs it, with real network namespaces, Debian's
+//! CNI plugins and an API server (the stand-in, or a real one named by `E2E_KUBECONFIG`).
+//!
+//! - [`cluster`]: which API server, and the test's objects there ([`cluster::Cluster`]).
+//! - [`forward`]: the TCP forwarder that lets plexus, inside the test's host namespace, reach the API.
+//! - [`kubeconfig`]: plexus's kubeconfig, pointing at the forwarder.
+//! - [`runtime`]: the container runtime's side, with libcni's semantics (plexus's `Invoker`).
+//! - [`netns`]: network namespaces that clean up after themselves.
+//! - [`world`]: one test's world, tying these together, with the checks every scenario ends with.
+//! - [`proc`]: bounded child processes.
+
+pub mod cluster;
+pub mod forward;
+pub mod kubeconfig;
+pub mod netns;
+pub mod proc;
+pub mod runtime;
+pub mod world;

@@ -1,0 +1,585 @@
+//! One test's world: a [`Cluster`] with the test's namespace, a "host" network namespace where plexus and
+//! every plugin run (with a veth pair whose end `mvmaster0` is the macvlan master), a [`Forwarder`] that
+//! lets plexus reach the API from there, and a temporary directory with plexus's `confDir`/`cniDir`, the
+//! plugins' state (host-local `dataDir`, tuning `dataDir`), the runtime's libcni cache and plexus's log.
+//! Pods are [`Sandbox`]es: an API pod plus a "pod" network namespace and a container ID.
+//!
+//! Drop order tears down the forwarder, then the host namespace (and with it anything a failed test left
+//! there), then the API objects, then the directory — also when a test panics.
+
+use std::{
+    fs,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Event;
+use plexus::{
+    invoke::RuntimeConf,
+    k8s::{annotations::NETWORK_STATUS_ANNOTATION, status},
+};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::{
+    cluster::{Cluster, PodInfo},
+    forward::Forwarder,
+    kubeconfig,
+    netns::Netns,
+    proc::{effective_uid, random_hex, run_bounded},
+    runtime::{
+        CNI_BIN, CniFailure, CniRuntime, pod_runtime_conf, results_for, write_plexus_wrapper,
+    },
+};
+
+/// The macvlan master in the host namespace (one end of a veth pair that lives only there).
+pub const MASTER: &str = "mvmaster0";
+/// The other end of the master's veth pair.
+pub const MASTER_PEER: &str = "mvpeer0";
+/// The cluster network's bridge.
+pub const CLUSTER_BRIDGE: &str = "e2ecl0";
+/// The cluster network's name (its status name: it comes from a file, not a NAD).
+pub const CLUSTER_NETWORK: &str = "e2e-cluster";
+/// Subnets (RFC 5737 documentation ranges), assigned only inside the test's namespaces.
+pub const CLUSTER_SUBNET: &str = "192.0.2.0/24";
+/// The macvlan networks' subnet.
+pub const MACVLAN_SUBNET: &str = "198.51.100.0/24";
+/// The bridge secondaries' subnet.
+pub const BRIDGE_SUBNET: &str = "203.0.113.0/24";
+
+/// Check the machine can run the suite: root, and Debian's plugins.
+pub fn require_environment() {
+    assert_eq!(
+        effective_uid(),
+        Some(0),
+        "the end-to-end suite needs root (it creates network namespaces); run it with sudo"
+    );
+    for p in [
+        "bridge",
+        "macvlan",
+        "host-local",
+        "static",
+        "tuning",
+        "portmap",
+    ] {
+        assert!(
+            Path::new(CNI_BIN).join(p).is_file(),
+            "{CNI_BIN}/{p} is missing: install containernetworking-plugins"
+        );
+    }
+}
+
+/// A pod sandbox: the API pod, its network namespace, and the runtime's container ID.
+pub struct Sandbox {
+    /// The pod.
+    pub pod: PodInfo,
+    /// `CNI_CONTAINERID`.
+    pub cid: String,
+    /// The pod's network namespace.
+    pub netns: Netns,
+}
+
+impl Sandbox {
+    /// `CNI_NETNS`.
+    pub fn path(&self) -> PathBuf {
+        self.netns.path()
+    }
+}
+
+/// A host-local reservation.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reservation {
+    /// The host-local network directory.
+    pub network: String,
+    /// The address reserved.
+    pub ip: IpAddr,
+    /// The container that holds it.
+    pub owner: String,
+}
+
+/// A test's world (see the module docs).
+pub struct World {
+    /// The test's name (for messages).
+    pub test: String,
+    /// Lets plexus reach the API from the host namespace.
+    pub fwd: Forwarder,
+    /// Where plexus and the plugins run.
+    pub host: Netns,
+    /// The API server and the test's objects there.
+    pub cluster: Cluster,
+    /// The test's namespace; also plexus's `multusNamespace`.
+    pub ns: String,
+    dir: TempDir,
+}
+
+impl World {
+    /// Set up everything for test `test`, running `plexus` (the binary under test).
+    pub fn new(test: &str, plexus: &Path) -> World {
+        require_environment();
+        let mut cluster = Cluster::start();
+        let ns = cluster.create_namespace("");
+        let host = Netns::new("host");
+        host.ip(&format!(
+            "link add {MASTER} type veth peer name {MASTER_PEER}"
+        ));
+        host.ip(&format!("link set {MASTER} up"));
+        host.ip(&format!("link set {MASTER_PEER} up"));
+        let dir = tempfile::Builder::new()
+            .prefix("plexus-e2e-")
+            .tempdir()
+            .expect("tempdir");
+
+        // plexus's kubeconfig: the server's, through the forwarder in the host namespace.
+        let original = kubeconfig::read(cluster.kubeconfig()).expect("read the kubeconfig");
+        let upstream = kubeconfig::endpoint(&original)
+            .and_then(|ep| ep.resolve())
+            .expect("the API server's address");
+        let fwd = Forwarder::start(&host.path(), upstream).expect("start the API forwarder");
+        let forwarded = kubeconfig::forwarded(&original, cluster.kubeconfig(), fwd.port())
+            .expect("rewrite the kubeconfig");
+
+        let w = World {
+            test: test.to_string(),
+            fwd,
+            host,
+            cluster,
+            ns,
+            dir,
+        };
+        for d in [
+            w.conf_dir(),
+            w.cni_dir(),
+            w.ipam_dir(),
+            w.tuning_dir(),
+            w.runtime_cache(),
+        ] {
+            fs::create_dir_all(d).expect("create dirs");
+        }
+        kubeconfig::write(&w.kubeconfig(), &forwarded).expect("write plexus's kubeconfig");
+        write_plexus_wrapper(&w.bin_dir(), &w.host.name, plexus);
+        w.write("cluster.conflist", &w.cluster_conflist());
+        w
+    }
+
+    // === Paths ===
+
+    /// The temporary directory.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    /// plexus's `confDir`.
+    pub fn conf_dir(&self) -> PathBuf {
+        self.root().join("net.d")
+    }
+    /// plexus's `cniDir`.
+    pub fn cni_dir(&self) -> PathBuf {
+        self.root().join("cni")
+    }
+    /// Every host-local `dataDir`.
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.root().join("ipam")
+    }
+    /// tuning's `dataDir`.
+    pub fn tuning_dir(&self) -> PathBuf {
+        self.root().join("tuning")
+    }
+    /// The runtime's plugin directory (holds the `plexus` wrapper).
+    pub fn bin_dir(&self) -> PathBuf {
+        self.root().join("bin")
+    }
+    /// The runtime's libcni cache.
+    pub fn runtime_cache(&self) -> PathBuf {
+        self.root().join("runtime-cache")
+    }
+    /// plexus's kubeconfig (through the forwarder).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.root().join("kubeconfig")
+    }
+    /// The cluster network's conflist file (`clusterNetwork`).
+    pub fn cluster_file(&self) -> PathBuf {
+        self.root().join("cluster.conflist")
+    }
+    /// plexus's log file.
+    pub fn log_file(&self) -> PathBuf {
+        self.root().join("plexus.log")
+    }
+
+    /// plexus's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    /// Write `value` as JSON to `rel` under the temporary directory.
+    pub fn write(&self, rel: &str, value: &Value) -> PathBuf {
+        let p = self.root().join(rel);
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent).expect("mkdir");
+        }
+        fs::write(&p, serde_json::to_vec_pretty(value).expect("json")).expect("write");
+        p
+    }
+
+    // === Network configs ===
+
+    /// A host-local IPAM section on `subnet` with its reservations in the test's directory.
+    pub fn ipam(&self, subnet: &str) -> Value {
+        json!({"type": "host-local", "dataDir": self.ipam_dir(), "ranges": [[{"subnet": subnet}]]})
+    }
+
+    /// The cluster network: bridge + host-local, gateway on the bridge, default route, no masquerading.
+    pub fn cluster_conflist(&self) -> Value {
+        let mut ipam = self.ipam(CLUSTER_SUBNET);
+        ipam["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+        json!({
+            "cniVersion": "1.0.0",
+            "name": CLUSTER_NETWORK,
+            "plugins": [{
+                "type": "bridge", "bridge": CLUSTER_BRIDGE, "isGateway": true, "ipMasq": false,
+                "ipam": ipam,
+            }],
+        })
+    }
+
+    /// A macvlan network on the host namespace's master (no `name`: NADs get theirs injected, NPWG-11).
+    pub fn macvlan(&self, subnet: &str) -> Value {
+        json!({"cniVersion": "1.0.0", "type": "macvlan", "master": MASTER, "mode": "bridge",
+               "ipam": self.ipam(subnet)})
+    }
+
+    /// A bridge network on bridge `bridge` (created in the host namespace), no gateway.
+    pub fn bridge(&self, bridge: &str, subnet: &str) -> Value {
+        json!({"cniVersion": "1.0.0", "type": "bridge", "bridge": bridge, "ipMasq": false,
+               "ipam": self.ipam(subnet)})
+    }
+
+    /// Create NetworkAttachmentDefinition `name` in the test's namespace.
+    pub fn nad(&self, name: &str, config: &Value) {
+        self.cluster.create_nad(&self.ns, name, Some(config));
+    }
+
+    // === The runtime ===
+
+    /// plexus's entry in the node's conflist: the test's directories and API settings, with `extra`
+    /// merged on top. It declares `portMappings`, so the runtime passes those on (CNI-58).
+    pub fn plexus_plugin(&self, extra: Value) -> Value {
+        let mut p = json!({
+            "type": "plexus",
+            "kubeconfig": self.kubeconfig(),
+            "clusterNetwork": self.cluster_file(),
+            "confDir": self.conf_dir(),
+            "cniDir": self.cni_dir(),
+            "binDir": CNI_BIN,
+            "multusNamespace": self.ns,
+            "apiTimeoutSeconds": 5,
+            "apiBudgetSeconds": 15,
+            "delegateTimeoutSeconds": 60,
+            "lockTimeoutSeconds": 30,
+            "logLevel": "debug",
+            "logFile": self.log_file(),
+            "logToStderr": false,
+            "capabilities": {"portMappings": true},
+        });
+        if let Value::Object(extra) = extra {
+            for (k, v) in extra {
+                p[&k] = v;
+            }
+        }
+        p
+    }
+
+    /// The runtime with `{"name":"k8s-pod-network","plugins":[plexus, …chained]}`.
+    pub fn runtime_with(&self, plexus_extra: Value, chained: Vec<Value>) -> CniRuntime {
+        let mut plugins = vec![self.plexus_plugin(plexus_extra)];
+        plugins.extend(chained);
+        let list = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": plugins});
+        CniRuntime::new(
+            &list,
+            &self.host.path(),
+            &self.bin_dir(),
+            &self.runtime_cache(),
+        )
+    }
+
+    /// The runtime with plexus alone and `plexus_extra` config keys.
+    pub fn runtime(&self, plexus_extra: Value) -> CniRuntime {
+        self.runtime_with(plexus_extra, Vec::new())
+    }
+
+    /// Create pod `name` with `annotations` in the test's namespace, and its sandbox.
+    pub fn sandbox(&self, name: &str, annotations: &[(&str, &str)]) -> Sandbox {
+        self.sandbox_in(&self.ns, name, annotations)
+    }
+
+    /// Create pod `ns/name` with `annotations`, and its sandbox.
+    pub fn sandbox_in(&self, ns: &str, name: &str, annotations: &[(&str, &str)]) -> Sandbox {
+        let pod = self.cluster.create_pod(ns, name, annotations);
+        Sandbox {
+            cid: format!("{name}-{}", random_hex()),
+            netns: Netns::new("pod"),
+            pod,
+        }
+    }
+
+    /// The runtime's attachment parameters for `sb` (no host ports).
+    pub fn rt(&self, sb: &Sandbox) -> RuntimeConf {
+        pod_runtime_conf(&sb.pod, &sb.cid, &sb.path(), Vec::new())
+    }
+
+    /// ADD, which must succeed; returns the runtime's result.
+    pub fn add_ok(&self, rt: &CniRuntime, sb: &Sandbox) -> Value {
+        rt.add(&self.rt(sb)).unwrap_or_else(|e| {
+            panic!(
+                "{}: ADD failed: {e}\nplexus log:\n{}",
+                self.test,
+                self.log()
+            )
+        })
+    }
+
+    /// CHECK, which must succeed.
+    pub fn check_ok(&self, rt: &CniRuntime, sb: &Sandbox) {
+        rt.check(&self.rt(sb)).unwrap_or_else(|e| {
+            panic!(
+                "{}: CHECK failed: {e}\nplexus log:\n{}",
+                self.test,
+                self.log()
+            )
+        })
+    }
+
+    /// DEL, which must succeed.
+    pub fn del_ok(&self, rt: &CniRuntime, sb: &Sandbox) {
+        rt.del(&self.rt(sb)).unwrap_or_else(|e| {
+            panic!(
+                "{}: DEL failed: {e}\nplexus log:\n{}",
+                self.test,
+                self.log()
+            )
+        })
+    }
+
+    /// ADD, which must fail; returns the failure.
+    pub fn add_fails(&self, rt: &CniRuntime, sb: &Sandbox) -> CniFailure {
+        match rt.add(&self.rt(sb)) {
+            Ok(r) => panic!(
+                "{}: ADD succeeded but should fail: {r:#}\nplexus log:\n{}",
+                self.test,
+                self.log()
+            ),
+            Err(e) => e,
+        }
+    }
+
+    // === What the pod and the API show ===
+
+    /// The pod's network-status annotation: parsed with plexus's parser, and raw.
+    pub fn network_status(&self, sb: &Sandbox) -> (Vec<status::NetworkStatus>, Vec<Value>) {
+        let text = self
+            .cluster
+            .pod_annotation(&sb.pod.namespace, &sb.pod.name, NETWORK_STATUS_ANNOTATION)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: pod {}/{} has no {NETWORK_STATUS_ANNOTATION} annotation\nplexus log:\n{}",
+                    self.test,
+                    sb.pod.namespace,
+                    sb.pod.name,
+                    self.log()
+                )
+            });
+        let parsed = status::parse(&text)
+            .unwrap_or_else(|e| panic!("network-status does not parse ({e}): {text}"));
+        let raw: Vec<Value> = serde_json::from_str(&text).expect("network-status is JSON");
+        (parsed, raw)
+    }
+
+    /// Check the network-status annotation against `expected` `(name, interface, default)` entries in
+    /// order, and every entry against the pod's namespace: its `ips` are exactly the interface's
+    /// addresses, its `mac` the interface's MAC; `dns` is present; at most one entry is the default
+    /// (NPWG-41, NPWG-44, NPWG-46..NPWG-51). Returns the entries.
+    pub fn assert_status(
+        &self,
+        sb: &Sandbox,
+        expected: &[(&str, &str, bool)],
+    ) -> Vec<status::NetworkStatus> {
+        let (entries, raw) = self.network_status(sb);
+        let got: Vec<(&str, &str, bool)> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.interface.as_str(), e.default))
+            .collect();
+        assert_eq!(got, expected, "{}: network-status {raw:#?}", self.test);
+        let addrs = sb.netns.addresses();
+        for (e, r) in entries.iter().zip(&raw) {
+            let mut want: Vec<String> = addrs
+                .get(&e.interface)
+                .map(|v| v.iter().map(|a| a.addr().to_string()).collect())
+                .unwrap_or_default();
+            want.sort();
+            let mut ips = e.ips.clone();
+            ips.sort();
+            assert_eq!(
+                ips, want,
+                "{}: status ips of {} vs the pod's addresses",
+                self.test, e.interface
+            );
+            let mac = sb.netns.mac(&e.interface).unwrap_or_default();
+            assert!(
+                e.mac.eq_ignore_ascii_case(&mac),
+                "{}: status mac {} of {} vs the pod's {mac}",
+                self.test,
+                e.mac,
+                e.interface
+            );
+            assert!(
+                r.get("dns").is_some_and(Value::is_object),
+                "{}: entry without dns: {r}",
+                self.test
+            );
+        }
+        assert!(
+            entries.iter().filter(|e| e.default).count() <= 1,
+            "{}: more than one default entry",
+            self.test
+        );
+        entries
+    }
+
+    /// The pod has no network-status annotation (nothing was attached).
+    pub fn assert_no_status(&self, sb: &Sandbox) {
+        let v =
+            self.cluster
+                .pod_annotation(&sb.pod.namespace, &sb.pod.name, NETWORK_STATUS_ANNOTATION);
+        assert_eq!(v, None, "{}: network-status after a failed ADD", self.test);
+    }
+
+    /// The pod's Warning events as `(reason, message)`.
+    pub fn warnings(&self, sb: &Sandbox) -> Vec<(String, String)> {
+        self.cluster
+            .pod_events(&sb.pod.namespace, &sb.pod.name)
+            .into_iter()
+            .filter(|e: &Event| e.type_.as_deref() == Some("Warning"))
+            .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect()
+    }
+
+    /// The NAT rules in the host namespace (`iptables -t nat -S`).
+    pub fn host_nat_rules(&self) -> String {
+        let out = run_bounded(
+            Command::new("ip").args([
+                "netns",
+                "exec",
+                &self.host.name,
+                "iptables",
+                "-w",
+                "5",
+                "-t",
+                "nat",
+                "-S",
+            ]),
+            b"",
+            Duration::from_secs(30),
+        );
+        assert_eq!(out.code, 0, "iptables -t nat -S: {}", out.stderr);
+        out.stdout
+    }
+
+    // === Leaks ===
+
+    /// Every host-local reservation in the test's data directories.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        let mut out = Vec::new();
+        let Ok(nets) = fs::read_dir(self.ipam_dir()) else {
+            return out;
+        };
+        for net in nets.flatten() {
+            let Ok(files) = fs::read_dir(net.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if let Ok(ip) = name.parse::<IpAddr>() {
+                    let owner = fs::read_to_string(f.path())
+                        .unwrap_or_default()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    out.push(Reservation {
+                        network: net.file_name().to_string_lossy().into_owned(),
+                        ip,
+                        owner,
+                    });
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// What is left on disk for container `cid`: plexus's cache and lock file, its delegates' and the
+    /// runtime's result-cache entries, tuning backups.
+    pub fn leftovers(&self, cid: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = [
+            self.cni_dir().join(cid),
+            self.cni_dir().join(".locks").join(cid),
+        ]
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect();
+        out.extend(results_for(&self.cni_dir(), cid));
+        out.extend(results_for(&self.runtime_cache(), cid));
+        if let Ok(rd) = fs::read_dir(self.tuning_dir()) {
+            out.extend(
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains(cid))
+                    .map(|e| e.path()),
+            );
+        }
+        out
+    }
+
+    /// Nothing of `sb`'s networks remains: the pod namespace has only `lo`, no host-local reservation
+    /// exists, nothing is on disk for the container, and the host namespace has no veth but the macvlan
+    /// master's pair (bridge host ends are gone).
+    pub fn assert_clean(&self, sb: &Sandbox) {
+        let log = || format!("\nplexus log:\n{}", self.log());
+        assert_eq!(
+            sb.netns.link_names(),
+            ["lo"],
+            "{}: pod netns links{}",
+            self.test,
+            log()
+        );
+        assert_eq!(
+            self.reservations(),
+            [],
+            "{}: host-local reservations left{}",
+            self.test,
+            log()
+        );
+        assert_eq!(
+            self.leftovers(&sb.cid),
+            Vec::<PathBuf>::new(),
+            "{}: files left for {}{}",
+            self.test,
+            sb.cid,
+            log()
+        );
+        let started = Instant::now();
+        while self.host.veths() != [MASTER, MASTER_PEER]
+            && started.elapsed() < Duration::from_secs(10)
+        {
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            self.host.veths(),
+            [MASTER, MASTER_PEER],
+            "{}: host netns veths{}",
+            self.test,
+            log()
+        );
+    }
+}

@@ -58,7 +58,7 @@ fn failure(reply: ErrorReply) -> Outcome {
 }
 
 /// Makes the cluster seam for a validated config (`None`: no Kubernetes).
-pub type ClusterFactory<'a> = &'a dyn Fn(&Config) -> Option<Box<dyn Cluster>>;
+pub type ClusterFactory<'a> = &'a dyn Fn(&Config, Command) -> Option<Box<dyn Cluster>>;
 
 /// Run one CNI invocation with real processes and netns, and the cluster `cluster` makes.
 pub fn invoke(
@@ -106,7 +106,7 @@ pub fn invoke(
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let api = cluster(&config);
+    let api = cluster(&config, env.command);
     let seams = Seams {
         exec: &ProcessExec,
         netns: &KernelNetns,
@@ -148,8 +148,9 @@ pub fn main() -> ExitCode {
     let vars: Vec<(String, String)> = std::env::vars_os()
         .map(|(k, v)| (lossy(k), lossy(v)))
         .collect();
-    let out = invoke(vars, &mut io::stdin().lock(), &|config| {
-        crate::k8s::client::ApiCluster::from_config(config).map(|c| Box::new(c) as Box<dyn Cluster>)
+    let out = invoke(vars, &mut io::stdin().lock(), &|config, command| {
+        crate::k8s::client::ApiCluster::from_config(config)
+            .map(|c| Box::new(c.with_events(command == Command::Add)) as Box<dyn Cluster>)
     });
     if !out.stderr.is_empty() {
         let _ = io::stderr().write_all(out.stderr.as_bytes());

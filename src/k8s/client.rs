@@ -55,6 +55,9 @@ pub struct ApiCluster {
     prefetched: Mutex<HashMap<String, Option<NadInfo>>>,
     /// Pods in these namespaces get no network-status (what Go Multus meant to do, §10 #1).
     system_namespaces: Vec<String>,
+    /// Whether rejections are recorded as Warning events: on ADD, yes; when DEL rebuilds a pod's networks
+    /// the ADD already said so, and a second event would only be noise.
+    events: bool,
 }
 
 enum Source {
@@ -103,6 +106,12 @@ fn cluster_error(what: &str, e: &kube::Error) -> ClusterError {
 }
 
 impl ApiCluster {
+    /// Record rejections as Warning events (the default) or not.
+    pub fn with_events(mut self, events: bool) -> ApiCluster {
+        self.events = events;
+        self
+    }
+
     /// The client for `config`: from its `kubeconfig`, else in-cluster settings when the process runs in a
     /// pod; `None` when neither applies (then plexus runs file-based networks only).
     pub fn from_config(config: &Config) -> Option<ApiCluster> {
@@ -127,6 +136,7 @@ impl ApiCluster {
             pod: Mutex::new(None),
             prefetched: Mutex::new(HashMap::new()),
             system_namespaces: config.system_namespaces.clone(),
+            events: true,
         }
     }
 
@@ -388,7 +398,7 @@ impl ApiCluster {
 impl ApiCluster {
     /// Record a Warning event on the pod (best effort) and return the rejection it explains.
     fn warn_pod(&self, reason: &str, msg: String) -> ClusterError {
-        if let Some(pod) = self.pod_ref_for_events() {
+        if let Some(pod) = self.pod_ref_for_events().filter(|_| self.events) {
             let ev = event(&pod, "Warning", reason, msg.clone());
             let _ = self.run(|client| async move { self.send_event(&client, ev).await });
         }
@@ -928,6 +938,28 @@ mod tests {
         assert_eq!(ev.body["reason"], "NoNetworkFound");
         assert_eq!(ev.body["type"], "Warning");
         assert_eq!(ev.body["involvedObject"]["uid"], "uid-1");
+    }
+
+    #[test]
+    fn no_warning_events_when_events_are_off() {
+        let cfg = config(json!({}));
+        let (api, seen) = mock(&cfg, |s, _| {
+            if s.path.ends_with("/pods/p1") {
+                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": "ghost"})))
+            } else {
+                status(404, "NotFound")
+            }
+        });
+        let api = api.with_events(false);
+        assert!(api.pod_networks(&pod_ref(), &cfg).is_err());
+        assert!(
+            !seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.method == Method::POST),
+            "DEL's fallback read records nothing"
+        );
     }
 
     #[test]

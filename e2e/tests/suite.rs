@@ -9,6 +9,12 @@
 //! return). Every scenario checks the pod's namespace, the IPs, the network-status annotation and a
 //! leak-free teardown.
 //!
+//! plexus runs, in both modes, with a TokenRequest token of a ServiceAccount bound to
+//! `deploy/clusterrole.yaml`'s ClusterRole, never with the test's own credentials: every scenario passing
+//! proves that ClusterRole is enough, and
+//! `a_cluster_role_without_pods_status_patch_fails_add_naming_the_credentials` proves the suite would
+//! notice a smaller one.
+//!
 //! Run (as root): `cargo test -p plexus-e2e --test suite -- --include-ignored`;
 //! against a cluster: `E2E_KUBECONFIG=~/.kube/config cargo test -p plexus-e2e --test suite -- --include-ignored`.
 
@@ -28,6 +34,7 @@ use plexus_e2e::{
     harness::{
         cluster::standin_only,
         forward::closed_port,
+        rbac,
         runtime::{CniRuntime, Op, kubelet_args, run_network},
         world::{
             BRIDGE_SUBNET, CLUSTER_BRIDGE, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, MASTER,
@@ -664,6 +671,51 @@ fn del_tears_down_a_go_multus_cache() {
     w.assert_clean(&sb);
 }
 
+// === The RBAC of deploy/ ===
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_cluster_role_without_pods_status_patch_fails_add_naming_the_credentials() {
+    let test = "a_cluster_role_without_pods_status_patch_fails_add_naming_the_credentials";
+    // deploy's ClusterRole less the one rule for the network-status write: every other call still works.
+    let role = rbac::without(
+        &rbac::deploy_cluster_role(),
+        "no-pods-status-patch",
+        "",
+        "pods/status",
+        "patch",
+    );
+    let w = World::with_cluster_role(test, &plexus(), Some(&role));
+    assert_ne!(w.cluster_role, rbac::deploy_cluster_role_name());
+    w.nad("macvlan-net", &w.macvlan(MACVLAN_SUBNET));
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "macvlan-net")]);
+    let rt = w.runtime(json!({}));
+
+    let err = w.add_fails(&rt, &sb);
+    eprintln!("{test}: ADD failed as it must: {err}");
+    let text = err.text();
+    assert_ne!(
+        err.code,
+        Some(11),
+        "a refusal is not \"try again later\": {err}"
+    );
+    let pod = format!("{}/{}", w.ns, sb.pod.name);
+    assert!(text.contains(&pod), "names the pod {pod}: {err}");
+    assert!(
+        text.contains("credentials") && text.contains("RBAC"),
+        "points at the credentials and RBAC: {err}"
+    );
+    // The API server's own words: who was refused what.
+    assert!(text.contains("forbidden"), "{err}");
+    assert!(text.contains(&w.plexus_user), "names the user: {err}");
+    assert!(
+        text.contains("patch") && text.contains("pods/status"),
+        "names the verb and resource: {err}"
+    );
+    // Rolled back: no interface, reservation, cache or annotation; the runtime's DEL then succeeds.
+    assert_nothing_left_after_failed_add(&w, &rt, &sb);
+}
+
 // === Stand-in only: request counts and injected faults ===
 
 #[test]
@@ -733,6 +785,19 @@ fn add_with_three_secondaries_makes_few_api_requests() {
     assert_eq!(count("POST", &|p| p.ends_with("/events")), 4, "{shown:#?}");
     assert_eq!(log.len(), 1 + 3 + 1 + 4, "{shown:#?}");
     assert!(log.iter().all(|r| r.status < 300), "{shown:#?}");
+    // All of them as the ServiceAccount bound to deploy's ClusterRole, none as the test's admin.
+    let users: Vec<Option<String>> = server
+        .requests_by_user()
+        .into_iter()
+        .map(|(_, u)| u)
+        .collect();
+    assert_eq!(users.len(), log.len());
+    assert!(
+        users
+            .iter()
+            .all(|u| u.as_deref() == Some(w.plexus_user.as_str())),
+        "{users:#?}"
+    );
 
     w.assert_status(
         &sb,

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::error::ApiError;
 use super::patch::PatchType;
+use super::rbac::{self, Attributes, UserInfo};
 use super::resources::{ResourceType, StatusMode};
 use super::routes::{ObjectPath, Route};
 use super::server::State;
@@ -56,6 +57,7 @@ const VERBS: &[&str] = &[
 /// Handles a request for the Kubernetes API (anything but `/standin/`).
 pub fn handle(
     state: &Arc<State>,
+    user: &UserInfo,
     method: &Method,
     route: Route,
     query: &BTreeMap<String, String>,
@@ -98,7 +100,7 @@ pub fn handle(
             resource_list(&state.lock_store(), &group, &version).into()
         }
         Route::OpenApiV3(gv) if get => openapi_v3(&state.lock_store(), &gv).into(),
-        Route::Object(op) => match object(state, method, op, query, content_type, &body) {
+        Route::Object(op) => match object(state, user, method, op, query, content_type, &body) {
             Ok(reply) => reply,
             Err(e) => Reply::Error(e),
         },
@@ -174,6 +176,17 @@ fn resource_list(store: &Store, group: &str, version: &str) -> Result<Value, Api
                 "namespaced": t.namespaced,
                 "kind": t.kind,
                 "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if is_service_accounts(t) {
+            resources.push(json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
             }));
         }
     }
@@ -303,8 +316,50 @@ fn decode(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
+fn is_service_accounts(t: &ResourceType) -> bool {
+    t.group.is_empty() && t.plural == "serviceaccounts"
+}
+
+/// The request's authorization attributes, from its path, method and query, as the real server's
+/// `RequestInfo`: GET is `get` on an object and `list` (or `watch`) on a collection; DELETE of a
+/// collection is `deletecollection`; a namespace's own path is in that namespace.
+fn attributes(method: &Method, op: &ObjectPath, query: &BTreeMap<String, String>) -> Attributes {
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let named = op.name.is_some();
+    let verb = match *method {
+        Method::GET | Method::HEAD if watch => "watch".to_string(),
+        Method::GET | Method::HEAD if named => "get".to_string(),
+        Method::GET | Method::HEAD => "list".to_string(),
+        Method::POST => "create".to_string(),
+        Method::PUT => "update".to_string(),
+        Method::PATCH => "patch".to_string(),
+        Method::DELETE if named => "delete".to_string(),
+        Method::DELETE => "deletecollection".to_string(),
+        ref other => other.as_str().to_lowercase(),
+    };
+    let namespace = match (
+        &op.namespace,
+        op.group.as_str(),
+        op.plural.as_str(),
+        &op.name,
+    ) {
+        (Some(ns), ..) => ns.clone(),
+        (None, "", "namespaces", Some(name)) => name.clone(),
+        _ => String::new(),
+    };
+    Attributes {
+        verb,
+        group: op.group.clone(),
+        resource: op.plural.clone(),
+        subresource: op.subresource.clone().unwrap_or_default(),
+        namespace,
+        name: op.name.clone().unwrap_or_default(),
+    }
+}
+
 fn object(
     state: &Arc<State>,
+    user: &UserInfo,
     method: &Method,
     op: ObjectPath,
     query: &BTreeMap<String, String>,
@@ -312,6 +367,9 @@ fn object(
     body: &[u8],
 ) -> Result<Reply, ApiError> {
     let mut guard = state.lock_store();
+    // Authorization comes first, as on a real server: a forbidden request learns nothing, not even
+    // whether the resource exists.
+    rbac::authorize(&guard, user, &attributes(method, &op, query))?;
     let rt = guard
         .resolve(&op.group, &op.version, &op.plural)
         .ok_or_else(ApiError::no_route)?;
@@ -333,6 +391,15 @@ fn object(
     let is_status = match op.subresource.as_deref() {
         None => false,
         Some("status") if rt.status != StatusMode::None => true,
+        Some("token") if is_service_accounts(&rt) && op.name.is_some() => {
+            if *method != Method::POST {
+                return Err(ApiError::method_not_allowed());
+            }
+            let name = op.name.as_deref().unwrap_or_default();
+            let request = decode(content_type, body)?;
+            let reply = state.tokens.request(store, &ns, name, &request, dry_run)?;
+            return Ok(Reply::Json(201, reply));
+        }
         Some(_) => return Err(ApiError::no_route()),
     };
     let patch_type = || PatchType::from_content_type(content_type);

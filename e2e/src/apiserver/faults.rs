@@ -259,39 +259,61 @@ pub struct RequestRecord {
     pub fault: Option<String>,
 }
 
+/// A logged request and who made it: the authenticated user's name (`system:serviceaccount:<ns>:<name>`
+/// for a minted token), `None` when the token was missing or not valid.
+pub type UserRecord = (RequestRecord, Option<String>);
+
 /// The request log (the latest 100 000 requests).
 #[derive(Debug, Default)]
 pub struct RequestLog {
-    records: Mutex<Vec<RequestRecord>>,
+    records: Mutex<Vec<UserRecord>>,
 }
 
 const LOG_CAP: usize = 100_000;
 
 impl RequestLog {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<RequestRecord>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<UserRecord>> {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a record.
+    /// Appends a record (of an unauthenticated request).
     pub fn push(&self, r: RequestRecord) {
+        self.push_by(r, None);
+    }
+
+    /// Appends a record of a request made by `user`.
+    pub fn push_by(&self, r: RequestRecord, user: Option<String>) {
         let mut v = self.lock();
         if v.len() >= LOG_CAP {
             v.remove(0);
         }
-        v.push(r);
+        v.push((r, user));
     }
 
     /// All records, oldest first.
     pub fn all(&self) -> Vec<RequestRecord> {
+        self.lock().iter().map(|(r, _)| r.clone()).collect()
+    }
+
+    /// All records with their users, oldest first.
+    pub fn all_by_user(&self) -> Vec<UserRecord> {
         self.lock().clone()
     }
 
     /// Records with `method` (any if empty) whose path contains `path`.
     pub fn filtered(&self, method: &str, path: &str) -> Vec<RequestRecord> {
+        self.filtered_by_user(method, path)
+            .into_iter()
+            .map(|(r, _)| r)
+            .collect()
+    }
+
+    /// [`RequestLog::filtered`], with the users.
+    pub fn filtered_by_user(&self, method: &str, path: &str) -> Vec<UserRecord> {
         self.lock()
             .iter()
-            .filter(|r| method.is_empty() || r.method.eq_ignore_ascii_case(method))
-            .filter(|r| r.path.contains(path))
+            .filter(|(r, _)| method.is_empty() || r.method.eq_ignore_ascii_case(method))
+            .filter(|(r, _)| r.path.contains(path))
             .cloned()
             .collect()
     }

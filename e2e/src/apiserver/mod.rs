@@ -7,8 +7,12 @@
 //! does not do):
 //! - HTTPS with a CA and serving certificate made at start ([`tls`]), bearer
 //!   token authentication, and a kubeconfig pointing at itself ([`kubeconfig`]);
-//! - namespaces, serviceaccounts, pods (with `status`), events (`v1` and
-//!   `events.k8s.io/v1`, one store), CRDs, and the resources of any CRD while it
+//! - ServiceAccount tokens from the TokenRequest API ([`auth`]) and RBAC
+//!   authorization of their requests (Roles, ClusterRoles and their bindings,
+//!   [`rbac`]); the bootstrap token is an admin (`system:masters`);
+//! - namespaces, serviceaccounts (and `serviceaccounts/token`), pods (with
+//!   `status`), events (`v1` and `events.k8s.io/v1`, one store), the four RBAC
+//!   kinds, CRDs, and the resources of any CRD while it
 //!   exists (the NetworkAttachmentDefinition CRD can be pre-created);
 //! - GET, LIST (label/field selectors, paging), WATCH, CREATE, UPDATE, PATCH
 //!   (merge, JSON, simplified strategic), DELETE, DELETE collection, with
@@ -28,11 +32,13 @@
 //! ```
 
 mod api;
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod faults;
 pub mod kubeconfig;
 pub mod patch;
+pub mod rbac;
 pub mod resources;
 pub mod routes;
 pub mod selector;
@@ -44,6 +50,7 @@ mod util;
 pub use api::KUBE_VERSION;
 pub use client::Client;
 pub use error::ApiError;
-pub use faults::{ActiveFault, FaultSpec, Faults, RequestRecord};
+pub use faults::{ActiveFault, FaultSpec, Faults, RequestRecord, UserRecord};
+pub use rbac::UserInfo;
 pub use server::{ApiServer, Config, StartError, parse_seed};
 pub use store::Store;

@@ -34,6 +34,22 @@ pub enum Flavor {
     Crd,
     /// A custom resource, pruned and type-checked against its schema.
     Custom(Option<Value>),
+    /// `rbac.authorization.k8s.io/v1` Role, ClusterRole, RoleBinding or ClusterRoleBinding: validated like
+    /// the real server does, and read by the authorizer ([`super::rbac`]).
+    Rbac(RbacKind),
+}
+
+/// The four RBAC kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RbacKind {
+    /// Namespaced rules.
+    Role,
+    /// Cluster-wide rules.
+    ClusterRole,
+    /// Grants a Role or ClusterRole in one namespace.
+    RoleBinding,
+    /// Grants a ClusterRole everywhere.
+    ClusterRoleBinding,
 }
 
 /// One served resource (a group/version/plural).
@@ -321,6 +337,42 @@ pub fn builtins() -> Vec<ResourceType> {
         ),
         events_v1,
         ResourceType::builtin(
+            RBAC_GROUP,
+            "roles",
+            "Role",
+            true,
+            &[],
+            S::None,
+            Flavor::Rbac(RbacKind::Role),
+        ),
+        ResourceType::builtin(
+            RBAC_GROUP,
+            "clusterroles",
+            "ClusterRole",
+            false,
+            &[],
+            S::None,
+            Flavor::Rbac(RbacKind::ClusterRole),
+        ),
+        ResourceType::builtin(
+            RBAC_GROUP,
+            "rolebindings",
+            "RoleBinding",
+            true,
+            &[],
+            S::None,
+            Flavor::Rbac(RbacKind::RoleBinding),
+        ),
+        ResourceType::builtin(
+            RBAC_GROUP,
+            "clusterrolebindings",
+            "ClusterRoleBinding",
+            false,
+            &[],
+            S::None,
+            Flavor::Rbac(RbacKind::ClusterRoleBinding),
+        ),
+        ResourceType::builtin(
             "apiextensions.k8s.io",
             "customresourcedefinitions",
             "CustomResourceDefinition",
@@ -331,6 +383,9 @@ pub fn builtins() -> Vec<ResourceType> {
         ),
     ]
 }
+
+/// The RBAC API group.
+pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// Namespaces that exist from the start and cannot be deleted.
 pub const SYSTEM_NAMESPACES: &[&str] =
@@ -409,6 +464,178 @@ pub fn pod_spec_change(old: &Value, new: &Value) -> Option<(String, String)> {
          (only additions to existing tolerations)"
             .into(),
     ))
+}
+
+fn str_list(v: Option<&Value>) -> Vec<&str> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Checks an RBAC object's field types the way the real server decodes it (a 400 when, say, `verbs` is not
+/// a list of strings), then applies its defaults and validation: rules need verbs and either API groups and
+/// resources or (ClusterRoles only) non-resource URLs; bindings need a `roleRef` to a Role or ClusterRole in
+/// `rbac.authorization.k8s.io` (ClusterRoleBindings: ClusterRole only), immutable once set (`old`), and
+/// subjects of kind ServiceAccount (with a namespace in ClusterRoleBindings), User or Group, whose
+/// `apiGroup` defaults as in `rbac/v1`.
+pub fn prepare_rbac(
+    kind: RbacKind,
+    obj: &mut Value,
+    old: Option<&Value>,
+) -> Result<Causes, super::error::ApiError> {
+    use k8s_openapi::api::rbac::v1 as rbac;
+    let decoded = match kind {
+        RbacKind::Role => serde_json::from_value::<rbac::Role>(obj.clone()).map(drop),
+        RbacKind::ClusterRole => serde_json::from_value::<rbac::ClusterRole>(obj.clone()).map(drop),
+        RbacKind::RoleBinding => serde_json::from_value::<rbac::RoleBinding>(obj.clone()).map(drop),
+        RbacKind::ClusterRoleBinding => {
+            serde_json::from_value::<rbac::ClusterRoleBinding>(obj.clone()).map(drop)
+        }
+    };
+    if let Err(e) = decoded {
+        return Err(super::error::ApiError::bad_request(format!(
+            "error decoding request body: {e}"
+        )));
+    }
+    let mut causes = Vec::new();
+    match kind {
+        RbacKind::Role | RbacKind::ClusterRole => {
+            let rules = obj.get("rules").and_then(Value::as_array).cloned();
+            for (i, rule) in rules.unwrap_or_default().iter().enumerate() {
+                let at = |f: &str| format!("rules[{i}].{f}");
+                if str_list(rule.get("verbs")).is_empty() {
+                    causes.push((
+                        at("verbs"),
+                        "Required value: verbs must contain at least one value".into(),
+                    ));
+                }
+                let urls = str_list(rule.get("nonResourceURLs"));
+                let groups = rule
+                    .get("apiGroups")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                let resources = str_list(rule.get("resources"));
+                if !urls.is_empty() {
+                    if kind == RbacKind::Role {
+                        causes.push((
+                            at("nonResourceURLs"),
+                            "Invalid value: namespaced rules cannot apply to non-resource URLs"
+                                .into(),
+                        ));
+                    }
+                    if groups > 0 || !resources.is_empty() {
+                        causes.push((
+                            at("nonResourceURLs"),
+                            "Invalid value: rules cannot apply to both regular resources and non-resource URLs"
+                                .into(),
+                        ));
+                    }
+                } else {
+                    if groups == 0 {
+                        causes.push((
+                            at("apiGroups"),
+                            "Required value: resource rules must supply at least one api group"
+                                .into(),
+                        ));
+                    }
+                    if resources.is_empty() {
+                        causes.push((
+                            at("resources"),
+                            "Required value: resource rules must supply at least one resource"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        }
+        RbacKind::RoleBinding | RbacKind::ClusterRoleBinding => {
+            let role_ref = obj.get("roleRef").cloned().unwrap_or(Value::Null);
+            let s = |f: &str| role_ref.get(f).and_then(Value::as_str).unwrap_or("");
+            if s("apiGroup") != RBAC_GROUP {
+                causes.push((
+                    "roleRef.apiGroup".into(),
+                    format!(
+                        "Unsupported value: \"{}\": supported values: \"{RBAC_GROUP}\"",
+                        s("apiGroup")
+                    ),
+                ));
+            }
+            let kinds: &[&str] = if kind == RbacKind::RoleBinding {
+                &["Role", "ClusterRole"]
+            } else {
+                &["ClusterRole"]
+            };
+            if !kinds.contains(&s("kind")) {
+                let supported: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
+                causes.push((
+                    "roleRef.kind".into(),
+                    format!(
+                        "Unsupported value: \"{}\": supported values: {}",
+                        s("kind"),
+                        supported.join(", ")
+                    ),
+                ));
+            }
+            if s("name").is_empty() {
+                required(&mut causes, "roleRef.name");
+            }
+            if let Some(old_ref) = old.map(|o| o.get("roleRef").cloned().unwrap_or(Value::Null))
+                && old_ref != role_ref
+            {
+                causes.push((
+                    "roleRef".into(),
+                    "Invalid value: cannot change roleRef".into(),
+                ));
+            }
+            if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
+                for (i, subject) in subjects.iter_mut().enumerate() {
+                    let at = |f: &str| format!("subjects[{i}].{f}");
+                    let sk = subject
+                        .get("kind")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let group = subject
+                        .get("apiGroup")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let want_group = match sk.as_str() {
+                        "ServiceAccount" => "",
+                        "User" | "Group" => RBAC_GROUP,
+                        other => {
+                            causes.push((
+                                at("kind"),
+                                format!("Unsupported value: \"{other}\": supported values: \"ServiceAccount\", \"User\", \"Group\""),
+                            ));
+                            continue;
+                        }
+                    };
+                    if group.is_empty() {
+                        if !want_group.is_empty() {
+                            subject["apiGroup"] = json!(want_group);
+                        }
+                    } else if group != want_group {
+                        causes.push((
+                            at("apiGroup"),
+                            format!(
+                                "Unsupported value: \"{group}\": supported values: \"{want_group}\""
+                            ),
+                        ));
+                    }
+                    if !nonempty_str(subject.get("name")) {
+                        required(&mut causes, &at("name"));
+                    }
+                    if sk == "ServiceAccount"
+                        && kind == RbacKind::ClusterRoleBinding
+                        && !nonempty_str(subject.get("namespace"))
+                    {
+                        required(&mut causes, &at("namespace"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(causes)
 }
 
 /// Validates a CRD and fills in the defaults and status the real server sets.

@@ -25,9 +25,11 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use super::api::{self, Reply};
+use super::auth::Tokens;
 use super::client::Client;
 use super::error::ApiError;
-use super::faults::{FaultSpec, Faults, RequestLog, RequestRecord};
+use super::faults::{FaultSpec, Faults, RequestLog, RequestRecord, UserRecord};
+use super::rbac::UserInfo;
 use super::resources;
 use super::routes::{self, Route};
 use super::store::Store;
@@ -43,6 +45,7 @@ pub struct State {
     pub(crate) faults: Faults,
     pub(crate) log: RequestLog,
     pub(crate) token: String,
+    pub(crate) tokens: Tokens,
     pub(crate) addr: SocketAddr,
     pub(crate) log_to_stderr: bool,
 }
@@ -144,6 +147,7 @@ impl ApiServer {
             faults: Faults::default(),
             log: RequestLog::default(),
             token: config.token.unwrap_or_else(|| util::random_hex(24)),
+            tokens: Tokens::default(),
             addr,
             log_to_stderr: config.log_to_stderr,
         });
@@ -220,6 +224,12 @@ impl ApiServer {
     /// Every logged API request, oldest first.
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.state.log.all()
+    }
+
+    /// Every logged API request with the name of the user who made it (`None`: not authenticated),
+    /// oldest first.
+    pub fn requests_by_user(&self) -> Vec<UserRecord> {
+        self.state.log.all_by_user()
     }
 
     /// How many logged requests had `method` (any if "") and a path containing `path`.
@@ -410,12 +420,27 @@ fn into_response(reply: Reply) -> Response<Body> {
     }
 }
 
-fn authorized<B>(req: &Request<B>, token: &str) -> bool {
+fn bearer<B>(req: &Request<B>) -> Option<&str> {
     req.headers()
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.split_once(' '))
-        .is_some_and(|(scheme, t)| scheme.eq_ignore_ascii_case("bearer") && t.trim() == token)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+}
+
+/// Whether the request carries the bootstrap token (the only one `/standin/` accepts).
+fn authorized<B>(req: &Request<B>, token: &str) -> bool {
+    bearer(req) == Some(token)
+}
+
+/// Who sent the request: the bootstrap token's admin, the ServiceAccount of a minted token, or nobody.
+fn authenticate<B>(state: &State, req: &Request<B>) -> Option<UserInfo> {
+    let token = bearer(req)?;
+    if token == state.token {
+        return Some(UserInfo::admin());
+    }
+    state.tokens.authenticate(&state.lock_store(), token)
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
@@ -451,22 +476,31 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         )));
     }
 
+    let user = authenticate(&state, &req);
+    let user_name = user.as_ref().map(|u| u.name.clone());
     let record = |status: u16, fault: Option<&str>| {
         if state.log_to_stderr {
             eprintln!(
-                "{time} {method} {path}{}{query_raw} -> {status}",
-                if query_raw.is_empty() { "" } else { "?" }
+                "{time} {method} {path}{}{query_raw} -> {status}{}",
+                if query_raw.is_empty() { "" } else { "?" },
+                user.as_ref()
+                    .filter(|u| !u.is_master())
+                    .map(|u| format!(" ({})", u.name))
+                    .unwrap_or_default()
             );
         }
-        state.log.push(RequestRecord {
-            method: method.to_string(),
-            path: path.clone(),
-            query: query_raw.clone(),
-            status,
-            time: time.clone(),
-            duration_ms: started.elapsed().as_millis() as u64,
-            fault: fault.map(String::from),
-        });
+        state.log.push_by(
+            RequestRecord {
+                method: method.to_string(),
+                path: path.clone(),
+                query: query_raw.clone(),
+                status,
+                time: time.clone(),
+                duration_ms: started.elapsed().as_millis() as u64,
+                fault: fault.map(String::from),
+            },
+            user_name.clone(),
+        );
     };
 
     if state.faults.is_down() {
@@ -474,7 +508,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         return Err(Dropped);
     }
     let public = matches!(route, Route::Health | Route::Version);
-    if !public && !authorized(&req, &state.token) {
+    if !public && user.is_none() {
         let e = ApiError::unauthorized();
         record(e.code, None);
         return Ok(error_response(&e));
@@ -518,7 +552,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         }
     };
     let query = util::parse_query(&query_raw);
-    let reply = api::handle(&state, &method, route, &query, &content_type, body);
+    let anonymous = UserInfo::anonymous();
+    let user = user.as_ref().unwrap_or(&anonymous);
+    let reply = api::handle(&state, user, &method, route, &query, &content_type, body);
     let response = into_response(reply);
     record(response.status().as_u16(), fault);
     Ok(response)
@@ -566,7 +602,19 @@ fn standin(state: &State, method: &Method, segs: &[String], query: &str, body: &
         (Method::GET, ["requests"]) => {
             let q = util::parse_query(query);
             let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
-            Reply::Json(200, json!(state.log.filtered(get("method"), get("path"))))
+            let records: Vec<Value> = state
+                .log
+                .filtered_by_user(get("method"), get("path"))
+                .into_iter()
+                .map(|(r, user)| {
+                    let mut v = json!(r);
+                    if let Some(u) = user {
+                        v["user"] = json!(u);
+                    }
+                    v
+                })
+                .collect();
+            Reply::Json(200, json!(records))
         }
         (Method::DELETE, ["requests"]) => Reply::Json(200, json!({"cleared": state.log.clear()})),
         _ => Reply::Error(ApiError::no_route()),

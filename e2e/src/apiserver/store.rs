@@ -403,6 +403,7 @@ impl Store {
                 obj["status"] = json!({"phase": "Active"});
             }
             Flavor::Crd => causes = resources::prepare_crd(&mut obj),
+            Flavor::Rbac(kind) => causes = resources::prepare_rbac(*kind, &mut obj, None)?,
             Flavor::Custom(schema) => {
                 if rt.status == StatusMode::StatusOnly
                     && !seed
@@ -683,6 +684,9 @@ impl Store {
                 }
                 Flavor::Custom(Some(schema)) => {
                     resources::prune_and_check(&mut result, schema, "", true, &mut causes);
+                }
+                Flavor::Rbac(kind) => {
+                    causes = resources::prepare_rbac(*kind, &mut result, Some(&old))?;
                 }
                 _ => {}
             }

@@ -16,10 +16,11 @@ const USAGE: &str = "usage: plexus-apiserver --kubeconfig PATH [--port N] [--hos
   --kubeconfig PATH  write a kubeconfig for this server to PATH (required)
   --port N           port to listen on (default 0: any free port)
   --host IP          address to listen on (default 127.0.0.1)
-  --token TOKEN      bearer token clients must send (default: random)
+  --token TOKEN      the admin's bearer token (system:masters; default: random)
   --seed FILE        JSON or YAML objects to create at start (repeatable)
   --nad-crd          create the NetworkAttachmentDefinition CRD at start
-  --log-requests     print one line per request to stderr";
+  --log-requests     print one line per request to stderr (with the user, for
+                     ServiceAccount tokens)";
 
 fn parse_args() -> Result<Config, String> {
     let mut config = Config::default();

@@ -7,9 +7,17 @@
 //! the Kubernetes API (kube-rs with the kubeconfig), so nothing depends on stand-in internals; only the
 //! stand-in-only scenarios (fault injection, request counting) use [`Cluster::standin`].
 //!
-//! Everything made here is owned by the fixture: pods are deleted with a zero grace period (no kubelet
-//! will ever confirm them: they are bound to [`NO_SUCH_NODE`]), then the namespaces, then — when this
-//! suite created it and no other test still uses it — the NetworkAttachmentDefinition CRD.
+//! The test itself uses the kubeconfig's (admin) credentials; plexus does not. It gets a token of a
+//! ServiceAccount in the test's namespace bound to `deploy/`'s ClusterRole (see [`crate::harness::rbac`]):
+//! [`Cluster::hold_deploy_cluster_role`], [`Cluster::create_service_account`],
+//! [`Cluster::bind_cluster_role`], [`Cluster::request_token`] (the TokenRequest API) and
+//! [`Cluster::wait_authorized`] make that identity the same way on both servers.
+//!
+//! Everything made here is owned by the fixture: the ClusterRoleBindings and ClusterRoles it created,
+//! pods deleted with a zero grace period (no kubelet will ever confirm them: they are bound to
+//! [`NO_SUCH_NODE`]), then the namespaces (and with them the ServiceAccounts), then — when this suite
+//! created them and no other test still uses them — deploy's ClusterRole and the
+//! NetworkAttachmentDefinition CRD.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,7 +26,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::{
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Event, Namespace, Pod, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
 use kube::{
     Api, Client,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams},
@@ -28,6 +40,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::proc::random_hex;
+use super::rbac;
 use crate::apiserver::{ApiServer, Config as StandinConfig};
 
 /// The environment variable naming a real API server's kubeconfig.
@@ -87,6 +100,20 @@ pub fn is_status(e: &kube::Error, code: u16) -> bool {
 
 /// Per API server: how many fixtures hold the NAD CRD, and whether the suite created it.
 static CRD_HOLDERS: Mutex<BTreeMap<String, (usize, bool)>> = Mutex::new(BTreeMap::new());
+/// Per API server: how many fixtures hold deploy's ClusterRole, and whether the suite created it.
+static ROLE_HOLDERS: Mutex<BTreeMap<String, (usize, bool)>> = Mutex::new(BTreeMap::new());
+
+/// A kube client for the kubeconfig at `path`, with the suite's timeouts.
+async fn client_for(path: &Path) -> Client {
+    let kc = Kubeconfig::read_from(path)
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()));
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", path.display()));
+    config.connect_timeout = Some(Duration::from_secs(10));
+    config.read_timeout = Some(Duration::from_secs(20));
+    Client::try_from(config).expect("API client")
+}
 
 /// A pod as the API server has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +131,7 @@ pub struct Cluster {
     client: Client,
     server_key: String,
     holds_crd: bool,
+    holds_role: bool,
     made: Mutex<Made>,
     standin: Option<ApiServer>,
     kubeconfig: PathBuf,
@@ -116,6 +144,8 @@ pub struct Cluster {
 struct Made {
     namespaces: Vec<String>,
     pods: Vec<(String, String)>,
+    cluster_roles: Vec<String>,
+    cluster_role_bindings: Vec<String>,
 }
 
 impl Cluster {
@@ -143,23 +173,14 @@ impl Cluster {
                 (Some(server), path, Some(dir))
             }
         };
-        let client = rt.block_on(async {
-            let kc = Kubeconfig::read_from(&kubeconfig)
-                .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
-            let mut config =
-                kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                    .await
-                    .unwrap_or_else(|e| panic!("kubeconfig {}: {e}", kubeconfig.display()));
-            config.connect_timeout = Some(Duration::from_secs(10));
-            config.read_timeout = Some(Duration::from_secs(20));
-            Client::try_from(config).expect("API client")
-        });
+        let client = rt.block_on(client_for(&kubeconfig));
         // One CRD holder count per server: the real server's kubeconfig, or this stand-in's own.
         let server_key = kubeconfig.display().to_string();
         Cluster {
             client,
             server_key,
             holds_crd: false,
+            holds_role: false,
             made: Mutex::default(),
             standin,
             kubeconfig,
@@ -359,9 +380,183 @@ impl Cluster {
             .items
     }
 
+    // === plexus's identity ===
+
+    /// deploy/clusterrole.yaml's ClusterRole on the server, by its name there (to bind to). It is created
+    /// from the file unless it exists, and then deleted again when the last fixture holding it drops. A
+    /// ClusterRole of that name the suite did not create is used only when its rules are the file's;
+    /// otherwise (another plexus version is installed) this fixture gets its own copy of the file's role,
+    /// `<name>-e2e-<random>`, so that what is tested is always the file.
+    pub fn hold_deploy_cluster_role(&mut self) -> String {
+        let role = rbac::deploy_cluster_role();
+        let name = rbac::deploy_cluster_role_name();
+        if self.holds_role {
+            return name;
+        }
+        let roles: Api<ClusterRole> = Api::all(self.client.clone());
+        let mut holders = ROLE_HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = holders.entry(self.server_key.clone()).or_insert((0, false));
+        if entry.0 == 0 {
+            let existing = self
+                .block("get ClusterRole", roles.get_opt(&name))
+                .unwrap_or_else(|e| panic!("get ClusterRole {name}: {e}"));
+            match existing {
+                Some(found) if found.rules != role.rules => {
+                    eprintln!(
+                        "the server's ClusterRole {name} has other rules than deploy/clusterrole.yaml; \
+                         testing a copy of the file's"
+                    );
+                    drop(holders);
+                    let copy = rbac::renamed(&role, &format!("{name}-e2e-{}", &random_hex()[..10]));
+                    return self.create_cluster_role(&copy);
+                }
+                Some(_) => {}
+                None => {
+                    match self.block(
+                        "create ClusterRole",
+                        roles.create(&PostParams::default(), &role),
+                    ) {
+                        Ok(_) => entry.1 = true,
+                        Err(e) if is_status(&e, 409) => {}
+                        Err(e) => panic!("create ClusterRole {name}: {e}"),
+                    }
+                }
+            }
+        }
+        entry.0 += 1;
+        self.holds_role = true;
+        name
+    }
+
+    /// Create ClusterRole `role` (named in its metadata), owned by the fixture; returns its name.
+    pub fn create_cluster_role(&self, role: &ClusterRole) -> String {
+        let name = role
+            .metadata
+            .name
+            .clone()
+            .expect("the ClusterRole has a name");
+        let roles: Api<ClusterRole> = Api::all(self.client.clone());
+        self.block(
+            "create ClusterRole",
+            roles.create(&PostParams::default(), role),
+        )
+        .unwrap_or_else(|e| panic!("create ClusterRole {name}: {e}"));
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cluster_roles
+            .push(name.clone());
+        name
+    }
+
+    /// Create ServiceAccount `ns/name` (it goes with the namespace).
+    pub fn create_service_account(&self, ns: &str, name: &str) {
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
+        let mut sa = rbac::deploy_service_account();
+        sa.metadata = Default::default();
+        sa.metadata.name = Some(name.to_string());
+        sa.metadata.labels = rbac::deploy_service_account().metadata.labels;
+        self.block(
+            "create serviceaccount",
+            sas.create(&PostParams::default(), &sa),
+        )
+        .unwrap_or_else(|e| panic!("create serviceaccount {ns}/{name}: {e}"));
+    }
+
+    /// Create ClusterRoleBinding `name` (deploy's, renamed) of ClusterRole `role` to ServiceAccount
+    /// `sa_ns/sa`, owned by the fixture.
+    pub fn bind_cluster_role(&self, name: &str, role: &str, sa_ns: &str, sa: &str) {
+        let bindings: Api<ClusterRoleBinding> = Api::all(self.client.clone());
+        let b = rbac::binding(name, role, sa_ns, sa);
+        self.block(
+            "create ClusterRoleBinding",
+            bindings.create(&PostParams::default(), &b),
+        )
+        .unwrap_or_else(|e| panic!("create ClusterRoleBinding {name}: {e}"));
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cluster_role_bindings
+            .push(name.to_string());
+    }
+
+    /// A token of ServiceAccount `ns/sa` from the TokenRequest API, valid for `seconds`.
+    pub fn request_token(&self, ns: &str, sa: &str, seconds: i64) -> String {
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(seconds),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let answer = self
+            .block(
+                "request a token",
+                sas.create_token_request(sa, &PostParams::default(), &request),
+            )
+            .unwrap_or_else(|e| panic!("TokenRequest for serviceaccount {ns}/{sa}: {e}"));
+        answer
+            .status
+            .and_then(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| panic!("TokenRequest for {ns}/{sa} answered no token"))
+    }
+
+    /// Wait until the credentials of the kubeconfig at `path` are accepted and authorized to read pods
+    /// in `ns` (a real server's authenticator and RBAC caches take a moment to see a new ServiceAccount
+    /// and binding): GET of a pod that does not exist must answer 404, not 401 or 403.
+    pub fn wait_authorized(&self, path: &Path, ns: &str) {
+        let client = self.rt.block_on(client_for(path));
+        let pods: Api<Pod> = Api::namespaced(client, ns);
+        let started = Instant::now();
+        loop {
+            match self.block("probe credentials", pods.get_opt("plexus-e2e-rbac-probe")) {
+                Ok(_) => return,
+                Err(e)
+                    if (is_status(&e, 401) || is_status(&e, 403))
+                        && started.elapsed() < SETTLE_TIMEOUT =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!(
+                    "the credentials of {} cannot read pods in {ns} after {:?}: {e}",
+                    path.display(),
+                    started.elapsed()
+                ),
+            }
+        }
+    }
+
+    /// Delete one cluster-scoped object (best effort).
+    fn delete_cluster_scoped<K>(&self, what: &str, name: &str)
+    where
+        K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::all(self.client.clone());
+        let r = self.rt.block_on(async {
+            tokio::time::timeout(CALL_TIMEOUT, api.delete(name, &DeleteParams::background())).await
+        });
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if is_status(&e, 404) => {}
+            other => eprintln!("cleanup: delete {what} {name}: {other:?}"),
+        }
+    }
+
     /// Delete everything the fixture made (best effort; errors are printed, not raised).
     fn cleanup(&mut self) {
         let made = std::mem::take(&mut *self.made.lock().unwrap_or_else(|e| e.into_inner()));
+        for name in &made.cluster_role_bindings {
+            self.delete_cluster_scoped::<ClusterRoleBinding>("ClusterRoleBinding", name);
+        }
+        for name in &made.cluster_roles {
+            self.delete_cluster_scoped::<ClusterRole>("ClusterRole", name);
+        }
         let zero = DeleteParams::background().grace_period(0);
         for (ns, name) in &made.pods {
             let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -384,6 +579,25 @@ impl Cluster {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) if is_status(&e, 404) => {}
                 other => eprintln!("cleanup: delete namespace {ns}: {other:?}"),
+            }
+        }
+        if self.holds_role {
+            self.holds_role = false;
+            let mut holders = ROLE_HOLDERS.lock().unwrap_or_else(|e| e.into_inner());
+            let last_created = match holders.get_mut(&self.server_key) {
+                Some(entry) => {
+                    entry.0 = entry.0.saturating_sub(1);
+                    (entry.0 == 0).then_some(entry.1)
+                }
+                None => None,
+            };
+            if let Some(created) = last_created {
+                holders.remove(&self.server_key);
+                // Only a ClusterRole this suite created is removed; an existing one belongs to the cluster.
+                if created {
+                    let name = rbac::deploy_cluster_role_name();
+                    self.delete_cluster_scoped::<ClusterRole>("ClusterRole", &name);
+                }
             }
         }
         if self.holds_crd {

@@ -138,6 +138,40 @@ pub fn forwarded(original: &Value, original_path: &Path, port: u16) -> Result<Va
     Ok(kc)
 }
 
+/// A kubeconfig for the same server as `original` (read from `original_path`) that authenticates with
+/// the bearer `token` only: its current cluster (file paths made absolute), one user `user` with the
+/// token, and one context (the current one, keeping its namespace) tying them together. Nothing of the
+/// original's credentials is kept.
+pub fn with_token(
+    original: &Value,
+    original_path: &Path,
+    token: &str,
+    user: &str,
+) -> Result<Value, String> {
+    let i = current_cluster(original)?;
+    let mut cluster = original["clusters"][i].clone();
+    let dir = original_path.parent().unwrap_or(Path::new("/"));
+    absolutize(&mut cluster["cluster"], "certificate-authority", dir);
+    let ctx_name = original["current-context"]
+        .as_str()
+        .ok_or("the kubeconfig has no current-context")?;
+    let mut ctx = original["contexts"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == ctx_name))
+        .cloned()
+        .ok_or_else(|| format!("context {ctx_name:?} not found"))?;
+    ctx["context"]["user"] = Value::String(user.to_string());
+    Ok(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [ctx],
+        "current-context": ctx_name,
+        "preferences": {},
+    }))
+}
+
 /// Write `kc` to `path` as JSON (valid YAML), mode 0600: it holds credentials.
 pub fn write(path: &Path, kc: &Value) -> std::io::Result<()> {
     let mut f = fs::OpenOptions::new()
@@ -187,5 +221,40 @@ mod tests {
         assert_eq!(out["clusters"][0], kc["clusters"][0]);
         assert_eq!(out["users"][0]["user"]["client-key"], "/etc/kube/k.pem");
         assert_eq!(out["users"][0]["user"]["token"], "t");
+    }
+
+    #[test]
+    fn with_token_keeps_only_the_current_cluster_and_the_token() {
+        let kc = json!({
+            "current-context": "b",
+            "contexts": [{"name": "a", "context": {"cluster": "ca", "user": "admin"}},
+                         {"name": "b", "context": {"cluster": "cb", "user": "admin", "namespace": "x"}}],
+            "clusters": [{"name": "ca", "cluster": {"server": "https://a.invalid:1"}},
+                         {"name": "cb", "cluster": {"server": "https://b.invalid:6443", "certificate-authority": "ca.crt"}}],
+            "users": [{"name": "admin", "user": {"client-key": "k.pem", "client-certificate": "c.pem"}}],
+        });
+        let out = with_token(&kc, Path::new("/etc/kube/config"), "sa-token", "sa").unwrap();
+        assert_eq!(out["clusters"].as_array().unwrap().len(), 1);
+        assert_eq!(out["clusters"][0]["name"], "cb");
+        assert_eq!(
+            out["clusters"][0]["cluster"]["certificate-authority"],
+            "/etc/kube/ca.crt"
+        );
+        assert_eq!(
+            out["users"],
+            json!([{"name": "sa", "user": {"token": "sa-token"}}])
+        );
+        assert_eq!(
+            out["contexts"],
+            json!([{"name": "b", "context": {"cluster": "cb", "user": "sa", "namespace": "x"}}])
+        );
+        assert_eq!(out["current-context"], "b");
+        // It still goes through the forwarder like any kubeconfig.
+        let fwd = forwarded(&out, Path::new("/tmp/sa"), 4242).unwrap();
+        assert_eq!(
+            fwd["clusters"][0]["cluster"]["server"],
+            "https://127.0.0.1:4242"
+        );
+        assert_eq!(fwd["users"][0]["user"]["token"], "sa-token");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`cluster`]: which API server, and the test's objects there ([`cluster::Cluster`]).
 //! - [`forward`]: the TCP forwarder that lets plexus, inside the test's host namespace, reach the API.
-//! - [`kubeconfig`]: plexus's kubeconfig, pointing at the forwarder.
+//! - [`kubeconfig`]: plexus's kubeconfig, pointing at the forwarder, with a ServiceAccount token.
+//! - [`rbac`]: plexus's identity as `deploy/` defines it (ServiceAccount, ClusterRole, binding).
 //! - [`runtime`]: the container runtime's side, with libcni's semantics (plexus's `Invoker`).
 //! - [`netns`]: network namespaces that clean up after themselves.
 //! - [`world`]: one test's world, tying these together, with the checks every scenario ends with.
@@ -14,5 +15,6 @@ pub mod forward;
 pub mod kubeconfig;
 pub mod netns;
 pub mod proc;
+pub mod rbac;
 pub mod runtime;
 pub mod world;

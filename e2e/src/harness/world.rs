@@ -4,6 +4,12 @@
 //! plugins' state (host-local `dataDir`, tuning `dataDir`), the runtime's libcni cache and plexus's log.
 //! Pods are [`Sandbox`]es: an API pod plus a "pod" network namespace and a container ID.
 //!
+//! plexus never gets the test's own (admin) credentials. Its kubeconfig carries only a token (from the
+//! TokenRequest API, [`rbac::TOKEN_SECONDS`]) of ServiceAccount `plexus` in the test's namespace, bound by
+//! ClusterRoleBinding `<namespace>` to `deploy/clusterrole.yaml`'s ClusterRole, as the DaemonSet's
+//! identity is; so every scenario proves that ClusterRole is enough. [`World::with_cluster_role`] binds
+//! another ClusterRole instead (the negative check: a role too small must make ADD fail).
+//!
 //! Drop order tears down the forwarder, then the host namespace (and with it anything a failed test left
 //! there), then the API objects, then the directory — also when a test panics.
 
@@ -16,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::api::{core::v1::Event, rbac::v1::ClusterRole};
 use plexus::{
     invoke::RuntimeConf,
     k8s::{annotations::NETWORK_STATUS_ANNOTATION, status},
@@ -30,6 +36,7 @@ use super::{
     kubeconfig,
     netns::Netns,
     proc::{effective_uid, random_hex, run_bounded},
+    rbac,
     runtime::{
         CNI_BIN, CniFailure, CniRuntime, pod_runtime_conf, results_for, write_plexus_wrapper,
     },
@@ -112,12 +119,25 @@ pub struct World {
     pub cluster: Cluster,
     /// The test's namespace; also plexus's `multusNamespace`.
     pub ns: String,
+    /// The ServiceAccount (in [`World::ns`]) whose token plexus's kubeconfig carries.
+    pub service_account: String,
+    /// plexus's user name on the API server: `system:serviceaccount:<ns>:<service_account>`.
+    pub plexus_user: String,
+    /// The ClusterRole that ServiceAccount is bound to (deploy's, unless [`World::with_cluster_role`]).
+    pub cluster_role: String,
     dir: TempDir,
 }
 
 impl World {
-    /// Set up everything for test `test`, running `plexus` (the binary under test).
+    /// Set up everything for test `test`, running `plexus` (the binary under test) with the credentials
+    /// of a ServiceAccount bound to deploy's ClusterRole.
     pub fn new(test: &str, plexus: &Path) -> World {
+        Self::with_cluster_role(test, plexus, None)
+    }
+
+    /// [`World::new`], with plexus's ServiceAccount bound to a copy of `role` (named
+    /// `<namespace>-<role's name>`, deleted with the world) instead of deploy's ClusterRole when given.
+    pub fn with_cluster_role(test: &str, plexus: &Path, role: Option<&ClusterRole>) -> World {
         require_environment();
         let mut cluster = Cluster::start();
         let ns = cluster.create_namespace("");
@@ -132,13 +152,33 @@ impl World {
             .tempdir()
             .expect("tempdir");
 
-        // plexus's kubeconfig: the server's, through the forwarder in the host namespace.
+        // plexus's identity: a ServiceAccount bound to the ClusterRole, and a token of it.
+        let cluster_role = match role {
+            None => cluster.hold_deploy_cluster_role(),
+            Some(r) => {
+                let name = format!("{ns}-{}", r.metadata.name.as_deref().unwrap_or("role"));
+                cluster.create_cluster_role(&rbac::renamed(r, &name))
+            }
+        };
+        let service_account = rbac::deploy_service_account_name();
+        cluster.create_service_account(&ns, &service_account);
+        cluster.bind_cluster_role(&ns, &cluster_role, &ns, &service_account);
+        let token = cluster.request_token(&ns, &service_account, rbac::TOKEN_SECONDS);
+        let plexus_user = format!("system:serviceaccount:{ns}:{service_account}");
+
+        // plexus's kubeconfig: the server's cluster with only that token, through the forwarder in the
+        // host namespace.
         let original = kubeconfig::read(cluster.kubeconfig()).expect("read the kubeconfig");
+        let direct = kubeconfig::with_token(&original, cluster.kubeconfig(), &token, &plexus_user)
+            .expect("the ServiceAccount's kubeconfig");
+        let direct_path = dir.path().join("serviceaccount.kubeconfig");
+        kubeconfig::write(&direct_path, &direct).expect("write the ServiceAccount's kubeconfig");
+        cluster.wait_authorized(&direct_path, &ns);
         let upstream = kubeconfig::endpoint(&original)
             .and_then(|ep| ep.resolve())
             .expect("the API server's address");
         let fwd = Forwarder::start(&host.path(), upstream).expect("start the API forwarder");
-        let forwarded = kubeconfig::forwarded(&original, cluster.kubeconfig(), fwd.port())
+        let forwarded = kubeconfig::forwarded(&direct, &direct_path, fwd.port())
             .expect("rewrite the kubeconfig");
 
         let w = World {
@@ -147,6 +187,9 @@ impl World {
             host,
             cluster,
             ns,
+            service_account,
+            plexus_user,
+            cluster_role,
             dir,
         };
         for d in [

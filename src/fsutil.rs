@@ -1,9 +1,9 @@
 //! Crash-safe file writes: temp file in the target directory, fsync, rename, fsync of the directory.
 
 use std::{
-    fs::{self, File, OpenOptions},
+    fs::{self, File, OpenOptions, Permissions},
     io::{self, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
     path::Path,
 };
 
@@ -16,35 +16,51 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
 }
 
 /// Write `bytes` to `path` atomically with file `mode`: readers see the old content or the new, never a
-/// torn file, even across a crash or power loss.
+/// torn file, even across a crash or power loss. The temp file is per process, so concurrent plexus
+/// processes never write into each other's temp file.
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let (dir, name) = split(path)?;
+    // A leading dot keeps the temp file from ever looking like a container ID (which starts alphanumeric).
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    replace_with(path, &tmp, mode, |f| f.write_all(bytes))
+}
+
+fn split(path: &Path) -> io::Result<(&Path, String)> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    // A leading dot keeps the temp file from ever looking like a container ID (which starts alphanumeric).
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    Ok((dir, name.to_string_lossy().into_owned()))
+}
+
+/// Replace `path` with what `fill` writes into the temp file `tmp` (in the same directory): mode set
+/// explicitly (the umask does not apply), fsync, rename over `path`, fsync of the directory. On failure
+/// the temp file is removed and `path` is untouched.
+pub fn replace_with(
+    path: &Path,
+    tmp: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    let (dir, _) = split(path)?;
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
+            .open(tmp)?;
+        fill(&mut f)?;
+        f.set_permissions(Permissions::from_mode(mode))?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
+        fs::rename(tmp, path)?;
         File::open(dir)?.sync_all()
     })();
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(tmp);
     }
     result
 }

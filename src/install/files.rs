@@ -4,9 +4,9 @@
 //! torn config. Nothing is written when the content and mode are already right.
 
 use std::{
-    fs::{self, File, OpenOptions, Permissions},
+    fs::{self, File, Permissions},
     io::{self, Read, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
 };
 
@@ -57,26 +57,7 @@ fn replace(
     mode: u32,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
-    let tmp = temp_path(path)?;
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        fill(&mut f)?;
-        f.set_permissions(Permissions::from_mode(mode))?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        // The parent exists: temp_path checked it.
-        File::open(path.parent().unwrap_or(Path::new("/")))?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::fsutil::replace_with(path, &temp_path(path)?, mode, fill)
 }
 
 /// Write `bytes` to `path` with `mode` unless it already holds exactly that.

@@ -1,0 +1,172 @@
+//! plexus-bench: what plexus costs beyond the delegates it runs (issue 5).
+//!
+//! ```sh
+//! sudo cargo run --release -p plexus-e2e --bin plexus-bench -- [--quick] [--json PATH]
+//! ```
+//!
+//! On real network namespaces with Debian's plugins (a `bridge` cluster network and K `macvlan`
+//! secondaries, all with `host-local`) and an API server — the in-process stand-in listening on loopback
+//! inside the bench's host namespace, or `E2E_KUBECONFIG`'s — it measures, for each K:
+//!
+//! - plexus's ADD and DEL as the container runtime sees them (plexus's own libcni-like [`Invoker`]
+//!   running the node's conflist `[plexus]` on a thread inside the host namespace), and the *floor*: the
+//!   same delegate configs run directly by the same runner, in sequence (DEL in reverse), with the
+//!   same attachment parameters. Runs interleave plexus and floor, alternating which goes first;
+//! - plexus's API requests per ADD and per DEL from the stand-in's request log, and the sequential
+//!   round trips of an ADD (see [`analysis`]); whether ADD waits for its events (latency injected into
+//!   event POSTs only);
+//! - the peak RSS of the plexus process itself (see [`exec`]);
+//!
+//! and once: the binary's size, a burst of pods started concurrently (K=3) with a leak check, and
+//! ADD latency with many unrelated NADs in the pod's namespace against a twin namespace without them.
+//!
+//! [`Invoker`]: plexus::invoke::Invoker
+
+mod analysis;
+mod api;
+mod exec;
+mod opts;
+mod phases;
+mod report;
+mod setup;
+mod stats;
+mod system;
+
+use std::{collections::BTreeMap, io::Write, process::ExitCode, time::Instant};
+
+use opts::{Opts, USAGE};
+use report::{Report, Settings};
+use setup::{Bench, Pod};
+
+/// The program: parse, run, print.
+pub fn main() -> ExitCode {
+    let opts = match Opts::parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("plexus-bench: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if opts.help {
+        let _ = writeln!(std::io::stdout(), "{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    match run(&opts) {
+        Ok(report) => {
+            let _ = write!(std::io::stdout().lock(), "{}", report.markdown());
+            if let Some(path) = &opts.json {
+                let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                if let Err(e) = std::fs::write(path, text + "\n") {
+                    eprintln!("plexus-bench: cannot write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("plexus-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn require_environment() -> Result<(), String> {
+    if plexus_e2e::harness::proc::effective_uid() != Some(0) {
+        return Err("needs root (it creates network namespaces): run it with sudo".into());
+    }
+    for p in ["bridge", "macvlan", "host-local"] {
+        let path = std::path::Path::new(plexus_e2e::harness::runtime::CNI_BIN).join(p);
+        if !path.is_file() {
+            return Err(format!(
+                "{} is missing: install containernetworking-plugins",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Run every phase.
+pub fn run(opts: &Opts) -> Result<Report, String> {
+    let started = Instant::now();
+    require_environment()?;
+    let machine = system::Machine::describe();
+    let binary = system::plexus_binary()?;
+    eprintln!(
+        "plexus-bench: measuring {} ({})",
+        binary.path.display(),
+        binary.origin
+    );
+    let mut bench = Bench::setup(&binary.path, opts)?;
+    eprintln!("plexus-bench: API server: {}", bench.api.describe());
+
+    // Latency, requests, round trips, events, RSS: per K, each K with its own pod.
+    let mut pods: BTreeMap<usize, Pod> = BTreeMap::new();
+    let mut per_k = Vec::new();
+    let mut events_probe = None;
+    let probe_k = if opts.ks.contains(&3) {
+        3
+    } else {
+        *opts.ks.last().unwrap_or(&0)
+    };
+    for &k in &opts.ks {
+        let pod = bench.pod(&bench.ns, &format!("bench-k{k}"), k)?;
+        let mut r = phases::latency(&bench, &pod, opts)?;
+        r.round_trips = phases::round_trips(&bench, &pod, opts, r.add.median_ms)?;
+        if k == probe_k {
+            events_probe = phases::events_probe(&bench, &pod, opts, r.add.median_ms)?;
+        }
+        if opts.rss_runs > 0 {
+            let (a, d) = phases::peak_rss(&bench, &pod, opts)?;
+            r.peak_rss_add_kib = a.map(|m| m.peak_kib);
+            r.peak_rss_del_kib = d.map(|m| m.peak_kib);
+            r.memory_add = a;
+        }
+        per_k.push(r);
+        pods.insert(k, pod);
+    }
+
+    // Unrelated NADs: a K=3 pod here against a K=3 pod in a namespace full of other NADs.
+    let pod_a = match pods.remove(&3) {
+        Some(p) => p,
+        None => bench.pod(&bench.ns.clone(), "bench-nads-base", 3)?,
+    };
+    let nads = phases::unrelated_nads(&mut bench, &pod_a, opts)?;
+    let (unrelated_nads, pod_b) = match nads {
+        Some((r, p)) => (Some(r), Some(p)),
+        None => (None, None),
+    };
+
+    let burst = phases::burst(&bench, 3, opts)?;
+
+    let mut all: Vec<&Pod> = pods.values().collect();
+    all.push(&pod_a);
+    all.extend(pod_b.as_ref());
+    let final_leaks = bench.leaks(&all);
+
+    let mut report = Report {
+        api: bench.api.describe(),
+        standin: bench.api.standin().is_some(),
+        plexus_user: bench.plexus_user.clone(),
+        machine,
+        binary,
+        settings: Settings::from(opts),
+        per_k,
+        events_probe,
+        unrelated_nads,
+        burst,
+        final_leaks,
+        forwarded_connections: bench.api.forwarded_connections(),
+        targets: Vec::new(),
+        seconds: 0.0,
+    };
+    // Pods go before the world they live in.
+    drop(all);
+    drop(pods);
+    drop(pod_a);
+    drop(pod_b);
+    drop(bench);
+    report.seconds = started.elapsed().as_secs_f64();
+    report.evaluate();
+    Ok(report)
+}

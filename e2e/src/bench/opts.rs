@@ -1,0 +1,141 @@
+//! Command-line options.
+
+use std::path::PathBuf;
+
+/// The usage text.
+pub const USAGE: &str = "usage: plexus-bench [--quick] [--runs N] [--warmup N] [--ks 0,1,3,8] [--burst PODS]
+                    [--unrelated-nads N] [--rss-runs N] [--rt-runs N] [--latency-ms MS] [--json PATH]
+
+Measures plexus (ADD/DEL latency against the bare delegates, API requests and round trips, peak RSS,
+binary size, a concurrent burst, the effect of unrelated NADs) on real network namespaces with
+Debian's CNI plugins. Needs root. The plexus binary is E2E_PLEXUS_BIN when set, else the bench builds
+it with `cargo build --release -p plexus` (the root Cargo.toml's release profile).
+The API server is an in-process stand-in (listening on loopback inside the bench's host namespace),
+or the real one named by E2E_KUBECONFIG.
+
+  --runs N            measured runs per K and per variant (default 30; --quick: 5)
+  --warmup N          unmeasured runs first (default 3; --quick: 1)
+  --ks LIST           numbers of secondary networks (default 0,1,3,8; at most 8)
+  --burst PODS        pods started concurrently, K=3 (default 50; --quick: 8; 0 skips)
+  --unrelated-nads N  unrelated NADs for the list-cost check (default 1000; --quick: 100; 0 skips)
+  --rss-runs N        ptrace'd runs per K for peak RSS (default 3; --quick: 1)
+  --rt-runs N         runs per K with injected API latency, for round trips (default 3; --quick: 1)
+  --latency-ms MS     the latency injected for the round-trip count (default 50)
+  --json PATH         also write the results as JSON
+  --quick             a smoke run: small defaults for everything not given
+
+Diagnostics (they change what is measured; for profiling only):
+  --wrap CMD          run plexus as `CMD <plexus>` (split on whitespace), e.g. 'strace -ff -tt -o /tmp/st'
+  --plexus-log PATH   plexus logs at debug level to PATH";
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opts {
+    /// Measured runs per K.
+    pub runs: usize,
+    /// Warm-up runs per K.
+    pub warmup: usize,
+    /// The Ks.
+    pub ks: Vec<usize>,
+    /// Burst size (0: skip).
+    pub burst: usize,
+    /// Unrelated NADs (0: skip).
+    pub unrelated_nads: usize,
+    /// Traced runs per K for the peak RSS.
+    pub rss_runs: usize,
+    /// Runs per K with injected latency.
+    pub rt_runs: usize,
+    /// The injected latency.
+    pub latency_ms: u64,
+    /// Where to write JSON.
+    pub json: Option<PathBuf>,
+    /// `--quick`.
+    pub quick: bool,
+    /// `--wrap`: a command plexus runs under.
+    pub wrap: Option<String>,
+    /// `--plexus-log`.
+    pub plexus_log: Option<PathBuf>,
+    /// `--help`.
+    pub help: bool,
+}
+
+/// The most secondary networks a K may ask for.
+pub const MAX_K: usize = 8;
+
+impl Opts {
+    /// Parse the arguments (without the program name).
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Opts, String> {
+        let mut it = args.into_iter();
+        let (mut runs, mut warmup, mut burst, mut nads, mut rss, mut rt) =
+            (None, None, None, None, None, None);
+        let mut ks = vec![0, 1, 3, 8];
+        let mut latency_ms = 50;
+        let mut json = None;
+        let (mut wrap, mut plexus_log) = (None, None);
+        let (mut quick, mut help) = (false, false);
+        let num = |flag: &str, v: Option<String>| -> Result<usize, String> {
+            v.ok_or_else(|| format!("{flag} needs a value"))?
+                .parse::<usize>()
+                .map_err(|e| format!("{flag}: {e}"))
+        };
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--runs" => runs = Some(num("--runs", it.next())?),
+                "--warmup" => warmup = Some(num("--warmup", it.next())?),
+                "--burst" => burst = Some(num("--burst", it.next())?),
+                "--unrelated-nads" => nads = Some(num("--unrelated-nads", it.next())?),
+                "--rss-runs" => rss = Some(num("--rss-runs", it.next())?),
+                "--rt-runs" => rt = Some(num("--rt-runs", it.next())?),
+                "--latency-ms" => latency_ms = num("--latency-ms", it.next())? as u64,
+                "--ks" => {
+                    let v = it.next().ok_or("--ks needs a value")?;
+                    ks = v
+                        .split(',')
+                        .map(|k| k.trim().parse::<usize>().map_err(|e| format!("--ks: {e}")))
+                        .collect::<Result<_, _>>()?;
+                }
+                "--json" => json = Some(PathBuf::from(it.next().ok_or("--json needs a path")?)),
+                "--wrap" => wrap = Some(it.next().ok_or("--wrap needs a command")?),
+                "--plexus-log" => {
+                    plexus_log = Some(PathBuf::from(it.next().ok_or("--plexus-log needs a path")?))
+                }
+                "--quick" => quick = true,
+                "-h" | "--help" => help = true,
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        if ks.is_empty() || ks.iter().any(|&k| k > MAX_K) {
+            return Err(format!("--ks: each K must be 0..={MAX_K}"));
+        }
+        ks.sort_unstable();
+        ks.dedup();
+        let pick = |v: Option<usize>, full: usize, small: usize| {
+            v.unwrap_or(if quick { small } else { full })
+        };
+        let opts = Opts {
+            runs: pick(runs, 30, 5),
+            warmup: pick(warmup, 3, 1),
+            ks,
+            burst: pick(burst, 50, 8),
+            unrelated_nads: pick(nads, 1000, 100),
+            rss_runs: pick(rss, 3, 1),
+            rt_runs: pick(rt, 3, 1),
+            latency_ms,
+            json,
+            quick,
+            wrap,
+            plexus_log,
+            help,
+        };
+        if opts.runs == 0 {
+            return Err("--runs must be at least 1".into());
+        }
+        if opts.latency_ms < 10 {
+            return Err(
+                "--latency-ms must be at least 10 (the request log has millisecond resolution)"
+                    .into(),
+            );
+        }
+        Ok(opts)
+    }
+}

@@ -1,0 +1,455 @@
+//! The results: JSON, a markdown table, and the issue's targets.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{
+    opts::Opts,
+    phases::{BurstResult, EventsProbe, KResult, NadsResult},
+    system::{Binary, Machine},
+};
+
+/// How the run was configured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Measured runs per K.
+    pub runs: usize,
+    /// Warm-up runs per K.
+    pub warmup: usize,
+    /// The Ks.
+    pub ks: Vec<usize>,
+    /// Traced runs per K for the peak RSS.
+    pub rss_runs: usize,
+    /// Runs with injected latency per K.
+    pub rt_runs: usize,
+    /// The latency injected to count round trips.
+    pub latency_ms: u64,
+    /// `--quick`.
+    pub quick: bool,
+    /// Diagnostics in effect (`--wrap`, `--plexus-log`): the numbers are then not plexus's own.
+    pub diagnostics: Option<String>,
+}
+
+impl From<&Opts> for Settings {
+    fn from(o: &Opts) -> Settings {
+        Settings {
+            runs: o.runs,
+            warmup: o.warmup,
+            ks: o.ks.clone(),
+            rss_runs: o.rss_runs,
+            rt_runs: o.rt_runs,
+            latency_ms: o.latency_ms,
+            quick: o.quick,
+            diagnostics: match (&o.wrap, &o.plexus_log) {
+                (None, None) => None,
+                (w, l) => Some(format!(
+                    "{}{}",
+                    w.as_ref()
+                        .map(|w| format!("plexus run under `{w}`; "))
+                        .unwrap_or_default(),
+                    l.as_ref()
+                        .map(|l| format!("plexus logging at debug level to {}", l.display()))
+                        .unwrap_or_default()
+                )),
+            },
+        }
+    }
+}
+
+/// One of issue 5's targets.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// What.
+    pub name: String,
+    /// The limit, in words.
+    pub limit: String,
+    /// What was measured.
+    pub measured: String,
+    /// Met, not met, or not measured (`None`).
+    pub met: Option<bool>,
+}
+
+/// Everything measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The API server.
+    pub api: String,
+    /// Whether it was the stand-in.
+    pub standin: bool,
+    /// Who plexus authenticates as.
+    pub plexus_user: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The plexus binary.
+    pub binary: Binary,
+    /// Settings.
+    pub settings: Settings,
+    /// Per K.
+    pub per_k: Vec<KResult>,
+    /// Whether ADD waits for its events.
+    pub events_probe: Option<EventsProbe>,
+    /// Unrelated NADs.
+    pub unrelated_nads: Option<NadsResult>,
+    /// The burst.
+    pub burst: Option<BurstResult>,
+    /// What was left at the very end, after every phase.
+    pub final_leaks: Vec<String>,
+    /// Connections the forwarder accepted (real API server only).
+    pub forwarded_connections: Option<usize>,
+    /// The targets.
+    pub targets: Vec<Target>,
+    /// Wall time of the whole bench.
+    pub seconds: f64,
+}
+
+fn st_diag(r: &Report) -> Option<String> {
+    r.settings.diagnostics.clone()
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn mib_kib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+impl Report {
+    /// Evaluate issue 5's targets.
+    pub fn evaluate(&mut self) {
+        let mut t = Vec::new();
+        let worst = |f: fn(&KResult) -> f64| {
+            self.per_k
+                .iter()
+                .map(|r| (r.k, f(r)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let per_k = |f: fn(&KResult) -> f64| {
+            self.per_k
+                .iter()
+                .map(|r| format!("K={}: {:.1}", r.k, f(r)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let add = worst(|r| r.overhead_add_ms);
+        let del = worst(|r| r.overhead_del_ms);
+        t.push(Target {
+            name: "median ADD overhead over the floor, every K".into(),
+            limit: "≤ 8 ms".into(),
+            measured: format!("{} ms", per_k(|r| r.overhead_add_ms)),
+            met: add.map(|(_, v)| v <= 8.0),
+        });
+        t.push(Target {
+            name: "median DEL overhead over the floor, every K".into(),
+            limit: "≤ 8 ms".into(),
+            measured: format!("{} ms", per_k(|r| r.overhead_del_ms)),
+            met: del.map(|(_, v)| v <= 8.0),
+        });
+        let rts: Vec<(usize, usize)> = self
+            .per_k
+            .iter()
+            .filter_map(|r| r.round_trips.as_ref().map(|x| (r.k, x.sequential)))
+            .collect();
+        t.push(Target {
+            name: "sequential API round trips per ADD, whatever K".into(),
+            limit: "≤ 3".into(),
+            measured: if rts.is_empty() {
+                "not measured (stand-in only)".into()
+            } else {
+                rts.iter()
+                    .map(|(k, n)| format!("K={k}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            met: (!rts.is_empty()).then(|| rts.iter().all(|(_, n)| *n <= 3)),
+        });
+        t.push(Target {
+            name: "events off ADD's critical path".into(),
+            limit: "ADD does not wait for event POSTs".into(),
+            measured: match &self.events_probe {
+                Some(p) => format!(
+                    "{} ms injected into every event POST (K={}): ADD median {:.1} → {:.1} ms ({:+.1} ms)",
+                    p.injected_ms, p.k, p.add_median_ms, p.add_median_with_ms, p.delta_ms
+                ),
+                None => "not measured (stand-in only)".into(),
+            },
+            met: self.events_probe.as_ref().map(|p| !p.on_critical_path),
+        });
+        let dels: Vec<usize> = self.per_k.iter().filter_map(|r| r.api_del_max).collect();
+        t.push(Target {
+            name: "API requests of a DEL with the cache present".into(),
+            limit: "0".into(),
+            measured: if dels.is_empty() {
+                "not measured (stand-in only)".into()
+            } else {
+                format!("at most {}", dels.iter().max().copied().unwrap_or(0))
+            },
+            met: (!dels.is_empty()).then(|| dels.iter().all(|&n| n == 0)),
+        });
+        let rss = self
+            .per_k
+            .iter()
+            .flat_map(|r| [r.peak_rss_add_kib, r.peak_rss_del_kib])
+            .flatten()
+            .max();
+        t.push(Target {
+            name: "peak RSS of the plexus process".into(),
+            limit: "≤ 10 MiB".into(),
+            measured: rss.map_or("not measured".into(), |k| {
+                format!("{:.2} MiB ({k} KiB)", mib_kib(k))
+            }),
+            met: rss.map(|k| k <= 10 * 1024),
+        });
+        let size = self.binary.stripped_bytes.unwrap_or(self.binary.size_bytes);
+        t.push(Target {
+            name: "stripped release binary".into(),
+            limit: "≤ 15 MiB".into(),
+            measured: format!(
+                "{:.2} MiB ({size} bytes){}",
+                size as f64 / MIB,
+                if self.binary.release_build {
+                    ""
+                } else {
+                    " — not the bench's release build"
+                }
+            ),
+            met: Some(size as f64 <= 15.0 * MIB),
+        });
+        t.push(Target {
+            name: "unrelated NADs in the pod's namespace".into(),
+            limit: "change ADD latency < 10 %".into(),
+            measured: match &self.unrelated_nads {
+                Some(n) => format!(
+                    "{} NADs: median ADD {:.1} → {:.1} ms ({:+.1} %)",
+                    n.unrelated, n.base.median_ms, n.with.median_ms, n.change_pct
+                ),
+                None => "not measured".into(),
+            },
+            met: self
+                .unrelated_nads
+                .as_ref()
+                .map(|n| n.change_pct.abs() < 10.0),
+        });
+        t.push(Target {
+            name: "burst: no failure, no leak".into(),
+            limit: "0 failures, 0 leaks".into(),
+            measured: match &self.burst {
+                Some(b) => format!(
+                    "{} pods: {} ADD failure(s), {} DEL failure(s), {} leak(s); {} leak(s) at the end",
+                    b.pods,
+                    b.failures.len(),
+                    b.del_failures.len(),
+                    b.leaks.len(),
+                    self.final_leaks.len()
+                ),
+                None => "not measured".into(),
+            },
+            met: self.burst.as_ref().map(|b| {
+                b.failures.is_empty()
+                    && b.del_failures.is_empty()
+                    && b.leaks.is_empty()
+                    && self.final_leaks.is_empty()
+            }),
+        });
+        self.targets = t;
+    }
+
+    /// The markdown report.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(s, "## plexus-bench\n");
+        let _ = writeln!(
+            s,
+            "- machine: {} CPUs, {}, kernel {}, {} ({})",
+            m.cpus, m.cpu_model, m.kernel, m.plugins, m.bridge_version
+        );
+        let _ = writeln!(
+            s,
+            "- plexus: `{}` — {}; {} bytes{}",
+            self.binary.path.display(),
+            self.binary.origin,
+            self.binary.size_bytes,
+            self.binary
+                .stripped_bytes
+                .map(|b| format!(" ({b} after `strip`)"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "- API server: {}; plexus authenticates as {} (deploy/'s ClusterRole)",
+            self.api, self.plexus_user
+        );
+        if let Some(d) = &st_diag(self) {
+            let _ = writeln!(s, "- **diagnostics on — not plexus's own numbers**: {d}");
+        }
+        let st = &self.settings;
+        let _ = writeln!(
+            s,
+            "- {} measured runs (+{} warm-up) per K and variant, plexus and floor interleaved; peak RSS over {} traced ADD+DEL; round trips over {} ADD(s) with {} ms injected per request{}\n",
+            st.runs,
+            st.warmup,
+            st.rss_runs,
+            st.rt_runs,
+            st.latency_ms,
+            if st.quick { "; --quick" } else { "" }
+        );
+        let _ = writeln!(
+            s,
+            "| K | plexus ADD ms: median / p90 / min | floor ADD ms (median) | ADD overhead ms | plexus DEL ms: median / p90 / min | floor DEL ms (median) | DEL overhead ms | API requests / ADD | sequential round trips / ADD | API requests / DEL | peak RSS MiB (ADD / DEL) |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for r in &self.per_k {
+            let api_add = match (&r.api_add, r.api_add_min) {
+                (Some(c), Some(min)) if min != c.total => format!("{min}–{}", c.total),
+                (Some(c), _) => c.total.to_string(),
+                _ => "n/a".into(),
+            };
+            let rt = r
+                .round_trips
+                .as_ref()
+                .map_or("n/a".into(), |x| x.sequential.to_string());
+            let rss = |v: Option<u64>| v.map_or("n/a".into(), |k| format!("{:.2}", mib_kib(k)));
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1} | {} | {} | {} | {} / {} |",
+                r.k,
+                r.add.median_ms,
+                r.add.p90_ms,
+                r.add.min_ms,
+                r.floor_add.median_ms,
+                r.overhead_add_ms,
+                r.del.median_ms,
+                r.del.p90_ms,
+                r.del.min_ms,
+                r.floor_del.median_ms,
+                r.overhead_del_ms,
+                api_add,
+                rt,
+                r.api_del_max.map_or("n/a".into(), |n| n.to_string()),
+                rss(r.peak_rss_add_kib),
+                rss(r.peak_rss_del_kib),
+            );
+        }
+        let _ = writeln!(s);
+        for r in &self.per_k {
+            if let Some(c) = &r.api_add {
+                let _ = writeln!(s, "- K={}: ADD's requests: {}", r.k, c.breakdown());
+            }
+        }
+        for r in &self.per_k {
+            if let Some(x) = &r.round_trips {
+                let _ = writeln!(
+                    s,
+                    "- K={}: with {} ms added to every API request, the longest chain of requests each sent after the previous one's answer was {} (most of {} ADDs); ADD's median grew {:.0} → {:.0} ms, ≈ {:.1} × {} ms",
+                    r.k,
+                    x.latency_ms,
+                    x.sequential,
+                    x.runs,
+                    r.add.median_ms,
+                    x.add_median_ms,
+                    x.latencies_waited,
+                    x.latency_ms
+                );
+            }
+        }
+        for r in &self.per_k {
+            if let Some(m) = &r.memory_add {
+                let _ = writeln!(
+                    s,
+                    "- K={}: plexus's ADD peaked at {:.2} MiB resident; at its exit {:.2} MiB anonymous (heap, stacks) and {:.2} MiB file-backed (its binary, libc)",
+                    r.k,
+                    mib_kib(m.peak_kib),
+                    mib_kib(m.anon_kib),
+                    mib_kib(m.file_kib)
+                );
+            }
+        }
+        if let Some(n) = self.forwarded_connections {
+            let _ = writeln!(
+                s,
+                "- API requests are not counted against a real server (TLS passes the forwarder untouched); the forwarder accepted {n} connections in all"
+            );
+        }
+        if let Some(p) = &self.events_probe {
+            let _ = writeln!(
+                s,
+                "- events: with {} ms added to every event POST, K={} ADD's median went {:.1} → {:.1} ms ({:+.1} ms): {}",
+                p.injected_ms,
+                p.k,
+                p.add_median_ms,
+                p.add_median_with_ms,
+                p.delta_ms,
+                if p.on_critical_path {
+                    "ADD waits for its events"
+                } else {
+                    "ADD does not wait for its events"
+                }
+            );
+        }
+        if let Some(n) = &self.unrelated_nads {
+            let _ = writeln!(
+                s,
+                "- {} unrelated NADs in the pod's namespace (K={}): ADD median / p90 {:.1} / {:.1} ms without, {:.1} / {:.1} ms with: {:+.1} %",
+                n.unrelated,
+                n.k,
+                n.base.median_ms,
+                n.base.p90_ms,
+                n.with.median_ms,
+                n.with.p90_ms,
+                n.change_pct
+            );
+        }
+        if let Some(b) = &self.burst {
+            let _ = writeln!(
+                s,
+                "- burst: {} pods (K={}) at once: all ADDs done in {:.0} ms; per pod p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; {} ADD failure(s); concurrent DEL of all in {:.0} ms, {} failure(s); leaks: {}",
+                b.pods,
+                b.k,
+                b.wall_ms,
+                b.per_pod.map_or(0.0, |x| x.median_ms),
+                b.per_pod.map_or(0.0, |x| x.p99_ms),
+                b.per_pod.map_or(0.0, |x| x.max_ms),
+                b.failures.len(),
+                b.del_wall_ms,
+                b.del_failures.len(),
+                if b.leaks.is_empty() {
+                    "none".to_string()
+                } else {
+                    b.leaks.join("; ")
+                }
+            );
+            for f in b.failures.iter().chain(&b.del_failures).take(5) {
+                let _ = writeln!(s, "  - {f}");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "- leaks after every phase: {}",
+            if self.final_leaks.is_empty() {
+                "none".to_string()
+            } else {
+                self.final_leaks.join("; ")
+            }
+        );
+        let _ = writeln!(
+            s,
+            "\n| target | limit | measured | met |\n|---|---|---|---|"
+        );
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                t.name,
+                t.limit,
+                t.measured,
+                match t.met {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "n/a",
+                }
+            );
+        }
+        let _ = writeln!(s, "\n(bench wall time {:.0} s)", self.seconds);
+        s
+    }
+}

@@ -1,0 +1,182 @@
+//! The machine, and the plexus binary measured.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// What the numbers were measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Online CPUs.
+    pub cpus: usize,
+    /// `model name` from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// The CNI plugins package (dpkg), if known.
+    pub plugins: String,
+    /// What `/usr/lib/cni/bridge --version` prints (its first line).
+    pub bridge_version: String,
+}
+
+fn first_line(cmd: &mut Command) -> String {
+    cmd.stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+impl Machine {
+    /// Describe this machine.
+    pub fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            plugins: first_line(Command::new("dpkg-query").args([
+                "-W",
+                "-f",
+                "${Package} ${Version}",
+                "containernetworking-plugins",
+            ])),
+            bridge_version: first_line(Command::new("/usr/lib/cni/bridge").arg("--version")),
+        }
+    }
+}
+
+/// The plexus binary measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Binary {
+    /// Its path.
+    pub path: PathBuf,
+    /// How it came to be.
+    pub origin: String,
+    /// Whether it is the release build the bench made itself.
+    pub release_build: bool,
+    /// Its size in bytes.
+    pub size_bytes: u64,
+    /// The size of a copy passed through `strip` (None when `strip` is missing).
+    pub stripped_bytes: Option<u64>,
+}
+
+/// The root of the workspace (this crate's parent).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `E2E_PLEXUS_BIN`, or a release build of package `plexus` made now with cargo (the root
+/// Cargo.toml's `[profile.release]`), found from cargo's own report of the artifact.
+pub fn plexus_binary() -> Result<Binary, String> {
+    if let Some(p) = std::env::var_os("E2E_PLEXUS_BIN").filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(p);
+        if !path.is_file() {
+            return Err(format!("E2E_PLEXUS_BIN={} is not a file", path.display()));
+        }
+        return finish(
+            path,
+            "E2E_PLEXUS_BIN (not built by the bench)".into(),
+            false,
+        );
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = workspace_root().join("Cargo.toml");
+    eprintln!(
+        "plexus-bench: building plexus: cargo build --release -p plexus --bin plexus (manifest {})",
+        manifest.display()
+    );
+    let out = Command::new(&cargo)
+        .args(["build", "--release", "-p", "plexus", "--bin", "plexus"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(["--message-format", "json-render-diagnostics"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| {
+            format!(
+                "cannot run {} (set E2E_PLEXUS_BIN to a plexus binary instead): {e}",
+                Path::new(&cargo).display()
+            )
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build --release -p plexus failed ({})",
+            out.status
+        ));
+    }
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|m| {
+            m["reason"] == "compiler-artifact"
+                && m["target"]["name"] == "plexus"
+                && m["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or("cargo reported no plexus executable")?;
+    finish(
+        path,
+        "cargo build --release -p plexus (root Cargo.toml [profile.release])".into(),
+        true,
+    )
+}
+
+fn finish(path: PathBuf, origin: String, release_build: bool) -> Result<Binary, String> {
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    let size_bytes = std::fs::metadata(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    let stripped_bytes = tempfile::tempdir().ok().and_then(|d| {
+        let copy = d.path().join("plexus");
+        let ok = Command::new("strip")
+            .arg("-o")
+            .arg(&copy)
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| std::fs::metadata(&copy).ok().map(|m| m.len()))
+            .flatten()
+    });
+    Ok(Binary {
+        path,
+        origin,
+        release_build,
+        size_bytes,
+        stripped_bytes,
+    })
+}

@@ -1,0 +1,84 @@
+//! Keeps the benchmark program (`plexus-bench`, issue 5) from rotting: one tiny run of it, K=0 only,
+//! against the fresh `plexus-under-test` build (no release build here), checked for a table and sane
+//! numbers. The real measurements are made with the command in BENCHMARKS.md, not by the test suite.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+#[ignore = "needs root: the bench creates network namespaces and runs Debian's CNI plugins"]
+fn bench_quick_run_prints_a_sane_table() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json_path = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus-bench"))
+        .args(["--quick", "--ks", "0", "--runs", "2", "--warmup", "1"])
+        .args(["--burst", "3", "--unrelated-nads", "5", "--rt-runs", "1"])
+        .arg("--json")
+        .arg(&json_path)
+        .env("E2E_PLEXUS_BIN", env!("CARGO_BIN_EXE_plexus-under-test"))
+        .output()
+        .expect("run plexus-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "plexus-bench failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("| K | plexus ADD ms"),
+        "no table header:\n{stdout}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| 0 |"))
+        .unwrap_or_else(|| panic!("no row for K=0:\n{stdout}"));
+    assert!(!row.contains("NaN"), "{row}");
+    assert!(
+        stdout.contains("| target | limit | measured | met |"),
+        "{stdout}"
+    );
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&json_path).expect("the JSON file"))
+        .expect("the JSON parses");
+    let k0 = &report["per_k"][0];
+    assert_eq!(k0["k"], 0, "{k0:#}");
+    let ms = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    for what in ["add", "del", "floor_add", "floor_del"] {
+        let s = &k0[what];
+        assert_eq!(s["n"], 2, "{what}: {s}");
+        let (min, median, p90) = (ms(&s["min_ms"]), ms(&s["median_ms"]), ms(&s["p90_ms"]));
+        assert!(
+            min > 0.0 && min <= median && median <= p90 && p90 < 60_000.0,
+            "{what}: {s}"
+        );
+    }
+    // A plexus run costs at least what its delegates cost, give or take noise.
+    assert!(
+        ms(&k0["add"]["median_ms"]) > 0.5 * ms(&k0["floor_add"]["median_ms"]),
+        "{k0:#}"
+    );
+    let rss = k0["peak_rss_add_kib"].as_u64().expect("peak RSS measured");
+    assert!((100..1024 * 1024).contains(&rss), "peak RSS {rss} KiB");
+    if report["standin"] == true {
+        // K=0: the pod GET, the status PATCH and one event; DEL from the cache asks nothing.
+        assert_eq!(k0["api_add"]["get_pod"], 1, "{k0:#}");
+        assert_eq!(k0["api_add"]["patch_status"], 1, "{k0:#}");
+        assert_eq!(k0["api_del_max"], 0, "{k0:#}");
+        let rt = k0["round_trips"]["sequential"]
+            .as_u64()
+            .expect("round trips");
+        assert!((1..=10).contains(&rt), "{k0:#}");
+    }
+    assert!(report["binary"]["size_bytes"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(report["burst"]["pods"], 3);
+    assert_eq!(
+        report["burst"]["failures"],
+        Value::Array(vec![]),
+        "{report:#}"
+    );
+    assert_eq!(report["burst"]["leaks"], Value::Array(vec![]), "{report:#}");
+    assert_eq!(report["final_leaks"], Value::Array(vec![]), "{report:#}");
+    assert!(report["targets"].as_array().is_some_and(|t| t.len() >= 8));
+}

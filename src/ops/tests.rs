@@ -517,13 +517,16 @@ fn gc_tears_down_stale_containers_and_honours_the_runtime_list() {
     assert!(cache::path(&w.cni_dir(), "live").exists());
 }
 
-/// A cluster that adds pod networks, replaces the default network, and records published status.
+/// A cluster that adds pod networks, replaces the default network, records published status and counts
+/// NAD lookups by name (answered with a NAD of that name when `nads_by_name`).
 #[derive(Default)]
 struct FakeCluster {
     networks: Vec<NetworkRequest>,
     default: Option<NetworkRequest>,
     fail_publish: bool,
     published: Mutex<Vec<(String, usize)>>,
+    nads_by_name: bool,
+    lookups: Mutex<usize>,
 }
 
 impl Cluster for FakeCluster {
@@ -538,8 +541,17 @@ impl Cluster for FakeCluster {
         })
     }
 
-    fn network_by_name(&self, _: &Config, _: &str) -> Result<Option<NetworkRequest>, ClusterError> {
-        Ok(None)
+    fn network_by_name(
+        &self,
+        _: &Config,
+        name: &str,
+    ) -> Result<Option<NetworkRequest>, ClusterError> {
+        *self.lookups.lock().unwrap() += 1;
+        Ok(self.nads_by_name.then(|| {
+            let mut r = nad(name, None);
+            r.status_name = format!("kube-system/{name}");
+            r
+        }))
     }
 
     fn publish_status(
@@ -703,45 +715,6 @@ fn own_netns_is_refused_code_8() {
     let _ = Path::new("");
 }
 
-/// A cluster whose node-network NAD lookups are counted (and answered with a NAD named `cluster`).
-#[derive(Default)]
-struct CountingCluster {
-    lookups: Mutex<usize>,
-    networks: Vec<NetworkRequest>,
-}
-
-impl Cluster for CountingCluster {
-    fn pod_networks(
-        &self,
-        _: &crate::request::PodRef,
-        _: &Config,
-    ) -> Result<PodNetworks, ClusterError> {
-        Ok(PodNetworks {
-            default_network: None,
-            networks: self.networks.clone(),
-        })
-    }
-
-    fn network_by_name(
-        &self,
-        _: &Config,
-        name: &str,
-    ) -> Result<Option<NetworkRequest>, ClusterError> {
-        *self.lookups.lock().unwrap() += 1;
-        let mut r = nad(name, None);
-        r.status_name = format!("kube-system/{name}");
-        Ok(Some(r))
-    }
-
-    fn publish_status(
-        &self,
-        _: &crate::request::PodRef,
-        _: &[(Attachment, CniResult)],
-    ) -> Result<(), ClusterError> {
-        Ok(())
-    }
-}
-
 fn run_with_args(
     w: &World,
     command: &str,
@@ -780,7 +753,10 @@ fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
     .unwrap();
     let cfg =
         w.config(json!({"cniVersion": "1.1.0", "delegates": null, "clusterNetwork": "cluster"}));
-    let cluster = CountingCluster::default();
+    let cluster = FakeCluster {
+        nads_by_name: true,
+        ..Default::default()
+    };
     run_with_args(&w, "ADD", "IgnoreUnknown=1", &cfg, &cluster).unwrap();
     assert_eq!(
         *cluster.lookups.lock().unwrap(),
@@ -831,7 +807,7 @@ fn del_without_a_cache_rebuilds_the_pods_networks_from_the_api() {
     let cfg = w.config(
         json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
     );
-    let cluster = CountingCluster {
+    let cluster = FakeCluster {
         networks: vec![nad("a", None), nad("b", Some("data0"))],
         ..Default::default()
     };

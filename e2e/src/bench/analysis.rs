@@ -103,9 +103,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Milliseconds since the epoch of an RFC 3339 UTC time as the stand-in writes it
-/// (`2025-01-02T03:04:05.678Z`, or without the fraction when it is zero).
-pub fn parse_millis(t: &str) -> Option<i64> {
+/// Nanoseconds since the epoch of an RFC 3339 UTC time (`2025-01-02T03:04:05.678901234Z`, any number
+/// of fraction digits, or none).
+pub fn parse_nanos(t: &str) -> Option<i128> {
     let (date, time) = t.split_once('T')?;
     let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
     let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
@@ -116,8 +116,18 @@ pub fn parse_millis(t: &str) -> Option<i64> {
     };
     let mut p = hms.split(':').map(|p| p.parse::<i64>().ok());
     let (h, mi, s) = (p.next()??, p.next()??, p.next()??);
-    let frac_ms = format!("{frac:0<3}")[..3].parse::<i64>().ok()?;
-    Some((((days_from_civil(y, mo, da) * 24 + h) * 60 + mi) * 60 + s) * 1000 + frac_ms)
+    if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac_ns = format!("{frac:0<9}").parse::<i128>().ok()?;
+    let secs = ((days_from_civil(y, mo, da) * 24 + h) * 60 + mi) * 60 + s;
+    Some(i128::from(secs) * 1_000_000_000 + frac_ns)
+}
+
+/// Milliseconds since the epoch of an RFC 3339 UTC time as the stand-in writes it
+/// (`2025-01-02T03:04:05.678Z`, or without the fraction when it is zero).
+pub fn parse_millis(t: &str) -> Option<i64> {
+    parse_nanos(t).map(|n| (n / 1_000_000) as i64)
 }
 
 /// The longest chain of requests each arriving after the previous one was answered.
@@ -163,6 +173,10 @@ mod tests {
     #[test]
     fn times_parse() {
         assert_eq!(parse_millis("1970-01-01T00:00:01.5Z"), Some(1500));
+        assert_eq!(
+            parse_nanos("1970-01-01T00:00:01.000000042Z"),
+            Some(1_000_000_042)
+        );
         assert_eq!(parse_millis("1970-01-02T00:00:00Z"), Some(86_400_000));
         assert_eq!(
             parse_millis("2024-03-01T00:00:00.001Z").unwrap()

@@ -27,6 +27,7 @@ mod api;
 mod exec;
 mod opts;
 mod phases;
+mod profile;
 mod report;
 mod setup;
 mod stats;
@@ -97,12 +98,16 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         binary.path.display(),
         binary.origin
     );
+    let build_seconds = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     let mut bench = Bench::setup(&binary.path, opts)?;
+    let busy_before = system::busy_while_idle();
     eprintln!("plexus-bench: API server: {}", bench.api.describe());
 
     // Latency, requests, round trips, events, RSS: per K, each K with its own pod.
     let mut pods: BTreeMap<usize, Pod> = BTreeMap::new();
     let mut per_k = Vec::new();
+    let mut invocations = Vec::new();
     let mut events_probe = None;
     let probe_k = if opts.ks.contains(&3) {
         3
@@ -111,7 +116,7 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
     };
     for &k in &opts.ks {
         let pod = bench.pod(&bench.ns, &format!("bench-k{k}"), k)?;
-        let mut r = phases::latency(&bench, &pod, opts)?;
+        let mut r = phases::latency(&bench, &pod, opts, &mut invocations)?;
         r.round_trips = phases::round_trips(&bench, &pod, opts, r.add.median_ms)?;
         if k == probe_k {
             events_probe = phases::events_probe(&bench, &pod, opts, r.add.median_ms)?;
@@ -143,8 +148,17 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
     all.push(&pod_a);
     all.extend(pod_b.as_ref());
     let final_leaks = bench.leaks(&all);
+    let busy_after = system::busy_while_idle();
 
+    let profile = match &opts.plexus_log {
+        Some(path) => profile::breakdown(
+            &std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            &invocations,
+        ),
+        None => Vec::new(),
+    };
     let mut report = Report {
+        profile,
         api: bench.api.describe(),
         standin: bench.api.standin().is_some(),
         plexus_user: bench.plexus_user.clone(),
@@ -159,6 +173,8 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         forwarded_connections: bench.api.forwarded_connections(),
         targets: Vec::new(),
         seconds: 0.0,
+        build_seconds,
+        busy_while_idle: (busy_before, busy_after),
     };
     // Pods go before the world they live in.
     drop(all);

@@ -3,7 +3,7 @@
 use std::{
     sync::{Arc, Barrier},
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use plexus::exec::{Exec, ProcessExec};
@@ -15,6 +15,7 @@ use super::{
     analysis::{ApiCounts, sequential_round_trips},
     exec::{Memory, PeakRssExec},
     opts::Opts,
+    profile::Invocation,
     setup::{Bench, MASTER, Op, Pod, nad_name},
     stats::{Stats, ms},
 };
@@ -88,8 +89,14 @@ fn stats(v: &[Duration]) -> Result<Stats, String> {
     Stats::of(v).ok_or_else(|| "no samples".to_string())
 }
 
-/// ADD and DEL of plexus and of the floor, interleaved (the order alternates), for `pod`.
-pub fn latency(b: &Bench, pod: &Pod, opts: &Opts) -> Result<KResult, String> {
+/// ADD and DEL of plexus and of the floor, interleaved (the order alternates), for `pod`. With
+/// `--plexus-log`, each measured plexus invocation is added to `invocations`.
+pub fn latency(
+    b: &Bench,
+    pod: &Pod,
+    opts: &Opts,
+    invocations: &mut Vec<Invocation>,
+) -> Result<KResult, String> {
     let k = pod.k;
     let exec = plexus_exec();
     let (mut add, mut del, mut fadd, mut fdel) = (vec![], vec![], vec![], vec![]);
@@ -106,16 +113,25 @@ pub fn latency(b: &Bench, pod: &Pod, opts: &Opts) -> Result<KResult, String> {
             if plexus {
                 let rt = pod.rt(&Bench::cid(&format!("k{k}-plexus")));
                 b.api.clear_requests();
+                let t0 = SystemTime::now();
                 let a = b.runner.plexus(Op::Add, &rt, exec.clone())?;
+                let t1 = SystemTime::now();
                 let reqs = b.api.requests();
                 if i == 0 {
                     pod.check_added()?;
                     check_status(b, pod, k + 1)?;
                 }
                 b.api.clear_requests();
+                let t2 = SystemTime::now();
                 let d = b.runner.plexus(Op::Del, &rt, exec.clone())?;
+                let t3 = SystemTime::now();
                 let del_reqs = b.api.requests();
                 pod.check_clean()?;
+                if measured && opts.plexus_log.is_some() {
+                    for (op, start, end) in [(Op::Add, t0, t1), (Op::Del, t2, t3)] {
+                        invocations.push(Invocation { k, op, start, end });
+                    }
+                }
                 if measured {
                     add.push(a);
                     del.push(d);

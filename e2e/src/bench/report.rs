@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::{
     opts::Opts,
     phases::{BurstResult, EventsProbe, KResult, NadsResult},
+    profile::Breakdown,
     system::{Binary, Machine},
 };
 
@@ -97,10 +98,17 @@ pub struct Report {
     pub final_leaks: Vec<String>,
     /// Connections the forwarder accepted (real API server only).
     pub forwarded_connections: Option<usize>,
+    /// Where plexus's time goes (`--plexus-log` only).
+    pub profile: Vec<Breakdown>,
     /// The targets.
     pub targets: Vec<Target>,
-    /// Wall time of the whole bench.
+    /// Wall time of the measurements (set-up to clean-up).
     pub seconds: f64,
+    /// Wall time of finding or building the plexus binary before that.
+    pub build_seconds: f64,
+    /// How busy the CPUs were (0..1) in a second of the bench doing nothing, before measuring and
+    /// at the end: other work on the machine skews every number.
+    pub busy_while_idle: (f64, f64),
 }
 
 fn st_diag(r: &Report) -> Option<String> {
@@ -258,10 +266,18 @@ impl Report {
         let mut s = String::new();
         let m = &self.machine;
         let _ = writeln!(s, "## plexus-bench\n");
+        let busy = self.busy_while_idle.0.max(self.busy_while_idle.1);
+        if busy > 0.1 {
+            let _ = writeln!(
+                s,
+                "**Other work kept the CPUs {:.0} % busy while the bench was idle: it skews every number.**\n",
+                busy * 100.0
+            );
+        }
         let _ = writeln!(
             s,
-            "- machine: {} CPUs, {}, kernel {}, {} ({})",
-            m.cpus, m.cpu_model, m.kernel, m.plugins, m.bridge_version
+            "- machine: {} CPUs, {}, kernel {}, {}",
+            m.cpus, m.cpu_model, m.kernel, m.plugins
         );
         let _ = writeln!(
             s,
@@ -331,6 +347,18 @@ impl Report {
             );
         }
         let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "- overhead as the median of per-run differences (each plexus run paired with the floor run next to it), ADD / DEL ms: {}",
+            self.per_k
+                .iter()
+                .map(|r| format!(
+                    "K={} {:+.1} / {:+.1}",
+                    r.k, r.overhead_add_paired_ms, r.overhead_del_paired_ms
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         for r in &self.per_k {
             if let Some(c) = &r.api_add {
                 let _ = writeln!(s, "- K={}: ADD's requests: {}", r.k, c.breakdown());
@@ -422,6 +450,27 @@ impl Report {
                 let _ = writeln!(s, "  - {f}");
             }
         }
+        if let Some(first) = self.profile.first() {
+            let _ = writeln!(
+                s,
+                "\nWhere plexus's time goes (medians, ms; from its debug log, which costs a little itself):\n"
+            );
+            let _ = write!(s, "| phase |");
+            for b in &self.profile {
+                let _ = write!(s, " K={} {} |", b.k, b.op);
+            }
+            let _ = writeln!(s);
+            let _ = writeln!(s, "|---|{}", "---|".repeat(self.profile.len()));
+            for (i, (name, _)) in first.phases.iter().enumerate() {
+                let _ = write!(s, "| {name} |");
+                for b in &self.profile {
+                    let v = b.phases.get(i).map_or(f64::NAN, |(_, v)| *v);
+                    let _ = write!(s, " {v:.1} |");
+                }
+                let _ = writeln!(s);
+            }
+            let _ = writeln!(s);
+        }
         let _ = writeln!(
             s,
             "- leaks after every phase: {}",
@@ -449,7 +498,14 @@ impl Report {
                 }
             );
         }
-        let _ = writeln!(s, "\n(bench wall time {:.0} s)", self.seconds);
+        let _ = writeln!(
+            s,
+            "\n(bench wall time {:.0} s, after {:.0} s getting the plexus binary; CPUs {:.0} % busy with other work before measuring, {:.0} % at the end)",
+            self.seconds,
+            self.build_seconds,
+            self.busy_while_idle.0 * 100.0,
+            self.busy_while_idle.1 * 100.0
+        );
         s
     }
 }

@@ -72,6 +72,32 @@ impl Machine {
     }
 }
 
+/// (busy, total) jiffies of all CPUs, from /proc/stat.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+/// How busy the machine's CPUs are (0..1) over one second in which the bench itself does nothing:
+/// other work on the machine skews every number.
+pub fn busy_while_idle() -> f64 {
+    let a = cpu_jiffies();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    match (a, cpu_jiffies()) {
+        (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
+        _ => f64::NAN,
+    }
+}
+
 /// The plexus binary measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Binary {

@@ -8,9 +8,12 @@
 //! - [`run_in_netns`] runs any closure that way.
 //! - [`link_exists`], [`links`], [`addresses`] and [`routes`] ask the kernel
 //!   over rtnetlink from a socket opened inside the namespace.
+//! - [`edit_default_routes`] removes and adds default routes there (zero-prefix
+//!   routes matched by prefix length, per family).
 //!
 //! All calls block until the work is done.
 
+mod edit;
 mod error;
 mod info;
 mod netlink;
@@ -18,6 +21,7 @@ mod thread;
 
 use std::path::Path;
 
+pub use edit::{DefaultRouteEdit, DefaultRouteReport};
 pub use error::NetnsError;
 pub use info::{AddressInfo, IpFamily, LinkInfo, MAIN_TABLE, OperState, RouteInfo};
 /// The errno type carried by [`NetnsError`], re-exported so callers can match
@@ -67,4 +71,19 @@ pub fn addresses(netns: &Path) -> Result<Vec<AddressInfo>, NetnsError> {
 /// gateway, output link index, metric and family.
 pub fn routes(netns: &Path) -> Result<Vec<RouteInfo>, NetnsError> {
     with_rtnl(netns, |rtnl| rtnl.routes())
+}
+
+/// Edit the default routes of the namespace at `netns` on one thread and one
+/// rtnetlink socket: first remove, for each `(link, family)` of
+/// `edit.remove`, every main-table default route (`0.0.0.0/0` or `::/0`, by
+/// prefix length) of that family leaving through that link; then add a
+/// default route via each `(link, gateway)` of `edit.add`. Stops at the first
+/// failure (a link that does not exist is ENODEV; an unreachable gateway the
+/// kernel's ENETUNREACH; an equal default route already there EEXIST), leaving
+/// the steps before it done.
+pub fn edit_default_routes(
+    netns: &Path,
+    edit: DefaultRouteEdit,
+) -> Result<DefaultRouteReport, NetnsError> {
+    with_rtnl(netns, move |rtnl| edit::apply(rtnl, &edit))
 }

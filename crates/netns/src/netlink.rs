@@ -7,23 +7,30 @@
 //! [`Rtnl::request`] asks for an ACK and reads until it; an NLMSG_ERROR
 //! becomes [`NetnsError::Kernel`] with its errno.
 //!
-//! New operations (adding or deleting routes, moving links) belong here beside
-//! the queries: build the message, pass it to [`Rtnl::request`] with e.g.
-//! `NLM_F_CREATE | NLM_F_EXCL`.
+//! Route edits sit beside the queries: [`Rtnl::add_default_route`] sends
+//! RTM_NEWROUTE with `NLM_F_CREATE | NLM_F_EXCL`, [`Rtnl::delete_route`]
+//! RTM_DELROUTE naming exactly the route a dump returned. New operations
+//! (moving links, say) follow the same pattern: build the message, pass it to
+//! [`Rtnl::request`].
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader,
+    NetlinkMessage, NetlinkPayload,
 };
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{Socket, SocketAddr};
 use nix::errno::Errno;
@@ -32,8 +39,8 @@ use nix::sys::time::TimeVal;
 
 use crate::NetnsError;
 use crate::info::{
-    AddressInfo, LinkInfo, MAIN_TABLE, RouteInfo, address_from_message, link_from_message,
-    route_from_message,
+    AddressInfo, IpFamily, LinkInfo, MAIN_TABLE, RouteInfo, address_from_message,
+    link_from_message, route_from_message,
 };
 
 /// How long to wait for any one reply datagram before giving up.
@@ -98,6 +105,11 @@ impl Rtnl {
             seq: 0,
             netns: netns.to_path_buf(),
         })
+    }
+
+    /// The namespace path this socket was opened for (for error messages).
+    pub(crate) fn netns(&self) -> &Path {
+        &self.netns
     }
 
     /// Send a dump request (NLM_F_DUMP) and collect every reply until
@@ -239,6 +251,35 @@ impl Rtnl {
             .filter(|r| r.table == MAIN_TABLE)
             .collect())
     }
+
+    /// Add a main-table default route via `gateway` out of link `oif`
+    /// (RTM_NEWROUTE, `NLM_F_CREATE | NLM_F_EXCL`: an equal route already
+    /// there is the kernel's EEXIST).
+    pub(crate) fn add_default_route(
+        &mut self,
+        gateway: IpAddr,
+        oif: u32,
+    ) -> Result<(), NetnsError> {
+        self.request(
+            "route add",
+            new_default_route(gateway, oif),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    /// Delete exactly `route` as a dump returned it. A route that is already
+    /// gone (ESRCH) counts as deleted.
+    pub(crate) fn delete_route(&mut self, route: &RouteInfo) -> Result<(), NetnsError> {
+        match self.request("route delete", del_route(route), 0) {
+            Ok(_)
+            | Err(NetnsError::Kernel {
+                errno: Errno::ESRCH,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Whether the kernel could have a link of this name (dev_valid_name).
@@ -285,6 +326,69 @@ pub(crate) fn dump_addresses() -> RouteNetlinkMessage {
 /// RTM_GETROUTE dump of all routes (every family, every table; filtered afterwards).
 pub(crate) fn dump_routes() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetRoute(RouteMessage::default())
+}
+
+fn route_address(addr: IpAddr) -> RouteAddress {
+    match addr {
+        IpAddr::V4(a) => RouteAddress::Inet(a),
+        IpAddr::V6(a) => RouteAddress::Inet6(a),
+    }
+}
+
+fn netlink_family(family: IpFamily) -> AddressFamily {
+    match family {
+        IpFamily::V4 => AddressFamily::Inet,
+        IpFamily::V6 => AddressFamily::Inet6,
+    }
+}
+
+/// RTM_NEWROUTE for a default route (prefix length 0, no RTA_DST, as
+/// `ip route add default` sends it) via `gateway` out of link `oif`, in the
+/// main table, unicast, universe scope, protocol "boot" (what iproute2 uses).
+pub(crate) fn new_default_route(gateway: IpAddr, oif: u32) -> RouteNetlinkMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = netlink_family(IpFamily::of(&gateway));
+    msg.header.destination_prefix_length = 0;
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.scope = RouteScope::Universe;
+    msg.header.kind = RouteType::Unicast;
+    msg.attributes = vec![
+        RouteAttribute::Table(MAIN_TABLE),
+        RouteAttribute::Gateway(route_address(gateway)),
+        RouteAttribute::Oif(oif),
+    ];
+    RouteNetlinkMessage::NewRoute(msg)
+}
+
+/// RTM_DELROUTE naming exactly `route`: its family, destination and prefix
+/// length (a zero-prefix route is sent without RTA_DST, like iproute2), table,
+/// and, when the dump had them, gateway, output link and metric, so no other
+/// route of the same prefix is touched. Scope "nowhere" matches any scope.
+pub(crate) fn del_route(route: &RouteInfo) -> RouteNetlinkMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = netlink_family(route.family);
+    msg.header.destination_prefix_length = route.destination.prefix_len();
+    msg.header.table = u8::try_from(route.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    msg.header.scope = RouteScope::NoWhere;
+    msg.attributes.push(RouteAttribute::Table(route.table));
+    if route.destination.prefix_len() > 0 {
+        msg.attributes
+            .push(RouteAttribute::Destination(route_address(
+                route.destination.network(),
+            )));
+    }
+    if let Some(gw) = route.gateway {
+        msg.attributes
+            .push(RouteAttribute::Gateway(route_address(gw)));
+    }
+    if let Some(oif) = route.oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    if let Some(metric) = route.metric {
+        msg.attributes.push(RouteAttribute::Priority(metric));
+    }
+    RouteNetlinkMessage::DelRoute(msg)
 }
 
 /// Collects the replies to one request from successive datagrams.
@@ -413,6 +517,85 @@ mod tests {
             assert_eq!(parsed.header.flags, NLM_F_REQUEST | NLM_F_DUMP);
             assert_eq!(parsed.payload, NetlinkPayload::InnerMessage(msg));
         }
+    }
+
+    fn route_of(bytes: &[u8]) -> (u16, RouteMessage) {
+        let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).unwrap();
+        let flags = parsed.header.flags;
+        match parsed.payload {
+            NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewRoute(r) | RouteNetlinkMessage::DelRoute(r),
+            ) => (flags, r),
+            other => panic!("unexpected payload {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_route_add_is_a_zero_prefix_without_dst() {
+        for (gw, family) in [
+            ("192.0.2.1", AddressFamily::Inet),
+            ("2001:db8::1", AddressFamily::Inet6),
+        ] {
+            let gw: IpAddr = gw.parse().unwrap();
+            let msg = new_default_route(gw, 7);
+            let bytes = encode(
+                msg,
+                NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+                3,
+            );
+            let (flags, r) = route_of(&bytes);
+            assert_eq!(
+                flags & (NLM_F_CREATE | NLM_F_EXCL),
+                NLM_F_CREATE | NLM_F_EXCL
+            );
+            assert_eq!(r.header.address_family, family);
+            assert_eq!(r.header.destination_prefix_length, 0);
+            assert_eq!(r.header.table, RouteHeader::RT_TABLE_MAIN);
+            assert_eq!(r.header.kind, RouteType::Unicast);
+            assert!(
+                !r.attributes
+                    .iter()
+                    .any(|a| matches!(a, RouteAttribute::Destination(_))),
+                "{r:?}"
+            );
+            assert!(r.attributes.contains(&RouteAttribute::Oif(7)));
+            assert!(
+                r.attributes
+                    .contains(&RouteAttribute::Gateway(route_address(gw)))
+            );
+            // Decoded back, it is a default route of its family.
+            let info = route_from_message(&r).unwrap();
+            assert!(info.is_default());
+            assert_eq!(info.gateway, Some(gw));
+        }
+    }
+
+    #[test]
+    fn route_delete_names_exactly_the_dumped_route() {
+        let dumped = RouteInfo {
+            family: IpFamily::V6,
+            destination: "::/0".parse().unwrap(),
+            gateway: Some("2001:db8::1".parse().unwrap()),
+            oif: Some(4),
+            metric: Some(1024),
+            table: MAIN_TABLE,
+        };
+        let (_, r) = route_of(&encode(del_route(&dumped), NLM_F_REQUEST | NLM_F_ACK, 1));
+        assert_eq!(r.header.address_family, AddressFamily::Inet6);
+        assert_eq!(r.header.destination_prefix_length, 0);
+        assert_eq!(r.header.scope, RouteScope::NoWhere);
+        assert_eq!(route_from_message(&r).unwrap(), dumped);
+
+        let subnet = RouteInfo {
+            family: IpFamily::V4,
+            destination: "198.51.100.0/24".parse().unwrap(),
+            gateway: None,
+            oif: Some(2),
+            metric: None,
+            table: MAIN_TABLE,
+        };
+        let (_, r) = route_of(&encode(del_route(&subnet), NLM_F_REQUEST | NLM_F_ACK, 1));
+        assert_eq!(route_from_message(&r).unwrap(), subnet);
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plexus_netns::{
-    IpFamily, NetnsError, addresses, link_exists, links, routes, run_in_netns, try_run_in_netns,
+    DefaultRouteEdit, Errno, IpFamily, NetnsError, addresses, edit_default_routes, link_exists,
+    links, routes, run_in_netns, try_run_in_netns,
 };
 
 /// A uniquely named namespace under /var/run/netns, deleted on drop (also on panic).
@@ -161,6 +162,104 @@ fn queries_see_the_namespace_contents() {
         before,
         "caller's thread changed namespace"
     );
+}
+
+/// The default routes of a namespace as (family, gateway, link name), sorted.
+fn default_routes(ns: &TestNetns) -> Vec<(IpFamily, String, String)> {
+    let names = links(&ns.path).unwrap();
+    let name = |i: Option<u32>| {
+        names
+            .iter()
+            .find(|l| Some(l.index) == i)
+            .map(|l| l.name.clone())
+            .unwrap_or_default()
+    };
+    let mut v: Vec<(IpFamily, String, String)> = routes(&ns.path)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.is_default())
+        .map(|r| {
+            (
+                r.family,
+                r.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                name(r.oif),
+            )
+        })
+        .collect();
+    v.sort_by_key(|(f, g, l)| (*f == IpFamily::V6, g.clone(), l.clone()));
+    v
+}
+
+/// multus-features.md §10 #7: default routes are found by prefix length, per family.
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn default_routes_move_per_family() {
+    let ns = configured_netns();
+    ns.ip(&["link", "add", "c0", "type", "veth", "peer", "name", "d0"]);
+    ns.ip(&["addr", "add", "198.51.100.2/24", "dev", "c0"]);
+    ns.ip(&["addr", "add", "2001:db8:98::2/64", "dev", "c0", "nodad"]);
+    ns.ip(&["link", "set", "c0", "up"]);
+    ns.ip(&["link", "set", "d0", "up"]);
+    let v4 = |gw: &str, l: &str| (IpFamily::V4, gw.to_string(), l.to_string());
+    let v6 = |gw: &str, l: &str| (IpFamily::V6, gw.to_string(), l.to_string());
+    assert_eq!(
+        default_routes(&ns),
+        [v4("192.0.2.1", "a0"), v6("2001:db8:99::1", "a0")]
+    );
+
+    // Only IPv4 moves: a0 keeps its IPv6 default route.
+    let report = edit_default_routes(
+        &ns.path,
+        DefaultRouteEdit {
+            remove: vec![("a0".into(), IpFamily::V4), ("c0".into(), IpFamily::V4)],
+            add: vec![("c0".into(), "198.51.100.1".parse().unwrap())],
+        },
+    )
+    .unwrap();
+    assert_eq!(report.removed.len(), 1, "{report:?}");
+    assert_eq!(report.removed[0].0, "a0");
+    assert_eq!(
+        default_routes(&ns),
+        [v4("198.51.100.1", "c0"), v6("2001:db8:99::1", "a0")]
+    );
+
+    // Then IPv6.
+    edit_default_routes(
+        &ns.path,
+        DefaultRouteEdit {
+            remove: vec![("a0".into(), IpFamily::V6)],
+            add: vec![("c0".into(), "2001:db8:98::1".parse().unwrap())],
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        default_routes(&ns),
+        [v4("198.51.100.1", "c0"), v6("2001:db8:98::1", "c0")]
+    );
+
+    // A gateway no subnet reaches, an unknown link, and a second equal route are the kernel's errors.
+    let err = |edit: DefaultRouteEdit| edit_default_routes(&ns.path, edit).unwrap_err();
+    let add = |l: &str, gw: &str| DefaultRouteEdit {
+        remove: vec![],
+        add: vec![(l.into(), gw.parse().unwrap())],
+    };
+    let e = err(add("a0", "203.0.113.1"));
+    assert_eq!(e.errno(), Some(Errno::ENETUNREACH), "{e}");
+    let e = err(add("nope0", "192.0.2.1"));
+    assert_eq!(e.errno(), Some(Errno::ENODEV), "{e}");
+    let e = err(add("c0", "198.51.100.1"));
+    assert_eq!(e.errno(), Some(Errno::EEXIST), "{e}");
+    assert!(e.to_string().contains(&ns.name), "{e}");
+    // Nothing to remove is not an error.
+    edit_default_routes(
+        &ns.path,
+        DefaultRouteEdit {
+            remove: vec![("a0".into(), IpFamily::V4), ("a0".into(), IpFamily::V6)],
+            add: vec![],
+        },
+    )
+    .unwrap();
+    assert_eq!(default_routes(&ns).len(), 2);
 }
 
 #[test]

@@ -124,9 +124,19 @@ pub struct Behaviour {
     pub huge_output_bytes: Option<u64>,
     /// Apply `error` only when every named env var has the given value.
     pub fail_if_env: Option<BTreeMap<String, String>>,
+    /// Apply this whole behaviour only while this file exists (else the default reply): a test switches a
+    /// fault on and off under a config that plexus has cached.
+    pub only_if_file_exists: Option<std::path::PathBuf>,
 }
 
 impl Behaviour {
+    /// Whether the behaviour is switched on (`onlyIfFileExists`).
+    pub fn in_effect(&self) -> bool {
+        self.only_if_file_exists
+            .as_deref()
+            .is_none_or(std::path::Path::exists)
+    }
+
     /// Whether `error` applies given the process environment (`failIfEnv`).
     pub fn error_applies(&self, env: &BTreeMap<String, String>) -> bool {
         match &self.fail_if_env {

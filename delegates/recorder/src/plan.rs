@@ -141,7 +141,11 @@ pub fn decide(command: &str, env: &BTreeMap<String, String>, stdin: &Stdin) -> P
             );
         }
     };
-    let behaviour = behaviours.select(command).cloned().unwrap_or_default();
+    let behaviour = behaviours
+        .select(command)
+        .filter(|b| b.in_effect())
+        .cloned()
+        .unwrap_or_default();
     Plan {
         stderr: behaviour.stderr.clone(),
         sleep: behaviour.sleep_ms.map(Duration::from_millis),
@@ -325,6 +329,26 @@ mod tests {
             assert_eq!(plan.sleep, Some(Duration::from_millis(5)));
             behaviour.remove(key);
         }
+    }
+
+    #[test]
+    fn only_if_file_exists_switches_the_behaviour() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("on");
+        let b = json!({"add": {"sleepMs": 7, "exitCode": 3, "onlyIfFileExists": marker}});
+        let stdin = Stdin::Json(json!({"cniVersion": "1.0.0", "recorder": b}));
+        let env = BTreeMap::from([
+            ("CNI_CONTAINERID".to_string(), "c".to_string()),
+            ("CNI_NETNS".to_string(), "/n".to_string()),
+            ("CNI_IFNAME".to_string(), "net1".to_string()),
+        ]);
+        let off = decide("ADD", &env, &stdin);
+        assert_eq!(off.sleep, None);
+        assert!(!matches!(off.action, Action::Silent(_)), "{:?}", off.action);
+        std::fs::write(&marker, "").unwrap();
+        let on = decide("ADD", &env, &stdin);
+        assert_eq!(on.sleep, Some(Duration::from_millis(7)));
+        assert!(matches!(on.action, Action::Silent(3)), "{:?}", on.action);
     }
 
     #[test]

@@ -101,6 +101,14 @@ pub struct CachedDelegate {
         skip_serializing_if = "Option::is_none"
     )]
     pub bandwidth_request: Option<Value>,
+    /// plexus: the attachment's CNI device-info file, removed on DEL (NPWG-71). Go Multus derives it
+    /// from the name, container and interface instead.
+    #[serde(
+        rename = "plexusDeviceInfoFile",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub device_info_file: Option<String>,
 }
 
 /// The outcome of reading a container's cache.
@@ -215,6 +223,7 @@ impl CachedDelegate {
             if_name: Some(a.ifname.clone()),
             port_mappings_request: r.port_mappings.clone(),
             bandwidth_request: r.bandwidth.clone(),
+            device_info_file: r.device_info_file.clone(),
         }
     }
 
@@ -268,6 +277,7 @@ impl CachedDelegate {
                 bandwidth: self.bandwidth_request.clone(),
                 device_id: some(&self.device_id),
                 gateways: self.gateway_request.clone(),
+                device_info_file: self.device_info_file.clone(),
             },
             resource_name: some(&self.resource_name),
         })

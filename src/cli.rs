@@ -107,10 +107,12 @@ pub fn invoke(
         tracing::warn!("{w}");
     }
     let api = cluster(&config, env.command);
+    let kubelet = crate::devices::kubelet::Kubelet::from_config(&config);
     let seams = Seams {
         exec: &ProcessExec,
         netns: &KernelNetns,
         cluster: api.as_deref().unwrap_or(&NoCluster),
+        kubelet: &kubelet,
     };
     match ops::execute(&env, &config, &seams) {
         Ok(stdout) => Outcome {

@@ -5,6 +5,7 @@ use plexus_cni::CniResult;
 
 use crate::{
     config::Config,
+    devices::ResourceMap,
     plan::{Attachment, NetworkRequest},
     request::PodRef,
 };
@@ -49,6 +50,12 @@ pub trait Cluster {
         pod: &PodRef,
         attached: &[(Attachment, CniResult)],
     ) -> Result<(), ClusterError>;
+    /// Device IDs per resource name of the pod's allocated DRA resource claims: devices whose attributes
+    /// carry `k8s.cni.cncf.io/resourceName` and `k8s.cni.cncf.io/deviceID` (multus-features.md §3.5).
+    /// Asked on ADD after [`Cluster::pod_networks`], only when some network names a resource.
+    fn dra_devices(&self, _pod: &PodRef) -> Result<ResourceMap, ClusterError> {
+        Ok(ResourceMap::new())
+    }
 }
 
 /// No Kubernetes: no pod networks, names resolve in `confDir` only, nothing is published.

@@ -15,6 +15,7 @@ use crate::{
     cluster::ClusterError,
     confdir::LookupError,
     config::ConfigError,
+    devices::DeviceError,
     exec::ExecError,
     invoke::DelegateError,
     lock::LockError,
@@ -91,6 +92,14 @@ pub enum Error {
         source: PlanError,
     },
     /// The cluster refused or could not answer.
+    /// A network's resource cannot be given a device (NPWG-13, multus-features.md §3.5).
+    #[error("[{who}]: {source}")]
+    Devices {
+        /// Pod or container.
+        who: String,
+        /// Why.
+        source: DeviceError,
+    },
     #[error("[{who}]: {source}")]
     Cluster {
         /// Pod or container.
@@ -260,9 +269,10 @@ impl Error {
             Error::Config(_) => codes::INVALID_NETWORK_CONFIG,
             Error::VersionGate { .. } => codes::INCOMPATIBLE_VERSION,
             Error::OwnNetns { .. } => codes::INVALID_NETNS,
-            Error::Lookup { .. } | Error::NetConf { .. } | Error::Plan { .. } => {
-                codes::INVALID_NETWORK_CONFIG
-            }
+            Error::Lookup { .. }
+            | Error::NetConf { .. }
+            | Error::Plan { .. }
+            | Error::Devices { .. } => codes::INVALID_NETWORK_CONFIG,
             Error::Cluster { source, .. } => match source {
                 ClusterError::Unavailable(_) => codes::TRY_AGAIN_LATER,
                 ClusterError::Rejected(_) => codes::INVALID_NETWORK_CONFIG,

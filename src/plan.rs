@@ -23,6 +23,8 @@ pub struct Requests {
     pub device_id: Option<String>,
     /// `default-route` gateways (NPWG-34).
     pub gateways: Option<Vec<String>>,
+    /// The attachment's CNI device-info file, set when it has a device (NPWG-70, NPWG-72).
+    pub device_info_file: Option<String>,
 }
 
 impl Requests {
@@ -46,6 +48,9 @@ impl Requests {
         }
         if let Some(id) = &self.device_id {
             out.push(("deviceID", Value::from(id.clone())));
+        }
+        if let Some(path) = &self.device_info_file {
+            out.push(("CNIDeviceInfoFile", Value::from(path.clone())));
         }
         out
     }
@@ -214,8 +219,10 @@ pub fn capability_args(
     };
     let mut warnings = Vec::new();
     for (capability, value) in a.requests.capability_args() {
-        // deviceID comes from the node's devices, not the pod author; libcni's filter decides who sees it.
-        if capability != "deviceID" && !a.network.any_capability(capability) {
+        // deviceID and the device-info file come from the node's devices, not the pod author; libcni's
+        // filter decides who sees them (NPWG-72: only plugins declaring CNIDeviceInfoFile).
+        let from_node = matches!(capability, "deviceID" | "CNIDeviceInfoFile");
+        if !from_node && !a.network.any_capability(capability) {
             let err = PlanError::MissingCapability {
                 network: a.status_name.clone(),
                 request: selection_key(capability),

@@ -944,6 +944,7 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
         exec: &ProcessExec,
         netns: &KernelNetns,
         cluster: &cluster,
+        kubelet: &plexus::devices::kubelet::NoKubelet,
     };
     let attachments = check_pod(pod, nads).unwrap();
 

@@ -23,6 +23,11 @@ pub const DEFAULT_CNI_DIR: &str = "/var/lib/cni/multus";
 pub const DEFAULT_BIN_DIR: &str = "/opt/cni/bin";
 /// Multus's default `multusNamespace`.
 pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
+/// The kubelet's PodResources socket.
+pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/kubelet.sock";
+/// The kubelet's device-manager checkpoint.
+pub const DEFAULT_KUBELET_CHECKPOINT: &str =
+    "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
 
 /// Where a network named in `clusterNetwork`/`defaultNetworks` comes from (multus-features.md §3.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +175,15 @@ pub struct Config {
     pub api_timeout: Duration,
     /// All Kubernetes API calls of one operation, retries included (default 30 s).
     pub api_budget: Duration,
+    /// `podResourcesSocket`: the kubelet PodResources API (default
+    /// `/var/lib/kubelet/pod-resources/kubelet.sock`).
+    pub pod_resources_socket: PathBuf,
+    /// `kubeletCheckpointFile`: the device-manager checkpoint, the fallback when the socket is missing
+    /// (default `/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint`).
+    pub kubelet_checkpoint: PathBuf,
+    /// `deviceInfoDir`: the Device Information Spec directory (default
+    /// `/var/run/k8s.cni.cncf.io/devinfo`).
+    pub device_info_dir: PathBuf,
     /// GC: attachments the runtime still considers valid.
     pub valid_attachments: Option<Vec<GcAttachment>>,
     /// Unknown keys, kept.
@@ -307,6 +321,9 @@ impl Config {
             readiness_indicator_timeout_seconds,
             api_timeout_seconds,
             api_budget_seconds,
+            pod_resources_socket,
+            kubelet_checkpoint_file,
+            device_info_dir,
             extra,
         } = raw;
         let mut warnings = Vec::new();
@@ -469,6 +486,21 @@ impl Config {
             lock_timeout: seconds("lockTimeoutSeconds", lock_timeout_seconds, 60.0)?,
             api_timeout: seconds("apiTimeoutSeconds", api_timeout_seconds, 5.0)?,
             api_budget: seconds("apiBudgetSeconds", api_budget_seconds, 30.0)?,
+            pod_resources_socket: absolute_dir(
+                "podResourcesSocket",
+                pod_resources_socket,
+                DEFAULT_POD_RESOURCES_SOCKET,
+            )?,
+            kubelet_checkpoint: absolute_dir(
+                "kubeletCheckpointFile",
+                kubelet_checkpoint_file,
+                DEFAULT_KUBELET_CHECKPOINT,
+            )?,
+            device_info_dir: absolute_dir(
+                "deviceInfoDir",
+                device_info_dir,
+                crate::devices::DEFAULT_DEVICE_INFO_DIR,
+            )?,
             valid_attachments: parse_valid_attachments(value)
                 .map_err(|e| invalid("cni.dev/valid-attachments", e.to_string()))?,
             extra,
@@ -527,9 +559,36 @@ mod tests {
         assert!(!c.retry_delete_on_error);
         assert!(c.strict_capabilities);
         assert_eq!(
+            c.pod_resources_socket,
+            PathBuf::from("/var/lib/kubelet/pod-resources/kubelet.sock")
+        );
+        assert_eq!(
+            c.kubelet_checkpoint,
+            PathBuf::from("/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint")
+        );
+        assert_eq!(
+            c.device_info_dir,
+            PathBuf::from("/var/run/k8s.cni.cncf.io/devinfo")
+        );
+        assert_eq!(
             c.primary,
             Primary::ClusterNetwork(NetworkRef::Name("flannel".into()))
         );
+    }
+
+    #[test]
+    fn device_keys_are_absolute_paths() {
+        let c = cfg(json!({"name": "m", "clusterNetwork": "c",
+            "podResourcesSocket": "/run/k/pr.sock", "kubeletCheckpointFile": "/k/cp",
+            "deviceInfoDir": "/d/./i"}))
+        .unwrap();
+        assert_eq!(c.pod_resources_socket, PathBuf::from("/run/k/pr.sock"));
+        assert_eq!(c.kubelet_checkpoint, PathBuf::from("/k/cp"));
+        assert_eq!(c.device_info_dir, PathBuf::from("/d/i"));
+        for key in ["podResourcesSocket", "kubeletCheckpointFile", "deviceInfoDir"] {
+            let e = cfg(json!({"name": "m", "clusterNetwork": "c", key: "rel/x"})).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("config key {key}:")), "{e}");
+        }
     }
 
     #[test]

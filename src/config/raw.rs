@@ -90,6 +90,12 @@ pub struct RawConfig {
     pub api_timeout_seconds: Option<f64>,
     /// plexus: seconds all Kubernetes API calls of one operation may take, retries included.
     pub api_budget_seconds: Option<f64>,
+    /// plexus: the kubelet PodResources socket (devices of NADs with a resourceName).
+    pub pod_resources_socket: Option<String>,
+    /// plexus: the kubelet device-manager checkpoint, read when the socket is missing.
+    pub kubelet_checkpoint_file: Option<String>,
+    /// plexus: the Device Information Spec directory (`dp/` and `cni/` below it).
+    pub device_info_dir: Option<String>,
     /// Every other key, kept as given.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

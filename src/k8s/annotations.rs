@@ -120,6 +120,7 @@ impl Selection {
                 .default_route
                 .as_ref()
                 .map(|gws| gws.iter().map(IpAddr::to_string).collect()),
+            device_info_file: None,
         }
     }
 }
@@ -1222,6 +1223,7 @@ mod tests {
                 bandwidth: Some(json!({"egressRate": 5})),
                 device_id: Some("dev0".into()),
                 gateways: Some(vec!["192.0.2.1".into()]),
+                device_info_file: None,
             }
         );
         assert_eq!(

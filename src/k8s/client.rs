@@ -608,7 +608,8 @@ impl Cluster for ApiCluster {
         }
         let mut entries = Vec::new();
         for (a, result) in attached {
-            entries.extend(status::statuses_for(result, &a.status_name, a.master, None));
+            let device_info = crate::devices::info::read(a); // NPWG-73
+            entries.extend(status::statuses_for(result, &a.status_name, a.master, device_info));
         }
         let rendered = status::render(&entries);
         let mut metadata =

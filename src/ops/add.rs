@@ -8,13 +8,46 @@ use plexus_cni::CniResult;
 use super::{Ctx, del::teardown};
 use crate::{
     cache,
+    devices::{self, ResourceMap},
     error::Error,
     exec::ExecError,
     invoke::{DelegateError, RuntimeConf},
     lock::ContainerLock,
     netconf::NetworkConfig,
-    plan::{self, Attachment},
+    plan::{self, Attachment, NetworkRequest},
+    request::PodRef,
 };
+
+/// Give every network whose NAD names a resource the pod's next device of it (NPWG-13, multus-features.md
+/// §3.5): the kubelet's device-plugin allocations and the pod's DRA claims, merged and sorted. Neither is
+/// asked unless some network names a resource; a source that fails matters only when a resource is then
+/// missing, and the error says why.
+fn resolve_devices(
+    ctx: &Ctx<'_>,
+    pod: &PodRef,
+    requests: &mut [NetworkRequest],
+) -> Result<(), Error> {
+    if !devices::any_resource(requests) {
+        return Ok(());
+    }
+    let mut map = ResourceMap::new();
+    let mut unavailable = Vec::new();
+    match ctx.seams.kubelet.devices(pod) {
+        Ok(m) => devices::merge(&mut map, m),
+        Err(e) => unavailable.push(e.to_string()),
+    }
+    match ctx.seams.cluster.dra_devices(pod) {
+        Ok(m) => devices::merge(&mut map, m),
+        Err(e) => unavailable.push(format!("DRA resource claims: {e}")),
+    }
+    devices::merge(&mut map, ResourceMap::new());
+    tracing::debug!(?map, "the pod's devices");
+    let why = (!unavailable.is_empty()).then(|| unavailable.join("; "));
+    devices::assign(requests, &map, why.as_deref()).map_err(|source| Error::Devices {
+        who: ctx.who(),
+        source,
+    })
+}
 
 /// Whether `e` says the network's first plugin never started because its binary could not be looked up:
 /// then nothing of the network exists, and a rollback DEL of it could only fail the same way.
@@ -65,12 +98,22 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     };
     let mut requests = ctx.node_networks(pod_networks.default_network)?;
     requests.extend(pod_networks.networks);
-    let attachments = plan::plan(ctx.env.ifname(), requests).map_err(|source| Error::Plan {
+    if let Some(pod) = &pod {
+        resolve_devices(ctx, pod, &mut requests)?;
+    }
+    let mut attachments = plan::plan(ctx.env.ifname(), requests).map_err(|source| Error::Plan {
         who: ctx.who(),
         source,
     })?;
     let cid = ctx.env.container_id();
     let runtime: Vec<RuntimeConf> = attachments
+    // Every attachment with a device gets a unique CNI device-info file (NPWG-70..72).
+    for a in attachments.iter_mut() {
+        if a.requests.device_id.is_some() {
+            let file = devices::cni_file(&ctx.config.device_info_dir, &a.status_name, cid, &a.ifname);
+            a.requests.device_info_file = Some(file.display().to_string());
+        }
+    }
         .iter()
         .map(|a| ctx.runtime_conf(a, cid, Some(&netns), true))
         .collect::<Result<_, _>>()?;
@@ -143,6 +186,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
                 }
             }
             invoker.add(&a.network, rt).map_err(|source| {
+            devices::info::prepare(&ctx.config.device_info_dir, a);
                 (
                     !never_started(&a.network, &source),
                     Error::Delegate {

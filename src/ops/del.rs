@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::Ctx;
 use crate::{
     cache::{self, ReadOutcome},
+    devices,
     error::Error,
     lock::ContainerLock,
     netconf::NetworkConfig,
@@ -172,6 +173,7 @@ pub(crate) fn requests_from_capability_args(args: &Map<String, Value>) -> Reques
         bandwidth: args.get("bandwidth").cloned(),
         device_id: s("deviceID"),
         gateways: None,
+        device_info_file: s("CNIDeviceInfoFile"),
     }
 }
 
@@ -180,10 +182,17 @@ pub(super) fn teardown_container(
     ctx: &Ctx<'_>,
     cid: &str,
     netns: Option<&Path>,
-    attachments: Vec<Attachment>,
+    mut attachments: Vec<Attachment>,
 ) -> Result<(), Error> {
     let invoker = ctx.invoker();
     let mut errors = Vec::new();
+    // A Go Multus cache records the device but not its device-info file: derive the name as Multus does.
+    for a in attachments.iter_mut() {
+        if a.requests.device_id.is_some() && a.requests.device_info_file.is_none() {
+            let file = devices::cni_file(&ctx.config.device_info_dir, &a.status_name, cid, &a.ifname);
+            a.requests.device_info_file = Some(file.display().to_string());
+        }
+    }
     for a in attachments.iter().rev() {
         let result = ctx.runtime_conf(a, cid, netns, false).and_then(|rt| {
             invoker
@@ -197,7 +206,11 @@ pub(super) fn teardown_container(
                 })
         });
         match result {
-            Ok(()) => tracing::info!(network = %a.status_name, ifname = %a.ifname, "detached"),
+            Ok(()) => {
+                // NPWG-71: the CNI device-info file goes with the attachment.
+                devices::info::remove(a);
+                tracing::info!(network = %a.status_name, ifname = %a.ifname, "detached")
+            }
             Err(e) => errors.push(e),
         }
     }

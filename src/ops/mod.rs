@@ -9,6 +9,7 @@
 
 mod add;
 mod check;
+mod default_route;
 mod del;
 mod gc;
 mod status;
@@ -26,6 +27,7 @@ use crate::{
     cluster::Cluster,
     confdir,
     config::{Config, NetworkRef, Primary},
+    devices::kubelet::PodResources,
     error::Error,
     exec::Exec,
     invoke::{Invoker, RuntimeConf},
@@ -42,6 +44,8 @@ pub struct Seams<'a> {
     pub netns: &'a dyn NetnsProbe,
     /// Kubernetes.
     pub cluster: &'a dyn Cluster,
+    /// The kubelet's device allocations (asked only for networks whose NAD names a resource).
+    pub kubelet: &'a dyn PodResources,
 }
 
 /// One operation's context.

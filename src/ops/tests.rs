@@ -10,6 +10,7 @@ use super::*;
 use crate::{
     cache,
     cluster::{ClusterError, NoCluster, PodNetworks},
+    devices::kubelet::NoKubelet,
     lock, resultcache,
     testing::{FakeExec, FakeNetns},
 };
@@ -81,6 +82,7 @@ impl World {
             exec: &self.exec,
             netns: &self.netns,
             cluster,
+            kubelet: &NoKubelet,
         };
         execute(&env, config, &seams)
     }
@@ -477,6 +479,7 @@ fn gc_tears_down_stale_containers_and_honours_the_runtime_list() {
             exec: &w.exec,
             netns: &w.netns,
             cluster: &NoCluster,
+            kubelet: &NoKubelet,
         },
     )
     .unwrap();
@@ -710,6 +713,7 @@ fn own_netns_is_refused_code_8() {
         exec: &w.exec,
         netns: &w.netns,
         cluster: &NoCluster,
+        kubelet: &NoKubelet,
     };
     assert_eq!(execute(&env, &cfg, &seams).unwrap_err().cni_code(), 8);
     let _ = Path::new("");
@@ -738,6 +742,7 @@ fn run_with_args(
             exec: &w.exec,
             netns: &w.netns,
             cluster,
+            kubelet: &NoKubelet,
         },
     )
 }
@@ -791,6 +796,7 @@ fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
             exec: &w.exec,
             netns: &w.netns,
             cluster: &cluster,
+            kubelet: &NoKubelet,
         },
     )
     .unwrap();

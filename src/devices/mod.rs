@@ -153,6 +153,9 @@ pub fn cni_file(dir: &Path, network: &str, container_id: &str, ifname: &str) -> 
 }
 
 #[cfg(test)]
+mod ops_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -1,0 +1,322 @@
+//! ADD and DEL with devices, over the fakes: the kubelet and DRA seams, IDs into the delegate configs and
+//! runtimeConfig, device-info files copied, published and removed (NPWG-13, NPWG-70..73, EXT-3).
+
+use std::{path::Path, sync::Mutex};
+
+use plexus_cni::CniResult;
+use serde_json::{Value, json};
+
+use super::{
+    ResourceMap,
+    kubelet::{KubeletError, PodResources},
+};
+use crate::{
+    cluster::{Cluster, ClusterError, PodNetworks},
+    config::Config,
+    netconf::NetworkConfig,
+    ops::{Seams, execute},
+    plan::{Attachment, NetworkRequest},
+    request::{CniEnv, PodRef},
+    testing::{FakeExec, FakeNetns},
+};
+
+/// The kubelet as a fixed answer, counting the questions.
+struct FakeKubelet {
+    answer: Result<ResourceMap, String>,
+    asked: Mutex<usize>,
+}
+
+impl PodResources for FakeKubelet {
+    fn devices(&self, _: &PodRef) -> Result<ResourceMap, KubeletError> {
+        *self.asked.lock().unwrap() += 1;
+        self.answer.clone().map_err(|_| KubeletError::Unavailable {
+            socket: "/k/kubelet.sock".into(),
+            checkpoint: "/k/checkpoint".into(),
+        })
+    }
+}
+
+fn kubelet(pairs: &[(&str, &[&str])]) -> FakeKubelet {
+    FakeKubelet {
+        answer: Ok(pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect()),
+        asked: Mutex::new(0),
+    }
+}
+
+/// The pod's NADs, its DRA devices, and what was published (status name → device-info read then).
+struct FakeCluster {
+    networks: Vec<NetworkRequest>,
+    dra: ResourceMap,
+    published: Mutex<Vec<(String, Option<Value>)>>,
+}
+
+impl Cluster for FakeCluster {
+    fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
+        Ok(PodNetworks {
+            default_network: None,
+            networks: self.networks.clone(),
+        })
+    }
+    fn network_by_name(&self, _: &Config, _: &str) -> Result<Option<NetworkRequest>, ClusterError> {
+        Ok(None)
+    }
+    fn publish_status(
+        &self,
+        _: &PodRef,
+        attached: &[(Attachment, CniResult)],
+    ) -> Result<(), ClusterError> {
+        let mut p = self.published.lock().unwrap();
+        for (a, _) in attached {
+            p.push((a.status_name.clone(), super::info::read(a)));
+        }
+        Ok(())
+    }
+    fn dra_devices(&self, _: &PodRef) -> Result<ResourceMap, ClusterError> {
+        Ok(self.dra.clone())
+    }
+}
+
+/// A NAD network `ns1/<name>` naming `resource`, whose plugin declares `caps`.
+fn nad(name: &str, resource: Option<&str>, caps: Value) -> NetworkRequest {
+    let n = NetworkConfig::from_value(
+        json!({"cniVersion": "1.0.0", "name": name, "type": "sriov", "capabilities": caps}),
+    )
+    .unwrap();
+    let mut r = NetworkRequest::plain(n);
+    r.status_name = format!("ns1/{name}");
+    r.resource_name = resource.map(str::to_string);
+    r
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    exec: FakeExec,
+    netns: FakeNetns,
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            dir: tempfile::tempdir().unwrap(),
+            exec: FakeExec::default(),
+            netns: FakeNetns::default(),
+        }
+    }
+
+    fn devinfo(&self) -> std::path::PathBuf {
+        self.dir.path().join("devinfo")
+    }
+
+    fn config(&self) -> Config {
+        let v = json!({
+            "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
+            "cniDir": self.dir.path().join("cni"), "deviceInfoDir": self.devinfo(),
+            "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]
+        });
+        Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    fn run(
+        &self,
+        command: &str,
+        cluster: &dyn Cluster,
+        kubelet: &dyn PodResources,
+    ) -> Result<Vec<u8>, crate::error::Error> {
+        let env = CniEnv::from_vars([
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/test-pod"),
+            ("CNI_IFNAME", "eth0"),
+            (
+                "CNI_ARGS",
+                "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1;K8S_POD_UID=u1",
+            ),
+        ])
+        .unwrap()
+        .unwrap();
+        let seams = Seams {
+            exec: &self.exec,
+            netns: &self.netns,
+            cluster,
+            kubelet,
+        };
+        execute(&env, &self.config(), &seams)
+    }
+
+    /// The ADD request configs, by network name.
+    fn add_stdin(&self, network: &str) -> Value {
+        self.exec
+            .calls()
+            .into_iter()
+            .find(|c| c.command() == "ADD" && c.network() == network)
+            .unwrap_or_else(|| panic!("no ADD of {network}"))
+            .stdin
+    }
+}
+
+fn write(path: &Path, v: &Value) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
+#[test]
+fn devices_reach_delegates_status_and_are_cleaned_up_on_del_npwg_13_70_73() {
+    let w = World::new();
+    let all = json!({"deviceID": true, "CNIDeviceInfoFile": true});
+    let cluster = FakeCluster {
+        networks: vec![
+            nad("a", Some("intel.com/vf"), all.clone()),
+            nad("b", Some("mlx/rdma"), json!({})),
+            nad("c", Some("intel.com/vf"), all.clone()),
+        ],
+        dra: ResourceMap::new(),
+        published: Mutex::default(),
+    };
+    let k = kubelet(&[
+        ("intel.com/vf", &["0000:03:00.3", "0000:03:00.2"]),
+        ("mlx/rdma", &["0000:81:00.1"]),
+    ]);
+    let dp = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:00.2"}});
+    write(
+        &w.devinfo().join("dp/intel.com-vf-0000:03:00.2-device.json"),
+        &dp,
+    );
+
+    w.run("ADD", &cluster, &k).unwrap();
+    assert_eq!(*k.asked.lock().unwrap(), 1);
+
+    // Sorted IDs, one per attachment in order (NPWG-13).
+    let a = w.add_stdin("a");
+    assert_eq!(a["deviceID"], "0000:03:00.2");
+    assert_eq!(a["pciBusID"], "0000:03:00.2");
+    let a_file = w.devinfo().join("cni/ns1-a-c1_net1");
+    assert_eq!(
+        a["runtimeConfig"],
+        json!({"deviceID": "0000:03:00.2", "CNIDeviceInfoFile": a_file.display().to_string()}),
+        "NPWG-72: a plugin declaring CNIDeviceInfoFile gets the file"
+    );
+    let c = w.add_stdin("c");
+    assert_eq!(c["deviceID"], "0000:03:00.3");
+    assert_eq!(c["runtimeConfig"]["deviceID"], "0000:03:00.3");
+    // A plugin declaring neither capability gets the config keys but no runtimeConfig (CNI-30).
+    let b = w.add_stdin("b");
+    assert_eq!(b["deviceID"], "0000:81:00.1");
+    assert!(b.get("runtimeConfig").is_none(), "{b}");
+    assert!(w.add_stdin("cluster").get("deviceID").is_none());
+
+    // NPWG-71: the device plugin's file was copied; NPWG-73: its content is in the status.
+    assert_eq!(
+        serde_json::from_slice::<Value>(&std::fs::read(&a_file).unwrap()).unwrap(),
+        dp
+    );
+    let published = cluster.published.lock().unwrap().clone();
+    assert_eq!(published[1], ("ns1/a".to_string(), Some(dp.clone())));
+    assert_eq!(
+        published[3],
+        ("ns1/c".to_string(), None),
+        "no device-plugin file"
+    );
+
+    // The cache records the file (a plexus key); DEL removes it (NPWG-71).
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(w.dir.path().join("cni/c1")).unwrap()).unwrap();
+    assert_eq!(cache[1]["deviceID"], "0000:03:00.2");
+    assert_eq!(cache[1]["resourceName"], "intel.com/vf");
+    assert_eq!(
+        cache[1]["plexusDeviceInfoFile"],
+        a_file.display().to_string()
+    );
+    w.exec.clear();
+    w.run("DEL", &crate::cluster::NoCluster, &k).unwrap();
+    assert!(!a_file.exists(), "DEL removes the CNI device-info file");
+    let del_a = w
+        .exec
+        .calls()
+        .into_iter()
+        .find(|c| c.network() == "a")
+        .unwrap();
+    assert_eq!(
+        del_a.stdin["deviceID"], "0000:03:00.2",
+        "DEL replays the cached config"
+    );
+    assert_eq!(*k.asked.lock().unwrap(), 1, "DEL never asks the kubelet");
+}
+
+#[test]
+fn no_resource_no_kubelet_and_annotation_device_id_ext_3() {
+    let w = World::new();
+    let mut plain = nad("a", None, json!({"deviceID": true}));
+    plain.requests.device_id = Some("0000:05:00.1".into());
+    let cluster = FakeCluster {
+        networks: vec![plain],
+        dra: ResourceMap::new(),
+        published: Mutex::default(),
+    };
+    let k = FakeKubelet {
+        answer: Err("down".into()),
+        asked: Mutex::new(0),
+    };
+    w.run("ADD", &cluster, &k).unwrap();
+    assert_eq!(
+        *k.asked.lock().unwrap(),
+        0,
+        "the kubelet is not asked without a resourceName"
+    );
+    let a = w.add_stdin("a");
+    assert_eq!(a["runtimeConfig"]["deviceID"], "0000:05:00.1");
+    assert!(a.get("deviceID").is_none(), "not injected into the config");
+}
+
+#[test]
+fn unavailable_kubelet_fails_only_a_network_that_needs_it_and_leaves_nothing() {
+    let w = World::new();
+    let cluster = FakeCluster {
+        networks: vec![nad("a", Some("intel.com/vf"), json!({}))],
+        dra: ResourceMap::new(),
+        published: Mutex::default(),
+    };
+    let k = FakeKubelet {
+        answer: Err("down".into()),
+        asked: Mutex::new(0),
+    };
+    let e = w.run("ADD", &cluster, &k).unwrap_err();
+    assert_eq!(e.cni_code(), 7);
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("[ns1/pod1/u1]: network \"ns1/a\" needs a device of resource \"intel.com/vf\"")
+            && msg.contains("/k/kubelet.sock"),
+        "{msg}"
+    );
+    assert!(w.exec.calls().is_empty(), "nothing ran");
+    assert!(!w.dir.path().join("cni/c1").exists(), "no cache");
+}
+
+#[test]
+fn dra_devices_join_the_kubelet_s() {
+    let w = World::new();
+    let cluster = FakeCluster {
+        networks: vec![
+            nad("a", Some("example.com/nic"), json!({})),
+            nad("b", Some("example.com/nic"), json!({})),
+        ],
+        dra: [("example.com/nic".to_string(), vec!["pci-2".to_string()])].into(),
+        published: Mutex::default(),
+    };
+    // The kubelet is down, but DRA alone covers the first network only.
+    let down = FakeKubelet {
+        answer: Err("down".into()),
+        asked: Mutex::new(0),
+    };
+    let e = w.run("ADD", &cluster, &down).unwrap_err();
+    assert!(
+        e.to_string().contains("\"ns1/b\"") && e.to_string().contains("all taken"),
+        "{e}"
+    );
+    let k = kubelet(&[("example.com/nic", &["pci-1"])]);
+    w.run("ADD", &cluster, &k).unwrap();
+    assert_eq!(w.add_stdin("a")["deviceID"], "pci-1");
+    assert_eq!(w.add_stdin("b")["deviceID"], "pci-2");
+}

@@ -4,7 +4,9 @@
 //! on the next `count` matches (or on every match when `count` is unset):
 //! added latency, an error status (with `Retry-After` for 429/503), or closing
 //! the connection without an answer. "Down" drops every API request. Requests
-//! under `/standin/` are never faulted or logged.
+//! under `/standin/` are never faulted or logged. Each rule counts the requests
+//! it has matched ([`Faults::hits`]), so a test can tell when a request is being
+//! held by a latency rule (and kill its client right then).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -142,6 +144,8 @@ struct FaultState {
     next_id: u64,
     rules: Vec<ActiveFault>,
     down: Option<Option<Instant>>,
+    /// Requests matched so far, by rule id (kept after a counted rule expires).
+    hits: std::collections::BTreeMap<u64, u64>,
 }
 
 /// The installed faults; shared by the server and its handle.
@@ -180,6 +184,12 @@ impl Faults {
         s.down = None;
     }
 
+    /// How many requests rule `id` has matched so far (counted when the request arrives, before any
+    /// latency); 0 for an unknown id.
+    pub fn hits(&self, id: u64) -> u64 {
+        self.lock().hits.get(&id).copied().unwrap_or(0)
+    }
+
     /// The installed rules.
     pub fn list(&self) -> Vec<ActiveFault> {
         self.lock().rules.clone()
@@ -211,7 +221,8 @@ impl Faults {
         let mut s = self.lock();
         let mut d = Decision::default();
         let mut decided = false;
-        for rule in s.rules.iter_mut() {
+        let FaultState { rules, hits, .. } = &mut *s;
+        for rule in rules.iter_mut() {
             let spec = &mut rule.spec;
             if !spec.matches(method, path) {
                 continue;
@@ -220,6 +231,7 @@ impl Faults {
             if terminal && decided {
                 continue;
             }
+            *hits.entry(rule.id).or_default() += 1;
             if let Some(ms) = spec.latency_ms {
                 d.latency += Duration::from_millis(ms);
             }
@@ -353,6 +365,20 @@ mod tests {
         let d = f.decide("GET", "/api/v1/namespaces/d/pods/x");
         assert!(!d.drop);
         assert_eq!(f.list().len(), 1);
+    }
+
+    #[test]
+    fn hits_count_matching_requests_and_outlive_counted_rules() {
+        let f = Faults::default();
+        let slow = f.add(FaultSpec::latency(1).on("GET", "/pods/x")).unwrap();
+        let once = f.add(FaultSpec::status(500).on("GET", "/pods/x").times(1)).unwrap();
+        assert_eq!((f.hits(slow), f.hits(once)), (0, 0));
+        f.decide("GET", "/api/v1/namespaces/d/pods/y");
+        assert_eq!(f.hits(slow), 0, "a request the rule does not match");
+        f.decide("GET", "/api/v1/namespaces/d/pods/x");
+        f.decide("GET", "/api/v1/namespaces/d/pods/x");
+        assert_eq!((f.hits(slow), f.hits(once)), (2, 1));
+        assert_eq!(f.hits(999), 0);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! - [`netns`]: network namespaces that clean up after themselves.
 //! - [`world`]: one test's world, tying these together, with the checks every scenario ends with.
 //! - [`proc`]: bounded child processes.
+//! - [`chaos`]: node-side faults (misbehaving delegates, a SIGKILLed plexus, unwritable caches) and the
+//!   leak checks of the fault matrix.
 
+pub mod chaos;
 pub mod cluster;
 pub mod forward;
 pub mod kubeconfig;

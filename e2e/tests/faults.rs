@@ -1,0 +1,771 @@
+//! The fault matrix (issue 6): plexus on a node with real network namespaces, Debian's plugins and an API
+//! server, while things go wrong — a delegate fails, hangs, prints garbage or dies; plexus itself is
+//! SIGKILLed at 26 points of an ADD; the API server is down, slow, failing or refusing the token; the cache
+//! directory is read-only, full or corrupt; 100 containers come and go at once.
+//!
+//! Every case ends with the leak check of [`assert_no_leak`] (the pod's namespace back to `lo`, no
+//! host-local reservation, no plexus cache, lock, temp or result-cache file naming the container, nothing
+//! in the runtime's cache, no host veth left, no plugin process still running for it) and bounds each
+//! invocation by its configured time limits plus a margin ([`assert_bounded`]): a hang fails the test, a
+//! slow machine does not. The misbehaving delegate is the recording delegate (`delegates/recorder`),
+//! chained before or after a real plugin so that the real plugin's work is there to leak.
+//!
+//! The pods are "K=3": the cluster network (`bridge`, from a file) on eth0, a macvlan NAD on net1 and a
+//! bridge NAD on net2 ([`k3`]). RELIABILITY.md lists every case and what plexus does in it.
+//!
+//! Run (as root): `cargo test -p plexus-e2e --test faults -- --include-ignored`. Against a real API server
+//! (`E2E_KUBECONFIG`) the cases that need the stand-in's fault injection say so and pass.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use plexus::k8s::annotations::NETWORKS_ANNOTATION;
+use plexus_e2e::{
+    apiserver::FaultSpec,
+    harness::{
+        chaos::{
+            Mount, assert_bounded, assert_no_leak, chain, install_recorder, kill_orphaned_recorders,
+            recorded, recorder, spawn_plexus, wait_until,
+        },
+        cluster::standin_only,
+        forward::closed_port,
+        kubeconfig,
+        runtime::CniRuntime,
+        world::{BRIDGE_SUBNET, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, Sandbox, World},
+    },
+};
+use serde_json::{Value, json};
+
+/// The plexus binary under test: `E2E_PLEXUS_BIN`, else the fresh build of this package.
+fn plexus() -> PathBuf {
+    std::env::var_os("E2E_PLEXUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_plexus-under-test")))
+}
+
+/// A world with the recording delegate installed.
+fn world(test: &str) -> World {
+    let w = World::new(test, &plexus());
+    install_recorder(&w, &plexus());
+    w
+}
+
+/// The bridge the K=3 pods' second secondary (net2) uses.
+const NET2_BRIDGE: &str = "e2ebr2";
+/// Generous bound of an invocation that involves no configured wait: plugins on a busy 2-core machine.
+const MARGIN: Duration = Duration::from_secs(30);
+/// How long an injected sleep lasts: far beyond any bound, so a kill always finds it running.
+const LONG_MS: u64 = 120_000;
+
+/// Recorders chained around the networks of a K=3 pod: `before[i]`/`after[i]` wrap position `i` (0 the
+/// cluster network on eth0, 1 the macvlan NAD on net1, 2 the bridge NAD on net2).
+#[derive(Default, Clone)]
+struct Topo {
+    before: [Option<Value>; 3],
+    after: [Option<Value>; 3],
+}
+
+impl Topo {
+    fn after(i: usize, behaviour: Value) -> Topo {
+        let mut t = Topo::default();
+        t.after[i] = Some(behaviour);
+        t
+    }
+    fn before(i: usize, behaviour: Value) -> Topo {
+        let mut t = Topo::default();
+        t.before[i] = Some(behaviour);
+        t
+    }
+    fn and_after(mut self, i: usize, behaviour: Value) -> Topo {
+        self.after[i] = Some(behaviour);
+        self
+    }
+}
+
+/// The interface of position `i`.
+const IFNAMES: [&str; 3] = ["eth0", "net1", "net2"];
+
+/// A K=3 pod `tag` (a DNS label): its own cluster-network file and NADs `<tag>-a` (macvlan), `<tag>-b`
+/// (bridge), wrapped as `topo` says, and the runtime running plexus with `extra` config keys.
+fn k3(w: &World, tag: &str, topo: &Topo, extra: Value) -> (CniRuntime, Sandbox) {
+    let rec = |b: &Option<Value>| b.clone().map(|b| recorder(w, b));
+    let cluster_plugin = w.cluster_conflist()["plugins"][0].clone();
+    let cluster = chain(
+        Some(CLUSTER_NETWORK),
+        &cluster_plugin,
+        rec(&topo.before[0]),
+        rec(&topo.after[0]),
+    );
+    let cluster_file = w.write(&format!("{tag}-cluster.conflist"), &cluster);
+    let a = chain(
+        None,
+        &w.macvlan(MACVLAN_SUBNET),
+        rec(&topo.before[1]),
+        rec(&topo.after[1]),
+    );
+    let b = chain(
+        None,
+        &w.bridge(NET2_BRIDGE, BRIDGE_SUBNET),
+        rec(&topo.before[2]),
+        rec(&topo.after[2]),
+    );
+    w.nad(&format!("{tag}-a"), &a);
+    w.nad(&format!("{tag}-b"), &b);
+    let sb = w.sandbox(
+        tag,
+        &[(NETWORKS_ANNOTATION, &format!("{tag}-a,{tag}-b"))],
+    );
+    let mut conf = json!({"clusterNetwork": cluster_file, "delegateTimeoutSeconds": 20});
+    if let Value::Object(extra) = extra {
+        for (k, v) in extra {
+            conf[&k] = v;
+        }
+    }
+    (w.runtime(conf), sb)
+}
+
+/// The status entries of a complete K=3 attachment of pod `tag`.
+fn k3_status(w: &World, tag: &str) -> Vec<(String, &'static str, bool)> {
+    vec![
+        (CLUSTER_NETWORK.to_string(), "eth0", true),
+        (format!("{}/{tag}-a", w.ns), "net1", false),
+        (format!("{}/{tag}-b", w.ns), "net2", false),
+    ]
+}
+
+fn assert_k3_attached(w: &World, sb: &Sandbox, tag: &str) {
+    assert_eq!(sb.netns.link_names(), ["eth0", "lo", "net1", "net2"]);
+    let want = k3_status(w, tag);
+    let want: Vec<(&str, &str, bool)> = want.iter().map(|(n, i, d)| (n.as_str(), *i, *d)).collect();
+    w.assert_status(sb, &want);
+}
+
+/// ADD through the runtime, which must fail within `bound`; returns the failure.
+fn add_fails_within(
+    w: &World,
+    rt: &CniRuntime,
+    sb: &Sandbox,
+    bound: Duration,
+) -> plexus_e2e::harness::runtime::CniFailure {
+    let started = Instant::now();
+    let err = w.add_fails(rt, sb);
+    assert_bounded("the failing ADD", started.elapsed(), bound);
+    err
+}
+
+/// After a failed ADD: nothing attached, nothing left; the runtime's DEL (CNI-23) succeeds within
+/// `MARGIN` and leaves nothing either.
+fn assert_failed_add_left_nothing(w: &World, rt: &CniRuntime, sb: &Sandbox) {
+    w.assert_no_status(sb);
+    assert_no_leak(w, sb);
+    let started = Instant::now();
+    w.del_ok(rt, sb);
+    assert_bounded("the runtime's DEL", started.elapsed(), MARGIN);
+    assert_no_leak(w, sb);
+}
+
+// === Delegates ===
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_delegate_failing_at_each_position_rolls_back_everything() {
+    let w = world("a_delegate_failing_at_each_position_rolls_back_everything");
+    for pos in 0..3 {
+        let tag = format!("fail{pos}");
+        // The recorder fails after the real plugin of that position attached: its work must go too.
+        let topo = Topo::after(
+            pos,
+            json!({"add": {"error": {"code": 42, "msg": format!("injected failure at {pos}")}}}),
+        );
+        let (rt, sb) = k3(&w, &tag, &topo, json!({}));
+        let err = add_fails_within(&w, &rt, &sb, MARGIN);
+        assert_eq!(err.code, Some(42), "the delegate's own code (CNI-39): {err}");
+        let text = err.text();
+        assert!(text.contains(&format!("injected failure at {pos}")), "{err}");
+        assert!(text.contains(&tag), "names the pod: {err}");
+        assert!(text.contains(IFNAMES[pos]), "names the interface: {err}");
+        for later in pos + 1..3 {
+            assert!(
+                !recorded(&w, "ADD", &sb.cid, IFNAMES[later]),
+                "position {later} must not run after a failure at {pos}"
+            );
+        }
+        assert_failed_add_left_nothing(&w, &rt, &sb);
+    }
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_hanging_delegate_is_killed_at_its_timeout_and_rolled_back() {
+    let w = world("a_hanging_delegate_is_killed_at_its_timeout_and_rolled_back");
+    let timeout = 2;
+    let topo = Topo::after(1, json!({"add": {"sleepMs": LONG_MS}}));
+    let (rt, sb) = k3(
+        &w,
+        "hang",
+        &topo,
+        json!({"delegateTimeoutSeconds": timeout}),
+    );
+    let err = add_fails_within(
+        &w,
+        &rt,
+        &sb,
+        Duration::from_secs(timeout) + MARGIN,
+    );
+    assert_eq!(err.code, Some(100), "timeout: {err}");
+    assert!(err.text().contains("net1"), "{err}");
+    assert!(
+        !recorded(&w, "ADD", &sb.cid, "net2"),
+        "nothing runs after the hang"
+    );
+    // The hung recorder was killed with its process group, not orphaned.
+    let pids = plexus_e2e::harness::chaos::recorders_for(&sb.cid);
+    assert_eq!(pids, Vec::<i32>::new(), "the hung delegate still runs");
+    assert_failed_add_left_nothing(&w, &rt, &sb);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn garbage_empty_huge_or_signalled_delegate_replies_fail_with_101() {
+    let w = world("garbage_empty_huge_or_signalled_delegate_replies_fail_with_101");
+    let cases = [
+        ("garbage", json!({"garbage": "this is not a CNI result {"})),
+        ("empty", json!({"exitCode": 0})),
+        ("huge", json!({"hugeOutputBytes": 17 * 1024 * 1024})),
+        ("segv", json!({"signal": "SEGV"})),
+        ("killed", json!({"signal": "KILL"})),
+        ("exit3", json!({"exitCode": 3})),
+    ];
+    for (tag, behaviour) in cases {
+        let topo = Topo::after(1, json!({ "add": behaviour }));
+        let (rt, sb) = k3(&w, tag, &topo, json!({}));
+        let err = add_fails_within(&w, &rt, &sb, MARGIN);
+        assert_eq!(err.code, Some(101), "{tag}: {err}");
+        assert!(err.text().contains("net1"), "{tag}: names the interface: {err}");
+        assert_failed_add_left_nothing(&w, &rt, &sb);
+    }
+}
+
+// === plexus SIGKILLed during ADD ===
+
+/// Where a kill lands.
+enum Until {
+    /// The recorder has been called with this command on this interface (and now sleeps).
+    Recorded(&'static str, &'static str),
+    /// The stand-in holds a request matching this rule (method, path after `/namespaces/<ns>`).
+    Api(&'static str, String),
+    /// This long after plexus started.
+    After(Duration),
+}
+
+struct KillPoint {
+    name: String,
+    topo: Topo,
+    until: Until,
+    /// Before the killed ADD: a complete ADD of the same container (the killed one replaces it).
+    add_first: bool,
+    /// The killed operation (ADD, or DEL).
+    command: &'static str,
+    /// Before the runtime's DEL: a second killed plexus run (a DEL killed too).
+    also_kill_del: bool,
+}
+
+fn point(name: &str, topo: Topo, until: Until) -> KillPoint {
+    KillPoint {
+        name: name.to_string(),
+        topo,
+        until,
+        add_first: false,
+        command: "ADD",
+        also_kill_del: false,
+    }
+}
+
+/// The behaviour "sleep long, but only while `marker` exists", for `command`.
+fn switched_sleep(command: &str, marker: &Path) -> Value {
+    json!({ command: {"sleepMs": LONG_MS, "onlyIfFileExists": marker} })
+}
+
+/// Run one kill point on pod `tag`; returns whether plexus was still running when killed.
+fn run_kill_point(w: &World, tag: &str, p: &KillPoint) -> bool {
+    let (rt, sb) = k3(w, tag, &p.topo, json!({}));
+    let marker = w.root().join(format!("{tag}.on"));
+    if p.add_first {
+        w.add_ok(&rt, &sb);
+    }
+    std::fs::write(&marker, "").expect("switch the fault on");
+    let fault = match &p.until {
+        Until::Api(method, path) => {
+            let server = w.cluster.standin().expect("stand-in");
+            let full = format!("/namespaces/{}{}", w.ns, path.replace("{pod}", tag));
+            Some(server.inject(FaultSpec::latency(LONG_MS).on(method, &full)))
+        }
+        _ => None,
+    };
+    let mut running = spawn_plexus(w, &rt, &sb, p.command);
+    let reach = Duration::from_secs(60);
+    match &p.until {
+        Until::Recorded(cmd, ifname) => wait_until(&p.name, reach, || {
+            recorded(w, cmd, &sb.cid, ifname) || !running.is_running()
+        }),
+        Until::Api(..) => {
+            let server = w.cluster.standin().expect("stand-in");
+            let id = fault.expect("fault id");
+            wait_until(&p.name, reach, || {
+                server.faults().hits(id) > 0 || !running.is_running()
+            })
+        }
+        Until::After(d) => thread::sleep(*d),
+    }
+    let was_running = running.kill();
+    if !matches!(p.until, Until::After(_)) {
+        assert!(
+            was_running,
+            "{}: plexus finished before the kill point\nplexus log:\n{}",
+            p.name,
+            w.log()
+        );
+    }
+    if let Some(id) = fault {
+        w.cluster.standin().unwrap().faults().remove(id);
+    }
+    std::fs::remove_file(&marker).expect("switch the fault off");
+    // The killed plexus orphaned the sleeping recorder (the test's instrument): end it.
+    kill_orphaned_recorders(&sb.cid);
+    if p.also_kill_del {
+        // The runtime's first DEL is killed too, at once; the next one must still finish the job.
+        let del = spawn_plexus(w, &rt, &sb, "DEL");
+        thread::sleep(Duration::from_millis(30));
+        del.kill();
+    }
+    let started = Instant::now();
+    w.del_ok(&rt, &sb);
+    assert_bounded(
+        &format!("{}: the runtime's DEL", p.name),
+        started.elapsed(),
+        MARGIN,
+    );
+    assert_no_leak(w, &sb);
+    was_running
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn plexus_sigkilled_at_26_points_of_an_add_leaves_nothing_after_del() {
+    let w = world("plexus_sigkilled_at_26_points_of_an_add_leaves_nothing_after_del");
+    let on = |tag: &str| w.root().join(format!("{tag}.on"));
+    let sleep_add = |tag: &str| switched_sleep("add", &on(tag));
+    let sleep_del = |tag: &str| switched_sleep("del", &on(tag));
+    let fail = json!({"add": {"error": {"code": 42, "msg": "injected"}}});
+    let mut points: Vec<(String, KillPoint)> = Vec::new();
+    let mut add = |tag: &str, p: KillPoint| points.push((tag.to_string(), p));
+
+    // 1: at once (the wrapper, or plexus before it read its config).
+    add("k01", point("at exec", Topo::default(), Until::After(Duration::ZERO)));
+    // 2-4: the pod and NAD reads in flight (stand-in latency).
+    add("k02", point("GET pod in flight", Topo::default(), Until::Api("GET", "/pods/{pod}".into())));
+    add("k03", point("GET first NAD in flight", Topo::default(),
+        Until::Api("GET", "/network-attachment-definitions/{pod}-a".into())));
+    add("k04", point("GET second NAD in flight", Topo::default(),
+        Until::Api("GET", "/network-attachment-definitions/{pod}-b".into())));
+    // 5-10: before and after each network's real plugin.
+    for (i, ifname) in IFNAMES.iter().enumerate() {
+        let tb = format!("k{:02}", 5 + 2 * i);
+        let ta = format!("k{:02}", 6 + 2 * i);
+        add(&tb, point(&format!("before {ifname}'s plugin"), Topo::before(i, sleep_add(&tb)),
+            Until::Recorded("ADD", ifname)));
+        add(&ta, point(&format!("after {ifname}'s plugin"), Topo::after(i, sleep_add(&ta)),
+            Until::Recorded("ADD", ifname)));
+    }
+    // 11-12: the status PATCH and the events in flight.
+    add("k11", point("status PATCH in flight", Topo::default(), Until::Api("PATCH", "/pods/{pod}/status".into())));
+    add("k12", point("event POST in flight", Topo::default(), Until::Api("POST", "/events".into())));
+    // 13-14: during the rollback of a failed ADD (net2 fails; net1's or eth0's DEL sleeps).
+    add("k13", point("rolling back net1", Topo::after(2, fail.clone()).and_after(1, sleep_del("k13")),
+        Until::Recorded("DEL", "net1")));
+    add("k14", point("rolling back eth0", Topo::after(2, fail.clone()).and_after(0, sleep_del("k14")),
+        Until::Recorded("DEL", "eth0")));
+    // 15: an ADD replacing an earlier ADD's cache, killed while tearing the old one down.
+    let mut p = point("tearing down the previous ADD", Topo::after(1, sleep_del("k15")), Until::Recorded("DEL", "net1"));
+    p.add_first = true;
+    add("k15", p);
+    // 16: a DEL killed half-way (after net2's DEL, during net1's), then the runtime's DEL again.
+    let mut p = point("a DEL half-way", Topo::after(1, sleep_del("k16")), Until::Recorded("DEL", "net1"));
+    p.add_first = true;
+    p.command = "DEL";
+    add("k16", p);
+    // 17: killed after net1's plugin, and the runtime's first DEL killed at once too.
+    let mut p = point("after net1, then a killed DEL", Topo::after(1, sleep_add("k17")), Until::Recorded("ADD", "net1"));
+    p.also_kill_del = true;
+    add("k17", p);
+
+    let standin = w.cluster.standin().is_some();
+    let mut killed = 0;
+    for (tag, p) in &points {
+        if matches!(p.until, Until::Api(..)) && !standin {
+            eprintln!("{}: skipped (stand-in only: it holds a request in flight)", p.name);
+            continue;
+        }
+        eprintln!("kill point {tag}: {}", p.name);
+        killed += usize::from(run_kill_point(&w, tag, p));
+    }
+
+    // 18-27: a sweep of kill delays across a whole undisturbed ADD.
+    let (rt, sb) = k3(&w, "ksweep", &Topo::default(), json!({}));
+    let full = spawn_plexus(&w, &rt, &sb, "ADD").wait(MARGIN);
+    assert_eq!(full.code, Some(0), "an undisturbed ADD: {}", full.stdout);
+    w.del_ok(&rt, &sb);
+    assert_no_leak(&w, &sb);
+    for i in 1..=10u32 {
+        let tag = format!("ks{i:02}");
+        let delay = full.took * i / 11;
+        let p = point(&format!("{i}/11 of an ADD ({delay:?})"), Topo::default(), Until::After(delay));
+        eprintln!("kill point {tag}: {}", p.name);
+        killed += usize::from(run_kill_point(&w, &tag, &p));
+    }
+    assert!(killed >= 20, "only {killed} kills landed while plexus ran");
+}
+
+// === The API server ===
+
+/// Replace the token in plexus's kubeconfig.
+fn set_token(w: &World, token: &str) -> String {
+    let mut kc = kubeconfig::read(&w.kubeconfig()).expect("read plexus's kubeconfig");
+    let old = kc["users"][0]["user"]["token"]
+        .as_str()
+        .expect("a token")
+        .to_string();
+    kc["users"][0]["user"]["token"] = json!(token);
+    kubeconfig::write(&w.kubeconfig(), &kc).expect("write plexus's kubeconfig");
+    old
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn api_down_fails_add_with_try_again_later_and_del_works_from_the_cache() {
+    let w = world("api_down_fails_add_with_try_again_later_and_del_works_from_the_cache");
+    let api = json!({"apiTimeoutSeconds": 1, "apiBudgetSeconds": 3});
+    let (rt_ok, before) = k3(&w, "before", &Topo::default(), api.clone());
+    w.add_ok(&rt_ok, &before);
+    let (rt, sb) = k3(&w, "down", &Topo::default(), api);
+    // The only way to the API (stand-in or real) now leads to a closed port.
+    let upstream = w.fwd.upstream();
+    w.fwd.redirect(closed_port());
+
+    let err = add_fails_within(&w, &rt, &sb, Duration::from_secs(3) + MARGIN);
+    assert_eq!(err.code, Some(11), "try again later: {err}");
+    assert!(err.text().contains("down"), "names the pod: {err}");
+    assert_failed_add_left_nothing(&w, &rt, &sb);
+    // A pod attached before the outage is torn down from its cache alone.
+    let started = Instant::now();
+    w.del_ok(&rt_ok, &before);
+    assert_bounded("DEL with the API down", started.elapsed(), MARGIN);
+    assert_no_leak(&w, &before);
+    w.fwd.redirect(upstream);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn api_slower_than_its_timeout_fails_add_within_the_budget() {
+    let test = "api_slower_than_its_timeout_fails_add_within_the_budget";
+    if !standin_only(test, "it holds requests in the stand-in") {
+        return;
+    }
+    let w = world(test);
+    let (rt, sb) = k3(
+        &w,
+        "slow",
+        &Topo::default(),
+        json!({"apiTimeoutSeconds": 1, "apiBudgetSeconds": 3}),
+    );
+    let server = w.cluster.standin().unwrap();
+    server.inject(FaultSpec::latency(LONG_MS).on("GET", &format!("/namespaces/{}/pods/slow", w.ns)));
+    let err = add_fails_within(&w, &rt, &sb, Duration::from_secs(3) + MARGIN);
+    assert_eq!(err.code, Some(11), "try again later: {err}");
+    assert!(err.text().contains("slow"), "names the pod: {err}");
+    server.faults().clear();
+    assert_failed_add_left_nothing(&w, &rt, &sb);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn api_500_and_429_are_retried_within_the_budget() {
+    let test = "api_500_and_429_are_retried_within_the_budget";
+    if !standin_only(test, "it injects errors into the stand-in") {
+        return;
+    }
+    let w = world(test);
+    let server = w.cluster.standin().unwrap();
+    let api = json!({"apiTimeoutSeconds": 2, "apiBudgetSeconds": 4});
+    for code in [500u16, 429] {
+        // Once: retried, and the ADD succeeds.
+        let tag = format!("once{code}");
+        let (rt, sb) = k3(&w, &tag, &Topo::default(), api.clone());
+        let pod = format!("/namespaces/{}/pods/{tag}", w.ns);
+        server.inject(FaultSpec::status(code).on("GET", &pod).retry_after(0).times(1));
+        server.inject(
+            FaultSpec::status(code)
+                .on("GET", &format!("/network-attachment-definitions/{tag}-b"))
+                .retry_after(0)
+                .times(1),
+        );
+        let started = Instant::now();
+        w.add_ok(&rt, &sb);
+        assert_bounded("ADD with one error per read", started.elapsed(), MARGIN);
+        assert_k3_attached(&w, &sb, &tag);
+        w.del_ok(&rt, &sb);
+        assert_no_leak(&w, &sb);
+
+        // Always: code 11 once the budget is spent, nothing left.
+        let tag = format!("always{code}");
+        let (rt, sb) = k3(&w, &tag, &Topo::default(), api.clone());
+        let id = server.inject(
+            FaultSpec::status(code).on("GET", &format!("/namespaces/{}/pods/{tag}", w.ns)),
+        );
+        let err = add_fails_within(&w, &rt, &sb, Duration::from_secs(4) + MARGIN);
+        assert_eq!(err.code, Some(11), "{code}: {err}");
+        assert!(err.text().contains(&code.to_string()), "says what the API answered: {err}");
+        assert!(server.faults().hits(id) >= 2, "retried");
+        server.faults().remove(id);
+        assert_failed_add_left_nothing(&w, &rt, &sb);
+    }
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_status_patch_that_always_conflicts_fails_add_and_rolls_back() {
+    let test = "a_status_patch_that_always_conflicts_fails_add_and_rolls_back";
+    if !standin_only(test, "it injects 409s into the stand-in") {
+        return;
+    }
+    let w = world(test);
+    let (rt, sb) = k3(
+        &w,
+        "conflict",
+        &Topo::default(),
+        json!({"apiTimeoutSeconds": 2, "apiBudgetSeconds": 4}),
+    );
+    let server = w.cluster.standin().unwrap();
+    let id = server.inject(
+        FaultSpec::status(409).on("PATCH", &format!("/namespaces/{}/pods/conflict/status", w.ns)),
+    );
+    let err = add_fails_within(&w, &rt, &sb, Duration::from_secs(4) + MARGIN);
+    assert_eq!(err.code, Some(11), "try again later: {err}");
+    assert!(err.text().contains("409") || err.text().contains("onflict"), "{err}");
+    assert!(server.faults().hits(id) >= 2, "the conflict was retried");
+    server.faults().clear();
+    assert_failed_add_left_nothing(&w, &rt, &sb);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_rejected_token_fails_add_clearly_and_del_still_works() {
+    let w = world("a_rejected_token_fails_add_clearly_and_del_still_works");
+    let (rt_ok, before) = k3(&w, "before", &Topo::default(), json!({}));
+    w.add_ok(&rt_ok, &before);
+    let (rt, sb) = k3(&w, "badtoken", &Topo::default(), json!({}));
+    let good = set_token(&w, "not-a-valid-token");
+
+    let err = add_fails_within(&w, &rt, &sb, MARGIN);
+    assert_eq!(err.code, Some(999), "{err}");
+    let text = err.text();
+    assert!(text.contains("badtoken"), "names the pod: {err}");
+    assert!(text.contains("401") || text.contains("credentials"), "says why: {err}");
+    assert!(!text.contains("not-a-valid-token"), "never prints the token: {err}");
+    assert!(!w.log().contains("not-a-valid-token"), "never logs the token");
+    assert_failed_add_left_nothing(&w, &rt, &sb);
+    let started = Instant::now();
+    w.del_ok(&rt_ok, &before);
+    assert_bounded("DEL with a rejected token", started.elapsed(), MARGIN);
+    assert_no_leak(&w, &before);
+    set_token(&w, &good);
+}
+
+// === The cache directory ===
+
+#[test]
+#[ignore = "needs root: creates network namespaces, mounts over the cache directory"]
+fn a_read_only_cache_dir_fails_add_before_anything_is_attached() {
+    let w = world("a_read_only_cache_dir_fails_add_before_anything_is_attached");
+    let (rt, sb) = k3(&w, "ro", &Topo::default(), json!({}));
+    {
+        let _ro = Mount::read_only(&w.cni_dir());
+        let err = add_fails_within(&w, &rt, &sb, MARGIN);
+        assert_eq!(err.code, Some(5), "I/O error: {err}");
+        assert!(err.text().contains("ro"), "names the pod: {err}");
+        assert_eq!(sb.netns.link_names(), ["lo"]);
+        assert_eq!(w.reservations(), []);
+        w.assert_no_status(&sb);
+    }
+    assert_failed_add_left_nothing(&w, &rt, &sb);
+
+    // Read-only after a successful ADD: DEL tears the networks down, and reports that it could not
+    // remove the cache; once writable again, DEL finishes.
+    let (rt, sb) = k3(&w, "ro2", &Topo::default(), json!({}));
+    w.add_ok(&rt, &sb);
+    {
+        let _ro = Mount::read_only(&w.cni_dir());
+        let started = Instant::now();
+        let r = rt.del(&w.rt(&sb));
+        assert_bounded("DEL on a read-only cache dir", started.elapsed(), MARGIN);
+        if let Err(e) = r {
+            assert_eq!(e.code, Some(5), "{e}");
+        }
+    }
+    w.del_ok(&rt, &sb);
+    assert_no_leak(&w, &sb);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces, mounts a tmpfs over the cache directory"]
+fn a_full_cache_dir_fails_add_cleanly() {
+    let w = world("a_full_cache_dir_fails_add_cleanly");
+    let (rt, sb) = k3(&w, "full", &Topo::default(), json!({}));
+    {
+        let _full = Mount::full(&w.cni_dir(), 64);
+        let err = add_fails_within(&w, &rt, &sb, MARGIN);
+        assert_eq!(err.code, Some(5), "I/O error: {err}");
+        assert!(err.text().contains("full"), "names the pod: {err}");
+        w.assert_no_status(&sb);
+        assert_no_leak(&w, &sb);
+        let started = Instant::now();
+        w.del_ok(&rt, &sb);
+        assert_bounded("DEL on a full cache dir", started.elapsed(), MARGIN);
+        assert_no_leak(&w, &sb);
+    }
+    assert_failed_add_left_nothing(&w, &rt, &sb);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces, mounts a tmpfs over the cache directory"]
+fn the_cache_dir_filling_up_half_way_through_an_add_rolls_it_back() {
+    let w = world("the_cache_dir_filling_up_half_way_through_an_add_rolls_it_back");
+    let marker = w.root().join("midway.on");
+    let topo = Topo::after(1, switched_sleep("add", &marker));
+    let (rt, sb) = k3(&w, "midway", &topo, json!({"delegateTimeoutSeconds": 3}));
+    let full = Mount::full(&w.cni_dir(), 1024);
+    std::fs::remove_file(w.cni_dir().join(".filler")).expect("room for the ADD");
+    std::fs::write(&marker, "").unwrap();
+    let running = spawn_plexus(&w, &rt, &sb, "ADD");
+    wait_until("net1's delegate", Duration::from_secs(60), || {
+        recorded(&w, "ADD", &sb.cid, "net1")
+    });
+    // eth0 is attached and cached; now the disk is full, and the delegate times out.
+    plexus_e2e::harness::chaos::fill(&w.cni_dir());
+    let done = running.wait(Duration::from_secs(3) + MARGIN);
+    assert_ne!(done.code, Some(0), "{}", done.stdout);
+    std::fs::remove_file(&marker).unwrap();
+    drop(full);
+    assert_eq!(sb.netns.link_names(), ["lo"], "rolled back\n{}", w.log());
+    assert_eq!(w.reservations(), []);
+    let started = Instant::now();
+    w.del_ok(&rt, &sb);
+    assert_bounded("DEL", started.elapsed(), MARGIN);
+    assert_no_leak(&w, &sb);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_truncated_or_corrupt_cache_file_does_not_stop_del() {
+    let w = world("a_truncated_or_corrupt_cache_file_does_not_stop_del");
+    type Damage = fn(&[u8]) -> Vec<u8>;
+    let damages: [(&str, Damage); 4] = [
+        ("half", |b| b[..b.len() / 2].to_vec()),
+        ("empty", |_| Vec::new()),
+        ("garbage", |_| b"\x00\xff not json at all".to_vec()),
+        ("wrongtype", |_| br#"{"containerId": 7, "delegates": "x"}"#.to_vec()),
+    ];
+    for (tag, damage) in damages {
+        let (rt, sb) = k3(&w, tag, &Topo::default(), json!({}));
+        w.add_ok(&rt, &sb);
+        let cache = w.cni_dir().join(&sb.cid);
+        let bytes = std::fs::read(&cache).expect("plexus's cache after ADD");
+        std::fs::write(&cache, damage(&bytes)).unwrap();
+        let started = Instant::now();
+        w.del_ok(&rt, &sb);
+        assert_bounded("DEL with a damaged cache", started.elapsed(), MARGIN);
+        assert_no_leak(&w, &sb);
+    }
+}
+
+// === Many at once ===
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_hundred_containers_added_and_deleted_concurrently_never_cross_talk() {
+    let w = Arc::new(world(
+        "a_hundred_containers_added_and_deleted_concurrently_never_cross_talk",
+    ));
+    w.nad("mv", &w.macvlan(MACVLAN_SUBNET));
+    w.nad("br", &w.bridge(NET2_BRIDGE, BRIDGE_SUBNET));
+    // Mixed K: the cluster network only, plus one, plus two secondaries.
+    let annotations = ["", "mv", "br", "mv,br"];
+    let rt = Arc::new(w.runtime(json!({"apiTimeoutSeconds": 10, "apiBudgetSeconds": 60})));
+    let pods: Vec<(Sandbox, &str)> = (0..100)
+        .map(|i| {
+            let a = annotations[i % annotations.len()];
+            let tag = format!("c{i:03}");
+            let sb = if a.is_empty() {
+                w.sandbox(&tag, &[])
+            } else {
+                w.sandbox(&tag, &[(NETWORKS_ANNOTATION, a)])
+            };
+            (sb, a)
+        })
+        .collect();
+    let pods = Arc::new(pods);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..pods.len())
+        .map(|i| {
+            let (w, rt, pods) = (w.clone(), rt.clone(), pods.clone());
+            thread::spawn(move || {
+                let (sb, a) = &pods[i];
+                let result = w.add_ok(&rt, sb);
+                // The runtime's result is this pod's eth0, in this pod's namespace.
+                assert_eq!(
+                    result["interfaces"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|i| i["name"] == "eth0")
+                        .unwrap()["sandbox"],
+                    json!(sb.path())
+                );
+                let mut want = vec![(CLUSTER_NETWORK.to_string(), "eth0", true)];
+                for (n, net) in a.split(',').filter(|s| !s.is_empty()).enumerate() {
+                    let ifname = ["net1", "net2"][n];
+                    want.push((format!("{}/{net}", w.ns), ifname, false));
+                }
+                let want: Vec<(&str, &str, bool)> =
+                    want.iter().map(|(n, i, d)| (n.as_str(), *i, *d)).collect();
+                // Every status entry's IPs and MAC are this pod's own interfaces'.
+                let entries = w.assert_status(sb, &want);
+                let cache = std::fs::read(w.cni_dir().join(&sb.cid)).expect("cache");
+                let cache: Value = serde_json::from_slice(&cache).expect("the cache is JSON");
+                assert!(cache.to_string().contains(&sb.cid), "the cache is this container's");
+                w.del_ok(&rt, sb);
+                entries
+                    .into_iter()
+                    .flat_map(|e| e.ips)
+                    .collect::<Vec<String>>()
+            })
+        })
+        .collect();
+    let mut ips: Vec<String> = Vec::new();
+    for h in workers {
+        ips.extend(h.join().expect("a container's ADD/CHECK/DEL"));
+    }
+    assert_bounded("100 concurrent ADD+DEL", started.elapsed(), Duration::from_secs(240));
+    let n = ips.len();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), n, "every address was given to one container only");
+    assert!(ips.iter().any(|ip| ip.starts_with(&CLUSTER_SUBNET[..8])));
+    for (sb, _) in pods.iter() {
+        assert_no_leak(&w, sb);
+    }
+}

@@ -333,6 +333,25 @@ pub fn read(cni_dir: &Path, container_id: &str) -> io::Result<ReadOutcome> {
     )
 }
 
+/// Set Go Multus's `IsFilterV4Gateway`/`IsFilterV6Gateway` flags of each cached delegate, in order, after
+/// plexus moved the default route (NPWG-34), rewriting the file atomically. Go Multus reads the flags only
+/// during its own ADD; they record which delegates lost which default routes.
+pub fn set_gateway_filters(
+    cni_dir: &Path,
+    container_id: &str,
+    flags: &[(bool, bool)],
+) -> io::Result<()> {
+    let p = path(cni_dir, container_id);
+    let mut entries: Vec<CachedDelegate> = serde_json::from_slice(&fs::read(&p)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    for (e, (v4, v6)) in entries.iter_mut().zip(flags) {
+        e.filter_v4_gateway = *v4;
+        e.filter_v6_gateway = *v6;
+    }
+    let bytes = serde_json::to_vec(&entries).map_err(io::Error::other)?;
+    fsutil::atomic_write(&p, &bytes, 0o600)
+}
+
 /// Remove a container's cache; absent is fine.
 pub fn remove(cni_dir: &Path, container_id: &str) -> io::Result<()> {
     fsutil::remove_if_exists(&path(cni_dir, container_id))
@@ -453,6 +472,20 @@ mod tests {
         assert_eq!(a[1].network.cni_version, CniVersion::V0_4_0);
         assert_eq!(a[1].requests.mac.as_deref(), Some("02:00:00:00:00:07"));
         assert_eq!(a[1].status_name, "default/mv");
+    }
+
+    #[test]
+    fn gateway_filters_are_set_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "cid1", &attachments()).unwrap();
+        set_gateway_filters(d.path(), "cid1", &[(true, false), (false, true)]).unwrap();
+        let v: Value = serde_json::from_slice(&fs::read(d.path().join("cid1")).unwrap()).unwrap();
+        assert_eq!(v[0]["IsFilterV4Gateway"], true);
+        assert_eq!(v[0]["IsFilterV6Gateway"], false);
+        assert_eq!(v[1]["IsFilterV4Gateway"], false);
+        assert_eq!(v[1]["IsFilterV6Gateway"], true);
+        assert_eq!(v[1]["ifnameRequest"], "data0", "the rest is kept");
+        assert!(set_gateway_filters(d.path(), "nope", &[]).is_err());
     }
 
     #[test]

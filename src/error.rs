@@ -22,6 +22,7 @@ use crate::{
     netconf::NetConfError,
     plan::PlanError,
     request::{Command, RequestError},
+    routes::RouteError,
 };
 
 /// A delegate timed out.
@@ -91,7 +92,6 @@ pub enum Error {
         /// Why.
         source: PlanError,
     },
-    /// The cluster refused or could not answer.
     /// A network's resource cannot be given a device (NPWG-13, multus-features.md §3.5).
     #[error("[{who}]: {source}")]
     Devices {
@@ -100,6 +100,7 @@ pub enum Error {
         /// Why.
         source: DeviceError,
     },
+    /// The cluster refused or could not answer.
     #[error("[{who}]: {source}")]
     Cluster {
         /// Pod or container.
@@ -160,6 +161,14 @@ pub enum Error {
         ifname: String,
         /// The namespace.
         netns: PathBuf,
+    },
+    /// A `default-route` request is invalid or could not be carried out (NPWG-34).
+    #[error("[{who}]: default-route: {source}")]
+    DefaultRoute {
+        /// Pod or container.
+        who: String,
+        /// Why.
+        source: RouteError,
     },
     /// A delegate operation failed.
     #[error("[{who}:{network}]: error {verb} network {network:?} (interface {ifname}): {source}")]
@@ -254,6 +263,25 @@ fn delegate_code(e: &DelegateError) -> u32 {
     }
 }
 
+fn route_code(e: &RouteError) -> u32 {
+    use plexus_netns::Errno;
+    match e {
+        RouteError::Twice { .. } | RouteError::Gateway { .. } | RouteError::PerFamily { .. } => {
+            codes::INVALID_NETWORK_CONFIG
+        }
+        // The gateway is not on any of the network's subnets: the request does not fit the network.
+        RouteError::Apply { source, .. }
+            if matches!(
+                source.errno(),
+                Some(Errno::ENETUNREACH | Errno::EHOSTUNREACH)
+            ) =>
+        {
+            codes::INVALID_NETWORK_CONFIG
+        }
+        RouteError::Apply { .. } => codes::INTERNAL,
+    }
+}
+
 impl Error {
     /// The CNI error code: the single mapping from internal errors to the protocol.
     pub fn cni_code(&self) -> u32 {
@@ -287,6 +315,7 @@ impl Error {
             }
             Error::Netns { .. } => codes::INVALID_ENV,
             Error::InterfaceExists { .. } => INTERFACE_EXISTS,
+            Error::DefaultRoute { source, .. } => route_code(source),
             Error::Delegate { source, .. } => delegate_code(source),
             Error::Result { .. } => codes::INCOMPATIBLE_VERSION,
             Error::Rollback { original, .. } => original.cni_code(),
@@ -525,6 +554,42 @@ mod tests {
                     netns: p.clone(),
                 },
                 102,
+            ),
+            (
+                Error::DefaultRoute {
+                    who: "w".into(),
+                    source: RouteError::Twice {
+                        first: "a".into(),
+                        second: "b".into(),
+                    },
+                },
+                7,
+            ),
+            (
+                Error::DefaultRoute {
+                    who: "w".into(),
+                    source: RouteError::Apply {
+                        network: "a".into(),
+                        ifname: "net1".into(),
+                        source: plexus_netns::NetnsError::Kernel {
+                            op: "route add",
+                            path: p.clone(),
+                            errno: plexus_netns::Errno::ENETUNREACH,
+                        },
+                    },
+                },
+                7,
+            ),
+            (
+                Error::DefaultRoute {
+                    who: "w".into(),
+                    source: RouteError::Apply {
+                        network: "a".into(),
+                        ifname: "net1".into(),
+                        source: plexus_netns::NetnsError::Thread("t".into()),
+                    },
+                },
+                999,
             ),
             (delegate(plugin_err(7)), 7),
             (delegate(plugin_err(11)), 11),

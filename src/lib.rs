@@ -28,5 +28,6 @@ pub mod ops;
 pub mod plan;
 pub mod request;
 pub mod resultcache;
+pub mod routes;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -1,21 +1,39 @@
-//! The netns seam: what plexus asks of a pod's network namespace (interface-name collisions, NPWG-26, CNI-12).
+//! The netns seam: what plexus asks of a pod's network namespace (interface-name collisions, NPWG-26, CNI-12)
+//! and the one change it makes there itself (default routes, NPWG-34).
 
 use std::path::Path;
 
-use plexus_netns::NetnsError;
+use plexus_netns::{DefaultRouteEdit, DefaultRouteReport, NetnsError};
 
-/// Questions about a pod's network namespace; the real answers come over netlink on a dedicated thread.
+/// Questions about (and the default-route edit of) a pod's network namespace; the real answers come over
+/// netlink on a dedicated thread.
 pub trait NetnsProbe: Send + Sync {
     /// Whether a link named `ifname` already exists in the namespace at `netns`.
     fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, NetnsError>;
+
+    /// Remove and add default routes in the namespace at `netns` as `edit` says (see
+    /// [`plexus_netns::edit_default_routes`]).
+    fn edit_default_routes(
+        &self,
+        netns: &Path,
+        edit: DefaultRouteEdit,
+    ) -> Result<DefaultRouteReport, NetnsError>;
 }
 
-/// Asks the kernel (netlink RTM_GETLINK inside the namespace, on a fresh thread).
+/// Asks the kernel (netlink inside the namespace, on a fresh thread).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KernelNetns;
 
 impl NetnsProbe for KernelNetns {
     fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, NetnsError> {
         plexus_netns::link_exists(netns, ifname)
+    }
+
+    fn edit_default_routes(
+        &self,
+        netns: &Path,
+        edit: DefaultRouteEdit,
+    ) -> Result<DefaultRouteReport, NetnsError> {
+        plexus_netns::edit_default_routes(netns, edit)
     }
 }

@@ -183,16 +183,43 @@ impl Exec for FakeExec {
     }
 }
 
-/// A netns probe whose existing links are scripted.
+/// A netns probe whose existing links are scripted; default-route edits are recorded (and fail with
+/// `route_error` when set).
 #[derive(Default)]
 #[allow(dead_code, reason = "used by the ops tests")]
 pub struct FakeNetns {
     /// Link names that "exist" in every netns.
     pub existing: Mutex<HashSet<String>>,
+    /// Every default-route edit asked for, with its namespace.
+    pub route_edits: Mutex<Vec<(PathBuf, plexus_netns::DefaultRouteEdit)>>,
+    /// When set, default-route edits fail with this errno.
+    pub route_error: Mutex<Option<plexus_netns::Errno>>,
 }
 
 impl NetnsProbe for FakeNetns {
     fn link_exists(&self, _netns: &Path, ifname: &str) -> Result<bool, plexus_netns::NetnsError> {
         Ok(self.existing.lock().unwrap().contains(ifname))
+    }
+
+    fn edit_default_routes(
+        &self,
+        netns: &Path,
+        edit: plexus_netns::DefaultRouteEdit,
+    ) -> Result<plexus_netns::DefaultRouteReport, plexus_netns::NetnsError> {
+        self.route_edits
+            .lock()
+            .unwrap()
+            .push((netns.to_path_buf(), edit.clone()));
+        if let Some(errno) = *self.route_error.lock().unwrap() {
+            return Err(plexus_netns::NetnsError::Kernel {
+                op: "route add",
+                path: netns.to_path_buf(),
+                errno,
+            });
+        }
+        Ok(plexus_netns::DefaultRouteReport {
+            removed: Vec::new(),
+            added: edit.add,
+        })
     }
 }

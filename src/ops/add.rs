@@ -105,15 +105,17 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         who: ctx.who(),
         source,
     })?;
+    super::default_route::validate(ctx, &attachments)?;
     let cid = ctx.env.container_id();
-    let runtime: Vec<RuntimeConf> = attachments
     // Every attachment with a device gets a unique CNI device-info file (NPWG-70..72).
     for a in attachments.iter_mut() {
         if a.requests.device_id.is_some() {
-            let file = devices::cni_file(&ctx.config.device_info_dir, &a.status_name, cid, &a.ifname);
+            let file =
+                devices::cni_file(&ctx.config.device_info_dir, &a.status_name, cid, &a.ifname);
             a.requests.device_info_file = Some(file.display().to_string());
         }
     }
+    let runtime: Vec<RuntimeConf> = attachments
         .iter()
         .map(|a| ctx.runtime_conf(a, cid, Some(&netns), true))
         .collect::<Result<_, _>>()?;
@@ -185,8 +187,8 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
                     ));
                 }
             }
-            invoker.add(&a.network, rt).map_err(|source| {
             devices::info::prepare(&ctx.config.device_info_dir, a);
+            invoker.add(&a.network, rt).map_err(|source| {
                 (
                     !never_started(&a.network, &source),
                     Error::Delegate {
@@ -210,6 +212,11 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
                 return Err(rollback(ctx, lock, undo, err));
             }
         }
+    }
+
+    // NPWG-34: move the default route where the pod asked; the results then say so.
+    if let Err(err) = super::default_route::apply(ctx, &netns, &mut attached) {
+        return Err(rollback(ctx, lock, attachments, err));
     }
 
     // The cluster network's result, in the config's version (decisions.md; §10 #20).

@@ -16,7 +16,8 @@ use crate::netlink::Rtnl;
 /// What to change. Removals run first, in order, then additions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DefaultRouteEdit {
-    /// Remove every main-table default route of the family whose output link is the named one.
+    /// Remove every main-table default route of the family whose output link is the named one (a link
+    /// that does not exist has none).
     pub remove: Vec<(String, IpFamily)>,
     /// Then add a main-table default route via the gateway out of the named link.
     pub add: Vec<(String, IpAddr)>,
@@ -70,7 +71,10 @@ pub(crate) fn apply(
     if !edit.remove.is_empty() {
         let routes = rtnl.routes()?;
         for (ifname, family) in &edit.remove {
-            let oif = index(ifname)?;
+            // A link that is not there has no routes to remove.
+            let Ok(oif) = index(ifname) else {
+                continue;
+            };
             for route in to_remove(&routes, *family, oif) {
                 rtnl.delete_route(&route)?;
                 report.removed.push((ifname.clone(), route));

@@ -77,10 +77,11 @@ pub fn routes(netns: &Path) -> Result<Vec<RouteInfo>, NetnsError> {
 /// rtnetlink socket: first remove, for each `(link, family)` of
 /// `edit.remove`, every main-table default route (`0.0.0.0/0` or `::/0`, by
 /// prefix length) of that family leaving through that link; then add a
-/// default route via each `(link, gateway)` of `edit.add`. Stops at the first
-/// failure (a link that does not exist is ENODEV; an unreachable gateway the
-/// kernel's ENETUNREACH; an equal default route already there EEXIST), leaving
-/// the steps before it done.
+/// default route via each `(link, gateway)` of `edit.add`. A removal on a link
+/// that does not exist does nothing. Stops at the first failure (adding on a
+/// link that does not exist is ENODEV; an unreachable gateway the kernel's
+/// ENETUNREACH; an equal default route already there EEXIST), leaving the steps
+/// before it done.
 pub fn edit_default_routes(
     netns: &Path,
     edit: DefaultRouteEdit,

@@ -250,11 +250,15 @@ fn default_routes_move_per_family() {
     let e = err(add("c0", "198.51.100.1"));
     assert_eq!(e.errno(), Some(Errno::EEXIST), "{e}");
     assert!(e.to_string().contains(&ns.name), "{e}");
-    // Nothing to remove is not an error.
+    // Nothing to remove (or no such link) is not an error.
     edit_default_routes(
         &ns.path,
         DefaultRouteEdit {
-            remove: vec![("a0".into(), IpFamily::V4), ("a0".into(), IpFamily::V6)],
+            remove: vec![
+                ("a0".into(), IpFamily::V4),
+                ("a0".into(), IpFamily::V6),
+                ("gone0".into(), IpFamily::V4),
+            ],
             add: vec![],
         },
     )

@@ -1,0 +1,103 @@
+//! `default-route` within ADD (NPWG-34): the request is checked before anything is attached; after every
+//! delegate succeeded, the default routes move in the pod's namespace (the netns seam) and the results,
+//! the libcni result cache and the container's cache are made to say so. The decisions are
+//! [`crate::routes`]'s (pure).
+
+use std::path::Path;
+
+use plexus_cni::CniResult;
+
+use super::Ctx;
+use crate::{
+    cache,
+    error::Error,
+    plan::Attachment,
+    resultcache,
+    routes::{self, RouteError},
+};
+
+/// Refuse an invalid request (two networks asking, a bad gateway) before anything is attached.
+pub(super) fn validate(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
+    routes::validate(attachments).map_err(|source| Error::DefaultRoute {
+        who: ctx.who(),
+        source,
+    })
+}
+
+/// Move the default routes as the pod asked and rewrite `attached`'s results and the caches to match. Does
+/// nothing when no attachment asks. An error leaves the caller to roll the ADD back: every route touched
+/// belongs to an interface the rollback removes.
+pub(super) fn apply(
+    ctx: &Ctx<'_>,
+    netns: &Path,
+    attached: &mut [(Attachment, CniResult)],
+) -> Result<(), Error> {
+    let who = || ctx.who();
+    let Some(plan) =
+        routes::decide(attached).map_err(|source| Error::DefaultRoute { who: who(), source })?
+    else {
+        return Ok(());
+    };
+    let (sel, _) = &attached[plan.selected];
+    if !plan.edit.is_empty() {
+        let report = ctx
+            .seams
+            .netns
+            .edit_default_routes(netns, plan.edit.clone())
+            .map_err(|source| Error::DefaultRoute {
+                who: who(),
+                source: RouteError::Apply {
+                    network: sel.status_name.clone(),
+                    ifname: sel.ifname.clone(),
+                    source,
+                },
+            })?;
+        let removed: Vec<String> = report
+            .removed
+            .iter()
+            .map(|(l, r)| match r.gateway {
+                Some(gw) => format!("{} via {gw} dev {l}", r.destination),
+                None => format!("{} dev {l}", r.destination),
+            })
+            .collect();
+        let added: Vec<String> = report
+            .added
+            .iter()
+            .map(|(l, gw)| format!("via {gw} dev {l}"))
+            .collect();
+        tracing::info!(network = %sel.status_name, ifname = %sel.ifname, ?removed, ?added, "default route set (NPWG-34)");
+    } else {
+        tracing::info!(network = %sel.status_name, ifname = %sel.ifname, "default-route: nothing to move");
+    }
+
+    let cid = ctx.env.container_id();
+    let dir = &ctx.config.cni_dir;
+    for (i, (a, result)) in attached.iter_mut().enumerate() {
+        if !routes::rewrite(&plan, i, result) {
+            continue;
+        }
+        let version = a.network.cni_version;
+        let value = result.to_value(version).map_err(|source| Error::Result {
+            who: who(),
+            network: a.status_name.clone(),
+            version: version.to_string(),
+            source,
+        })?;
+        resultcache::update_result(dir, &a.network.name, cid, &a.ifname, value).map_err(
+            |source| Error::Cache {
+                who: who(),
+                op: "update",
+                path: resultcache::path(dir, &a.network.name, cid, &a.ifname),
+                source,
+            },
+        )?;
+    }
+    cache::set_gateway_filters(dir, cid, &routes::filter_flags(&plan, attached.len())).map_err(
+        |source| Error::Cache {
+            who: who(),
+            op: "update",
+            path: cache::path(dir, cid),
+            source,
+        },
+    )
+}

@@ -682,6 +682,15 @@ impl Cluster for ApiCluster {
                 );
                 Ok(())
             }
+            // Conflicts retried for the whole budget: try again later (code 11), as for 429/5xx.
+            Err(e @ kube::Error::Api(_)) if is_conflict(&e) => {
+                Err(ClusterError::Unavailable(format!(
+                    "writing network-status of pod {}/{}: still conflicting when apiBudgetSeconds ran out: {}",
+                    pod_ref.namespace,
+                    pod_ref.name,
+                    describe(&e)
+                )))
+            }
             Err(e) => Err(cluster_error(
                 &format!(
                     "writing network-status of pod {}/{}",
@@ -691,6 +700,10 @@ impl Cluster for ApiCluster {
             )),
         }
     }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 #[cfg(test)]
@@ -1154,6 +1167,30 @@ mod tests {
         )
         .unwrap();
         vec![(a, r)]
+    }
+
+    #[test]
+    fn a_status_patch_that_keeps_conflicting_is_try_again_later() {
+        // Issue 6: a 409 on every status PATCH is retried until apiBudgetSeconds runs out, then code 11.
+        let cfg = config(json!({}));
+        let (api, seen) = mock(&cfg, |s, n| {
+            if s.method == Method::PATCH {
+                status(409, "Conflict")
+            } else {
+                standard(s, n)
+            }
+        });
+        api.pod_networks(&pod_ref(), &cfg).unwrap();
+        let e = api.publish_status(&pod_ref(), &attached()).unwrap_err();
+        assert!(matches!(e, ClusterError::Unavailable(_)), "{e:?}");
+        assert!(e.to_string().contains("409"), "{e}");
+        let patches = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == Method::PATCH)
+            .count();
+        assert!(patches >= 2, "retried: {patches} PATCHes");
     }
 
     #[test]

@@ -142,6 +142,8 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             }
         }
         Err(source) => {
+            // Nothing ran: leave nothing behind, not even the lock file.
+            lock.release_and_remove();
             return Err(Error::Cache {
                 who: ctx.who(),
                 op: "read",
@@ -151,12 +153,16 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         }
     }
 
-    cache::write(cni_dir, cid, &attachments).map_err(|source| Error::Cache {
-        who: ctx.who(),
-        op: "write",
-        path: cache::path(cni_dir, cid),
-        source,
-    })?;
+    if let Err(source) = cache::write(cni_dir, cid, &attachments) {
+        // A full or read-only cniDir: nothing ran, so nothing may remain, not even the lock file.
+        lock.release_and_remove();
+        return Err(Error::Cache {
+            who: ctx.who(),
+            op: "write",
+            path: cache::path(cni_dir, cid),
+            source,
+        });
+    }
 
     let invoker = ctx.invoker();
     let mut attached: Vec<(Attachment, CniResult)> = Vec::with_capacity(attachments.len());

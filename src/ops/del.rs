@@ -189,7 +189,8 @@ pub(super) fn teardown_container(
     // A Go Multus cache records the device but not its device-info file: derive the name as Multus does.
     for a in attachments.iter_mut() {
         if a.requests.device_id.is_some() && a.requests.device_info_file.is_none() {
-            let file = devices::cni_file(&ctx.config.device_info_dir, &a.status_name, cid, &a.ifname);
+            let file =
+                devices::cni_file(&ctx.config.device_info_dir, &a.status_name, cid, &a.ifname);
             a.requests.device_info_file = Some(file.display().to_string());
         }
     }
@@ -269,7 +270,44 @@ pub(super) fn del(ctx: &Ctx<'_>) -> Result<(), Error> {
             path: cache::path(&ctx.config.cni_dir, cid),
             source,
         })?;
+        remove_interrupted_writes(&ctx.config.cni_dir, cid);
         lock.release_and_remove();
     }
     result
+}
+
+/// Remove the temp files of atomic writes for `cid` that a killed plexus never renamed into place
+/// (`.<cid>.tmp.<pid>` in cniDir, `.<network>-<cid>-<ifname>.tmp.<pid>` in its result cache). Called
+/// under the container's lock, so no live writer owns them; best effort, like the rest of teardown.
+fn remove_interrupted_writes(cni_dir: &Path, cid: &str) {
+    let infix = format!("-{cid}-");
+    let is_temp_of = |name: &str, exact: bool| {
+        let Some((target, pid)) = name
+            .strip_prefix('.')
+            .and_then(|rest| rest.rsplit_once(".tmp."))
+        else {
+            return false;
+        };
+        !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && if exact {
+                target == cid
+            } else {
+                target.contains(&infix)
+            }
+    };
+    for (dir, exact) in [
+        (cni_dir.to_path_buf(), true),
+        (crate::resultcache::results_dir(cni_dir), false),
+    ] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_str().is_some_and(|n| is_temp_of(n, exact)) {
+                tracing::debug!("removing {} (an interrupted write)", e.path().display());
+                let _ = crate::fsutil::remove_if_exists(&e.path());
+            }
+        }
+    }
 }

@@ -215,6 +215,54 @@ fn rollback_at_each_position_leaves_nothing() {
 }
 
 #[test]
+fn a_cache_that_cannot_be_written_fails_add_before_any_delegate_and_leaves_nothing() {
+    // Issue 6 (full or read-only cniDir): the cache write comes before the first delegate, so its failure
+    // is an I/O error (code 5) with nothing attached and nothing left, not even the lock file.
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    // A directory where the cache's temp file goes makes the atomic write fail, as ENOSPC or EROFS would.
+    let tmp = w.cni_dir().join(format!(".c1.tmp.{}", std::process::id()));
+    fs::create_dir_all(&tmp).unwrap();
+    let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    assert_eq!(err.cni_code(), 5, "{err}");
+    assert!(err.to_string().contains("ns1/pod1"), "names the pod: {err}");
+    assert_eq!(w.calls(), vec![], "no delegate ran");
+    w.nothing_left("c1");
+    fs::remove_dir(&tmp).unwrap();
+}
+
+#[test]
+fn del_removes_temp_files_of_writes_a_killed_plexus_interrupted() {
+    // Issue 6 (SIGKILL during ADD): a plexus killed between writing a temp file and renaming it leaves
+    // `.<name>.tmp.<pid>`; the container's DEL removes its own, and only its own.
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    let results = w.cni_dir().join("results");
+    let mine = [
+        w.cni_dir().join(".c1.tmp.4242"),
+        results.join(".cluster-c1-eth0.tmp.4242"),
+    ];
+    let others = [
+        w.cni_dir().join(".c10.tmp.4242"),
+        w.cni_dir().join("c1.tmp.1"),
+        results.join(".cluster-c10-eth0.tmp.4242"),
+        results.join(".cluster-c1-eth0.tmp.x"),
+    ];
+    for p in mine.iter().chain(&others) {
+        fs::write(p, b"{\"partial").unwrap();
+    }
+    w.run("DEL", &cfg, &NoCluster).unwrap();
+    for p in &mine {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    for p in &others {
+        assert!(p.exists(), "{} is not c1's interrupted write", p.display());
+    }
+    w.nothing_left("c1");
+}
+
+#[test]
 fn failed_rollback_keeps_the_cache_and_reports_both() {
     let w = World::new();
     let cfg = w.config(json!({}));

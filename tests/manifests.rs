@@ -455,13 +455,15 @@ fn the_cluster_role_grants_exactly_what_the_plugin_calls() {
         "k8s.cni.cncf.io/network-attachment-definitions:get", // NADs by name
         "/events:create",                                     // AddedInterface, NoNetworkFound
         "/events:patch",
+        "resource.k8s.io/resourceclaims:get", // DRA: the pod's claims by name
+        "resource.k8s.io/resourceslices:list", // DRA: the allocated drivers' slices on the node
     ]
     .into_iter()
     .map(String::from)
     .collect();
     assert_eq!(
         granted, expected,
-        "least privilege: no list, watch, update or wildcard"
+        "least privilege: no watch, update or wildcard, and no list but DRA's ResourceSlices"
     );
 
     let b = &bindings[0];

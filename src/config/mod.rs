@@ -585,9 +585,16 @@ mod tests {
         assert_eq!(c.pod_resources_socket, PathBuf::from("/run/k/pr.sock"));
         assert_eq!(c.kubelet_checkpoint, PathBuf::from("/k/cp"));
         assert_eq!(c.device_info_dir, PathBuf::from("/d/i"));
-        for key in ["podResourcesSocket", "kubeletCheckpointFile", "deviceInfoDir"] {
+        for key in [
+            "podResourcesSocket",
+            "kubeletCheckpointFile",
+            "deviceInfoDir",
+        ] {
             let e = cfg(json!({"name": "m", "clusterNetwork": "c", key: "rel/x"})).unwrap_err();
-            assert!(e.to_string().starts_with(&format!("config key {key}:")), "{e}");
+            assert!(
+                e.to_string().starts_with(&format!("config key {key}:")),
+                "{e}"
+            );
         }
     }
 

@@ -81,13 +81,21 @@ mod tests {
         );
         assert_eq!(m["mlx/rdma"], ["m0"]);
         assert_eq!(m.len(), 2);
-        assert!(pod_devices(cp.to_string().as_bytes(), "u9").unwrap().is_empty());
+        assert!(
+            pod_devices(cp.to_string().as_bytes(), "u9")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
     fn garbage_and_empty_checkpoints() {
         assert!(pod_devices(b"{not json", "u").is_err());
         let empty = json!({"Data": {"PodDeviceEntries": null}, "Checksum": 0});
-        assert!(pod_devices(empty.to_string().as_bytes(), "u").unwrap().is_empty());
+        assert!(
+            pod_devices(empty.to_string().as_bytes(), "u")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

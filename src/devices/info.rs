@@ -27,7 +27,11 @@ pub fn prepare(dir: &Path, a: &Attachment) {
             return;
         }
         Err(e) => {
-            tracing::warn!("network {}: reading device-info {}: {e}", a.status_name, source.display());
+            tracing::warn!(
+                "network {}: reading device-info {}: {e}",
+                a.status_name,
+                source.display()
+            );
             return;
         }
     };
@@ -37,7 +41,11 @@ pub fn prepare(dir: &Path, a: &Attachment) {
         .map_or(Ok(()), |p| fsutil::ensure_dir(p, 0o755))
         .and_then(|()| fsutil::atomic_write(target, &bytes, 0o444));
     if let Err(e) = written {
-        tracing::warn!("network {}: writing device-info {}: {e}", a.status_name, target.display());
+        tracing::warn!(
+            "network {}: writing device-info {}: {e}",
+            a.status_name,
+            target.display()
+        );
     }
 }
 
@@ -49,7 +57,11 @@ pub fn read(a: &Attachment) -> Option<Value> {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
-            tracing::warn!("network {}: reading device-info {}: {e}", a.status_name, path.display());
+            tracing::warn!(
+                "network {}: reading device-info {}: {e}",
+                a.status_name,
+                path.display()
+            );
             return None;
         }
     };
@@ -71,6 +83,9 @@ pub fn remove(a: &Attachment) {
     if let Some(path) = a.requests.device_info_file.as_deref()
         && let Err(e) = fsutil::remove_if_exists(Path::new(path))
     {
-        tracing::warn!("network {}: removing device-info {path}: {e}", a.status_name);
+        tracing::warn!(
+            "network {}: removing device-info {path}: {e}",
+            a.status_name
+        );
     }
 }

@@ -70,7 +70,7 @@ impl Kubelet {
         }
     }
 
-    fn from_checkpoint(&self, pod: &PodRef) -> Result<ResourceMap, KubeletError> {
+    fn read_checkpoint(&self, pod: &PodRef) -> Result<ResourceMap, KubeletError> {
         let path = &self.checkpoint;
         let uid = pod
             .uid
@@ -86,7 +86,7 @@ impl Kubelet {
         })
     }
 
-    fn from_socket(&self, pod: &PodRef) -> Result<ResourceMap, KubeletError> {
+    fn ask_socket(&self, pod: &PodRef) -> Result<ResourceMap, KubeletError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -110,7 +110,7 @@ fn exists(p: &Path) -> bool {
 impl PodResources for Kubelet {
     fn devices(&self, pod: &PodRef) -> Result<ResourceMap, KubeletError> {
         if exists(&self.socket) {
-            match self.from_socket(pod) {
+            match self.ask_socket(pod) {
                 Ok(map) => return Ok(map),
                 Err(e) if exists(&self.checkpoint) => {
                     tracing::warn!("[{pod}]: {e}; reading the device-plugin checkpoint instead");
@@ -123,7 +123,7 @@ impl PodResources for Kubelet {
                 checkpoint: self.checkpoint.clone(),
             });
         }
-        self.from_checkpoint(pod)
+        self.read_checkpoint(pod)
     }
 }
 
@@ -164,7 +164,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let e = kubelet(d.path()).devices(&pod(Some("u"))).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("kubelet.sock") && msg.contains("kubelet_internal_checkpoint"), "{msg}");
+        assert!(
+            msg.contains("kubelet.sock") && msg.contains("kubelet_internal_checkpoint"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DeviceError {
     /// No (more) devices of the resource.
-    #[error("network {network:?} needs a device of resource {resource:?} (its NAD's k8s.v1.cni.cncf.io/resourceName), but {reason}")]
+    #[error(
+        "network {network:?} needs a device of resource {resource:?} (its NAD's k8s.v1.cni.cncf.io/resourceName), but {reason}"
+    )]
     Unresolved {
         /// The network's status name.
         network: String,
@@ -273,7 +275,8 @@ mod tests {
         let e = assign(&mut two, &map(&[("r", &["d1"])]), None).unwrap_err();
         assert!(
             e.to_string().starts_with("network \"ns/b\"")
-                && e.to_string().contains("1 device(s) of that resource are all taken"),
+                && e.to_string()
+                    .contains("1 device(s) of that resource are all taken"),
             "{e}"
         );
     }

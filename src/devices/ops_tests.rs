@@ -286,8 +286,9 @@ fn unavailable_kubelet_fails_only_a_network_that_needs_it_and_leaves_nothing() {
     assert_eq!(e.cni_code(), 7);
     let msg = e.to_string();
     assert!(
-        msg.starts_with("[ns1/pod1/u1]: network \"ns1/a\" needs a device of resource \"intel.com/vf\"")
-            && msg.contains("/k/kubelet.sock"),
+        msg.starts_with(
+            "[ns1/pod1/u1]: network \"ns1/a\" needs a device of resource \"intel.com/vf\""
+        ) && msg.contains("/k/kubelet.sock"),
         "{msg}"
     );
     assert!(w.exec.calls().is_empty(), "nothing ran");

@@ -43,6 +43,10 @@ use crate::{
 /// The event source component.
 pub const COMPONENT: &str = "plexus";
 
+// DRA reads are ApiCluster's own (the pod it read, its budget), so they live in a child module.
+#[path = "dra.rs"]
+pub mod dra;
+
 /// A lazily connected API client for one CNI invocation.
 pub struct ApiCluster {
     source: Source,
@@ -596,6 +600,10 @@ impl Cluster for ApiCluster {
             ..Selection::default()
         };
         self.network_for(config, &sel, info).map(Some)
+    }
+
+    fn dra_devices(&self, pod_ref: &PodRef) -> Result<crate::devices::ResourceMap, ClusterError> {
+        self.read_dra_devices(pod_ref)
     }
 
     fn publish_status(

@@ -178,6 +178,10 @@ impl ResourceType {
                 "reportingController",
                 "type",
             ],
+            // ResourceSlices are listed per driver and node (plexus's DRA lookup does both).
+            _ if self.group == DRA_GROUP && self.plural == "resourceslices" => {
+                &["metadata.name", "spec.nodeName", "spec.driver"]
+            }
             _ => &["metadata.name", "metadata.namespace"],
         }
     }
@@ -372,6 +376,25 @@ pub fn builtins() -> Vec<ResourceType> {
             S::None,
             Flavor::Rbac(RbacKind::ClusterRoleBinding),
         ),
+        // DRA (`resource.k8s.io/v1`): plain objects; a claim's allocation is written through `/status`.
+        ResourceType::builtin(
+            DRA_GROUP,
+            "resourceclaims",
+            "ResourceClaim",
+            true,
+            &[],
+            S::MetaAndStatus,
+            Flavor::Plain,
+        ),
+        ResourceType::builtin(
+            DRA_GROUP,
+            "resourceslices",
+            "ResourceSlice",
+            false,
+            &[],
+            S::None,
+            Flavor::Plain,
+        ),
         ResourceType::builtin(
             "apiextensions.k8s.io",
             "customresourcedefinitions",
@@ -383,6 +406,9 @@ pub fn builtins() -> Vec<ResourceType> {
         ),
     ]
 }
+
+/// The Dynamic Resource Allocation API group.
+pub const DRA_GROUP: &str = "resource.k8s.io";
 
 /// The RBAC API group.
 pub const RBAC_GROUP: &str = "rbac.authorization.k8s.io";

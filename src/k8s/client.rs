@@ -617,7 +617,12 @@ impl Cluster for ApiCluster {
         let mut entries = Vec::new();
         for (a, result) in attached {
             let device_info = crate::devices::info::read(a); // NPWG-73
-            entries.extend(status::statuses_for(result, &a.status_name, a.master, device_info));
+            entries.extend(status::statuses_for(
+                result,
+                &a.status_name,
+                a.master,
+                device_info,
+            ));
         }
         let rendered = status::render(&entries);
         let mut metadata =

@@ -351,6 +351,19 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Regression, fuzz target `netconf`/`annotation` (issue 6): a config edited by plexus (name,
+    /// version, cni-args) is re-serialised; a number in it must parse back to the same value. Without
+    /// serde_json's `float_roundtrip` 3.3333333333333334e31 came back as 3.333333333333334e31.
+    #[test]
+    fn numbers_survive_an_edit_exactly() {
+        let bytes = br#"{"cniVersion":"1.0.0","name":"n","type":"bandwidth","ingressRate":33333333333333333333333333330000,"x":[0.1,1e-7,2.5e300]}"#;
+        let n = NetworkConfig::from_bytes(bytes).unwrap();
+        let edited = n.edited(|_| {}).unwrap();
+        let again = NetworkConfig::from_bytes(&edited.bytes).unwrap();
+        assert_eq!(again.value, n.value);
+        assert_eq!(again.bytes, edited.bytes);
+    }
+
     #[test]
     fn conf_is_detected_and_bytes_are_kept() {
         let bytes = br#"{"cniVersion":"0.3.1","name":"a","type":"bridge","custom":{"k":1}}"#;

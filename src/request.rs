@@ -142,6 +142,22 @@ impl CniEnv {
         };
         let command = Command::parse(&command)
             .ok_or_else(|| RequestError::UnknownCommand(command.clone()))?;
+        // The process edge reads the environment lossily; a replacement character in a protocol
+        // variable means bytes that were not UTF-8, and passing the altered value on (an interface name,
+        // a path) would act on something the runtime never asked for.
+        for var in CNI_VARS {
+            if let Some(v) = all
+                .get(var)
+                .filter(|v| v.contains(char::REPLACEMENT_CHARACTER))
+            {
+                return Err(RequestError::Invalid {
+                    var,
+                    reason: format!(
+                        "it is not valid UTF-8 (read as {v:?}, U+FFFD marking the bad bytes); CNI variables must be UTF-8"
+                    ),
+                });
+            }
+        }
         let take =
             |all: &mut BTreeMap<String, String>, k: &str| all.remove(k).filter(|v| !v.is_empty());
         let container_id = take(&mut all, "CNI_CONTAINERID");
@@ -251,6 +267,44 @@ mod tests {
     #[test]
     fn no_command_means_about() {
         assert!(env(&[("PATH", "/bin")]).unwrap().is_none());
+    }
+
+    /// Hostile input (issue 6): `cli` reads the environment lossily, so bytes that are not UTF-8 arrive
+    /// as U+FFFD; a protocol variable holding one is refused (code 4) rather than acted on altered.
+    #[test]
+    fn non_utf8_cni_variables_are_refused_naming_the_variable() {
+        let good = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_ARGS", "K8S_POD_NAME=a"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ];
+        assert!(env(&good).unwrap().is_some());
+        let bad = String::from_utf8_lossy(b"x\xffy").into_owned();
+        for var in [
+            "CNI_CONTAINERID",
+            "CNI_NETNS",
+            "CNI_IFNAME",
+            "CNI_ARGS",
+            "CNI_PATH",
+        ] {
+            let vars: Vec<(&str, &str)> = good
+                .iter()
+                .map(|&(k, v)| if k == var { (k, bad.as_str()) } else { (k, v) })
+                .collect();
+            let e = env(&vars).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("invalid {var}: it is not valid UTF-8")),
+                "{e}"
+            );
+        }
+        // Other variables pass through as read (they are not plexus's to judge).
+        let mut vars = good.to_vec();
+        vars.push(("OTHER", bad.as_str()));
+        assert_eq!(env(&vars).unwrap().unwrap().passthrough["OTHER"], bad);
     }
 
     #[test]

@@ -690,6 +690,20 @@ mod tests {
     use CniVersion::*;
     use serde_json::json;
 
+    /// Regression, fuzz target `result` (issue 6): unknown keys are written back, and a number among them
+    /// must parse back to the same value (serde_json's `float_roundtrip`; without it
+    /// 3.3333333333333334e31 came back as 3.333333333333334e31).
+    #[test]
+    fn numbers_in_unknown_keys_survive_a_round_trip_exactly() {
+        let text =
+            r#"{"cniVersion":"1.0.0","x.rate":33333333333333333333333333330000,"y":[0.1,2.5e300]}"#;
+        let r = CniResult::parse(text.as_bytes(), V1_0_0).unwrap();
+        let once = r.to_json(V1_0_0).unwrap();
+        let again = CniResult::parse(once.as_bytes(), V1_0_0).unwrap();
+        assert_eq!(again, r);
+        assert_eq!(again.to_json(V1_0_0).unwrap(), once);
+    }
+
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
     }

@@ -321,3 +321,41 @@ fn dra_devices_join_the_kubelet_s() {
     assert_eq!(w.add_stdin("a")["deviceID"], "pci-1");
     assert_eq!(w.add_stdin("b")["deviceID"], "pci-2");
 }
+
+#[test]
+fn infiniband_guid_reaches_declaring_plugins_only_npwg_35() {
+    let w = World::new();
+    let mut ib = nad("ib", None, json!({"infinibandGUID": true}));
+    ib.requests.infiniband_guid = Some("c2:11:22:33:44:55:66:77".into());
+    let cluster = FakeCluster {
+        networks: vec![ib.clone()],
+        dra: ResourceMap::new(),
+        published: Mutex::default(),
+    };
+    let k = kubelet(&[]);
+    w.run("ADD", &cluster, &k).unwrap();
+    assert_eq!(
+        w.add_stdin("ib")["runtimeConfig"],
+        json!({"infinibandGUID": "c2:11:22:33:44:55:66:77"})
+    );
+    w.run("DEL", &crate::cluster::NoCluster, &k).unwrap();
+
+    // A network whose plugins do not declare the capability refuses the request (decisions.md).
+    let mut undeclared = nad("plain", None, json!({}));
+    undeclared.requests.infiniband_guid = ib.requests.infiniband_guid.clone();
+    let cluster = FakeCluster {
+        networks: vec![undeclared],
+        dra: ResourceMap::new(),
+        published: Mutex::default(),
+    };
+    w.exec.clear();
+    let e = w.run("ADD", &cluster, &k).unwrap_err();
+    assert_eq!(e.cni_code(), 7);
+    assert!(
+        e.to_string().contains(
+            "infiniband-guid was requested but no plugin of the network declares the \"infinibandGUID\" capability"
+        ),
+        "{e}"
+    );
+    assert!(w.exec.calls().is_empty());
+}

@@ -767,3 +767,41 @@ fn a_kubeconfig_readable_by_others_is_warned_about_and_still_works() {
         h.cmd("DEL").args(&pod_args()).config(&cfg).run().ok();
     }
 }
+
+#[test]
+fn node_network_names_that_are_not_dns_names_never_reach_the_api_as_paths() {
+    // clusterNetwork/defaultNetworks names (no '/') are looked up as NADs in multusNamespace, then in
+    // confDir. A name no NAD can have is not asked of the API (it would be a URL path: "..", "a?b").
+    for name in ["..", ".", "a?b", "a#b", "a b", "%2e%2e"] {
+        let h = Harness::new();
+        let api = FakeApi::start();
+        api.put_pod(json!({}));
+        let kc = api.kubeconfig(&h, 0o600, false);
+        let cfg = h.config("1.0.0", json!({"kubeconfig": kc, "clusterNetwork": name}));
+        let out = refused_add(&h, &cfg);
+        out.error(7);
+        assert!(out.msg().contains(name), "{name}: {out:?}");
+        let odd: Vec<_> = api
+            .seen()
+            .into_iter()
+            .filter(|s| s.path.contains("network-attachment-definitions"))
+            .collect();
+        assert!(odd.is_empty(), "{name}: {odd:?}");
+        assert!(h.records().is_empty());
+    }
+    // multusNamespace must be a namespace name.
+    for ns in ["..", "a/b", "Kube-System"] {
+        let h = Harness::new();
+        let api = FakeApi::start();
+        api.put_pod(json!({}));
+        let kc = api.kubeconfig(&h, 0o600, false);
+        let cfg = h.config(
+            "1.0.0",
+            json!({"kubeconfig": kc, "clusterNetwork": "cluster", "multusNamespace": ns}),
+        );
+        let out = refused_add(&h, &cfg);
+        out.error(7);
+        assert!(out.msg().contains("multusNamespace"), "{ns}: {out:?}");
+        assert!(api.seen().is_empty(), "{ns}: {:?}", api.seen());
+    }
+}

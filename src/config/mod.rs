@@ -454,6 +454,13 @@ impl Config {
             warnings.push(format!("auxiliaryCNIChainName {aux:?} is not supported by this plexus version and is ignored"));
         }
         let kubeconfig = kubeconfig.filter(|s| !s.is_empty()).map(PathBuf::from);
+        let multus_namespace = multus_namespace
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| DEFAULT_MULTUS_NAMESPACE.to_string());
+        // It becomes part of API paths (hostile input, issue 6).
+        if let Some(why) = crate::k8s::annotations::label_error(&multus_namespace) {
+            return Err(invalid("multusNamespace", format!("{why} (NPWG-9)")));
+        }
 
         Ok(Config {
             cni_version,
@@ -462,9 +469,7 @@ impl Config {
             primary,
             default_networks,
             system_namespaces: system_namespaces.unwrap_or_else(|| vec!["kube-system".to_string()]),
-            multus_namespace: multus_namespace
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| DEFAULT_MULTUS_NAMESPACE.to_string()),
+            multus_namespace,
             namespace_isolation: namespace_isolation.unwrap_or(false),
             global_namespaces,
             conf_dir: absolute_dir("confDir", conf_dir, DEFAULT_CONF_DIR)?,
@@ -721,6 +726,26 @@ mod tests {
         let e = cfg(json!({"name": "m", "clusterNetwork": "x", "delegateTimeoutSeconds": 0}))
             .unwrap_err();
         assert!(e.to_string().contains("delegateTimeoutSeconds"), "{e}");
+    }
+
+    /// Hostile input (issue 6): multusNamespace becomes part of API paths, so it must be a namespace name.
+    #[test]
+    fn multus_namespace_must_be_a_dns_label_npwg_9() {
+        let base = json!({"cniVersion": "1.0.0", "name": "m", "clusterNetwork": "c"});
+        for ns in ["..", "a/b", "Kube-System", "a.b", "-x"] {
+            let mut v = base.clone();
+            v["multusNamespace"] = json!(ns);
+            let e = cfg(v).unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!(
+                    "config key multusNamespace: \"{ns}\" is not a DNS-1123 label"
+                )),
+                "{e}"
+            );
+        }
+        let mut v = base.clone();
+        v["multusNamespace"] = json!("net-defs");
+        assert_eq!(cfg(v).unwrap().multus_namespace, "net-defs");
     }
 
     #[test]

@@ -291,6 +291,17 @@ fn check_subdomain(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `s` is a DNS-1123 subdomain, i.e. a name a NAD can have (NPWG-9). Lookups of other names
+/// (`..`, `a?b`) must not reach the API, where they would be URL paths.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    check_subdomain(s).is_ok()
+}
+
+/// Why `s` is not a DNS-1123 label (a namespace name, NPWG-9), with the rule; `None` when it is one.
+pub fn label_error(s: &str) -> Option<String> {
+    check_label(s).err()
+}
+
 fn check_interface(s: &str) -> Result<(), String> {
     validate::interface_name(s).map_err(|e| e.to_string())
 }

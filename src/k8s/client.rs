@@ -234,6 +234,11 @@ impl ApiCluster {
         namespace: &str,
         name: &str,
     ) -> Result<Option<NadInfo>, kube::Error> {
+        // No NAD has a name that is not a DNS-1123 subdomain; asking would put ".." or "a?b" in a URL
+        // path (hostile input, issue 6). Such a node network is looked up in confDir only.
+        if !annotations::is_dns_subdomain(name) {
+            return Ok(None);
+        }
         let api = Self::nad_api(client, namespace);
         match retry(self.deadline, self.timeout, || api.get(name)).await {
             Ok(obj) => Ok(Some(NadInfo {

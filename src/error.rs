@@ -278,7 +278,7 @@ fn route_code(e: &RouteError) -> u32 {
         {
             codes::INVALID_NETWORK_CONFIG
         }
-        RouteError::Apply { .. } => codes::INTERNAL,
+        RouteError::Apply { .. } | RouteError::Drift { .. } => codes::INTERNAL,
     }
 }
 

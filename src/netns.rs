@@ -3,13 +3,16 @@
 
 use std::path::Path;
 
-use plexus_netns::{DefaultRouteEdit, DefaultRouteReport, NetnsError};
+use plexus_netns::{DefaultRouteEdit, DefaultRouteReport, NetnsError, RouteInfo};
 
 /// Questions about (and the default-route edit of) a pod's network namespace; the real answers come over
 /// netlink on a dedicated thread.
 pub trait NetnsProbe: Send + Sync {
     /// Whether a link named `ifname` already exists in the namespace at `netns`.
     fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, NetnsError>;
+
+    /// The default routes in the namespace at `netns`, each with its link's name.
+    fn default_routes(&self, netns: &Path) -> Result<Vec<(String, RouteInfo)>, NetnsError>;
 
     /// Remove and add default routes in the namespace at `netns` as `edit` says (see
     /// [`plexus_netns::edit_default_routes`]).
@@ -27,6 +30,10 @@ pub struct KernelNetns;
 impl NetnsProbe for KernelNetns {
     fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, NetnsError> {
         plexus_netns::link_exists(netns, ifname)
+    }
+
+    fn default_routes(&self, netns: &Path) -> Result<Vec<(String, RouteInfo)>, NetnsError> {
+        plexus_netns::default_routes(netns)
     }
 
     fn edit_default_routes(

@@ -26,12 +26,14 @@
 //!   cached (`<cniDir>/results/…`, for CHECK's `prevResult` and DEL), published as the network-status
 //!   (whose `gateway` lists the default routes of a result, so it moves to the chosen network) and, for
 //!   the cluster network, returned to the runtime. Go Multus leaves the returned result unchanged.
+//! * **CHECK** runs [`decide`] again on the cached results and [`verify`]s the pod's default routes
+//!   against it (the reference plugins' own CHECK does not look at default routes).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use plexus_cni::{CniResult, Route};
-use plexus_netns::{DefaultRouteEdit, IpFamily, NetnsError};
+use plexus_netns::{DefaultRouteEdit, IpFamily, NetnsError, RouteInfo};
 
 use crate::plan::Attachment;
 
@@ -67,6 +69,14 @@ pub enum RouteError {
         network: String,
         /// The family.
         family: &'static str,
+    },
+    /// CHECK: the pod's default routes are no longer what `default-route` made them.
+    #[error("network {network:?}: {reason}")]
+    Drift {
+        /// The network that asked.
+        network: String,
+        /// What differs.
+        reason: String,
     },
     /// The pod's namespace refused the change.
     #[error("network {network:?}: cannot move the default route to interface {ifname}: {source}")]
@@ -247,6 +257,49 @@ pub fn rewrite(plan: &RoutePlan, index: usize, result: &mut CniResult) -> bool {
         }
     }
     changed
+}
+
+/// CHECK (CNI-27): whether the pod's default routes (`actual`, each with its link's name) are still what
+/// `plan` made them: a default route via each gateway on the chosen interface, and no other default route
+/// of a moved family on any interface the plan took them from.
+pub fn verify(
+    plan: &RoutePlan,
+    attached: &[(Attachment, CniResult)],
+    actual: &[(String, RouteInfo)],
+) -> Result<(), RouteError> {
+    let sel = &attached[plan.selected].0;
+    let drift = |reason: String| RouteError::Drift {
+        network: sel.status_name.clone(),
+        reason,
+    };
+    for gw in &plan.gateways {
+        if !actual
+            .iter()
+            .any(|(l, r)| *l == sel.ifname && r.gateway == Some(*gw))
+        {
+            return Err(drift(format!(
+                "the default route via {gw} on {} is missing",
+                sel.ifname
+            )));
+        }
+    }
+    for (ifname, family) in &plan.edit.remove {
+        for (l, r) in actual
+            .iter()
+            .filter(|(l, r)| l == ifname && r.family == *family)
+        {
+            if *l == sel.ifname && r.gateway.is_some_and(|g| plan.gateways.contains(&g)) {
+                continue;
+            }
+            let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            return Err(drift(format!(
+                "{l} has an {} default route{via}, but \"default-route\" gives that family's default route to {}",
+                family_name(*family),
+                sel.ifname
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Go Multus's per-delegate `IsFilterV4Gateway`/`IsFilterV6Gateway` cache flags for the plan: true where a
@@ -547,6 +600,62 @@ mod tests {
         )
         .unwrap();
         validate(&a).unwrap();
+    }
+
+    fn actual(routes: &[(&str, &str)]) -> Vec<(String, RouteInfo)> {
+        routes
+            .iter()
+            .map(|(l, gw)| {
+                let gw: IpAddr = gw.parse().unwrap();
+                (
+                    l.to_string(),
+                    RouteInfo {
+                        family: IpFamily::of(&gw),
+                        destination: default_dst(&gw),
+                        gateway: Some(gw),
+                        oif: Some(2),
+                        metric: None,
+                        table: plexus_netns::MAIN_TABLE,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn check_verifies_the_pods_default_routes_cni_27() {
+        let mut att = attached(Some(&["198.51.100.1"]));
+        let p = decide(&att).unwrap().unwrap();
+        for (i, (_, r)) in att.iter_mut().enumerate() {
+            rewrite(&p, i, r);
+        }
+        // Decided again from the rewritten (cached) results: the same plan.
+        assert_eq!(decide(&att).unwrap().unwrap(), p);
+        let ok = actual(&[("net1", "198.51.100.1"), ("eth0", "2001:db8::1")]);
+        verify(&p, &att, &ok).unwrap();
+        let e = verify(&p, &att, &actual(&[("eth0", "2001:db8::1")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "network \"ns/mv\": the default route via 198.51.100.1 on net1 is missing"
+        );
+        let e = verify(
+            &p,
+            &att,
+            &actual(&[("net1", "198.51.100.1"), ("eth0", "192.0.2.1")]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "network \"ns/mv\": eth0 has an IPv4 default route via 192.0.2.1, but \"default-route\" gives that family's default route to net1"
+        );
+        assert!(
+            verify(
+                &p,
+                &att,
+                &actual(&[("net1", "198.51.100.1"), ("net1", "198.51.100.9")])
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -194,11 +194,20 @@ pub struct FakeNetns {
     pub route_edits: Mutex<Vec<(PathBuf, plexus_netns::DefaultRouteEdit)>>,
     /// When set, default-route edits fail with this errno.
     pub route_error: Mutex<Option<plexus_netns::Errno>>,
+    /// The default routes every netns "has".
+    pub defaults: Mutex<Vec<(String, plexus_netns::RouteInfo)>>,
 }
 
 impl NetnsProbe for FakeNetns {
     fn link_exists(&self, _netns: &Path, ifname: &str) -> Result<bool, plexus_netns::NetnsError> {
         Ok(self.existing.lock().unwrap().contains(ifname))
+    }
+
+    fn default_routes(
+        &self,
+        _netns: &Path,
+    ) -> Result<Vec<(String, plexus_netns::RouteInfo)>, plexus_netns::NetnsError> {
+        Ok(self.defaults.lock().unwrap().clone())
     }
 
     fn edit_default_routes(

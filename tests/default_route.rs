@@ -45,7 +45,6 @@ use serde_json::{Value, json};
 
 const NAMESPACE: &str = "dr";
 const POD: &str = "pod1";
-const IGNORE: &str = "needs root: creates network namespaces and runs Debian's CNI plugins";
 
 /// A default route of the pod: family, gateway, interface.
 type DefaultRoute = (IpFamily, String, String);
@@ -415,8 +414,20 @@ fn gateways_of_both_families_take_the_default_routes_from_eth0() {
         cache[1]["default-route"],
         json!(["198.51.100.1", "2001:db8:a::1"])
     );
-    // CHECK: the bridge and macvlan plugins compare the cached routes with the pod's.
+    // CHECK: the delegates' CHECK with the rewritten results, then plexus's own look at the default routes
+    // (the reference plugins' CHECK does not notice a default route that came back).
     w.check(cid, ann);
+    netns_support::ipw(&format!(
+        "-n {} route add default via 192.0.2.1 dev eth0 metric 50",
+        w.f.pod.name
+    ));
+    let e = w.run("CHECK", cid, ann).unwrap_err();
+    assert!(
+        e.to_string().contains(
+            "eth0 has an IPv4 default route via 192.0.2.1, but \"default-route\" gives that family's default route to net1"
+        ),
+        "{e}"
+    );
     w.del(cid, ann);
 }
 

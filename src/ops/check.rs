@@ -1,5 +1,6 @@
 //! CHECK: every cached delegate, in order, with its cached result (CNI-18, CNI-19, CNI-27); Go Multus checks
-//! only static delegates (multus-features.md §10 #12).
+//! only static delegates (multus-features.md §10 #12). Then the pod's default routes, when it asked for
+//! them (`default-route`, NPWG-34).
 
 use super::Ctx;
 use crate::{
@@ -45,6 +46,7 @@ pub(super) fn check(ctx: &Ctx<'_>) -> Result<(), Error> {
     };
     let invoker = ctx.invoker();
     let mut errors = Vec::new();
+    let mut checked = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
         let a = match e.to_attachment(i, ctx.env.ifname(), ctx.config.cni_version) {
             Ok(a) => a,
@@ -58,6 +60,7 @@ pub(super) fn check(ctx: &Ctx<'_>) -> Result<(), Error> {
             }
         };
         let rt = ctx.runtime_conf(&a, cid, ctx.env.netns.as_deref(), false)?;
+        checked.push(a.clone());
         match invoker.check(&a.network, &rt) {
             Ok(()) => {}
             // A 0.3.x delegate behind a newer plexus cannot be checked; that is not a failure (#737, #525).
@@ -72,6 +75,12 @@ pub(super) fn check(ctx: &Ctx<'_>) -> Result<(), Error> {
                 source,
             }),
         }
+    }
+    if checked.len() == entries.len()
+        && let Some(netns) = ctx.env.netns.as_deref()
+        && let Err(e) = super::default_route::verify(ctx, netns, &checked)
+    {
+        errors.push(e);
     }
     if errors.is_empty() {
         Ok(())

@@ -1,7 +1,7 @@
-//! `default-route` within ADD (NPWG-34): the request is checked before anything is attached; after every
-//! delegate succeeded, the default routes move in the pod's namespace (the netns seam) and the results,
-//! the libcni result cache and the container's cache are made to say so. The decisions are
-//! [`crate::routes`]'s (pure).
+//! `default-route` within ADD and CHECK (NPWG-34): the request is checked before anything is attached;
+//! after every delegate succeeded, the default routes move in the pod's namespace (the netns seam) and the
+//! results, the libcni result cache and the container's cache are made to say so; CHECK verifies the pod's
+//! default routes against the cached results. The decisions are [`crate::routes`]'s (pure).
 
 use std::path::Path;
 
@@ -100,4 +100,44 @@ pub(super) fn apply(
             source,
         },
     )
+}
+
+/// CHECK: when a cached attachment asked for the default route, the pod's default routes must still be
+/// what ADD made them. Attachments without a usable cached result are left to their delegate's CHECK.
+pub(super) fn verify(ctx: &Ctx<'_>, netns: &Path, attachments: &[Attachment]) -> Result<(), Error> {
+    if attachments.iter().all(|a| a.requests.gateways.is_none()) {
+        return Ok(());
+    }
+    let cid = ctx.env.container_id();
+    let mut attached = Vec::with_capacity(attachments.len());
+    for a in attachments {
+        let cached = resultcache::read(&ctx.config.cni_dir, &a.network.name, cid, &a.ifname)
+            .ok()
+            .flatten()
+            .and_then(|rec| rec.result)
+            .and_then(|v| CniResult::from_value(&v, a.network.cni_version).ok());
+        let Some(result) = cached else {
+            return Ok(());
+        };
+        attached.push((a.clone(), result));
+    }
+    let err = |source| Error::DefaultRoute {
+        who: ctx.who(),
+        source,
+    };
+    let Some(plan) = routes::decide(&attached).map_err(err)? else {
+        return Ok(());
+    };
+    let sel = &attached[plan.selected].0;
+    let actual = ctx
+        .seams
+        .netns
+        .default_routes(netns)
+        .map_err(|source| Error::Netns {
+            who: ctx.who(),
+            network: sel.status_name.clone(),
+            netns: netns.to_path_buf(),
+            source,
+        })?;
+    routes::verify(&plan, &attached, &actual).map_err(err)
 }

@@ -8,8 +8,9 @@
 //! - [`run_in_netns`] runs any closure that way.
 //! - [`link_exists`], [`links`], [`addresses`] and [`routes`] ask the kernel
 //!   over rtnetlink from a socket opened inside the namespace.
-//! - [`edit_default_routes`] removes and adds default routes there (zero-prefix
-//!   routes matched by prefix length, per family).
+//! - [`default_routes`] lists the default routes with their links' names, and
+//!   [`edit_default_routes`] removes and adds default routes (zero-prefix routes
+//!   matched by prefix length, per family).
 //!
 //! All calls block until the work is done.
 
@@ -87,4 +88,26 @@ pub fn edit_default_routes(
     edit: DefaultRouteEdit,
 ) -> Result<DefaultRouteReport, NetnsError> {
     with_rtnl(netns, move |rtnl| edit::apply(rtnl, &edit))
+}
+
+/// The main-table default routes (`0.0.0.0/0` and `::/0`, by prefix length) of
+/// the namespace at `netns`, each with the name of its output link (empty for
+/// a multipath route or a link that vanished meanwhile).
+pub fn default_routes(netns: &Path) -> Result<Vec<(String, RouteInfo)>, NetnsError> {
+    with_rtnl(netns, |rtnl| {
+        let links = rtnl.links()?;
+        Ok(rtnl
+            .routes()?
+            .into_iter()
+            .filter(RouteInfo::is_default)
+            .map(|r| {
+                let name = links
+                    .iter()
+                    .find(|l| Some(l.index) == r.oif)
+                    .map(|l| l.name.clone())
+                    .unwrap_or_default();
+                (name, r)
+            })
+            .collect())
+    })
 }

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plexus_netns::{
-    DefaultRouteEdit, Errno, IpFamily, NetnsError, addresses, edit_default_routes, link_exists,
-    links, routes, run_in_netns, try_run_in_netns,
+    DefaultRouteEdit, Errno, IpFamily, NetnsError, addresses, default_routes as listed_defaults,
+    edit_default_routes, link_exists, links, routes, run_in_netns, try_run_in_netns,
 };
 
 /// A uniquely named namespace under /var/run/netns, deleted on drop (also on panic).
@@ -235,6 +235,19 @@ fn default_routes_move_per_family() {
     assert_eq!(
         default_routes(&ns),
         [v4("198.51.100.1", "c0"), v6("2001:db8:98::1", "c0")]
+    );
+    let mut listed: Vec<(String, String)> = listed_defaults(&ns.path)
+        .unwrap()
+        .into_iter()
+        .map(|(l, r)| (l, r.gateway.unwrap().to_string()))
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("c0".to_string(), "198.51.100.1".to_string()),
+            ("c0".to_string(), "2001:db8:98::1".to_string())
+        ]
     );
 
     // A gateway no subnet reaches, an unknown link, and a second equal route are the kernel's errors.

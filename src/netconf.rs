@@ -91,6 +91,20 @@ pub enum NetConfError {
     },
 }
 
+/// The deepest JSON nesting accepted in a config (serde_json's recursion limit); deeper input is refused
+/// with a message saying so (hostile input, issue 6).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// A JSON decoder's complaint, with the nesting limit spelled out when that is what was hit.
+pub fn decode_reason(e: &serde_json::Error) -> String {
+    let reason = e.to_string();
+    if reason.contains("recursion limit") {
+        format!("nesting is deeper than {MAX_JSON_DEPTH} levels ({reason})")
+    } else {
+        reason
+    }
+}
+
 fn supported() -> String {
     CniVersion::ALL
         .iter()
@@ -177,7 +191,7 @@ impl NetworkConfig {
     /// Parse bytes (a conf or a conflist), keeping them as given.
     pub fn from_bytes(bytes: &[u8]) -> Result<NetworkConfig, NetConfError> {
         let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| NetConfError::Decode(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| NetConfError::Decode(decode_reason(&e)))?;
         let Value::Object(obj) = value else {
             return Err(NetConfError::NotAnObject);
         };
@@ -362,6 +376,29 @@ mod tests {
         let again = NetworkConfig::from_bytes(&edited.bytes).unwrap();
         assert_eq!(again.value, n.value);
         assert_eq!(again.bytes, edited.bytes);
+    }
+
+    /// Hostile input (issue 6): a NAD's spec.config nested past the limit is refused saying the limit.
+    #[test]
+    fn deep_nesting_is_refused_with_the_limit() {
+        let deep = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","type":"t","x":{}1{}}}"#,
+            "[".repeat(MAX_JSON_DEPTH + 1),
+            "]".repeat(MAX_JSON_DEPTH + 1)
+        );
+        let e = NetworkConfig::from_bytes(deep.as_bytes()).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "not valid JSON: nesting is deeper than 128 levels (recursion limit exceeded"
+            ),
+            "{e}"
+        );
+        let ok = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","type":"t","x":{}1{}}}"#,
+            "[".repeat(MAX_JSON_DEPTH - 2),
+            "]".repeat(MAX_JSON_DEPTH - 2)
+        );
+        assert!(NetworkConfig::from_bytes(ok.as_bytes()).is_ok());
     }
 
     #[test]

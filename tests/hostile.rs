@@ -494,7 +494,7 @@ fn deeply_nested_nad_config_and_stdin_are_refused() {
         &h,
         &out,
         7,
-        &[&format!("{NS}/deep"), "recursion limit"],
+        &[&format!("{NS}/deep"), "nesting is deeper than 128 levels"],
         "deep NAD",
     );
 
@@ -507,7 +507,7 @@ fn deeply_nested_nad_config_and_stdin_are_refused() {
     );
     let out = h.cmd("ADD").in_host_netns().stdin(stdin).run();
     out.error(6);
-    assert!(out.msg().contains("recursion limit"), "{out:?}");
+    assert!(out.msg().contains("nesting is deeper than 128 levels"), "{out:?}");
     assert!(h.records().is_empty());
 }
 

@@ -281,8 +281,8 @@ impl Config {
     /// Parse and validate stdin bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Config, ConfigError> {
         let raw = RawConfig::parse(bytes)?;
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| RawError::Syntax(e.to_string()))?;
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| RawError::Syntax(crate::netconf::decode_reason(&e)))?;
         Self::validate(raw, &value)
     }
 
@@ -746,6 +746,21 @@ mod tests {
         let mut v = base.clone();
         v["multusNamespace"] = json!("net-defs");
         assert_eq!(cfg(v).unwrap().multus_namespace, "net-defs");
+    }
+
+    /// Hostile input (issue 6): stdin nested past the limit is refused (code 6) saying the limit.
+    #[test]
+    fn deep_nesting_is_refused_with_the_limit() {
+        let deep = format!(
+            r#"{{"cniVersion":"1.0.0","name":"n","x":{}1{}}}"#,
+            "[".repeat(1000),
+            "]".repeat(1000)
+        );
+        let e = Config::from_bytes(deep.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Raw(RawError::Syntax(m)) if m.starts_with("nesting is deeper than 128 levels")),
+            "{e}"
+        );
     }
 
     #[test]

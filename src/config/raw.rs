@@ -109,7 +109,7 @@ impl RawConfig {
             let path = e.path().to_string();
             let inner = e.into_inner();
             if inner.is_syntax() || inner.is_eof() || path == "." {
-                RawError::Syntax(inner.to_string())
+                RawError::Syntax(crate::netconf::decode_reason(&inner))
             } else {
                 RawError::Type {
                     path,

@@ -62,14 +62,22 @@ impl ContainerLock {
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
-            let file = OpenOptions::new()
+            let file = match OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
                 .open(&path)
-                .map_err(io_err)?;
+            {
+                Ok(f) => f,
+                // A read-only cniDir (say, remounted after disk errors): an existing lock file can still be
+                // locked through a read-only descriptor, so a DEL can still tear the networks down.
+                Err(e) if e.raw_os_error() == Some(nix::libc::EROFS) => {
+                    File::open(&path).map_err(|_| io_err(e))?
+                }
+                Err(e) => return Err(io_err(e)),
+            };
             match file.try_lock() {
                 Ok(()) => {
                     // The holder before us may have removed the file after we opened it; then our lock is on

@@ -371,7 +371,9 @@ mod tests {
     fn hits_count_matching_requests_and_outlive_counted_rules() {
         let f = Faults::default();
         let slow = f.add(FaultSpec::latency(1).on("GET", "/pods/x")).unwrap();
-        let once = f.add(FaultSpec::status(500).on("GET", "/pods/x").times(1)).unwrap();
+        let once = f
+            .add(FaultSpec::status(500).on("GET", "/pods/x").times(1))
+            .unwrap();
         assert_eq!((f.hits(slow), f.hits(once)), (0, 0));
         f.decide("GET", "/api/v1/namespaces/d/pods/y");
         assert_eq!(f.hits(slow), 0, "a request the rule does not match");

@@ -77,7 +77,12 @@ pub fn recorder(w: &World, behaviour: Value) -> Value {
 
 /// A conflist (named `name` when given; NADs get theirs injected) of `conf`'s plugin with `before` and
 /// `after` chained around it.
-pub fn chain(name: Option<&str>, conf: &Value, before: Option<Value>, after: Option<Value>) -> Value {
+pub fn chain(
+    name: Option<&str>,
+    conf: &Value,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Value {
     let mut plugin = conf.clone();
     let version = plugin
         .as_object_mut()
@@ -326,6 +331,31 @@ pub fn kill_orphaned_recorders(cid: &str) {
 /// is still running for it.
 pub fn assert_no_leak(w: &World, sb: &Sandbox) {
     w.assert_clean(sb);
+    assert_no_leak_of(w, sb);
+}
+
+/// [`assert_no_leak`] for `sb` alone, while other pods of the world stay attached: its namespace has only
+/// `lo`, no host-local reservation is its, and no file or process names it.
+pub fn assert_no_leak_of(w: &World, sb: &Sandbox) {
+    assert_eq!(
+        sb.netns.link_names(),
+        ["lo"],
+        "{}: pod netns links\nplexus log:\n{}",
+        w.test,
+        w.log()
+    );
+    let mine: Vec<_> = w
+        .reservations()
+        .into_iter()
+        .filter(|r| r.owner == sb.cid)
+        .collect();
+    assert_eq!(
+        mine,
+        [],
+        "{}: host-local reservations of {}",
+        w.test,
+        sb.cid
+    );
     let mut files = files_naming(&w.cni_dir(), &sb.cid);
     files.extend(files_naming(&w.runtime_cache(), &sb.cid));
     assert_eq!(
@@ -382,7 +412,14 @@ impl Mount {
     /// Put a tmpfs of `kib` KiB over `dir` (empty) and fill it, so the next write fails with ENOSPC.
     pub fn full(dir: &Path, kib: u32) -> Mount {
         let d = dir.to_str().expect("UTF-8 path");
-        mount(&["-t", "tmpfs", "-o", &format!("size={kib}k,mode=0700"), "tmpfs", d]);
+        mount(&[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={kib}k,mode=0700"),
+            "tmpfs",
+            d,
+        ]);
         let m = Mount {
             target: dir.to_path_buf(),
         };

@@ -75,8 +75,10 @@ fn main() -> ExitCode {
             }
         };
         let listener = bind(&socket)?;
-        println!("plexus-podresources ready socket={}", socket.display());
-        let _ = std::io::stdout().flush();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "plexus-podresources ready socket={}", socket.display());
+        let _ = out.flush();
+        drop(out);
         serve(listener, allocations, stop).await;
         let _ = std::fs::remove_file(&socket);
         Ok::<(), std::io::Error>(())

@@ -1036,6 +1036,29 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
             assert_eq!(&st.mac, mac, "{ctx}: mac");
             verified.insert("mac");
         }
+        // default-route (NPWG-34): the pod's default route of each gateway's family is via it, on this
+        // interface only, and the status lists the gateways.
+        if let Some(gws) = r.gateways.as_ref().filter(|g| !g.is_empty()) {
+            let defaults = plexus_netns::default_routes(&podns.path()).unwrap();
+            for gw in gws {
+                let gw: std::net::IpAddr = gw.parse().unwrap();
+                let family = plexus_netns::IpFamily::of(&gw);
+                let of_family: Vec<_> = defaults
+                    .iter()
+                    .filter(|(_, rt)| rt.family == family)
+                    .collect();
+                assert!(
+                    !of_family.is_empty()
+                        && of_family
+                            .iter()
+                            .all(|(l, rt)| *l == a.ifname && rt.gateway == Some(gw)),
+                    "{ctx}: default routes {defaults:?}, want only via {gw} on {}",
+                    a.ifname
+                );
+            }
+            assert_eq!(&st.gateway, gws, "{ctx}: gateway");
+            verified.insert("default-route");
+        }
         for pm in r.port_mappings.iter().flat_map(|v| v.as_array().unwrap()) {
             let (hp, cp) = (&pm["hostPort"], &pm["containerPort"]);
             assert!(
@@ -1131,7 +1154,7 @@ fn every_example_pod_gets_its_networks_from_the_real_plugins() {
     }
     assert_eq!(
         verified,
-        BTreeSet::from(["bandwidth", "ips", "mac", "portMappings"]),
+        BTreeSet::from(["bandwidth", "default-route", "ips", "mac", "portMappings"]),
         "the effect of every kind of request was seen in the namespaces"
     );
     assert!(

@@ -80,7 +80,8 @@ pub enum NetConfError {
     },
     /// A version we do not speak (code 1).
     #[error(
-        "{field}: unsupported CNI version {value:?}; supported: {}",
+        "{field}: unsupported CNI version {}; supported: {}",
+        validate::shown(value),
         supported()
     )]
     Version {
@@ -105,6 +106,19 @@ pub fn decode_reason(e: &serde_json::Error) -> String {
     }
 }
 
+/// `s` cut to 64 characters (with `…`): messages never echo hostile input whole (issue 6).
+fn cut(s: &str) -> String {
+    match s.char_indices().nth(validate::MAX_QUOTED_CHARS) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+/// A JSON value as text, cut as [`cut`] does.
+fn cut_json(v: &Value) -> String {
+    cut(&v.to_string())
+}
+
 fn supported() -> String {
     CniVersion::ALL
         .iter()
@@ -127,7 +141,10 @@ fn bool_field(obj: &Map<String, Value>, key: &str) -> Result<bool, NetConfError>
         Some(Value::Bool(b)) => Ok(*b),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-        Some(other) => Err(field(key, format!("must be a boolean, got {other}"))),
+        Some(other) => Err(field(
+            key,
+            format!("must be a boolean, got {}", cut_json(other)),
+        )),
     }
 }
 
@@ -137,7 +154,7 @@ fn parse_plugin(obj: &Map<String, Value>, at: &str) -> Result<PluginConf, NetCon
         Some(other) => {
             return Err(field(
                 format!("{at}type"),
-                format!("must be a string, got {other}"),
+                format!("must be a string, got {}", cut_json(other)),
             ));
         }
         None => return Err(field(format!("{at}type"), "is required")),
@@ -165,9 +182,9 @@ fn parse_plugin(obj: &Map<String, Value>, at: &str) -> Result<PluginConf, NetCon
         None | Some(Value::Null) => {}
         Some(Value::Object(caps)) => {
             for (k, v) in caps {
-                let b = v
-                    .as_bool()
-                    .ok_or_else(|| field(format!("{at}capabilities.{k}"), "must be a boolean"))?;
+                let b = v.as_bool().ok_or_else(|| {
+                    field(format!("{at}capabilities.{}", cut(k)), "must be a boolean")
+                })?;
                 if b {
                     capabilities.insert(k.clone(), true);
                 }
@@ -211,7 +228,12 @@ impl NetworkConfig {
         let name = match obj.get("name") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
-            Some(other) => return Err(field("name", format!("must be a string, got {other}"))),
+            Some(other) => {
+                return Err(field(
+                    "name",
+                    format!("must be a string, got {}", cut_json(other)),
+                ));
+            }
         };
         let has_type = obj.contains_key("type");
         let plugins_value = obj.get("plugins");
@@ -227,7 +249,10 @@ impl NetworkConfig {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) if s.is_empty() => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(field(key, format!("must be a string, got {other}"))),
+                Some(other) => Err(field(
+                    key,
+                    format!("must be a string, got {}", cut_json(other)),
+                )),
             }
         };
         let (cni_version, plugins) = match kind {
@@ -376,6 +401,26 @@ mod tests {
         let again = NetworkConfig::from_bytes(&edited.bytes).unwrap();
         assert_eq!(again.value, n.value);
         assert_eq!(again.bytes, edited.bytes);
+    }
+
+    /// Hostile input (issue 6; fuzz target `netconf` asserts it): a refusal quotes at most 64
+    /// characters of a value, however large the value is.
+    #[test]
+    fn messages_never_echo_a_large_value() {
+        let big = "x".repeat(1 << 20);
+        for v in [
+            json!({"cniVersion": "1.0.0", "name": "n", "type": [big]}),
+            json!({"cniVersion": "1.0.0", "name": {"k": big}, "type": "t"}),
+            json!({"cniVersion": big, "name": "n", "type": "t"}),
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "capabilities": {big.clone(): 1}}),
+            json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "disableCheck": [big]}),
+            json!({"cniVersion": "1.0.0", "name": format!("-{big}"), "type": "t"}),
+            json!({"cniVersion": "1.0.0", "name": "n", "type": format!("/{big}")}),
+        ] {
+            let e = NetworkConfig::from_value(v).unwrap_err().to_string();
+            assert!(e.len() < 600, "{} bytes: {e:.200}", e.len());
+            assert!(e.contains('…'), "{e:.200}");
+        }
     }
 
     /// Hostile input (issue 6): a NAD's spec.config nested past the limit is refused saying the limit.

@@ -1,7 +1,7 @@
 //! Delegate network configs, a conf or a conflist (`src/netconf.rs`; a NAD's `spec.config`, a
 //! `delegates` entry, a file in `confDir`; CNI-1, CNI-3, CNI-52).
 //!
-//! Invariants: no panic; an accepted config keeps its bytes, has a valid name or none, plugin types
+//! Invariants: no panic; a refusal's message is short (it never echoes a large value); an accepted config keeps its bytes, has a valid name or none, plugin types
 //! (and IPAM types) that are never paths, a plugin count that matches its kind; rebuilt from its JSON
 //! value it is the same network (parse of valid output is stable); the edits plexus makes (name,
 //! version injection) keep it valid.
@@ -13,7 +13,20 @@ use plexus_cni::{CniVersion, validate};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(n) = NetworkConfig::from_bytes(data) {
+    let n = match NetworkConfig::from_bytes(data) {
+        Ok(n) => n,
+        Err(e) => {
+            // A refusal quotes at most 64 characters of any value (it reaches logs and events).
+            let msg = e.to_string();
+            assert!(
+                msg.len() <= 1024,
+                "error message of {} bytes: {msg:.300}",
+                msg.len()
+            );
+            return;
+        }
+    };
+    {
         check(&n);
         assert_eq!(n.bytes, data);
         let rebuilt = NetworkConfig::from_value(Value::Object(n.value.clone())).expect("rebuilt");

@@ -55,7 +55,7 @@ pub enum ValidationError {
         subject: Subject,
     },
     /// The value breaks a rule.
-    #[error("{subject} {value:?} is invalid: {reason}; {rule}", rule = subject.rule())]
+    #[error("{subject} {} is invalid: {reason}; {rule}", shown(value), rule = subject.rule())]
     Invalid {
         /// What was validated.
         subject: Subject,
@@ -65,13 +65,29 @@ pub enum ValidationError {
         reason: String,
     },
     /// The interface name is longer than [`MAX_INTERFACE_NAME_LEN`] bytes.
-    #[error("interface name {name:?} is {len} bytes; at most 15 are allowed")]
+    #[error(
+        "interface name {} is {len} bytes; at most 15 are allowed",
+        shown(name)
+    )]
     InterfaceNameTooLong {
         /// The rejected name.
         name: String,
         /// Its length in bytes.
         len: usize,
     },
+}
+
+/// The most characters of a rejected value a message quotes: hostile input (a megabyte interface name in
+/// an annotation) must not come back whole in errors, logs and events (issue 6, found by the
+/// `annotation` fuzz target).
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// `value` quoted (Rust debug form), cut to [`MAX_QUOTED_CHARS`] characters with `…` when longer.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &value[..cut]),
+        None => format!("{value:?}"),
+    }
 }
 
 impl ValidationError {
@@ -198,6 +214,32 @@ pub fn plugin_type(s: &str) -> Result<(), ValidationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression, fuzz target `annotation` (issue 6): an interface name of thousands of control
+    /// characters came back whole (escaped, six times its size) in the error, the log and the event.
+    #[test]
+    fn messages_quote_at_most_64_characters_of_a_value() {
+        let long = "\u{1a}".repeat(100_000);
+        for e in [
+            interface_name(&long).unwrap_err(),
+            plugin_type(&format!("/{long}")).unwrap_err(),
+            container_id(&format!("-{long}")).unwrap_err(),
+        ] {
+            let msg = e.to_string();
+            assert!(msg.len() < 700, "{} bytes: {msg:.200}", msg.len());
+            assert!(msg.contains('…'), "{msg}");
+        }
+        assert!(
+            interface_name(&long)
+                .unwrap_err()
+                .to_string()
+                .ends_with("is 100000 bytes; at most 15 are allowed")
+        );
+        // Short values are quoted whole.
+        assert_eq!(shown("eth0/x"), "\"eth0/x\"");
+        assert_eq!(shown(&"é".repeat(64)), format!("{:?}", "é".repeat(64)));
+        assert_eq!(shown(&"é".repeat(65)), format!("{:?}…", "é".repeat(64)));
+    }
 
     #[test]
     fn container_ids_cni_53() {

@@ -12,7 +12,8 @@
 #
 # The toolchain is stable: cargo-fuzz needs nightly flags, which RUSTC_BOOTSTRAP=1 allows. The code under
 # test has no `unsafe`, so the targets are built without a sanitizer (faster) but with debug assertions
-# (integer overflow panics).
+# (integer overflow panics). Brief runs build with 16 codegen units (a much faster build of the large
+# dependency tree); long runs with cargo-fuzz's default of 1 (faster execution). Switching rebuilds.
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_ROOT"
@@ -43,6 +44,11 @@ targets() {
 build() {
     banner "Building the fuzz targets"
     (cd fuzz && cargo fuzz build "${FUZZ_FLAGS[@]}")
+}
+
+# Build and run with these extra cargo-fuzz flags.
+with_flags() {
+    FUZZ_FLAGS+=("$@")
 }
 
 # run TARGET LIBFUZZER-ARGS...: run one target on its seeds; prints "TARGET: N execs" from libFuzzer's stats.
@@ -81,6 +87,7 @@ case "$mode" in
     brief)
         seconds=${2:-15}
         ensure_cargo_fuzz
+        with_flags --codegen-units 16
         build
         banner "Fuzzing each target for ${seconds}s"
         for t in $(targets); do

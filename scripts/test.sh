@@ -45,4 +45,7 @@ else
     echo "rustfmt is not installed for this toolchain; skipping" >&2
 fi
 
+banner "Fuzzing: build every cargo-fuzz target and run each briefly (scripts/fuzz.sh, docs/fuzzing.md)"
+bash scripts/fuzz.sh brief
+
 banner "All tests and checks passed"

@@ -429,6 +429,30 @@ fn invalid_cni_ifname_is_refused_with_code_4() {
     assert!(out.msg().contains("CNI_IFNAME"), "{out:?}");
 }
 
+#[test]
+fn container_ids_that_are_not_identifiers_are_refused_with_code_4() {
+    // The container ID names the cache file and the lock under cniDir (CNI-53).
+    let h = Harness::new();
+    let cfg = h.config(
+        "1.0.0",
+        json!({"delegates": [recorder("cluster", "1.0.0", json!({}))]}),
+    );
+    for id in ["../escape", "a/b", ".hidden", "-x", "a b", "a;b", "é"] {
+        for command in ["ADD", "DEL"] {
+            let out = h
+                .cmd(command)
+                .container(id)
+                .in_host_netns()
+                .config(&cfg)
+                .run();
+            out.error(4);
+            assert!(out.msg().contains("CNI_CONTAINERID"), "{id:?}: {out:?}");
+        }
+        assert!(h.records().is_empty(), "{id:?}");
+        assert!(!h.root.join("escape").exists() && !h.path("cni/escape").exists());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Size and nesting limits
 // ---------------------------------------------------------------------------------------------------
@@ -507,7 +531,10 @@ fn deeply_nested_nad_config_and_stdin_are_refused() {
     );
     let out = h.cmd("ADD").in_host_netns().stdin(stdin).run();
     out.error(6);
-    assert!(out.msg().contains("nesting is deeper than 128 levels"), "{out:?}");
+    assert!(
+        out.msg().contains("nesting is deeper than 128 levels"),
+        "{out:?}"
+    );
     assert!(h.records().is_empty());
 }
 

@@ -14,6 +14,7 @@ use crate::{
     config::Config,
     error::Error,
     exec::ProcessExec,
+    k8s::events::{self, Batch},
     logging,
     netns::KernelNetns,
     ops::{self, Seams},
@@ -42,6 +43,8 @@ pub struct Outcome {
     pub stderr: String,
     /// Exit status.
     pub code: u8,
+    /// Events to send once the reply is out (a `k8s::events::Batch`), by a detached child.
+    pub events: Option<Vec<u8>>,
 }
 
 fn lossy(v: OsString) -> String {
@@ -54,6 +57,7 @@ fn failure(reply: ErrorReply) -> Outcome {
         stdout: reply.to_json().into_bytes(),
         stderr: String::new(),
         code: 1,
+        events: None,
     }
 }
 
@@ -73,6 +77,7 @@ pub fn invoke(
                 stdout: Vec::new(),
                 stderr: format!("{ABOUT}\n"),
                 code: 0,
+                events: None,
             };
         }
         Err(e) => return failure(Error::from(e).to_reply("")),
@@ -86,6 +91,7 @@ pub fn invoke(
             stdout: ops::version_reply(&bytes),
             stderr: String::new(),
             code: 0,
+            events: None,
         };
     }
     let config = match Config::from_bytes(&bytes) {
@@ -114,14 +120,17 @@ pub fn invoke(
         cluster: api.as_deref().unwrap_or(&NoCluster),
         kubelet: &kubelet,
     };
-    match ops::execute(&env, &config, &seams) {
+    let mut out = match ops::execute(&env, &config, &seams) {
         Ok(stdout) => Outcome {
             stdout,
             stderr: String::new(),
             code: 0,
+            events: None,
         },
         Err(e) => failure(e.to_reply(config.cni_version.as_str())),
-    }
+    };
+    out.events = Batch::new(&bytes, seams.cluster.take_events());
+    out
 }
 
 /// The process entry point.
@@ -134,6 +143,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("install") => return crate::install::main(args.collect()),
+        Some(events::SUBCOMMAND) => return events::send_main(),
         Some("crd") => {
             let _ = io::stdout().write_all(crate::k8s::nad::crd_yaml().as_bytes());
             return ExitCode::SUCCESS;
@@ -160,5 +170,11 @@ pub fn main() -> ExitCode {
     let mut stdout = io::stdout().lock();
     // A closed stdout (the runtime gave up) is not worth a panic.
     let _ = stdout.write_all(&out.stdout).and_then(|()| stdout.flush());
+    drop(stdout);
+    if let Some(batch) = out.events
+        && let Err(e) = events::dispatch(&batch)
+    {
+        tracing::warn!("cannot start the event sender: {e}; events not sent");
+    }
     ExitCode::from(out.code)
 }

@@ -56,6 +56,11 @@ pub trait Cluster {
     fn dra_devices(&self, _pod: &PodRef) -> Result<ResourceMap, ClusterError> {
         Ok(ResourceMap::new())
     }
+    /// The events this invocation has collected (and forgets them): the edge sends them after the reply
+    /// (`k8s::events`), so they never delay it.
+    fn take_events(&self) -> Vec<k8s_openapi::api::core::v1::Event> {
+        Vec::new()
+    }
 }
 
 /// No Kubernetes: no pod networks, names resolve in `confDir` only, nothing is published.

@@ -4,7 +4,9 @@ use std::{
     fs::{self, File, OpenOptions, Permissions},
     io::{self, Write},
     os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
+    sync::Mutex,
+    thread::JoinHandle,
 };
 
 /// Create `dir` (and parents) with `mode` when missing.
@@ -65,6 +67,67 @@ pub fn replace_with(
     result
 }
 
+/// [`atomic_write`]s done on their own threads, so an ADD goes on to its next delegate while the disk
+/// flushes the last cache file (an fsync costs milliseconds on many disks). Each write is still the whole
+/// temp-fsync-rename sequence; writes to one path stay in order (a write waits for the earlier one to that
+/// path); [`WriteBehind::flush`] waits for all of them and reports the first failure. Dropping it flushes.
+#[derive(Debug, Default)]
+pub struct WriteBehind {
+    pending: Mutex<Vec<(PathBuf, JoinHandle<io::Result<()>>)>>,
+}
+
+impl WriteBehind {
+    /// Start writing `bytes` to `path` with `mode`.
+    pub fn submit(&self, path: PathBuf, bytes: Vec<u8>, mode: u32) -> io::Result<()> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = pending.iter().position(|(p, _)| *p == path) {
+            let (_, earlier) = pending.swap_remove(i);
+            join(earlier)?;
+        }
+        let target = path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cache-write".into())
+            .spawn(move || atomic_write(&target, &bytes, mode));
+        match spawned {
+            Ok(handle) => {
+                pending.push((path, handle));
+                Ok(())
+            }
+            // No thread to be had (the process is at its limit): the caller fails the write.
+            Err(_) => Err(io::Error::other(format!(
+                "cannot start a thread to write {}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Wait for every write submitted so far; the first failure, naming its file.
+    pub fn flush(&self) -> io::Result<()> {
+        let drained: Vec<_> = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first = Ok(());
+        for (path, handle) in drained {
+            if let Err(e) = join(handle)
+                && first.is_ok()
+            {
+                first = Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+            }
+        }
+        first
+    }
+}
+
+impl Drop for WriteBehind {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+fn join(handle: JoinHandle<io::Result<()>>) -> io::Result<()> {
+    handle
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the cache-writing thread panicked")))
+}
+
 /// Remove a file; a file already gone is success (idempotent teardown).
 pub fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
@@ -105,6 +168,36 @@ mod tests {
         assert!(atomic_write(&target, b"y", 0o600).is_err());
         let count = fs::read_dir(d.path()).unwrap().count();
         assert_eq!(count, 1, "only the directory remains");
+    }
+
+    #[test]
+    fn write_behind_writes_everything_in_order_per_path_and_reports_failures() {
+        let d = tempfile::tempdir().unwrap();
+        let wb = WriteBehind::default();
+        for i in 0..20 {
+            wb.submit(d.path().join(format!("f{}", i % 4)), format!("v{i}").into_bytes(), 0o600)
+                .unwrap();
+        }
+        wb.flush().unwrap();
+        // The last write to each path wins.
+        for j in 0..4 {
+            assert_eq!(fs::read(d.path().join(format!("f{j}"))).unwrap(), format!("v{}", 16 + j).as_bytes());
+        }
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 4, "no temp files left");
+        // A failure surfaces at flush, naming the file.
+        wb.submit(d.path().join("missing-dir/f"), b"x".to_vec(), 0o600).unwrap();
+        let e = wb.flush().unwrap_err();
+        assert!(e.to_string().contains("missing-dir/f"), "{e}");
+        wb.flush().unwrap();
+    }
+
+    #[test]
+    fn write_behind_flushes_on_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let wb = WriteBehind::default();
+        wb.submit(d.path().join("f"), b"x".to_vec(), 0o600).unwrap();
+        drop(wb);
+        assert_eq!(fs::read(d.path().join("f")).unwrap(), b"x");
     }
 
     #[test]

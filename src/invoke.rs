@@ -93,6 +93,21 @@ pub struct Invoker<'a> {
     pub timeout: Duration,
     /// `cniDir`: root of the result cache.
     pub cache_dir: PathBuf,
+    /// How result-cache records are written.
+    pub cache_writes: CacheWrites<'a>,
+}
+
+/// How an [`Invoker`] writes its result-cache records.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum CacheWrites<'a> {
+    /// Atomically (temp file, fsync, rename) before `add` returns.
+    #[default]
+    Durable,
+    /// Atomically, finished on a thread of this writer while the caller goes on; the caller flushes it before
+    /// reading records back or replying (ADD overlaps each record's fsync with the next delegate).
+    Behind(&'a crate::fsutil::WriteBehind),
+    /// As libcni does (in place, no fsync): for runtime emulations in tests and benchmarks.
+    LikeLibcni,
 }
 
 /// Build one plugin's request config (CNI-29): the plugin object with the list's `name` and `cniVersion`,
@@ -261,8 +276,12 @@ impl Invoker<'_> {
             capability_args: rt.capability_args.clone(),
             result: Some(result.to_value(net.cni_version)?),
         };
-        resultcache::write(&self.cache_dir, &rec)
-            .map_err(|e| DelegateError::Cache(e.to_string()))?;
+        match self.cache_writes {
+            CacheWrites::Durable => resultcache::write(&self.cache_dir, &rec),
+            CacheWrites::Behind(w) => resultcache::write_behind(w, &self.cache_dir, &rec),
+            CacheWrites::LikeLibcni => resultcache::write_like_libcni(&self.cache_dir, &rec),
+        }
+        .map_err(|e| DelegateError::Cache(e.to_string()))?;
         Ok(result)
     }
 
@@ -417,6 +436,7 @@ mod tests {
             base_env: vec![("HOME".into(), "/root".into())],
             timeout: Duration::from_secs(5),
             cache_dir: dir.to_path_buf(),
+            cache_writes: CacheWrites::Durable,
         }
     }
 

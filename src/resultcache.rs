@@ -106,19 +106,38 @@ pub fn path(cache_dir: &Path, network: &str, container_id: &str, ifname: &str) -
 
 /// Write a record atomically (directory 0700, file 0600).
 pub fn write(cache_dir: &Path, rec: &CachedAttachment) -> io::Result<()> {
-    let dir = results_dir(cache_dir);
-    fsutil::ensure_dir(&dir, 0o700)?;
+    let (file, bytes) = prepare(cache_dir, rec)?;
+    fsutil::atomic_write(&file, &bytes, 0o600)
+}
+
+/// [`write`], finished on `behind`'s thread: the caller must [`fsutil::WriteBehind::flush`] before anything
+/// reads the record back.
+pub fn write_behind(
+    behind: &fsutil::WriteBehind,
+    cache_dir: &Path,
+    rec: &CachedAttachment,
+) -> io::Result<()> {
+    let (file, bytes) = prepare(cache_dir, rec)?;
+    behind.submit(file, bytes, 0o600)
+}
+
+/// Write a record as libcni does (`os.WriteFile`: in place, no fsync). Only for runtime emulations that
+/// must cost what libcni costs (the e2e harness and the benchmark's floor).
+pub fn write_like_libcni(cache_dir: &Path, rec: &CachedAttachment) -> io::Result<()> {
+    let (file, bytes) = prepare(cache_dir, rec)?;
+    fs::write(file, bytes)
+}
+
+fn prepare(cache_dir: &Path, rec: &CachedAttachment) -> io::Result<(PathBuf, Vec<u8>)> {
+    fsutil::ensure_dir(&results_dir(cache_dir), 0o700)?;
     let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
-    fsutil::atomic_write(
-        &path(
-            cache_dir,
-            &rec.network_name,
-            &rec.container_id,
-            &rec.if_name,
-        ),
-        &bytes,
-        0o600,
-    )
+    let file = path(
+        cache_dir,
+        &rec.network_name,
+        &rec.container_id,
+        &rec.if_name,
+    );
+    Ok((file, bytes))
 }
 
 /// Read a record. `Ok(None)` when there is none; an unreadable record is an error (libcni then deletes it).

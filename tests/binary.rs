@@ -1505,6 +1505,7 @@ fn plexus_first_in_a_conflist_hands_its_result_to_the_next_plugin() {
             .collect(),
             timeout: Duration::from_secs(30),
             cache_dir: runtime_cache.clone(),
+            cache_writes: plexus::invoke::CacheWrites::LikeLibcni,
         };
         let rt = RuntimeConf {
             container_id: CID.into(),

@@ -401,6 +401,7 @@ fn plexus_chained_before_tuning_through_the_libcni_runner() {
                     base_env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
                     timeout: Duration::from_secs(120),
                     cache_dir,
+                    cache_writes: plexus::invoke::CacheWrites::LikeLibcni,
                 };
                 match op {
                     "ADD" => inv

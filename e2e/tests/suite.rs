@@ -735,6 +735,18 @@ fn add_with_three_secondaries_makes_few_api_requests() {
     server.clear_requests();
 
     w.add_ok(&rt, &sb);
+    // Events are sent after the reply by a detached process: wait for the four to arrive.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+        .count()
+        < 4
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let log = server.requests();
     let shown: Vec<String> = log
         .iter()

@@ -4,7 +4,7 @@
 //!
 //! Round trips on ADD: the pod and the node's NADs (`clusterNetwork`/`defaultNetworks` names) are read
 //! together; then every NAD the pod selects, concurrently (never a LIST); then one PATCH of `pods/status`
-//! with the events sent alongside it.
+//! (events are only collected: they are sent after the reply, see `super::events`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -15,9 +15,7 @@ use std::{
 
 use futures::future::join_all;
 use k8s_openapi::{
-    api::core::v1::{Event, EventSource, ObjectReference, Pod},
-    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time},
-    jiff::Timestamp,
+    api::core::v1::{Event, ObjectReference, Pod},
 };
 use kube::{
     Api, Client,
@@ -29,6 +27,7 @@ use serde_json::{Value, json};
 
 use super::{
     annotations::{self, Selection},
+    events::event,
     nad::NetworkAttachmentDefinition,
     status,
 };
@@ -39,9 +38,6 @@ use crate::{
     plan::{Attachment, NetworkRequest},
     request::PodRef,
 };
-
-/// The event source component.
-pub const COMPONENT: &str = "plexus";
 
 // DRA reads are ApiCluster's own (the pod it read, its budget), so they live in a child module.
 #[path = "dra.rs"]
@@ -62,6 +58,8 @@ pub struct ApiCluster {
     /// Whether rejections are recorded as Warning events: on ADD, yes; when DEL rebuilds a pod's networks
     /// the ADD already said so, and a second event would only be noise.
     events: bool,
+    /// Events collected for sending after the reply (`super::events`).
+    pending: Mutex<Vec<Event>>,
 }
 
 enum Source {
@@ -141,6 +139,7 @@ impl ApiCluster {
             prefetched: Mutex::new(HashMap::new()),
             system_namespaces: config.system_namespaces.clone(),
             events: true,
+            pending: Mutex::new(Vec::new()),
         }
     }
 
@@ -320,35 +319,24 @@ where
     }
 }
 
-/// An event about `pod`.
-fn event(pod: &ObjectReference, type_: &str, reason: &str, message: String) -> Event {
-    let now = Timestamp::now();
-    Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", pod.name.clone().unwrap_or_default())),
-            namespace: pod.namespace.clone(),
-            ..Default::default()
-        },
-        involved_object: pod.clone(),
-        reason: Some(reason.into()),
-        message: Some(message),
-        type_: Some(type_.into()),
-        source: Some(EventSource {
-            component: Some(COMPONENT.into()),
-            host: None,
-        }),
-        reporting_component: Some(COMPONENT.into()),
-        reporting_instance: std::env::var("HOSTNAME").ok().or(Some(COMPONENT.into())),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        event_time: Some(MicroTime(now)),
-        action: Some(reason.into()),
-        count: Some(1),
-        ..Default::default()
-    }
-}
-
 impl ApiCluster {
+    /// Post `events` concurrently, each within the per-request timeout; failures are logged (events are
+    /// best effort). Runs in the detached sender (`super::events::send_main`).
+    pub fn send_events(&self, events: Vec<Event>) {
+        let sent = self.run(|client| async move {
+            join_all(events.iter().map(|ev| self.send_event(&client, ev.clone()))).await
+        });
+        if let Err(e) = sent {
+            tracing::warn!("events not sent: {e}");
+        }
+    }
+
+    fn defer(&self, ev: Event) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.push(ev);
+        }
+    }
+
     async fn send_event(&self, client: &Client, ev: Event) {
         let ns = ev.metadata.namespace.clone().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(client.clone(), &ns);
@@ -408,8 +396,7 @@ impl ApiCluster {
     /// Record a Warning event on the pod (best effort) and return the rejection it explains.
     fn warn_pod(&self, reason: &str, msg: String) -> ClusterError {
         if let Some(pod) = self.pod_ref_for_events().filter(|_| self.events) {
-            let ev = event(&pod, "Warning", reason, msg.clone());
-            let _ = self.run(|client| async move { self.send_event(&client, ev).await });
+            self.defer(event(&pod, "Warning", reason, msg.clone()));
         }
         ClusterError::Rejected(msg)
     }
@@ -607,6 +594,13 @@ impl Cluster for ApiCluster {
         self.network_for(config, &sel, info).map(Some)
     }
 
+    fn take_events(&self) -> Vec<Event> {
+        self.pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default()
+    }
+
     fn dra_devices(&self, pod_ref: &PodRef) -> Result<crate::devices::ResourceMap, ClusterError> {
         self.read_dra_devices(pod_ref)
     }
@@ -642,7 +636,8 @@ impl Cluster for ApiCluster {
             metadata["uid"] = Value::String(uid);
         }
         let patch = json!({ "metadata": metadata });
-        let events: Vec<Event> = match self.pod_ref_for_events() {
+        // Sent only when the status is written: a failed ADD is rolled back, nothing was added.
+        let added: Vec<Event> = match self.pod_ref_for_events() {
             Some(pod) => attached
                 .iter()
                 .filter(|(_, r)| !r.interfaces.is_empty() || !r.ips.is_empty())
@@ -686,11 +681,13 @@ impl Cluster for ApiCluster {
                     }
                 }
             };
-            let notify = join_all(events.into_iter().map(|ev| self.send_event(&client, ev)));
-            tokio::join!(write, notify).0
+            write.await
         })?;
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                added.into_iter().for_each(|ev| self.defer(ev));
+                Ok(())
+            }
             // The pod is already gone: the runtime will tear the sandbox down; nothing to record.
             Err(e) if not_found(&e) => {
                 tracing::warn!(
@@ -944,6 +941,19 @@ mod tests {
         assert!(paths[1].ends_with("/kube-system/network-attachment-definitions/not-a-nad"));
     }
 
+    /// What the edge does after the reply: nothing was POSTed while the operation ran; then the collected
+    /// events are sent (by the detached child in the binary).
+    fn send_after_reply(api: &ApiCluster, seen: &Mutex<Vec<Seen>>) {
+        assert!(
+            !seen.lock().unwrap().iter().any(|s| s.method == Method::POST),
+            "events wait for the reply"
+        );
+        let events = api.take_events();
+        assert!(!events.is_empty(), "events were collected");
+        api.send_events(events);
+        assert!(api.take_events().is_empty(), "taken once");
+    }
+
     #[test]
     fn missing_nad_is_rejected_with_a_warning_event() {
         let cfg = config(json!({}));
@@ -961,6 +971,7 @@ mod tests {
             matches!(&e, ClusterError::Rejected(m) if m.contains("ghost") && m.contains("ns1")),
             "{e:?}"
         );
+        send_after_reply(&api, &seen);
         let seen = seen.lock().unwrap();
         let ev = seen
             .iter()
@@ -984,6 +995,7 @@ mod tests {
         });
         let api = api.with_events(false);
         assert!(api.pod_networks(&pod_ref(), &cfg).is_err());
+        assert!(api.take_events().is_empty());
         assert!(
             !seen
                 .lock()
@@ -1078,6 +1090,7 @@ mod tests {
             matches!(&e, ClusterError::Rejected(m) if m.contains("namespace isolation") && m.contains("other/net-b")),
             "names the network: {e:?}"
         );
+        send_after_reply(&api, &seen);
         let seen = seen.lock().unwrap();
         let ev = seen
             .iter()
@@ -1137,6 +1150,7 @@ mod tests {
             matches!(&e, ClusterError::Rejected(m) if m.contains("mac") && m.contains("element 0")),
             "{e:?}"
         );
+        send_after_reply(&api, &seen);
         let seen = seen.lock().unwrap();
         let ev = seen
             .iter()
@@ -1225,6 +1239,7 @@ mod tests {
         });
         api.pod_networks(&pod_ref(), &cfg).unwrap();
         api.publish_status(&pod_ref(), &attached()).unwrap();
+        send_after_reply(&api, &seen);
         let seen = seen.lock().unwrap();
         let patches: Vec<_> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
         assert_eq!(patches.len(), 2, "one retry after the conflict");

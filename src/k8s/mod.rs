@@ -2,5 +2,6 @@
 
 pub mod annotations;
 pub mod client;
+pub mod events;
 pub mod nad;
 pub mod status;

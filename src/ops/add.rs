@@ -11,11 +11,13 @@ use crate::{
     devices::{self, ResourceMap},
     error::Error,
     exec::ExecError,
-    invoke::{DelegateError, RuntimeConf},
+    fsutil::WriteBehind,
+    invoke::{CacheWrites, DelegateError, Invoker, RuntimeConf},
     lock::ContainerLock,
     netconf::NetworkConfig,
     plan::{self, Attachment, NetworkRequest},
     request::PodRef,
+    resultcache,
 };
 
 /// Give every network whose NAD names a resource the pod's next device of it (NPWG-13, multus-features.md
@@ -164,7 +166,13 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         });
     }
 
-    let invoker = ctx.invoker();
+    // Each delegate's result record is fsynced while the next delegate runs; flushed before anything reads
+    // the records back and before the reply.
+    let behind = WriteBehind::default();
+    let invoker = Invoker {
+        cache_writes: CacheWrites::Behind(&behind),
+        ..ctx.invoker()
+    };
     let mut attached: Vec<(Attachment, CniResult)> = Vec::with_capacity(attachments.len());
     for (a, rt) in attachments.iter().zip(&runtime) {
         let step = (|| {
@@ -215,14 +223,20 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             Err((ran, err)) => {
                 // The failed delegate may have done part of its work (a conflist halts midway): DEL it too.
                 let undo = attachments[..attached.len() + usize::from(ran)].to_vec();
-                return Err(rollback(ctx, lock, undo, err));
+                return Err(rollback(ctx, lock, &behind, undo, err));
             }
         }
     }
 
-    // NPWG-34: move the default route where the pod asked; the results then say so.
+    // NPWG-34: move the default route where the pod asked; the results then say so (rewriting the result
+    // records, so the writes behind land first).
+    if matches!(crate::routes::decide(&attached), Ok(Some(_)))
+        && let Err(err) = flush(ctx, &behind)
+    {
+        return Err(rollback(ctx, lock, &behind, attachments, err));
+    }
     if let Err(err) = super::default_route::apply(ctx, &netns, &mut attached) {
-        return Err(rollback(ctx, lock, attachments, err));
+        return Err(rollback(ctx, lock, &behind, attachments, err));
     }
 
     // The cluster network's result, in the config's version (decisions.md; §10 #20).
@@ -236,7 +250,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
                 version: ctx.config.cni_version.to_string(),
                 source,
             };
-            return Err(rollback(ctx, lock, attachments, err));
+            return Err(rollback(ctx, lock, &behind, attachments, err));
         }
     };
     if let Some(pod) = &pod
@@ -246,6 +260,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         return Err(rollback(
             ctx,
             lock,
+            &behind,
             attachments,
             Error::Cluster {
                 who: ctx.who(),
@@ -253,14 +268,38 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             },
         ));
     }
+    // The status PATCH above overlapped the last record's fsync.
+    if let Err(err) = flush(ctx, &behind) {
+        return Err(rollback(ctx, lock, &behind, attachments, err));
+    }
     drop(lock);
     Ok(reply)
+}
+
+/// Wait for the result records written behind; a failure fails the ADD like a failed synchronous write.
+fn flush(ctx: &Ctx<'_>, behind: &WriteBehind) -> Result<(), Error> {
+    behind.flush().map_err(|source| Error::Cache {
+        who: ctx.who(),
+        op: "write",
+        path: resultcache::results_dir(&ctx.config.cni_dir),
+        source,
+    })
 }
 
 /// Undo `undo` in reverse. When every DEL succeeds, nothing of the ADD remains (cache and lock file
 /// removed); otherwise the cache stays so the runtime's DEL, which always follows a failed ADD (CNI-23),
 /// can try again.
-fn rollback(ctx: &Ctx<'_>, lock: ContainerLock, undo: Vec<Attachment>, original: Error) -> Error {
+fn rollback(
+    ctx: &Ctx<'_>,
+    lock: ContainerLock,
+    behind: &WriteBehind,
+    undo: Vec<Attachment>,
+    original: Error,
+) -> Error {
+    // The DELs read the result records (prevResult) and remove them: nothing may still be in flight.
+    if let Err(e) = behind.flush() {
+        tracing::warn!("[{}]: a result record was not written: {e}", ctx.who());
+    }
     tracing::warn!(
         "[{}]: ADD failed, rolling back {} attachment(s): {original}",
         ctx.who(),

@@ -126,6 +126,7 @@ impl Ctx<'_> {
                 .collect(),
             timeout: self.config.delegate_timeout,
             cache_dir: self.config.cni_dir.clone(),
+            cache_writes: crate::invoke::CacheWrites::Durable,
         }
     }
 

@@ -111,6 +111,7 @@ pub fn run_network(
             base_env: vec![("PATH".into(), PLUGIN_PATH.into())],
             timeout: PLUGIN_TIMEOUT,
             cache_dir,
+            cache_writes: plexus::invoke::CacheWrites::LikeLibcni,
         };
         let out = match op {
             Op::Add => inv

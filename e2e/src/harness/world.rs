@@ -497,14 +497,23 @@ impl World {
         assert_eq!(v, None, "{}: network-status after a failed ADD", self.test);
     }
 
-    /// The pod's Warning events as `(reason, message)`.
+    /// The pod's Warning events as `(reason, message)`. plexus sends events after its reply, from a
+    /// detached process, so this waits (up to 10 s) for the first one to arrive.
     pub fn warnings(&self, sb: &Sandbox) -> Vec<(String, String)> {
-        self.cluster
-            .pod_events(&sb.pod.namespace, &sb.pod.name)
-            .into_iter()
-            .filter(|e: &Event| e.type_.as_deref() == Some("Warning"))
-            .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-            .collect()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let found: Vec<(String, String)> = self
+                .cluster
+                .pod_events(&sb.pod.namespace, &sb.pod.name)
+                .into_iter()
+                .filter(|e: &Event| e.type_.as_deref() == Some("Warning"))
+                .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+                .collect();
+            if !found.is_empty() || std::time::Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// The NAT rules in the host namespace (`iptables -t nat -S`).

@@ -1,7 +1,7 @@
 //! plexus-bench: what plexus costs beyond the delegates it runs (issue 5).
 //!
 //! ```sh
-//! sudo cargo run --release -p plexus-e2e --bin plexus-bench -- [--quick] [--json PATH]
+//! sudo cargo run --profile tools -p plexus-e2e --bin plexus-bench -- [--quick] [--json PATH]
 //! ```
 //!
 //! On real network namespaces with Debian's plugins (a `bridge` cluster network and K `macvlan`
@@ -102,6 +102,7 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
     let started = Instant::now();
     let mut bench = Bench::setup(&binary.path, opts)?;
     let busy_before = system::busy_while_idle();
+    let cache_write = bench.cache_write_cost(opts.runs.max(10))?;
     eprintln!("plexus-bench: API server: {}", bench.api.describe());
 
     // Latency, requests, round trips, events, RSS: per K, each K with its own pod.
@@ -175,6 +176,7 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         seconds: 0.0,
         build_seconds,
         busy_while_idle: (busy_before, busy_after),
+        cache_write,
     };
     // Pods go before the world they live in.
     drop(all);

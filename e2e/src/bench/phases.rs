@@ -116,6 +116,7 @@ pub fn latency(
                 let t0 = SystemTime::now();
                 let a = b.runner.plexus(Op::Add, &rt, exec.clone())?;
                 let t1 = SystemTime::now();
+                await_events(b, k + 1);
                 let reqs = b.api.requests();
                 if i == 0 {
                     pod.check_added()?;
@@ -220,6 +221,22 @@ pub struct RoundTrips {
 }
 
 /// ADD `runs` times for `pod` with `fault` injected; the requests of each ADD and the ADD times.
+/// plexus posts an ADD's events after its reply, from a detached process: wait (up to 10 s) until `n` event
+/// POSTs have reached the stand-in, so they count with that ADD and never with what follows.
+fn await_events(b: &Bench, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Some(reqs) = b.api.requests() {
+        let posted = reqs
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+            .count();
+        if posted >= n || Instant::now() > deadline {
+            return;
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn add_with_fault(
     b: &Bench,
     pod: &Pod,
@@ -234,7 +251,9 @@ fn add_with_fault(
             let rt = pod.rt(&Bench::cid(&format!("k{}-fault", pod.k)));
             b.api.clear_requests();
             let a = b.runner.plexus(Op::Add, &rt, exec.clone())?;
+            // What ADD's critical path asked: the events come later (below), from plexus's detached sender.
             let reqs = b.api.requests().unwrap_or_default();
+            await_events(b, pod.k + 1);
             b.runner.plexus(Op::Del, &rt, exec.clone())?;
             pod.check_clean()?;
             out.push((a, reqs));

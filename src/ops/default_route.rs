@@ -141,3 +141,271 @@ pub(super) fn verify(ctx: &Ctx<'_>, netns: &Path, attachments: &[Attachment]) ->
         })?;
     routes::verify(&plan, &attached, &actual).map_err(err)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use plexus_netns::{DefaultRouteEdit, Errno, IpFamily, MAIN_TABLE, RouteInfo};
+    use serde_json::{Value, json};
+
+    use super::super::{Seams, execute};
+    use crate::{
+        cache,
+        cluster::{Cluster, ClusterError, PodNetworks},
+        config::Config,
+        devices::kubelet::NoKubelet,
+        netconf::NetworkConfig,
+        plan::NetworkRequest,
+        request::{CniEnv, PodRef},
+        resultcache,
+        testing::{FakeExec, FakeNetns},
+    };
+
+    use super::*;
+
+    const NETNS: &str = "/run/netns/test-pod";
+
+    /// The pod's networks, and the `gateway` of each network-status entry published.
+    struct Pod {
+        networks: Vec<NetworkRequest>,
+        gateways: Mutex<Vec<(String, Vec<String>)>>,
+    }
+
+    impl Cluster for Pod {
+        fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
+            Ok(PodNetworks {
+                default_network: None,
+                networks: self.networks.clone(),
+            })
+        }
+
+        fn network_by_name(
+            &self,
+            _: &Config,
+            _: &str,
+        ) -> Result<Option<NetworkRequest>, ClusterError> {
+            Ok(None)
+        }
+
+        fn publish_status(
+            &self,
+            _: &PodRef,
+            attached: &[(Attachment, CniResult)],
+        ) -> Result<(), ClusterError> {
+            let mut g = self.gateways.lock().unwrap();
+            for (a, r) in attached {
+                for s in crate::k8s::status::statuses_for(r, &a.status_name, a.master, None) {
+                    g.push((s.interface, s.gateway));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn pod(gateways: &[Option<&[&str]>]) -> Pod {
+        let networks = gateways
+            .iter()
+            .enumerate()
+            .map(|(i, gws)| {
+                let name = format!("mv{i}");
+                let n = NetworkConfig::from_value(
+                    json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan"}),
+                )
+                .unwrap();
+                let mut r = NetworkRequest::plain(n);
+                r.status_name = format!("ns1/{name}");
+                r.requests.gateways = gws.map(|g| g.iter().map(|s| s.to_string()).collect());
+                r
+            })
+            .collect();
+        Pod {
+            networks,
+            gateways: Mutex::new(Vec::new()),
+        }
+    }
+
+    struct World {
+        dir: tempfile::TempDir,
+        exec: FakeExec,
+        netns: FakeNetns,
+    }
+
+    impl World {
+        fn new() -> World {
+            World {
+                dir: tempfile::tempdir().unwrap(),
+                exec: FakeExec::default(),
+                netns: FakeNetns::default(),
+            }
+        }
+
+        fn cni_dir(&self) -> std::path::PathBuf {
+            self.dir.path().join("cni")
+        }
+
+        fn run(&self, command: &str, pod: &Pod) -> Result<Vec<u8>, Error> {
+            let config = Config::from_bytes(
+                &serde_json::to_vec(&json!({
+                    "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
+                    "cniDir": self.cni_dir(), "confDir": self.dir.path().join("conf"),
+                    "binDir": "/opt/cni/bin",
+                    "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+            let env = CniEnv::from_vars([
+                ("CNI_COMMAND", command),
+                ("CNI_CONTAINERID", "c1"),
+                ("CNI_NETNS", NETNS),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", "/usr/lib/cni"),
+                (
+                    "CNI_ARGS",
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1",
+                ),
+            ])
+            .unwrap()
+            .unwrap();
+            let seams = Seams {
+                exec: &self.exec,
+                netns: &self.netns,
+                cluster: pod,
+                kubelet: &NoKubelet,
+            };
+            execute(&env, &config, &seams)
+        }
+
+        fn cached_routes(&self, network: &str, ifname: &str) -> Value {
+            resultcache::read(&self.cni_dir(), network, "c1", ifname)
+                .unwrap()
+                .unwrap()
+                .result
+                .unwrap()["routes"]
+                .clone()
+        }
+    }
+
+    fn default_via(ifname: &str, gw: &str) -> (String, RouteInfo) {
+        let gw: std::net::IpAddr = gw.parse().unwrap();
+        (
+            ifname.to_string(),
+            RouteInfo {
+                family: IpFamily::of(&gw),
+                destination: "0.0.0.0/0".parse().unwrap(),
+                gateway: Some(gw),
+                oif: Some(2),
+                metric: None,
+                table: MAIN_TABLE,
+            },
+        )
+    }
+
+    #[test]
+    fn add_moves_the_route_and_rewrites_results_caches_and_status_npwg_34() {
+        let w = World::new();
+        let p = pod(&[Some(&["192.0.2.1"])]);
+        let reply: Value = serde_json::from_slice(&w.run("ADD", &p).unwrap()).unwrap();
+
+        let edits = w.netns.route_edits.lock().unwrap().clone();
+        assert_eq!(
+            edits,
+            [(
+                std::path::PathBuf::from(NETNS),
+                DefaultRouteEdit {
+                    remove: vec![("eth0".into(), IpFamily::V4), ("net1".into(), IpFamily::V4)],
+                    add: vec![("net1".into(), "192.0.2.1".parse().unwrap())],
+                }
+            )]
+        );
+        // The fake delegates give every interface a default route; eth0's is gone everywhere.
+        let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+        assert_eq!(count(&reply["routes"]), 0, "{reply:#}");
+        assert_eq!(count(&w.cached_routes("cluster", "eth0")), 0);
+        assert_eq!(
+            w.cached_routes("mv0", "net1"),
+            json!([{"dst": "0.0.0.0/0", "gw": "192.0.2.1"}])
+        );
+        assert_eq!(
+            p.gateways.lock().unwrap().clone(),
+            [
+                ("eth0".to_string(), vec![]),
+                ("net1".to_string(), vec!["192.0.2.1".to_string()])
+            ]
+        );
+        let c: Value =
+            serde_json::from_slice(&std::fs::read(cache::path(&w.cni_dir(), "c1")).unwrap())
+                .unwrap();
+        assert_eq!(c[0]["IsFilterV4Gateway"], true);
+        assert_eq!(c[1]["IsFilterV4Gateway"], false);
+
+        // CHECK looks at the pod's default routes.
+        *w.netns.defaults.lock().unwrap() = vec![default_via("net1", "192.0.2.1")];
+        w.run("CHECK", &p).unwrap();
+        w.netns
+            .defaults
+            .lock()
+            .unwrap()
+            .push(default_via("eth0", "10.9.0.1"));
+        let e = w.run("CHECK", &p).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("eth0 has an IPv4 default route via 10.9.0.1"),
+            "{e}"
+        );
+        w.netns.defaults.lock().unwrap().clear();
+        let e = w.run("CHECK", &p).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("the default route via 192.0.2.1 on net1 is missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn without_a_request_nothing_is_edited() {
+        let w = World::new();
+        let p = pod(&[None]);
+        let reply: Value = serde_json::from_slice(&w.run("ADD", &p).unwrap()).unwrap();
+        assert!(w.netns.route_edits.lock().unwrap().is_empty());
+        assert_eq!(reply["routes"][0]["dst"], "0.0.0.0/0");
+        // CHECK does not look at routes nobody asked for.
+        w.run("CHECK", &p).unwrap();
+    }
+
+    #[test]
+    fn a_refused_edit_rolls_the_add_back() {
+        let w = World::new();
+        *w.netns.route_error.lock().unwrap() = Some(Errno::ENETUNREACH);
+        let p = pod(&[Some(&["203.0.113.1"])]);
+        let e = w.run("ADD", &p).unwrap_err();
+        assert_eq!(e.cni_code(), 7, "{e}");
+        assert!(e.to_string().starts_with("[ns1/pod1]: default-route: network \"ns1/mv0\": cannot move the default route to interface net1: "), "{e}");
+        let dels: Vec<String> = w
+            .exec
+            .calls()
+            .iter()
+            .filter(|c| c.command() == "DEL")
+            .map(|c| c.network().to_string())
+            .collect();
+        assert_eq!(dels, ["mv0", "cluster"]);
+        assert!(!cache::path(&w.cni_dir(), "c1").exists());
+        assert!(resultcache::list(&w.cni_dir(), Some("c1")).is_empty());
+        assert!(p.gateways.lock().unwrap().is_empty(), "no status published");
+    }
+
+    #[test]
+    fn two_requests_are_refused_before_any_delegate_runs() {
+        let w = World::new();
+        let p = pod(&[Some(&["192.0.2.1"]), Some(&[])]);
+        let e = w.run("ADD", &p).unwrap_err();
+        assert_eq!(e.cni_code(), 7);
+        assert_eq!(
+            e.to_string(),
+            "[ns1/pod1]: default-route: networks \"ns1/mv0\" and \"ns1/mv1\" both set \"default-route\"; at most one network may (NPWG-34)"
+        );
+        assert!(w.exec.calls().is_empty());
+        assert!(!cache::path(&w.cni_dir(), "c1").exists());
+    }
+}

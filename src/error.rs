@@ -571,6 +571,7 @@ mod tests {
                     source: RouteError::Apply {
                         network: "a".into(),
                         ifname: "net1".into(),
+                        gateways: vec![],
                         source: plexus_netns::NetnsError::Kernel {
                             op: "route add",
                             path: p.clone(),
@@ -586,6 +587,7 @@ mod tests {
                     source: RouteError::Apply {
                         network: "a".into(),
                         ifname: "net1".into(),
+                        gateways: vec![],
                         source: plexus_netns::NetnsError::Thread("t".into()),
                     },
                 },

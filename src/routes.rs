@@ -79,15 +79,28 @@ pub enum RouteError {
         reason: String,
     },
     /// The pod's namespace refused the change.
-    #[error("network {network:?}: cannot move the default route to interface {ifname}: {source}")]
+    #[error(
+        "network {network:?}: cannot move the default route to interface {ifname}{}: {source}",
+        via_list(gateways)
+    )]
     Apply {
         /// The network that asked.
         network: String,
         /// Its interface.
         ifname: String,
+        /// The gateways asked for (none for an empty list).
+        gateways: Vec<IpAddr>,
         /// Why.
         source: NetnsError,
     },
+}
+
+fn via_list(gateways: &[IpAddr]) -> String {
+    if gateways.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = gateways.iter().map(IpAddr::to_string).collect();
+    format!(" via {}", list.join(" and "))
 }
 
 /// The default-route change of one ADD.

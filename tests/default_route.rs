@@ -581,7 +581,12 @@ fn a_gateway_the_network_cannot_reach_fails_the_add_and_leaves_nothing() {
     let e = w.run("ADD", "unreachable", ann).unwrap_err();
     assert_eq!(e.cni_code(), 7, "{e}");
     let msg = e.to_string();
-    for want in ["dr/mv", "net1", "ENETUNREACH"] {
+    for want in [
+        "dr/mv",
+        "net1 via 10.99.0.1",
+        "ENETUNREACH",
+        &format!("{NAMESPACE}/{POD}"),
+    ] {
         assert!(msg.contains(want), "{want:?} not in {msg}");
     }
     // Rolled back: every delegate's DEL ran, addresses released, caches gone.

@@ -49,6 +49,7 @@ pub(super) fn apply(
                 source: RouteError::Apply {
                     network: sel.status_name.clone(),
                     ifname: sel.ifname.clone(),
+                    gateways: plan.gateways.clone(),
                     source,
                 },
             })?;
@@ -381,7 +382,7 @@ mod tests {
         let p = pod(&[Some(&["203.0.113.1"])]);
         let e = w.run("ADD", &p).unwrap_err();
         assert_eq!(e.cni_code(), 7, "{e}");
-        assert!(e.to_string().starts_with("[ns1/pod1]: default-route: network \"ns1/mv0\": cannot move the default route to interface net1: "), "{e}");
+        assert!(e.to_string().starts_with("[ns1/pod1]: default-route: network \"ns1/mv0\": cannot move the default route to interface net1 via 203.0.113.1: "), "{e}");
         let dels: Vec<String> = w
             .exec
             .calls()

@@ -180,7 +180,7 @@ fn failed_add_left_nothing(w: &World, rt: &CniRuntime, sb: &Sandbox, check: fn(&
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn a_delegate_failing_at_each_position_rolls_back_everything() {
     let w = world("a_delegate_failing_at_each_position_rolls_back_everything");
-    for pos in 0..3 {
+    for (pos, ifname) in IFNAMES.iter().enumerate() {
         let tag = format!("fail{pos}");
         // The recorder fails after the real plugin of that position attached: its work must go too.
         let topo = Topo::after(
@@ -200,11 +200,11 @@ fn a_delegate_failing_at_each_position_rolls_back_everything() {
             "{err}"
         );
         assert!(text.contains(&tag), "names the pod: {err}");
-        assert!(text.contains(IFNAMES[pos]), "names the interface: {err}");
-        for later in pos + 1..3 {
+        assert!(text.contains(ifname), "names the interface: {err}");
+        for later in &IFNAMES[pos + 1..] {
             assert!(
-                !recorded(&w, "ADD", &sb.cid, IFNAMES[later]),
-                "position {later} must not run after a failure at {pos}"
+                !recorded(&w, "ADD", &sb.cid, later),
+                "{later} must not run after a failure at {ifname}"
             );
         }
         assert_failed_add_left_nothing(&w, &rt, &sb);

@@ -258,6 +258,18 @@ fi
 echo "result returned to the runtime (the cluster network's, in the config's cniVersion):"
 echo "$result" | jq .
 
+# plexus posts its events after replying, from a detached process: give them a moment to land.
+for _ in $(seq 50); do
+    if [ "$MODE" = standin ]; then
+        # (the stand-in's request log, so the demo's own reads do not show up in it)
+        n=$(api_curl "$API_URL/standin/requests" | jq '[.[] | select(.method == "POST" and (.path | endswith("/events")))] | length')
+    else
+        n=$(api_get "/api/v1/namespaces/$NS/events?fieldSelector=involvedObject.name%3D$POD_NAME" | jq '.items | length')
+    fi
+    [ "${n:-0}" -ge 3 ] && break
+    sleep 0.1
+done
+
 if [ "$MODE" = standin ]; then
     banner "plexus's API requests during ADD (the stand-in's request log)"
     api_curl "$API_URL/standin/requests" |

@@ -129,7 +129,7 @@ pub fn invoke(
         },
         Err(e) => failure(e.to_reply(config.cni_version.as_str())),
     };
-    out.events = Batch::new(&bytes, seams.cluster.take_events());
+    out.events = Batch::encode(&bytes, seams.cluster.take_events());
     out
 }
 

@@ -103,7 +103,8 @@ impl WriteBehind {
 
     /// Wait for every write submitted so far; the first failure, naming its file.
     pub fn flush(&self) -> io::Result<()> {
-        let drained: Vec<_> = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let drained: Vec<_> =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut first = Ok(());
         for (path, handle) in drained {
             if let Err(e) = join(handle)
@@ -175,17 +176,29 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let wb = WriteBehind::default();
         for i in 0..20 {
-            wb.submit(d.path().join(format!("f{}", i % 4)), format!("v{i}").into_bytes(), 0o600)
-                .unwrap();
+            wb.submit(
+                d.path().join(format!("f{}", i % 4)),
+                format!("v{i}").into_bytes(),
+                0o600,
+            )
+            .unwrap();
         }
         wb.flush().unwrap();
         // The last write to each path wins.
         for j in 0..4 {
-            assert_eq!(fs::read(d.path().join(format!("f{j}"))).unwrap(), format!("v{}", 16 + j).as_bytes());
+            assert_eq!(
+                fs::read(d.path().join(format!("f{j}"))).unwrap(),
+                format!("v{}", 16 + j).as_bytes()
+            );
         }
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 4, "no temp files left");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            4,
+            "no temp files left"
+        );
         // A failure surfaces at flush, naming the file.
-        wb.submit(d.path().join("missing-dir/f"), b"x".to_vec(), 0o600).unwrap();
+        wb.submit(d.path().join("missing-dir/f"), b"x".to_vec(), 0o600)
+            .unwrap();
         let e = wb.flush().unwrap_err();
         assert!(e.to_string().contains("missing-dir/f"), "{e}");
         wb.flush().unwrap();

@@ -826,6 +826,47 @@ fn add_with_three_secondaries_makes_few_api_requests() {
 
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn events_are_posted_after_the_reply() {
+    let test = "events_are_posted_after_the_reply";
+    if !standin_only(test, "it holds the stand-in's event POSTs back") {
+        return;
+    }
+    let w = world(test);
+    w.nad("a", &w.macvlan(MACVLAN_SUBNET));
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "a")]);
+    let rt = w.runtime(json!({}));
+    let server = w.cluster.standin().unwrap();
+    // Every event POST is answered 3 s late (the request log records a request when it is answered).
+    server.inject(FaultSpec::latency(3000).on("POST", "/events"));
+    server.clear_requests();
+    let posted = || {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/events") && r.status == 201)
+            .count()
+    };
+
+    w.add_ok(&rt, &sb);
+    // ADD has replied while its events are still on their way: it never waited for them.
+    assert_eq!(posted(), 0, "ADD waited for its event POSTs");
+    // They arrive afterwards, from plexus's detached sender: one AddedInterface per attachment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while posted() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        posted(),
+        2,
+        "both AddedInterface events arrive after the reply"
+    );
+    server.faults().clear();
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn status_patch_conflict_is_retried() {
     let test = "status_patch_conflict_is_retried";
     if !standin_only(test, "it injects a 409 into the stand-in") {

@@ -14,9 +14,7 @@ use std::{
 };
 
 use futures::future::join_all;
-use k8s_openapi::{
-    api::core::v1::{Event, ObjectReference, Pod},
-};
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
@@ -945,7 +943,11 @@ mod tests {
     /// events are sent (by the detached child in the binary).
     fn send_after_reply(api: &ApiCluster, seen: &Mutex<Vec<Seen>>) {
         assert!(
-            !seen.lock().unwrap().iter().any(|s| s.method == Method::POST),
+            !seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.method == Method::POST),
             "events wait for the reply"
         );
         let events = api.take_events();

@@ -67,7 +67,7 @@ pub struct Batch {
 impl Batch {
     /// The batch for `events` under the config bytes `config`; `None` when there is nothing to send or the
     /// config is not JSON (then there was no API client either).
-    pub fn new(config: &[u8], events: Vec<Event>) -> Option<Vec<u8>> {
+    pub fn encode(config: &[u8], events: Vec<Event>) -> Option<Vec<u8>> {
         if events.is_empty() {
             return None;
         }
@@ -76,7 +76,7 @@ impl Batch {
     }
 }
 
-/// Start the detached child that sends `batch` (from [`Batch::new`]) and return without waiting for it.
+/// Start the detached child that sends `batch` (from [`Batch::encode`]) and return without waiting for it.
 /// Its stdout and stderr are /dev/null (the runtime waits for its pipes to close, so the child must not
 /// hold them) and it runs in its own process group (a runtime killing the plugin's group after the reply
 /// does not cut the events short).
@@ -88,7 +88,10 @@ pub fn dispatch(batch: &[u8]) -> io::Result<()> {
         .stderr(Stdio::null())
         .process_group(0)
         .spawn()?;
-    let mut stdin = child.stdin.take().ok_or_else(|| io::Error::other("no stdin pipe"))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("no stdin pipe"))?;
     stdin.write_all(batch)
     // Dropping `child` neither waits nor kills: the child outlives this process and is reaped by init (or
     // the nearest subreaper).
@@ -139,22 +142,30 @@ mod tests {
 
     #[test]
     fn event_names_the_pod_and_plexus() {
-        let ev = event(&pod(), "Normal", "AddedInterface", "Add net1 [10.1.1.2/24] from ns1/a".into());
+        let ev = event(
+            &pod(),
+            "Normal",
+            "AddedInterface",
+            "Add net1 [10.1.1.2/24] from ns1/a".into(),
+        );
         assert_eq!(ev.metadata.generate_name.as_deref(), Some("web."));
         assert_eq!(ev.metadata.namespace.as_deref(), Some("ns1"));
         assert_eq!(ev.involved_object.uid.as_deref(), Some("u1"));
         assert_eq!(ev.reason.as_deref(), Some("AddedInterface"));
         assert_eq!(ev.type_.as_deref(), Some("Normal"));
         assert_eq!(ev.reporting_component.as_deref(), Some(COMPONENT));
-        assert_eq!(ev.source.and_then(|s| s.component).as_deref(), Some(COMPONENT));
+        assert_eq!(
+            ev.source.and_then(|s| s.component).as_deref(),
+            Some(COMPONENT)
+        );
     }
 
     #[test]
     fn batch_round_trips_and_is_empty_without_events() {
         let config = br#"{"cniVersion":"1.0.0","name":"plexus","type":"plexus","kubeconfig":"/k"}"#;
-        assert_eq!(Batch::new(config, Vec::new()), None);
+        assert_eq!(Batch::encode(config, Vec::new()), None);
         let ev = event(&pod(), "Warning", "NoNetworkFound", "no NAD ns1/x".into());
-        let bytes = Batch::new(config, vec![ev.clone()]).expect("a batch");
+        let bytes = Batch::encode(config, vec![ev.clone()]).expect("a batch");
         let back: Batch = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back.events.len(), 1);
         assert_eq!(back.events[0].reason, ev.reason);
@@ -162,6 +173,12 @@ mod tests {
         assert_eq!(back.events[0].involved_object, ev.involved_object);
         assert_eq!(back.config["kubeconfig"], "/k");
         // A config that is not JSON had no client to send with.
-        assert_eq!(Batch::new(b"not json", vec![event(&pod(), "Normal", "x", String::new())]), None);
+        assert_eq!(
+            Batch::encode(
+                b"not json",
+                vec![event(&pod(), "Normal", "x", String::new())]
+            ),
+            None
+        );
     }
 }

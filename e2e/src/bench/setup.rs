@@ -266,7 +266,8 @@ impl Bench {
         for i in 0..runs {
             let bytes = vec![b'a' + (i % 26) as u8; 2048];
             let t = std::time::Instant::now();
-            plexus::fsutil::atomic_write(&file, &bytes, 0o600).map_err(|e| format!("{}: {e}", file.display()))?;
+            plexus::fsutil::atomic_write(&file, &bytes, 0o600)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
             v.push(t.elapsed());
         }
         let _ = std::fs::remove_file(&file);

@@ -467,6 +467,20 @@ fn del_succeeds_from_the_cache_while_the_api_is_down() {
     let rt = w.runtime(json!({"apiTimeoutSeconds": 1, "apiBudgetSeconds": 3}));
     w.add_ok(&rt, &sb);
     assert_eq!(sb.netns.link_names(), ["eth0", "lo", "net1", "net2"]);
+    // ADD's AddedInterface events come after its reply, from a detached sender: let them land before the
+    // count of API connections is taken, so only DEL's own would show.
+    let added = || {
+        w.cluster
+            .pod_events(&sb.pod.namespace, &sb.pod.name)
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("AddedInterface"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while added() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(added(), 3, "one AddedInterface event per attachment");
 
     match w.cluster.standin() {
         Some(server) => server.faults().set_down(true, None),

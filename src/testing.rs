@@ -232,3 +232,30 @@ impl NetnsProbe for FakeNetns {
         })
     }
 }
+
+/// What every ops-level test starts from: a scratch directory, a recording exec and a scripted netns. Test
+/// modules wrap it (`struct World(TestHost)` with `Deref`) and add their own ways to run plexus.
+pub struct TestHost {
+    /// Scratch directory (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// The delegates.
+    pub exec: FakeExec,
+    /// The pod's namespace.
+    pub netns: FakeNetns,
+}
+
+impl TestHost {
+    /// A fresh host.
+    pub fn new() -> TestHost {
+        TestHost {
+            dir: tempfile::tempdir().unwrap(),
+            exec: FakeExec::default(),
+            netns: FakeNetns::default(),
+        }
+    }
+
+    /// `cniDir` inside the scratch directory.
+    pub fn cni_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("cni")
+    }
+}

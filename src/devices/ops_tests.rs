@@ -17,7 +17,7 @@ use crate::{
     ops::{Seams, execute},
     plan::{Attachment, NetworkRequest},
     request::{CniEnv, PodRef},
-    testing::{FakeExec, FakeNetns},
+    testing::TestHost,
 };
 
 /// The kubelet as a fixed answer, counting the questions.
@@ -91,19 +91,18 @@ fn nad(name: &str, resource: Option<&str>, caps: Value) -> NetworkRequest {
     r
 }
 
-struct World {
-    dir: tempfile::TempDir,
-    exec: FakeExec,
-    netns: FakeNetns,
+struct World(TestHost);
+
+impl std::ops::Deref for World {
+    type Target = TestHost;
+    fn deref(&self) -> &TestHost {
+        &self.0
+    }
 }
 
 impl World {
     fn new() -> World {
-        World {
-            dir: tempfile::tempdir().unwrap(),
-            exec: FakeExec::default(),
-            netns: FakeNetns::default(),
-        }
+        World(TestHost::new())
     }
 
     fn devinfo(&self) -> std::path::PathBuf {

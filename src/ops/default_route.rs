@@ -160,7 +160,7 @@ mod tests {
         plan::NetworkRequest,
         request::{CniEnv, PodRef},
         resultcache,
-        testing::{FakeExec, FakeNetns},
+        testing::TestHost,
     };
 
     use super::*;
@@ -226,23 +226,18 @@ mod tests {
         }
     }
 
-    struct World {
-        dir: tempfile::TempDir,
-        exec: FakeExec,
-        netns: FakeNetns,
+    struct World(TestHost);
+
+    impl std::ops::Deref for World {
+        type Target = TestHost;
+        fn deref(&self) -> &TestHost {
+            &self.0
+        }
     }
 
     impl World {
         fn new() -> World {
-            World {
-                dir: tempfile::tempdir().unwrap(),
-                exec: FakeExec::default(),
-                netns: FakeNetns::default(),
-            }
-        }
-
-        fn cni_dir(&self) -> std::path::PathBuf {
-            self.dir.path().join("cni")
+            World(TestHost::new())
         }
 
         fn run(&self, command: &str, pod: &Pod) -> Result<Vec<u8>, Error> {

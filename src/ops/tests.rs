@@ -12,26 +12,21 @@ use crate::{
     cluster::{ClusterError, NoCluster, PodNetworks},
     devices::kubelet::NoKubelet,
     lock, resultcache,
-    testing::{FakeExec, FakeNetns},
+    testing::TestHost,
 };
 
-struct World {
-    dir: tempfile::TempDir,
-    exec: FakeExec,
-    netns: FakeNetns,
+struct World(TestHost);
+
+impl std::ops::Deref for World {
+    type Target = TestHost;
+    fn deref(&self) -> &TestHost {
+        &self.0
+    }
 }
 
 impl World {
     fn new() -> World {
-        World {
-            dir: tempfile::tempdir().unwrap(),
-            exec: FakeExec::default(),
-            netns: FakeNetns::default(),
-        }
-    }
-
-    fn cni_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("cni")
+        World(TestHost::new())
     }
 
     fn conf_dir(&self) -> std::path::PathBuf {

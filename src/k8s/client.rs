@@ -318,11 +318,15 @@ where
 }
 
 impl ApiCluster {
-    /// Post `events` concurrently, each within the per-request timeout; failures are logged (events are
-    /// best effort). Runs in the detached sender (`super::events::send_main`).
+    /// Post `events` in order, each within the per-request timeout; failures are logged (events are best
+    /// effort). Runs in the detached sender (`super::events::send_main`).
     pub fn send_events(&self, events: Vec<Event>) {
+        // One after another over one connection: nobody waits for them any more, the pod's event list
+        // keeps the order the interfaces were added in, and the API server sees one TLS handshake.
         let sent = self.run(|client| async move {
-            join_all(events.iter().map(|ev| self.send_event(&client, ev.clone()))).await
+            for ev in events {
+                self.send_event(&client, ev).await;
+            }
         });
         if let Err(e) = sent {
             tracing::warn!("events not sent: {e}");
@@ -954,6 +958,33 @@ mod tests {
         assert!(!events.is_empty(), "events were collected");
         api.send_events(events);
         assert!(api.take_events().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn events_are_sent_in_the_order_they_happened() {
+        let cfg = config(json!({}));
+        let (api, seen) = mock(&cfg, |s, _| (201, s.body.clone()));
+        let pod = ObjectReference {
+            name: Some("p1".into()),
+            namespace: Some("ns1".into()),
+            ..Default::default()
+        };
+        let events: Vec<Event> = ["eth0", "net1", "net2", "net3"]
+            .iter()
+            .map(|i| event(&pod, "Normal", "AddedInterface", format!("Add {i}")))
+            .collect();
+        api.send_events(events);
+        let messages: Vec<Value> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.method == Method::POST)
+            .map(|s| s.body["message"].clone())
+            .collect();
+        assert_eq!(
+            messages,
+            ["Add eth0", "Add net1", "Add net2", "Add net3"].map(Value::from)
+        );
     }
 
     #[test]

@@ -113,11 +113,7 @@ impl Cluster for World {
         attached: &[(Attachment, CniResult)],
     ) -> Result<(), ClusterError> {
         // As the API client builds it.
-        let mut entries = Vec::new();
-        for (a, result) in attached {
-            entries.extend(status::statuses_for(result, &a.status_name, a.master, None));
-        }
-        *self.status.lock().unwrap() = Some(status::render(&entries));
+        *self.status.lock().unwrap() = Some(status::render_attached(attached, |_| None));
         Ok(())
     }
 }
@@ -266,24 +262,15 @@ impl World {
 
     /// The pod's default routes, sorted: IPv4 first, then by gateway.
     fn default_routes(&self) -> Vec<DefaultRoute> {
-        let path = self.f.pod.path();
-        let links = plexus_netns::links(&path).unwrap();
-        let name = |i: Option<u32>| {
-            links
-                .iter()
-                .find(|l| Some(l.index) == i)
-                .map(|l| l.name.clone())
-                .unwrap_or_default()
-        };
-        let mut v: Vec<DefaultRoute> = plexus_netns::routes(&path)
+        // plexus-netns's own listing (checked against a raw route dump in its netns_root tests).
+        let mut v: Vec<DefaultRoute> = plexus_netns::default_routes(&self.f.pod.path())
             .unwrap()
             .into_iter()
-            .filter(|r| r.is_default())
-            .map(|r| {
+            .map(|(link, r)| {
                 (
                     r.family,
                     r.gateway.map(|g| g.to_string()).unwrap_or_default(),
-                    name(r.oif),
+                    link,
                 )
             })
             .collect();

@@ -772,11 +772,7 @@ impl Cluster for ExampleCluster {
         attached: &[(Attachment, CniResult)],
     ) -> Result<(), ClusterError> {
         // As the API client builds it.
-        let mut entries = Vec::new();
-        for (a, result) in attached {
-            entries.extend(status::statuses_for(result, &a.status_name, a.master, None));
-        }
-        *self.status.lock().unwrap() = Some(status::render(&entries));
+        *self.status.lock().unwrap() = Some(status::render_attached(attached, |_| None));
         Ok(())
     }
 }

@@ -615,17 +615,7 @@ impl Cluster for ApiCluster {
         if self.system_namespaces.contains(&pod_ref.namespace) {
             return Ok(());
         }
-        let mut entries = Vec::new();
-        for (a, result) in attached {
-            let device_info = crate::devices::info::read(a); // NPWG-73
-            entries.extend(status::statuses_for(
-                result,
-                &a.status_name,
-                a.master,
-                device_info,
-            ));
-        }
-        let rendered = status::render(&entries);
+        let rendered = status::render_attached(attached, crate::devices::info::read); // NPWG-73
         let mut metadata =
             json!({"annotations": {annotations::NETWORK_STATUS_ANNOTATION: rendered}});
         // The UID makes the write a precondition: a recreated pod of the same name is never written to.

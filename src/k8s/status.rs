@@ -337,6 +337,19 @@ fn render_entry(status: &NetworkStatus) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+/// The annotation value for a pod's attachments, in order: each attachment's entries
+/// ([`statuses_for`]), with its device information from `device_info` (NPWG-73), rendered.
+pub fn render_attached(
+    attached: &[(crate::plan::Attachment, CniResult)],
+    device_info: impl Fn(&crate::plan::Attachment) -> Option<Value>,
+) -> String {
+    let entries: Vec<NetworkStatus> = attached
+        .iter()
+        .flat_map(|(a, result)| statuses_for(result, &a.status_name, a.master, device_info(a)))
+        .collect();
+    render(&entries)
+}
+
 /// The annotation value for `statuses` (NPWG-41): `[` + entries indented by 4 spaces, joined by `,`
 /// + `]`, byte for byte what the NAD client's `SetNetworkStatus` writes (`[]` for none).
 pub fn render(statuses: &[NetworkStatus]) -> String {

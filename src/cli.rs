@@ -13,7 +13,7 @@ use crate::{
     cluster::{Cluster, NoCluster},
     config::Config,
     error::Error,
-    exec::ProcessExec,
+    exec::{Exec, ProcessExec},
     k8s::events::{self, Batch},
     logging,
     netns::KernelNetns,
@@ -28,9 +28,10 @@ pub const ABOUT: &str = concat!(
     ": meta-plugin that delegates to other CNI plugins (CNI spec 0.1.0 to 1.1.0)"
 );
 
-const USAGE: &str = "usage: plexus [--version | --help | crd | install [FLAGS]]
+const USAGE: &str = "usage: plexus [--version | --help | crd | install [FLAGS] | daemon [FLAGS]]
   crd        print the NetworkAttachmentDefinition CRD (YAML) for `kubectl apply -f -`
   install    set this node up for plexus (the DaemonSet's entrypoint; `plexus install --help`)
+  daemon     serve CNI requests from plexus-shim on a unix socket, with watch caches (`plexus daemon --help`)
 plexus is a CNI plugin: the container runtime runs it with CNI_COMMAND and the other CNI_* variables set
 and the network config on stdin. See the README for its config keys.";
 
@@ -70,34 +71,70 @@ pub fn invoke(
     stdin: &mut dyn Read,
     cluster: ClusterFactory<'_>,
 ) -> Outcome {
+    let mut bytes = Vec::new();
+    if let Err(e) = stdin.read_to_end(&mut bytes) {
+        return failure(Error::Stdin(e).to_reply(""));
+    }
+    let ran = run(vars, &bytes, &ProcessExec, cluster, true);
+    let mut out = ran.outcome;
+    if let Some(api) = ran.cluster {
+        out.events = Batch::encode(&bytes, api.take_events());
+    }
+    out
+}
+
+/// One invocation as run by [`run`].
+pub struct Ran {
+    /// What to print and how to exit (`events` is left to the caller).
+    pub outcome: Outcome,
+    /// The command, once the environment parsed.
+    pub command: Option<Command>,
+    /// The cluster seam the operation ran against (its collected events not yet taken).
+    pub cluster: Option<Box<dyn Cluster>>,
+}
+
+/// Run one CNI invocation: environment `vars`, the config `stdin`, delegates through `exec`, real netns,
+/// the cluster `cluster` makes. The thin binary and the daemon (one request each) both come through here;
+/// `init_logging` sets the process's logging from the config (the thin binary; the daemon has its own).
+pub fn run(
+    vars: Vec<(String, String)>,
+    stdin: &[u8],
+    exec: &dyn Exec,
+    cluster: ClusterFactory<'_>,
+    init_logging: bool,
+) -> Ran {
+    let done = |outcome: Outcome, command: Option<Command>| Ran {
+        outcome,
+        command,
+        cluster: None,
+    };
     let env = match CniEnv::from_vars(vars) {
         Ok(Some(env)) => env,
         Ok(None) => {
-            return Outcome {
+            let about = Outcome {
                 stdout: Vec::new(),
                 stderr: format!("{ABOUT}\n"),
                 code: 0,
                 events: None,
             };
+            return done(about, None);
         }
-        Err(e) => return failure(Error::from(e).to_reply("")),
+        Err(e) => return done(failure(Error::from(e).to_reply("")), None),
     };
-    let mut bytes = Vec::new();
-    if let Err(e) = stdin.read_to_end(&mut bytes) {
-        return failure(Error::Stdin(e).to_reply(""));
-    }
+    let command = Some(env.command);
     if env.command == Command::Version {
-        return Outcome {
-            stdout: ops::version_reply(&bytes),
+        let version = Outcome {
+            stdout: ops::version_reply(stdin),
             stderr: String::new(),
             code: 0,
             events: None,
         };
+        return done(version, command);
     }
-    let config = match Config::from_bytes(&bytes) {
+    let config = match Config::from_bytes(stdin) {
         Ok(c) => c,
         Err(e) => {
-            let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+            let version = serde_json::from_slice::<serde_json::Value>(stdin)
                 .ok()
                 .and_then(|v| {
                     v.get("cniVersion")
@@ -105,22 +142,24 @@ pub fn invoke(
                         .map(str::to_string)
                 })
                 .unwrap_or_default();
-            return failure(Error::from(e).to_reply(&version));
+            return done(failure(Error::from(e).to_reply(&version)), command);
         }
     };
-    logging::init(&config.log);
+    if init_logging {
+        logging::init(&config.log);
+    }
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
     let api = cluster(&config, env.command);
     let kubelet = crate::devices::kubelet::Kubelet::from_config(&config);
     let seams = Seams {
-        exec: &ProcessExec,
+        exec,
         netns: &KernelNetns,
         cluster: api.as_deref().unwrap_or(&NoCluster),
         kubelet: &kubelet,
     };
-    let mut out = match ops::execute(&env, &config, &seams) {
+    let outcome = match ops::execute(&env, &config, &seams) {
         Ok(stdout) => Outcome {
             stdout,
             stderr: String::new(),
@@ -129,8 +168,11 @@ pub fn invoke(
         },
         Err(e) => failure(e.to_reply(config.cni_version.as_str())),
     };
-    out.events = Batch::encode(&bytes, seams.cluster.take_events());
-    out
+    Ran {
+        outcome,
+        command,
+        cluster: api,
+    }
 }
 
 /// The process entry point.
@@ -143,6 +185,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("install") => return crate::install::main(args.collect()),
+        Some("daemon") => return crate::daemon::main(args.collect()),
         Some(events::SUBCOMMAND) => return events::send_main(),
         Some("crd") => {
             let _ = io::stdout().write_all(crate::k8s::nad::crd_yaml().as_bytes());

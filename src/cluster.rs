@@ -56,10 +56,45 @@ pub trait Cluster {
     fn dra_devices(&self, _pod: &PodRef) -> Result<ResourceMap, ClusterError> {
         Ok(ResourceMap::new())
     }
+    /// The `spec.config` of every NAD a watch cache holds, by `namespace/name` (daemon mode; STATUS checks
+    /// that their plugins are installed). Without a cache: none.
+    fn cached_network_configs(&self) -> std::collections::BTreeMap<String, String> {
+        std::collections::BTreeMap::new()
+    }
     /// The events this invocation has collected (and forgets them): the edge sends them after the reply
     /// (`k8s::events`), so they never delay it.
     fn take_events(&self) -> Vec<k8s_openapi::api::core::v1::Event> {
         Vec::new()
+    }
+}
+
+/// A shared cluster (the daemon keeps one to send its events after the reply).
+impl<T: Cluster + ?Sized> Cluster for std::sync::Arc<T> {
+    fn pod_networks(&self, pod: &PodRef, config: &Config) -> Result<PodNetworks, ClusterError> {
+        (**self).pod_networks(pod, config)
+    }
+    fn network_by_name(
+        &self,
+        config: &Config,
+        name: &str,
+    ) -> Result<Option<NetworkRequest>, ClusterError> {
+        (**self).network_by_name(config, name)
+    }
+    fn publish_status(
+        &self,
+        pod: &PodRef,
+        attached: &[(Attachment, CniResult)],
+    ) -> Result<(), ClusterError> {
+        (**self).publish_status(pod, attached)
+    }
+    fn dra_devices(&self, pod: &PodRef) -> Result<ResourceMap, ClusterError> {
+        (**self).dra_devices(pod)
+    }
+    fn cached_network_configs(&self) -> std::collections::BTreeMap<String, String> {
+        (**self).cached_network_configs()
+    }
+    fn take_events(&self) -> Vec<k8s_openapi::api::core::v1::Event> {
+        (**self).take_events()
     }
 }
 

@@ -223,6 +223,9 @@ pub enum Error {
     /// STATUS could not even load a network every pod needs (code 50: plugin not available).
     #[error("not ready: {0}")]
     NotAvailable(Box<Error>),
+    /// STATUS in daemon mode: plugins that cached NADs use are not installed on this node (code 50).
+    #[error("not ready: {0}")]
+    PluginsMissing(String),
     /// CHECK of a container plexus has no record of (code 3).
     #[error("[{who}]: no cached attachments for container {container_id}; was it added?")]
     UnknownContainer {
@@ -325,7 +328,7 @@ impl Error {
             } => codes::NOT_AVAILABLE,
             Error::NotReady { .. } => codes::TRY_AGAIN_LATER,
             Error::UnknownContainer { .. } => codes::UNKNOWN_CONTAINER,
-            Error::NotAvailable(_) => codes::NOT_AVAILABLE,
+            Error::NotAvailable(_) | Error::PluginsMissing(_) => codes::NOT_AVAILABLE,
         }
     }
 

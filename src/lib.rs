@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cluster;
 pub mod confdir;
 pub mod config;
+pub mod daemon;
 pub mod devices;
 pub mod error;
 pub mod exec;

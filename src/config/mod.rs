@@ -124,6 +124,61 @@ impl Default for LogSettings {
     }
 }
 
+impl LogSettings {
+    /// Validate the log keys (`logLevel`, `logFile`, `logToStderr`, `logOptions`) of a network config or of
+    /// the daemon config. Ignored values are described in `warnings`.
+    pub fn from_raw(
+        log_level: Option<String>,
+        log_file: Option<String>,
+        log_to_stderr: Option<bool>,
+        log_options: Option<raw::RawLogOptions>,
+        warnings: &mut Vec<String>,
+    ) -> Result<LogSettings, ConfigError> {
+        let mut log = LogSettings::default();
+        if let Some(level) = log_level.filter(|l| !l.is_empty()) {
+            match LogLevel::parse(&level) {
+                Some(l) => log.level = l,
+                None => warnings.push(format!(
+                    "logLevel {level:?} ignored: valid levels are debug, verbose, error, panic"
+                )),
+            }
+        }
+        if let Some(file) = log_file.filter(|f| !f.is_empty()) {
+            let p = PathBuf::from(&file);
+            if !p.is_absolute() || p.file_name().is_none() {
+                return Err(invalid(
+                    "logFile",
+                    format!("{file:?} must be an absolute path to a file"),
+                ));
+            }
+            log.file = Some(clean(&p));
+        }
+        if let Some(b) = log_to_stderr {
+            log.to_stderr = b;
+        }
+        if let Some(o) = log_options {
+            let field = |key: &str, v: Option<i64>, default: u32| -> Result<u32, ConfigError> {
+                match v {
+                    None => Ok(default),
+                    Some(n) if (0..=i64::from(u32::MAX)).contains(&n) => Ok(n as u32),
+                    Some(n) => Err(invalid(
+                        &format!("logOptions.{key}"),
+                        format!("{n} must be a whole number ≥ 0"),
+                    )),
+                }
+            };
+            log.max_age_days = field("maxAge", o.max_age, log.max_age_days)?;
+            log.max_size_mb = field("maxSize", o.max_size, log.max_size_mb)?;
+            log.max_backups = field("maxBackups", o.max_backups, log.max_backups)?;
+            if log.max_size_mb == 0 {
+                log.max_size_mb = 100;
+            }
+            log.compress = o.compress.unwrap_or(log.compress);
+        }
+        Ok(log)
+    }
+}
+
 /// The validated config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -388,47 +443,13 @@ impl Config {
             None => vec!["default".to_string()],
         };
 
-        let mut log = LogSettings::default();
-        if let Some(level) = log_level.filter(|l| !l.is_empty()) {
-            match LogLevel::parse(&level) {
-                Some(l) => log.level = l,
-                None => warnings.push(format!(
-                    "logLevel {level:?} ignored: valid levels are debug, verbose, error, panic"
-                )),
-            }
-        }
-        if let Some(file) = log_file.filter(|f| !f.is_empty()) {
-            let p = PathBuf::from(&file);
-            if !p.is_absolute() || p.file_name().is_none() {
-                return Err(invalid(
-                    "logFile",
-                    format!("{file:?} must be an absolute path to a file"),
-                ));
-            }
-            log.file = Some(clean(&p));
-        }
-        if let Some(b) = log_to_stderr {
-            log.to_stderr = b;
-        }
-        if let Some(o) = log_options {
-            let field = |key: &str, v: Option<i64>, default: u32| -> Result<u32, ConfigError> {
-                match v {
-                    None => Ok(default),
-                    Some(n) if (0..=i64::from(u32::MAX)).contains(&n) => Ok(n as u32),
-                    Some(n) => Err(invalid(
-                        &format!("logOptions.{key}"),
-                        format!("{n} must be a whole number ≥ 0"),
-                    )),
-                }
-            };
-            log.max_age_days = field("maxAge", o.max_age, log.max_age_days)?;
-            log.max_size_mb = field("maxSize", o.max_size, log.max_size_mb)?;
-            log.max_backups = field("maxBackups", o.max_backups, log.max_backups)?;
-            if log.max_size_mb == 0 {
-                log.max_size_mb = 100;
-            }
-            log.compress = o.compress.unwrap_or(log.compress);
-        }
+        let log = LogSettings::from_raw(
+            log_level,
+            log_file,
+            log_to_stderr,
+            log_options,
+            &mut warnings,
+        )?;
 
         let readiness_indicator = match readiness_indicator_file.filter(|s| !s.is_empty()) {
             None => None,

@@ -9,7 +9,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
-    sync::{Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -33,6 +33,7 @@ use crate::{
     cluster::{Cluster, ClusterError, PodNetworks},
     confdir,
     config::{Config, NetworkRef, Primary},
+    daemon::cache::{NodeCache, nad_fields},
     plan::{Attachment, NetworkRequest},
     request::PodRef,
 };
@@ -58,11 +59,36 @@ pub struct ApiCluster {
     events: bool,
     /// Events collected for sending after the reply (`super::events`).
     pending: Mutex<Vec<Event>>,
+    /// The daemon's watch caches: pods and NADs are read from them first (issue 8).
+    cache: Option<Arc<NodeCache>>,
+    /// Told of every API request (the daemon's metrics).
+    observer: Option<Arc<dyn ApiObserver>>,
+}
+
+/// How one API request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiOutcome {
+    /// A 2xx answer.
+    Ok,
+    /// An error status from the server.
+    Status(u16),
+    /// No answer: connection, TLS or time-out failure.
+    Failed,
+}
+
+/// Watches the API requests an [`ApiCluster`] makes and the cache lookups it does instead.
+pub trait ApiObserver: Send + Sync {
+    /// One request (`what`: e.g. "get pod"), how long it took and how it ended.
+    fn api_request(&self, what: &'static str, elapsed: Duration, outcome: ApiOutcome);
+    /// A pod or NAD lookup (`kind`) answered by the watch cache (`hit`) or sent to the API.
+    fn cache_lookup(&self, kind: &'static str, hit: bool);
 }
 
 enum Source {
     Kubeconfig(PathBuf),
     InCluster,
+    /// The daemon's long-lived client, driven by its runtime (calls come from blocking threads).
+    Shared(tokio::runtime::Handle, Client),
     #[cfg(test)]
     Client(Client, tokio::runtime::Runtime),
 }
@@ -138,7 +164,45 @@ impl ApiCluster {
             system_namespaces: config.system_namespaces.clone(),
             events: true,
             pending: Mutex::new(Vec::new()),
+            cache: None,
+            observer: None,
         }
+    }
+
+    /// The daemon's cluster for one request: its shared client (driven by `handle`; call from a blocking
+    /// thread), its watch caches, and its metrics.
+    pub fn shared(
+        handle: tokio::runtime::Handle,
+        client: Client,
+        cache: Option<Arc<NodeCache>>,
+        observer: Option<Arc<dyn ApiObserver>>,
+        config: &Config,
+    ) -> ApiCluster {
+        let mut c = Self::new(Source::Shared(handle, client), config);
+        c.cache = cache;
+        c.observer = observer;
+        c
+    }
+
+    fn note_lookup(&self, kind: &'static str, hit: bool) {
+        if let Some(o) = &self.observer {
+            o.cache_lookup(kind, hit);
+        }
+    }
+
+    /// The cached pod when the watch has seen it with the UID the runtime names (a pod recreated under the
+    /// same name may not have reached the cache yet: then the API is asked).
+    fn cached_pod(&self, pod_ref: &PodRef) -> Option<Pod> {
+        let cache = self.cache.as_ref()?;
+        let hit = cache
+            .pod(&pod_ref.namespace, &pod_ref.name)
+            .filter(|p| match (&pod_ref.uid, &p.metadata.uid) {
+                (Some(want), Some(got)) => want == got,
+                _ => true,
+            })
+            .map(|p| (*p).clone());
+        self.note_lookup("pod", hit.is_some());
+        hit
     }
 
     /// A client over a given service (tests: tower-test mocks), driven by `rt`.
@@ -157,6 +221,7 @@ impl ApiCluster {
                 let source = match &self.source {
                     #[cfg(test)]
                     Source::Client(..) => unreachable!("test clients are set up in `with_client`"),
+                    Source::Shared(..) => unreachable!("shared clients need no connection"),
                     other => other,
                 };
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -212,6 +277,9 @@ impl ApiCluster {
         if let Source::Client(client, rt) = &self.source {
             return Ok(rt.block_on(f(client.clone())));
         }
+        if let Source::Shared(handle, client) = &self.source {
+            return Ok(handle.block_on(f(client.clone())));
+        }
         let (rt, client) = self.connect()?;
         Ok(rt.block_on(f(client.clone())))
     }
@@ -236,22 +304,31 @@ impl ApiCluster {
         if !annotations::is_dns_subdomain(name) {
             return Ok(None);
         }
+        // The daemon's cache answers for NADs it has seen; one it has not (just created, or absent) is
+        // asked of the API, so a miss is never taken for "does not exist".
+        if let Some(cache) = &self.cache {
+            let hit = cache.nad(namespace, name);
+            self.note_lookup("network-attachment-definition", hit.is_some());
+            if let Some(nad) = hit {
+                let (config, resource_name) = nad_fields(&nad);
+                return Ok(Some(NadInfo {
+                    config,
+                    resource_name,
+                }));
+            }
+        }
         let api = Self::nad_api(client, namespace);
-        match retry(self.deadline, self.timeout, || api.get(name)).await {
-            Ok(obj) => Ok(Some(NadInfo {
-                config: obj
-                    .data
-                    .get("spec")
-                    .and_then(|s| s.get("config"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                resource_name: obj
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(annotations::RESOURCE_NAME_ANNOTATION))
-                    .cloned(),
-            })),
+        match self
+            .retry("get network-attachment-definition", || api.get(name))
+            .await
+        {
+            Ok(obj) => {
+                let (config, resource_name) = nad_fields(&obj);
+                Ok(Some(NadInfo {
+                    config,
+                    resource_name,
+                }))
+            }
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -285,35 +362,48 @@ fn warn_if_exposed(path: &Path) {
     }
 }
 
-/// Run `call` until it succeeds, fails with a non-retriable error, or the budget runs out.
-async fn retry<T, F, Fut>(
-    deadline: Instant,
-    timeout: Duration,
-    mut call: F,
-) -> Result<T, kube::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, kube::Error>>,
-{
-    let mut pause = Duration::from_millis(50);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let attempt =
-            tokio::time::timeout(timeout.min(left.max(Duration::from_millis(1))), call()).await;
-        let err = match attempt {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e,
-            Err(_) => kube::Error::Service(
-                format!("no answer within {:.1}s", timeout.as_secs_f64()).into(),
-            ),
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !is_retriable(&err) || left <= pause {
-            return Err(err);
+impl ApiCluster {
+    /// Run `call` (`what`: for metrics and logs) until it succeeds, fails with a non-retriable error, or
+    /// the budget runs out.
+    pub(crate) async fn retry<T, F, Fut>(
+        &self,
+        what: &'static str,
+        mut call: F,
+    ) -> Result<T, kube::Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let (deadline, timeout) = (self.deadline, self.timeout);
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let started = Instant::now();
+            let attempt =
+                tokio::time::timeout(timeout.min(left.max(Duration::from_millis(1))), call()).await;
+            let outcome = match &attempt {
+                Ok(Ok(_)) => ApiOutcome::Ok,
+                Ok(Err(kube::Error::Api(s))) => ApiOutcome::Status(s.code),
+                _ => ApiOutcome::Failed,
+            };
+            if let Some(o) = &self.observer {
+                o.api_request(what, started.elapsed(), outcome);
+            }
+            let err = match attempt {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e,
+                Err(_) => kube::Error::Service(
+                    format!("no answer within {:.1}s", timeout.as_secs_f64()).into(),
+                ),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !is_retriable(&err) || left <= pause {
+                return Err(err);
+            }
+            tracing::debug!("retrying API call after: {}", describe(&err));
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
-        tracing::debug!("retrying API call after: {}", describe(&err));
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -421,7 +511,13 @@ impl Cluster for ApiCluster {
         let names = &node_names;
         let (pod, prefetched) = self.run(|client| async move {
             let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ref.namespace);
-            let get_pod = retry(self.deadline, self.timeout, || pods.get(&pod_ref.name));
+            let cached = self.cached_pod(pod_ref);
+            let get_pod = async {
+                match cached {
+                    Some(p) => Ok(p),
+                    None => self.retry("get pod", || pods.get(&pod_ref.name)).await,
+                }
+            };
             let get_nads = join_all(
                 names
                     .iter()
@@ -596,6 +692,13 @@ impl Cluster for ApiCluster {
         self.network_for(config, &sel, info).map(Some)
     }
 
+    fn cached_network_configs(&self) -> BTreeMap<String, String> {
+        self.cache
+            .as_ref()
+            .map(|c| c.nad_configs())
+            .unwrap_or_default()
+    }
+
     fn take_events(&self) -> Vec<Event> {
         self.pending
             .lock()
@@ -657,10 +760,11 @@ impl Cluster for ApiCluster {
             let write = async {
                 let mut pause = Duration::from_millis(50);
                 loop {
-                    let r = retry(self.deadline, self.timeout, || {
-                        pods.patch_status(&pod_ref.name, &params, &merge)
-                    })
-                    .await;
+                    let r = self
+                        .retry("patch pod status", || {
+                            pods.patch_status(&pod_ref.name, &params, &merge)
+                        })
+                        .await;
                     match r {
                         // A conflict is worth another try within the budget.
                         Err(kube::Error::Api(s))

@@ -15,7 +15,7 @@ use k8s_openapi::api::{
 };
 use kube::{Api, api::ListParams};
 
-use super::{ApiCluster, cluster_error, retry};
+use super::{ApiCluster, cluster_error};
 use crate::{cluster::ClusterError, devices::ResourceMap, request::PodRef};
 
 /// The device attribute naming the device ID handed to the delegate.
@@ -133,7 +133,7 @@ impl ApiCluster {
             let claims = join_all(names.iter().map(|n| {
                 let api = api.clone();
                 async move {
-                    retry(self.deadline, self.timeout, || api.get(n))
+                    self.retry("get resourceclaim", || api.get(n))
                         .await
                         .map_err(|e| cluster_error(&format!("reading resource claim {ns}/{n}"), &e))
                 }
@@ -150,7 +150,7 @@ impl ApiCluster {
                 }
                 async move {
                     let lp = ListParams::default().fields(&fields);
-                    retry(self.deadline, self.timeout, || api.list(&lp))
+                    self.retry("list resourceslices", || api.list(&lp))
                         .await
                         .map(|l| l.items)
                         .map_err(|e| {

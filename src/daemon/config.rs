@@ -1,0 +1,324 @@
+//! The daemon's own config file (`plexus daemon --config`): its keys, their defaults, and the overlay of
+//! every other key on each request's network config, as Go Multus's daemon does (multus-features.md §6.3).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde_json::{Map, Value};
+
+/// Where the daemon config lives by default (next to Go Multus's `multus.d/daemon-config.json`).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/cni/net.d/plexus.d/daemon-config.json";
+/// Environment variables that name this node, in order (the downward API sets one of them).
+pub const NODE_NAME_VARS: [&str; 3] = ["PLEXUS_NODE_NAME", "MULTUS_NODE_NAME", "NODE_NAME"];
+
+/// Keys that configure the daemon itself and are never overlaid on a request.
+const DAEMON_KEYS: &[&str] = &[
+    "socketDir",
+    "nodeName",
+    "metricsAddress",
+    "maxConcurrency",
+    "maxQueue",
+    "cacheSyncTimeoutSeconds",
+    "shutdownTimeoutSeconds",
+    // The daemon's one client serves every request: a request's kubeconfig is not used.
+    "kubeconfig",
+    // Logging is the daemon's, set once at start.
+    "logFile",
+    "logLevel",
+    "logToStderr",
+    "logOptions",
+    // Go Multus daemon keys that have no meaning here (plexus install writes the shim config).
+    "chrootDir",
+    "multusConfigFile",
+    "multusAutoconfigDir",
+    "multusMasterCNI",
+    "cniConfigDir",
+    "forceCNIVersion",
+    "overrideNetworkName",
+    "perNodeCertificate",
+    "enablePprof",
+    "metricsPort",
+    "connectionLimit",
+    "readinessindicatorfile",
+];
+
+/// A daemon config that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DaemonConfigError {
+    /// The file could not be read.
+    #[error("cannot read daemon config {path}: {reason}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// Not a JSON object.
+    #[error("daemon config {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A key has the wrong type or value.
+    #[error("daemon config key {key:?}: {reason}")]
+    Key {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No node name anywhere.
+    #[error(
+        "no node name: set \"nodeName\" in the daemon config or PLEXUS_NODE_NAME from the downward API (spec.nodeName)"
+    )]
+    NoNodeName,
+}
+
+/// The validated daemon config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// The socket directory (recreated 0700 at start).
+    pub socket_dir: PathBuf,
+    /// This node (pods are watched with `spec.nodeName=<node>`).
+    pub node_name: String,
+    /// A kubeconfig; `None`: in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// Where /metrics, /healthz and /readyz are served over TCP; `None`: not served.
+    pub metrics_address: Option<SocketAddr>,
+    /// CNI requests run at once.
+    pub max_concurrency: usize,
+    /// Requests waiting for a slot; more are refused with "try again later" (code 11).
+    pub max_queue: usize,
+    /// How long start-up waits for the watch caches before serving with live reads.
+    pub cache_sync_timeout: Duration,
+    /// How long SIGTERM waits for in-flight and queued requests.
+    pub shutdown_timeout: Duration,
+    /// Logging (`logFile`, `logLevel`, `logToStderr`), as in a network config.
+    pub log: Map<String, Value>,
+    /// Every other key: overlaid on each request's config.
+    pub overlay: Map<String, Value>,
+}
+
+impl DaemonConfig {
+    /// Read and validate `path`; `env` looks up the node-name variables.
+    pub fn load(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, DaemonConfigError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            // No file: every default (the node name must then come from the environment).
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path == Path::new(DEFAULT_CONFIG_PATH) =>
+            {
+                b"{}".to_vec()
+            }
+            Err(e) => {
+                return Err(DaemonConfigError::Read {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        Self::from_bytes(&bytes, &path.display().to_string(), env)
+    }
+
+    /// Validate a config's bytes (`what` names it in errors).
+    pub fn from_bytes(
+        bytes: &[u8],
+        what: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, DaemonConfigError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| DaemonConfigError::Parse {
+            path: what.to_string(),
+            reason: e.to_string(),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(DaemonConfigError::Parse {
+                path: what.to_string(),
+                reason: "not a JSON object".into(),
+            });
+        };
+        let string = |key: &'static str| -> Result<Option<String>, DaemonConfigError> {
+            match map.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(DaemonConfigError::Key {
+                    key,
+                    reason: format!("expected a string, got {other}"),
+                }),
+            }
+        };
+        let number =
+            |key: &'static str, default: u64, min: u64| -> Result<u64, DaemonConfigError> {
+                match map.get(key) {
+                    None | Some(Value::Null) => Ok(default),
+                    Some(v) => match v.as_u64() {
+                        Some(n) if n >= min => Ok(n),
+                        _ => Err(DaemonConfigError::Key {
+                            key,
+                            reason: format!("expected a whole number of at least {min}, got {v}"),
+                        }),
+                    },
+                }
+            };
+        let node_name = match string("nodeName")? {
+            Some(n) => n,
+            None => NODE_NAME_VARS
+                .iter()
+                .find_map(|v| env(v).filter(|s| !s.is_empty()))
+                .ok_or(DaemonConfigError::NoNodeName)?,
+        };
+        let metrics_address = match map.get("metricsAddress") {
+            None | Some(Value::Null) => Some(SocketAddr::from(([127, 0, 0, 1], 9091))),
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(s.parse().map_err(|e| DaemonConfigError::Key {
+                key: "metricsAddress",
+                reason: format!("{s:?} is not an address:port ({e}); \"\" turns metrics off"),
+            })?),
+            Some(other) => {
+                return Err(DaemonConfigError::Key {
+                    key: "metricsAddress",
+                    reason: format!("expected a string, got {other}"),
+                });
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_concurrency = match number("maxConcurrency", 0, 0)? {
+            0 => cores,
+            n => n as usize,
+        };
+        let mut log = Map::new();
+        let mut overlay = Map::new();
+        for (k, v) in &map {
+            if matches!(
+                k.as_str(),
+                "logFile" | "logLevel" | "logToStderr" | "logOptions"
+            ) {
+                log.insert(k.clone(), v.clone());
+            } else if !DAEMON_KEYS.contains(&k.as_str()) {
+                overlay.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(DaemonConfig {
+            socket_dir: PathBuf::from(
+                string("socketDir")?
+                    .unwrap_or_else(|| plexus_shim::wire::DEFAULT_SOCKET_DIR.to_string()),
+            ),
+            node_name,
+            kubeconfig: string("kubeconfig")?.map(PathBuf::from),
+            metrics_address,
+            max_concurrency,
+            max_queue: number("maxQueue", 1024, 0)? as usize,
+            cache_sync_timeout: Duration::from_secs(number("cacheSyncTimeoutSeconds", 20, 0)?),
+            shutdown_timeout: Duration::from_secs(number("shutdownTimeoutSeconds", 25, 0)?),
+            log,
+            overlay,
+        })
+    }
+
+    /// The socket's path.
+    pub fn socket_path(&self) -> PathBuf {
+        self.socket_dir.join(plexus_shim::wire::SOCKET_NAME)
+    }
+
+    /// A request's config with the daemon's keys laid over it (Go Multus: every daemon key wins). A config
+    /// that is not a JSON object is returned as it is, for the config parser to refuse with its own words.
+    pub fn overlay_on(&self, request_config: &[u8]) -> Vec<u8> {
+        if self.overlay.is_empty() {
+            return request_config.to_vec();
+        }
+        match serde_json::from_slice::<Value>(request_config) {
+            Ok(Value::Object(mut conf)) => {
+                for (k, v) in &self.overlay {
+                    conf.insert(k.clone(), v.clone());
+                }
+                serde_json::to_vec(&Value::Object(conf)).unwrap_or_else(|_| request_config.to_vec())
+            }
+            _ => request_config.to_vec(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_and_the_node_name_from_the_downward_api_variable() {
+        let env = |k: &str| (k == "MULTUS_NODE_NAME").then(|| "node-a".to_string());
+        let c = DaemonConfig::from_bytes(b"{}", "t", &env).unwrap();
+        assert_eq!(c.node_name, "node-a");
+        assert_eq!(c.socket_path(), Path::new("/run/plexus/plexus.sock"));
+        assert_eq!(c.metrics_address, Some("127.0.0.1:9091".parse().unwrap()));
+        assert!(c.max_concurrency >= 1);
+        assert_eq!(c.max_queue, 1024);
+        assert_eq!(c.cache_sync_timeout, Duration::from_secs(20));
+        assert!(c.kubeconfig.is_none());
+        assert!(c.overlay.is_empty());
+    }
+
+    #[test]
+    fn no_node_name_is_an_error_that_says_how_to_set_one() {
+        let e = DaemonConfig::from_bytes(b"{}", "t", &no_env).unwrap_err();
+        assert_eq!(e, DaemonConfigError::NoNodeName);
+        assert!(e.to_string().contains("PLEXUS_NODE_NAME"));
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (json, key) in [
+            (r#"{"nodeName":"n","maxQueue":-1}"#, "maxQueue"),
+            (
+                r#"{"nodeName":"n","metricsAddress":"nope"}"#,
+                "metricsAddress",
+            ),
+            (r#"{"nodeName":5}"#, "nodeName"),
+        ] {
+            match DaemonConfig::from_bytes(json.as_bytes(), "t", &no_env) {
+                Err(DaemonConfigError::Key { key: k, .. }) => assert_eq!(k, key, "{json}"),
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            DaemonConfig::from_bytes(b"[]", "t", &no_env),
+            Err(DaemonConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn daemon_keys_stay_home_and_every_other_key_overrides_the_request() {
+        let c = DaemonConfig::from_bytes(
+            br#"{"nodeName":"n","socketDir":"/run/x","kubeconfig":"/k","logLevel":"debug","metricsAddress":"",
+                "confDir":"/etc/nets","namespaceIsolation":true}"#,
+            "t",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.metrics_address, None);
+        assert_eq!(c.kubeconfig.as_deref(), Some(Path::new("/k")));
+        assert_eq!(c.log.get("logLevel"), Some(&Value::from("debug")));
+        let keys: Vec<&str> = c.overlay.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["confDir", "namespaceIsolation"]);
+        let merged: Value = serde_json::from_slice(&c.overlay_on(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"plexus-shim","confDir":"/mine","cniDir":"/c"}"#,
+        ))
+        .unwrap();
+        assert_eq!(merged["confDir"], "/etc/nets");
+        assert_eq!(merged["namespaceIsolation"], true);
+        assert_eq!(merged["cniDir"], "/c");
+        // Not an object: left for the config parser to refuse.
+        assert_eq!(c.overlay_on(b"[1]"), b"[1]");
+    }
+}

@@ -1,0 +1,192 @@
+//! One `/cni` request, on a blocking thread: the shim's environment and config (with the daemon's keys laid
+//! over it) run through the same core as the thin binary ([`crate::cli::run`]), and the outcome is put in
+//! the wire format (multus-features.md §6.2).
+
+use std::sync::{Arc, Mutex};
+
+use plexus_cni::{CniResult, CniVersion, ErrorReply, codes};
+use plexus_shim::wire;
+
+use super::Shared;
+use crate::{
+    cli::{self, Outcome},
+    cluster::Cluster,
+    exec::ProcessExec,
+    k8s::client::ApiCluster,
+    request::Command,
+};
+
+/// What goes back on the socket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body (may be empty).
+    pub body: Vec<u8>,
+    /// For metrics: the verb.
+    pub verb: String,
+    /// For metrics: `ok` or the CNI error code.
+    pub result: String,
+}
+
+impl Reply {
+    /// A CNI error with an HTTP status.
+    pub fn error(status: u16, verb: &str, reply: &ErrorReply) -> Reply {
+        Reply {
+            status,
+            body: reply.to_json().into_bytes(),
+            verb: verb.to_string(),
+            result: reply.code.to_string(),
+        }
+    }
+}
+
+/// Run one request. Returns the reply and, after an ADD, the cluster whose events are still to be sent.
+pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Option<Arc<ApiCluster>>) {
+    let vars: Vec<(String, String)> = req.env.into_iter().collect();
+    let config = shared.config.overlay_on(&req.config);
+    let slot: Mutex<Option<Arc<ApiCluster>>> = Mutex::new(None);
+    let factory = |config: &crate::config::Config, command: Command| -> Option<Box<dyn Cluster>> {
+        let api = Arc::new(
+            ApiCluster::shared(
+                shared.handle.clone(),
+                shared.client.clone(),
+                shared.cache.clone(),
+                Some(shared.metrics.clone()),
+                config,
+            )
+            .with_events(command == Command::Add),
+        );
+        if let Ok(mut s) = slot.lock() {
+            *s = Some(api.clone());
+        }
+        Some(Box::new(api))
+    };
+    let exec = super::metrics::MeteredExec {
+        inner: &ProcessExec,
+        metrics: &shared.metrics,
+    };
+    let ran = cli::run(vars, &config, &exec, &factory, false);
+    drop(ran.cluster);
+    let api = slot.into_inner().ok().flatten();
+    (to_wire(ran.command, &ran.outcome), api)
+}
+
+/// Put an outcome in the wire format: ADD's result under `Result` in CNI 1.0.0 or later (Go's `cni100`
+/// type reads both; a 1.1.0 result keeps its 1.1 fields), other verbs an empty body; errors are `400` with
+/// the CNI error reply, code and all.
+pub fn to_wire(command: Option<Command>, out: &Outcome) -> Reply {
+    let verb = command.map_or_else(|| "NONE".to_string(), |c| c.to_string());
+    if out.code != 0 {
+        let reply = ErrorReply::parse(&out.stdout).unwrap_or_else(|| {
+            ErrorReply::new(
+                codes::INTERNAL,
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                "",
+            )
+        });
+        return Reply::error(400, &verb, &reply);
+    }
+    let body = match command {
+        None => {
+            let reply = ErrorReply::new(
+                codes::INVALID_ENV,
+                "CNI_COMMAND is not set in the request's env",
+                "",
+            );
+            return Reply::error(400, &verb, &reply);
+        }
+        // VERSION is answered by the shim itself; a Go shim never sends it. Answer it anyway, raw.
+        Some(Command::Version) => out.stdout.clone(),
+        Some(Command::Add) => match CniResult::parse(&out.stdout, wire::WIRE_RESULT_VERSION) {
+            Ok(result) => {
+                let version = result.cni_version.max(wire::WIRE_RESULT_VERSION);
+                match result.to_value(version) {
+                    Ok(v) => {
+                        serde_json::to_vec(&wire::Response { result: Some(v) }).unwrap_or_default()
+                    }
+                    Err(e) => return internal(&verb, format!("cannot render the result: {e}")),
+                }
+            }
+            Err(e) => return internal(&verb, format!("ADD produced no valid result: {e}")),
+        },
+        Some(_) => Vec::new(),
+    };
+    Reply {
+        status: 200,
+        body,
+        verb,
+        result: "ok".into(),
+    }
+}
+
+fn internal(verb: &str, msg: String) -> Reply {
+    Reply::error(
+        400,
+        verb,
+        &ErrorReply::new(codes::INTERNAL, msg, "").with_cni_version(CniVersion::V1_0_0.as_str()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(stdout: &str) -> Outcome {
+        Outcome {
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: String::new(),
+            code: 0,
+            events: None,
+        }
+    }
+
+    #[test]
+    fn add_result_goes_under_result_in_1_0_0_or_later() {
+        let r = to_wire(
+            Some(Command::Add),
+            &ok(
+                r#"{"cniVersion":"0.3.1","interfaces":[{"name":"eth0"}],"ips":[{"version":"4","address":"10.1.0.5/16","interface":0}]}"#,
+            ),
+        );
+        assert_eq!(r.status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["Result"]["cniVersion"], "1.0.0");
+        assert_eq!(v["Result"]["ips"][0]["address"], "10.1.0.5/16");
+        assert!(v["Result"]["ips"][0].get("version").is_none());
+        let r = to_wire(
+            Some(Command::Add),
+            &ok(r#"{"cniVersion":"1.1.0","ips":[]}"#),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["Result"]["cniVersion"], "1.1.0");
+        assert_eq!((r.verb.as_str(), r.result.as_str()), ("ADD", "ok"));
+    }
+
+    #[test]
+    fn other_verbs_answer_an_empty_200_and_errors_keep_their_code() {
+        let r = to_wire(Some(Command::Del), &ok(""));
+        assert_eq!((r.status, r.body.len()), (200, 0));
+        let failed = Outcome {
+            stdout: br#"{"cniVersion":"1.0.0","code":7,"msg":"network x: bad","details":"d"}"#
+                .to_vec(),
+            stderr: String::new(),
+            code: 1,
+            events: None,
+        };
+        let r = to_wire(Some(Command::Del), &failed);
+        assert_eq!(r.status, 400);
+        let e = ErrorReply::parse(&r.body).unwrap();
+        assert_eq!((e.code, e.msg.as_str()), (7, "network x: bad"));
+        assert_eq!(r.result, "7");
+    }
+
+    #[test]
+    fn an_add_without_a_result_or_without_a_command_is_an_error() {
+        let r = to_wire(Some(Command::Add), &ok("not json"));
+        assert_eq!(r.status, 400);
+        assert_eq!(ErrorReply::parse(&r.body).unwrap().code, codes::INTERNAL);
+        let r = to_wire(None, &ok(""));
+        assert_eq!(ErrorReply::parse(&r.body).unwrap().code, codes::INVALID_ENV);
+    }
+}

@@ -1,0 +1,184 @@
+//! `plexus daemon`: one per node. It watches this node's pods and every NAD ([`cache`]), serves CNI
+//! requests from `plexus-shim` (or Go Multus's `multus-shim`) on a root-only unix socket ([`server`]),
+//! runs each through the same core as the thin binary with a bounded number at once ([`handler`]), and
+//! exports metrics and health ([`metrics`]). Config: [`config`].
+//!
+//! ```text
+//!   runtime ─exec─► plexus-shim ─HTTP/unix─► server ─► queue (maxQueue) ─► maxConcurrency × blocking thread
+//!                                                         └► handler ─► cli::run ─► ops (delegates, netns)
+//!                                                                        └► ApiCluster (shared client, cache)
+//! ```
+
+pub mod cache;
+pub mod config;
+pub mod handler;
+pub mod metrics;
+pub mod server;
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use kube::{
+    Client,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+use self::{cache::NodeCache, config::DaemonConfig, metrics::Metrics};
+
+/// What every request shares.
+pub struct Shared {
+    /// The daemon config.
+    pub config: DaemonConfig,
+    /// The runtime that drives the client and the caches.
+    pub handle: tokio::runtime::Handle,
+    /// The one API client.
+    pub client: Client,
+    /// The watch caches (`None` only in tests).
+    pub cache: Option<Arc<NodeCache>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+const USAGE: &str = "usage: plexus daemon [--config PATH]
+Serve CNI requests from plexus-shim on <socketDir>/plexus.sock (and Go Multus's multus.sock name), with
+watch caches of this node's pods and all NetworkAttachmentDefinitions. PATH defaults to
+/etc/cni/net.d/plexus.d/daemon-config.json (a missing file at the default path means every default).
+Keys: socketDir, nodeName (else $PLEXUS_NODE_NAME, $MULTUS_NODE_NAME, $NODE_NAME), kubeconfig (else
+in-cluster), metricsAddress (\"\" turns it off; default 127.0.0.1:9091), maxConcurrency, maxQueue,
+cacheSyncTimeoutSeconds, shutdownTimeoutSeconds, logFile, logLevel, logToStderr; every other key is laid
+over each request's config. See docs/daemon.md.";
+
+/// The entry point of `plexus daemon`.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let mut path = PathBuf::from(config::DEFAULT_CONFIG_PATH);
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" | "-config" => match it.next() {
+                Some(p) => path = PathBuf::from(p),
+                None => return usage("--config needs a path"),
+            },
+            s if s.starts_with("--config=") => path = PathBuf::from(&s["--config=".len()..]),
+            "-h" | "--help" => {
+                eprintln!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => return usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    let config = match DaemonConfig::load(&path, &|k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("plexus daemon: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    if !nix::unistd::geteuid().is_root() {
+        tracing::error!(
+            "plexus daemon must run as root (it runs delegates and enters network namespaces)"
+        );
+        eprintln!("plexus daemon: must run as root");
+        return ExitCode::from(2);
+    }
+    let workers = config.max_concurrency.clamp(1, 2);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .max_blocking_threads(config.max_concurrency * 2 + 4)
+        .thread_name("plexus-daemon")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("plexus daemon: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("plexus daemon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("plexus daemon: {msg}\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn init_logging(config: &DaemonConfig) {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Log {
+        log_level: Option<String>,
+        log_file: Option<String>,
+        log_to_stderr: Option<bool>,
+        log_options: Option<crate::config::raw::RawLogOptions>,
+    }
+    let raw: Log =
+        serde_json::from_value(serde_json::Value::Object(config.log.clone())).unwrap_or_default();
+    let mut warnings = Vec::new();
+    // A daemon says what it does unless told otherwise (the thin binary's default is silence).
+    let level = raw.log_level.or_else(|| Some("verbose".into()));
+    let settings = crate::config::LogSettings::from_raw(
+        level,
+        raw.log_file,
+        raw.log_to_stderr,
+        raw.log_options,
+        &mut warnings,
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("plexus daemon: log settings ignored: {e}");
+        crate::config::LogSettings {
+            level: crate::config::LogLevel::Verbose,
+            ..Default::default()
+        }
+    });
+    crate::logging::init(&settings);
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+}
+
+async fn client(config: &DaemonConfig) -> anyhow::Result<Client> {
+    use anyhow::Context;
+    let mut kc = match &config.kubeconfig {
+        Some(p) => {
+            let kubeconfig = Kubeconfig::read_from(p)
+                .with_context(|| format!("cannot read kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("invalid kubeconfig {}", p.display()))?
+        }
+        None => kube::Config::incluster()
+            .context("in-cluster API settings (set \"kubeconfig\" outside a pod)")?,
+    };
+    // Requests are bounded by each config's apiTimeoutSeconds and budget; watches need no read timeout.
+    kc.read_timeout = None;
+    kc.default_retry = false;
+    Client::try_from(kc).context("cannot build the API client")
+}
+
+async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    let client = client(&config).await?;
+    let metrics = Metrics::new();
+    let cache = NodeCache::start(&client, &config.node_name);
+    tracing::info!(
+        node = %config.node_name,
+        socket = %config.socket_path().display(),
+        max_concurrency = config.max_concurrency,
+        max_queue = config.max_queue,
+        "plexus daemon starting"
+    );
+    let shared = Arc::new(Shared {
+        config,
+        handle: tokio::runtime::Handle::current(),
+        client,
+        cache: Some(cache),
+        metrics,
+    });
+    server::serve(shared).await
+}

@@ -1,0 +1,454 @@
+//! The daemon's listeners: the root-only unix socket (`/cni`, `/healthz`, `/readyz`, Go Multus's routes)
+//! and the metrics address (`/metrics`, `/healthz`, `/readyz`); admission (a bounded queue in front of
+//! `maxConcurrency` slots) and graceful shutdown (not ready first, then drain, then exit).
+
+use std::{
+    convert::Infallible,
+    os::unix::fs::{FileTypeExt, PermissionsExt},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+use plexus_cni::{ErrorReply, codes};
+use plexus_shim::wire;
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::Semaphore,
+};
+
+use super::{Shared, handler};
+
+/// The largest request body taken (a network config with every NAD inlined is far smaller).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+/// Admission and readiness.
+pub struct State {
+    ready: AtomicBool,
+    stopping: AtomicBool,
+    queued: AtomicUsize,
+    busy: AtomicUsize,
+    slots: Arc<Semaphore>,
+    max_queue: usize,
+}
+
+impl State {
+    /// `max_concurrency` slots, at most `max_queue` waiting.
+    pub fn new(max_concurrency: usize, max_queue: usize) -> State {
+        State {
+            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+            slots: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            max_queue,
+        }
+    }
+
+    /// `/readyz`.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Requests queued, running, or sending their events.
+    pub fn outstanding(&self) -> usize {
+        self.queued.load(Ordering::SeqCst) + self.busy.load(Ordering::SeqCst)
+    }
+}
+
+/// Decrements a counter when dropped.
+struct Count<'a>(&'a AtomicUsize);
+
+impl<'a> Count<'a> {
+    fn new(c: &'a AtomicUsize) -> Count<'a> {
+        c.fetch_add(1, Ordering::SeqCst);
+        Count(c)
+    }
+}
+
+impl Drop for Count<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn cni_error(status: StatusCode, code: u32, msg: String) -> Response<Body> {
+    let reply = ErrorReply::new(code, msg, "");
+    respond(status, "application/json", reply.to_json())
+}
+
+/// Make the socket directory (0700) and clear a stale socket; refuse when another daemon answers there.
+pub fn prepare_socket(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} 0700", dir.display()))?;
+    let path = dir.join(wire::SOCKET_NAME);
+    if let Ok(m) = std::fs::symlink_metadata(&path) {
+        if !m.file_type().is_socket() {
+            anyhow::bail!(
+                "{} exists and is not a socket; not touching it",
+                path.display()
+            );
+        }
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            anyhow::bail!("another daemon is serving {}", path.display());
+        }
+        std::fs::remove_file(&path)
+            .with_context(|| format!("cannot remove stale {}", path.display()))?;
+    }
+    Ok(path)
+}
+
+/// Point Go Multus's socket name at ours, so a `multus-shim` pointed at this directory reaches us.
+fn link_go_name(dir: &Path) {
+    let go = dir.join(wire::GO_SOCKET_NAME);
+    if let Ok(m) = std::fs::symlink_metadata(&go) {
+        if !(m.file_type().is_symlink() || m.file_type().is_socket()) {
+            tracing::warn!(
+                "{} exists and is not a socket; Go shims will not reach this daemon",
+                go.display()
+            );
+            return;
+        }
+        let _ = std::fs::remove_file(&go);
+    }
+    if let Err(e) = std::os::unix::fs::symlink(wire::SOCKET_NAME, &go) {
+        tracing::warn!("cannot link {}: {e}", go.display());
+    }
+}
+
+/// Serve until SIGTERM or SIGINT, then drain.
+pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
+    let state = Arc::new(State::new(
+        shared.config.max_concurrency,
+        shared.config.max_queue,
+    ));
+    let path = prepare_socket(&shared.config.socket_dir)?;
+    let listener = UnixListener::bind(&path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} 0600", path.display()))?;
+    link_go_name(&shared.config.socket_dir);
+
+    if let Some(addr) = shared.config.metrics_address {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on metricsAddress {addr}"))?;
+        tokio::spawn(serve_metrics(tcp, shared.clone(), state.clone()));
+    }
+
+    // Ready once the caches hold their lists (requests before that read the API live), or once the
+    // sync time-out passed: an API that is down at boot must not keep the node's CNI down with it.
+    {
+        let (shared, state) = (shared.clone(), state.clone());
+        tokio::spawn(async move {
+            let limit = shared.config.cache_sync_timeout;
+            let synced = match &shared.cache {
+                Some(c) => c.wait_synced(limit).await,
+                None => true,
+            };
+            if !synced {
+                tracing::warn!(
+                    "watch caches not synced after {}s; serving with live API reads",
+                    limit.as_secs()
+                );
+            }
+            state.ready.store(true, Ordering::SeqCst);
+            tracing::info!("ready");
+        });
+    }
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    tracing::info!("serving {}", path.display());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let (shared, state) = (shared.clone(), state.clone());
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req| {
+                            let (shared, state) = (shared.clone(), state.clone());
+                            async move { Ok::<_, Infallible>(route_socket(req, &shared, &state).await) }
+                        });
+                        if let Err(e) = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await
+                        {
+                            tracing::debug!("socket connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("accept on {}: {e}", path.display());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+
+    // Not ready first; then no new connections; then the requests already taken finish.
+    state.stopping.store(true, Ordering::SeqCst);
+    drop(listener);
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(shared.config.socket_dir.join(wire::GO_SOCKET_NAME));
+    let started = Instant::now();
+    tracing::info!(outstanding = state.outstanding(), "shutting down: draining");
+    while state.outstanding() > 0 && started.elapsed() < shared.config.shutdown_timeout {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = state.outstanding();
+    if left > 0 {
+        tracing::warn!(left, "shutdown time-out: {left} requests cut short");
+    } else {
+        tracing::info!(
+            waited_ms = started.elapsed().as_millis() as u64,
+            "drained; exiting"
+        );
+    }
+    Ok(())
+}
+
+async fn route_socket(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    state: &Arc<State>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = match (&method, path.as_str()) {
+        (_, wire::HEALTHZ_PATH) => respond(StatusCode::OK, "text/plain", "ok\n"),
+        (_, wire::READYZ_PATH) => readyz(state),
+        (&Method::POST, wire::CNI_PATH) => cni(req, shared, state).await,
+        (&Method::POST, "/delegate") => cni_error(
+            StatusCode::NOT_IMPLEMENTED,
+            codes::INTERNAL,
+            "plexus daemon does not serve Go Multus's /delegate (hot-plug) endpoint".into(),
+        ),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    };
+    shared.metrics.http(
+        path.trim_start_matches('/'),
+        resp.status().as_u16(),
+        method.as_str(),
+    );
+    resp
+}
+
+fn readyz(state: &State) -> Response<Body> {
+    if state.is_ready() {
+        respond(StatusCode::OK, "text/plain", "ready\n")
+    } else {
+        respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+    }
+}
+
+async fn cni(req: Request<Incoming>, shared: &Arc<Shared>, state: &Arc<State>) -> Response<Body> {
+    let arrived = Instant::now();
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return cni_error(
+                StatusCode::BAD_REQUEST,
+                codes::DECODE_FAILURE,
+                format!("cannot read the request (at most {MAX_BODY} bytes): {e}"),
+            );
+        }
+    };
+    let wreq: wire::Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return cni_error(
+                StatusCode::BAD_REQUEST,
+                codes::DECODE_FAILURE,
+                format!("cannot decode the request: {e}"),
+            );
+        }
+    };
+    let verb = wreq.env.get("CNI_COMMAND").cloned().unwrap_or_default();
+    if state.stopping.load(Ordering::SeqCst) {
+        shared.metrics.rejected();
+        return cni_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::TRY_AGAIN_LATER,
+            "plexus daemon is shutting down; try again".into(),
+        );
+    }
+    let queued = state.queued.load(Ordering::SeqCst);
+    if queued >= state.max_queue {
+        shared.metrics.rejected();
+        tracing::warn!(queued, verb, "queue full: request refused");
+        return cni_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::TRY_AGAIN_LATER,
+            format!(
+                "plexus daemon is busy: {queued} requests already queued (maxQueue); try again"
+            ),
+        );
+    }
+    let permit = {
+        let _waiting = Count::new(&state.queued);
+        shared.metrics.queued.inc();
+        let p = state.slots.clone().acquire_owned().await;
+        shared.metrics.queued.dec();
+        p
+    };
+    let Ok(permit) = permit else {
+        return cni_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::TRY_AGAIN_LATER,
+            "closed".into(),
+        );
+    };
+    let busy = Count::new(&state.busy);
+    shared.metrics.in_flight.inc();
+    let job = {
+        let shared = shared.clone();
+        tokio::task::spawn_blocking(move || handler::serve(&shared, wreq))
+    };
+    let joined = job.await;
+    shared.metrics.in_flight.dec();
+    drop(permit);
+    let (reply, api) = match joined {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(verb, "request handler failed: {e}");
+            let reply = ErrorReply::new(
+                codes::INTERNAL,
+                format!("plexus daemon: request failed: {e}"),
+                "",
+            );
+            (handler::Reply::error(500, &verb, &reply), None)
+        }
+    };
+    shared
+        .metrics
+        .request(&reply.verb, &reply.result, arrived.elapsed());
+    // Events go out after the reply, off the critical path; the drain waits for them too.
+    if let Some(api) = api {
+        let events = crate::cluster::Cluster::take_events(&*api);
+        if !events.is_empty() {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || {
+                let _sending = Count::new(&state.busy);
+                api.send_events(events);
+            });
+        }
+    }
+    drop(busy);
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    respond(status, "application/json", reply.body)
+}
+
+async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (shared, state) = (shared.clone(), state.clone());
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let (shared, state) = (shared.clone(), state.clone());
+                async move {
+                    let resp = match req.uri().path() {
+                        "/metrics" => respond(
+                            StatusCode::OK,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            shared
+                                .metrics
+                                .render(shared.cache.as_deref(), state.is_ready()),
+                        ),
+                        wire::HEALTHZ_PATH => respond(StatusCode::OK, "text/plain", "ok\n"),
+                        wire::READYZ_PATH => readyz(&state),
+                        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_dir_is_made_root_only_and_a_stale_socket_is_cleared() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("run");
+        let path = prepare_socket(&dir).unwrap();
+        assert_eq!(path, dir.join("plexus.sock"));
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        // A socket nobody listens on is stale: removed.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        prepare_socket(&dir).unwrap();
+        assert!(!path.exists());
+        // A live one means another daemon: refused.
+        let _live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let e = prepare_socket(&dir).unwrap_err();
+        assert!(e.to_string().contains("another daemon"), "{e}");
+    }
+
+    #[test]
+    fn a_non_socket_in_the_way_is_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("plexus.sock"), "x").unwrap();
+        let e = prepare_socket(d.path()).unwrap_err();
+        assert!(e.to_string().contains("not a socket"), "{e}");
+        assert!(d.path().join("plexus.sock").exists());
+    }
+
+    #[test]
+    fn go_name_links_to_the_socket() {
+        let d = tempfile::tempdir().unwrap();
+        link_go_name(d.path());
+        let target = std::fs::read_link(d.path().join("multus.sock")).unwrap();
+        assert_eq!(target, Path::new("plexus.sock"));
+        // Again: replaced, not an error.
+        link_go_name(d.path());
+        assert!(std::fs::symlink_metadata(d.path().join("multus.sock")).is_ok());
+    }
+
+    #[test]
+    fn readiness_follows_start_and_stop() {
+        let s = State::new(2, 4);
+        assert!(!s.is_ready());
+        s.ready.store(true, Ordering::SeqCst);
+        assert!(s.is_ready());
+        s.stopping.store(true, Ordering::SeqCst);
+        assert!(!s.is_ready());
+        let c = Count::new(&s.busy);
+        assert_eq!(s.outstanding(), 1);
+        drop(c);
+        assert_eq!(s.outstanding(), 0);
+    }
+}

@@ -1,4 +1,8 @@
 //! plexus's daemon mode, client side: the wire format of the daemon's unix socket ([`wire`]), shared with
-//! `plexus daemon`, and the shim that the container runtime runs in daemon mode.
+//! `plexus daemon`, and the shim that the container runtime runs in daemon mode ([`shim`], over the
+//! config keys it reads, [`conf`], and a tiny HTTP/1.1 client, [`http`]).
 
+pub mod conf;
+pub mod http;
+pub mod shim;
 pub mod wire;

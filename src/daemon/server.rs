@@ -1,5 +1,5 @@
-//! The daemon's listeners: the root-only unix socket (`/cni`, `/healthz`, `/readyz`, Go Multus's routes)
-//! and the metrics address (`/metrics`, `/healthz`, `/readyz`); admission (a bounded queue in front of
+//! The daemon's listeners: the root-only unix socket (`/cni`, `/healthz`, `/readyz`, Go Multus's routes;
+//! `/metrics` and `/cache/...` for diagnosis) and the metrics address (`/metrics`, `/healthz`, `/readyz`); admission (a bounded queue in front of
 //! `maxConcurrency` slots) and graceful shutdown (not ready first, then drain, then exit).
 
 use std::{
@@ -241,7 +241,9 @@ async fn route_socket(
     let resp = match (&method, path.as_str()) {
         (_, wire::HEALTHZ_PATH) => respond(StatusCode::OK, "text/plain", "ok\n"),
         (_, wire::READYZ_PATH) => readyz(state),
+        (&Method::GET, "/metrics") => metrics(shared, state),
         (&Method::POST, wire::CNI_PATH) => cni(req, shared, state).await,
+        (&Method::GET, p) if p.starts_with("/cache/") => cached(p, shared),
         (&Method::POST, "/delegate") => cni_error(
             StatusCode::NOT_IMPLEMENTED,
             codes::INTERNAL,
@@ -255,6 +257,24 @@ async fn route_socket(
         method.as_str(),
     );
     resp
+}
+
+/// `GET /cache/pods/<ns>/<name>` and `GET /cache/network-attachment-definitions/<ns>/<name>`: 200 with
+/// the object as cached (trimmed), 404 when the watch has not seen it; for operators ("why did this ADD
+/// read the API?") and the e2e suite.
+fn cached(path: &str, shared: &Shared) -> Response<Body> {
+    let parts: Vec<&str> = path.trim_start_matches("/cache/").split('/').collect();
+    let found = match (shared.cache.as_deref(), parts.as_slice()) {
+        (Some(c), ["pods", ns, name]) => c.pod(ns, name).and_then(|p| serde_json::to_vec(&*p).ok()),
+        (Some(c), ["network-attachment-definitions", ns, name]) => {
+            c.nad(ns, name).and_then(|n| serde_json::to_vec(&*n).ok())
+        }
+        _ => None,
+    };
+    match found {
+        Some(body) => respond(StatusCode::OK, "application/json", body),
+        None => respond(StatusCode::NOT_FOUND, "text/plain", "not in the cache\n"),
+    }
 }
 
 fn readyz(state: &State) -> Response<Body> {
@@ -362,6 +382,16 @@ async fn cni(req: Request<Incoming>, shared: &Arc<Shared>, state: &Arc<State>) -
     respond(status, "application/json", reply.body)
 }
 
+fn metrics(shared: &Shared, state: &State) -> Response<Body> {
+    respond(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        shared
+            .metrics
+            .render(shared.cache.as_deref(), state.is_ready()),
+    )
+}
+
 async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, state: Arc<State>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -374,13 +404,7 @@ async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, state: Arc<St
                 let (shared, state) = (shared.clone(), state.clone());
                 async move {
                     let resp = match req.uri().path() {
-                        "/metrics" => respond(
-                            StatusCode::OK,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            shared
-                                .metrics
-                                .render(shared.cache.as_deref(), state.is_ready()),
-                        ),
+                        "/metrics" => metrics(&shared, &state),
                         wire::HEALTHZ_PATH => respond(StatusCode::OK, "text/plain", "ok\n"),
                         wire::READYZ_PATH => readyz(&state),
                         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),

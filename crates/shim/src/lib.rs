@@ -3,6 +3,7 @@
 //! config keys it reads, [`conf`], and a tiny HTTP/1.1 client, [`http`]).
 
 pub mod conf;
+pub mod entry;
 pub mod http;
 pub mod shim;
 pub mod wire;

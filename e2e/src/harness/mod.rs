@@ -1,6 +1,7 @@
 //! The end-to-end harness: plexus as a Kubernetes node runs it, with real network namespaces, Debian's
 //! CNI plugins and an API server (the stand-in, or a real one named by `E2E_KUBECONFIG`).
 //!
+//! - [`daemon`]: daemon mode (`E2E_MODE=daemon`): a `plexus daemon` per world and the shim in front.
 //! - [`cluster`]: which API server, and the test's objects there ([`cluster::Cluster`]).
 //! - [`forward`]: the TCP forwarder that lets plexus, inside the test's host namespace, reach the API.
 //! - [`kubeconfig`]: plexus's kubeconfig, pointing at the forwarder, with a ServiceAccount token.
@@ -14,6 +15,7 @@
 
 pub mod chaos;
 pub mod cluster;
+pub mod daemon;
 pub mod forward;
 pub mod kubeconfig;
 pub mod netns;

@@ -15,6 +15,9 @@ pub const SERVICE_ACCOUNT_YAML: &str = include_str!("../../../deploy/serviceacco
 pub const CLUSTER_ROLE_YAML: &str = include_str!("../../../deploy/clusterrole.yaml");
 /// `deploy/clusterrolebinding.yaml`.
 pub const CLUSTER_ROLE_BINDING_YAML: &str = include_str!("../../../deploy/clusterrolebinding.yaml");
+/// `deploy/daemon/clusterrole-daemon.yaml`: what daemon mode adds (list and watch pods and NADs).
+pub const DAEMON_CLUSTER_ROLE_YAML: &str =
+    include_str!("../../../deploy/daemon/clusterrole-daemon.yaml");
 /// The lifetime of the tokens the suite requests for plexus: the shortest a real server issues.
 pub const TOKEN_SECONDS: i64 = 600;
 
@@ -35,6 +38,19 @@ pub fn deploy_cluster_role() -> ClusterRole {
 /// The ClusterRoleBinding of `deploy/clusterrolebinding.yaml`.
 pub fn deploy_cluster_role_binding() -> ClusterRoleBinding {
     parse("clusterrolebinding.yaml", CLUSTER_ROLE_BINDING_YAML)
+}
+
+/// The ClusterRole of `deploy/daemon/clusterrole-daemon.yaml`.
+pub fn daemon_cluster_role() -> ClusterRole {
+    parse("daemon/clusterrole-daemon.yaml", DAEMON_CLUSTER_ROLE_YAML)
+}
+
+/// The name of deploy/daemon's extra ClusterRole.
+pub fn daemon_cluster_role_name() -> String {
+    daemon_cluster_role()
+        .metadata
+        .name
+        .expect("deploy/daemon/clusterrole-daemon.yaml names its ClusterRole")
 }
 
 /// The name of deploy's ClusterRole.

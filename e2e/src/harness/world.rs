@@ -31,7 +31,8 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::{
-    cluster::{Cluster, PodInfo},
+    cluster::{Cluster, NO_SUCH_NODE, PodInfo},
+    daemon::{DaemonProcess, daemon_mode, shim_binary},
     forward::Forwarder,
     kubeconfig,
     netns::Netns,
@@ -109,6 +110,8 @@ pub struct Reservation {
 
 /// A test's world (see the module docs).
 pub struct World {
+    /// Daemon mode: the world's `plexus daemon` (dropped first: stopped before its namespace goes).
+    pub daemon: Option<DaemonProcess>,
     /// The test's name (for messages).
     pub test: String,
     /// Lets plexus reach the API from the host namespace.
@@ -163,6 +166,15 @@ impl World {
         let service_account = rbac::deploy_service_account_name();
         cluster.create_service_account(&ns, &service_account);
         cluster.bind_cluster_role(&ns, &cluster_role, &ns, &service_account);
+        if daemon_mode() {
+            // The daemon also lists and watches pods and NADs: deploy/daemon's extra ClusterRole.
+            let extra = rbac::renamed(
+                &rbac::daemon_cluster_role(),
+                &format!("{ns}-{}", rbac::daemon_cluster_role_name()),
+            );
+            let extra = cluster.create_cluster_role(&extra);
+            cluster.bind_cluster_role(&format!("{ns}-daemon"), &extra, &ns, &service_account);
+        }
         let token = cluster.request_token(&ns, &service_account, rbac::TOKEN_SECONDS);
         let plexus_user = format!("system:serviceaccount:{ns}:{service_account}");
 
@@ -181,7 +193,8 @@ impl World {
         let forwarded = kubeconfig::forwarded(&direct, &direct_path, fwd.port())
             .expect("rewrite the kubeconfig");
 
-        let w = World {
+        let mut w = World {
+            daemon: None,
             test: test.to_string(),
             fwd,
             host,
@@ -204,7 +217,42 @@ impl World {
         kubeconfig::write(&w.kubeconfig(), &forwarded).expect("write plexus's kubeconfig");
         write_plexus_wrapper(&w.bin_dir(), &w.host.name, plexus);
         w.write("cluster.conflist", &w.cluster_conflist());
+        if daemon_mode() {
+            let shim = w.bin_dir().join("plexus-shim");
+            std::os::unix::fs::symlink(shim_binary(plexus), &shim).expect("link the shim");
+            w.daemon = Some(DaemonProcess::start(
+                plexus,
+                &w.host.name,
+                &w.daemon_config(),
+                &w.root().join("daemon.json"),
+            ));
+        }
         w
+    }
+
+    /// The daemon config of daemon mode: this world's socket, kubeconfig and log, the suite's node.
+    pub fn daemon_config(&self) -> Value {
+        json!({
+            "nodeName": NO_SUCH_NODE,
+            "kubeconfig": self.kubeconfig(),
+            "socketDir": self.socket_dir(),
+            "metricsAddress": "",
+            "logLevel": "debug",
+            "logFile": self.daemon_log_file(),
+            "logToStderr": false,
+            "cacheSyncTimeoutSeconds": 20,
+            "shutdownTimeoutSeconds": 20,
+        })
+    }
+
+    /// Daemon mode: the daemon's socket directory.
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root().join("run")
+    }
+
+    /// Daemon mode: the daemon's log file.
+    pub fn daemon_log_file(&self) -> PathBuf {
+        self.root().join("daemon.log")
     }
 
     // === Paths ===
@@ -252,7 +300,12 @@ impl World {
 
     /// plexus's log so far (for failure messages).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.log_file()).unwrap_or_default()
+        let mut log = fs::read_to_string(self.log_file()).unwrap_or_default();
+        if self.daemon.is_some() {
+            log.push_str("\n--- plexus daemon log ---\n");
+            log.push_str(&fs::read_to_string(self.daemon_log_file()).unwrap_or_default());
+        }
+        log
     }
 
     /// Write `value` as JSON to `rel` under the temporary directory.
@@ -325,6 +378,13 @@ impl World {
             "logToStderr": false,
             "capabilities": {"portMappings": true},
         });
+        if self.daemon.is_some() {
+            // The shim's config: the same keys (its DEL fallback runs the thin plexus with them).
+            p["type"] = json!("plexus-shim");
+            p["daemonSocketDir"] = json!(self.socket_dir());
+            p["daemonWaitSeconds"] = json!(20);
+            p["thinBinary"] = json!(self.bin_dir().join("plexus"));
+        }
         if let Value::Object(extra) = extra {
             for (k, v) in extra {
                 p[&k] = v;

@@ -1,0 +1,189 @@
+//! Daemon mode (issue 8): `E2E_MODE=daemon` runs every [`super::world::World`] with its own `plexus daemon`
+//! (in the test's host namespace, watching the suite's node, through the same forwarded, least-privilege
+//! kubeconfig) and the runtime calling `plexus-shim` instead of `plexus`. [`DaemonProcess`] starts, stops,
+//! kills and restarts it, and asks it for `/readyz` and `/metrics` over its socket.
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+/// Whether this run is in daemon mode (`E2E_MODE=daemon`).
+pub fn daemon_mode() -> bool {
+    std::env::var("E2E_MODE").is_ok_and(|m| m == "daemon")
+}
+
+/// The shim under test: `E2E_SHIM_BIN`, else `plexus-shim-under-test` next to the plexus under test.
+pub fn shim_binary(plexus: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("E2E_SHIM_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = plexus.with_file_name("plexus-shim-under-test");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the e2e package's binaries (cargo build -p plexus-e2e --bins) or set E2E_SHIM_BIN",
+        p.display()
+    );
+    p
+}
+
+/// One `plexus daemon` process.
+pub struct DaemonProcess {
+    child: Option<Child>,
+    plexus: PathBuf,
+    host_netns: String,
+    config: PathBuf,
+    socket: PathBuf,
+}
+
+impl DaemonProcess {
+    /// Write `config` to `config_path` and start the daemon in `host_netns`; wait until `/readyz` is 200.
+    pub fn start(
+        plexus: &Path,
+        host_netns: &str,
+        config: &Value,
+        config_path: &Path,
+    ) -> DaemonProcess {
+        std::fs::write(
+            config_path,
+            serde_json::to_vec_pretty(config).expect("daemon config"),
+        )
+        .expect("write the daemon config");
+        let socket_dir = config["socketDir"].as_str().expect("socketDir set");
+        let mut d = DaemonProcess {
+            child: None,
+            plexus: plexus.to_path_buf(),
+            host_netns: host_netns.to_string(),
+            config: config_path.to_path_buf(),
+            socket: Path::new(socket_dir).join(plexus_shim::wire::SOCKET_NAME),
+        };
+        d.spawn();
+        d.wait_ready(Duration::from_secs(30));
+        d
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The daemon's pid (while running).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.host_netns])
+            .arg(&self.plexus)
+            .arg("daemon")
+            .arg("--config")
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start plexus daemon");
+        self.child = Some(child);
+    }
+
+    /// Wait until `/readyz` answers 200 (the caches synced), at most `limit`; panics otherwise.
+    pub fn wait_ready(&mut self, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            if self.get("/readyz").is_some_and(|(code, _)| code == 200) {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("plexus daemon exited while starting: {status}");
+            }
+            assert!(
+                started.elapsed() < limit,
+                "plexus daemon not ready on {} within {limit:?}",
+                self.socket.display()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `GET path` on the socket: the status code and body, or `None` when nobody answers.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = UnixStream::connect(&self.socket).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: plexus\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).ok()?;
+        let code = reply.split(' ').nth(1)?.parse().ok()?;
+        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((code, body))
+    }
+
+    /// Wait until the daemon's watch cache holds `kind/ns/name` (`kind`: `pods` or
+    /// `network-attachment-definitions`), at most 10 s.
+    pub fn wait_cached(&self, kind: &str, ns: &str, name: &str) {
+        let path = format!("/cache/{kind}/{ns}/{name}");
+        let started = Instant::now();
+        while self.get(&path).is_none_or(|(code, _)| code != 200) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the daemon's cache never saw {kind} {ns}/{name}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGTERM and wait (at most 40 s, then SIGKILL): the graceful shutdown.
+    pub fn stop(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if started.elapsed() > Duration::from_secs(40) {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again (after [`DaemonProcess::stop`] or [`DaemonProcess::kill`]), without waiting.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the daemon is still running");
+        self.spawn();
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -691,6 +691,70 @@ fn a_running_binary_is_replaced_without_text_file_busy() {
     let _ = running.wait();
 }
 
+#[test]
+fn daemon_mode_installs_the_shim_beside_the_running_binary_and_needs_no_credentials() {
+    // As in the image: /usr/local/bin/plexus and /usr/local/bin/plexus-shim side by side; the installer
+    // runs the first and, by default, finds the second next to itself.
+    let n = Node::new();
+    n.write_conf("10-flannel.conflist", &primary_list("1.0.0"));
+    fs::remove_dir_all(n.root.join("sa")).unwrap();
+    let img = n.root.join("img");
+    fs::create_dir_all(&img).unwrap();
+    fs::copy(install_support::plexus_bin(), img.join("plexus")).unwrap();
+    fs::write(img.join("plexus-shim"), b"#!/bin/sh\necho shim stand-in\n").unwrap();
+    let r = n.root.display().to_string();
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(img.join("plexus"))
+            .arg("install")
+            .arg(format!("--cni-conf-dir={r}/host/etc/cni/net.d"))
+            .arg(format!("--cni-bin-dir={r}/host/opt/cni/bin"))
+            .arg(format!("--plexus-conf-dir={r}/host/etc/cni/multus/net.d"))
+            .arg(format!("--host-prefix={r}/host"))
+            .arg(format!("--service-account-dir={r}/sa"))
+            .arg("--wait-timeout=20s")
+            .args(extra)
+            // No KUBERNETES_SERVICE_* and no service account: daemon mode needs neither.
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (status, log) = run(&["--daemon", "--once"]);
+    assert_ok(status, &log);
+    assert_eq!(
+        fs::read(n.bin("plexus")).unwrap(),
+        fs::read(install_support::plexus_bin()).unwrap()
+    );
+    assert_eq!(
+        fs::read(n.bin("plexus-shim")).unwrap(),
+        b"#!/bin/sh\necho shim stand-in\n"
+    );
+    assert_eq!(mode(&n.bin("plexus-shim")), 0o755);
+    let conf = read_json(&n.conf("00-plexus.conflist"));
+    let p = plugin(&conf);
+    assert_eq!(p["type"], "plexus-shim");
+    assert_eq!(p["daemonSocketDir"], "/run/plexus");
+    assert_eq!(p["cniDir"], "/var/lib/cni/multus");
+    assert_eq!(p["clusterNetwork"], "/etc/cni/net.d/10-flannel.conflist");
+    assert!(p.get("kubeconfig").is_none(), "{p}");
+    assert!(!n.kubeconfig("plexus").exists());
+    assert!(log.contains("writing no kubeconfig (--daemon)"), "{log}");
+    // The probe of each mode sees only its own config.
+    assert_eq!(run(&["--check", "--daemon"]).0.code(), Some(0));
+    assert_eq!(run(&["--check"]).0.code(), Some(1));
+    // Without a shim next to it and no --shim-binary, nothing is written.
+    fs::remove_file(img.join("plexus-shim")).unwrap();
+    fs::remove_file(n.conf("00-plexus.conflist")).unwrap();
+    let (status, log) = run(&["--daemon", "--once"]);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("--shim-binary"), "{log}");
+    assert!(!n.conf("00-plexus.conflist").exists());
+}
+
 // ---------------------------------------------------------------------------------------------------
 // The readiness probe and --help
 // ---------------------------------------------------------------------------------------------------
@@ -735,6 +799,9 @@ fn help_documents_every_flag() {
         "KUBERNETES_SERVICE_HOST",
         "SIGTERM",
         "meta-plugin",
+        "Daemon mode",
+        "plexus-shim",
+        "[default: /run/plexus]",
         "[default: /host/opt/cni/bin]",
     ] {
         assert!(help.contains(topic), "{topic}:\n{help}");

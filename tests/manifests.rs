@@ -4,6 +4,12 @@
 //! `kustomization.yaml` only names files that exist, inside its own directory (kustomize loads no file
 //! outside it). The DaemonSet's `plexus install` arguments parse with the real clap definition, its mounts
 //! match the paths they name, and the ClusterRole grants exactly what the plugin calls.
+//!
+//! `deploy/daemon/` (daemon mode) is checked the same way, and beyond: its copies of deploy/'s manifests are
+//! the same objects, the daemon container sees every host path at the same path, its probes reach the
+//! daemon config's metrics address, its config file is the ConfigMap's JSON with documented keys, and the
+//! two roles together grant the thin role plus the daemon's watches. When `kubectl` is installed, its
+//! kustomize builds both directories into exactly their files.
 
 use std::{
     collections::BTreeSet,
@@ -14,10 +20,14 @@ use std::{
 use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, Deployment},
-        core::v1::{ConfigMap, Container, Namespace, Pod, Service, ServiceAccount},
+        core::v1::{
+            ConfigMap, Container, Namespace, Pod, PodSpec, Service, ServiceAccount, Volume,
+            VolumeMount,
+        },
         rbac::v1::{ClusterRole, ClusterRoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
 use plexus::k8s::nad::NetworkAttachmentDefinition;
 use serde::{Serialize, de::DeserializeOwned};
@@ -99,6 +109,7 @@ enum Manifest {
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
     DaemonSet(Box<DaemonSet>),
+    ConfigMap(ConfigMap),
     Nad(NetworkAttachmentDefinition),
     Pod(Box<Pod>),
     /// Parsed and round-tripped; no further checks.
@@ -123,10 +134,7 @@ fn parse_manifest(doc: &Value, ctx: &str) -> Manifest {
             typed::<Deployment>(doc, ctx);
             Manifest::Other
         }
-        ("v1", "ConfigMap") => {
-            typed::<ConfigMap>(doc, ctx);
-            Manifest::Other
-        }
+        ("v1", "ConfigMap") => Manifest::ConfigMap(typed(doc, ctx)),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => Manifest::ClusterRole(typed(doc, ctx)),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             Manifest::ClusterRoleBinding(typed(doc, ctx))
@@ -251,25 +259,26 @@ fn kustomizations_name_existing_files_inside_their_directory() {
             }
         }
     }
-    assert!(seen >= 1, "deploy/kustomization.yaml exists");
-    // deploy/ lists every manifest file it holds.
-    let listed: BTreeSet<String> =
-        documents(&repo().join("deploy/kustomization.yaml"))[0]["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-    for f in yaml_files(&repo().join("deploy")) {
-        if !is_kustomization(&f) {
-            let name = f
-                .strip_prefix(repo().join("deploy"))
+    assert!(
+        seen >= 2,
+        "deploy/kustomization.yaml and deploy/daemon/kustomization.yaml exist"
+    );
+    // Each variant lists every manifest file of its directory.
+    for dir in [THIN, DAEMON] {
+        let listed: BTreeSet<String> =
+            documents(&repo().join(dir).join("kustomization.yaml"))[0]["resources"]
+                .as_array()
                 .unwrap()
-                .display()
-                .to_string();
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+        let files = manifest_files(dir);
+        assert!(!files.is_empty(), "{dir} holds manifests");
+        for f in files {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
             assert!(
                 listed.contains(&name),
-                "deploy/kustomization.yaml does not list {name}"
+                "{dir}/kustomization.yaml does not list {name}"
             );
         }
     }
@@ -287,24 +296,50 @@ fn the_deploy_crd_is_the_generated_one() {
     );
 }
 
-fn deploy_manifests() -> Vec<Manifest> {
-    all_manifests()
+/// The thin variant: `kubectl apply -k deploy/`.
+const THIN: &str = "deploy";
+/// The daemon variant: `kubectl apply -k deploy/daemon/`.
+const DAEMON: &str = "deploy/daemon";
+
+/// The manifest files of one kustomization directory, without its subdirectories' (sorted).
+fn manifest_files(dir: &str) -> Vec<PathBuf> {
+    let base = repo().join(dir);
+    yaml_files(&base)
         .into_iter()
-        .filter(|(c, _)| c.starts_with("deploy/"))
-        .map(|(_, m)| m)
+        .filter(|p| !is_kustomization(p) && p.parent() == Some(base.as_path()))
         .collect()
 }
 
-fn the_daemonset() -> DaemonSet {
-    let mut sets: Vec<DaemonSet> = deploy_manifests()
+/// The manifests of one kustomization directory (`THIN` or `DAEMON`), typed.
+fn manifests_in(dir: &str) -> Vec<Manifest> {
+    let mut out = Vec::new();
+    for path in manifest_files(dir) {
+        let rel = path.strip_prefix(repo()).unwrap().display().to_string();
+        for (i, doc) in documents(&path).iter().enumerate() {
+            out.push(parse_manifest(doc, &format!("{rel} (document {})", i + 1)));
+        }
+    }
+    out
+}
+
+fn deploy_manifests() -> Vec<Manifest> {
+    manifests_in(THIN)
+}
+
+fn the_daemonset_of(dir: &str) -> DaemonSet {
+    let mut sets: Vec<DaemonSet> = manifests_in(dir)
         .into_iter()
         .filter_map(|m| match m {
             Manifest::DaemonSet(d) => Some(*d),
             _ => None,
         })
         .collect();
-    assert_eq!(sets.len(), 1, "one DaemonSet in deploy/");
+    assert_eq!(sets.len(), 1, "one DaemonSet in {dir}/");
     sets.remove(0)
+}
+
+fn the_daemonset() -> DaemonSet {
+    the_daemonset_of(THIN)
 }
 
 /// `plexus install` arguments of a command line `[/usr/local/bin/plexus, install, …]`, parsed by the real
@@ -426,6 +461,33 @@ fn the_daemonset_runs_plexus_install_with_flags_that_parse_and_mounts_that_match
     assert_eq!(ds.metadata.namespace, sa.metadata.namespace);
 }
 
+/// What a role grants, one `group/resource:verb` per entry.
+fn grants(role: &ClusterRole) -> BTreeSet<String> {
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.clone().unwrap_or_default() {
+        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
+        for g in rule.api_groups.clone().unwrap_or_default() {
+            for r in rule.resources.clone().unwrap_or_default() {
+                for v in &rule.verbs {
+                    granted.insert(format!("{g}/{r}:{v}"));
+                }
+            }
+        }
+    }
+    granted
+}
+
+/// What the thin plugin calls (and the daemon calls too).
+const THIN_GRANTS: [&str; 7] = [
+    "/pods:get",                                          // ADD reads the pod
+    "/pods/status:patch",                                 // network-status, one PATCH
+    "k8s.cni.cncf.io/network-attachment-definitions:get", // NADs by name
+    "/events:create",                                     // AddedInterface, NoNetworkFound
+    "/events:patch",
+    "resource.k8s.io/resourceclaims:get", // DRA: the pod's claims by name
+    "resource.k8s.io/resourceslices:list", // DRA: the allocated drivers' slices on the node
+];
+
 #[test]
 fn the_cluster_role_grants_exactly_what_the_plugin_calls() {
     let (mut roles, mut bindings) = (Vec::new(), Vec::new());
@@ -438,29 +500,8 @@ fn the_cluster_role_grants_exactly_what_the_plugin_calls() {
     }
     assert_eq!((roles.len(), bindings.len()), (1, 1));
     let role = &roles[0];
-    let mut granted = BTreeSet::new();
-    for rule in role.rules.clone().unwrap_or_default() {
-        assert!(rule.resource_names.is_none() && rule.non_resource_urls.is_none());
-        for g in rule.api_groups.clone().unwrap_or_default() {
-            for r in rule.resources.clone().unwrap_or_default() {
-                for v in &rule.verbs {
-                    granted.insert(format!("{g}/{r}:{v}"));
-                }
-            }
-        }
-    }
-    let expected: BTreeSet<String> = [
-        "/pods:get",                                          // ADD reads the pod
-        "/pods/status:patch",                                 // network-status, one PATCH
-        "k8s.cni.cncf.io/network-attachment-definitions:get", // NADs by name
-        "/events:create",                                     // AddedInterface, NoNetworkFound
-        "/events:patch",
-        "resource.k8s.io/resourceclaims:get", // DRA: the pod's claims by name
-        "resource.k8s.io/resourceslices:list", // DRA: the allocated drivers' slices on the node
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
+    let granted = grants(role);
+    let expected: BTreeSet<String> = THIN_GRANTS.into_iter().map(String::from).collect();
     assert_eq!(
         granted, expected,
         "least privilege: no watch, update or wildcard, and no list but DRA's ResourceSlices"
@@ -484,4 +525,573 @@ fn the_cluster_role_grants_exactly_what_the_plugin_calls() {
             .as_ref()
     );
     assert_eq!(subjects[0].namespace, ds.metadata.namespace);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// deploy/daemon/: daemon mode
+// ---------------------------------------------------------------------------------------------------
+
+/// The daemon config file's keys that configure the daemon itself (deploy/README.md, "Daemon mode").
+const DAEMON_CONFIG_KEYS: [&str; 12] = [
+    "socketDir",
+    "nodeName",
+    "kubeconfig",
+    "metricsAddress",
+    "maxConcurrency",
+    "maxQueue",
+    "cacheSyncTimeoutSeconds",
+    "shutdownTimeoutSeconds",
+    "logLevel",
+    "logFile",
+    "logToStderr",
+    "logOptions",
+];
+
+/// Network-config keys a daemon config may overlay on every request (as Go Multus's daemon does).
+const OVERLAY_KEYS: [&str; 9] = [
+    "confDir",
+    "cniDir",
+    "binDir",
+    "namespaceIsolation",
+    "globalNamespaces",
+    "systemNamespaces",
+    "multusNamespace",
+    "defaultNetworks",
+    "strictCapabilities",
+];
+
+/// Host paths the daemon container must see at the same path, and whether read-only.
+const DAEMON_HOST_PATHS: [(&str, bool); 9] = [
+    ("/opt/cni/bin", false),
+    ("/etc/cni/net.d", false),
+    ("/etc/cni/multus/net.d", false),
+    ("/var/lib/cni", false),
+    ("/run/netns", false),
+    ("/run/plexus", false),
+    ("/var/run/k8s.cni.cncf.io", false),
+    ("/var/lib/kubelet/pod-resources", true),
+    ("/var/lib/kubelet/device-plugins", true),
+];
+
+fn container<'p>(pod: &'p PodSpec, name: &str) -> &'p Container {
+    pod.containers
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// The mount of `c` at `path` and its volume.
+fn mount_at<'p>(pod: &'p PodSpec, c: &'p Container, path: &Path) -> (&'p VolumeMount, &'p Volume) {
+    let m = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| Path::new(&m.mount_path) == path)
+        .unwrap_or_else(|| panic!("{}: nothing mounted at {}", c.name, path.display()));
+    let v = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == m.name)
+        .unwrap_or_else(|| panic!("{}: no volume {}", c.name, m.name));
+    (m, v)
+}
+
+/// The host directory mounted at `path` in `c`.
+fn host_dir_at(pod: &PodSpec, c: &Container, path: &Path) -> PathBuf {
+    let (_, v) = mount_at(pod, c, path);
+    PathBuf::from(
+        &v.host_path
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: {} is not a hostPath", c.name, path.display()))
+            .path,
+    )
+}
+
+fn the_daemon_configmap() -> ConfigMap {
+    let mut maps: Vec<ConfigMap> = manifests_in(DAEMON)
+        .into_iter()
+        .filter_map(|m| match m {
+            Manifest::ConfigMap(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(maps.len(), 1, "one ConfigMap in {DAEMON}/");
+    maps.remove(0)
+}
+
+/// The daemon config as the daemon reads it: the file `--config` names, from the ConfigMap mounted there.
+fn the_daemon_config(pod: &PodSpec) -> serde_json::Map<String, Value> {
+    let daemon = container(pod, "daemon");
+    let cmd = container_command(daemon);
+    assert_eq!(
+        cmd[..3],
+        ["/usr/local/bin/plexus", "daemon", "--config"],
+        "the daemon container runs `plexus daemon --config FILE`: {cmd:?}"
+    );
+    assert_eq!(cmd.len(), 4, "{cmd:?}");
+    let file = Path::new(&cmd[3]);
+    let (m, v) = mount_at(pod, daemon, file.parent().unwrap());
+    assert_eq!(m.read_only, Some(true), "the config is read-only");
+    let cm = the_daemon_configmap();
+    assert_eq!(
+        v.config_map.as_ref().map(|c| c.name.as_str()),
+        cm.metadata.name.as_deref(),
+        "the config directory is the ConfigMap"
+    );
+    let key = file.file_name().unwrap().to_str().unwrap();
+    let text = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .unwrap_or_else(|| panic!("the ConfigMap has no key {key}"));
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => m,
+        Ok(v) => panic!("{key} is not a JSON object: {v}"),
+        Err(e) => panic!("{key} is not JSON: {e}\n{text}"),
+    }
+}
+
+#[test]
+fn the_daemon_variant_copies_deploys_manifests_unchanged() {
+    // kustomize refuses files outside deploy/daemon/ and `resources: [..]` (a cycle), so it has copies.
+    let copy = fs::read_to_string(
+        repo()
+            .join(DAEMON)
+            .join("network-attachment-definitions.yaml"),
+    )
+    .unwrap();
+    assert!(
+        copy == plexus::k8s::nad::crd_yaml(),
+        "{DAEMON}/network-attachment-definitions.yaml is out of date; regenerate it with \
+         `cargo run -- crd > {DAEMON}/network-attachment-definitions.yaml`"
+    );
+    for f in [
+        "serviceaccount.yaml",
+        "clusterrole.yaml",
+        "clusterrolebinding.yaml",
+    ] {
+        let original = documents(&repo().join(THIN).join(f));
+        let copy = documents(&repo().join(DAEMON).join(f));
+        assert_eq!(
+            copy, original,
+            "{DAEMON}/{f} must be the same objects as {THIN}/{f} (comments may differ)"
+        );
+    }
+    // The DaemonSet replaces the thin one in place: same name, namespace, selector, ServiceAccount.
+    let (thin, daemon) = (the_daemonset(), the_daemonset_of(DAEMON));
+    assert_eq!(daemon.metadata.name, thin.metadata.name);
+    assert_eq!(daemon.metadata.namespace, thin.metadata.namespace);
+    assert_eq!(daemon.spec.selector, thin.spec.selector);
+    let sa = |d: &DaemonSet| {
+        d.spec
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .service_account_name
+            .clone()
+    };
+    assert_eq!(sa(&daemon), sa(&thin));
+}
+
+#[test]
+fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at_their_own_paths() {
+    let ds = the_daemonset_of(DAEMON);
+    let pod = ds.spec.template.spec.as_ref().unwrap();
+    assert_eq!(
+        pod.host_network,
+        Some(true),
+        "the node's pod network is what it sets up"
+    );
+    assert_eq!(
+        pod.host_pid,
+        Some(true),
+        "CNI_NETNS may be /proc/<pid>/ns/net"
+    );
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    assert!(
+        pod.tolerations
+            .iter()
+            .flatten()
+            .any(|t| t.operator.as_deref() == Some("Exists")
+                && t.key.is_none()
+                && t.effect.is_none()),
+        "tolerates every taint"
+    );
+    let names: Vec<&str> = pod.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["install", "daemon"]);
+    let config = the_daemon_config(pod);
+
+    // The installer: --daemon, watching, with flags that parse; its probe checks the shim's config.
+    let install = container(pod, "install");
+    let args = install_args(&container_command(install), "the install container");
+    assert!(args.daemon, "the installer runs with --daemon");
+    assert_eq!(args.plugin_type(), "plexus-shim");
+    assert!(!args.writes_kubeconfig());
+    assert!(
+        !args.once && !args.skip_config_watch,
+        "it keeps watching the primary"
+    );
+    assert!(
+        !args.cleanup_config_on_exit,
+        "#1527: an upgrade must keep the config"
+    );
+    assert_eq!(
+        args.shim_binary, None,
+        "the shim is found next to /usr/local/bin/plexus, where the image has it"
+    );
+    let probe = install
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.exec.as_ref())
+        .and_then(|e| e.command.clone())
+        .expect("an exec readiness probe");
+    let probe_args = install_args(&probe, "the install container's readiness probe");
+    assert!(
+        probe_args.check && probe_args.daemon,
+        "--check --daemon: {probe:?}"
+    );
+    assert_eq!(probe_args.cni_conf_dir, args.cni_conf_dir);
+    assert_eq!(probe_args.conf_stem(), args.conf_stem());
+    assert_eq!(probe_args.plugin_type(), args.plugin_type());
+    assert_eq!(
+        host_dir_at(pod, install, &args.cni_conf_dir),
+        args.host_cni_conf_dir
+    );
+    assert_eq!(
+        host_dir_at(pod, install, &args.plexus_conf_dir),
+        args.host_plexus_conf_dir
+    );
+    assert_eq!(
+        host_dir_at(pod, install, &args.cni_bin_dir),
+        args.host_cni_bin_dir
+    );
+
+    // The daemon: privileged, its node from the downward API, every host path at the same path.
+    let daemon = container(pod, "daemon");
+    assert_eq!(
+        daemon.security_context.as_ref().and_then(|s| s.privileged),
+        Some(true)
+    );
+    let node = daemon
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "PLEXUS_NODE_NAME")
+        .expect("PLEXUS_NODE_NAME");
+    assert_eq!(
+        node.value_from
+            .as_ref()
+            .and_then(|v| v.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("spec.nodeName"),
+        "the node name comes from the downward API"
+    );
+    assert!(
+        !config.contains_key("nodeName"),
+        "the env names the node, not a shared ConfigMap"
+    );
+    for (path, read_only) in DAEMON_HOST_PATHS {
+        let path = Path::new(path);
+        assert_eq!(
+            host_dir_at(pod, daemon, path),
+            path,
+            "mounted at its own path"
+        );
+        let (m, _) = mount_at(pod, daemon, path);
+        assert_eq!(
+            m.read_only.unwrap_or(false),
+            read_only,
+            "{}",
+            path.display()
+        );
+    }
+    let (netns, _) = mount_at(pod, daemon, Path::new("/run/netns"));
+    assert_eq!(
+        netns.mount_propagation.as_deref(),
+        Some("HostToContainer"),
+        "namespaces created after the pod started must appear in it"
+    );
+    // Every hostPath the daemon mounts is at its own path (delegates name host paths).
+    for m in daemon.volume_mounts.iter().flatten() {
+        if let Some(h) = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == m.name)
+            .and_then(|v| v.host_path.as_ref())
+        {
+            assert_eq!(m.mount_path, h.path, "volume {}", m.name);
+        }
+    }
+    // What the shim config names, the daemon sees: the directories the installer writes into it.
+    for (what, host) in [
+        ("clusterNetwork's directory", &args.host_cni_conf_dir),
+        ("confDir", &args.host_plexus_conf_dir),
+        ("the CNI bin directory", &args.host_cni_bin_dir),
+    ] {
+        assert_eq!(&host_dir_at(pod, daemon, host), host, "{what}");
+    }
+    let cni_dir = args.cni_dir().expect("daemon mode writes cniDir");
+    assert!(
+        cni_dir.starts_with("/var/lib/cni"),
+        "cniDir {} is under the cache mount",
+        cni_dir.display()
+    );
+    // One socket directory: the daemon's socketDir, the shim's daemonSocketDir, a mount at that path.
+    let socket_dir = config["socketDir"].as_str().expect("socketDir");
+    assert_eq!(Path::new(socket_dir), args.daemon_socket_dir);
+    assert_eq!(
+        host_dir_at(pod, daemon, Path::new(socket_dir)),
+        Path::new(socket_dir)
+    );
+
+    // Probes: /healthz and /readyz on the metrics address (the kubelet shares the host network).
+    let addr: std::net::SocketAddr = config["metricsAddress"]
+        .as_str()
+        .expect("metricsAddress")
+        .parse()
+        .expect("metricsAddress is ip:port");
+    for (probe, path) in [
+        (daemon.liveness_probe.as_ref(), "/healthz"),
+        (daemon.readiness_probe.as_ref(), "/readyz"),
+    ] {
+        let get = probe
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("an httpGet probe on {path}"));
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.host.as_deref(), Some(addr.ip().to_string().as_str()));
+        assert_eq!(get.port, IntOrString::Int(i32::from(addr.port())));
+    }
+
+    // Resources: the daemon's budget (delegates run inside it too: see the manifest), no CPU limit.
+    let res = daemon.resources.as_ref().expect("resources");
+    let q = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| {
+        m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
+    };
+    assert_eq!(q(&res.limits, "memory").as_deref(), Some("64Mi"));
+    assert_eq!(q(&res.limits, "cpu"), None);
+    assert_eq!(q(&res.requests, "memory").as_deref(), Some("32Mi"));
+    assert_eq!(q(&res.requests, "cpu").as_deref(), Some("50m"));
+
+    // The daemon drains within the grace period.
+    let grace = pod
+        .termination_grace_period_seconds
+        .expect("a grace period");
+    assert_eq!(grace, 30);
+    let drain = config
+        .get("shutdownTimeoutSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(25);
+    assert!(
+        drain < grace,
+        "shutdownTimeoutSeconds {drain} must end before the kill at {grace}s"
+    );
+}
+
+#[test]
+fn the_daemon_config_is_json_with_documented_keys() {
+    let pod = the_daemonset_of(DAEMON).spec.template.spec.unwrap();
+    let config = the_daemon_config(&pod);
+    for (k, v) in &config {
+        assert!(
+            DAEMON_CONFIG_KEYS.contains(&k.as_str()) || OVERLAY_KEYS.contains(&k.as_str()),
+            "{k} is not a documented daemon config key"
+        );
+        match k.as_str() {
+            "socketDir" | "kubeconfig" | "logFile" => assert!(
+                v.as_str().is_some_and(|p| Path::new(p).is_absolute()),
+                "{k}: an absolute path, not {v}"
+            ),
+            "maxConcurrency"
+            | "maxQueue"
+            | "cacheSyncTimeoutSeconds"
+            | "shutdownTimeoutSeconds" => {
+                assert!(
+                    v.as_u64().is_some_and(|n| n > 0),
+                    "{k}: a positive integer, not {v}"
+                )
+            }
+            "logToStderr" => assert!(v.is_boolean(), "{k}: {v}"),
+            "logLevel" => assert!(
+                ["debug", "verbose", "error", "panic"].contains(&v.as_str().unwrap_or_default()),
+                "{k}: {v}"
+            ),
+            _ => {}
+        }
+    }
+    for k in ["socketDir", "metricsAddress"] {
+        assert!(
+            config.contains_key(k),
+            "the probes and the shim depend on {k}"
+        );
+    }
+    // The shim's config names these, and the thin plexus the shim falls back to for DEL reads them there:
+    // overlaid here, the daemon would read another cache than the fallback.
+    for k in ["cniDir", "confDir", "binDir"] {
+        assert!(
+            !config.contains_key(k),
+            "{k} belongs in the shim's config (plexus install flags)"
+        );
+    }
+    // deploy/README.md documents every key.
+    let readme = fs::read_to_string(repo().join("deploy/README.md")).unwrap();
+    let section = readme
+        .split("## Daemon mode")
+        .nth(1)
+        .expect("deploy/README.md has a \"Daemon mode\" section");
+    for k in DAEMON_CONFIG_KEYS {
+        assert!(
+            section.contains(&format!("`{k}`")),
+            "deploy/README.md does not document {k}"
+        );
+    }
+}
+
+#[test]
+fn the_daemon_roles_grant_the_thin_role_plus_the_daemons_watches() {
+    let (mut roles, mut bindings) = (Vec::new(), Vec::new());
+    for m in manifests_in(DAEMON) {
+        match m {
+            Manifest::ClusterRole(r) => roles.push(r),
+            Manifest::ClusterRoleBinding(b) => bindings.push(b),
+            _ => {}
+        }
+    }
+    assert_eq!((roles.len(), bindings.len()), (2, 2));
+    let added: BTreeSet<String> = [
+        "/pods:list", // the node's pods: LIST + WATCH with a field selector
+        "/pods:watch",
+        "k8s.cni.cncf.io/network-attachment-definitions:list", // every NAD: LIST + WATCH
+        "k8s.cni.cncf.io/network-attachment-definitions:watch",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let thin: BTreeSet<String> = THIN_GRANTS.into_iter().map(String::from).collect();
+    let by_name = |n: &str| {
+        roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(n))
+            .unwrap_or_else(|| panic!("no ClusterRole {n}"))
+    };
+    assert_eq!(grants(by_name("plexus")), thin, "the thin role, unchanged");
+    assert_eq!(
+        grants(by_name("plexus-daemon")),
+        added,
+        "only what the daemon adds"
+    );
+
+    // Both roles are bound to the DaemonSet's ServiceAccount.
+    let ds = the_daemonset_of(DAEMON);
+    let sa = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .service_account_name
+        .clone();
+    let mut bound = BTreeSet::new();
+    for b in &bindings {
+        assert_eq!(b.role_ref.kind, "ClusterRole");
+        let subjects = b.subjects.clone().unwrap_or_default();
+        assert_eq!(subjects.len(), 1);
+        assert_eq!(subjects[0].kind, "ServiceAccount");
+        assert_eq!(Some(&subjects[0].name), sa.as_ref());
+        assert_eq!(subjects[0].namespace, ds.metadata.namespace);
+        bound.insert(b.role_ref.name.clone());
+    }
+    assert_eq!(
+        bound,
+        BTreeSet::from(["plexus".to_string(), "plexus-daemon".to_string()])
+    );
+}
+
+#[test]
+fn the_image_ships_the_shim_where_the_installer_looks_for_it() {
+    // The install container's --shim-binary default is plexus-shim next to the running plexus.
+    let containerfile = fs::read_to_string(repo().join("deploy/Containerfile")).unwrap();
+    let copies: Vec<&str> = containerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY --from=build"))
+        .collect();
+    for bin in ["/usr/local/bin/plexus", "/usr/local/bin/plexus-shim"] {
+        assert!(
+            copies
+                .iter()
+                .any(|l| l.trim_end().ends_with(&format!(" {bin}"))),
+            "deploy/Containerfile does not install {bin}: {copies:?}"
+        );
+    }
+    let pod = the_daemonset_of(DAEMON).spec.template.spec.unwrap();
+    let cmd = container_command(container(&pod, "install"));
+    assert_eq!(
+        Path::new(&cmd[0]).with_file_name("plexus-shim"),
+        Path::new("/usr/local/bin/plexus-shim")
+    );
+}
+
+/// `kubectl` on PATH, if any.
+fn kubectl() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+}
+
+/// A manifest's identity in a kustomize build.
+fn identity(doc: &Value) -> String {
+    format!(
+        "{} {} {}/{}",
+        doc["apiVersion"].as_str().unwrap_or_default(),
+        doc["kind"].as_str().unwrap_or_default(),
+        doc["metadata"]["namespace"].as_str().unwrap_or_default(),
+        doc["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+#[test]
+fn kustomize_builds_each_variant_into_exactly_its_files() {
+    let Some(kubectl) = kubectl() else {
+        eprintln!("kubectl is not installed: `kubectl kustomize` not checked");
+        return;
+    };
+    for dir in [THIN, DAEMON] {
+        let out = std::process::Command::new(&kubectl)
+            .arg("kustomize")
+            .arg(repo().join(dir))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl kustomize {dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let built: Vec<Value> =
+            serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let built: std::collections::BTreeMap<String, Value> = built
+            .into_iter()
+            .filter(|d| !d.is_null())
+            .map(|d| (identity(&d), d))
+            .collect();
+        let files: std::collections::BTreeMap<String, Value> = manifest_files(dir)
+            .iter()
+            .flat_map(|f| documents(f))
+            .map(|d| (identity(&d), d))
+            .collect();
+        assert_eq!(
+            built.keys().collect::<Vec<_>>(),
+            files.keys().collect::<Vec<_>>(),
+            "{dir}: what kustomize builds"
+        );
+        for (id, doc) in &files {
+            if let Some(d) = first_difference(doc, &built[id], "") {
+                panic!("{dir}: {id}: kustomize changed {d}");
+            }
+        }
+    }
 }

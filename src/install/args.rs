@@ -13,8 +13,15 @@ use plexus_cni::CniVersion;
 
 use super::conf::PathMap;
 
+/// The shim's binary name on the host, which is also its config's plugin type (daemon mode).
+pub const SHIM_NAME: &str = "plexus-shim";
+
+/// The default directory of the daemon's socket (the shim's `daemonSocketDir`, the daemon's `socketDir`).
+pub const SOCKET_DIR: &str = "/run/plexus";
+
 const ABOUT: &str = "Install plexus on this node: copy the binary, write the node's kubeconfig and a \
-plexus config in front of the cluster network's, then keep them up to date";
+plexus config in front of the cluster network's, then keep them up to date (--daemon: the shim's config, \
+no kubeconfig)";
 
 const LONG_ABOUT: &str = "\
 Install plexus on this node (the DaemonSet's entrypoint). Every step is idempotent and atomic (temp file in \
@@ -31,12 +38,23 @@ the runtime passes runtimeConfig on;
   5. watch (every --poll-interval): regenerate the config when the primary changes, rewrite the \
 kubeconfig when the token or CA rotates.
 
+Daemon mode (--daemon), for a node running `plexus daemon`: step 1 also copies --shim-binary to \
+<cni-bin-dir>/plexus-shim (before the config is written, so the runtime never runs a missing shim); step 2 \
+is skipped, no service-account credential or KUBERNETES_SERVICE_* variable is needed, and a kubeconfig a \
+thin install left at the kubeconfig path is removed once the shim's config is in place (the daemon has \
+its own client: no token on the host); step 4 writes type plexus-shim with daemonSocketDir \
+(--daemon-socket-dir) and cniDir and without kubeconfig. The shim forwards each call to the daemon's \
+socket; when the daemon is down on DEL it runs the thin plexus from the same directory with this config, \
+which therefore keeps everything a DEL from the cache needs (clusterNetwork, confDir, cniDir, binDir, \
+capabilities, log keys). Primary selection, the watch, the readiness indicator and --check work as in \
+thin mode.
+
 The primary is the lexically first .conf, .conflist or .json file of <cni-conf-dir> that is not this \
-installer's output, not a dotfile and not another meta-plugin's config (type plexus, multus, \
-multus-shim or <binary-name>): plexus never wraps itself. --primary-conf pins it instead.
+installer's output, not a dotfile and not another meta-plugin's config (type plexus, plexus-shim, \
+multus, multus-shim or <binary-name>): plexus never wraps itself. --primary-conf pins it instead.
 
 On SIGTERM or SIGINT the config is kept, so pods deleted while plexus is being upgraded are still torn \
-down; --cleanup-config-on-exit removes it and the kubeconfig (uninstall). Any error exits non-zero with a \
+down; --cleanup-config-on-exit removes it and the kubeconfig (uninstall); the binaries are left in place. Any error exits non-zero with a \
 message; a primary that disappears later is not an error (the current config is kept).
 
 Boolean flags take an optional value: --flag is --flag=true.";
@@ -79,7 +97,8 @@ impl PluginLogLevel {
 )]
 pub struct Args {
     // === Paths in the container ===
-    /// Host CNI bin directory as mounted in the container; the binary is copied here.
+    /// Host CNI bin directory as mounted in the container; the binary (and with --daemon the shim) is
+    /// copied here.
     #[arg(
         long,
         value_name = "DIR",
@@ -117,6 +136,17 @@ pub struct Args {
     pub host_prefix: PathBuf,
 
     // === Paths on the host ===
+    /// The host path of --cni-bin-dir (with --daemon and a --binary-name other than plexus, the thin
+    /// binary the shim falls back to is written as thinBinary with it).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/opt/cni/bin",
+        value_parser = parse_absolute,
+        help_heading = "Paths on the host (written into the config)"
+    )]
+    pub host_cni_bin_dir: PathBuf,
+
     /// The host path of --cni-conf-dir (clusterNetwork and the kubeconfig are written with it).
     #[arg(
         long,
@@ -161,7 +191,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME", default_value = "plexus", value_parser = parse_binary_name, help_heading = "Binary")]
     pub binary_name: String,
 
-    /// Do not copy the binary (it is installed by other means).
+    /// Do not copy the binary, nor with --daemon the shim (they are installed by other means).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "Binary")]
     pub skip_binary_copy: bool,
 
@@ -179,6 +209,27 @@ pub struct Args {
     /// Kubernetes: file-based networks only).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "Kubernetes credentials")]
     pub no_kubeconfig: bool,
+
+    // === Daemon mode ===
+    /// Daemon mode, for a node running `plexus daemon`: also install the shim, write a plexus-shim config
+    /// (daemonSocketDir, no kubeconfig) and no kubeconfig file; no service-account credentials needed.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "Daemon mode")]
+    pub daemon: bool,
+
+    /// With --daemon: the shim binary to install as <cni-bin-dir>/plexus-shim [default: plexus-shim in
+    /// this executable's directory].
+    #[arg(
+        long,
+        value_name = "PATH",
+        requires = "daemon",
+        help_heading = "Daemon mode"
+    )]
+    pub shim_binary: Option<PathBuf>,
+
+    /// With --daemon: the directory of the daemon's socket (plexus.sock), a host path written as
+    /// daemonSocketDir; the daemon's socketDir must name the same directory.
+    #[arg(long, value_name = "DIR", default_value = SOCKET_DIR, value_parser = parse_absolute, requires = "daemon", help_heading = "Daemon mode")]
+    pub daemon_socket_dir: PathBuf,
 
     // === The generated config ===
     /// File name of the generated config; its extension follows the primary's cniVersion (.conflist from
@@ -212,6 +263,12 @@ pub struct Args {
     /// (under --host-prefix) before writing the config.
     #[arg(long, value_name = "PATH", value_parser = parse_absolute, help_heading = "The generated config")]
     pub readiness_indicator_file: Option<PathBuf>,
+
+    /// cniDir: plexus's cache directory, a host path [default: not written in thin mode, plexus then uses
+    /// /var/lib/cni/multus; always written with --daemon, so the daemon and the shim's DEL fallback read
+    /// the same cache].
+    #[arg(long, value_name = "DIR", value_parser = parse_absolute, help_heading = "The generated config")]
+    pub cni_dir: Option<PathBuf>,
 
     /// binDir: a host directory searched for delegate plugins before CNI_PATH.
     #[arg(long, value_name = "DIR", value_parser = parse_absolute, help_heading = "The generated config")]
@@ -266,9 +323,43 @@ pub struct Args {
 }
 
 impl Args {
-    /// The config's plugin type and binary name.
+    /// The config's plugin type: the installed binary's name, or the shim's with --daemon.
     pub fn plugin_type(&self) -> &str {
-        &self.binary_name
+        if self.daemon {
+            SHIM_NAME
+        } else {
+            &self.binary_name
+        }
+    }
+
+    /// Whether a kubeconfig is written (and named in the config): not with --no-kubeconfig or --daemon.
+    pub fn writes_kubeconfig(&self) -> bool {
+        !self.no_kubeconfig && !self.daemon
+    }
+
+    /// The shim binary to install with --daemon: --shim-binary, else `plexus-shim` next to this
+    /// executable.
+    pub fn shim_binary(&self) -> std::io::Result<PathBuf> {
+        if let Some(p) = &self.shim_binary {
+            return Ok(p.clone());
+        }
+        let exe = std::env::current_exe()?;
+        Ok(exe.with_file_name(SHIM_NAME))
+    }
+
+    /// With --daemon, the `thinBinary` the shim runs for a DEL while the daemon is down: `None` (the
+    /// `plexus` beside the shim) unless the binary is installed under another name.
+    pub fn thin_binary(&self) -> Option<PathBuf> {
+        (self.daemon && self.binary_name != "plexus")
+            .then(|| self.host_cni_bin_dir.join(&self.binary_name))
+    }
+
+    /// The cniDir written into the config: --cni-dir, or plexus's default with --daemon.
+    pub fn cni_dir(&self) -> Option<PathBuf> {
+        self.cni_dir.clone().or_else(|| {
+            self.daemon
+                .then(|| PathBuf::from(crate::config::DEFAULT_CNI_DIR))
+        })
     }
 
     /// The generated config's file name without extension.
@@ -436,6 +527,68 @@ mod tests {
     }
 
     #[test]
+    fn daemon_mode_switches_the_type_and_drops_the_kubeconfig() {
+        let thin = parse(&[]);
+        assert!(!thin.daemon);
+        assert_eq!(thin.plugin_type(), "plexus");
+        assert!(thin.writes_kubeconfig());
+        assert_eq!(
+            thin.cni_dir(),
+            None,
+            "thin mode writes no cniDir by default"
+        );
+        assert!(!parse(&["--no-kubeconfig"]).writes_kubeconfig());
+
+        let d = parse(&["--daemon"]);
+        assert!(d.daemon);
+        assert_eq!(d.plugin_type(), SHIM_NAME);
+        assert!(!d.writes_kubeconfig());
+        assert_eq!(d.daemon_socket_dir, PathBuf::from("/run/plexus"));
+        assert_eq!(d.cni_dir(), Some(PathBuf::from("/var/lib/cni/multus")));
+        // The binary's name, config name and network name stay the thin ones: the shim replaces the
+        // thin config in place, and the DEL fallback runs <binary-name>.
+        assert_eq!(d.binary_name, "plexus");
+        assert_eq!(d.conf_stem(), "00-plexus");
+        assert_eq!(d.network_name(), "plexus-cni-network");
+        // The default shim is the one next to this executable.
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(
+            d.shim_binary().unwrap(),
+            exe.parent().unwrap().join("plexus-shim")
+        );
+
+        let d = parse(&[
+            "--daemon=true",
+            "--shim-binary=/img/shim",
+            "--daemon-socket-dir=/run/multus",
+            "--cni-dir=/var/lib/cni/plexus",
+        ]);
+        assert_eq!(d.shim_binary().unwrap(), PathBuf::from("/img/shim"));
+        assert_eq!(d.daemon_socket_dir, PathBuf::from("/run/multus"));
+        assert_eq!(d.cni_dir(), Some(PathBuf::from("/var/lib/cni/plexus")));
+        assert_eq!(d.thin_binary(), None, "plexus beside the shim");
+        assert_eq!(
+            parse(&[
+                "--daemon",
+                "--binary-name=multus",
+                "--host-cni-bin-dir=/usr/libexec/cni"
+            ])
+            .thin_binary(),
+            Some(PathBuf::from("/usr/libexec/cni/multus"))
+        );
+        assert_eq!(
+            parse(&["--binary-name=multus"]).thin_binary(),
+            None,
+            "thin mode"
+        );
+        assert_eq!(
+            parse(&["--cni-dir=/c"]).cni_dir(),
+            Some(PathBuf::from("/c")),
+            "thin mode writes an explicit cniDir"
+        );
+    }
+
+    #[test]
     fn booleans_take_an_optional_value() {
         let a = parse(&[
             "--cleanup-config-on-exit",
@@ -467,6 +620,11 @@ mod tests {
             &["--wait-timeout", "3 weeks"],
             &["--log-level", "loud"],
             &["--once", "--cleanup-config-on-exit"],
+            &["--shim-binary", "/img/shim"],
+            &["--daemon-socket-dir", "/run/x"],
+            &["--daemon", "--daemon-socket-dir", "run/x"],
+            &["--daemon", "--cni-dir", "var/lib/cni"],
+            &["--daemon=maybe"],
         ] {
             let r =
                 Args::try_parse_from(std::iter::once("plexus install").chain(bad.iter().copied()));

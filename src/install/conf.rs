@@ -11,8 +11,8 @@
 //! - candidates are the `.conf`, `.conflist` and `.json` files (libcni's extensions), lexically ordered,
 //!   without dotfiles, without our own output (either extension) and so without backups (`*.bak`,
 //!   `*.cilium_bak`, `*.old` have other extensions);
-//! - a config whose `type` (a conflist: `plugins[0].type`) is a meta-plugin (`plexus`, `multus`,
-//!   `multus-shim`, the installed binary name) is skipped: plexus never wraps itself (#1324, #1108);
+//! - a config whose `type` (a conflist: `plugins[0].type`) is a meta-plugin (`plexus`, `plexus-shim`,
+//!   `multus`, `multus-shim`, the installed binary name) is skipped: plexus never wraps itself (#1324, #1108);
 //! - the first candidate that is empty or not a CNI config yet (being written by the cluster network's
 //!   installer) means "not ready": the installer waits rather than picking the next file (#1499) or
 //!   writing an empty config (#1155);
@@ -29,8 +29,9 @@ use base64::Engine;
 use plexus_cni::CniVersion;
 use serde_json::{Map, Value, json};
 
-/// Plugin types of meta-plugins: a config of one of these is never a primary.
-pub const META_TYPES: [&str; 3] = ["plexus", "multus", "multus-shim"];
+/// Plugin types of meta-plugins: a config of one of these is never a primary (plexus's own thin and
+/// daemon-mode configs, Go Multus's thin and thick ones).
+pub const META_TYPES: [&str; 4] = ["plexus", "plexus-shim", "multus", "multus-shim"];
 
 /// The extensions libcni loads configs from.
 pub const CONFIG_EXTENSIONS: [&str; 3] = ["conf", "conflist", "json"];
@@ -297,8 +298,15 @@ pub struct ConfOptions {
     pub host_conf_dir: PathBuf,
     /// Host path written as `confDir`.
     pub conf_dir: PathBuf,
+    /// `cniDir`: the cache directory (host path).
+    pub cni_dir: Option<PathBuf>,
     /// `binDir`.
     pub bin_dir: Option<PathBuf>,
+    /// `daemonSocketDir` (daemon mode: the shim's config).
+    pub daemon_socket_dir: Option<PathBuf>,
+    /// `thinBinary` (daemon mode, when the thin binary is not `plexus`): the host path of the binary the
+    /// shim runs for a DEL while the daemon is down (by default the `plexus` beside the shim).
+    pub thin_binary: Option<PathBuf>,
     /// `namespaceIsolation` (written when true).
     pub namespace_isolation: bool,
     /// `globalNamespaces`.
@@ -376,8 +384,17 @@ pub fn render(primary: &PrimaryInfo, opts: &ConfOptions) -> Result<Rendered, Ren
         path_str(&opts.host_conf_dir.join(&primary.file)),
     );
     plugin.insert("confDir".into(), path_str(&opts.conf_dir));
+    if let Some(c) = &opts.cni_dir {
+        plugin.insert("cniDir".into(), path_str(c));
+    }
     if let Some(b) = &opts.bin_dir {
         plugin.insert("binDir".into(), path_str(b));
+    }
+    if let Some(d) = &opts.daemon_socket_dir {
+        plugin.insert("daemonSocketDir".into(), path_str(d));
+    }
+    if let Some(t) = &opts.thin_binary {
+        plugin.insert("thinBinary".into(), path_str(t));
     }
     if opts.namespace_isolation {
         plugin.insert("namespaceIsolation".into(), Value::Bool(true));
@@ -572,7 +589,10 @@ mod tests {
             kubeconfig: Some("/etc/cni/net.d/plexus.d/plexus.kubeconfig".into()),
             host_conf_dir: "/etc/cni/net.d".into(),
             conf_dir: "/etc/cni/multus/net.d".into(),
+            cni_dir: None,
             bin_dir: None,
+            daemon_socket_dir: None,
+            thin_binary: None,
             namespace_isolation: false,
             global_namespaces: None,
             readiness_indicator_file: None,
@@ -819,6 +839,84 @@ mod tests {
             plugin.get("capabilities").is_none(),
             "no capability, no key"
         );
+    }
+
+    #[test]
+    fn daemon_mode_renders_the_shim_config_which_thin_plexus_can_tear_down_from() {
+        let p = inspect(
+            "10-calico.conflist",
+            CALICO.replace("0.3.1", "1.0.0").as_bytes(),
+            &META_TYPES,
+        )
+        .unwrap();
+        let mut o = opts();
+        o.plugin_type = "plexus-shim".into();
+        o.kubeconfig = None;
+        o.cni_dir = Some("/var/lib/cni/multus".into());
+        o.daemon_socket_dir = Some("/run/plexus".into());
+        let r = render(&p, &o).unwrap();
+        assert_eq!(r.file_name, "00-plexus.conflist");
+        let doc: Value = serde_json::from_slice(&r.bytes).unwrap();
+        assert_eq!(
+            doc,
+            json!({
+                "cniVersion": "1.0.0",
+                "name": "plexus-cni-network",
+                "plugins": [{
+                    "type": "plexus-shim",
+                    "capabilities": {"bandwidth": true, "portMappings": true},
+                    "clusterNetwork": "/etc/cni/net.d/10-calico.conflist",
+                    "confDir": "/etc/cni/multus/net.d",
+                    "cniDir": "/var/lib/cni/multus",
+                    "daemonSocketDir": "/run/plexus",
+                }]
+            }),
+            "no kubeconfig: the daemon has its own client"
+        );
+        assert_eq!(generated_type(&r.bytes).as_deref(), Some("plexus-shim"));
+        // The shim's DEL fallback hands this config (as the runtime gives a conflist's plugin) to the thin
+        // plexus, which must accept it and find the cluster network and the cache in it.
+        let mut plugin = doc["plugins"][0].clone();
+        plugin["name"] = doc["name"].clone();
+        plugin["cniVersion"] = doc["cniVersion"].clone();
+        let c = crate::config::Config::from_bytes(&serde_json::to_vec(&plugin).unwrap()).unwrap();
+        assert_eq!(c.kubeconfig, None);
+        assert_eq!(c.cni_dir, PathBuf::from("/var/lib/cni/multus"));
+        assert!(
+            matches!(c.primary, crate::config::Primary::ClusterNetwork(_)),
+            "{:?}",
+            c.primary
+        );
+
+        // A thin binary not named plexus is named for the fallback.
+        o.thin_binary = Some("/opt/cni/bin/multus".into());
+        let doc: Value = serde_json::from_slice(&render(&p, &o).unwrap().bytes).unwrap();
+        assert_eq!(doc["plugins"][0]["thinBinary"], "/opt/cni/bin/multus");
+    }
+
+    #[test]
+    fn a_plexus_shim_config_is_a_meta_plugin_config() {
+        let files = BTreeMap::from([
+            (
+                "00-plexus.conflist",
+                r#"{"cniVersion":"1.0.0","name":"p","plugins":[{"type":"plexus-shim"}]}"#,
+            ),
+            (
+                "01-leftover.conf",
+                r#"{"cniVersion":"0.4.0","name":"p","type":"plexus-shim","daemonSocketDir":"/run/plexus"}"#,
+            ),
+            ("10-calico.conflist", CALICO),
+        ]);
+        // Under another stem, our own daemon-mode output is skipped for its type, never wrapped.
+        let Selection::Found(p, skipped) = select_in(&files, "05-other", None) else {
+            panic!("no primary");
+        };
+        assert_eq!(p.file, "10-calico.conflist");
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(matches!(
+            select_in(&files, "05-other", Some("01-leftover.conf")),
+            Selection::Refused(PrimaryError::MetaPlugin { plugin_type, .. }) if plugin_type == "plexus-shim"
+        ));
     }
 
     #[test]

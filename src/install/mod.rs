@@ -6,6 +6,11 @@
 //!  (once)         (token, CA)    (bounded, logged)                    (on change)     (poll)   keep | remove
 //! ```
 //!
+//! With `--daemon` (a node running `plexus daemon`) the shim binary is copied too, no kubeconfig is written
+//! (one a thin install left is removed once the shim's config is in place), and the config is the shim's:
+//! type `plexus-shim`, `daemonSocketDir`, `cniDir`, no `kubeconfig`, and otherwise what the thin plexus
+//! needs to tear a pod down from its cache, since the shim runs it for DEL while the daemon is down.
+//!
 //! [`conf`] is the pure core (which file is the primary, what the config and kubeconfig say); [`files`]
 //! does the atomic writes; this module is the thin I/O loop over both. Every step only writes when the
 //! content differs, so a restart, a second replica of the loop or a watch tick never churns the files
@@ -166,6 +171,15 @@ impl Stop {
 
 // === The installer ===
 
+/// The executables the installer copies to the host.
+#[derive(Debug, Clone, Copy)]
+enum Executable {
+    /// The plexus binary (the thin plugin, and the daemon mode's DEL fallback).
+    Plugin,
+    /// `plexus-shim` (--daemon).
+    Shim,
+}
+
 /// Whether the node is ready for plexus's config.
 enum Readiness {
     Ready(Rendered, PrimaryInfo),
@@ -178,8 +192,11 @@ pub struct Installer {
     env: Env,
     stem: String,
     opts: ConfOptions,
-    /// Container path of the kubeconfig (`None`: --no-kubeconfig).
+    /// Container path of the kubeconfig (`None`: --no-kubeconfig or --daemon).
     kubeconfig: Option<PathBuf>,
+    /// --daemon: the container path of a kubeconfig a thin install may have left, removed once the
+    /// shim's config is written.
+    stale_kubeconfig: Option<PathBuf>,
     /// The readiness indicator: host path, container path.
     readiness: Option<(PathBuf, PathBuf)>,
     meta_types: Vec<String>,
@@ -199,8 +216,12 @@ impl Installer {
     /// An installer for `args`.
     pub fn new(args: Args, env: Env) -> Installer {
         let map = args.path_map();
-        let kubeconfig =
-            (!args.no_kubeconfig).then(|| map.to_container(&args.kubeconfig_host_path()));
+        let kubeconfig = args
+            .writes_kubeconfig()
+            .then(|| map.to_container(&args.kubeconfig_host_path()));
+        let stale_kubeconfig = args
+            .daemon
+            .then(|| map.to_container(&args.kubeconfig_host_path()));
         let readiness = args
             .readiness_indicator_file
             .clone()
@@ -210,10 +231,15 @@ impl Installer {
             network_name: args.network_name(),
             stem: args.conf_stem(),
             cni_version: args.cni_version,
-            kubeconfig: (!args.no_kubeconfig).then(|| args.kubeconfig_host_path()),
+            kubeconfig: args
+                .writes_kubeconfig()
+                .then(|| args.kubeconfig_host_path()),
             host_conf_dir: args.host_cni_conf_dir.clone(),
             conf_dir: args.host_plexus_conf_dir.clone(),
+            cni_dir: args.cni_dir(),
             bin_dir: args.additional_bin_dir.clone(),
+            daemon_socket_dir: args.daemon.then(|| args.daemon_socket_dir.clone()),
+            thin_binary: args.thin_binary(),
             namespace_isolation: args.namespace_isolation,
             global_namespaces: args.global_namespaces.clone(),
             readiness_indicator_file: args.readiness_indicator_file.clone(),
@@ -223,8 +249,10 @@ impl Installer {
             strict_capabilities: args.strict_capabilities,
         };
         let mut meta_types: Vec<String> = conf::META_TYPES.iter().map(|s| s.to_string()).collect();
-        if !meta_types.contains(&args.binary_name) {
-            meta_types.push(args.binary_name.clone());
+        for t in [&args.binary_name, args.plugin_type()] {
+            if !meta_types.iter().any(|m| m == t) {
+                meta_types.push(t.to_string());
+            }
         }
         Installer {
             stem: args.conf_stem(),
@@ -232,6 +260,7 @@ impl Installer {
             env,
             opts,
             kubeconfig,
+            stale_kubeconfig,
             readiness,
             meta_types,
             primary: None,
@@ -249,17 +278,38 @@ impl Installer {
     /// Run until done (`--once`), stopped by a signal, or an error.
     pub fn run(&mut self, stop: &Stop) -> Result<(), Error> {
         log(format!(
-            "plexus {} installing as {:?}: config {} in {}, binary in {}",
+            "plexus {} installing as {:?}{}: config {} in {}, binary in {}",
             env!("CARGO_PKG_VERSION"),
             self.args.binary_name,
+            if self.args.daemon {
+                format!(
+                    " in daemon mode (shim {}, socket directory {})",
+                    args::SHIM_NAME,
+                    self.args.daemon_socket_dir.display()
+                )
+            } else {
+                String::new()
+            },
             self.stem,
             self.args.cni_conf_dir.display(),
             self.args.cni_bin_dir.display()
         ));
         if self.args.skip_binary_copy {
-            log("not copying the binary (--skip-binary-copy)");
+            log("not copying the binaries (--skip-binary-copy)");
         } else {
-            self.copy_binary()?;
+            // The thin binary first: the shim falls back to it, and the config comes after both.
+            self.copy_executable(
+                Executable::Plugin,
+                &self.args.binary,
+                &self.args.binary_name,
+            )?;
+            if self.args.daemon {
+                let shim = self.args.shim_binary().map_err(io_err(
+                    "locate (pass --shim-binary)",
+                    Path::new("plexus-shim next to this executable"),
+                ))?;
+                self.copy_executable(Executable::Shim, &shim, args::SHIM_NAME)?;
+            }
         }
         let dir = &self.args.plexus_conf_dir;
         crate::fsutil::ensure_dir(dir, 0o755).map_err(io_err("create directory", dir))?;
@@ -269,6 +319,7 @@ impl Installer {
             return Ok(());
         };
         self.write_conf(&rendered, &primary)?;
+        self.remove_stale_kubeconfig()?;
         if self.args.once {
             log("done (--once)");
             return Ok(());
@@ -283,6 +334,8 @@ impl Installer {
             },
             if self.kubeconfig.is_some() {
                 "the service-account token and CA"
+            } else if self.args.daemon {
+                "no kubeconfig (--daemon)"
             } else {
                 "no kubeconfig (--no-kubeconfig)"
             }
@@ -298,27 +351,56 @@ impl Installer {
         }
     }
 
-    fn copy_binary(&self) -> Result<(), Error> {
-        let src = &self.args.binary;
-        let dst = self.args.cni_bin_dir.join(&self.args.binary_name);
-        fs::File::open(src).map_err(io_err("read the binary to install", src))?;
+    /// Copy the executable `src` to `<cni-bin-dir>/<name>`.
+    fn copy_executable(&self, kind: Executable, src: &Path, name: &str) -> Result<(), Error> {
+        let dst = self.args.cni_bin_dir.join(name);
+        let (what, read, install) = match kind {
+            Executable::Plugin => (
+                "binary",
+                "read the binary to install",
+                "install the binary at",
+            ),
+            Executable::Shim => (
+                "shim",
+                "read the shim to install (--shim-binary)",
+                "install the shim at",
+            ),
+        };
+        fs::File::open(src).map_err(io_err(read, src))?;
         let change = files::install_executable(src, &dst).map_err(|source| Error::Io {
-            what: "install the binary at",
+            what: install,
             path: dst.clone(),
             source,
         })?;
         match change {
-            Change::Unchanged => log(format!("binary {} is up to date", dst.display())),
-            Change::Created => log(format!("installed the binary at {}", dst.display())),
-            Change::Replaced => log(format!("replaced the binary at {}", dst.display())),
+            Change::Unchanged => log(format!("{what} {} is up to date", dst.display())),
+            Change::Created => log(format!("installed the {what} at {}", dst.display())),
+            Change::Replaced => log(format!("replaced the {what} at {}", dst.display())),
             Change::ModeFixed => log(format!("made {} executable (0755)", dst.display())),
+        }
+        Ok(())
+    }
+
+    /// --daemon: remove the kubeconfig (a service-account token) a thin install left on the host. Called
+    /// once the shim's config, which names no kubeconfig, has replaced the thin one.
+    fn remove_stale_kubeconfig(&self) -> Result<(), Error> {
+        let Some(k) = &self.stale_kubeconfig else {
+            return Ok(());
+        };
+        if files::remove(k).map_err(io_err("remove the thin install's kubeconfig", k))? {
+            log(format!(
+                "removed {}, left by a thin install: in daemon mode no token is kept on the host",
+                self.args.kubeconfig_host_path().display()
+            ));
         }
         Ok(())
     }
 
     fn refresh_kubeconfig(&self, initial: bool) -> Result<(), Error> {
         let Some(path) = &self.kubeconfig else {
-            if initial {
+            if initial && self.args.daemon {
+                log("writing no kubeconfig (--daemon): plexus daemon uses its own service account");
+            } else if initial {
                 log("writing no kubeconfig (--no-kubeconfig): plexus runs without Kubernetes");
             }
             return Ok(());
@@ -627,23 +709,23 @@ impl Installer {
     }
 }
 
-/// `--check`: whether the generated config is in place (the readiness probe).
-fn check(args: &Args) -> ExitCode {
+/// `--check`: whether the generated config is in place (the readiness probe): a config of this mode's
+/// type (`<binary-name>`, or `plexus-shim` with --daemon).
+pub fn check(args: &Args) -> Result<PathBuf, String> {
     let stem = args.conf_stem();
     for name in conf::output_names(&stem) {
         let path = args.cni_conf_dir.join(&name);
         if let Ok(bytes) = fs::read(&path)
-            && conf::generated_type(&bytes).as_deref() == Some(args.binary_name.as_str())
+            && conf::generated_type(&bytes).as_deref() == Some(args.plugin_type())
         {
-            return ExitCode::SUCCESS;
+            return Ok(path);
         }
     }
-    eprintln!(
-        "plexus install --check: no {stem}.conf or {stem}.conflist of type {} in {}",
-        args.binary_name,
+    Err(format!(
+        "no {stem}.conf or {stem}.conflist of type {} in {}",
+        args.plugin_type(),
         args.cni_conf_dir.display()
-    );
-    ExitCode::from(1)
+    ))
 }
 
 /// `plexus install …`: `argv` are the arguments after `install`.
@@ -657,7 +739,13 @@ pub fn main(argv: Vec<String>) -> ExitCode {
         }
     };
     if args.check {
-        return check(&args);
+        return match check(&args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("plexus install --check: {e}");
+                ExitCode::from(1)
+            }
+        };
     }
     let result =
         Stop::install().and_then(|stop| Installer::new(args, Env::from_process()).run(&stop));
@@ -744,6 +832,171 @@ mod tests {
         let text = fs::read_to_string(&k).unwrap();
         assert!(text.contains("https://10.96.0.1:443") && text.contains("tok"));
         assert!(n.root.join("host/etc/cni/multus/net.d").is_dir());
+        // Thin mode: the plexus type and its kubeconfig, none of the daemon mode's keys.
+        let plugin = &conf["plugins"][0];
+        assert_eq!(plugin["type"], "plexus");
+        assert_eq!(
+            plugin["kubeconfig"],
+            "/etc/cni/net.d/plexus.d/plexus.kubeconfig"
+        );
+        for key in ["daemonSocketDir", "cniDir", "thinBinary"] {
+            assert!(
+                plugin.get(key).is_none(),
+                "{key} in a thin config: {plugin}"
+            );
+        }
+        assert!(check(&n.args(&[])).is_ok());
+        assert!(
+            check(&n.args(&["--daemon"])).is_err(),
+            "a thin config is not the shim's"
+        );
+    }
+
+    /// Stand-ins for the two binaries in the image.
+    fn image_binaries(n: &Node) -> (PathBuf, PathBuf) {
+        let (plexus, shim) = (n.root.join("img/plexus"), n.root.join("img/plexus-shim"));
+        fs::create_dir_all(n.root.join("img")).unwrap();
+        fs::write(&plexus, "#!/bin/sh\necho thin\n").unwrap();
+        fs::write(&shim, "#!/bin/sh\necho shim\n").unwrap();
+        (plexus, shim)
+    }
+
+    fn daemon_args(n: &Node, extra: &[&str]) -> Args {
+        let (plexus, shim) = image_binaries(n);
+        let mut v = vec![
+            "--daemon".to_string(),
+            "--skip-binary-copy=false".into(),
+            format!("--binary={}", plexus.display()),
+            format!("--shim-binary={}", shim.display()),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        n.args(&v.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    const FLANNEL: &str = r#"{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"flannel"},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
+
+    #[test]
+    fn daemon_mode_copies_both_binaries_and_writes_the_shim_config_without_credentials() {
+        let n = Node::new();
+        fs::write(n.conf_dir().join("10-flannel.conflist"), FLANNEL).unwrap();
+        // No service account and no KUBERNETES_SERVICE_* variables: daemon mode needs neither.
+        fs::remove_dir_all(n.root.join("sa")).unwrap();
+        Installer::new(daemon_args(&n, &[]), Env::default())
+            .run(&Stop::never())
+            .unwrap();
+
+        let bin = n.root.join("host/opt/cni/bin");
+        assert_eq!(
+            fs::read_to_string(bin.join("plexus")).unwrap(),
+            "#!/bin/sh\necho thin\n"
+        );
+        assert_eq!(
+            fs::read_to_string(bin.join("plexus-shim")).unwrap(),
+            "#!/bin/sh\necho shim\n"
+        );
+        for b in ["plexus", "plexus-shim"] {
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &fs::metadata(bin.join(b)).unwrap().permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o755, "{b}");
+        }
+
+        let path = n.conf_dir().join("00-plexus.conflist");
+        let conf: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let plugin = &conf["plugins"][0];
+        assert_eq!(plugin["type"], "plexus-shim");
+        assert_eq!(plugin["daemonSocketDir"], "/run/plexus");
+        assert_eq!(
+            plugin["clusterNetwork"],
+            "/etc/cni/net.d/10-flannel.conflist"
+        );
+        assert_eq!(plugin["cniDir"], "/var/lib/cni/multus");
+        assert_eq!(plugin["confDir"], "/etc/cni/multus/net.d");
+        assert_eq!(plugin["capabilities"]["portMappings"], true);
+        assert!(plugin.get("kubeconfig").is_none(), "{plugin}");
+        assert!(
+            plugin.get("thinBinary").is_none(),
+            "the thin binary is plexus: {plugin}"
+        );
+        assert!(
+            !n.conf_dir().join("plexus.d").exists(),
+            "no kubeconfig written, nor its directory"
+        );
+        // --check knows the mode.
+        assert_eq!(check(&daemon_args(&n, &[])), Ok(path));
+        assert!(
+            check(&n.args(&[])).is_err(),
+            "the shim's config is not a thin one"
+        );
+    }
+
+    #[test]
+    fn daemon_mode_options_and_a_missing_shim() {
+        let n = Node::new();
+        fs::write(n.conf_dir().join("10-flannel.conflist"), FLANNEL).unwrap();
+        Installer::new(
+            daemon_args(
+                &n,
+                &[
+                    "--daemon-socket-dir=/run/multus",
+                    "--cni-dir=/var/lib/cni/plexus",
+                    "--binary-name=multus",
+                ],
+            ),
+            Env::default(),
+        )
+        .run(&Stop::never())
+        .unwrap();
+        let conf: serde_json::Value =
+            serde_json::from_slice(&fs::read(n.conf_dir().join("00-multus.conflist")).unwrap())
+                .unwrap();
+        let plugin = &conf["plugins"][0];
+        assert_eq!(plugin["type"], "plexus-shim");
+        assert_eq!(plugin["daemonSocketDir"], "/run/multus");
+        assert_eq!(plugin["cniDir"], "/var/lib/cni/plexus");
+        assert_eq!(plugin["thinBinary"], "/opt/cni/bin/multus");
+        assert!(n.root.join("host/opt/cni/bin/multus").is_file());
+        assert!(n.root.join("host/opt/cni/bin/plexus-shim").is_file());
+
+        let n = Node::new();
+        fs::write(n.conf_dir().join("10-flannel.conflist"), FLANNEL).unwrap();
+        let mut args = daemon_args(&n, &[]);
+        args.shim_binary = Some(n.root.join("img/missing-shim"));
+        let e = Installer::new(args, Env::default())
+            .run(&Stop::never())
+            .unwrap_err();
+        assert!(e.to_string().contains("--shim-binary"), "{e}");
+        assert!(
+            !n.conf_dir().join("00-plexus.conflist").exists(),
+            "no config names a shim that is not installed"
+        );
+    }
+
+    #[test]
+    fn daemon_mode_replaces_a_thin_install_and_removes_its_kubeconfig() {
+        let n = Node::new();
+        fs::write(n.conf_dir().join("10-flannel.conflist"), FLANNEL).unwrap();
+        Installer::new(n.args(&[]), Node::env())
+            .run(&Stop::never())
+            .unwrap();
+        let k = n.conf_dir().join("plexus.d/plexus.kubeconfig");
+        assert!(k.is_file());
+        Installer::new(daemon_args(&n, &[]), Env::default())
+            .run(&Stop::never())
+            .unwrap();
+        let conf = fs::read(n.conf_dir().join("00-plexus.conflist")).unwrap();
+        assert_eq!(conf::generated_type(&conf).as_deref(), Some("plexus-shim"));
+        assert!(
+            !k.exists(),
+            "the thin install's token is not left on the host"
+        );
+        // And back: thin mode writes its kubeconfig and type again.
+        Installer::new(n.args(&[]), Node::env())
+            .run(&Stop::never())
+            .unwrap();
+        let conf = fs::read(n.conf_dir().join("00-plexus.conflist")).unwrap();
+        assert_eq!(conf::generated_type(&conf).as_deref(), Some("plexus"));
+        assert!(k.is_file());
     }
 
     #[test]

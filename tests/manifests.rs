@@ -930,6 +930,24 @@ fn the_daemon_config_is_json_with_documented_keys() {
             "the probes and the shim depend on {k}"
         );
     }
+    // `plexus daemon` itself accepts it, with the node name from the downward API's variable.
+    let env = |k: &str| (k == "PLEXUS_NODE_NAME").then(|| "node-1".to_string());
+    let parsed = plexus::daemon::config::DaemonConfig::from_bytes(
+        &serde_json::to_vec(&config).unwrap(),
+        "daemon.json",
+        &env,
+    )
+    .unwrap_or_else(|e| panic!("plexus daemon refuses the ConfigMap's daemon.json: {e}"));
+    assert_eq!(parsed.node_name, "node-1");
+    assert_eq!(
+        parsed.socket_dir.to_str(),
+        config["socketDir"].as_str(),
+        "socketDir"
+    );
+    assert_eq!(
+        parsed.metrics_address.map(|a| a.to_string()).as_deref(),
+        config["metricsAddress"].as_str()
+    );
     // The shim's config names these, and the thin plexus the shim falls back to for DEL reads them there:
     // overlaid here, the daemon would read another cache than the fallback.
     for k in ["cniDir", "confDir", "binDir"] {

@@ -17,7 +17,7 @@ use super::conf::PathMap;
 pub const SHIM_NAME: &str = "plexus-shim";
 
 /// The default directory of the daemon's socket (the shim's `daemonSocketDir`, the daemon's `socketDir`).
-pub const SOCKET_DIR: &str = "/run/plexus";
+pub const SOCKET_DIR: &str = plexus_shim::wire::DEFAULT_SOCKET_DIR;
 
 const ABOUT: &str = "Install plexus on this node: copy the binary, write the node's kubeconfig and a \
 plexus config in front of the cluster network's, then keep them up to date (--daemon: the shim's config, \

@@ -888,10 +888,24 @@ mod tests {
             c.primary
         );
 
+        // The shim reads its own keys from the same config.
+        let shim =
+            plexus_shim::conf::ShimConf::parse(&serde_json::to_vec(&plugin).unwrap()).unwrap();
+        assert_eq!(shim.socket_path(), PathBuf::from("/run/plexus/plexus.sock"));
+        assert_eq!(
+            shim.socket_dir,
+            PathBuf::from(crate::install::args::SOCKET_DIR)
+        );
+        assert_eq!(shim.thin_binary, None, "the plexus beside the shim");
+
         // A thin binary not named plexus is named for the fallback.
         o.thin_binary = Some("/opt/cni/bin/multus".into());
         let doc: Value = serde_json::from_slice(&render(&p, &o).unwrap().bytes).unwrap();
         assert_eq!(doc["plugins"][0]["thinBinary"], "/opt/cni/bin/multus");
+        let shim =
+            plexus_shim::conf::ShimConf::parse(&serde_json::to_vec(&doc["plugins"][0]).unwrap())
+                .unwrap();
+        assert_eq!(shim.thin_binary, Some(PathBuf::from("/opt/cni/bin/multus")));
     }
 
     #[test]

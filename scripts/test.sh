@@ -31,6 +31,13 @@ else
 fi
 cargo test --workspace --no-fail-fast "${test_args[@]}"
 
+if is_root; then
+    # Issue 8: the thin suite's scenarios again, with a plexus daemon per test and the runtime calling
+    # plexus-shim (e2e/src/harness/daemon.rs). The daemon's own scenarios (e2e/tests/daemon.rs) ran above.
+    banner "Running the end-to-end suite again in daemon mode (E2E_MODE=daemon)"
+    E2E_MODE=daemon cargo test -p plexus-e2e --test suite --test isolation --test devices --no-fail-fast -- --include-ignored
+fi
+
 banner "Lint: cargo clippy"
 if cargo clippy --version >/dev/null 2>&1; then
     cargo clippy --workspace --all-targets -- -D warnings

@@ -155,7 +155,8 @@ pub fn spawn_plexus(w: &World, rt: &CniRuntime, sb: &Sandbox, command: &str) -> 
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(":");
-    let mut child = Command::new(w.bin_dir().join("plexus"))
+    // `plexus`, or `plexus-shim` in daemon mode: whatever the list names.
+    let mut child = Command::new(w.bin_dir().join(&rt.list.plugins[0].plugin_type))
         .env_clear()
         .env("PATH", PLUGIN_PATH)
         .env("CNI_COMMAND", command)

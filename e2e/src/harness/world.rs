@@ -141,6 +141,15 @@ impl World {
     /// [`World::new`], with plexus's ServiceAccount bound to a copy of `role` (named
     /// `<namespace>-<role's name>`, deleted with the world) instead of deploy's ClusterRole when given.
     pub fn with_cluster_role(test: &str, plexus: &Path, role: Option<&ClusterRole>) -> World {
+        Self::build(test, plexus, role, daemon_mode())
+    }
+
+    /// [`World::new`] in daemon mode whatever `E2E_MODE` says (the daemon's own scenarios).
+    pub fn with_daemon(test: &str, plexus: &Path) -> World {
+        Self::build(test, plexus, None, true)
+    }
+
+    fn build(test: &str, plexus: &Path, role: Option<&ClusterRole>, daemon: bool) -> World {
         require_environment();
         let mut cluster = Cluster::start();
         let ns = cluster.create_namespace("");
@@ -166,7 +175,7 @@ impl World {
         let service_account = rbac::deploy_service_account_name();
         cluster.create_service_account(&ns, &service_account);
         cluster.bind_cluster_role(&ns, &cluster_role, &ns, &service_account);
-        if daemon_mode() {
+        if daemon {
             // The daemon also lists and watches pods and NADs: deploy/daemon's extra ClusterRole.
             let extra = rbac::renamed(
                 &rbac::daemon_cluster_role(),
@@ -217,7 +226,7 @@ impl World {
         kubeconfig::write(&w.kubeconfig(), &forwarded).expect("write plexus's kubeconfig");
         write_plexus_wrapper(&w.bin_dir(), &w.host.name, plexus);
         w.write("cluster.conflist", &w.cluster_conflist());
-        if daemon_mode() {
+        if daemon {
             let shim = w.bin_dir().join("plexus-shim");
             std::os::unix::fs::symlink(shim_binary(plexus), &shim).expect("link the shim");
             w.daemon = Some(DaemonProcess::start(

@@ -1,0 +1,479 @@
+//! Daemon mode's own scenarios (issue 8), whatever `E2E_MODE` says: each world runs `plexus daemon` in its
+//! host namespace and the runtime calls `plexus-shim`. The thin suite's scenarios run in daemon mode too
+//! (`E2E_MODE=daemon cargo test -p plexus-e2e --test suite`, run by `scripts/test.sh`); these are the ones
+//! only a daemon has: a restart in the middle of a burst, the daemon down during DEL, Go Multus's shim
+//! talking to it, graceful shutdown, STATUS from the cached NADs, metrics.
+//!
+//! Run (as root): `cargo test -p plexus-e2e --test daemon -- --include-ignored`.
+
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use base64::Engine;
+use plexus::k8s::annotations::NETWORKS_ANNOTATION;
+use plexus_cni::ErrorReply;
+use plexus_e2e::harness::{
+    chaos::{
+        assert_no_leak, assert_no_leak_of, chain, install_recorder, processes_for, recorder,
+        spawn_plexus, wait_until,
+    },
+    runtime::{CniRuntime, PLUGIN_PATH},
+    world::{CLUSTER_NETWORK, MACVLAN_SUBNET, Sandbox, World},
+};
+use serde_json::{Value, json};
+
+fn plexus() -> PathBuf {
+    std::env::var_os("E2E_PLEXUS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_plexus-under-test")))
+}
+
+fn world(test: &str) -> World {
+    World::with_daemon(test, &plexus())
+}
+
+fn nad_name(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+/// One raw HTTP/1.1 exchange on `socket`, as Go's `multus-shim` makes it (keep-alives off, host `dummy`).
+fn go_post(socket: &std::path::Path, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = UnixStream::connect(socket).expect("connect to the daemon socket");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: dummy\r\nUser-Agent: Go-http-client/1.1\r\nContent-Length: {}\r\nContent-Type: application/json\r\nConnection: close\r\nAccept-Encoding: gzip\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    let split = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete HTTP reply");
+    let head = String::from_utf8_lossy(&reply[..split]).to_string();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = reply[split + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        // Our daemon sends a length; decode anyway so the test says what a Go client would read.
+        let text = String::from_utf8_lossy(&body).to_string();
+        let mut out = Vec::new();
+        let mut rest = text.as_str();
+        while let Some((len, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&tail.as_bytes()[..n]);
+            rest = &tail[n + 2..];
+        }
+        body = out;
+    }
+    (code, body)
+}
+
+/// The Go shim's request for `command` on `sb`: every variable the runtime sets, and the config as Go's
+/// `[]byte` (base64).
+fn go_request(w: &World, rt: &CniRuntime, sb: &Sandbox, command: &str, config: &Value) -> Vec<u8> {
+    let conf = w.rt(sb);
+    let path: Vec<String> = rt
+        .search_path
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let req = json!({
+        "env": {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": conf.container_id,
+            "CNI_NETNS": sb.path(),
+            "CNI_IFNAME": "eth0",
+            "CNI_ARGS": conf.args.to_env_string(),
+            "CNI_PATH": path.join(":"),
+            "PATH": PLUGIN_PATH,
+        },
+        "config": base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(config).unwrap()),
+    });
+    serde_json::to_vec(&req).unwrap()
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_go_multus_shim_request_is_answered_in_its_format() {
+    let test = "a_go_multus_shim_request_is_answered_in_its_format";
+    let w = world(test);
+    w.nad("a", &w.macvlan(MACVLAN_SUBNET));
+    let sb = w.sandbox("go", &[(NETWORKS_ANNOTATION, "a")]);
+    let rt = w.runtime(json!({}));
+    // Go Multus's generated shim config (multus-features.md §6.4) with this world's paths.
+    let mut config = w.plexus_plugin(json!({}));
+    config["type"] = json!("multus-shim");
+    config["cniVersion"] = json!("0.3.1");
+    config["name"] = json!("multus-cni-network");
+    config["socketDir"] = json!(w.socket_dir());
+    // Go's shim dials `<socketDir>/multus.sock`.
+    let go_socket = w.socket_dir().join("multus.sock");
+    let daemon = w.daemon.as_ref().unwrap();
+    daemon.wait_cached("pods", &w.ns, &sb.pod.name);
+
+    let (code, body) = go_post(
+        &go_socket,
+        "/cni",
+        &go_request(&w, &rt, &sb, "ADD", &config),
+    );
+    assert_eq!(code, 200, "{}\n{}", String::from_utf8_lossy(&body), w.log());
+    let reply: Value = serde_json::from_slice(&body).expect("a JSON body");
+    // `{"Result": <cni100.Result>}`: what Go's shim unmarshals into `api.Response`.
+    let result = &reply["Result"];
+    assert_eq!(result["cniVersion"], "1.0.0", "{reply:#}");
+    let names: Vec<&str> = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i.get("sandbox").is_some())
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["eth0"],
+        "the cluster network's result only: {reply:#}"
+    );
+    assert!(result["ips"][0].get("version").is_none(), "1.0.0 form");
+    let mut links = sb.netns.link_names();
+    links.sort();
+    assert_eq!(links, ["eth0", "lo", "net1"]);
+    w.assert_status(
+        &sb,
+        &[
+            (CLUSTER_NETWORK, "eth0", true),
+            (&nad_name(&w.ns, "a"), "net1", false),
+        ],
+    );
+    // CHECK and DEL: 200 and an empty body.
+    let (code, body) = go_post(
+        &go_socket,
+        "/cni",
+        &go_request(&w, &rt, &sb, "DEL", &config),
+    );
+    assert_eq!(
+        (code, body.len()),
+        (200, 0),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // The runtime's own chained-plugin cache is not ours to clean: only the pod's side is checked.
+    assert_no_leak_of(&w, &sb);
+
+    // An error is a 400 with the CNI error reply, code and all.
+    let bad = w.sandbox("go-bad", &[(NETWORKS_ANNOTATION, "no-such-nad")]);
+    daemon.wait_cached("pods", &w.ns, &bad.pod.name);
+    let (code, body) = go_post(
+        &go_socket,
+        "/cni",
+        &go_request(&w, &rt, &bad, "ADD", &config),
+    );
+    assert_eq!(code, 400);
+    let e = ErrorReply::parse(&body).expect("a CNI error reply");
+    assert!(e.code != 0 && e.msg.contains("no-such-nad"), "{e:?}");
+    assert_no_leak_of(&w, &bad);
+
+    // Health and readiness as Go's shim polls them; its /delegate is refused clearly.
+    assert_eq!(daemon.get("/healthz").map(|r| r.0), Some(200));
+    assert_eq!(daemon.get("/readyz").map(|r| r.0), Some(200));
+    let (code, body) = go_post(&go_socket, "/delegate", b"{}");
+    assert_eq!(code, 501, "{}", String::from_utf8_lossy(&body));
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn daemon_down_during_del_the_shim_tears_down_from_the_cache() {
+    let test = "daemon_down_during_del_the_shim_tears_down_from_the_cache";
+    let mut w = world(test);
+    w.nad("a", &w.macvlan(MACVLAN_SUBNET));
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "a")]);
+    let rt = w.runtime(json!({}));
+    w.add_ok(&rt, &sb);
+    assert!(sb.netns.link_names().contains(&"net1".to_string()));
+    // The daemon crashes; its socket is left behind, nobody listens.
+    w.daemon.as_mut().unwrap().kill();
+    let started = Instant::now();
+    w.del_ok(&rt, &sb);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "DEL fell back quickly: {:?}",
+        started.elapsed()
+    );
+    assert_no_leak(&w, &sb);
+    // And ADD, with the daemon still down, fails clearly within daemonWaitSeconds (code 11).
+    let rt = w.runtime(json!({"daemonWaitSeconds": 1}));
+    let sb2 = w.sandbox("late", &[]);
+    let e = w.add_fails(&rt, &sb2);
+    assert_eq!(e.code, Some(11), "{e:?}");
+    assert!(e.details.contains("plexus.sock"), "names the socket: {e:?}");
+    assert_no_leak_of(&w, &sb2);
+}
+
+/// ADD for `n` pods at once, each in its own thread; returns each pod's outcome.
+fn burst(
+    w: &Arc<World>,
+    rt: &Arc<CniRuntime>,
+    pods: &[Arc<Sandbox>],
+) -> Vec<thread::JoinHandle<bool>> {
+    pods.iter()
+        .map(|sb| {
+            let (w, rt, sb) = (w.clone(), rt.clone(), sb.clone());
+            thread::spawn(move || rt.add(&w.rt(&sb)).is_ok())
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn daemon_killed_in_the_middle_of_a_burst_leaks_nothing() {
+    let test = "daemon_killed_in_the_middle_of_a_burst_leaks_nothing";
+    let mut w = world(test);
+    w.nad("a", &w.macvlan(MACVLAN_SUBNET));
+    let pods: Vec<Arc<Sandbox>> = (0..12)
+        .map(|i| Arc::new(w.sandbox(&format!("p{i}"), &[(NETWORKS_ANNOTATION, "a")])))
+        .collect();
+    let rt = Arc::new(w.runtime(json!({"daemonWaitSeconds": 20})));
+    let mut daemon = w.daemon.take().unwrap();
+    let w = Arc::new(w);
+    let (first, second) = pods.split_at(8);
+    let mut handles = burst(&w, &rt, first);
+    // Let the first wave get under way, then crash the daemon; a second wave arrives while it is down
+    // (its shims wait), then a new daemon starts.
+    thread::sleep(Duration::from_millis(150));
+    daemon.kill();
+    handles.extend(burst(&w, &rt, second));
+    thread::sleep(Duration::from_millis(300));
+    daemon.start_again();
+    daemon.wait_ready(Duration::from_secs(30));
+    let ok: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    eprintln!(
+        "{test}: {} of {} ADDs succeeded",
+        ok.iter().filter(|o| **o).count(),
+        ok.len()
+    );
+    assert!(
+        ok[8..].iter().all(|o| *o),
+        "the ADDs that came while the daemon was down waited for the next one: {ok:?}\n{}",
+        w.log()
+    );
+    // A delegate the crashed daemon started finishes on its own (it is not the daemon's to kill); the
+    // runtime's DEL comes after it, as the kubelet's would.
+    for sb in &pods {
+        wait_until(
+            "the crashed daemon's delegates finish",
+            Duration::from_secs(30),
+            || processes_for(&sb.cid).is_empty(),
+        );
+    }
+    for (sb, ok) in pods.iter().zip(&ok) {
+        if *ok {
+            assert!(
+                sb.netns.link_names().contains(&"net1".to_string()),
+                "{}: ADD succeeded without net1\n{}",
+                sb.pod.name,
+                w.log()
+            );
+        }
+        w.del_ok(&rt, sb);
+    }
+    for sb in &pods {
+        assert_no_leak(&w, sb);
+    }
+    drop(daemon);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn graceful_restart_in_the_middle_of_a_burst_finishes_every_add() {
+    let test = "graceful_restart_in_the_middle_of_a_burst_finishes_every_add";
+    let mut w = world(test);
+    install_recorder(&w, &plexus());
+    // Each attachment takes a while, so the SIGTERM finds requests running and queued.
+    let slow = chain(
+        None,
+        &w.macvlan(MACVLAN_SUBNET),
+        None,
+        Some(recorder(&w, json!({"add": {"sleepMs": 300}}))),
+    );
+    w.nad("slow", &slow);
+    let pods: Vec<Arc<Sandbox>> = (0..8)
+        .map(|i| Arc::new(w.sandbox(&format!("p{i}"), &[(NETWORKS_ANNOTATION, "slow")])))
+        .collect();
+    let rt = Arc::new(w.runtime(json!({"daemonWaitSeconds": 30})));
+    let mut daemon = w.daemon.take().unwrap();
+    let w = Arc::new(w);
+    let handles = burst(&w, &rt, &pods);
+    thread::sleep(Duration::from_millis(200));
+    // SIGTERM: not ready, no new connections, the requests already taken finish; then a new daemon.
+    let stopped = Instant::now();
+    let status = daemon.stop().expect("the daemon was running");
+    assert!(status.success(), "graceful exit: {status:?}\n{}", w.log());
+    eprintln!("{test}: drained in {:?}", stopped.elapsed());
+    daemon.start_again();
+    daemon.wait_ready(Duration::from_secs(30));
+    let ok: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        ok.iter().all(|o| *o),
+        "every ADD finishes across a graceful restart: {ok:?}\n{}",
+        w.log()
+    );
+    for sb in &pods {
+        assert!(sb.netns.link_names().contains(&"net1".to_string()));
+        w.del_ok(&rt, sb);
+    }
+    for sb in &pods {
+        assert_no_leak(&w, sb);
+    }
+    drop(daemon);
+}
+
+/// Run the shim directly for `command` with `config` on stdin; returns its exit code and stdout.
+fn shim(w: &World, command: &str, config: &Value) -> (Option<i32>, String) {
+    let mut child = Command::new(w.bin_dir().join("plexus-shim"))
+        .env_clear()
+        .env("PATH", PLUGIN_PATH)
+        .env("CNI_COMMAND", command)
+        .env("CNI_PATH", w.bin_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the shim");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(config).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn status_is_unready_while_a_cached_nad_needs_a_missing_plugin() {
+    let test = "status_is_unready_while_a_cached_nad_needs_a_missing_plugin";
+    let w = world(test);
+    let mut config = w.plexus_plugin(json!({}));
+    config["cniVersion"] = json!("1.1.0");
+    config["name"] = json!("k8s-pod-network");
+    let (code, out) = shim(&w, "STATUS", &config);
+    assert_eq!(code, Some(0), "ready with no NADs: {out}\n{}", w.log());
+
+    w.nad(
+        "exotic",
+        &json!({"cniVersion": "1.0.0", "type": "no-such-plugin"}),
+    );
+    let daemon = w.daemon.as_ref().unwrap();
+    daemon.wait_cached("network-attachment-definitions", &w.ns, "exotic");
+    let (code, out) = shim(&w, "STATUS", &config);
+    assert_eq!(code, Some(1), "{out}");
+    let e = ErrorReply::parse(out.as_bytes()).expect("a CNI error");
+    assert_eq!(e.code, 50, "{e:?}");
+    assert!(
+        e.msg.contains("no-such-plugin") && e.msg.contains(&format!("{}/exotic", w.ns)),
+        "names the plugin and the NAD: {e:?}"
+    );
+
+    // Installing the plugin makes the node ready again.
+    std::os::unix::fs::symlink("/usr/lib/cni/macvlan", w.bin_dir().join("no-such-plugin")).unwrap();
+    let (code, out) = shim(&w, "STATUS", &config);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn metrics_count_verbs_delegates_and_cache_hits() {
+    let test = "metrics_count_verbs_delegates_and_cache_hits";
+    let w = world(test);
+    w.nad("a", &w.macvlan(MACVLAN_SUBNET));
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "a")]);
+    let rt = w.runtime(json!({}));
+    let daemon = w.daemon.as_ref().unwrap();
+    daemon.wait_cached("pods", &w.ns, &sb.pod.name);
+    daemon.wait_cached("network-attachment-definitions", &w.ns, "a");
+    w.add_ok(&rt, &sb);
+    w.del_ok(&rt, &sb);
+    let (code, text) = daemon.get("/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    let value = |needle: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {needle} in\n{text}"))
+    };
+    assert!(value("plexus_cni_request_duration_seconds_count{verb=\"ADD\",result=\"ok\"}") >= 1.0);
+    assert!(value("plexus_cni_request_duration_seconds_count{verb=\"DEL\",result=\"ok\"}") >= 1.0);
+    assert!(
+        value(
+            "plexus_delegate_duration_seconds_count{plugin=\"macvlan\",verb=\"ADD\",result=\"ok\"}"
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            "plexus_delegate_duration_seconds_count{plugin=\"bridge\",verb=\"DEL\",result=\"ok\"}"
+        ) >= 1.0
+    );
+    assert!(value("plexus_cache_lookups_total{kind=\"pod\",result=\"hit\"}") >= 1.0);
+    assert!(
+        value("plexus_cache_lookups_total{kind=\"network-attachment-definition\",result=\"hit\"}")
+            >= 1.0
+    );
+    assert_eq!(value("plexus_cache_synced"), 1.0);
+    assert_eq!(value("plexus_requests_in_flight"), 0.0);
+    assert!(
+        value(
+            "plexus_api_request_duration_seconds_count{request=\"patch pod status\",code=\"2xx\"}"
+        ) >= 1.0
+    );
+    assert!(
+        value("multus_server_request_total{handler=\"cni\",code=\"200\",method=\"POST\"}") >= 2.0
+    );
+    assert_no_leak(&w, &sb);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn the_shim_passes_del_errors_on() {
+    let test = "the_shim_passes_del_errors_on";
+    let w = world(test);
+    install_recorder(&w, &plexus());
+    let failing = chain(
+        None,
+        &w.macvlan(MACVLAN_SUBNET),
+        None,
+        Some(recorder(
+            &w,
+            json!({"del": {"error": {"code": 7, "msg": "refusing DEL"}}}),
+        )),
+    );
+    w.nad("f", &failing);
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "f")]);
+    let rt = w.runtime(json!({}));
+    w.add_ok(&rt, &sb);
+    // Go Multus's shim says 0 whatever the daemon says (#1239); ours passes the error on.
+    let running = spawn_plexus(&w, &rt, &sb, "DEL");
+    let done = running.wait(Duration::from_secs(60));
+    assert_eq!(done.code, Some(1), "{}", done.stdout);
+    let e = ErrorReply::parse(done.stdout.as_bytes()).expect("a CNI error");
+    assert!(e.msg.contains("refusing DEL"), "{e:?}");
+}

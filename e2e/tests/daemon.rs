@@ -24,6 +24,7 @@ use plexus_e2e::harness::{
         assert_no_leak, assert_no_leak_of, chain, install_recorder, processes_for, recorder,
         spawn_plexus, wait_until,
     },
+    daemon::DaemonProcess,
     runtime::{CniRuntime, PLUGIN_PATH},
     world::{CLUSTER_NETWORK, MACVLAN_SUBNET, Sandbox, World},
 };
@@ -476,4 +477,58 @@ fn the_shim_passes_del_errors_on() {
     assert_eq!(done.code, Some(1), "{}", done.stdout);
     let e = ErrorReply::parse(done.stdout.as_bytes()).expect("a CNI error");
     assert!(e.msg.contains("refusing DEL"), "{e:?}");
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_full_queue_pushes_back_and_every_add_still_finishes() {
+    let test = "a_full_queue_pushes_back_and_every_add_still_finishes";
+    let mut w = world(test);
+    install_recorder(&w, &plexus());
+    let slow = chain(
+        None,
+        &w.macvlan(MACVLAN_SUBNET),
+        None,
+        Some(recorder(&w, json!({"add": {"sleepMs": 400}}))),
+    );
+    w.nad("slow", &slow);
+    // One request at a time, one waiting: the rest are refused (503, code 11) and their shims retry.
+    let mut config = w.daemon_config();
+    config["maxConcurrency"] = json!(1);
+    config["maxQueue"] = json!(1);
+    let mut old = w.daemon.take().unwrap();
+    old.stop();
+    drop(old);
+    w.daemon = Some(DaemonProcess::start(
+        &plexus(),
+        &w.host.name,
+        &config,
+        &w.root().join("daemon.json"),
+    ));
+    let pods: Vec<Arc<Sandbox>> = (0..4)
+        .map(|i| Arc::new(w.sandbox(&format!("p{i}"), &[(NETWORKS_ANNOTATION, "slow")])))
+        .collect();
+    let rt = Arc::new(w.runtime(json!({"daemonWaitSeconds": 30})));
+    let w = Arc::new(w);
+    let ok: Vec<bool> = burst(&w, &rt, &pods)
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert!(ok.iter().all(|o| *o), "{ok:?}\n{}", w.log());
+    let (_, metrics) = w.daemon.as_ref().unwrap().get("/metrics").unwrap();
+    let rejected: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("plexus_requests_rejected_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the rejected counter");
+    assert!(
+        rejected >= 1.0,
+        "some requests found the queue full:\n{metrics}"
+    );
+    for sb in &pods {
+        w.del_ok(&rt, sb);
+    }
+    for sb in &pods {
+        assert_no_leak(&w, sb);
+    }
 }

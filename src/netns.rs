@@ -8,8 +8,8 @@ use plexus_netns::{DefaultRouteEdit, DefaultRouteReport, NetnsError, RouteInfo};
 /// Questions about (and the default-route edit of) a pod's network namespace; the real answers come over
 /// netlink on a dedicated thread.
 pub trait NetnsProbe: Send + Sync {
-    /// Whether a link named `ifname` already exists in the namespace at `netns`.
-    fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, NetnsError>;
+    /// The names of the links in the namespace at `netns` (one dump).
+    fn link_names(&self, netns: &Path) -> Result<Vec<String>, NetnsError>;
 
     /// The default routes in the namespace at `netns`, each with its link's name.
     fn default_routes(&self, netns: &Path) -> Result<Vec<(String, RouteInfo)>, NetnsError>;
@@ -28,8 +28,8 @@ pub trait NetnsProbe: Send + Sync {
 pub struct KernelNetns;
 
 impl NetnsProbe for KernelNetns {
-    fn link_exists(&self, netns: &Path, ifname: &str) -> Result<bool, NetnsError> {
-        plexus_netns::link_exists(netns, ifname)
+    fn link_names(&self, netns: &Path) -> Result<Vec<String>, NetnsError> {
+        plexus_netns::links(netns).map(|links| links.into_iter().map(|l| l.name).collect())
     }
 
     fn default_routes(&self, netns: &Path) -> Result<Vec<(String, RouteInfo)>, NetnsError> {

@@ -199,8 +199,8 @@ pub struct FakeNetns {
 }
 
 impl NetnsProbe for FakeNetns {
-    fn link_exists(&self, _netns: &Path, ifname: &str) -> Result<bool, plexus_netns::NetnsError> {
-        Ok(self.existing.lock().unwrap().contains(ifname))
+    fn link_names(&self, _netns: &Path) -> Result<Vec<String>, plexus_netns::NetnsError> {
+        Ok(self.existing.lock().unwrap().iter().cloned().collect())
     }
 
     fn default_routes(

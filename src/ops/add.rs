@@ -174,9 +174,22 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         ..ctx.invoker()
     };
     let mut attached: Vec<(Attachment, CniResult)> = Vec::with_capacity(attachments.len());
+    // The pod's links, dumped once (not probed per attachment: each probe is a thread entering the netns).
+    // Planning already refused duplicate names among the attachments; a delegate that creates a later
+    // attachment's name itself makes that later delegate fail, and the ADD roll back, as a probe would.
+    let mut existing: Option<Vec<String>> = None;
     for (a, rt) in attachments.iter().zip(&runtime) {
         let step = (|| {
-            match ctx.seams.netns.link_exists(&netns, &a.ifname) {
+            let links = match existing.take() {
+                Some(l) => Ok(l),
+                None => ctx.seams.netns.link_names(&netns),
+            };
+            let found = links.map(|l| {
+                let found = l.contains(&a.ifname);
+                existing = Some(l);
+                found
+            });
+            match found {
                 Ok(false) => {}
                 Ok(true) => {
                     return Err((

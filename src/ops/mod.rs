@@ -20,8 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use plexus_cni::{CniVersion, version::supported_versions_json};
-use serde_json::Value;
+use plexus_cni::CniVersion;
 
 use crate::{
     cluster::Cluster,
@@ -56,18 +55,7 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// VERSION: echo the config's version and list ours (CNI-21); stdin need not be a valid config.
-pub fn version_reply(stdin: &[u8]) -> Vec<u8> {
-    let echo = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| CniVersion::V1_1_0.as_str().to_string());
-    serde_json::to_vec(&supported_versions_json(&echo)).unwrap_or_default()
-}
+pub use plexus_cni::version::version_reply;
 
 /// Run a command (other than VERSION) with a validated config. Returns what goes on stdout on success.
 pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Vec<u8>, Error> {

@@ -157,6 +157,21 @@ pub fn supported_versions_json(echo: &str) -> serde_json::Value {
     })
 }
 
+/// CNI-21: the whole VERSION reply for a plugin's stdin: the supported versions, echoing the config's
+/// `cniVersion` (1.1.0 when it has none, or stdin is not a config: VERSION needs no valid config).
+pub fn version_reply(stdin: &[u8]) -> Vec<u8> {
+    let echo = serde_json::from_slice::<serde_json::Value>(stdin)
+        .ok()
+        .and_then(|v| {
+            v.get("cniVersion")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| CniVersion::V1_1_0.as_str().to_string());
+    serde_json::to_vec(&supported_versions_json(&echo)).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

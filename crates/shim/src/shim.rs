@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use plexus_cni::{CniResult, CniVersion, ErrorReply, codes, version::supported_versions_json};
+use plexus_cni::{CniResult, CniVersion, ErrorReply, codes};
 use serde_json::Value;
 
 use crate::{
@@ -111,20 +111,8 @@ impl Cmd {
     }
 }
 
-/// The VERSION reply, answered without the daemon: the supported versions, echoing the config's
-/// `cniVersion` (1.1.0 when it has none, or is not JSON), as the thin `plexus` answers.
-pub fn version_reply(stdin: &[u8]) -> Vec<u8> {
-    let echo = serde_json::from_slice::<Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| CniVersion::V1_1_0.as_str().to_owned());
-    serde_json::to_vec(&supported_versions_json(&echo)).unwrap_or_default()
-}
+/// The VERSION reply, answered without the daemon, as the thin `plexus` answers it.
+pub use plexus_cni::version::version_reply;
 
 /// Run one invocation.
 pub fn run(inputs: Inputs<'_>) -> Outcome {

@@ -40,6 +40,18 @@ fn world(test: &str) -> World {
     World::with_daemon(test, &plexus())
 }
 
+/// NAD `name`: a macvlan network with the recording delegate chained after it, behaving as `behaviour`.
+fn macvlan_then_recorder(w: &World, name: &str, behaviour: Value) {
+    install_recorder(w, &plexus());
+    let conf = chain(
+        None,
+        &w.macvlan(MACVLAN_SUBNET),
+        None,
+        Some(recorder(w, behaviour)),
+    );
+    w.nad(name, &conf);
+}
+
 fn nad_name(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
 }
@@ -303,15 +315,8 @@ fn daemon_killed_in_the_middle_of_a_burst_leaks_nothing() {
 fn graceful_restart_in_the_middle_of_a_burst_finishes_every_add() {
     let test = "graceful_restart_in_the_middle_of_a_burst_finishes_every_add";
     let mut w = world(test);
-    install_recorder(&w, &plexus());
     // Each attachment takes a while, so the SIGTERM finds requests running and queued.
-    let slow = chain(
-        None,
-        &w.macvlan(MACVLAN_SUBNET),
-        None,
-        Some(recorder(&w, json!({"add": {"sleepMs": 300}}))),
-    );
-    w.nad("slow", &slow);
+    macvlan_then_recorder(&w, "slow", json!({"add": {"sleepMs": 300}}));
     let pods: Vec<Arc<Sandbox>> = (0..8)
         .map(|i| Arc::new(w.sandbox(&format!("p{i}"), &[(NETWORKS_ANNOTATION, "slow")])))
         .collect();
@@ -457,17 +462,11 @@ fn metrics_count_verbs_delegates_and_cache_hits() {
 fn the_shim_passes_del_errors_on() {
     let test = "the_shim_passes_del_errors_on";
     let w = world(test);
-    install_recorder(&w, &plexus());
-    let failing = chain(
-        None,
-        &w.macvlan(MACVLAN_SUBNET),
-        None,
-        Some(recorder(
-            &w,
-            json!({"del": {"error": {"code": 7, "msg": "refusing DEL"}}}),
-        )),
+    macvlan_then_recorder(
+        &w,
+        "f",
+        json!({"del": {"error": {"code": 7, "msg": "refusing DEL"}}}),
     );
-    w.nad("f", &failing);
     let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "f")]);
     let rt = w.runtime(json!({}));
     w.add_ok(&rt, &sb);
@@ -484,14 +483,7 @@ fn the_shim_passes_del_errors_on() {
 fn a_full_queue_pushes_back_and_every_add_still_finishes() {
     let test = "a_full_queue_pushes_back_and_every_add_still_finishes";
     let mut w = world(test);
-    install_recorder(&w, &plexus());
-    let slow = chain(
-        None,
-        &w.macvlan(MACVLAN_SUBNET),
-        None,
-        Some(recorder(&w, json!({"add": {"sleepMs": 400}}))),
-    );
-    w.nad("slow", &slow);
+    macvlan_then_recorder(&w, "slow", json!({"add": {"sleepMs": 400}}));
     // One request at a time, one waiting: the rest are refused (503, code 11) and their shims retry.
     let mut config = w.daemon_config();
     config["maxConcurrency"] = json!(1);

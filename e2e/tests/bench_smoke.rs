@@ -1,6 +1,8 @@
-//! Keeps the benchmark program (`plexus-bench`, issue 5) from rotting: one tiny run of it, K=0 only,
-//! against the fresh `plexus-under-test` build (no release build here), checked for a table and sane
-//! numbers. The real measurements are made with the command in BENCHMARKS.md, not by the test suite.
+//! Keeps the benchmark program (`plexus-bench`, issues 5 and 8) from rotting: one tiny run of it, K=0 only,
+//! both modes (thin, and daemon: `plexus daemon` behind the shim, with a 4-pod storm after a restart),
+//! against the fresh `plexus-under-test` and `plexus-shim-under-test` builds (no release build here),
+//! checked for tables and sane numbers. The real measurements are made with the command in BENCHMARKS.md,
+//! not by the test suite.
 
 use std::process::Command;
 
@@ -14,9 +16,11 @@ fn bench_quick_run_prints_a_sane_table() {
     let out = Command::new(env!("CARGO_BIN_EXE_plexus-bench"))
         .args(["--quick", "--ks", "0", "--runs", "2", "--warmup", "1"])
         .args(["--burst", "3", "--unrelated-nads", "5", "--rt-runs", "1"])
+        .args(["--mode", "both", "--storm", "4"])
         .arg("--json")
         .arg(&json_path)
         .env("E2E_PLEXUS_BIN", env!("CARGO_BIN_EXE_plexus-under-test"))
+        .env("E2E_SHIM_BIN", env!("CARGO_BIN_EXE_plexus-shim-under-test"))
         .output()
         .expect("run plexus-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -80,5 +84,76 @@ fn bench_quick_run_prints_a_sane_table() {
     );
     assert_eq!(report["burst"]["leaks"], Value::Array(vec![]), "{report:#}");
     assert_eq!(report["final_leaks"], Value::Array(vec![]), "{report:#}");
-    assert!(report["targets"].as_array().is_some_and(|t| t.len() >= 8));
+    assert!(report["targets"].as_array().is_some_and(|t| t.len() >= 12));
+
+    // Daemon mode: the same row through the shim, no API read in steady state, the storm.
+    assert!(
+        stdout.contains("| K | daemon ADD ms"),
+        "no daemon-mode table:\n{stdout}"
+    );
+    let daemon = &report["daemon"];
+    let d0 = &daemon["per_k"][0];
+    assert_eq!(d0["k"], 0, "{daemon:#}");
+    for what in ["add", "del", "floor_add", "floor_del"] {
+        let s = &d0[what];
+        assert_eq!(s["n"], 2, "{what}: {s}");
+        let (min, median, p90) = (ms(&s["min_ms"]), ms(&s["median_ms"]), ms(&s["p90_ms"]));
+        assert!(
+            min > 0.0 && min <= median && median <= p90 && p90 < 60_000.0,
+            "{what}: {s}"
+        );
+    }
+    assert!(
+        ms(&d0["add"]["median_ms"]) > 0.5 * ms(&d0["floor_add"]["median_ms"]),
+        "{d0:#}"
+    );
+    let shim_rss = d0["peak_rss_add_kib"]
+        .as_u64()
+        .expect("shim peak RSS measured");
+    assert!(
+        (100..1024 * 1024).contains(&shim_rss),
+        "shim peak RSS {shim_rss} KiB"
+    );
+    assert!(daemon["shim"]["size_bytes"].as_u64().unwrap_or(0) > 0);
+    if report["standin"] == true {
+        // Steady state: pod and NAD come from the daemon's caches; the status PATCH and one event remain.
+        assert_eq!(d0["api_add_reads_max"], 0, "{d0:#}");
+        assert_eq!(d0["api_add"]["patch_status"], 1, "{d0:#}");
+        assert_eq!(d0["api_del_max"], 0, "{d0:#}");
+        assert_eq!(daemon["lookups"]["misses"], 0, "{daemon:#}");
+    }
+    assert_eq!(daemon["leaks"], Value::Array(vec![]), "{daemon:#}");
+    let storm = &daemon["storm"];
+    assert_eq!(storm["pods"], 4, "{storm:#}");
+    assert_eq!(storm["failures"], Value::Array(vec![]), "{storm:#}");
+    assert_eq!(storm["del_failures"], Value::Array(vec![]), "{storm:#}");
+    assert_eq!(storm["leaks"], Value::Array(vec![]), "{storm:#}");
+    assert_eq!(storm["daemon_survived"], true, "{storm:#}");
+    if storm["cgroup"].is_object() {
+        assert_eq!(storm["cgroup"]["oom_kills"], 0, "{storm:#}");
+        assert_eq!(
+            storm["cgroup"]["limit_bytes"],
+            64 * 1024 * 1024,
+            "{storm:#}"
+        );
+        let peak = storm["cgroup"]["max_usage_bytes"].as_u64().unwrap_or(0);
+        assert!(peak > 0, "{storm:#}");
+    } else {
+        // No cgroup v1 memory controller: said so, not faked.
+        assert!(storm["cgroup_unavailable"].is_string(), "{storm:#}");
+    }
+    let names: Vec<&str> = report["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .filter(|n| n.starts_with("daemon mode:"))
+            .count()
+            == 4,
+        "{names:?}"
+    );
 }

@@ -68,6 +68,11 @@ impl ApiCounts {
         c
     }
 
+    /// Reads: GETs of pods and NADs, and LISTs.
+    pub fn reads(&self) -> usize {
+        self.get_pod + self.get_nad + self.list
+    }
+
     /// `1 GET pod, 3 GET NAD, 1 PATCH status, 4 POST event`.
     pub fn breakdown(&self) -> String {
         let mut parts = Vec::new();

@@ -99,13 +99,15 @@ impl Api {
     }
 
     /// plexus's identity as `deploy/` defines it — ServiceAccount `plexus` in `ns` bound to the
-    /// ClusterRole — and a kubeconfig at `path` with only a token of it, reaching the server from
-    /// `host`. Returns the ServiceAccount's user name.
+    /// ClusterRole, and with `daemon` also to deploy/daemon's extra ClusterRole (list and watch pods and
+    /// NADs) — and a kubeconfig at `path` with only a token of it, reaching the server from `host`.
+    /// Returns the ServiceAccount's user name.
     pub fn plexus_kubeconfig(
         &mut self,
         host: &Path,
         ns: &str,
         path: &Path,
+        daemon: bool,
     ) -> Result<String, String> {
         let sa = rbac::deploy_service_account_name();
         let user = format!("system:serviceaccount:{ns}:{sa}");
@@ -131,6 +133,19 @@ impl Api {
                     .map_err(|e| format!("create serviceaccount {ns}/{sa}: {e}"))?;
                 s.create(json(&rbac::binding(&binding_name, &role_name, ns, &sa)))
                     .map_err(|e| format!("create ClusterRoleBinding {binding_name}: {e}"))?;
+                if daemon {
+                    let role = rbac::daemon_cluster_role();
+                    let role_name = rbac::daemon_cluster_role_name();
+                    match s.create(json(&role)) {
+                        Err(e) if e.reason != "AlreadyExists" => {
+                            return Err(format!("create ClusterRole {role_name}: {e}"));
+                        }
+                        _ => {}
+                    }
+                    let binding_name = format!("{binding_name}-daemon");
+                    s.create(json(&rbac::binding(&binding_name, &role_name, ns, &sa)))
+                        .map_err(|e| format!("create ClusterRoleBinding {binding_name}: {e}"))?;
+                }
                 // TokenRequest over HTTPS, from inside the host namespace where the server listens.
                 let client = s.client();
                 let token_path = format!("/api/v1/namespaces/{ns}/serviceaccounts/{sa}/token");
@@ -162,6 +177,14 @@ impl Api {
                 let role = cluster.hold_deploy_cluster_role();
                 cluster.create_service_account(ns, &sa);
                 cluster.bind_cluster_role(&binding_name, &role, ns, &sa);
+                if daemon {
+                    let extra = rbac::renamed(
+                        &rbac::daemon_cluster_role(),
+                        &format!("{ns}-{}", rbac::daemon_cluster_role_name()),
+                    );
+                    let extra = cluster.create_cluster_role(&extra);
+                    cluster.bind_cluster_role(&format!("{binding_name}-daemon"), &extra, ns, &sa);
+                }
                 let token = cluster.request_token(ns, &sa, TOKEN_SECONDS);
                 let original = kubeconfig::read(cluster.kubeconfig())?;
                 let direct =

@@ -61,8 +61,8 @@ fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
     })
 }
 
-/// The memory of `pid` from `/proc/<pid>/status`.
-fn memory(pid: Pid) -> Option<Memory> {
+/// The memory of `pid` from `/proc/<pid>/status` (of a live process: `VmHWM` is its peak so far).
+pub fn memory(pid: Pid) -> Option<Memory> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         s.lines()

@@ -1,7 +1,7 @@
 //! plexus-bench: what plexus costs beyond the delegates it runs (issue 5).
 //!
 //! ```sh
-//! sudo cargo run --profile tools -p plexus-e2e --bin plexus-bench -- [--quick] [--json PATH]
+//! sudo cargo run --profile tools -p plexus-e2e --bin plexus-bench -- [--quick] [--mode thin|daemon|both] [--json PATH]
 //! ```
 //!
 //! On real network namespaces with Debian's plugins (a `bridge` cluster network and K `macvlan`
@@ -20,10 +20,15 @@
 //! and once: the binary's size, a burst of pods started concurrently (K=3) with a leak check, and
 //! ADD latency with many unrelated NADs in the pod's namespace against a twin namespace without them.
 //!
+//! In daemon mode (`--mode daemon`, or `both`, the default; see [`daemon`]) the runtime runs `plexus-shim`
+//! and `plexus daemon` serves it: the same per-K rows against the same floor, API reads per ADD in steady
+//! state, the shim's peak RSS and size, and a storm of pods after a daemon restart under a memory limit.
+//!
 //! [`Invoker`]: plexus::invoke::Invoker
 
 mod analysis;
 mod api;
+mod daemon;
 mod exec;
 mod opts;
 mod phases;
@@ -98,65 +103,56 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         binary.path.display(),
         binary.origin
     );
+    let shim = if opts.mode.daemon() {
+        let shim = system::shim_binary()?;
+        eprintln!(
+            "plexus-bench: daemon mode: shim {} ({})",
+            shim.path.display(),
+            shim.origin
+        );
+        Some(shim)
+    } else {
+        None
+    };
     let build_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let mut bench = Bench::setup(&binary.path, opts)?;
+    let mut bench = Bench::setup(&binary.path, shim.as_ref().map(|s| s.path.as_path()), opts)?;
     let busy_before = system::busy_while_idle();
     let cache_write = bench.cache_write_cost(opts.runs.max(10))?;
     eprintln!("plexus-bench: API server: {}", bench.api.describe());
 
-    // Latency, requests, round trips, events, RSS: per K, each K with its own pod.
-    let mut pods: BTreeMap<usize, Pod> = BTreeMap::new();
-    let mut per_k = Vec::new();
-    let mut invocations = Vec::new();
-    let mut events_probe = None;
-    let probe_k = if opts.ks.contains(&3) {
-        3
+    let thin = if opts.mode.thin() {
+        Some(thin(&mut bench, opts)?)
     } else {
-        *opts.ks.last().unwrap_or(&0)
+        None
     };
-    for &k in &opts.ks {
-        let pod = bench.pod(&bench.ns, &format!("bench-k{k}"), k)?;
-        let mut r = phases::latency(&bench, &pod, opts, &mut invocations)?;
-        r.round_trips = phases::round_trips(&bench, &pod, opts, r.add.median_ms)?;
-        if k == probe_k {
-            events_probe = phases::events_probe(&bench, &pod, opts, r.add.median_ms)?;
+    let (daemon, daemon_pods) = match shim {
+        Some(shim) => {
+            let (r, pods) = daemon::measure(&bench, shim, opts)?;
+            (Some(r), pods)
         }
-        if opts.rss_runs > 0 {
-            let (a, d) = phases::peak_rss(&bench, &pod, opts)?;
-            r.peak_rss_add_kib = a.map(|m| m.peak_kib);
-            r.peak_rss_del_kib = d.map(|m| m.peak_kib);
-            r.memory_add = a;
-        }
-        per_k.push(r);
-        pods.insert(k, pod);
-    }
-
-    // Unrelated NADs: a K=3 pod here against a K=3 pod in a namespace full of other NADs.
-    let pod_a = match pods.remove(&3) {
-        Some(p) => p,
-        None => bench.pod(&bench.ns.clone(), "bench-nads-base", 3)?,
+        None => (None, Vec::new()),
     };
-    let nads = phases::unrelated_nads(&mut bench, &pod_a, opts)?;
-    let (unrelated_nads, pod_b) = match nads {
-        Some((r, p)) => (Some(r), Some(p)),
-        None => (None, None),
-    };
+    let Thin {
+        per_k,
+        events_probe,
+        unrelated_nads,
+        burst,
+        pods,
+        invocations,
+    } = thin.unwrap_or_default();
 
-    let burst = phases::burst(&bench, 3, opts)?;
-
-    let mut all: Vec<&Pod> = pods.values().collect();
-    all.push(&pod_a);
-    all.extend(pod_b.as_ref());
+    let mut all: Vec<&Pod> = pods.iter().collect();
+    all.extend(daemon_pods.iter());
     let final_leaks = bench.leaks(&all);
     let busy_after = system::busy_while_idle();
 
     let profile = match &opts.plexus_log {
-        Some(path) => profile::breakdown(
+        Some(path) if opts.mode.thin() => profile::breakdown(
             &std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
             &invocations,
         ),
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     let mut report = Report {
         profile,
@@ -170,6 +166,7 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         events_probe,
         unrelated_nads,
         burst,
+        daemon,
         final_leaks,
         forwarded_connections: bench.api.forwarded_connections(),
         targets: Vec::new(),
@@ -181,10 +178,76 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
     // Pods go before the world they live in.
     drop(all);
     drop(pods);
-    drop(pod_a);
-    drop(pod_b);
+    drop(daemon_pods);
     drop(bench);
     report.seconds = started.elapsed().as_secs_f64();
     report.evaluate();
     Ok(report)
+}
+
+/// What the thin mode measured, and the pods it made (kept for the final leak check).
+#[derive(Default)]
+struct Thin {
+    per_k: Vec<phases::KResult>,
+    events_probe: Option<phases::EventsProbe>,
+    unrelated_nads: Option<phases::NadsResult>,
+    burst: Option<phases::BurstResult>,
+    pods: Vec<Pod>,
+    invocations: Vec<profile::Invocation>,
+}
+
+/// The thin mode's phases: per K, the unrelated NADs, the burst.
+fn thin(bench: &mut Bench, opts: &Opts) -> Result<Thin, String> {
+    // Latency, requests, round trips, events, RSS: per K, each K with its own pod.
+    let mut pods: BTreeMap<usize, Pod> = BTreeMap::new();
+    let mut per_k = Vec::new();
+    let mut invocations = Vec::new();
+    let mut events_probe = None;
+    let probe_k = if opts.ks.contains(&3) {
+        3
+    } else {
+        *opts.ks.last().unwrap_or(&0)
+    };
+    let none = phases::no_preparation;
+    for &k in &opts.ks {
+        let pod = bench.pod(&bench.ns, &format!("bench-k{k}"), k)?;
+        let mut r = phases::latency(bench, &bench.runner, &pod, opts, &mut invocations, &none)?;
+        r.round_trips = phases::round_trips(bench, &pod, opts, r.add.median_ms)?;
+        if k == probe_k {
+            events_probe = phases::events_probe(bench, &pod, opts, r.add.median_ms)?;
+        }
+        if opts.rss_runs > 0 {
+            let (a, d) = phases::peak_rss(&bench.runner, &pod, opts, &none)?;
+            r.peak_rss_add_kib = a.map(|m| m.peak_kib);
+            r.peak_rss_del_kib = d.map(|m| m.peak_kib);
+            r.memory_add = a;
+        }
+        per_k.push(r);
+        pods.insert(k, pod);
+    }
+
+    // Unrelated NADs: a K=3 pod here against a K=3 pod in a namespace full of other NADs.
+    let pod_a = match pods.remove(&3) {
+        Some(p) => p,
+        None => bench.pod(&bench.ns.clone(), "bench-nads-base", 3)?,
+    };
+    let nads = phases::unrelated_nads(bench, &pod_a, opts)?;
+    let (unrelated_nads, pod_b) = match nads {
+        Some((r, p)) => (Some(r), Some(p)),
+        None => (None, None),
+    };
+
+    let burst = phases::burst(bench, 3, opts)?;
+
+    let mut all: Vec<Pod> = pods.into_values().collect();
+    all.push(pod_a);
+    all.extend(pod_b);
+    Ok(Thin {
+        per_k,
+        events_probe,
+        unrelated_nads,
+        burst,
+        pods: all,
+        invocations,
+    })
 }

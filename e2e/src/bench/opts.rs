@@ -3,15 +3,23 @@
 use std::path::PathBuf;
 
 /// The usage text.
-pub const USAGE: &str = "usage: plexus-bench [--quick] [--runs N] [--warmup N] [--ks 0,1,3,8] [--burst PODS]
-                    [--unrelated-nads N] [--rss-runs N] [--rt-runs N] [--latency-ms MS] [--json PATH]
+pub const USAGE: &str = "usage: plexus-bench [--quick] [--mode thin|daemon|both] [--runs N] [--warmup N] [--ks 0,1,3,8]
+                    [--burst PODS] [--unrelated-nads N] [--rss-runs N] [--rt-runs N] [--latency-ms MS]
+                    [--storm PODS] [--storm-memory-mib MIB] [--json PATH]
 
 Measures plexus (ADD/DEL latency against the bare delegates, API requests and round trips, peak RSS,
 binary size, a concurrent burst, the effect of unrelated NADs) on real network namespaces with
-Debian's CNI plugins. Needs root. The plexus binary is E2E_PLEXUS_BIN when set, else the bench builds
-it with `cargo build --release -p plexus` (the root Cargo.toml's release profile).
+Debian's CNI plugins; in daemon mode (issue 8) the same latency rows with the runtime calling
+plexus-shim and `plexus daemon` serving it, API reads per ADD, the shim's peak RSS and size, and a
+storm of pods right after a daemon restart with the daemon in a memory-limited cgroup. Needs root.
+The plexus binary is E2E_PLEXUS_BIN when set, else the bench builds it with
+`cargo build --release -p plexus` (the root Cargo.toml's release profile); the shim likewise is
+E2E_SHIM_BIN or `cargo build --release -p plexus-shim`.
 The API server is an in-process stand-in (listening on loopback inside the bench's host namespace),
 or the real one named by E2E_KUBECONFIG.
+
+  --mode MODE         thin (the plexus binary per call), daemon (plexus-shim + plexus daemon) or
+                      both (default)
 
   --runs N            measured runs per K and per variant (default 30; --quick: 5)
   --warmup N          unmeasured runs first (default 3; --quick: 1)
@@ -21,16 +29,44 @@ or the real one named by E2E_KUBECONFIG.
   --rss-runs N        ptrace'd runs per K for peak RSS (default 3; --quick: 1)
   --rt-runs N         runs per K with injected API latency, for round trips (default 3; --quick: 1)
   --latency-ms MS     the latency injected for the round-trip count (default 50)
+  --storm PODS        daemon mode: pods (K=3) ADDed at once right after a daemon restart (default 200;
+                      --quick: 10; 0 skips; at most 250)
+  --storm-memory-mib MIB  the daemon's cgroup memory limit during the storm (default 64)
   --json PATH         also write the results as JSON
   --quick             a smoke run: small defaults for everything not given
 
 Diagnostics (they change what is measured; for profiling only):
   --wrap CMD          run plexus as `CMD <plexus>` (split on whitespace), e.g. 'strace -ff -tt -o /tmp/st'
-  --plexus-log PATH   plexus logs at debug level to PATH";
+  --plexus-log PATH   plexus logs at debug level to PATH (the daemon to PATH.daemon)";
+
+/// Which plexus is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The thin binary, one process per call.
+    Thin,
+    /// `plexus daemon` behind `plexus-shim`.
+    Daemon,
+    /// Both, thin first.
+    Both,
+}
+
+impl Mode {
+    /// Whether the thin rows are measured.
+    pub fn thin(self) -> bool {
+        matches!(self, Mode::Thin | Mode::Both)
+    }
+    /// Whether the daemon rows are measured.
+    pub fn daemon(self) -> bool {
+        matches!(self, Mode::Daemon | Mode::Both)
+    }
+}
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opts {
+    /// Thin, daemon or both.
+    pub mode: Mode,
     /// Measured runs per K.
     pub runs: usize,
     /// Warm-up runs per K.
@@ -47,6 +83,10 @@ pub struct Opts {
     pub rt_runs: usize,
     /// The injected latency.
     pub latency_ms: u64,
+    /// Pods in the daemon-mode storm (0: skip).
+    pub storm: usize,
+    /// The daemon's memory limit during the storm, MiB.
+    pub storm_memory_mib: u64,
     /// Where to write JSON.
     pub json: Option<PathBuf>,
     /// `--quick`.
@@ -61,13 +101,17 @@ pub struct Opts {
 
 /// The most secondary networks a K may ask for.
 pub const MAX_K: usize = 8;
+/// The most pods a storm may have (each network's /24 holds 253 addresses).
+pub const MAX_STORM: usize = 250;
 
 impl Opts {
     /// Parse the arguments (without the program name).
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Opts, String> {
         let mut it = args.into_iter();
-        let (mut runs, mut warmup, mut burst, mut nads, mut rss, mut rt) =
-            (None, None, None, None, None, None);
+        let (mut runs, mut warmup, mut burst, mut nads, mut rss, mut rt, mut storm) =
+            (None, None, None, None, None, None, None);
+        let mut mode = Mode::Both;
+        let mut storm_memory_mib = 64;
         let mut ks = vec![0, 1, 3, 8];
         let mut latency_ms = 50;
         let mut json = None;
@@ -87,6 +131,21 @@ impl Opts {
                 "--rss-runs" => rss = Some(num("--rss-runs", it.next())?),
                 "--rt-runs" => rt = Some(num("--rt-runs", it.next())?),
                 "--latency-ms" => latency_ms = num("--latency-ms", it.next())? as u64,
+                "--storm" => storm = Some(num("--storm", it.next())?),
+                "--storm-memory-mib" => {
+                    storm_memory_mib = num("--storm-memory-mib", it.next())? as u64
+                }
+                "--mode" => {
+                    mode = match it.next().as_deref() {
+                        Some("thin") => Mode::Thin,
+                        Some("daemon") => Mode::Daemon,
+                        Some("both") => Mode::Both,
+                        Some(other) => {
+                            return Err(format!("--mode: {other:?} is not thin, daemon or both"));
+                        }
+                        None => return Err("--mode needs a value".into()),
+                    }
+                }
                 "--ks" => {
                     let v = it.next().ok_or("--ks needs a value")?;
                     ks = v
@@ -113,6 +172,9 @@ impl Opts {
             v.unwrap_or(if quick { small } else { full })
         };
         let opts = Opts {
+            mode,
+            storm: pick(storm, 200, 10),
+            storm_memory_mib,
             runs: pick(runs, 30, 5),
             warmup: pick(warmup, 3, 1),
             ks,
@@ -127,6 +189,12 @@ impl Opts {
             plexus_log,
             help,
         };
+        if opts.storm > MAX_STORM {
+            return Err(format!("--storm: at most {MAX_STORM} pods"));
+        }
+        if opts.storm_memory_mib < 8 {
+            return Err("--storm-memory-mib must be at least 8".into());
+        }
         if opts.runs == 0 {
             return Err("--runs must be at least 1".into());
         }
@@ -137,5 +205,31 @@ impl Opts {
             );
         }
         Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Opts, String> {
+        Opts::parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn mode_and_storm() {
+        let o = parse(&[]).unwrap();
+        assert_eq!((o.mode, o.storm, o.storm_memory_mib), (Mode::Both, 200, 64));
+        assert!(o.mode.thin() && o.mode.daemon());
+        let o = parse(&["--quick", "--mode", "daemon"]).unwrap();
+        assert_eq!((o.mode, o.storm, o.runs), (Mode::Daemon, 10, 5));
+        assert!(!o.mode.thin() && o.mode.daemon());
+        let o = parse(&["--mode", "thin", "--storm", "0"]).unwrap();
+        assert!(o.mode.thin() && !o.mode.daemon());
+        assert_eq!(o.storm, 0);
+        assert!(parse(&["--mode", "thick"]).is_err());
+        assert!(parse(&["--mode"]).is_err());
+        assert!(parse(&["--storm", "251"]).is_err());
+        assert!(parse(&["--storm-memory-mib", "4"]).is_err());
     }
 }

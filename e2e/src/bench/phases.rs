@@ -7,7 +7,7 @@ use std::{
 };
 
 use plexus::exec::{Exec, ProcessExec};
-use plexus_e2e::apiserver::FaultSpec;
+use plexus_e2e::apiserver::{FaultSpec, RequestRecord};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -16,7 +16,7 @@ use super::{
     exec::{Memory, PeakRssExec},
     opts::Opts,
     profile::Invocation,
-    setup::{Bench, MASTER, Op, Pod, nad_name},
+    setup::{Bench, MASTER, Op, Pod, Runner, nad_name},
     stats::{Stats, ms},
 };
 
@@ -30,7 +30,7 @@ fn plexus_exec() -> Arc<dyn Exec> {
 }
 
 /// Whether the pod's network-status annotation has `want` entries.
-fn check_status(b: &Bench, pod: &Pod, want: usize) -> Result<(), String> {
+pub fn check_status(b: &Bench, pod: &Pod, want: usize) -> Result<(), String> {
     let text = b
         .api
         .pod_annotation(&pod.info.namespace, &pod.info.name, NETWORK_STATUS)
@@ -73,6 +73,8 @@ pub struct KResult {
     pub api_add: Option<ApiCounts>,
     /// The fewest API requests of any measured ADD (stand-in only).
     pub api_add_min: Option<usize>,
+    /// The most API reads (GETs and LISTs of pods and NADs) of any measured ADD (stand-in only).
+    pub api_add_reads_max: Option<usize>,
     /// The most API requests of any measured DEL (stand-in only).
     pub api_del_max: Option<usize>,
     /// Sequential round trips (stand-in only).
@@ -89,13 +91,40 @@ fn stats(v: &[Duration]) -> Result<Stats, String> {
     Stats::of(v).ok_or_else(|| "no samples".to_string())
 }
 
-/// ADD and DEL of plexus and of the floor, interleaved (the order alternates), for `pod`. With
-/// `--plexus-log`, each measured plexus invocation is added to `invocations`.
+/// The API requests logged since the last [`Api::clear_requests`](super::api::Api::clear_requests)
+/// (stand-in only), without long-lived watches (`watch=true` in the query): the daemon's watch caches are
+/// not requests of an ADD.
+pub fn requests(b: &Bench) -> Option<Vec<RequestRecord>> {
+    b.api.requests().map(|v| {
+        v.into_iter()
+            .filter(|r| !is_watch(&r.query))
+            .collect::<Vec<_>>()
+    })
+}
+
+/// Whether a query string asks for a watch.
+pub fn is_watch(query: &str) -> bool {
+    query
+        .split('&')
+        .any(|p| p == "watch=true" || p == "watch=1" || p == "watch")
+}
+
+/// Nothing to prepare before an ADD.
+pub fn no_preparation(_: &Pod) -> Result<(), String> {
+    Ok(())
+}
+
+/// ADD and DEL through `runner` (plexus's list, or the shim's) and of the floor, interleaved (the order
+/// alternates), for `pod`; `prepare` runs, unmeasured, before each ADD through `runner` (daemon mode: wait
+/// until the daemon's caches hold the pod and its NADs). With `--plexus-log`, each measured plexus
+/// invocation is added to `invocations`.
 pub fn latency(
     b: &Bench,
+    runner: &Runner,
     pod: &Pod,
     opts: &Opts,
     invocations: &mut Vec<Invocation>,
+    prepare: &dyn Fn(&Pod) -> Result<(), String>,
 ) -> Result<KResult, String> {
     let k = pod.k;
     let exec = plexus_exec();
@@ -105,6 +134,7 @@ pub fn latency(
         Option<usize>,
         Option<usize>,
     ) = (None, None, None);
+    let mut api_add_reads_max: Option<usize> = None;
     let started = Instant::now();
     for i in 0..opts.warmup + opts.runs {
         let measured = i >= opts.warmup;
@@ -112,21 +142,22 @@ pub fn latency(
         for plexus in [plexus_first, !plexus_first] {
             if plexus {
                 let rt = pod.rt(&Bench::cid(&format!("k{k}-plexus")));
+                prepare(pod)?;
                 b.api.clear_requests();
                 let t0 = SystemTime::now();
-                let a = b.runner.plexus(Op::Add, &rt, exec.clone())?;
+                let a = runner.plexus(Op::Add, &rt, exec.clone())?;
                 let t1 = SystemTime::now();
                 await_events(b, k + 1);
-                let reqs = b.api.requests();
+                let reqs = requests(b);
                 if i == 0 {
                     pod.check_added()?;
                     check_status(b, pod, k + 1)?;
                 }
                 b.api.clear_requests();
                 let t2 = SystemTime::now();
-                let d = b.runner.plexus(Op::Del, &rt, exec.clone())?;
+                let d = runner.plexus(Op::Del, &rt, exec.clone())?;
                 let t3 = SystemTime::now();
-                let del_reqs = b.api.requests();
+                let del_reqs = requests(b);
                 pod.check_clean()?;
                 if measured && opts.plexus_log.is_some() {
                     for (op, start, end) in [(Op::Add, t0, t1), (Op::Del, t2, t3)] {
@@ -138,6 +169,7 @@ pub fn latency(
                     del.push(d);
                     if let Some(reqs) = reqs {
                         let c = ApiCounts::of(&reqs);
+                        api_add_reads_max = Some(api_add_reads_max.unwrap_or(0).max(c.reads()));
                         api_add_min = Some(api_add_min.map_or(c.total, |m| m.min(c.total)));
                         if api_add.as_ref().is_none_or(|m| c.total > m.total) {
                             api_add = Some(c);
@@ -149,11 +181,11 @@ pub fn latency(
                 }
             } else {
                 let rt = pod.rt(&Bench::cid(&format!("k{k}-floor")));
-                let a = b.runner.floor(Op::Add, k, &rt)?;
+                let a = runner.floor(Op::Add, k, &rt)?;
                 if i == 0 {
                     pod.check_added()?;
                 }
-                let d = b.runner.floor(Op::Del, k, &rt)?;
+                let d = runner.floor(Op::Del, k, &rt)?;
                 pod.check_clean()?;
                 if measured {
                     fadd.push(a);
@@ -196,6 +228,7 @@ pub fn latency(
         floor_del,
         api_add,
         api_add_min,
+        api_add_reads_max,
         api_del_max,
         round_trips: None,
         peak_rss_add_kib: None,
@@ -220,10 +253,10 @@ pub struct RoundTrips {
     pub latencies_waited: f64,
 }
 
-/// ADD `runs` times for `pod` with `fault` injected; the requests of each ADD and the ADD times.
-/// plexus posts an ADD's events after its reply, from a detached process: wait (up to 10 s) until `n` event
-/// POSTs have reached the stand-in, so they count with that ADD and never with what follows.
-fn await_events(b: &Bench, n: usize) {
+/// plexus posts an ADD's events after its reply, from a detached process (the daemon from a thread of its
+/// own): wait (up to 10 s) until `n` event POSTs have reached the stand-in, so they count with that ADD
+/// and never with what follows.
+pub fn await_events(b: &Bench, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while let Some(reqs) = b.api.requests() {
         let posted = reqs
@@ -237,6 +270,7 @@ fn await_events(b: &Bench, n: usize) {
     }
 }
 
+/// ADD `runs` times for `pod` with `fault` injected; the requests of each ADD and the ADD times.
 fn add_with_fault(
     b: &Bench,
     pod: &Pod,
@@ -332,12 +366,13 @@ pub fn events_probe(
     }))
 }
 
-/// plexus's memory in its ADD and DEL for `pod`: the run with the highest peak of each, over
-/// `opts.rss_runs` traced runs.
+/// The memory of the process the runtime runs through `runner` (plexus, or the shim) in its ADD and DEL
+/// for `pod`: the run with the highest peak of each, over `opts.rss_runs` traced runs.
 pub fn peak_rss(
-    b: &Bench,
+    runner: &Runner,
     pod: &Pod,
     opts: &Opts,
+    prepare: &dyn Fn(&Pod) -> Result<(), String>,
 ) -> Result<(Option<Memory>, Option<Memory>), String> {
     let tracer = Arc::new(PeakRssExec::default());
     let exec: Arc<dyn Exec> = tracer.clone();
@@ -350,9 +385,10 @@ pub fn peak_rss(
     };
     for _ in 0..opts.rss_runs {
         let rt = pod.rt(&Bench::cid(&format!("k{}-rss", pod.k)));
-        b.runner.plexus(Op::Add, &rt, exec.clone())?;
+        prepare(pod)?;
+        runner.plexus(Op::Add, &rt, exec.clone())?;
         add = most(add, tracer.take());
-        b.runner.plexus(Op::Del, &rt, exec.clone())?;
+        runner.plexus(Op::Del, &rt, exec.clone())?;
         del = most(del, tracer.take());
         pod.check_clean()?;
     }
@@ -459,9 +495,9 @@ pub struct BurstResult {
     pub leaks: Vec<String>,
 }
 
-/// Run `op` for every pod at once; each pod's time (or error), and the wall time.
-fn concurrently(
-    b: &Bench,
+/// Run `op` through `runner` for every pod at once; each pod's time (or error), and the wall time.
+pub fn concurrently(
+    runner: &Runner,
     pods: &[Pod],
     cids: &[String],
     op: Op,
@@ -471,7 +507,7 @@ fn concurrently(
         .iter()
         .zip(cids)
         .map(|(pod, cid)| {
-            let (runner, rt, barrier) = (b.runner.clone(), pod.rt(cid), barrier.clone());
+            let (runner, rt, barrier) = (runner.clone(), pod.rt(cid), barrier.clone());
             thread::spawn(move || {
                 barrier.wait();
                 runner.plexus(op, &rt, plexus_exec())
@@ -499,7 +535,7 @@ pub fn burst(b: &Bench, k: usize, opts: &Opts) -> Result<Option<BurstResult>, St
     let cids: Vec<String> = (0..pods.len())
         .map(|i| Bench::cid(&format!("burst-{i:02}")))
         .collect();
-    let (adds, wall) = concurrently(b, &pods, &cids, Op::Add);
+    let (adds, wall) = concurrently(&b.runner, &pods, &cids, Op::Add);
     let mut failures = Vec::new();
     let mut times = Vec::new();
     for (pod, r) in pods.iter().zip(&adds) {
@@ -513,7 +549,7 @@ pub fn burst(b: &Bench, k: usize, opts: &Opts) -> Result<Option<BurstResult>, St
             Err(e) => failures.push(format!("pod {}: {e}", pod.info.name)),
         }
     }
-    let (dels, del_wall) = concurrently(b, &pods, &cids, Op::Del);
+    let (dels, del_wall) = concurrently(&b.runner, &pods, &cids, Op::Del);
     let del_failures: Vec<String> = pods
         .iter()
         .zip(&dels)

@@ -5,7 +5,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{
-    opts::Opts,
+    daemon::DaemonReport,
+    opts::{Mode, Opts},
     phases::{BurstResult, EventsProbe, KResult, NadsResult},
     profile::Breakdown,
     stats::Stats,
@@ -15,6 +16,12 @@ use super::{
 /// How the run was configured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
+    /// Thin, daemon or both.
+    pub mode: Mode,
+    /// Pods in the daemon-mode storm.
+    pub storm: usize,
+    /// The daemon's memory limit during the storm, MiB.
+    pub storm_memory_mib: u64,
     /// Measured runs per K.
     pub runs: usize,
     /// Warm-up runs per K.
@@ -36,6 +43,9 @@ pub struct Settings {
 impl From<&Opts> for Settings {
     fn from(o: &Opts) -> Settings {
         Settings {
+            mode: o.mode,
+            storm: o.storm,
+            storm_memory_mib: o.storm_memory_mib,
             runs: o.runs,
             warmup: o.warmup,
             ks: o.ks.clone(),
@@ -95,6 +105,8 @@ pub struct Report {
     pub unrelated_nads: Option<NadsResult>,
     /// The burst.
     pub burst: Option<BurstResult>,
+    /// Daemon mode (issue 8).
+    pub daemon: Option<DaemonReport>,
     /// What was left at the very end, after every phase.
     pub final_leaks: Vec<String>,
     /// Connections the forwarder accepted (real API server only).
@@ -126,9 +138,19 @@ fn mib_kib(kib: u64) -> f64 {
 }
 
 impl Report {
-    /// Evaluate issue 5's targets.
+    /// Evaluate issue 5's targets (thin mode) and issue 8's (daemon mode).
     pub fn evaluate(&mut self) {
         let mut t = Vec::new();
+        if self.settings.mode.thin() {
+            self.evaluate_thin(&mut t);
+        }
+        if let Some(d) = &self.daemon {
+            evaluate_daemon(d, self.standin, &mut t);
+        }
+        self.targets = t;
+    }
+
+    fn evaluate_thin(&self, t: &mut Vec<Target>) {
         let worst = |f: fn(&KResult) -> f64| {
             self.per_k
                 .iter()
@@ -266,7 +288,6 @@ impl Report {
                     && self.final_leaks.is_empty()
             }),
         });
-        self.targets = t;
     }
 
     /// The markdown report.
@@ -312,6 +333,14 @@ impl Report {
             let _ = writeln!(s, "- **diagnostics on — not plexus's own numbers**: {d}");
         }
         let st = &self.settings;
+        if !st.mode.thin() {
+            let _ = writeln!(s);
+            if let Some(d) = &self.daemon {
+                daemon_markdown(&mut s, d, st);
+            }
+            self.markdown_end(&mut s);
+            return s;
+        }
         let _ = writeln!(
             s,
             "- {} measured runs (+{} warm-up) per K and variant, plexus and floor interleaved; peak RSS over {} traced ADD+DEL; round trips over {} ADD(s) with {} ms injected per request{}\n",
@@ -484,6 +513,16 @@ impl Report {
             }
             let _ = writeln!(s);
         }
+        if let Some(d) = &self.daemon {
+            let _ = writeln!(s);
+            daemon_markdown(&mut s, d, st);
+        }
+        self.markdown_end(&mut s);
+        s
+    }
+
+    /// The final leaks, the targets and the wall time.
+    fn markdown_end(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "- leaks after every phase: {}",
@@ -519,6 +558,354 @@ impl Report {
             self.busy_while_idle.0 * 100.0,
             self.busy_while_idle.1 * 100.0
         );
-        s
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / MIB
+}
+
+fn opt_mib(v: Option<u64>) -> String {
+    v.map_or("n/a".into(), |b| format!("{:.1}", mib(b)))
+}
+
+/// Issue 8's targets for the daemon mode.
+fn evaluate_daemon(d: &DaemonReport, standin: bool, t: &mut Vec<Target>) {
+    let per_k = |f: fn(&KResult) -> f64| {
+        d.per_k
+            .iter()
+            .map(|r| format!("K={}: {:.1}", r.k, f(r)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let worst_add = d
+        .per_k
+        .iter()
+        .map(|r| r.overhead_add_ms)
+        .max_by(f64::total_cmp);
+    t.push(Target {
+        name: "daemon mode: median ADD overhead over the floor, every K".into(),
+        limit: "≤ 3 ms".into(),
+        measured: format!(
+            "{} ms (paired: {} ms)",
+            per_k(|r| r.overhead_add_ms),
+            per_k(|r| r.overhead_add_paired_ms)
+        ),
+        met: worst_add.map(|v| v <= 3.0),
+    });
+    let rss = d
+        .per_k
+        .iter()
+        .flat_map(|r| [r.peak_rss_add_kib, r.peak_rss_del_kib])
+        .flatten()
+        .max();
+    let size = d.shim.stripped_bytes.unwrap_or(d.shim.size_bytes);
+    t.push(Target {
+        name: "daemon mode: peak RSS of the shim process".into(),
+        limit: "≤ 4 MiB".into(),
+        measured: rss.map_or("not measured".into(), |k| {
+            format!(
+                "{:.2} MiB ({k} KiB); shim binary {:.2} MiB stripped{}",
+                mib_kib(k),
+                size as f64 / MIB,
+                if d.shim.release_build {
+                    ""
+                } else {
+                    " — not the bench's release build"
+                }
+            )
+        }),
+        met: rss.map(|k| k <= 4 * 1024),
+    });
+    let reads: Vec<(usize, usize)> = d
+        .per_k
+        .iter()
+        .filter_map(|r| r.api_add_reads_max.map(|n| (r.k, n)))
+        .collect();
+    t.push(Target {
+        name: "daemon mode: API reads per ADD in steady state".into(),
+        limit: "0".into(),
+        measured: if reads.is_empty() || !standin {
+            "not measured (stand-in only)".into()
+        } else {
+            format!(
+                "at most {} ({}); daemon cache misses: {}",
+                reads.iter().map(|(_, n)| *n).max().unwrap_or(0),
+                reads
+                    .iter()
+                    .map(|(k, n)| format!("K={k}: {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                d.lookups.map_or("n/a".into(), |l| format!(
+                    "{} of {}",
+                    l.misses,
+                    l.hits + l.misses
+                ))
+            )
+        },
+        met: (!reads.is_empty() && standin).then(|| reads.iter().all(|(_, n)| *n == 0)),
+    });
+    t.push(Target {
+        name: "daemon mode: storm after a daemon restart, daemon in a memory-limited cgroup".into(),
+        limit: "no failure (and no OOM kill, no leak) under 64 MiB".into(),
+        measured: match &d.storm {
+            None => "not measured".into(),
+            Some(s) => {
+                let mut m = format!(
+                    "{} pods (K={}): {} ADD failure(s), {} DEL failure(s), {} leak(s)",
+                    s.pods,
+                    s.k,
+                    s.failures.len(),
+                    s.del_failures.len(),
+                    s.leaks.len()
+                );
+                match (&s.cgroup, &s.cgroup_unavailable) {
+                    (Some(c), _) => {
+                        let _ = write!(
+                            m,
+                            "; limit {:.0} MiB, OOM kills {}, peak usage {} MiB (anonymous {} MiB), daemon VmHWM {}",
+                            mib(c.limit_bytes),
+                            c.oom_kills.map_or("n/a".into(), |n| n.to_string()),
+                            opt_mib(c.max_usage_bytes),
+                            opt_mib(c.peak_rss_bytes),
+                            s.daemon_memory
+                                .map_or("n/a".into(), |m| format!("{:.1} MiB", mib_kib(m.peak_kib)))
+                        );
+                    }
+                    (None, why) => {
+                        let _ = write!(
+                            m,
+                            "; **no memory limit**: {}",
+                            why.as_deref().unwrap_or("no cgroup")
+                        );
+                    }
+                }
+                m
+            }
+        },
+        met: d.storm.as_ref().and_then(|s| {
+            let c = s.cgroup.as_ref()?;
+            Some(
+                s.failures.is_empty()
+                    && s.del_failures.is_empty()
+                    && s.leaks.is_empty()
+                    && s.daemon_survived
+                    && c.oom_kills == Some(0)
+                    && c.limit_bytes <= 64 * 1024 * 1024,
+            )
+        }),
+    });
+}
+
+/// The daemon-mode section of the markdown report.
+fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
+    let _ = writeln!(
+        s,
+        "### daemon mode: the runtime runs plexus-shim, plexus daemon serves it\n"
+    );
+    let _ = writeln!(
+        s,
+        "- shim: `{}` — {}; {} bytes{}; answering VERSION by itself (exec to exit, no daemon; after the per-K runs, interleaved with `/bin/true` exec'd the same way): median {} ms, p90 {} ms (`/bin/true`: median {} ms)",
+        d.shim.path.display(),
+        d.shim.origin,
+        d.shim.size_bytes,
+        d.shim
+            .stripped_bytes
+            .map(|b| format!(" ({b} after `strip`)"))
+            .unwrap_or_default(),
+        d.shim_version
+            .map_or("n/a".into(), |v| format!("{:.2}", v.median_ms)),
+        d.shim_version
+            .map_or("n/a".into(), |v| format!("{:.2}", v.p90_ms)),
+        d.exec_baseline
+            .map_or("n/a".into(), |v| format!("{:.2}", v.median_ms)),
+    );
+    let _ = writeln!(
+        s,
+        "- daemon: `plexus daemon` (the plexus binary above) in the host netns, maxConcurrency {} (the default: cores), logLevel error; ready {:.0} ms after its start; after the per-K runs: {}",
+        d.max_concurrency,
+        d.ready_after_ms,
+        d.memory_steady.map_or("n/a".into(), |m| format!(
+            "VmHWM {:.1} MiB, resident now {:.1} MiB anonymous + {:.1} MiB file-backed",
+            mib_kib(m.peak_kib),
+            mib_kib(m.anon_kib),
+            mib_kib(m.file_kib)
+        ))
+    );
+    let _ = writeln!(
+        s,
+        "- {} measured runs (+{} warm-up) per K, shim and floor interleaved, the floor as in thin mode; before each ADD (unmeasured) the pod and its NADs are confirmed in the daemon's caches (`GET /cache/...`); shim peak RSS over {} traced ADD+DEL; API requests counted at the stand-in without the daemon's watches\n",
+        st.runs, st.warmup, st.rss_runs
+    );
+    let _ = writeln!(
+        s,
+        "| K | daemon ADD ms: median / p90 / min | floor ADD ms (median) | ADD overhead ms | daemon DEL ms: median / p90 / min | floor DEL ms (median) | DEL overhead ms | API reads / ADD | PATCH / ADD | event POSTs / ADD | API requests / DEL | shim peak RSS MiB (ADD / DEL) |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let na = || "n/a".to_string();
+    for r in &d.per_k {
+        let rss = |v: Option<u64>| v.map_or(na(), |k| format!("{:.2}", mib_kib(k)));
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1} | {} | {} | {} | {} | {} / {} |",
+            r.k,
+            r.add.median_ms,
+            r.add.p90_ms,
+            r.add.min_ms,
+            r.floor_add.median_ms,
+            r.overhead_add_ms,
+            r.del.median_ms,
+            r.del.p90_ms,
+            r.del.min_ms,
+            r.floor_del.median_ms,
+            r.overhead_del_ms,
+            r.api_add_reads_max.map_or(na(), |n| n.to_string()),
+            r.api_add
+                .as_ref()
+                .map_or(na(), |c| c.patch_status.to_string()),
+            r.api_add.as_ref().map_or(na(), |c| c.events.to_string()),
+            r.api_del_max.map_or(na(), |n| n.to_string()),
+            rss(r.peak_rss_add_kib),
+            rss(r.peak_rss_del_kib),
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "- overhead as the median of per-run differences (each shim run paired with the floor run next to it), ADD / DEL ms: {}",
+        d.per_k
+            .iter()
+            .map(|r| format!(
+                "K={} {:+.1} / {:+.1}",
+                r.k, r.overhead_add_paired_ms, r.overhead_del_paired_ms
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for r in &d.per_k {
+        if let Some(c) = &r.api_add {
+            let _ = writeln!(
+                s,
+                "- K={}: ADD's requests (the most of any run): {}",
+                r.k,
+                c.breakdown()
+            );
+        }
+    }
+    for (r, (add, del)) in d.per_k.iter().zip(&d.splits) {
+        if add.calls == 0 {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "- K={}: where the time goes (means over {} ADDs / {} DELs, warm-up included, from the daemon's histograms): the runtime's call {:.1} / {:.1} ms = shim and socket {:.1} / {:.1} + the daemon's handling {:.1} / {:.1}, of which its delegates {:.1} / {:.1} (the floor's delegates, run by the bench: {:.1} / {:.1}) and its own work {:.1} / {:.1}",
+            r.k,
+            add.calls,
+            del.calls,
+            r.add.mean_ms,
+            r.del.mean_ms,
+            r.add.mean_ms - add.daemon_ms,
+            r.del.mean_ms - del.daemon_ms,
+            add.daemon_ms,
+            del.daemon_ms,
+            add.delegates_ms,
+            del.delegates_ms,
+            r.floor_add.mean_ms,
+            r.floor_del.mean_ms,
+            add.daemon_ms - add.delegates_ms,
+            del.daemon_ms - del.delegates_ms,
+        );
+    }
+    if let Some(l) = d.lookups {
+        let _ = writeln!(
+            s,
+            "- the daemon's own counters over the per-K runs: {} pod/NAD lookups answered by its caches, {} sent to the API",
+            l.hits, l.misses
+        );
+    }
+    for r in &d.per_k {
+        if let Some(m) = &r.memory_add {
+            let _ = writeln!(
+                s,
+                "- K={}: the shim's ADD peaked at {:.2} MiB resident; at its exit {:.2} MiB anonymous and {:.2} MiB file-backed",
+                r.k,
+                mib_kib(m.peak_kib),
+                mib_kib(m.anon_kib),
+                mib_kib(m.file_kib)
+            );
+        }
+    }
+    if !d.leaks.is_empty() {
+        let _ = writeln!(s, "- leaks after the per-K runs: {}", d.leaks.join("; "));
+    }
+    if let Some(x) = &d.storm {
+        let limit = match (&x.cgroup, &x.cgroup_unavailable) {
+            (Some(c), _) => format!(
+                "inside memory cgroup `{}` limited to {:.0} MiB",
+                c.path,
+                mib(c.limit_bytes)
+            ),
+            (None, why) => format!(
+                "**without a memory limit** ({})",
+                why.as_deref().unwrap_or("no cgroup")
+            ),
+        };
+        let ps = |v: &Option<Stats>| {
+            v.map_or(na(), |p| {
+                format!(
+                    "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                    p.median_ms, p.p99_ms, p.max_ms
+                )
+            })
+        };
+        let _ = writeln!(
+            s,
+            "- storm: the daemon restarted (previous one's exit after SIGTERM: {}) {limit}, and right after its start {} pods (K={}) ADDed at once through the shim: all done in {:.0} ms (the daemon ready {} after its start); per pod {}; {} ADD failure(s); API requests while the ADDs ran (LISTs: the watch caches' initial lists; GETs: pods or NADs read before the caches had them): {}; concurrent DEL of all in {:.0} ms, per pod {}, {} failure(s), {} API read(s)",
+            x.previous_exit,
+            x.pods,
+            x.k,
+            x.wall_ms,
+            x.ready_after_ms
+                .map_or("n/a".into(), |v| format!("{v:.0} ms")),
+            ps(&x.per_pod),
+            x.failures.len(),
+            x.api_add.breakdown(),
+            x.del_wall_ms,
+            ps(&x.del_per_pod),
+            x.del_failures.len(),
+            x.del_api_reads
+        );
+        if let Some(c) = &x.cgroup {
+            let _ = writeln!(
+                s,
+                "- storm memory: cgroup peak usage (`memory.max_usage_in_bytes`: anonymous memory, page cache and kernel memory charged to it, the delegates' included) {} MiB, of which kernel memory peaked at {} MiB (`memory.kmem.max_usage_in_bytes`); after the last ADD: usage {}, anonymous {}, page cache {}, kernel {} MiB; peak anonymous memory (`total_rss`, sampled every 10 ms) {} MiB; limit hit (`memory.failcnt`) {} times; OOM kills {}; the daemon's own peak RSS (VmHWM) {}; daemon still running afterwards: {}; its exit after SIGTERM: {}",
+                opt_mib(c.max_usage_bytes),
+                opt_mib(c.kmem_max_usage_bytes),
+                opt_mib(c.after_add.map(|a| a.usage_bytes)),
+                opt_mib(c.after_add.map(|a| a.rss_bytes)),
+                opt_mib(c.after_add.map(|a| a.cache_bytes)),
+                opt_mib(c.after_add.map(|a| a.kmem_bytes)),
+                opt_mib(c.peak_rss_bytes),
+                c.failcnt.map_or(na(), |n| n.to_string()),
+                c.oom_kills.map_or(na(), |n| n.to_string()),
+                x.daemon_memory
+                    .map_or(na(), |m| format!("{:.1} MiB", mib_kib(m.peak_kib))),
+                if x.daemon_survived { "yes" } else { "**no**" },
+                x.exit
+            );
+        }
+        let _ = writeln!(
+            s,
+            "- storm leaks: {}",
+            if x.leaks.is_empty() {
+                "none".to_string()
+            } else {
+                x.leaks.join("; ")
+            }
+        );
+        for f in x.failures.iter().chain(&x.del_failures).take(5) {
+            let _ = writeln!(s, "  - {f}");
+        }
+    }
+    let _ = writeln!(s);
 }

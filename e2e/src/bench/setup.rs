@@ -51,6 +51,9 @@ pub fn networks_annotation(k: usize) -> String {
 }
 /// How long one plugin may run.
 pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the shim's ADD waits for an unreachable daemon (`daemonWaitSeconds`): the storm starts while
+/// the restarted daemon is still starting.
+pub const DAEMON_WAIT_SECONDS: u64 = 60;
 
 /// A runtime operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +255,11 @@ pub struct Bench {
     pub runner: Runner,
     /// The plexus binary measured.
     pub plexus: PathBuf,
+    /// Daemon mode: the runtime's list `{"plugins":[plexus-shim]}` (the same keys as plexus's, plus the
+    /// shim's), run by the same runner.
+    pub daemon_runner: Option<Runner>,
+    /// Daemon mode: the shim binary measured.
+    pub shim: Option<PathBuf>,
     dir: TempDir,
 }
 
@@ -274,8 +282,13 @@ impl Bench {
         Stats::of(&v).ok_or_else(|| "no samples".to_string())
     }
 
-    /// Set everything up for `plexus`.
-    pub fn setup(plexus: &Path, opts: &super::opts::Opts) -> Result<Bench, String> {
+    /// Set everything up for `plexus`, and for daemon mode when `shim` is given: `plexus-shim` in the
+    /// runtime's plugin directory, deploy/daemon's extra ClusterRole bound to plexus's ServiceAccount.
+    pub fn setup(
+        plexus: &Path,
+        shim: Option<&Path>,
+        opts: &super::opts::Opts,
+    ) -> Result<Bench, String> {
         let dir = tempfile::Builder::new()
             .prefix("plexus-bench-")
             .tempdir()
@@ -294,6 +307,7 @@ impl Bench {
             "bin",
             "runtime-cache",
             "floor-cache",
+            "run",
         ] {
             fs::create_dir_all(root.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
         }
@@ -315,10 +329,15 @@ impl Bench {
             }
         }
 
+        if let Some(shim) = shim {
+            std::os::unix::fs::symlink(shim, root.join("bin/plexus-shim"))
+                .map_err(|e| format!("link the shim binary: {e}"))?;
+        }
+
         let mut api = Api::start(&host.path(), &root.join("admin.kubeconfig"))?;
         let ns = api.create_namespace("plexus-bench")?;
         let kubeconfig = root.join("kubeconfig");
-        let plexus_user = api.plexus_kubeconfig(&host.path(), &ns, &kubeconfig)?;
+        let plexus_user = api.plexus_kubeconfig(&host.path(), &ns, &kubeconfig, shim.is_some())?;
 
         let ipam = |subnet: &str| json!({"type": "host-local", "dataDir": root.join("ipam"), "ranges": [[{"subnet": subnet}]]});
         let mut cluster_ipam = ipam("198.18.0.0/24");
@@ -356,6 +375,15 @@ impl Bench {
             plexus_conf["logFile"] = json!(log);
             plexus_conf["logToStderr"] = json!(false);
         }
+        // Daemon mode: the shim's config is plexus's with the shim's keys (as `plexus install --daemon`
+        // writes it); its DEL fallback would run the thin plexus with the same keys.
+        let mut shim_conf = plexus_conf.clone();
+        shim_conf["type"] = json!("plexus-shim");
+        shim_conf["daemonSocketDir"] = json!(root.join("run"));
+        shim_conf["daemonWaitSeconds"] = json!(DAEMON_WAIT_SECONDS);
+        shim_conf["thinBinary"] = json!(root.join("bin/plexus"));
+        let shim_list =
+            json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [shim_conf]});
         let list =
             json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "plugins": [plexus_conf]});
         let runner = Runner {
@@ -368,6 +396,14 @@ impl Bench {
                 .map_err(|e| format!("the cluster network: {e}"))?,
             secondaries,
         };
+        let daemon_runner = match shim {
+            Some(_) => Some(Runner {
+                list: NetworkConfig::from_value(shim_list)
+                    .map_err(|e| format!("the shim's conflist: {e}"))?,
+                ..runner.clone()
+            }),
+            None => None,
+        };
         Ok(Bench {
             host,
             api,
@@ -375,6 +411,8 @@ impl Bench {
             plexus_user,
             runner,
             plexus: plexus.to_path_buf(),
+            daemon_runner,
+            shim: shim.map(Path::to_path_buf),
             dir,
         })
     }
@@ -382,6 +420,17 @@ impl Bench {
     /// The temporary directory.
     pub fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Daemon mode: the daemon's socket directory (the shim's `daemonSocketDir`).
+    pub fn socket_dir(&self) -> PathBuf {
+        self.root().join("run")
+    }
+
+    /// Daemon mode: the daemon's kubeconfig (plexus's: the same ServiceAccount, with deploy/daemon's extra
+    /// ClusterRole bound to it).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.root().join("kubeconfig")
     }
 
     /// Create pod `name` in `ns` selecting `k` secondaries, with its network namespace.
@@ -401,8 +450,13 @@ impl Bench {
 
     /// Everything that outlives a DEL when something leaks: links in `pods`, host-local reservations,
     /// files in plexus's `cniDir` and the runtime's caches, links in the host namespace besides the
-    /// master pair and the cluster bridge, plexus processes still running.
+    /// master pair and the cluster bridge, plexus (and shim) processes still running.
     pub fn leaks(&self, pods: &[&Pod]) -> Vec<String> {
+        self.leaks_except(pods, &[])
+    }
+
+    /// [`Bench::leaks`], with the processes `running` (a daemon that is meant to be up) not counted.
+    pub fn leaks_except(&self, pods: &[&Pod], running: &[u32]) -> Vec<String> {
         let mut out = Vec::new();
         for p in pods {
             if let Err(e) = p.check_clean() {
@@ -441,7 +495,14 @@ impl Bench {
             out.push(format!("host netns link {l}"));
         }
         for pid in processes_of(&self.plexus) {
-            out.push(format!("plexus process {pid} still running"));
+            if !running.contains(&pid) {
+                out.push(format!("plexus process {pid} still running"));
+            }
+        }
+        if let Some(shim) = &self.shim {
+            for pid in processes_of(shim) {
+                out.push(format!("plexus-shim process {pid} still running"));
+            }
         }
         out
     }

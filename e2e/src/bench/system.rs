@@ -1,4 +1,4 @@
-//! The machine, and the plexus binary measured.
+//! The machine, and the binaries measured (plexus and the daemon-mode shim).
 
 use std::{
     path::{Path, PathBuf},
@@ -98,7 +98,7 @@ pub fn busy_while_idle() -> f64 {
     }
 }
 
-/// The plexus binary measured.
+/// A binary measured (plexus, or the daemon-mode shim).
 #[derive(Debug, Clone, Serialize)]
 pub struct Binary {
     /// Its path.
@@ -124,25 +124,32 @@ fn workspace_root() -> PathBuf {
 /// `E2E_PLEXUS_BIN`, or a release build of package `plexus` made now with cargo (the root
 /// Cargo.toml's `[profile.release]`), found from cargo's own report of the artifact.
 pub fn plexus_binary() -> Result<Binary, String> {
-    if let Some(p) = std::env::var_os("E2E_PLEXUS_BIN").filter(|v| !v.is_empty()) {
+    binary("E2E_PLEXUS_BIN", "plexus", "plexus")
+}
+
+/// `E2E_SHIM_BIN`, or a release build of package `plexus-shim` (binary `plexus-shim`) made now, as for
+/// [`plexus_binary`]: the daemon-mode shim as it ships.
+pub fn shim_binary() -> Result<Binary, String> {
+    binary("E2E_SHIM_BIN", "plexus-shim", "plexus-shim")
+}
+
+/// The file named by `var`, else `cargo build --release -p <package> --bin <bin>`'s artifact.
+fn binary(var: &str, package: &str, bin: &str) -> Result<Binary, String> {
+    if let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(p);
         if !path.is_file() {
-            return Err(format!("E2E_PLEXUS_BIN={} is not a file", path.display()));
+            return Err(format!("{var}={} is not a file", path.display()));
         }
-        return finish(
-            path,
-            "E2E_PLEXUS_BIN (not built by the bench)".into(),
-            false,
-        );
+        return finish(path, format!("{var} (not built by the bench)"), false);
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = workspace_root().join("Cargo.toml");
     eprintln!(
-        "plexus-bench: building plexus: cargo build --release -p plexus --bin plexus (manifest {})",
+        "plexus-bench: building {bin}: cargo build --release -p {package} --bin {bin} (manifest {})",
         manifest.display()
     );
     let out = Command::new(&cargo)
-        .args(["build", "--release", "-p", "plexus", "--bin", "plexus"])
+        .args(["build", "--release", "-p", package, "--bin", bin])
         .arg("--manifest-path")
         .arg(&manifest)
         .args(["--message-format", "json-render-diagnostics"])
@@ -151,13 +158,13 @@ pub fn plexus_binary() -> Result<Binary, String> {
         .output()
         .map_err(|e| {
             format!(
-                "cannot run {} (set E2E_PLEXUS_BIN to a plexus binary instead): {e}",
+                "cannot run {} (set {var} to a {bin} binary instead): {e}",
                 Path::new(&cargo).display()
             )
         })?;
     if !out.status.success() {
         return Err(format!(
-            "cargo build --release -p plexus failed ({})",
+            "cargo build --release -p {package} failed ({})",
             out.status
         ));
     }
@@ -166,16 +173,16 @@ pub fn plexus_binary() -> Result<Binary, String> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|m| {
             m["reason"] == "compiler-artifact"
-                && m["target"]["name"] == "plexus"
+                && m["target"]["name"] == bin
                 && m["target"]["kind"]
                     .as_array()
                     .is_some_and(|k| k.iter().any(|k| k == "bin"))
         })
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or("cargo reported no plexus executable")?;
+        .ok_or_else(|| format!("cargo reported no {bin} executable"))?;
     finish(
         path,
-        "cargo build --release -p plexus (root Cargo.toml [profile.release])".into(),
+        format!("cargo build --release -p {package} (root Cargo.toml [profile.release])"),
         true,
     )
 }
@@ -186,7 +193,7 @@ fn finish(path: PathBuf, origin: String, release_build: bool) -> Result<Binary, 
         .map_err(|e| format!("{}: {e}", path.display()))?
         .len();
     let stripped_bytes = tempfile::tempdir().ok().and_then(|d| {
-        let copy = d.path().join("plexus");
+        let copy = d.path().join("stripped");
         let ok = Command::new("strip")
             .arg("-o")
             .arg(&copy)

@@ -1,6 +1,10 @@
 //! kube-rs (the client plexus uses) against the stand-in, through the
 //! kubeconfig file it writes: TLS with its CA, bearer token, typed and dynamic
-//! APIs, status patches, errors, watches, discovery.
+//! APIs, status patches, errors, watches, discovery. Each runs twice: with
+//! kube's own client (HTTP/1.1) and with the one plexus builds
+//! (`plexus::k8s::transport`, HTTP/2 by ALPN). Last, plexus's `ApiCluster`
+//! itself: an ADD's reads share one connection over HTTP/2, and a server
+//! that offers only HTTP/1.1 still serves them.
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{
@@ -19,8 +23,32 @@ async fn kube_config(path: &std::path::Path) -> Config {
         .expect("kube config")
 }
 
-async fn kube_client(path: &std::path::Path) -> Client {
-    Client::try_from(kube_config(path).await).expect("kube client")
+/// Which client: kube's own (`Client::try_from`, HTTP/1.1 only) or plexus's (HTTP/2 when offered).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Which {
+    Kube,
+    Plexus,
+}
+
+fn build(which: Which, config: Config) -> Client {
+    match which {
+        Which::Kube => Client::try_from(config).expect("kube client"),
+        Which::Plexus => plexus::k8s::transport::client(&config).expect("plexus client"),
+    }
+}
+
+async fn kube_client(which: Which, path: &std::path::Path) -> Client {
+    build(which, kube_config(path).await)
+}
+
+/// The protocol the stand-in served: every connection HTTP/1.1 for kube's client, HTTP/2 for plexus's.
+fn assert_protocol(which: Which, server: &ApiServer) {
+    let c = server.connections();
+    assert!(c.accepted > 0, "{c:?}");
+    match which {
+        Which::Kube => assert_eq!(c.http2, 0, "{c:?}"),
+        Which::Plexus => assert_eq!((c.http1, c.http2), (0, c.accepted), "{c:?}"),
+    }
 }
 
 fn pod(name: &str) -> Pod {
@@ -34,6 +62,15 @@ fn pod(name: &str) -> Pod {
 
 #[tokio::test]
 async fn kube_rs_reads_and_patches_pod_status() {
+    reads_and_patches_pod_status(Which::Kube).await;
+}
+
+#[tokio::test]
+async fn plexus_client_reads_and_patches_pod_status_over_http2() {
+    reads_and_patches_pod_status(Which::Plexus).await;
+}
+
+async fn reads_and_patches_pod_status(which: Which) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     let server = ApiServer::start(StandinConfig {
@@ -43,7 +80,7 @@ async fn kube_rs_reads_and_patches_pod_status() {
     })
     .await
     .unwrap();
-    let client = kube_client(&path).await;
+    let client = kube_client(which, &path).await;
 
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.major, "1");
@@ -118,7 +155,7 @@ async fn kube_rs_reads_and_patches_pod_status() {
     // ...unless told not to; then the Status surfaces.
     let mut config = kube_config(&path).await;
     config.default_retry = false;
-    let no_retry: Api<Pod> = Api::default_namespaced(Client::try_from(config).unwrap());
+    let no_retry: Api<Pod> = Api::default_namespaced(build(which, config));
     server.inject(
         FaultSpec::status(503)
             .on("PATCH", "/pods/web/status")
@@ -173,10 +210,20 @@ async fn kube_rs_reads_and_patches_pod_status() {
 
     assert_eq!(server.count_requests("PATCH", "/pods/web/status"), 6);
     assert_eq!(server.count_requests("GET", "/pods/web"), 2);
+    assert_protocol(which, &server);
 }
 
 #[tokio::test]
 async fn kube_rs_watches() {
+    watches(Which::Kube).await;
+}
+
+#[tokio::test]
+async fn plexus_client_watches_over_http2() {
+    watches(Which::Plexus).await;
+}
+
+async fn watches(which: Which) {
     use futures::{StreamExt, TryStreamExt};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
@@ -186,7 +233,7 @@ async fn kube_rs_watches() {
     })
     .await
     .unwrap();
-    let pods: Api<Pod> = Api::default_namespaced(kube_client(&path).await);
+    let pods: Api<Pod> = Api::default_namespaced(kube_client(which, &path).await);
     let rv = server.with_store(|s| s.resource_version()).to_string();
     let mut stream = pods
         .watch(&WatchParams::default().timeout(5), &rv)
@@ -205,4 +252,79 @@ async fn kube_rs_watches() {
         Some(WatchEvent::Deleted(p)) => assert_eq!(p.metadata.name.as_deref(), Some("w")),
         other => panic!("expected DELETED, got {other:?}"),
     }
+    assert_protocol(which, &server);
+}
+
+/// The ADD path's reads through plexus's `ApiCluster`: the pod and the cluster network's NAD together,
+/// then eight selected NADs at once. The stand-in runs on a runtime of its own (`ApiCluster` blocks on
+/// its own). Returns the networks found and the stand-in's connection counts.
+fn add_reads(http1_only: bool) -> (usize, plexus_e2e::apiserver::Connections, usize) {
+    use plexus::cluster::Cluster;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt
+        .block_on(ApiServer::start(StandinConfig {
+            kubeconfig: Some(path.clone()),
+            nad_crd: true,
+            http1_only,
+            ..StandinConfig::default()
+        }))
+        .unwrap();
+    let nad = |ns: &str, name: &str| {
+        json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+               "metadata": {"name": name, "namespace": ns},
+               "spec": {"config": "{\"cniVersion\":\"1.0.0\",\"type\":\"bridge\"}"}})
+    };
+    server.create(nad("kube-system", "cluster-nad")).unwrap();
+    let names: Vec<String> = (1..=8).map(|i| format!("net{i}")).collect();
+    for n in &names {
+        server.create(nad("default", n)).unwrap();
+    }
+    let mut web = serde_json::to_value(pod("web")).unwrap();
+    web["metadata"]["namespace"] = json!("default");
+    web["metadata"]["annotations"] = json!({"k8s.v1.cni.cncf.io/networks": names.join(",")});
+    let web = server.create(web).unwrap();
+    server.clear_requests();
+
+    let config = plexus::config::Config::from_bytes(
+        json!({"cniVersion": "1.0.0", "name": "plexus", "kubeconfig": path,
+               "clusterNetwork": "cluster-nad", "apiTimeoutSeconds": 5})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let cluster = plexus::k8s::client::ApiCluster::from_config(&config).unwrap();
+    let pod_ref = plexus::request::PodRef {
+        namespace: "default".into(),
+        name: "web".into(),
+        uid: web["metadata"]["uid"].as_str().map(String::from),
+        infra_container_id: None,
+    };
+    let found = cluster.pod_networks(&pod_ref, &config).unwrap();
+    let requests = server.count_requests("GET", "");
+    (found.networks.len(), server.connections(), requests)
+}
+
+#[test]
+fn api_cluster_add_reads_share_one_http2_connection() {
+    let (networks, conns, requests) = add_reads(false);
+    assert_eq!(networks, 8);
+    assert_eq!(requests, 10, "the pod, the cluster network and eight NADs");
+    assert_eq!(
+        (conns.accepted, conns.http1, conns.http2),
+        (1, 0, 1),
+        "ten requests, one TLS connection"
+    );
+}
+
+#[test]
+fn api_cluster_add_reads_work_with_a_server_offering_only_http1() {
+    let (networks, conns, requests) = add_reads(true);
+    assert_eq!(networks, 8);
+    assert_eq!(requests, 10);
+    assert_eq!(conns.http2, 0, "{conns:?}");
+    assert_eq!(conns.http1, conns.accepted, "{conns:?}");
+    // Concurrent requests over HTTP/1.1 need a connection each (how many exactly depends on timing).
+    assert!(conns.accepted >= 2, "{conns:?}");
 }

@@ -1,7 +1,9 @@
-//! The stand-in over real HTTPS, with its own CA and token.
+//! The stand-in over real HTTPS, with its own CA and token. Watches, faults
+//! and the request log are checked over HTTP/1.1 and over HTTP/2 (ALPN `h2`).
 
 use std::time::{Duration, Instant};
 
+use hyper::Version;
 use plexus_e2e::apiserver::{ApiServer, Client, Config, FaultSpec};
 use serde_json::{Value, json};
 
@@ -12,9 +14,29 @@ const PODS: &str = "/api/v1/namespaces/default/pods";
 const NADS: &str = "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions";
 
 async fn start() -> (ApiServer, Client) {
+    start_on(false).await
+}
+
+/// The stand-in and a client that speaks HTTP/2 (`h2`) or HTTP/1.1 to it; every request checks that the
+/// protocol is the one asked for.
+async fn start_on(h2: bool) -> (ApiServer, Client) {
     let server = ApiServer::start(Config::default()).await.expect("start");
-    let client = server.client();
+    let client = server.client().with_http2(h2);
+    let want = if h2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    assert_eq!(client.get("/version").await.unwrap().version, want);
+    server.clear_requests();
     (server, client)
+}
+
+/// Every connection the stand-in accepted was served with the protocol asked for.
+fn assert_served(server: &ApiServer, h2: bool) {
+    let c = server.connections();
+    let (want1, want2) = if h2 { (0, c.accepted) } else { (c.accepted, 0) };
+    assert_eq!((c.http1, c.http2), (want1, want2), "{c:?}");
 }
 
 fn pod(name: &str, app: &str, node: &str) -> Value {
@@ -530,7 +552,16 @@ async fn events_in_both_apis() {
 
 #[tokio::test]
 async fn watch_streams_changes() {
-    let (server, c) = start().await;
+    watch_streams_changes_on(false).await;
+}
+
+#[tokio::test]
+async fn watch_streams_changes_over_http2() {
+    watch_streams_changes_on(true).await;
+}
+
+async fn watch_streams_changes_on(h2: bool) {
+    let (server, c) = start_on(h2).await;
     let start_rv = server.with_store(|s| s.resource_version());
     c.post(PODS, &pod("w1", "w", "n")).await.unwrap();
 
@@ -587,11 +618,21 @@ async fn watch_streams_changes() {
     let expect = [("ADDED", "w1"), ("DELETED", "w1"), ("ADDED", "w2")]
         .map(|(a, b)| (a.to_string(), b.to_string()));
     assert_eq!(types, expect);
+    assert_served(&server, h2);
 }
 
 #[tokio::test]
 async fn fault_status_for_matching_requests_only() {
-    let (server, c) = start().await;
+    fault_status_for_matching_requests_only_on(false).await;
+}
+
+#[tokio::test]
+async fn fault_status_for_matching_requests_only_over_http2() {
+    fault_status_for_matching_requests_only_on(true).await;
+}
+
+async fn fault_status_for_matching_requests_only_on(h2: bool) {
+    let (server, c) = start_on(h2).await;
     c.post(PODS, &pod("x", "a", "n")).await.unwrap();
     c.post(PODS, &pod("y", "a", "n")).await.unwrap();
     let status = format!("{PODS}/x/status");
@@ -649,11 +690,21 @@ async fn fault_status_for_matching_requests_only() {
             .count(),
         5
     );
+    assert_served(&server, h2);
 }
 
 #[tokio::test]
 async fn fault_latency_drop_and_down() {
-    let (server, c) = start().await;
+    fault_latency_drop_and_down_on(false).await;
+}
+
+#[tokio::test]
+async fn fault_latency_drop_and_down_over_http2() {
+    fault_latency_drop_and_down_on(true).await;
+}
+
+async fn fault_latency_drop_and_down_on(h2: bool) {
+    let (server, c) = start_on(h2).await;
     let id = server.inject(FaultSpec::latency(300).on("GET", "/namespaces/default/pods"));
     let t = Instant::now();
     assert_eq!(c.get(PODS).await.unwrap().status, 200);
@@ -684,11 +735,21 @@ async fn fault_latency_drop_and_down() {
     assert_eq!(logged[0], (200, Some("latency".to_string())));
     assert_eq!(logged[2], (0, Some("drop".to_string())));
     assert_eq!(logged[4], (0, Some("down".to_string())));
+    assert_served(&server, h2);
 }
 
 #[tokio::test]
 async fn faults_and_log_over_http() {
-    let (server, c) = start().await;
+    faults_and_log_over_http_on(false).await;
+}
+
+#[tokio::test]
+async fn faults_and_log_over_http_over_http2() {
+    faults_and_log_over_http_on(true).await;
+}
+
+async fn faults_and_log_over_http_on(h2: bool) {
+    let (server, c) = start_on(h2).await;
     let r = c
         .post(
             "/standin/faults",
@@ -776,6 +837,7 @@ async fn faults_and_log_over_http() {
     assert!(server.requests().is_empty());
     c.get(&format!("{PODS}?limit=1")).await.unwrap();
     assert_eq!(server.requests()[0].query, "limit=1");
+    assert_served(&server, h2);
 }
 
 #[tokio::test]
@@ -861,4 +923,86 @@ async fn discovery_and_version() {
             .any(|p| p["name"] == "fieldValidation")
     );
     assert_eq!(c.get("/api/v1/nodes").await.unwrap().status, 404);
+}
+
+#[tokio::test]
+async fn alpn_picks_http2_unless_the_server_is_http1_only() {
+    let (server, c) = start().await;
+    let h2 = c.with_http2(true);
+    assert_eq!(h2.get(PODS).await.unwrap().version, Version::HTTP_2);
+    assert_eq!(c.get(PODS).await.unwrap().version, Version::HTTP_11);
+    let counts = c.get("/standin/connections").await.unwrap().json();
+    // start()'s /version, the two GETs, and this one.
+    assert_eq!(counts, json!({"accepted": 4, "http1": 3, "http2": 1}));
+    assert_eq!(server.connections().http2, 1);
+    assert_eq!(
+        server.count_requests("GET", PODS),
+        2,
+        "both protocols are logged"
+    );
+
+    let old = ApiServer::start(Config {
+        http1_only: true,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let r = old.client().with_http2(true).get(PODS).await.unwrap();
+    assert_eq!((r.status, r.version), (200, Version::HTTP_11));
+    assert_eq!(old.connections().http2, 0);
+}
+
+#[tokio::test]
+async fn http2_requests_share_a_connection_and_a_drop_resets_only_its_own() {
+    let (server, c) = start_on(true).await;
+    c.post(PODS, &pod("x", "a", "n")).await.unwrap();
+    // One HTTP/2 connection, several requests at once, as plexus makes them; the stand-in's own client
+    // opens a connection per request, so kube's hyper client is used here through plexus's transport.
+    let kc = server.kubeconfig();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, kc).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = plexus::k8s::transport::client(&config).unwrap();
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "default");
+    pods.get("x").await.unwrap();
+    let before = server.connections();
+    server.inject(FaultSpec::latency(300).on("GET", "/pods/x"));
+    server.inject(
+        FaultSpec::drop_connection()
+            .on("GET", "/pods/gone")
+            .times(1),
+    );
+    let (slow, dropped, other) = tokio::join!(pods.get("x"), pods.get("gone"), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pods.get_opt("y").await
+    });
+    assert!(dropped.is_err(), "the dropped request fails");
+    assert_eq!(
+        slow.unwrap().metadata.name.as_deref(),
+        Some("x"),
+        "held, then answered"
+    );
+    assert!(
+        other.unwrap().is_none(),
+        "a request after the drop on the same connection"
+    );
+    assert_eq!(
+        server.connections(),
+        before,
+        "no new connection: {before:?}"
+    );
+    let drops: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.fault.as_deref() == Some("drop"))
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(
+        drops,
+        [("/api/v1/namespaces/default/pods/gone".to_string(), 0)]
+    );
 }

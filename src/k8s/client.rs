@@ -260,9 +260,10 @@ impl ApiCluster {
                 // plexus retries within its own budget; kube's hidden retry (up to 15 tries honouring
                 // Retry-After) would run past it.
                 kc.default_retry = false;
+                // HTTP/2 when the server offers it: one connection for all of this call's requests.
                 let client = {
                     let _guard = rt.enter();
-                    Client::try_from(kc).map_err(|e| {
+                    super::transport::client(&kc).map_err(|e| {
                         ClusterError::Other(format!("cannot build the API client: {e}"))
                     })?
                 };

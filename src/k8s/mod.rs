@@ -5,3 +5,4 @@ pub mod client;
 pub mod events;
 pub mod nad;
 pub mod status;
+pub mod transport;

@@ -1,14 +1,16 @@
 //! A small HTTPS client for the stand-in (or any apiserver): one connection
-//! per request, the given CA as the only trust root, an optional bearer token.
-//! Tests use it to poke at raw HTTP behaviour and at `/standin/` endpoints.
+//! per request, the given CA as the only trust root, an optional bearer token,
+//! HTTP/1.1 (no ALPN) or, with [`Client::with_http2`], whatever the server
+//! picks of `h2` and `http/1.1`. Tests use it to poke at raw HTTP behaviour and
+//! at `/standin/` endpoints.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderMap};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ClientConfig;
 use rustls::crypto::ring::default_provider;
 use rustls::pki_types::pem::PemObject;
@@ -29,6 +31,8 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// Raw body.
     pub body: Bytes,
+    /// The protocol it came over (`HTTP_11` or `HTTP_2`).
+    pub version: Version,
 }
 
 impl Reply {
@@ -44,8 +48,9 @@ pub struct Client {
     host: String,
     port: u16,
     server_name: ServerName<'static>,
-    connector: TlsConnector,
+    tls: Arc<ClientConfig>,
     token: Option<String>,
+    http2: bool,
 }
 
 impl std::fmt::Debug for Client {
@@ -83,8 +88,9 @@ impl Client {
             server_name: ServerName::try_from(host.clone())?,
             host,
             port: port.parse()?,
-            connector: TlsConnector::from(Arc::new(config)),
+            tls: Arc::new(config),
             token: token.map(String::from),
+            http2: false,
         })
     }
 
@@ -92,6 +98,22 @@ impl Client {
     pub fn with_token(&self, token: Option<&str>) -> Client {
         Client {
             token: token.map(String::from),
+            ..self.clone()
+        }
+    }
+
+    /// The same client offering ALPN `h2` and `http/1.1` (`true`) or no ALPN, so HTTP/1.1 (`false`, the
+    /// default). Each request still opens its own connection.
+    pub fn with_http2(&self, http2: bool) -> Client {
+        let mut tls = (*self.tls).clone();
+        tls.alpn_protocols = if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            Vec::new()
+        };
+        Client {
+            tls: Arc::new(tls),
+            http2,
             ..self.clone()
         }
     }
@@ -105,16 +127,23 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Reply, ClientError> {
         let tcp = TcpStream::connect((self.host.as_str(), self.port)).await?;
-        let tls = self
-            .connector
+        let tls = TlsConnector::from(self.tls.clone())
             .connect(self.server_name.clone(), tcp)
             .await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        let driver = tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path_and_query)
-            .header(HOST, format!("{}:{}", self.host, self.port));
+        let h2 = self.http2 && tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        let authority = match self.server_name {
+            ServerName::IpAddress(_) if self.host.contains(':') => {
+                format!("[{}]:{}", self.host, self.port)
+            }
+            _ => format!("{}:{}", self.host, self.port),
+        };
+        let mut req = Request::builder().method(method);
+        req = if h2 {
+            // HTTP/2 takes the authority from the URI (`:authority`), not from a Host header.
+            req.uri(format!("https://{authority}{path_and_query}"))
+        } else {
+            req.uri(path_and_query).header(HOST, authority)
+        };
         if let Some(t) = &self.token {
             req = req.header(AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -122,16 +151,28 @@ impl Client {
             req = req.header(CONTENT_TYPE, ct);
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = sender.send_request(req).await;
+        let io = TokioIo::new(tls);
+        let (resp, driver) = if h2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
+            let driver = tokio::spawn(conn);
+            (sender.send_request(req).await, driver)
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+            let driver = tokio::spawn(conn);
+            (sender.send_request(req).await, driver)
+        };
         let result = async {
             let resp = resp?;
             let status = resp.status().as_u16();
+            let version = resp.version();
             let headers = resp.headers().clone();
             let body = resp.into_body().collect().await?.to_bytes();
             Ok::<_, ClientError>(Reply {
                 status,
                 headers,
                 body,
+                version,
             })
         }
         .await;

@@ -5,7 +5,7 @@
 //!
 //! What it serves (see `e2e/STANDIN.md` for the full list of what it does and
 //! does not do):
-//! - HTTPS with a CA and serving certificate made at start ([`tls`]), bearer
+//! - HTTPS (HTTP/2 or HTTP/1.1, by ALPN) with a CA and serving certificate made at start ([`tls`]), bearer
 //!   token authentication, and a kubeconfig pointing at itself ([`kubeconfig`]);
 //! - ServiceAccount tokens from the TokenRequest API ([`auth`]) and RBAC
 //!   authorization of their requests (Roles, ClusterRoles and their bindings,
@@ -52,5 +52,5 @@ pub use client::Client;
 pub use error::ApiError;
 pub use faults::{ActiveFault, FaultSpec, Faults, RequestRecord, UserRecord};
 pub use rbac::UserInfo;
-pub use server::{ApiServer, Config, StartError, parse_seed};
+pub use server::{ApiServer, Config, Connections, StartError, parse_seed};
 pub use store::Store;

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -17,7 +18,8 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -48,6 +50,37 @@ pub struct State {
     pub(crate) tokens: Tokens,
     pub(crate) addr: SocketAddr,
     pub(crate) log_to_stderr: bool,
+    pub(crate) conns: ConnCounts,
+}
+
+/// Connections so far, by how far they got.
+#[derive(Debug, Default)]
+pub(crate) struct ConnCounts {
+    accepted: AtomicU64,
+    http1: AtomicU64,
+    http2: AtomicU64,
+}
+
+impl ConnCounts {
+    fn snapshot(&self) -> Connections {
+        Connections {
+            accepted: self.accepted.load(Ordering::SeqCst),
+            http1: self.http1.load(Ordering::SeqCst),
+            http2: self.http2.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// How many connections the stand-in has accepted since it started ([`ApiServer::connections`],
+/// `GET /standin/connections`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Connections {
+    /// TCP connections accepted (including those whose TLS handshake then failed).
+    pub accepted: u64,
+    /// Connections served HTTP/1.1 after the TLS handshake (the client offered no ALPN or chose `http/1.1`).
+    pub http1: u64,
+    /// Connections served HTTP/2 (ALPN `h2`).
+    pub http2: u64,
 }
 
 impl State {
@@ -73,6 +106,8 @@ pub struct Config {
     pub seed: Vec<Value>,
     /// Print one line per request to stderr.
     pub log_to_stderr: bool,
+    /// Offer only `http/1.1` in ALPN, like a server with HTTP/2 turned off (default: `h2` and `http/1.1`).
+    pub http1_only: bool,
 }
 
 impl Default for Config {
@@ -85,6 +120,7 @@ impl Default for Config {
             nad_crd: false,
             seed: Vec::new(),
             log_to_stderr: false,
+            http1_only: false,
         }
     }
 }
@@ -150,14 +186,19 @@ impl ApiServer {
             tokens: Tokens::default(),
             addr,
             log_to_stderr: config.log_to_stderr,
+            conns: ConnCounts::default(),
         });
         if let Some(path) = &config.kubeconfig {
             kubeconfig::write(path, &url, &tls.ca_pem, &state.token).map_err(StartError::Io)?;
         }
+        let mut server_tls = (*tls.config).clone();
+        if config.http1_only {
+            server_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(serve(
             listener,
-            TlsAcceptor::from(tls.config.clone()),
+            TlsAcceptor::from(Arc::new(server_tls)),
             state.clone(),
             stopped,
         ));
@@ -235,6 +276,11 @@ impl ApiServer {
     /// How many logged requests had `method` (any if "") and a path containing `path`.
     pub fn count_requests(&self, method: &str, path: &str) -> usize {
         self.state.log.filtered(method, path).len()
+    }
+
+    /// Connections accepted so far, and the protocol each was served.
+    pub fn connections(&self) -> Connections {
+        self.state.conns.snapshot()
     }
 
     /// Empties the request log.
@@ -339,13 +385,28 @@ async fn serve(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 };
+                state.conns.accepted.fetch_add(1, Ordering::SeqCst);
+                // As a real API server (Go sets it on every TCP connection): HTTP/2 answers are several
+                // frames, which Nagle's algorithm would hold back for the client's delayed ACK.
+                let _ = tcp.set_nodelay(true);
                 let (acceptor, state) = (acceptor.clone(), state.clone());
                 conns.spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                    let counter = if h2 { &state.conns.http2 } else { &state.conns.http1 };
+                    counter.fetch_add(1, Ordering::SeqCst);
                     let svc = service_fn(move |req| handle(state.clone(), req));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), svc)
-                        .await;
+                    // A service error (a `drop` fault, "down") closes an HTTP/1.1 connection without an
+                    // answer; over HTTP/2 it resets that request's stream and the connection lives on.
+                    if h2 {
+                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .await;
+                    } else {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), svc)
+                            .await;
+                    }
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -560,7 +621,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(response)
 }
 
-/// `/standin/faults[/{id}]` and `/standin/requests`.
+/// `/standin/faults[/{id}]`, `/standin/requests` and `/standin/connections`.
 fn standin(state: &State, method: &Method, segs: &[String], query: &str, body: &[u8]) -> Reply {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     match (method.clone(), segs.as_slice()) {
@@ -617,6 +678,7 @@ fn standin(state: &State, method: &Method, segs: &[String], query: &str, body: &
             Reply::Json(200, json!(records))
         }
         (Method::DELETE, ["requests"]) => Reply::Json(200, json!({"cleared": state.log.clear()})),
+        (Method::GET, ["connections"]) => Reply::Json(200, json!(state.conns.snapshot())),
         _ => Reply::Error(ApiError::no_route()),
     }
 }

@@ -1,5 +1,5 @@
 //! TLS: a fresh CA and a serving certificate for 127.0.0.1, localhost and ::1,
-//! generated at start (rcgen), served with rustls on the `ring` provider.
+//! generated at start (rcgen), served with rustls on the `ring` provider; ALPN `h2` and `http/1.1`.
 
 use std::sync::Arc;
 
@@ -66,8 +66,8 @@ pub fn generate() -> Result<ServingTls, TlsError> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(chain, key)?;
-    // HTTP/1.1 only: Go clients that offer h2 fall back to it.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 for clients that offer it, as a real API server negotiates (the server may narrow this).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(ServingTls {
         ca_pem: ca.pem(),
         config: Arc::new(config),

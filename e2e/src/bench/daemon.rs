@@ -359,8 +359,8 @@ pub fn histogram_sum(text: &str, name: &str, labels: &[&str]) -> (f64, u64) {
     (sum, count)
 }
 
-/// Where a daemon-mode call's time goes, from the daemon's own histograms over one K's runs (warm-up
-/// included): means per call, ms.
+/// Where a daemon-mode call's time goes, from the daemon's own histograms over one K's measured runs:
+/// means per call, ms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Split {
     /// Calls counted.
@@ -426,6 +426,8 @@ pub struct CgroupStats {
     pub kmem_max_usage_bytes: Option<u64>,
     /// Right after the last ADD returned (the pods' interfaces all exist).
     pub after_add: Option<CgroupSnapshot>,
+    /// Right after the last DEL returned.
+    pub after_del: Option<CgroupSnapshot>,
 }
 
 /// What a memory cgroup holds at one moment.
@@ -528,8 +530,13 @@ impl Cgroup {
         }
     }
 
-    /// What it recorded so far (`peak_rss` from the sampler, `after_add` taken after the ADDs).
-    pub fn stats(&self, peak_rss: Option<u64>, after_add: Option<CgroupSnapshot>) -> CgroupStats {
+    /// What it recorded so far (`peak_rss` from the sampler; snapshots taken after the ADDs and DELs).
+    pub fn stats(
+        &self,
+        peak_rss: Option<u64>,
+        after_add: Option<CgroupSnapshot>,
+        after_del: Option<CgroupSnapshot>,
+    ) -> CgroupStats {
         CgroupStats {
             path: self.dir.display().to_string(),
             limit_bytes: self.read_u64("memory.limit_in_bytes").unwrap_or(0),
@@ -539,6 +546,7 @@ impl Cgroup {
             peak_rss_bytes: peak_rss,
             kmem_max_usage_bytes: self.read_u64("memory.kmem.max_usage_in_bytes"),
             after_add,
+            after_del,
         }
     }
 }
@@ -615,10 +623,16 @@ pub struct DaemonReport {
     pub max_concurrency: usize,
     /// From the first spawn to `/readyz` 200.
     pub ready_after_ms: f64,
+    /// How long the bench waited before the daemon phase for the CPUs to go quiet, and how busy the
+    /// last one-second window was (0..1).
+    pub settled: (f64, f64),
     /// The shim answering VERSION by itself (no daemon involved): exec to exit.
     pub shim_version: Option<Stats>,
     /// `/bin/true` exec'd the same way: what starting any process costs here.
     pub exec_baseline: Option<Stats>,
+    /// `GET /readyz` on the daemon's socket from the bench (connect, request, reply, close): the socket
+    /// and the daemon's HTTP server without any CNI work.
+    pub socket_round_trip: Option<Stats>,
     /// Per K, as the thin rows (the peak RSS fields are the shim's).
     pub per_k: Vec<KResult>,
     /// Per K (same order): where ADD's and DEL's time went, from the daemon's histograms.
@@ -682,6 +696,22 @@ fn shim_start(shim: &Path, runs: usize) -> Result<(Stats, Option<Stats>), String
     Ok((version, Stats::of(&baseline).filter(|_| baseline_ok)))
 }
 
+/// `runs` `GET /readyz` round trips on the daemon's socket (after two unmeasured ones).
+fn round_trip(daemon: &Daemon, runs: usize) -> Result<Stats, String> {
+    let mut v = Vec::with_capacity(runs);
+    for i in 0..runs + 2 {
+        let started = Instant::now();
+        match daemon.get("/readyz") {
+            Some((200, _)) => {}
+            other => return Err(format!("GET /readyz on the daemon's socket: {other:?}")),
+        }
+        if i >= 2 {
+            v.push(started.elapsed());
+        }
+    }
+    Stats::of(&v).ok_or_else(|| "no samples".into())
+}
+
 /// Daemon mode: start the daemon, measure, storm, stop it. Returns the report and the pods made (for the
 /// bench's final leak check).
 pub fn measure(b: &Bench, shim: Binary, opts: &Opts) -> Result<(DaemonReport, Vec<Pod>), String> {
@@ -689,8 +719,11 @@ pub fn measure(b: &Bench, shim: Binary, opts: &Opts) -> Result<(DaemonReport, Ve
         .daemon_runner
         .clone()
         .ok_or("the bench was set up without the shim")?;
+    // What the thin phases left (pods' namespaces are torn down by the kernel after they are deleted)
+    // must not be charged to the daemon's first rows.
+    let settled = super::system::settle(Duration::from_secs(30));
     let mut daemon = Daemon::start(b, opts)?;
-    let r = measure_with(b, &mut daemon, &runner, shim, opts);
+    let r = measure_with(b, &mut daemon, &runner, shim, opts, settled);
     r.map_err(|e| {
         format!(
             "{e}\n--- the daemon's log (last lines) ---\n{}",
@@ -705,6 +738,7 @@ fn measure_with(
     runner: &Runner,
     shim: Binary,
     opts: &Opts,
+    (settled, busy): (Duration, f64),
 ) -> Result<(DaemonReport, Vec<Pod>), String> {
     let ready_after = daemon.wait_ready()?;
     eprintln!(
@@ -722,9 +756,20 @@ fn measure_with(
     let scrape = || daemon.get("/metrics").map(|(_, t)| t).unwrap_or_default();
     for &k in &opts.ks {
         let pod = b.pod(&b.ns, &format!("daemon-k{k}"), k)?;
-        let before = scrape();
-        let mut r = phases::latency(b, runner, &pod, opts, &mut unused, &prepare)?;
-        split.push(splits(&before, &scrape()));
+        // The daemon's histograms over the measured runs only: scraped just before the first measured
+        // ADD (prepare runs once per run, before its ADD) and right after the last run.
+        let calls = std::cell::Cell::new(0usize);
+        let before = std::cell::RefCell::new(String::new());
+        let prepare_and_mark = |pod: &Pod| {
+            prepare(pod)?;
+            if calls.get() == opts.warmup {
+                *before.borrow_mut() = scrape();
+            }
+            calls.set(calls.get() + 1);
+            Ok(())
+        };
+        let mut r = phases::latency(b, runner, &pod, opts, &mut unused, &prepare_and_mark)?;
+        split.push(splits(&before.borrow(), &scrape()));
         if opts.rss_runs > 0 {
             let (a, d) = phases::peak_rss(runner, &pod, opts, &prepare)?;
             r.peak_rss_add_kib = a.map(|m| m.peak_kib);
@@ -749,6 +794,7 @@ fn measure_with(
     };
     let memory_steady = daemon.memory();
     let (shim_version, exec_baseline) = shim_start(&shim.path, opts.runs.max(10))?;
+    let socket_round_trip = round_trip(daemon, opts.runs.max(10))?;
     let pid = daemon.pid().unwrap_or(0);
     let leaks = b.leaks_except(&pods.iter().collect::<Vec<_>>(), &[pid]);
     let storm = storm(b, daemon, runner, opts)?;
@@ -760,8 +806,10 @@ fn measure_with(
             shim,
             max_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             ready_after_ms: ms(ready_after),
+            settled: (settled.as_secs_f64(), busy),
             shim_version: Some(shim_version),
             exec_baseline,
+            socket_round_trip: Some(socket_round_trip),
             per_k,
             splits: split,
             lookups,
@@ -882,10 +930,13 @@ pub fn storm(
             Err(e) => del_failures.push(format!("pod {}: {e}", p.info.name)),
         }
     }
+    let after_del = cgroup.as_ref().map(Cgroup::snapshot);
     let (peak_rss, ready) = sampler.finish();
     let daemon_survived = alive_after_add && daemon.alive();
     let daemon_memory = daemon.memory();
-    let cgroup_stats = cgroup.as_ref().map(|c| c.stats(peak_rss, after_add));
+    let cgroup_stats = cgroup
+        .as_ref()
+        .map(|c| c.stats(peak_rss, after_add, after_del));
     let pid = daemon.pid().unwrap_or(0);
     let leaks = b.leaks_except(&pods.iter().collect::<Vec<_>>(), &[pid]);
     let exit = match daemon.pid() {

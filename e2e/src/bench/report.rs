@@ -705,7 +705,7 @@ fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
     );
     let _ = writeln!(
         s,
-        "- shim: `{}` — {}; {} bytes{}; answering VERSION by itself (exec to exit, no daemon; after the per-K runs, interleaved with `/bin/true` exec'd the same way): median {} ms, p90 {} ms (`/bin/true`: median {} ms)",
+        "- shim: `{}` — {}; {} bytes{}; answering VERSION by itself (exec to exit, no daemon; after the per-K runs, interleaved with `/bin/true` exec'd the same way): median {} ms, p90 {} ms (`/bin/true`: median {} ms); a `GET /readyz` round trip on the daemon's socket from the bench (connect, request, reply, close; no CNI work): median {} ms",
         d.shim.path.display(),
         d.shim.origin,
         d.shim.size_bytes,
@@ -719,11 +719,15 @@ fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
             .map_or("n/a".into(), |v| format!("{:.2}", v.p90_ms)),
         d.exec_baseline
             .map_or("n/a".into(), |v| format!("{:.2}", v.median_ms)),
+        d.socket_round_trip
+            .map_or("n/a".into(), |v| format!("{:.2}", v.median_ms)),
     );
     let _ = writeln!(
         s,
-        "- daemon: `plexus daemon` (the plexus binary above) in the host netns, maxConcurrency {} (the default: cores), logLevel error; ready {:.0} ms after its start; after the per-K runs: {}",
+        "- daemon: `plexus daemon` (the plexus binary above) in the host netns, maxConcurrency {} (the default: cores), logLevel error; started after {:.0} s waiting for the CPUs to go quiet ({:.0} % busy in the last second); ready {:.0} ms after its start; after the per-K runs: {}",
         d.max_concurrency,
+        d.settled.0,
+        d.settled.1 * 100.0,
         d.ready_after_ms,
         d.memory_steady.map_or("n/a".into(), |m| format!(
             "VmHWM {:.1} MiB, resident now {:.1} MiB anonymous + {:.1} MiB file-backed",
@@ -798,7 +802,7 @@ fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
         }
         let _ = writeln!(
             s,
-            "- K={}: where the time goes (means over {} ADDs / {} DELs, warm-up included, from the daemon's histograms): the runtime's call {:.1} / {:.1} ms = shim and socket {:.1} / {:.1} + the daemon's handling {:.1} / {:.1}, of which its delegates {:.1} / {:.1} (the floor's delegates, run by the bench: {:.1} / {:.1}) and its own work {:.1} / {:.1}",
+            "- K={}: where the time goes (means over the {} measured ADDs / {} DELs; the daemon's side from its own histograms): the runtime's call {:.1} / {:.1} ms = shim and socket {:.1} / {:.1} + the daemon's handling {:.1} / {:.1}, of which its delegates {:.1} / {:.1} (the floor's delegates, run by the bench: {:.1} / {:.1}) and its own work {:.1} / {:.1}",
             r.k,
             add.calls,
             del.calls,
@@ -878,13 +882,17 @@ fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
         if let Some(c) = &x.cgroup {
             let _ = writeln!(
                 s,
-                "- storm memory: cgroup peak usage (`memory.max_usage_in_bytes`: anonymous memory, page cache and kernel memory charged to it, the delegates' included) {} MiB, of which kernel memory peaked at {} MiB (`memory.kmem.max_usage_in_bytes`); after the last ADD: usage {}, anonymous {}, page cache {}, kernel {} MiB; peak anonymous memory (`total_rss`, sampled every 10 ms) {} MiB; limit hit (`memory.failcnt`) {} times; OOM kills {}; the daemon's own peak RSS (VmHWM) {}; daemon still running afterwards: {}; its exit after SIGTERM: {}",
+                "- storm memory: cgroup peak usage (`memory.max_usage_in_bytes`: anonymous memory, page cache and kernel memory charged to it, the delegates' included) {} MiB, of which kernel memory peaked at {} MiB (`memory.kmem.max_usage_in_bytes`); after the last ADD: usage {}, anonymous {}, page cache {}, kernel {} MiB; after the last DEL: usage {}, anonymous {}, page cache {}, kernel {} MiB; peak anonymous memory (`total_rss`, sampled every 10 ms) {} MiB; limit hit (`memory.failcnt`) {} times; OOM kills {}; the daemon's own peak RSS (VmHWM) {}; daemon still running afterwards: {}; its exit after SIGTERM: {}",
                 opt_mib(c.max_usage_bytes),
                 opt_mib(c.kmem_max_usage_bytes),
                 opt_mib(c.after_add.map(|a| a.usage_bytes)),
                 opt_mib(c.after_add.map(|a| a.rss_bytes)),
                 opt_mib(c.after_add.map(|a| a.cache_bytes)),
                 opt_mib(c.after_add.map(|a| a.kmem_bytes)),
+                opt_mib(c.after_del.map(|a| a.usage_bytes)),
+                opt_mib(c.after_del.map(|a| a.rss_bytes)),
+                opt_mib(c.after_del.map(|a| a.cache_bytes)),
+                opt_mib(c.after_del.map(|a| a.kmem_bytes)),
                 opt_mib(c.peak_rss_bytes),
                 c.failcnt.map_or(na(), |n| n.to_string()),
                 c.oom_kills.map_or(na(), |n| n.to_string()),

@@ -98,6 +98,19 @@ pub fn busy_while_idle() -> f64 {
     }
 }
 
+/// Wait (at most `limit`) until a one-second window has the CPUs under 5 % busy: the kernel finishes
+/// work a previous phase left behind (network namespaces are torn down asynchronously, by kworkers,
+/// after `ip netns del`). Returns how long it waited and the last window's busy fraction.
+pub fn settle(limit: std::time::Duration) -> (std::time::Duration, f64) {
+    let started = std::time::Instant::now();
+    loop {
+        let busy = busy_while_idle();
+        if busy < 0.05 || started.elapsed() >= limit {
+            return (started.elapsed(), busy);
+        }
+    }
+}
+
 /// A binary measured (plexus, or the daemon-mode shim).
 #[derive(Debug, Clone, Serialize)]
 pub struct Binary {

@@ -873,7 +873,7 @@ fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at
     let q = |m: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| {
         m.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
     };
-    assert_eq!(q(&res.limits, "memory").as_deref(), Some("64Mi"));
+    assert_eq!(q(&res.limits, "memory").as_deref(), Some("256Mi"));
     assert_eq!(q(&res.limits, "cpu"), None);
     assert_eq!(q(&res.requests, "memory").as_deref(), Some("32Mi"));
     assert_eq!(q(&res.requests, "cpu").as_deref(), Some("50m"));

@@ -26,8 +26,7 @@
 
 use std::{
     fs,
-    io::{Read, Write},
-    os::unix::net::UnixStream,
+    io::Write,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -66,21 +65,8 @@ const CACHED_LIMIT: Duration = Duration::from_secs(10);
 const MEMCG_ROOT: &str = "/sys/fs/cgroup/memory";
 const MIB: u64 = 1024 * 1024;
 
-/// `GET path` on the unix socket at `socket`: the status and body, or `None` when nobody answers.
-pub fn http_get(socket: &Path, path: &str) -> Option<(u16, String)> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: plexus\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).ok()?;
-    let code = reply.split(' ').nth(1)?.parse().ok()?;
-    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
+/// `GET path` on the daemon socket (the harness's client).
+pub use plexus_e2e::harness::daemon::socket_get as http_get;
 
 /// One `plexus daemon` process in the bench's host namespace.
 pub struct Daemon {

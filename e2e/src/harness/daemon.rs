@@ -37,6 +37,22 @@ pub fn shim_binary(plexus: &Path) -> PathBuf {
     p
 }
 
+/// `GET path` on the daemon socket at `socket`: the status code and body, or `None` when nobody answers.
+pub fn socket_get(socket: &Path, path: &str) -> Option<(u16, String)> {
+    let mut s = UnixStream::connect(socket).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: plexus\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    let code = reply.split(' ').nth(1)?.parse().ok()?;
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
 /// One `plexus daemon` process.
 pub struct DaemonProcess {
     child: Option<Child>,
@@ -122,18 +138,7 @@ impl DaemonProcess {
 
     /// `GET path` on the socket: the status code and body, or `None` when nobody answers.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = UnixStream::connect(&self.socket).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: plexus\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply).ok()?;
-        let code = reply.split(' ').nth(1)?.parse().ok()?;
-        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-        Some((code, body))
+        socket_get(&self.socket, path)
     }
 
     /// Wait until the daemon's watch cache holds `kind/ns/name` (`kind`: `pods` or

@@ -134,14 +134,7 @@ pub fn run(
     let config = match Config::from_bytes(stdin) {
         Ok(c) => c,
         Err(e) => {
-            let version = serde_json::from_slice::<serde_json::Value>(stdin)
-                .ok()
-                .and_then(|v| {
-                    v.get("cniVersion")
-                        .and_then(|s| s.as_str())
-                        .map(str::to_string)
-                })
-                .unwrap_or_default();
+            let version = plexus_cni::version::declared_version(stdin).unwrap_or_default();
             return done(failure(Error::from(e).to_reply(&version)), command);
         }
     };

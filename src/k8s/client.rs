@@ -100,6 +100,17 @@ struct NadInfo {
     resource_name: Option<String>,
 }
 
+impl NadInfo {
+    /// What plexus keeps of `nad` (from the API or the daemon's cache).
+    fn of(nad: &DynamicObject) -> NadInfo {
+        let (config, resource_name) = nad_fields(nad);
+        NadInfo {
+            config,
+            resource_name,
+        }
+    }
+}
+
 fn is_retriable(e: &kube::Error) -> bool {
     match e {
         kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
@@ -311,11 +322,7 @@ impl ApiCluster {
             let hit = cache.nad(namespace, name);
             self.note_lookup("network-attachment-definition", hit.is_some());
             if let Some(nad) = hit {
-                let (config, resource_name) = nad_fields(&nad);
-                return Ok(Some(NadInfo {
-                    config,
-                    resource_name,
-                }));
+                return Ok(Some(NadInfo::of(&nad)));
             }
         }
         let api = Self::nad_api(client, namespace);
@@ -323,13 +330,7 @@ impl ApiCluster {
             .retry("get network-attachment-definition", || api.get(name))
             .await
         {
-            Ok(obj) => {
-                let (config, resource_name) = nad_fields(&obj);
-                Ok(Some(NadInfo {
-                    config,
-                    resource_name,
-                }))
-            }
+            Ok(obj) => Ok(Some(NadInfo::of(&obj))),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }

@@ -160,16 +160,20 @@ pub fn supported_versions_json(echo: &str) -> serde_json::Value {
 /// CNI-21: the whole VERSION reply for a plugin's stdin: the supported versions, echoing the config's
 /// `cniVersion` (1.1.0 when it has none, or stdin is not a config: VERSION needs no valid config).
 pub fn version_reply(stdin: &[u8]) -> Vec<u8> {
-    let echo = serde_json::from_slice::<serde_json::Value>(stdin)
-        .ok()
-        .and_then(|v| {
-            v.get("cniVersion")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_string)
-        })
+    let echo = declared_version(stdin)
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| CniVersion::V1_1_0.as_str().to_string());
     serde_json::to_vec(&supported_versions_json(&echo)).unwrap_or_default()
+}
+
+/// The `cniVersion` string a plugin's stdin declares, as written (not validated), when it is a JSON object
+/// with one: what an error reply for a config that does not validate echoes.
+pub fn declared_version(stdin: &[u8]) -> Option<String> {
+    serde_json::from_slice::<serde_json::Value>(stdin)
+        .ok()?
+        .get("cniVersion")?
+        .as_str()
+        .map(str::to_string)
 }
 
 #[cfg(test)]

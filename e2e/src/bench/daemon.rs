@@ -65,6 +65,7 @@ const CACHED_LIMIT: Duration = Duration::from_secs(10);
 const MEMCG_ROOT: &str = "/sys/fs/cgroup/memory";
 const MIB: u64 = 1024 * 1024;
 
+use plexus_e2e::harness::daemon::daemon_command;
 /// `GET path` on the daemon socket (the harness's client).
 pub use plexus_e2e::harness::daemon::socket_get as http_get;
 
@@ -131,14 +132,7 @@ impl Daemon {
                 c
             }
         };
-        cmd.args(["netns", "exec", &self.netns])
-            .arg(&self.plexus)
-            .arg("daemon")
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+        daemon_command(&mut cmd, &self.netns, &self.plexus, &self.config);
         let child = cmd
             .spawn()
             .map_err(|e| format!("start plexus daemon: {e}"))?;

@@ -53,6 +53,24 @@ pub fn socket_get(socket: &Path, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// `cmd` (`ip`, or a wrapper that execs it) completed to run `plexus daemon --config <config>` in network
+/// namespace `netns`, stdout discarded, stderr inherited.
+pub fn daemon_command<'a>(
+    cmd: &'a mut Command,
+    netns: &str,
+    plexus: &Path,
+    config: &Path,
+) -> &'a mut Command {
+    cmd.args(["netns", "exec", netns])
+        .arg(plexus)
+        .arg("daemon")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+}
+
 /// One `plexus daemon` process.
 pub struct DaemonProcess {
     child: Option<Child>,
@@ -99,17 +117,14 @@ impl DaemonProcess {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.host_netns])
-            .arg(&self.plexus)
-            .arg("daemon")
-            .arg("--config")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start plexus daemon");
+        let child = daemon_command(
+            &mut Command::new("ip"),
+            &self.host_netns,
+            &self.plexus,
+            &self.config,
+        )
+        .spawn()
+        .expect("start plexus daemon");
         self.child = Some(child);
     }
 

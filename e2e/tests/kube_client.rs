@@ -323,8 +323,17 @@ fn api_cluster_add_reads_work_with_a_server_offering_only_http1() {
     let (networks, conns, requests) = add_reads(true);
     assert_eq!(networks, 8);
     assert_eq!(requests, 10);
-    assert_eq!(conns.http2, 0, "{conns:?}");
-    assert_eq!(conns.http1, conns.accepted, "{conns:?}");
+    assert_eq!(
+        conns.http2, 0,
+        "no connection may be served HTTP/2: {conns:?}"
+    );
+    assert!(
+        conns.http1 >= 1,
+        "the reads were served over HTTP/1.1: {conns:?}"
+    );
     // Concurrent requests over HTTP/1.1 need a connection each (how many exactly depends on timing).
+    // The pool may also open a connection it no longer needs once another comes free, and drop it
+    // (with the client) before its TLS handshake ends: such a connection counts as accepted only.
     assert!(conns.accepted >= 2, "{conns:?}");
+    assert!(conns.http1 <= conns.accepted, "{conns:?}");
 }

@@ -7,10 +7,11 @@ use std::{
     io::{self, Read, Write},
     os::unix::net::UnixStream,
     path::Path,
-    sync::mpsc,
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
+
+use socket2::{Domain, SockAddr, Socket, Type};
 
 /// The largest reply the shim reads (a CNI result is a few KiB; this only bounds a runaway peer).
 pub const MAX_RESPONSE: usize = 16 << 20;
@@ -92,32 +93,40 @@ pub struct Timeouts {
     pub read: Option<Duration>,
 }
 
+/// How long a connect to a full backlog waits before trying again.
+const BACKLOG_RETRY: Duration = Duration::from_millis(5);
+
 /// Connect to the unix socket at `path`, giving up after `timeout`.
 ///
 /// A unix connect either completes at once or, when the listener's backlog is full (a daemon that stopped
-/// accepting), blocks; std has no connect timeout for unix sockets, so the connect runs on a small thread
-/// and is abandoned (the process exits soon after) when it does not complete in time.
+/// accepting, or a storm), would block. The connect is non-blocking: a full backlog answers `EAGAIN` at once
+/// (nothing started; unlike TCP there is no connect in progress to poll for) and the connect is tried again
+/// every few milliseconds until `timeout`. No thread, so the usual call costs one `connect`.
 pub fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    let (tx, rx) = mpsc::channel();
-    let owned = path.to_path_buf();
-    let spawned = thread::Builder::new()
-        .name("connect".into())
-        .stack_size(64 << 10)
-        .spawn(move || {
-            let _ = tx.send(UnixStream::connect(&owned));
-        });
-    if spawned.is_err() {
-        return UnixStream::connect(path);
-    }
-    match rx.recv_timeout(timeout) {
-        Ok(result) => result,
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("connect did not complete in {timeout:?}"),
-        )),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(io::Error::other(
-            "the connect thread ended without a result",
-        )),
+    let addr = SockAddr::unix(path)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        match socket.connect(&addr) {
+            Ok(()) => {
+                socket.set_nonblocking(false)?;
+                return Ok(socket.into());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "connect did not complete in {timeout:?} (the listener's backlog is full)"
+                        ),
+                    ));
+                }
+                thread::sleep(BACKLOG_RETRY.min(deadline - now));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -511,6 +520,57 @@ mod tests {
         assert_eq!(bounded("abc", 3), "abc");
         assert_eq!(bounded("abcd", 3), "abc…");
         assert_eq!(bounded("aé", 2), "a…");
+    }
+
+    #[test]
+    fn connect_to_a_full_backlog_times_out_then_succeeds_once_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        // A listener that never accepts, with the smallest backlog: connects queue until it is full.
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+        listener.listen(0).unwrap();
+        let mut queued = Vec::new();
+        let e = loop {
+            match connect(&path, Duration::from_millis(50)) {
+                Ok(s) => queued.push(s),
+                Err(e) => break e,
+            }
+            assert!(queued.len() < 64, "the backlog never filled");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("backlog is full"), "{e}");
+        // Accepting one makes room: a waiting connect gets through before its deadline.
+        let waiting = thread::spawn({
+            let path = path.clone();
+            move || connect(&path, Duration::from_secs(5))
+        });
+        thread::sleep(Duration::from_millis(30));
+        let _accepted = listener.accept().unwrap();
+        let mut s = waiting
+            .join()
+            .unwrap()
+            .expect("connected once the backlog had room");
+        // A blocking stream again, as the caller expects.
+        s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+        let mut b = [0u8; 1];
+        let e = s.read(&mut b).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn connect_with_nobody_listening_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let e = connect(&path, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
     }
 
     #[test]

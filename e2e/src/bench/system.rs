@@ -143,7 +143,12 @@ pub fn plexus_binary() -> Result<Binary, String> {
 /// `E2E_SHIM_BIN`, or a release build of package `plexus-shim` (binary `plexus-shim`) made now, as for
 /// [`plexus_binary`]: the daemon-mode shim as it ships, linked statically ([`SHIM_RUSTC_FLAGS`]).
 pub fn shim_binary() -> Result<Binary, String> {
-    binary("E2E_SHIM_BIN", "plexus-shim", "plexus-shim", SHIM_RUSTC_FLAGS)
+    binary(
+        "E2E_SHIM_BIN",
+        "plexus-shim",
+        "plexus-shim",
+        SHIM_RUSTC_FLAGS,
+    )
 }
 
 /// How the shim ships (deploy/Containerfile builds it the same way): a static-pie executable, glibc and all, so
@@ -163,7 +168,11 @@ fn binary(var: &str, package: &str, bin: &str, rustc_flags: &[&str]) -> Result<B
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = workspace_root().join("Cargo.toml");
-    let verb = if rustc_flags.is_empty() { "build" } else { "rustc" };
+    let verb = if rustc_flags.is_empty() {
+        "build"
+    } else {
+        "rustc"
+    };
     let extra = if rustc_flags.is_empty() {
         String::new()
     } else {
@@ -211,9 +220,7 @@ fn binary(var: &str, package: &str, bin: &str, rustc_flags: &[&str]) -> Result<B
         .ok_or_else(|| format!("cargo reported no {bin} executable"))?;
     finish(
         path,
-        format!(
-            "cargo {verb} --release -p {package}{extra} (root Cargo.toml [profile.release])"
-        ),
+        format!("cargo {verb} --release -p {package}{extra} (root Cargo.toml [profile.release])"),
         true,
     )
 }

@@ -306,15 +306,27 @@ impl CachedDelegate {
     }
 }
 
-/// Write the cache for `attachments` atomically (directory 0700, file 0600).
-pub fn write(cni_dir: &Path, container_id: &str, attachments: &[Attachment]) -> io::Result<()> {
+/// Write the cache for `attachments` atomically (directory 0700, file 0600), leaving the directory's sync
+/// to `behind` (its flush fails if that sync does). An error leaves no cache file from this write.
+pub fn write(
+    cni_dir: &Path,
+    container_id: &str,
+    attachments: &[Attachment],
+    behind: &fsutil::WriteBehind,
+) -> io::Result<()> {
     fsutil::ensure_dir(cni_dir, 0o700)?;
     let entries: Vec<CachedDelegate> = attachments
         .iter()
         .map(CachedDelegate::from_attachment)
         .collect();
     let bytes = serde_json::to_vec(&entries).map_err(io::Error::other)?;
-    fsutil::atomic_write(&path(cni_dir, container_id), &bytes, 0o600)
+    let file = path(cni_dir, container_id);
+    fsutil::atomic_replace(&file, &bytes, 0o600)?;
+    // The file is in place and whole before the first delegate runs (a crash from here on leaves it for
+    // DEL); its name becomes durable while the delegates run, and before the ADD answers.
+    behind.sync_dir(cni_dir.to_path_buf()).inspect_err(|_| {
+        let _ = fsutil::remove_if_exists(&file);
+    })
 }
 
 /// Read a container's cache.
@@ -392,7 +404,7 @@ mod tests {
     fn round_trip_is_lossless() {
         let d = tempfile::tempdir().unwrap();
         let a = attachments();
-        write(d.path(), "cid1", &a).unwrap();
+        write(d.path(), "cid1", &a, &fsutil::WriteBehind::default()).unwrap();
         let ReadOutcome::Found(entries) = read(d.path(), "cid1").unwrap() else {
             panic!()
         };
@@ -407,7 +419,13 @@ mod tests {
     #[test]
     fn go_multus_shape() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "cid1", &attachments()).unwrap();
+        write(
+            d.path(),
+            "cid1",
+            &attachments(),
+            &fsutil::WriteBehind::default(),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&fs::read(d.path().join("cid1")).unwrap()).unwrap();
         let first = &v[0];
         assert_eq!(
@@ -477,7 +495,13 @@ mod tests {
     #[test]
     fn gateway_filters_are_set_in_place() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "cid1", &attachments()).unwrap();
+        write(
+            d.path(),
+            "cid1",
+            &attachments(),
+            &fsutil::WriteBehind::default(),
+        )
+        .unwrap();
         set_gateway_filters(d.path(), "cid1", &[(true, false), (false, true)]).unwrap();
         let v: Value = serde_json::from_slice(&fs::read(d.path().join("cid1")).unwrap()).unwrap();
         assert_eq!(v[0]["IsFilterV4Gateway"], true);
@@ -509,7 +533,13 @@ mod tests {
     #[test]
     fn containers_lists_only_cache_files() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "c1", &attachments()).unwrap();
+        write(
+            d.path(),
+            "c1",
+            &attachments(),
+            &fsutil::WriteBehind::default(),
+        )
+        .unwrap();
         fs::create_dir_all(d.path().join("results")).unwrap();
         fs::write(d.path().join(".c2.tmp.1"), b"x").unwrap();
         assert_eq!(containers(d.path()), vec!["c1".to_string()]);

@@ -1,4 +1,5 @@
-//! Crash-safe file writes: temp file in the target directory, fsync, rename, fsync of the directory.
+//! Crash-safe file writes: temp file in the target directory, fsync, rename, fsync of the directory (now, or
+//! behind the caller's back with [`WriteBehind`]).
 
 use std::{
     fs::{self, File, OpenOptions, Permissions},
@@ -21,10 +22,24 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
 /// torn file, even across a crash or power loss. The temp file is per process, so concurrent plexus
 /// processes never write into each other's temp file.
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    atomic_replace(path, bytes, mode)?;
+    sync_dir(split(path)?.0)
+}
+
+/// [`atomic_write`] up to the rename: readers (this process, a later plexus, a restarted one) see the old
+/// content or the whole new content, and after a power loss the file holds one or the other, never a torn or
+/// empty file. Only the rename itself (the new name) is not yet durable: that takes a [`sync_dir`] of the
+/// parent, which the caller owes (see [`WriteBehind::sync_dir`]).
+pub fn atomic_replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let (dir, name) = split(path)?;
     // A leading dot keeps the temp file from ever looking like a container ID (which starts alphanumeric).
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    replace_with(path, &tmp, mode, |f| f.write_all(bytes))
+    fill_and_rename(path, &tmp, mode, |f| f.write_all(bytes))
+}
+
+/// Make the entries of `dir` (a rename into it) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 fn split(path: &Path) -> io::Result<(&Path, String)> {
@@ -46,7 +61,16 @@ pub fn replace_with(
     mode: u32,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
-    let (dir, _) = split(path)?;
+    fill_and_rename(path, tmp, mode, fill)?;
+    sync_dir(split(path)?.0)
+}
+
+fn fill_and_rename(
+    path: &Path,
+    tmp: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -58,8 +82,7 @@ pub fn replace_with(
         f.set_permissions(Permissions::from_mode(mode))?;
         f.sync_all()?;
         drop(f);
-        fs::rename(tmp, path)?;
-        File::open(dir)?.sync_all()
+        fs::rename(tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(tmp);
@@ -79,24 +102,39 @@ pub struct WriteBehind {
 impl WriteBehind {
     /// Start writing `bytes` to `path` with `mode`.
     pub fn submit(&self, path: PathBuf, bytes: Vec<u8>, mode: u32) -> io::Result<()> {
+        let target = path.clone();
+        self.start(path, move || atomic_write(&target, &bytes, mode))
+    }
+
+    /// Start the [`sync_dir`] of `dir` that an [`atomic_replace`] into it left owing.
+    pub fn sync_dir(&self, dir: PathBuf) -> io::Result<()> {
+        let target = dir.clone();
+        self.start(dir, move || sync_dir(&target))
+    }
+
+    /// Run `job` on its own thread, after any earlier job for `key` (a path).
+    fn start(
+        &self,
+        key: PathBuf,
+        job: impl FnOnce() -> io::Result<()> + Send + 'static,
+    ) -> io::Result<()> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = pending.iter().position(|(p, _)| *p == path) {
+        if let Some(i) = pending.iter().position(|(p, _)| *p == key) {
             let (_, earlier) = pending.swap_remove(i);
             join(earlier)?;
         }
-        let target = path.clone();
         let spawned = std::thread::Builder::new()
             .name("cache-write".into())
-            .spawn(move || atomic_write(&target, &bytes, mode));
+            .spawn(job);
         match spawned {
             Ok(handle) => {
-                pending.push((path, handle));
+                pending.push((key, handle));
                 Ok(())
             }
             // No thread to be had (the process is at its limit): the caller fails the write.
             Err(_) => Err(io::Error::other(format!(
                 "cannot start a thread to write {}",
-                path.display()
+                key.display()
             ))),
         }
     }
@@ -202,6 +240,27 @@ mod tests {
         let e = wb.flush().unwrap_err();
         assert!(e.to_string().contains("missing-dir/f"), "{e}");
         wb.flush().unwrap();
+    }
+
+    #[test]
+    fn atomic_replace_leaves_the_directory_sync_to_the_write_behind() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        atomic_replace(&p, b"one", 0o640).unwrap();
+        // In place and whole at once (no temp file left), mode set whatever the umask.
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        let wb = WriteBehind::default();
+        wb.sync_dir(d.path().to_path_buf()).unwrap();
+        wb.flush().unwrap();
+        // A directory that cannot be synced fails the flush, naming it.
+        wb.sync_dir(d.path().join("gone")).unwrap();
+        let e = wb.flush().unwrap_err();
+        assert!(e.to_string().contains("gone"), "{e}");
     }
 
     #[test]

@@ -389,6 +389,13 @@ mod tests {
     use super::*;
     use crate::plan::{NetworkRequest, plan};
 
+    /// [`write`], its directory sync done before it returns.
+    fn store(dir: &Path, container_id: &str, attachments: &[Attachment]) {
+        let behind = fsutil::WriteBehind::default();
+        write(dir, container_id, attachments, &behind).unwrap();
+        behind.flush().unwrap();
+    }
+
     fn attachments() -> Vec<Attachment> {
         let conf = NetworkConfig::from_bytes(br#"{"cniVersion":"0.3.1","name":"cluster","type":"bridge","ipam":{"type":"host-local","subnet":"10.1.0.0/16"},"custom":{"keep":true}}"#).unwrap();
         let list = NetworkConfig::from_bytes(br#"{"cniVersion":"1.0.0","name":"ml","plugins":[{"type":"macvlan","master":"eth1","capabilities":{"ips":true}},{"type":"tuning","sysctl":{"x":"1"}}]}"#).unwrap();
@@ -404,7 +411,7 @@ mod tests {
     fn round_trip_is_lossless() {
         let d = tempfile::tempdir().unwrap();
         let a = attachments();
-        write(d.path(), "cid1", &a, &fsutil::WriteBehind::default()).unwrap();
+        store(d.path(), "cid1", &a);
         let ReadOutcome::Found(entries) = read(d.path(), "cid1").unwrap() else {
             panic!()
         };
@@ -419,13 +426,7 @@ mod tests {
     #[test]
     fn go_multus_shape() {
         let d = tempfile::tempdir().unwrap();
-        write(
-            d.path(),
-            "cid1",
-            &attachments(),
-            &fsutil::WriteBehind::default(),
-        )
-        .unwrap();
+        store(d.path(), "cid1", &attachments());
         let v: Value = serde_json::from_slice(&fs::read(d.path().join("cid1")).unwrap()).unwrap();
         let first = &v[0];
         assert_eq!(
@@ -495,13 +496,7 @@ mod tests {
     #[test]
     fn gateway_filters_are_set_in_place() {
         let d = tempfile::tempdir().unwrap();
-        write(
-            d.path(),
-            "cid1",
-            &attachments(),
-            &fsutil::WriteBehind::default(),
-        )
-        .unwrap();
+        store(d.path(), "cid1", &attachments());
         set_gateway_filters(d.path(), "cid1", &[(true, false), (false, true)]).unwrap();
         let v: Value = serde_json::from_slice(&fs::read(d.path().join("cid1")).unwrap()).unwrap();
         assert_eq!(v[0]["IsFilterV4Gateway"], true);
@@ -533,13 +528,7 @@ mod tests {
     #[test]
     fn containers_lists_only_cache_files() {
         let d = tempfile::tempdir().unwrap();
-        write(
-            d.path(),
-            "c1",
-            &attachments(),
-            &fsutil::WriteBehind::default(),
-        )
-        .unwrap();
+        store(d.path(), "c1", &attachments());
         fs::create_dir_all(d.path().join("results")).unwrap();
         fs::write(d.path().join(".c2.tmp.1"), b"x").unwrap();
         assert_eq!(containers(d.path()), vec!["c1".to_string()]);

@@ -48,21 +48,7 @@ fn bench_quick_run_prints_a_sane_table() {
         .expect("the JSON parses");
     let k0 = &report["per_k"][0];
     assert_eq!(k0["k"], 0, "{k0:#}");
-    let ms = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
-    for what in ["add", "del", "floor_add", "floor_del"] {
-        let s = &k0[what];
-        assert_eq!(s["n"], 2, "{what}: {s}");
-        let (min, median, p90) = (ms(&s["min_ms"]), ms(&s["median_ms"]), ms(&s["p90_ms"]));
-        assert!(
-            min > 0.0 && min <= median && median <= p90 && p90 < 60_000.0,
-            "{what}: {s}"
-        );
-    }
-    // A plexus run costs at least what its delegates cost, give or take noise.
-    assert!(
-        ms(&k0["add"]["median_ms"]) > 0.5 * ms(&k0["floor_add"]["median_ms"]),
-        "{k0:#}"
-    );
+    assert_latencies(k0);
     let rss = k0["peak_rss_add_kib"].as_u64().expect("peak RSS measured");
     assert!((100..1024 * 1024).contains(&rss), "peak RSS {rss} KiB");
     if report["standin"] == true {
@@ -94,19 +80,7 @@ fn bench_quick_run_prints_a_sane_table() {
     let daemon = &report["daemon"];
     let d0 = &daemon["per_k"][0];
     assert_eq!(d0["k"], 0, "{daemon:#}");
-    for what in ["add", "del", "floor_add", "floor_del"] {
-        let s = &d0[what];
-        assert_eq!(s["n"], 2, "{what}: {s}");
-        let (min, median, p90) = (ms(&s["min_ms"]), ms(&s["median_ms"]), ms(&s["p90_ms"]));
-        assert!(
-            min > 0.0 && min <= median && median <= p90 && p90 < 60_000.0,
-            "{what}: {s}"
-        );
-    }
-    assert!(
-        ms(&d0["add"]["median_ms"]) > 0.5 * ms(&d0["floor_add"]["median_ms"]),
-        "{d0:#}"
-    );
+    assert_latencies(d0);
     let shim_rss = d0["peak_rss_add_kib"]
         .as_u64()
         .expect("shim peak RSS measured");
@@ -155,5 +129,27 @@ fn bench_quick_run_prints_a_sane_table() {
             .count()
             == 4,
         "{names:?}"
+    );
+}
+
+fn ms(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+/// A latency row (thin or daemon) of a `--runs 2` run: two samples each, ordered statistics, and a plexus run
+/// that costs at least what its delegates cost, give or take noise.
+fn assert_latencies(row: &Value) {
+    for what in ["add", "del", "floor_add", "floor_del"] {
+        let s = &row[what];
+        assert_eq!(s["n"], 2, "{what}: {s}");
+        let (min, median, p90) = (ms(&s["min_ms"]), ms(&s["median_ms"]), ms(&s["p90_ms"]));
+        assert!(
+            min > 0.0 && min <= median && median <= p90 && p90 < 60_000.0,
+            "{what}: {s}"
+        );
+    }
+    assert!(
+        ms(&row["add"]["median_ms"]) > 0.5 * ms(&row["floor_add"]["median_ms"]),
+        "{row:#}"
     );
 }

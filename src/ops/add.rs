@@ -173,7 +173,6 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     });
     if let Err(source) = written {
         // A full or read-only cniDir: nothing ran, so nothing may remain, not even the lock file.
-        let _ = behind.flush();
         lock.release_and_remove();
         return Err(Error::Cache {
             who: ctx.who(),

@@ -118,33 +118,34 @@ impl Api {
         match self {
             Api::Standin { server, admin, .. } => {
                 let s = server.as_ref().ok_or("stand-in stopped")?;
-                let role = rbac::deploy_cluster_role();
-                let role_name = rbac::deploy_cluster_role_name();
-                match s.create(json(&role)) {
-                    Err(e) if e.reason != "AlreadyExists" => {
-                        return Err(format!("create ClusterRole {role_name}: {e}"));
-                    }
-                    _ => {}
-                }
                 let mut account = rbac::deploy_service_account();
                 account.metadata.namespace = Some(ns.to_string());
                 account.metadata.name = Some(sa.clone());
                 s.create(json(&account))
                     .map_err(|e| format!("create serviceaccount {ns}/{sa}: {e}"))?;
-                s.create(json(&rbac::binding(&binding_name, &role_name, ns, &sa)))
-                    .map_err(|e| format!("create ClusterRoleBinding {binding_name}: {e}"))?;
-                if daemon {
-                    let role = rbac::daemon_cluster_role();
-                    let role_name = rbac::daemon_cluster_role_name();
-                    match s.create(json(&role)) {
+                // A ClusterRole (shared by the bench's namespaces: it may exist already), bound to the account.
+                let grant = |role: Value, role_name: String, binding_name: String| {
+                    match s.create(role) {
                         Err(e) if e.reason != "AlreadyExists" => {
                             return Err(format!("create ClusterRole {role_name}: {e}"));
                         }
                         _ => {}
                     }
-                    let binding_name = format!("{binding_name}-daemon");
                     s.create(json(&rbac::binding(&binding_name, &role_name, ns, &sa)))
-                        .map_err(|e| format!("create ClusterRoleBinding {binding_name}: {e}"))?;
+                        .map(|_| ())
+                        .map_err(|e| format!("create ClusterRoleBinding {binding_name}: {e}"))
+                };
+                grant(
+                    json(&rbac::deploy_cluster_role()),
+                    rbac::deploy_cluster_role_name(),
+                    binding_name.clone(),
+                )?;
+                if daemon {
+                    grant(
+                        json(&rbac::daemon_cluster_role()),
+                        rbac::daemon_cluster_role_name(),
+                        format!("{binding_name}-daemon"),
+                    )?;
                 }
                 // TokenRequest over HTTPS, from inside the host namespace where the server listens.
                 let client = s.client();

@@ -133,6 +133,45 @@ fn st_diag(r: &Report) -> Option<String> {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// The first cells of a latency row, thin or daemon: K, ADD median / p90 / min, floor ADD, ADD overhead, the
+/// same for DEL.
+fn latency_cells(r: &KResult) -> String {
+    format!(
+        "{} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1}",
+        r.k,
+        r.add.median_ms,
+        r.add.p90_ms,
+        r.add.min_ms,
+        r.floor_add.median_ms,
+        r.overhead_add_ms,
+        r.del.median_ms,
+        r.del.p90_ms,
+        r.del.min_ms,
+        r.floor_del.median_ms,
+        r.overhead_del_ms,
+    )
+}
+
+/// The peak RSS cell of a latency row: `ADD / DEL` in MiB.
+fn rss_cells(r: &KResult) -> String {
+    let rss = |v: Option<u64>| v.map_or("n/a".into(), |k| format!("{:.2}", mib_kib(k)));
+    format!("{} / {}", rss(r.peak_rss_add_kib), rss(r.peak_rss_del_kib))
+}
+
+/// `K=0 +1.2 / +0.3, K=1 …`: the paired ADD / DEL overheads of each K.
+fn paired_overheads(per_k: &[KResult]) -> String {
+    per_k
+        .iter()
+        .map(|r| {
+            format!(
+                "K={} {:+.1} / {:+.1}",
+                r.k, r.overhead_add_paired_ms, r.overhead_del_paired_ms
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn mib_kib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -366,40 +405,21 @@ impl Report {
                 .round_trips
                 .as_ref()
                 .map_or("n/a".into(), |x| x.sequential.to_string());
-            let rss = |v: Option<u64>| v.map_or("n/a".into(), |k| format!("{:.2}", mib_kib(k)));
             let _ = writeln!(
                 s,
-                "| {} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1} | {} | {} | {} | {} / {} |",
-                r.k,
-                r.add.median_ms,
-                r.add.p90_ms,
-                r.add.min_ms,
-                r.floor_add.median_ms,
-                r.overhead_add_ms,
-                r.del.median_ms,
-                r.del.p90_ms,
-                r.del.min_ms,
-                r.floor_del.median_ms,
-                r.overhead_del_ms,
+                "| {} | {} | {} | {} | {} |",
+                latency_cells(r),
                 api_add,
                 rt,
                 r.api_del_max.map_or("n/a".into(), |n| n.to_string()),
-                rss(r.peak_rss_add_kib),
-                rss(r.peak_rss_del_kib),
+                rss_cells(r),
             );
         }
         let _ = writeln!(s);
         let _ = writeln!(
             s,
             "- overhead as the median of per-run differences (each plexus run paired with the floor run next to it), ADD / DEL ms: {}",
-            self.per_k
-                .iter()
-                .map(|r| format!(
-                    "K={} {:+.1} / {:+.1}",
-                    r.k, r.overhead_add_paired_ms, r.overhead_del_paired_ms
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
+            paired_overheads(&self.per_k)
         );
         for r in &self.per_k {
             if let Some(c) = &r.api_add {
@@ -748,43 +768,24 @@ fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     let na = || "n/a".to_string();
     for r in &d.per_k {
-        let rss = |v: Option<u64>| v.map_or(na(), |k| format!("{:.2}", mib_kib(k)));
         let _ = writeln!(
             s,
-            "| {} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1} | {:.1} / {:.1} / {:.1} | {:.1} | {:+.1} | {} | {} | {} | {} | {} / {} |",
-            r.k,
-            r.add.median_ms,
-            r.add.p90_ms,
-            r.add.min_ms,
-            r.floor_add.median_ms,
-            r.overhead_add_ms,
-            r.del.median_ms,
-            r.del.p90_ms,
-            r.del.min_ms,
-            r.floor_del.median_ms,
-            r.overhead_del_ms,
+            "| {} | {} | {} | {} | {} | {} |",
+            latency_cells(r),
             r.api_add_reads_max.map_or(na(), |n| n.to_string()),
             r.api_add
                 .as_ref()
                 .map_or(na(), |c| c.patch_status.to_string()),
             r.api_add.as_ref().map_or(na(), |c| c.events.to_string()),
             r.api_del_max.map_or(na(), |n| n.to_string()),
-            rss(r.peak_rss_add_kib),
-            rss(r.peak_rss_del_kib),
+            rss_cells(r),
         );
     }
     let _ = writeln!(s);
     let _ = writeln!(
         s,
         "- overhead as the median of per-run differences (each shim run paired with the floor run next to it), ADD / DEL ms: {}",
-        d.per_k
-            .iter()
-            .map(|r| format!(
-                "K={} {:+.1} / {:+.1}",
-                r.k, r.overhead_add_paired_ms, r.overhead_del_paired_ms
-            ))
-            .collect::<Vec<_>>()
-            .join(", ")
+        paired_overheads(&d.per_k)
     );
     for r in &d.per_k {
         if let Some(c) = &r.api_add {

@@ -306,8 +306,10 @@ impl CachedDelegate {
     }
 }
 
-/// Write the cache for `attachments` atomically (directory 0700, file 0600), leaving the directory's sync
-/// to `behind` (its flush fails if that sync does). An error leaves no cache file from this write.
+/// Write the cache for `attachments` atomically (directory 0700, file 0600): written whole into its temp
+/// file now, so the first delegate can start at once; synced, renamed into place and the directory synced by
+/// `behind` while the delegates run (its flush fails if any of that does). A crash before the rename leaves
+/// the whole temp file, which [`read`] finds. An error leaves no cache file from this write.
 pub fn write(
     cni_dir: &Path,
     container_id: &str,
@@ -321,28 +323,67 @@ pub fn write(
         .collect();
     let bytes = serde_json::to_vec(&entries).map_err(io::Error::other)?;
     let file = path(cni_dir, container_id);
-    fsutil::atomic_replace(&file, &bytes, 0o600)?;
-    // The file is in place and whole before the first delegate runs (a crash from here on leaves it for
-    // DEL); its name becomes durable while the delegates run, and before the ADD answers.
-    behind.sync_dir(cni_dir.to_path_buf()).inspect_err(|_| {
-        let _ = fsutil::remove_if_exists(&file);
+    // Whole in the temp file before the first delegate runs (a crash from here on leaves it for DEL); synced
+    // and in place while the delegates run, and before the ADD answers.
+    let tmp = fsutil::stage(&file, &bytes, 0o600)?;
+    behind.sync_and_rename(tmp.clone(), file).inspect_err(|_| {
+        let _ = fsutil::remove_if_exists(&tmp);
     })
 }
 
-/// Read a container's cache.
+fn parse(bytes: &[u8]) -> ReadOutcome {
+    match serde_json::from_slice::<Vec<CachedDelegate>>(bytes) {
+        Ok(entries) if !entries.is_empty() => ReadOutcome::Found(entries),
+        Ok(_) => ReadOutcome::Corrupt("the cache holds no delegates".into()),
+        Err(e) => ReadOutcome::Corrupt(e.to_string()),
+    }
+}
+
+/// Whether `name` is the temp file of an atomic write of `target` (`.<target>.tmp.<pid>`).
+pub fn is_temp_of(name: &str, target: impl Fn(&str) -> bool) -> bool {
+    name.strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(".tmp."))
+        .is_some_and(|(t, pid)| {
+            !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && target(t)
+        })
+}
+
+/// Read a container's cache. Without a cache file, the temp file of an ADD killed before its cache was
+/// renamed into place ([`write`]) is the cache: it was whole before that ADD's first delegate ran. A temp
+/// file that does not parse was cut short before any delegate ran, and counts as no cache.
 pub fn read(cni_dir: &Path, container_id: &str) -> io::Result<ReadOutcome> {
-    let bytes = match fs::read(path(cni_dir, container_id)) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOutcome::Missing),
+    match fs::read(path(cni_dir, container_id)) {
+        Ok(b) => return Ok(parse(&b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut staged: Vec<(std::time::SystemTime, PathBuf)> = match fs::read_dir(cni_dir) {
+        Ok(rd) => rd
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| is_temp_of(n, |t| t == container_id))
+            })
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
-    Ok(
-        match serde_json::from_slice::<Vec<CachedDelegate>>(&bytes) {
-            Ok(entries) if !entries.is_empty() => ReadOutcome::Found(entries),
-            Ok(_) => ReadOutcome::Corrupt("the cache holds no delegates".into()),
-            Err(e) => ReadOutcome::Corrupt(e.to_string()),
-        },
-    )
+    // The newest first: an older one belongs to an ADD that a later one has already torn down.
+    staged.sort_by_key(|s| std::cmp::Reverse(s.0));
+    for (_, tmp) in staged {
+        if let Ok(bytes) = fs::read(&tmp)
+            && let found @ ReadOutcome::Found(_) = parse(&bytes)
+        {
+            tracing::warn!(
+                "container {container_id}: no cache file, but an interrupted ADD's {}; using it",
+                tmp.display()
+            );
+            return Ok(found);
+        }
+    }
+    Ok(ReadOutcome::Missing)
 }
 
 /// Set Go Multus's `IsFilterV4Gateway`/`IsFilterV6Gateway` flags of each cached delegate, in order, after
@@ -505,6 +546,81 @@ mod tests {
         assert_eq!(v[1]["IsFilterV6Gateway"], true);
         assert_eq!(v[1]["ifnameRequest"], "data0", "the rest is kept");
         assert!(set_gateway_filters(d.path(), "nope", &[]).is_err());
+    }
+
+    /// An ADD killed after its cache was staged and before the write-behind renamed it into place left only
+    /// the temp file: that is the cache DEL must find. A torn temp file (killed while writing it, before
+    /// any delegate) is no cache; a cache file in place wins; the newest temp file wins.
+    #[test]
+    fn an_interrupted_adds_staged_cache_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let bytes = serde_json::to_vec(
+            &attachments()
+                .iter()
+                .map(CachedDelegate::from_attachment)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let tmp = fsutil::stage(&path(d.path(), "cid1"), &bytes, 0o600).unwrap();
+        assert!(!path(d.path(), "cid1").exists(), "not renamed yet");
+        let ReadOutcome::Found(entries) = read(d.path(), "cid1").unwrap() else {
+            panic!("the staged cache is not read")
+        };
+        assert_eq!(entries.len(), 2);
+        assert!(
+            containers(d.path()).is_empty(),
+            "a temp file is not a container"
+        );
+        // Another container's temp file is not this one's.
+        assert!(matches!(
+            read(d.path(), "cid2").unwrap(),
+            ReadOutcome::Missing
+        ));
+
+        // Torn: as if killed in the middle of the write.
+        fs::write(&tmp, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(matches!(
+            read(d.path(), "cid1").unwrap(),
+            ReadOutcome::Missing
+        ));
+        // An older whole temp file of another process, and the torn newer one: the whole one is read.
+        let older = d.path().join(".cid1.tmp.1");
+        fs::write(&older, &bytes).unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&older)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(matches!(
+            read(d.path(), "cid1").unwrap(),
+            ReadOutcome::Found(_)
+        ));
+        // The cache file in place wins over any temp file.
+        fs::write(path(d.path(), "cid1"), b"[]").unwrap();
+        assert!(matches!(
+            read(d.path(), "cid1").unwrap(),
+            ReadOutcome::Corrupt(_)
+        ));
+    }
+
+    #[test]
+    fn a_staged_cache_is_in_place_and_its_temp_file_gone_after_the_flush() {
+        let d = tempfile::tempdir().unwrap();
+        let behind = fsutil::WriteBehind::default();
+        write(d.path(), "cid1", &attachments(), &behind).unwrap();
+        behind.flush().unwrap();
+        let names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["cid1"]);
+        let mode = fs::metadata(path(d.path(), "cid1")).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
     }
 
     #[test]

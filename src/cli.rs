@@ -75,7 +75,7 @@ pub fn invoke(
     if let Err(e) = stdin.read_to_end(&mut bytes) {
         return failure(Error::Stdin(e).to_reply(""));
     }
-    let ran = run(vars, &bytes, &ProcessExec, cluster, true);
+    let ran = run(vars, &bytes, &ProcessExec, cluster, true, None);
     let mut out = ran.outcome;
     if let Some(api) = ran.cluster {
         out.events = Batch::encode(&bytes, api.take_events());
@@ -95,13 +95,15 @@ pub struct Ran {
 
 /// Run one CNI invocation: environment `vars`, the config `stdin`, delegates through `exec`, real netns,
 /// the cluster `cluster` makes. The thin binary and the daemon (one request each) both come through here;
-/// `init_logging` sets the process's logging from the config (the thin binary; the daemon has its own).
+/// `init_logging` sets the process's logging from the config (the thin binary; the daemon has its own);
+/// `after_reply` takes work for after the reply (the daemon, see [`ops::Seams::after_reply`]).
 pub fn run(
     vars: Vec<(String, String)>,
     stdin: &[u8],
     exec: &dyn Exec,
     cluster: ClusterFactory<'_>,
     init_logging: bool,
+    after_reply: Option<&ops::AfterReply>,
 ) -> Ran {
     let done = |outcome: Outcome, command: Option<Command>| Ran {
         outcome,
@@ -151,6 +153,7 @@ pub fn run(
         netns: &KernelNetns,
         cluster: api.as_deref().unwrap_or(&NoCluster),
         kubelet: &kubelet,
+        after_reply,
     };
     let outcome = match ops::execute(&env, &config, &seams) {
         Ok(stdout) => Outcome {

@@ -31,10 +31,39 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// empty file. Only the rename itself (the new name) is not yet durable: that takes a [`sync_dir`] of the
 /// parent, which the caller owes (see [`WriteBehind::sync_dir`]).
 pub fn atomic_replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    fill_and_rename(path, &temp_of(path)?, mode, |f| f.write_all(bytes))
+}
+
+/// The temp file an atomic write of `path` by this process uses (`.<name>.tmp.<pid>`, beside it).
+pub fn temp_of(path: &Path) -> io::Result<PathBuf> {
     let (dir, name) = split(path)?;
     // A leading dot keeps the temp file from ever looking like a container ID (which starts alphanumeric).
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    fill_and_rename(path, &tmp, mode, |f| f.write_all(bytes))
+    Ok(dir.join(format!(".{name}.tmp.{}", std::process::id())))
+}
+
+/// The first half of an atomic write of `path`: `bytes` written whole into its temp file ([`temp_of`]),
+/// mode set, neither synced nor renamed yet. [`WriteBehind::sync_and_rename`] does the rest (fsync,
+/// rename, directory fsync) on its own thread. Until then a reader finds only the temp file, so one that
+/// must survive this process's death looks there too (`crate::cache::read`). On failure nothing is left.
+pub fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
+    let tmp = temp_of(path)?;
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(Permissions::from_mode(mode))
+    })();
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
 }
 
 /// Make the entries of `dir` (a rename into it) durable.
@@ -110,6 +139,23 @@ impl WriteBehind {
     pub fn sync_dir(&self, dir: PathBuf) -> io::Result<()> {
         let target = dir.clone();
         self.start(dir, move || sync_dir(&target))
+    }
+
+    /// Finish a [`stage`]d write: fsync `tmp`, rename it over `path`, fsync the directory. A failure
+    /// removes `tmp` (the caller's flush reports it).
+    pub fn sync_and_rename(&self, tmp: PathBuf, path: PathBuf) -> io::Result<()> {
+        let target = path.clone();
+        self.start(path, move || {
+            let done = (|| {
+                File::open(&tmp)?.sync_all()?;
+                fs::rename(&tmp, &target)?;
+                sync_dir(split(&target)?.0)
+            })();
+            if done.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            done
+        })
     }
 
     /// Run `job` on its own thread, after any earlier job for `key` (a path).

@@ -234,6 +234,7 @@ impl World {
             netns: &KernelNetns,
             cluster: self,
             kubelet: &NoKubelet,
+            after_reply: None,
         };
         ops::execute(&env, &self.config, &seams)
     }

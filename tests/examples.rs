@@ -941,6 +941,7 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
         netns: &KernelNetns,
         cluster: &cluster,
         kubelet: &plexus::devices::kubelet::NoKubelet,
+        after_reply: None,
     };
     let attachments = check_pod(pod, nads).unwrap();
 

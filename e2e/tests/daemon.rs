@@ -19,14 +19,18 @@ use std::{
 use base64::Engine;
 use plexus::k8s::annotations::NETWORKS_ANNOTATION;
 use plexus_cni::ErrorReply;
-use plexus_e2e::harness::{
-    chaos::{
-        assert_no_leak, assert_no_leak_of, chain, install_recorder, processes_for, recorder,
-        spawn_plexus, wait_until,
+use plexus_e2e::{
+    apiserver::FaultSpec,
+    harness::{
+        chaos::{
+            assert_no_leak, assert_no_leak_of, chain, install_recorder, processes_for, recorder,
+            spawn_plexus, wait_until,
+        },
+        cluster::standin_only,
+        daemon::DaemonProcess,
+        runtime::{CniRuntime, PLUGIN_PATH},
+        world::{CLUSTER_NETWORK, MACVLAN_SUBNET, Sandbox, World},
     },
-    daemon::DaemonProcess,
-    runtime::{CniRuntime, PLUGIN_PATH},
-    world::{CLUSTER_NETWORK, MACVLAN_SUBNET, Sandbox, World},
 };
 use serde_json::{Value, json};
 
@@ -405,6 +409,62 @@ fn status_is_unready_while_a_cached_nad_needs_a_missing_plugin() {
     std::os::unix::fs::symlink("/usr/lib/cni/macvlan", w.bin_dir().join("no-such-plugin")).unwrap();
     let (code, out) = shim(&w, "STATUS", &config);
     assert_eq!(code, Some(0), "{out}");
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn status_write_before_the_reply_is_the_thin_contract() {
+    let test = "status_write_before_the_reply_is_the_thin_contract";
+    if !standin_only(test, "it injects a 503 storm into the stand-in") {
+        return;
+    }
+    let mut w = world(test);
+    // The same daemon, restarted with statusWrite: beforeReply.
+    let mut config = w.daemon_config();
+    config["statusWrite"] = json!("beforeReply");
+    if let Some(mut d) = w.daemon.take() {
+        d.stop();
+    }
+    w.daemon = Some(DaemonProcess::start(
+        &plexus(),
+        &w.host.name,
+        &config,
+        &w.root().join("daemon-before-reply.json"),
+    ));
+    let daemon = w.daemon.as_ref().unwrap();
+    w.nad("macvlan-net", &w.macvlan(MACVLAN_SUBNET));
+    let rt = w.runtime(json!({"apiTimeoutSeconds": 1, "apiBudgetSeconds": 2}));
+    let server = w.cluster.standin().unwrap();
+
+    // A healthy API: the annotation is on the pod when ADD replies (no waiting for the daemon).
+    let sb = w.sandbox("first", &[(NETWORKS_ANNOTATION, "macvlan-net")]);
+    w.add_ok(&rt, &sb);
+    let written = w.cluster.pod_annotation(
+        &sb.pod.namespace,
+        &sb.pod.name,
+        plexus::k8s::annotations::NETWORK_STATUS_ANNOTATION,
+    );
+    assert!(written.is_some(), "network-status written before the reply");
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
+
+    // A status write that fails for the whole budget fails the ADD (try again later), rolled back.
+    let sb = w.sandbox("second", &[(NETWORKS_ANNOTATION, "macvlan-net")]);
+    daemon.wait_cached("pods", &w.ns, &sb.pod.name);
+    let status_path = format!("/namespaces/{}/pods/{}/status", w.ns, sb.pod.name);
+    server.inject(FaultSpec::status(503).on("PATCH", &status_path));
+    let err = w.add_fails(&rt, &sb);
+    assert_eq!(err.code, Some(11), "{err}");
+    assert!(
+        err.text().contains("503") && err.text().contains(&sb.pod.name),
+        "{err}"
+    );
+    assert!(server.count_requests("PATCH", &status_path) >= 2, "retried");
+    w.assert_clean(&sb);
+    server.faults().clear();
+    w.assert_no_status(&sb);
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
 }
 
 #[test]

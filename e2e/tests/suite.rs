@@ -705,6 +705,36 @@ fn a_cluster_role_without_pods_status_patch_fails_add_naming_the_credentials() {
     let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "macvlan-net")]);
     let rt = w.runtime(json!({}));
 
+    if w.daemon.is_some() {
+        // Daemon mode writes network-status after the reply (statusWrite: afterReply, its default): the ADD
+        // succeeds; the write is refused, not retried (a refusal stays one), and the pod gets a Warning
+        // event while the daemon's log names the pod, the verb, the resource and the RBAC rules.
+        w.add_ok(&rt, &sb);
+        w.assert_no_status(&sb);
+        let warnings = w.warnings(&sb);
+        assert!(
+            warnings.iter().any(|(r, _)| r == "NetworkStatusNotWritten"),
+            "{warnings:?}"
+        );
+        let log = w.log();
+        let pod = format!("{}/{}", w.ns, sb.pod.name);
+        let line = log
+            .lines()
+            .find(|l| l.contains("not written") && l.contains(&pod))
+            .unwrap_or_else(|| panic!("no log line about the refused write:\n{log}"));
+        for word in [
+            "forbidden",
+            "RBAC",
+            "pods/status",
+            "patch",
+            w.plexus_user.as_str(),
+        ] {
+            assert!(line.contains(word), "{word:?} in {line}");
+        }
+        w.del_ok(&rt, &sb);
+        w.assert_clean(&sb);
+        return;
+    }
     let err = w.add_fails(&rt, &sb);
     eprintln!("{test}: ADD failed as it must: {err}");
     let text = err.text();
@@ -912,6 +942,7 @@ fn status_patch_conflict_is_retried() {
     server.clear_requests();
 
     w.add_ok(&rt, &sb);
+    w.wait_status_writes();
     let patches: Vec<u16> = server
         .requests()
         .iter()
@@ -943,15 +974,35 @@ fn unavailable_api_beyond_the_budget_fails_with_try_again_later() {
     let rt = w.runtime(json!({"apiTimeoutSeconds": 1, "apiBudgetSeconds": 2}));
     let server = w.cluster.standin().unwrap();
     let pod_path = format!("/namespaces/{}/pods/{}", w.ns, sb.pod.name);
-    // Thin mode reads the pod first; a daemon has it cached (or not, by a race) and makes one request
-    // either way: the status PATCH. The storm hits the request the ADD cannot do without.
-    let (verb, path) = match &w.daemon {
-        None => ("GET", pod_path.clone()),
-        Some(d) => {
-            d.wait_cached("pods", &w.ns, &sb.pod.name);
-            ("PATCH", format!("{pod_path}/status"))
+    if let Some(d) = &w.daemon {
+        // Daemon mode: with the pod and its NAD in the watch caches, ADD needs no API request before its
+        // reply (statusWrite: afterReply). A 503 storm on the status write does not fail it: the write is
+        // retried with backoff and lands once the API answers again.
+        d.wait_cached("pods", &w.ns, &sb.pod.name);
+        d.wait_cached("network-attachment-definitions", &w.ns, "macvlan-net");
+        let status_path = format!("{pod_path}/status");
+        server.inject(FaultSpec::status(503).on("PATCH", &status_path));
+        server.clear_requests();
+        w.add_ok(&rt, &sb);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.count_requests("PATCH", &status_path) < 3 {
+            assert!(Instant::now() < deadline, "the status write is retried");
+            std::thread::sleep(Duration::from_millis(10));
         }
-    };
+        server.faults().clear();
+        w.assert_status(
+            &sb,
+            &[
+                (CLUSTER_NETWORK, "eth0", true),
+                (&nad_name(&w.ns, "macvlan-net"), "net1", false),
+            ],
+        );
+        w.del_ok(&rt, &sb);
+        w.assert_clean(&sb);
+        return;
+    }
+    // Thin mode reads the pod first: the storm hits the request the ADD cannot do without.
+    let (verb, path) = ("GET", pod_path.clone());
     server.inject(FaultSpec::status(503).on(verb, &path).retry_after(1));
     server.clear_requests();
 
@@ -968,9 +1019,7 @@ fn unavailable_api_beyond_the_budget_fails_with_try_again_later() {
     );
     let tries = server.count_requests(verb, &path);
     assert!(tries >= 2, "retried within the budget ({tries} {verb}s)");
-    if w.daemon.is_none() {
-        assert_eq!(server.count_requests("PATCH", ""), 0);
-    }
+    assert_eq!(server.count_requests("PATCH", ""), 0);
     w.assert_clean(&sb);
     // The runtime's DEL (CNI-23) while the API still fails: with no cache it may ask the API for the
     // pod's networks, within the budget, and must succeed without it.

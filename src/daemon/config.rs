@@ -23,6 +23,8 @@ const DAEMON_KEYS: &[&str] = &[
     "maxQueue",
     "cacheSyncTimeoutSeconds",
     "shutdownTimeoutSeconds",
+    "statusWrite",
+    "statusRetrySeconds",
     // The daemon's one client serves every request: a request's kubeconfig is not used.
     "kubeconfig",
     // Logging is the daemon's, set once at start.
@@ -79,6 +81,19 @@ pub enum DaemonConfigError {
     NoNodeName,
 }
 
+/// When ADD's network-status write happens (daemon mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWrite {
+    /// After the reply (the default): the pod's networks are up and the runtime has its result one API round
+    /// trip sooner; the daemon writes the status right after, retrying for `statusRetrySeconds` while the
+    /// API is unavailable, and a write that never lands is a Warning event on the pod, an error in the log
+    /// and `plexus_status_writes_total{outcome="failed"}`. A failed write no longer fails the ADD.
+    AfterReply,
+    /// Before the reply, as the thin binary and Go Multus do: a write that fails within the API budget fails
+    /// the ADD, which is rolled back.
+    BeforeReply,
+}
+
 /// The validated daemon config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DaemonConfig {
@@ -96,8 +111,12 @@ pub struct DaemonConfig {
     pub max_queue: usize,
     /// How long start-up waits for the watch caches before serving with live reads.
     pub cache_sync_timeout: Duration,
-    /// How long SIGTERM waits for in-flight and queued requests.
+    /// How long SIGTERM waits for in-flight and queued requests (and status writes still to send).
     pub shutdown_timeout: Duration,
+    /// When ADD's network-status is written.
+    pub status_write: StatusWrite,
+    /// How long a status write after the reply is retried while the API is unavailable.
+    pub status_retry: Duration,
     /// Logging (`logFile`, `logLevel`, `logToStderr`), as in a network config.
     pub log: Map<String, Value>,
     /// Every other key: overlaid on each request's config.
@@ -195,6 +214,16 @@ impl DaemonConfig {
             0 => cores,
             n => n as usize,
         };
+        let status_write = match string("statusWrite")?.as_deref() {
+            None | Some("afterReply") => StatusWrite::AfterReply,
+            Some("beforeReply") => StatusWrite::BeforeReply,
+            Some(other) => {
+                return Err(DaemonConfigError::Key {
+                    key: "statusWrite",
+                    reason: format!("{other:?}: expected \"afterReply\" or \"beforeReply\""),
+                });
+            }
+        };
         let mut log = Map::new();
         let mut overlay = Map::new();
         for (k, v) in &map {
@@ -219,6 +248,8 @@ impl DaemonConfig {
             max_queue: number("maxQueue", 1024, 0)? as usize,
             cache_sync_timeout: Duration::from_secs(number("cacheSyncTimeoutSeconds", 20, 0)?),
             shutdown_timeout: Duration::from_secs(number("shutdownTimeoutSeconds", 25, 0)?),
+            status_write,
+            status_retry: Duration::from_secs(number("statusRetrySeconds", 300, 1)?),
             log,
             overlay,
         })
@@ -267,6 +298,20 @@ mod tests {
         assert_eq!(c.cache_sync_timeout, Duration::from_secs(20));
         assert!(c.kubeconfig.is_none());
         assert!(c.overlay.is_empty());
+        assert_eq!(c.status_write, StatusWrite::AfterReply);
+        assert_eq!(c.status_retry, Duration::from_secs(300));
+        let c = DaemonConfig::from_bytes(
+            br#"{"statusWrite":"beforeReply","statusRetrySeconds":7}"#,
+            "t",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.status_write, StatusWrite::BeforeReply);
+        assert_eq!(c.status_retry, Duration::from_secs(7));
+        assert!(
+            c.overlay.is_empty(),
+            "daemon keys, never laid over a request"
+        );
     }
 
     #[test]
@@ -285,6 +330,14 @@ mod tests {
                 "metricsAddress",
             ),
             (r#"{"nodeName":5}"#, "nodeName"),
+            (
+                r#"{"nodeName":"n","statusWrite":"whenever"}"#,
+                "statusWrite",
+            ),
+            (
+                r#"{"nodeName":"n","statusRetrySeconds":0}"#,
+                "statusRetrySeconds",
+            ),
         ] {
             match DaemonConfig::from_bytes(json.as_bytes(), "t", &no_env) {
                 Err(DaemonConfigError::Key { key: k, .. }) => assert_eq!(k, key, "{json}"),

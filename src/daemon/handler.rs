@@ -41,8 +41,16 @@ impl Reply {
     }
 }
 
-/// Run one request. Returns the reply and, after an ADD, the cluster whose events are still to be sent.
-pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Option<Arc<ApiCluster>>) {
+/// What a request leaves for after its reply.
+pub struct Later {
+    /// The cluster whose events (and deferred status write) are still to be sent.
+    pub api: Option<Arc<ApiCluster>>,
+    /// The end of ADD's durable writes, holding the container's lock (`ops::Seams::after_reply`).
+    pub finish: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// Run one request. Returns the reply and what is left for after it.
+pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
     let vars: Vec<(String, String)> = req.env.into_iter().collect();
     let config = shared.config.overlay_on(&req.config);
     let slot: Mutex<Option<Arc<ApiCluster>>> = Mutex::new(None);
@@ -55,7 +63,11 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Option<Arc<ApiClust
                 Some(shared.metrics.clone()),
                 config,
             )
-            .with_events(command == Command::Add),
+            .with_events(command == Command::Add)
+            .defer_status(
+                command == Command::Add
+                    && shared.config.status_write == super::config::StatusWrite::AfterReply,
+            ),
         );
         if let Ok(mut s) = slot.lock() {
             *s = Some(api.clone());
@@ -66,10 +78,14 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Option<Arc<ApiClust
         inner: &ProcessExec,
         metrics: &shared.metrics,
     };
-    let ran = cli::run(vars, &config, &exec, &factory, false);
+    let after_reply = crate::ops::AfterReply::default();
+    let ran = cli::run(vars, &config, &exec, &factory, false, Some(&after_reply));
     drop(ran.cluster);
-    let api = slot.into_inner().ok().flatten();
-    (to_wire(ran.command, &ran.outcome), api)
+    let later = Later {
+        api: slot.into_inner().ok().flatten(),
+        finish: after_reply.into_inner().ok().flatten(),
+    };
+    (to_wire(ran.command, &ran.outcome), later)
 }
 
 /// Put an outcome in the wire format: ADD's result under `Result` in CNI 1.0.0 or later (Go's `cni100`

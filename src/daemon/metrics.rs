@@ -49,6 +49,10 @@ pub struct Metrics {
     cache_restarts: Family<Labels, Gauge>,
     cache_synced: Gauge,
     ready: Gauge,
+    status_writes: Family<Labels, Counter>,
+    status_delay: Histogram,
+    /// Network-status writes after the reply not yet ended.
+    pub status_pending: Gauge,
 }
 
 impl Metrics {
@@ -70,6 +74,9 @@ impl Metrics {
             cache_restarts: Family::default(),
             cache_synced: Gauge::default(),
             ready: Gauge::default(),
+            status_writes: Family::default(),
+            status_delay: latency(),
+            status_pending: Gauge::default(),
         };
         r.register(
             "plexus_cni_request_duration_seconds",
@@ -132,6 +139,22 @@ impl Metrics {
             m.ready.clone(),
         );
         r.register(
+            "plexus_status_writes",
+            "Network-status writes after the reply (statusWrite: afterReply), by outcome: written, gone (the pod \
+             was deleted), superseded (a newer ADD of the pod or a DEL of the container), failed",
+            m.status_writes.clone(),
+        );
+        r.register(
+            "plexus_status_write_delay_seconds",
+            "Seconds from ADD's reply until its network-status write ended",
+            m.status_delay.clone(),
+        );
+        r.register(
+            "plexus_status_writes_pending",
+            "Network-status writes after the reply not yet ended",
+            m.status_pending.clone(),
+        );
+        r.register(
             "multus_server_request",
             "Go Multus's request counter, by handler, HTTP code and method",
             m.go_requests.clone(),
@@ -159,6 +182,14 @@ impl Metrics {
                 ("method", method.to_string()),
             ])
             .inc();
+    }
+
+    /// A network-status write after the reply ended.
+    pub fn status_write(&self, outcome: super::status_writer::Outcome, elapsed: Duration) {
+        self.status_writes
+            .get_or_create(&vec![("outcome", outcome.label().to_string())])
+            .inc();
+        self.status_delay.observe(elapsed.as_secs_f64());
     }
 
     /// A request refused for a full queue.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod handler;
 pub mod metrics;
 pub mod server;
+pub mod status_writer;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -36,6 +37,8 @@ pub struct Shared {
     pub cache: Option<Arc<NodeCache>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Network-status writes after the reply (`statusWrite: afterReply`).
+    pub status: Arc<status_writer::StatusWriter>,
 }
 
 const USAGE: &str = "usage: plexus daemon [--config PATH]
@@ -44,7 +47,8 @@ watch caches of this node's pods and all NetworkAttachmentDefinitions. PATH defa
 /etc/cni/net.d/plexus.d/daemon-config.json (a missing file at the default path means every default).
 Keys: socketDir, nodeName (else $PLEXUS_NODE_NAME, $MULTUS_NODE_NAME, $NODE_NAME), kubeconfig (else
 in-cluster), metricsAddress (\"\" turns it off; default 127.0.0.1:9091), maxConcurrency, maxQueue,
-cacheSyncTimeoutSeconds, shutdownTimeoutSeconds, logFile, logLevel, logToStderr; every other key is laid
+cacheSyncTimeoutSeconds, shutdownTimeoutSeconds, statusWrite (afterReply, the default, or beforeReply),
+statusRetrySeconds, logFile, logLevel, logToStderr; every other key is laid
 over each request's config. See docs/daemon.md.";
 
 /// The entry point of `plexus daemon`.
@@ -176,11 +180,13 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         max_queue = config.max_queue,
         "plexus daemon starting"
     );
+    let status = status_writer::StatusWriter::new(config.status_retry, Some(metrics.clone()));
     let shared = Arc::new(Shared {
         config,
         handle: tokio::runtime::Handle::current(),
         client,
         cache: Some(cache),
+        status,
         metrics,
     });
     server::serve(shared).await

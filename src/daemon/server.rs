@@ -216,10 +216,18 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(shared.config.socket_dir.join(wire::GO_SOCKET_NAME));
     let started = Instant::now();
     tracing::info!(outstanding = state.outstanding(), "shutting down: draining");
-    while state.outstanding() > 0 && started.elapsed() < shared.config.shutdown_timeout {
+    let outstanding = || state.outstanding() + shared.status.pending();
+    while outstanding() > 0 && started.elapsed() < shared.config.shutdown_timeout {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let left = state.outstanding();
+    let writes = shared.status.pending();
+    if writes > 0 {
+        tracing::error!(
+            writes,
+            "shutdown time-out: {writes} network-status writes not done (the API is unavailable?)"
+        );
+    }
     if left > 0 {
         tracing::warn!(left, "shutdown time-out: {left} requests cut short");
     } else {
@@ -308,6 +316,11 @@ async fn cni(req: Request<Incoming>, shared: &Arc<Shared>, state: &Arc<State>) -
         }
     };
     let verb = wreq.env.get("CNI_COMMAND").cloned().unwrap_or_default();
+    let container = wreq.env.get("CNI_CONTAINERID").cloned().unwrap_or_default();
+    if verb == "DEL" {
+        // The sandbox is going: a status write of its ADD still pending would only record what is removed.
+        shared.status.cancel(&container);
+    }
     if state.stopping.load(Ordering::SeqCst) {
         shared.metrics.rejected();
         return cni_error(
@@ -351,7 +364,7 @@ async fn cni(req: Request<Incoming>, shared: &Arc<Shared>, state: &Arc<State>) -
     let joined = job.await;
     shared.metrics.in_flight.dec();
     drop(permit);
-    let (reply, api) = match joined {
+    let (reply, later) = match joined {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(verb, "request handler failed: {e}");
@@ -360,13 +373,35 @@ async fn cni(req: Request<Incoming>, shared: &Arc<Shared>, state: &Arc<State>) -
                 format!("plexus daemon: request failed: {e}"),
                 "",
             );
-            (handler::Reply::error(500, &verb, &reply), None)
+            let later = handler::Later {
+                api: None,
+                finish: None,
+            };
+            (handler::Reply::error(500, &verb, &reply), later)
         }
     };
+    let api = later.api;
+    // The end of ADD's durable writes, holding the container's lock, right after the reply.
+    if let Some(finish) = later.finish {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let _finishing = Count::new(&state.busy);
+            finish();
+        });
+    }
     shared
         .metrics
         .request(&reply.verb, &reply.result, arrived.elapsed());
-    // Events go out after the reply, off the critical path; the drain waits for them too.
+    // The status write of an ADD that succeeded (statusWrite: afterReply), then its events, go out after
+    // the reply: the task starts once this one has handed the reply to the connection. Pending from here
+    // on, so the drain waits for it.
+    if let Some(api) = &api
+        && reply.status == 200
+        && let Some(job) = api.take_deferred_status()
+    {
+        tokio::spawn(shared.status.submit(api.clone(), &container, job));
+    }
+    // Other events go out after the reply, off the critical path; the drain waits for them too.
     if let Some(api) = api {
         let events = crate::cluster::Cluster::take_events(&*api);
         if !events.is_empty() {

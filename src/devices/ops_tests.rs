@@ -141,6 +141,7 @@ impl World {
             netns: &self.netns,
             cluster,
             kubelet,
+            after_reply: None,
         };
         execute(&env, &self.config(), &seams)
     }

@@ -63,6 +63,68 @@ pub struct ApiCluster {
     cache: Option<Arc<NodeCache>>,
     /// Told of every API request (the daemon's metrics).
     observer: Option<Arc<dyn ApiObserver>>,
+    /// Daemon mode with `statusWrite: afterReply`: ADD's network-status write is kept here, for the daemon
+    /// to send after the reply, instead of being sent before it.
+    deferred: Option<Mutex<Option<DeferredStatus>>>,
+}
+
+/// A network-status write put off until after ADD's reply (daemon mode, `statusWrite: "afterReply"`):
+/// the merge patch, and the `AddedInterface` events to post once it lands. The daemon's status writer
+/// (`crate::daemon::status_writer`) sends it with [`ApiCluster::patch_status_once`] and retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeferredStatus {
+    /// The pod.
+    pub pod: PodRef,
+    /// The pod as an event's involved object (for a Warning when the write never lands).
+    pub involved: Option<ObjectReference>,
+    patch: Value,
+    /// Posted after the write.
+    pub added: Vec<Event>,
+}
+
+impl DeferredStatus {
+    /// A job as a test writes it.
+    #[cfg(test)]
+    pub(crate) fn new(
+        pod: PodRef,
+        involved: Option<ObjectReference>,
+        patch: Value,
+        added: Vec<Event>,
+    ) -> DeferredStatus {
+        DeferredStatus {
+            pod,
+            involved,
+            patch,
+            added,
+        }
+    }
+}
+
+/// What to do after a failed network-status write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFailure {
+    /// The pod is gone (404): nothing to record.
+    Gone,
+    /// The API was unavailable or busy, or the write conflicted: try again later.
+    Retry,
+    /// Refused for good (credentials, RBAC, a malformed request): trying again changes nothing.
+    Refused,
+}
+
+/// Classify a failed network-status write.
+pub fn status_failure(e: &kube::Error) -> StatusFailure {
+    if not_found(e) {
+        StatusFailure::Gone
+    } else if is_retriable(e) || is_conflict(e) {
+        StatusFailure::Retry
+    } else {
+        StatusFailure::Refused
+    }
+}
+
+/// How a failed API call reads in a log or an event.
+pub fn describe_error(e: &kube::Error) -> String {
+    describe(e)
 }
 
 /// How one API request ended.
@@ -143,6 +205,65 @@ fn cluster_error(what: &str, e: &kube::Error) -> ClusterError {
 }
 
 impl ApiCluster {
+    /// Keep ADD's network-status write for the caller to send after the reply
+    /// ([`ApiCluster::take_deferred_status`]) instead of sending it before (daemon mode only).
+    pub fn defer_status(mut self, defer: bool) -> ApiCluster {
+        self.deferred = defer.then(|| Mutex::new(None));
+        self
+    }
+
+    /// The network-status write a successful ADD left for after its reply (and forget it).
+    pub fn take_deferred_status(&self) -> Option<DeferredStatus> {
+        self.deferred.as_ref()?.lock().ok()?.take()
+    }
+
+    /// One attempt at a deferred network-status write, within the per-request timeout (the caller retries;
+    /// see [`status_failure`]). Daemon mode only: the shared client, from an async task.
+    pub async fn patch_status_once(&self, job: &DeferredStatus) -> Result<(), kube::Error> {
+        let Source::Shared(_, client) = &self.source else {
+            return Err(kube::Error::Service(
+                "a deferred status write needs the daemon's client".into(),
+            ));
+        };
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &job.pod.namespace);
+        let started = Instant::now();
+        let attempt = tokio::time::timeout(
+            self.timeout,
+            pods.patch_status(
+                &job.pod.name,
+                &PatchParams::default(),
+                &Patch::Merge(&job.patch),
+            ),
+        )
+        .await;
+        let result = match attempt {
+            Ok(r) => r.map(|_| ()),
+            Err(_) => Err(kube::Error::Service(
+                format!("no answer within {:.1}s", self.timeout.as_secs_f64()).into(),
+            )),
+        };
+        if let Some(o) = &self.observer {
+            let outcome = match &result {
+                Ok(()) => ApiOutcome::Ok,
+                Err(kube::Error::Api(s)) => ApiOutcome::Status(s.code),
+                Err(_) => ApiOutcome::Failed,
+            };
+            o.api_request("patch pod status", started.elapsed(), outcome);
+        }
+        result
+    }
+
+    /// Post `events` in order over the shared client (daemon mode, from an async task); failures are
+    /// logged.
+    pub async fn post_events(&self, events: Vec<Event>) {
+        let Source::Shared(_, client) = &self.source else {
+            return;
+        };
+        for ev in events {
+            self.send_event(client, ev).await;
+        }
+    }
+
     /// Record rejections as Warning events (the default) or not.
     pub fn with_events(mut self, events: bool) -> ApiCluster {
         self.events = events;
@@ -175,6 +296,7 @@ impl ApiCluster {
             system_namespaces: config.system_namespaces.clone(),
             events: true,
             pending: Mutex::new(Vec::new()),
+            deferred: None,
             cache: None,
             observer: None,
         }
@@ -720,6 +842,53 @@ impl Cluster for ApiCluster {
         if self.system_namespaces.contains(&pod_ref.namespace) {
             return Ok(());
         }
+        let (patch, added) = self.status_write(attached);
+        if let Some(slot) = &self.deferred {
+            // Daemon mode, after the reply: the write (and the events that follow it) leave with the job.
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(DeferredStatus {
+                    pod: pod_ref.clone(),
+                    involved: self.pod_ref_for_events(),
+                    patch,
+                    added,
+                });
+            }
+            return Ok(());
+        }
+        let result = self.run(|client| async move {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ref.namespace);
+            let params = PatchParams::default();
+            let merge = Patch::Merge(&patch);
+            let write = async {
+                let mut pause = Duration::from_millis(50);
+                loop {
+                    let r = self
+                        .retry("patch pod status", || {
+                            pods.patch_status(&pod_ref.name, &params, &merge)
+                        })
+                        .await;
+                    match r {
+                        // A conflict is worth another try within the budget.
+                        Err(kube::Error::Api(s))
+                            if s.code == 409 && Instant::now() + pause < self.deadline =>
+                        {
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(Duration::from_secs(1));
+                        }
+                        other => return other.map(|_| ()),
+                    }
+                }
+            };
+            write.await
+        })?;
+        self.status_written(pod_ref, result, added)
+    }
+}
+
+impl ApiCluster {
+    /// The merge patch of `pods/status` that records `attached`, and the `AddedInterface` events to post
+    /// once it is written.
+    fn status_write(&self, attached: &[(Attachment, CniResult)]) -> (Value, Vec<Event>) {
         let rendered = status::render_attached(attached, crate::devices::info::read); // NPWG-73
         let mut metadata =
             json!({"annotations": {annotations::NETWORK_STATUS_ANNOTATION: rendered}});
@@ -755,32 +924,17 @@ impl Cluster for ApiCluster {
                 .collect(),
             None => Vec::new(),
         };
-        let result = self.run(|client| async move {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ref.namespace);
-            let params = PatchParams::default();
-            let merge = Patch::Merge(&patch);
-            let write = async {
-                let mut pause = Duration::from_millis(50);
-                loop {
-                    let r = self
-                        .retry("patch pod status", || {
-                            pods.patch_status(&pod_ref.name, &params, &merge)
-                        })
-                        .await;
-                    match r {
-                        // A conflict is worth another try within the budget.
-                        Err(kube::Error::Api(s))
-                            if s.code == 409 && Instant::now() + pause < self.deadline =>
-                        {
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(Duration::from_secs(1));
-                        }
-                        other => return other.map(|_| ()),
-                    }
-                }
-            };
-            write.await
-        })?;
+        (patch, added)
+    }
+
+    /// The end of a synchronous status write: the events go out after the reply; a pod that is gone needs
+    /// none; other failures become the ADD's error.
+    fn status_written(
+        &self,
+        pod_ref: &PodRef,
+        result: Result<(), kube::Error>,
+        added: Vec<Event>,
+    ) -> Result<(), ClusterError> {
         match result {
             Ok(()) => {
                 added.into_iter().for_each(|ev| self.defer(ev));

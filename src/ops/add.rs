@@ -140,8 +140,14 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
                 "[{}]: a cache from an earlier ADD exists; tearing that down first",
                 ctx.who()
             );
-            if let Err(e) = teardown(ctx, super::del::cached_or_fallback(ctx)) {
-                tracing::warn!("[{}]: tearing down the earlier ADD: {e}", ctx.who());
+            match teardown(ctx, super::del::cached_or_fallback(ctx)) {
+                // Gone: until this ADD's cache is renamed into place, a crash leaves only its temp file,
+                // and DEL must find that one (`cache::read`), not the earlier ADD's.
+                Ok(()) => {
+                    let _ = cache::remove(cni_dir, cid);
+                    super::del::remove_interrupted_writes(cni_dir, cid);
+                }
+                Err(e) => tracing::warn!("[{}]: tearing down the earlier ADD: {e}", ctx.who()),
             }
         }
         Err(source) => {
@@ -294,6 +300,23 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         ));
     }
     // The status PATCH above overlapped the last record's fsync.
+    if let Some(slot) = ctx.seams.after_reply {
+        // Daemon mode: the records are written whole; their fsyncs and renames end after the reply, under
+        // the container's lock, so a DEL or CHECK of the container (which takes the lock) finds them in
+        // place. A failure now cannot fail the ADD: it is logged, and DEL works without prevResult.
+        let who = ctx.who();
+        let finish = move || {
+            if let Err(e) = behind.flush() {
+                tracing::error!("[{who}]: a result record was not written after the reply: {e}");
+            }
+            drop(lock);
+        };
+        // (A poisoned slot drops `finish` here instead: the write-behind's drop flushes, then the lock goes.)
+        if let Ok(mut s) = slot.lock() {
+            *s = Some(Box::new(finish));
+        }
+        return Ok(reply);
+    }
     if let Err(err) = flush(ctx, &behind) {
         return Err(rollback(ctx, lock, &behind, attachments, err));
     }

@@ -269,6 +269,7 @@ mod tests {
                 netns: &self.netns,
                 cluster: pod,
                 kubelet: &NoKubelet,
+                after_reply: None,
             };
             execute(&env, &config, &seams)
         }

@@ -279,22 +279,16 @@ pub(super) fn del(ctx: &Ctx<'_>) -> Result<(), Error> {
 /// Remove the temp files of atomic writes for `cid` that a killed plexus never renamed into place
 /// (`.<cid>.tmp.<pid>` in cniDir, `.<network>-<cid>-<ifname>.tmp.<pid>` in its result cache). Called
 /// under the container's lock, so no live writer owns them; best effort, like the rest of teardown.
-fn remove_interrupted_writes(cni_dir: &Path, cid: &str) {
+pub(super) fn remove_interrupted_writes(cni_dir: &Path, cid: &str) {
     let infix = format!("-{cid}-");
     let is_temp_of = |name: &str, exact: bool| {
-        let Some((target, pid)) = name
-            .strip_prefix('.')
-            .and_then(|rest| rest.rsplit_once(".tmp."))
-        else {
-            return false;
-        };
-        !pid.is_empty()
-            && pid.bytes().all(|b| b.is_ascii_digit())
-            && if exact {
+        cache::is_temp_of(name, |target| {
+            if exact {
                 target == cid
             } else {
                 target.contains(&infix)
             }
+        })
     };
     for (dir, exact) in [
         (cni_dir.to_path_buf(), true),

@@ -35,6 +35,10 @@ use crate::{
     request::{CniEnv, Command},
 };
 
+/// Work an operation leaves for after its reply (daemon mode): the caller takes it out once the reply is
+/// on its way and runs it on a blocking thread.
+pub type AfterReply = std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>;
+
 /// The outside world an operation runs against.
 pub struct Seams<'a> {
     /// Process execution.
@@ -45,6 +49,10 @@ pub struct Seams<'a> {
     pub cluster: &'a dyn Cluster,
     /// The kubelet's device allocations (asked only for networks whose NAD names a resource).
     pub kubelet: &'a dyn PodResources,
+    /// Daemon mode: where a successful ADD leaves the end of its last result record's write (its fsync and
+    /// rename) and the container's lock, for after the reply; a DEL or CHECK of the container waits for the
+    /// lock, so it reads the record in place. `None` (the thin binary, which exits anyway): done before.
+    pub after_reply: Option<&'a AfterReply>,
 }
 
 /// One operation's context.

@@ -78,6 +78,7 @@ impl World {
             netns: &self.netns,
             cluster,
             kubelet: &NoKubelet,
+            after_reply: None,
         };
         execute(&env, config, &seams)
     }
@@ -523,6 +524,7 @@ fn gc_tears_down_stale_containers_and_honours_the_runtime_list() {
             netns: &w.netns,
             cluster: &NoCluster,
             kubelet: &NoKubelet,
+            after_reply: None,
         },
     )
     .unwrap();
@@ -757,6 +759,7 @@ fn own_netns_is_refused_code_8() {
         netns: &w.netns,
         cluster: &NoCluster,
         kubelet: &NoKubelet,
+        after_reply: None,
     };
     assert_eq!(execute(&env, &cfg, &seams).unwrap_err().cni_code(), 8);
     let _ = Path::new("");
@@ -786,6 +789,7 @@ fn run_with_args(
             netns: &w.netns,
             cluster,
             kubelet: &NoKubelet,
+            after_reply: None,
         },
     )
 }
@@ -840,6 +844,7 @@ fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
             netns: &w.netns,
             cluster: &cluster,
             kubelet: &NoKubelet,
+            after_reply: None,
         },
     )
     .unwrap();

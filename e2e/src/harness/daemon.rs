@@ -170,6 +170,30 @@ impl DaemonProcess {
         }
     }
 
+    /// Wait until every network-status write the daemon does after its replies (`statusWrite: afterReply`,
+    /// its default) has ended (`plexus_status_writes_pending` is 0), at most `limit`.
+    pub fn wait_status_writes(&self, limit: Duration) {
+        let started = Instant::now();
+        loop {
+            let metrics = self
+                .get("/metrics")
+                .map(|(_, body)| body)
+                .unwrap_or_default();
+            let pending = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("plexus_status_writes_pending "))
+                .and_then(|v| v.trim().parse::<i64>().ok());
+            if pending == Some(0) {
+                return;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "the daemon's network-status writes still pending after {limit:?} ({pending:?})"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGTERM and wait (at most 40 s, then SIGKILL): the graceful shutdown.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;

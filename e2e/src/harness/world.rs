@@ -487,8 +487,17 @@ impl World {
 
     // === What the pod and the API show ===
 
+    /// Daemon mode: wait until the daemon's network-status writes after its replies have ended (at most
+    /// 20 s), so the annotation says what the last ADD did. Thin mode writes it before ADD's reply.
+    pub fn wait_status_writes(&self) {
+        if let Some(d) = &self.daemon {
+            d.wait_status_writes(std::time::Duration::from_secs(20));
+        }
+    }
+
     /// The pod's network-status annotation: parsed with plexus's parser, and raw.
     pub fn network_status(&self, sb: &Sandbox) -> (Vec<status::NetworkStatus>, Vec<Value>) {
+        self.wait_status_writes();
         let text = self
             .cluster
             .pod_annotation(&sb.pod.namespace, &sb.pod.name, NETWORK_STATUS_ANNOTATION)
@@ -560,6 +569,7 @@ impl World {
 
     /// The pod has no network-status annotation (nothing was attached).
     pub fn assert_no_status(&self, sb: &Sandbox) {
+        self.wait_status_writes();
         let v =
             self.cluster
                 .pod_annotation(&sb.pod.namespace, &sb.pod.name, NETWORK_STATUS_ANNOTATION);

@@ -532,7 +532,7 @@ fn the_cluster_role_grants_exactly_what_the_plugin_calls() {
 // ---------------------------------------------------------------------------------------------------
 
 /// The daemon config file's keys that configure the daemon itself (deploy/README.md, "Daemon mode").
-const DAEMON_CONFIG_KEYS: [&str; 12] = [
+const DAEMON_CONFIG_KEYS: [&str; 14] = [
     "socketDir",
     "nodeName",
     "kubeconfig",
@@ -541,6 +541,8 @@ const DAEMON_CONFIG_KEYS: [&str; 12] = [
     "maxQueue",
     "cacheSyncTimeoutSeconds",
     "shutdownTimeoutSeconds",
+    "statusWrite",
+    "statusRetrySeconds",
     "logLevel",
     "logFile",
     "logToStderr",
@@ -910,13 +912,18 @@ fn the_daemon_config_is_json_with_documented_keys() {
             "maxConcurrency"
             | "maxQueue"
             | "cacheSyncTimeoutSeconds"
-            | "shutdownTimeoutSeconds" => {
+            | "shutdownTimeoutSeconds"
+            | "statusRetrySeconds" => {
                 assert!(
                     v.as_u64().is_some_and(|n| n > 0),
                     "{k}: a positive integer, not {v}"
                 )
             }
             "logToStderr" => assert!(v.is_boolean(), "{k}: {v}"),
+            "statusWrite" => assert!(
+                ["afterReply", "beforeReply"].contains(&v.as_str().unwrap_or_default()),
+                "{k}: {v}"
+            ),
             "logLevel" => assert!(
                 ["debug", "verbose", "error", "panic"].contains(&v.as_str().unwrap_or_default()),
                 "{k}: {v}"

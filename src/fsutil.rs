@@ -47,23 +47,31 @@ pub fn temp_of(path: &Path) -> io::Result<PathBuf> {
 /// must survive this process's death looks there too (`crate::cache::read`). On failure nothing is left.
 pub fn stage(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
     let tmp = temp_of(path)?;
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.set_permissions(Permissions::from_mode(mode))
-    })();
-    match result {
-        Ok(()) => Ok(tmp),
+    match fill_temp(&tmp, mode, |f| f.write_all(bytes)) {
+        Ok(_) => Ok(tmp),
         Err(e) => {
             let _ = fs::remove_file(&tmp);
             Err(e)
         }
     }
+}
+
+/// Create (or truncate) `tmp` with `mode`, let `fill` write it, and set `mode` explicitly (the umask does
+/// not apply); not synced.
+fn fill_temp(
+    tmp: &Path,
+    mode: u32,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<File> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(tmp)?;
+    fill(&mut f)?;
+    f.set_permissions(Permissions::from_mode(mode))?;
+    Ok(f)
 }
 
 /// Make the entries of `dir` (a rename into it) durable.
@@ -101,14 +109,7 @@ fn fill_and_rename(
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> io::Result<()> {
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(tmp)?;
-        fill(&mut f)?;
-        f.set_permissions(Permissions::from_mode(mode))?;
+        let f = fill_temp(tmp, mode, fill)?;
         f.sync_all()?;
         drop(f);
         fs::rename(tmp, path)

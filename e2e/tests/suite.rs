@@ -118,6 +118,17 @@ fn nad_name(ns: &str, name: &str) -> String {
     format!("{ns}/{name}")
 }
 
+/// The network-status of a pod with the cluster network and the NAD `macvlan-net` (NPWG-41..NPWG-51).
+fn assert_macvlan_net_status(w: &World, sb: &Sandbox) {
+    w.assert_status(
+        sb,
+        &[
+            (CLUSTER_NETWORK, "eth0", true),
+            (&nad_name(&w.ns, "macvlan-net"), "net1", false),
+        ],
+    );
+}
+
 // === Scenarios ===
 
 #[test]
@@ -140,13 +151,7 @@ fn macvlan_secondary_from_a_text_annotation() {
     assert_eq!(net1.kind.as_deref(), Some("macvlan"));
     pod_address(&w, &sb, "net1", MACVLAN_SUBNET);
     assert_eq!(sb.netns.addresses().len(), 2);
-    w.assert_status(
-        &sb,
-        &[
-            (CLUSTER_NETWORK, "eth0", true),
-            (&nad_name(&w.ns, "macvlan-net"), "net1", false),
-        ],
-    );
+    assert_macvlan_net_status(&w, &sb);
     assert_eq!(w.reservations().len(), 2);
     assert!(w.reservations().iter().all(|r| r.owner == sb.cid));
 
@@ -575,13 +580,7 @@ fn plexus_first_in_a_chain_with_portmap() {
         1,
         "the runtime cached the chain's result"
     );
-    w.assert_status(
-        &sb,
-        &[
-            (CLUSTER_NETWORK, "eth0", true),
-            (&nad_name(&w.ns, "macvlan-net"), "net1", false),
-        ],
-    );
+    assert_macvlan_net_status(&w, &sb);
 
     // CHECK runs the list in order (CNI-27): plexus's CHECK must pass. Debian's portmap 1.1.1 then fails
     // CHECK for any IPv4-only pod, looking for its DNAT chain in ip6tables too
@@ -950,13 +949,7 @@ fn status_patch_conflict_is_retried() {
         .map(|r| r.status)
         .collect();
     assert_eq!(patches, [409, 200], "one conflict, then the write");
-    w.assert_status(
-        &sb,
-        &[
-            (CLUSTER_NETWORK, "eth0", true),
-            (&nad_name(&w.ns, "macvlan-net"), "net1", false),
-        ],
-    );
+    assert_macvlan_net_status(&w, &sb);
     w.del_ok(&rt, &sb);
     w.assert_clean(&sb);
 }
@@ -990,13 +983,7 @@ fn unavailable_api_beyond_the_budget_fails_with_try_again_later() {
             std::thread::sleep(Duration::from_millis(10));
         }
         server.faults().clear();
-        w.assert_status(
-            &sb,
-            &[
-                (CLUSTER_NETWORK, "eth0", true),
-                (&nad_name(&w.ns, "macvlan-net"), "net1", false),
-            ],
-        );
+        assert_macvlan_net_status(&w, &sb);
         w.del_ok(&rt, &sb);
         w.assert_clean(&sb);
         return;

@@ -2,11 +2,12 @@
 //! bounded output capture and libcni's "text file busy" retry (CNI-52, CNI-54, CNI-55, CNI-56).
 
 use std::{
-    io::{Read, Write},
-    os::unix::process::{CommandExt, ExitStatusExt},
+    os::{
+        fd::OwnedFd,
+        unix::process::{CommandExt, ExitStatusExt},
+    },
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -171,25 +172,216 @@ fn lossy(b: &[u8], max: usize) -> String {
     if b.len() > max { format!("{s}…") } else { s }
 }
 
-fn read_capped(mut r: impl Read, cap: usize) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    let mut overflow = false;
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if out.len() + n > cap {
-                    out.extend_from_slice(&buf[..cap - out.len()]);
-                    overflow = true;
-                    // Keep draining so the child is not blocked on a full pipe.
-                } else if !overflow {
-                    out.extend_from_slice(&buf[..n]);
+/// One output pipe of a child, read without blocking up to a cap; past the cap it is drained and dropped
+/// so the child never blocks on a full pipe.
+struct Capped {
+    pipe: Option<OwnedFd>,
+    data: Vec<u8>,
+    cap: usize,
+    overflow: bool,
+}
+
+impl Capped {
+    fn new(pipe: Option<OwnedFd>, cap: usize) -> Capped {
+        Capped {
+            pipe,
+            data: Vec::new(),
+            cap,
+            overflow: false,
+        }
+    }
+
+    /// Read what the pipe holds now; EOF or an error closes it.
+    fn pump(&mut self) {
+        let Some(fd) = &self.pipe else { return };
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) => {
+                    self.pipe = None;
+                    return;
+                }
+                Ok(n) => {
+                    let room = self.cap - self.data.len();
+                    if n > room {
+                        self.overflow = true;
+                    }
+                    self.data.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => {
+                    self.pipe = None;
+                    return;
                 }
             }
         }
     }
-    (out, overflow)
+}
+
+/// Why [`ChildIo::run`] stopped before the child's exit status.
+enum Ended {
+    /// The time limit passed.
+    Timeout,
+    /// Waiting for the child failed.
+    Wait(std::io::Error),
+}
+
+/// A child's stdin, stdout and stderr and its exit, all driven from the calling thread with poll(2): no
+/// helper threads (each costs a spawn and a wake-up per delegate). The exit is seen through a pidfd
+/// (Linux 5.3 and later); without one it is checked every 10 ms.
+struct ChildIo<'a> {
+    stdin: Option<OwnedFd>,
+    input: &'a [u8],
+    stdout: Capped,
+    stderr: Capped,
+    pidfd: Option<OwnedFd>,
+}
+
+/// How often the exit is checked without a pidfd.
+const EXIT_CHECK: Duration = Duration::from_millis(10);
+/// How long output is still read after the exit: grandchildren may hold the pipes open.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
+
+impl<'a> ChildIo<'a> {
+    fn new(child: &mut std::process::Child, input: &'a [u8]) -> ChildIo<'a> {
+        let nonblocking = |fd: OwnedFd| {
+            // A pipe that stays blocking would only stall this loop on a read or write; poll still guards it.
+            let _ = rustix::io::ioctl_fionbio(&fd, true);
+            fd
+        };
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_child(child),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .ok();
+        ChildIo {
+            stdin: child.stdin.take().map(OwnedFd::from).map(nonblocking),
+            input,
+            stdout: Capped::new(
+                child.stdout.take().map(OwnedFd::from).map(nonblocking),
+                MAX_STDOUT,
+            ),
+            stderr: Capped::new(
+                child.stderr.take().map(OwnedFd::from).map(nonblocking),
+                MAX_STDERR,
+            ),
+            pidfd,
+        }
+    }
+
+    /// Write what is left of the input; done or refused (the child closed its stdin), close it.
+    fn feed(&mut self) {
+        let Some(fd) = &self.stdin else { return };
+        while !self.input.is_empty() {
+            match rustix::io::write(fd, self.input) {
+                Ok(n) => self.input = &self.input[n..],
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(rustix::io::Errno::INTR) => {}
+                // EPIPE: a child that exits without reading; that is its business.
+                Err(_) => break,
+            }
+        }
+        self.stdin = None;
+    }
+
+    /// Until the child has exited and its output is read (or [`OUTPUT_GRACE`] after the exit passed);
+    /// [`Ended::Timeout`] at `deadline`.
+    fn run(
+        &mut self,
+        child: &mut std::process::Child,
+        deadline: Instant,
+    ) -> Result<std::process::ExitStatus, Ended> {
+        use rustix::event::{PollFd, PollFlags};
+        let mut status = None;
+        let mut grace = deadline;
+        let mut exit_signalled = self.pidfd.is_none();
+        self.feed();
+        loop {
+            if status.is_none() && exit_signalled {
+                if let Some(s) = child.try_wait().map_err(Ended::Wait)? {
+                    status = Some(s);
+                    grace = Instant::now() + OUTPUT_GRACE;
+                }
+                exit_signalled = self.pidfd.is_none();
+            }
+            if let Some(s) = status
+                && self.stdout.pipe.is_none()
+                && self.stderr.pipe.is_none()
+            {
+                return Ok(s);
+            }
+            let now = Instant::now();
+            if now >= grace {
+                return match status {
+                    // Grandchildren hold the pipes open: stop reading.
+                    Some(s) => Ok(s),
+                    None => Err(Ended::Timeout),
+                };
+            }
+            let mut wait = grace - now;
+            if status.is_none() && self.pidfd.is_none() {
+                wait = wait.min(EXIT_CHECK);
+            }
+            let ready = {
+                let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(4);
+                let mut who = Vec::with_capacity(4);
+                for (i, fd, flags) in [
+                    (0, self.stdin.as_ref(), PollFlags::OUT),
+                    (1, self.stdout.pipe.as_ref(), PollFlags::IN),
+                    (2, self.stderr.pipe.as_ref(), PollFlags::IN),
+                    (
+                        3,
+                        self.pidfd.as_ref().filter(|_| status.is_none()),
+                        PollFlags::IN,
+                    ),
+                ] {
+                    if let Some(fd) = fd {
+                        fds.push(PollFd::new(fd, flags));
+                        who.push(i);
+                    }
+                }
+                let timeout =
+                    rustix::event::Timespec::try_from(wait).unwrap_or(rustix::event::Timespec {
+                        tv_sec: 1,
+                        tv_nsec: 0,
+                    });
+                match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(Ended::Wait(e.into())),
+                }
+                let mut ready = [false; 4];
+                for (fd, i) in fds.iter().zip(who) {
+                    ready[i] = !fd.revents().is_empty();
+                }
+                ready
+            };
+            if ready[0] {
+                self.feed();
+            }
+            if ready[1] {
+                self.stdout.pump();
+            }
+            if ready[2] {
+                self.stderr.pump();
+            }
+            if ready[3] {
+                exit_signalled = true;
+            }
+        }
+    }
+
+    /// After a kill: wait up to `limit` for the exit (no zombie left behind), keeping what stderr holds.
+    fn reap(&mut self, child: &mut std::process::Child, limit: Duration) {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            self.stderr.pump();
+            if child.try_wait().is_ok_and(|s| s.is_some()) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 const ETXTBSY_RETRIES: u32 = 5;
@@ -235,63 +427,30 @@ impl Exec for ProcessExec {
     fn run(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
         let started = Instant::now();
         let mut child = Self::spawn(req)?;
-        let pid = child.id() as i32;
         let plugin = req.plugin.to_path_buf();
-
-        let mut stdin = child.stdin.take();
-        let input = req.stdin.to_vec();
-        let writer = thread::spawn(move || {
-            if let Some(s) = stdin.as_mut() {
-                // A child that exits without reading gets EPIPE here; that is its business.
-                let _ = s.write_all(&input);
-            }
-        });
-        let (out_tx, out_rx) = mpsc::channel();
-        let (err_tx, err_rx) = mpsc::channel();
-        if let Some(out) = child.stdout.take() {
-            thread::spawn(move || {
-                let _ = out_tx.send(read_capped(out, MAX_STDOUT));
-            });
-        }
-        if let Some(err) = child.stderr.take() {
-            thread::spawn(move || {
-                let _ = err_tx.send(read_capped(err, MAX_STDERR).0);
-            });
-        }
-        let (wait_tx, wait_rx) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = wait_tx.send(child.wait());
-        });
-
-        let status = match wait_rx.recv_timeout(req.timeout) {
-            Ok(Ok(status)) => status,
-            Ok(Err(e)) => {
+        let mut io = ChildIo::new(&mut child, req.stdin);
+        let status = match io.run(&mut child, started + req.timeout) {
+            Ok(status) => status,
+            Err(Ended::Wait(e)) => {
                 return Err(ExecError::Spawn {
                     plugin,
                     reason: e.to_string(),
                 });
             }
-            Err(_) => {
+            Err(Ended::Timeout) => {
                 let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid),
+                    nix::unistd::Pid::from_raw(child.id() as i32),
                     nix::sys::signal::Signal::SIGKILL,
                 );
-                let _ = wait_rx.recv_timeout(Duration::from_secs(5));
-                let stderr = err_rx
-                    .recv_timeout(Duration::from_millis(200))
-                    .unwrap_or_default();
+                io.reap(&mut child, Duration::from_secs(5));
                 return Err(ExecError::Timeout {
                     plugin,
                     timeout: req.timeout,
-                    stderr: lossy(&stderr, 4096),
+                    stderr: lossy(&io.stderr.data, 4096),
                 });
             }
         };
-        // Grandchildren may hold the pipes open; do not wait for them beyond a short grace.
-        let grace = Duration::from_millis(500);
-        let (stdout, overflow) = out_rx.recv_timeout(grace).unwrap_or_default();
-        let stderr = err_rx.recv_timeout(grace).unwrap_or_default();
-        let _ = writer.join();
+        let (stdout, overflow, stderr) = (io.stdout.data, io.stdout.overflow, io.stderr.data);
         tracing::trace!(plugin = %plugin.display(), elapsed_ms = started.elapsed().as_millis() as u64, "delegate exited");
 
         if overflow {
@@ -411,6 +570,38 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// stdin is written while stdout and stderr are read: a child that echoes more than a pipe holds, on
+    /// both streams, never deadlocks against plexus.
+    #[test]
+    fn large_input_echoed_on_both_streams_all_arrives() {
+        let d = tempfile::tempdir().unwrap();
+        let p = script(d.path(), "tee", "tee /dev/stderr");
+        let input: Vec<u8> = (0..MAX_STDERR * 2).map(|i| b'a' + (i % 26) as u8).collect();
+        let out = run(&p, &input, Duration::from_secs(20)).unwrap();
+        assert_eq!(out.stdout, input);
+        assert_eq!(
+            out.stderr,
+            &input[..MAX_STDERR],
+            "stderr kept up to its cap"
+        );
+    }
+
+    /// A grandchild that keeps the pipes open does not hold the call beyond a short grace after the
+    /// delegate's own exit; what the delegate printed is kept.
+    #[test]
+    fn a_grandchild_holding_the_pipes_does_not_hold_the_call() {
+        let d = tempfile::tempdir().unwrap();
+        let p = script(d.path(), "bg", "sleep 20 & echo '{}'");
+        let t = Instant::now();
+        let out = run(&p, b"", Duration::from_secs(20)).unwrap();
+        assert_eq!(out.stdout, b"{}\n");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "waited {:?} for the grandchild",
+            t.elapsed()
+        );
     }
 
     #[test]

@@ -187,9 +187,15 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
                 Ok((stream, _)) => {
                     let (shared, state) = (shared.clone(), state.clone());
                     tokio::spawn(async move {
+                        // Work a request leaves for after its reply waits for the client to hang up first
+                        // (the shim exits once it has the reply), so it does not compete with the shim's
+                        // exit on a busy node.
+                        let (closed, hung_up) = tokio::sync::watch::channel(false);
                         let svc = service_fn(move |req| {
-                            let (shared, state) = (shared.clone(), state.clone());
-                            async move { Ok::<_, Infallible>(route_socket(req, &shared, &state).await) }
+                            let (shared, state, hung_up) = (shared.clone(), state.clone(), hung_up.clone());
+                            async move {
+                                Ok::<_, Infallible>(route_socket(req, &shared, &state, hung_up).await)
+                            }
                         });
                         if let Err(e) = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
@@ -197,6 +203,7 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
                         {
                             tracing::debug!("socket connection: {e}");
                         }
+                        let _ = closed.send(true);
                     });
                 }
                 Err(e) => {
@@ -243,6 +250,7 @@ async fn route_socket(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     state: &Arc<State>,
+    hung_up: tokio::sync::watch::Receiver<bool>,
 ) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -250,7 +258,7 @@ async fn route_socket(
         (_, wire::HEALTHZ_PATH) => respond(StatusCode::OK, "text/plain", "ok\n"),
         (_, wire::READYZ_PATH) => readyz(state),
         (&Method::GET, "/metrics") => metrics(shared, state),
-        (&Method::POST, wire::CNI_PATH) => cni(req, shared, state).await,
+        (&Method::POST, wire::CNI_PATH) => cni(req, shared, state, hung_up).await,
         (&Method::GET, p) if p.starts_with("/cache/") => cached(p, shared),
         (&Method::POST, "/delegate") => cni_error(
             StatusCode::NOT_IMPLEMENTED,
@@ -293,7 +301,21 @@ fn readyz(state: &State) -> Response<Body> {
     }
 }
 
-async fn cni(req: Request<Incoming>, shared: &Arc<Shared>, state: &Arc<State>) -> Response<Body> {
+/// How long work left for after a reply waits for the client to hang up (a client that keeps its
+/// connection open does not hold it back for longer).
+const AFTER_REPLY_WAIT: Duration = Duration::from_millis(100);
+
+/// Until the client hangs up, at most [`AFTER_REPLY_WAIT`].
+async fn client_gone(mut hung_up: tokio::sync::watch::Receiver<bool>) {
+    let _ = tokio::time::timeout(AFTER_REPLY_WAIT, hung_up.wait_for(|gone| *gone)).await;
+}
+
+async fn cni(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    state: &Arc<State>,
+    hung_up: tokio::sync::watch::Receiver<bool>,
+) -> Response<Body> {
     let arrived = Instant::now();
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -399,16 +421,24 @@ async fn cni(req: Request<Incoming>, shared: &Arc<Shared>, state: &Arc<State>) -
         && reply.status == 200
         && let Some(job) = api.take_deferred_status()
     {
-        tokio::spawn(shared.status.submit(api.clone(), &container, job));
+        let write = shared.status.submit(api.clone(), &container, job);
+        let hung_up = hung_up.clone();
+        tokio::spawn(async move {
+            client_gone(hung_up).await;
+            write.await
+        });
     }
     // Other events go out after the reply, off the critical path; the drain waits for them too.
     if let Some(api) = api {
         let events = crate::cluster::Cluster::take_events(&*api);
         if !events.is_empty() {
             let state = state.clone();
-            tokio::task::spawn_blocking(move || {
-                let _sending = Count::new(&state.busy);
-                api.send_events(events);
+            // Counted from now (not from when the task runs), so a shutdown right after the reply waits.
+            state.busy.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                client_gone(hung_up).await;
+                let _ = tokio::task::spawn_blocking(move || api.send_events(events)).await;
+                state.busy.fetch_sub(1, Ordering::SeqCst);
             });
         }
     }

@@ -81,6 +81,23 @@ impl Drop for Count<'_> {
     }
 }
 
+/// Work that outlives its request (after the reply): counted as busy from its creation, so a shutdown
+/// right after the reply waits for it; released when dropped, even by a panic.
+struct Held(Arc<State>);
+
+impl Held {
+    fn new(state: &Arc<State>) -> Held {
+        state.busy.fetch_add(1, Ordering::SeqCst);
+        Held(state.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 type Body = Full<Bytes>;
 
 fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -405,18 +422,17 @@ async fn cni(
     let api = later.api;
     // The end of ADD's durable writes, holding the container's lock, right after the reply.
     if let Some(finish) = later.finish {
-        let state = state.clone();
+        let held = Held::new(state);
         tokio::task::spawn_blocking(move || {
-            let _finishing = Count::new(&state.busy);
             finish();
+            drop(held);
         });
     }
     shared
         .metrics
         .request(&reply.verb, &reply.result, arrived.elapsed());
-    // The status write of an ADD that succeeded (statusWrite: afterReply), then its events, go out after
-    // the reply: the task starts once this one has handed the reply to the connection. Pending from here
-    // on, so the drain waits for it.
+    // The status write of an ADD that succeeded (statusWrite: afterReply), then its events, go out once the
+    // client has hung up after the reply. Pending from here on, so the drain waits for it.
     if let Some(api) = &api
         && reply.status == 200
         && let Some(job) = api.take_deferred_status()
@@ -432,13 +448,11 @@ async fn cni(
     if let Some(api) = api {
         let events = crate::cluster::Cluster::take_events(&*api);
         if !events.is_empty() {
-            let state = state.clone();
-            // Counted from now (not from when the task runs), so a shutdown right after the reply waits.
-            state.busy.fetch_add(1, Ordering::SeqCst);
+            let held = Held::new(state);
             tokio::spawn(async move {
                 client_gone(hung_up).await;
                 let _ = tokio::task::spawn_blocking(move || api.send_events(events)).await;
-                state.busy.fetch_sub(1, Ordering::SeqCst);
+                drop(held);
             });
         }
     }

@@ -60,6 +60,18 @@ impl World {
         config: &Config,
         cluster: &dyn Cluster,
     ) -> Result<Vec<u8>, Error> {
+        self.run_with(command, cid, config, cluster, None)
+    }
+
+    /// As the daemon runs it: work left for after the reply goes to `after_reply`.
+    fn run_with(
+        &self,
+        command: &str,
+        cid: &str,
+        config: &Config,
+        cluster: &dyn Cluster,
+        after_reply: Option<&AfterReply>,
+    ) -> Result<Vec<u8>, Error> {
         let env = CniEnv::from_vars([
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", cid),
@@ -78,7 +90,7 @@ impl World {
             netns: &self.netns,
             cluster,
             kubelet: &NoKubelet,
-            after_reply: None,
+            after_reply,
         };
         execute(&env, config, &seams)
     }
@@ -256,6 +268,67 @@ fn del_removes_temp_files_of_writes_a_killed_plexus_interrupted() {
         assert!(p.exists(), "{} is not c1's interrupted write", p.display());
     }
     w.nothing_left("c1");
+}
+
+/// A plexus killed after staging the container's cache (written whole into its temp file) and before the
+/// write-behind renamed it into place, while the first delegates ran: the runtime's DEL finds the temp
+/// file, tears every attachment down from it in reverse, and leaves nothing.
+#[test]
+fn del_tears_down_from_the_staged_cache_of_a_killed_add() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    let cache_file = cache::path(&w.cni_dir(), "c1");
+    fs::rename(&cache_file, w.cni_dir().join(".c1.tmp.4242")).unwrap();
+    w.exec.clear();
+    w.run("DEL", &cfg, &NoCluster).unwrap();
+    assert_eq!(
+        w.calls(),
+        [
+            t("DEL", "third", "net2"),
+            t("DEL", "second", "net1"),
+            t("DEL", "second", "net1"),
+            t("DEL", "cluster", "eth0"),
+        ]
+    );
+    w.nothing_left("c1");
+    assert!(
+        fs::read_dir(w.cni_dir()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp.")),
+        "the temp file is gone"
+    );
+}
+
+/// Daemon mode: ADD answers while its last result record is still being synced; the container's lock is
+/// held until that ends (after the reply), so a DEL or CHECK of the container never reads a record that is
+/// not in place yet.
+#[test]
+fn a_daemon_add_ends_its_durable_writes_after_the_reply_under_the_lock() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    let later = AfterReply::default();
+    w.run_with("ADD", "c1", &cfg, &NoCluster, Some(&later))
+        .unwrap();
+    let finish = later
+        .lock()
+        .unwrap()
+        .take()
+        .expect("work left for after the reply");
+    let locked = lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::from_millis(50));
+    assert!(locked.is_err(), "the container's lock is still held");
+    finish();
+    drop(lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::from_millis(50)).unwrap());
+    assert!(cache::path(&w.cni_dir(), "c1").exists());
+    assert_eq!(resultcache::list(&w.cni_dir(), Some("c1")).len(), 3);
+    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.nothing_left("c1");
+    // The thin binary's ADD ends them before it answers: the lock is free and the records in place.
+    w.run_with("ADD", "c2", &cfg, &NoCluster, None).unwrap();
+    drop(lock::ContainerLock::acquire(&w.cni_dir(), "c2", Duration::from_millis(50)).unwrap());
+    assert_eq!(resultcache::list(&w.cni_dir(), Some("c2")).len(), 3);
 }
 
 #[test]

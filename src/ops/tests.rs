@@ -129,6 +129,16 @@ fn t(c: &str, n: &str, i: &str) -> (String, String, String) {
     (c.to_string(), n.to_string(), i.to_string())
 }
 
+/// The DELs of the test config's networks, in reverse (`second` is a list of two plugins).
+fn reverse_teardown() -> Vec<(String, String, String)> {
+    vec![
+        t("DEL", "third", "net2"),
+        t("DEL", "second", "net1"),
+        t("DEL", "second", "net1"),
+        t("DEL", "cluster", "eth0"),
+    ]
+}
+
 #[test]
 fn add_runs_in_order_and_returns_the_cluster_result_in_the_config_version() {
     let w = World::new();
@@ -282,15 +292,7 @@ fn del_tears_down_from_the_staged_cache_of_a_killed_add() {
     fs::rename(&cache_file, w.cni_dir().join(".c1.tmp.4242")).unwrap();
     w.exec.clear();
     w.run("DEL", &cfg, &NoCluster).unwrap();
-    assert_eq!(
-        w.calls(),
-        [
-            t("DEL", "third", "net2"),
-            t("DEL", "second", "net1"),
-            t("DEL", "second", "net1"),
-            t("DEL", "cluster", "eth0"),
-        ]
-    );
+    assert_eq!(w.calls(), reverse_teardown());
     w.nothing_left("c1");
     assert!(
         fs::read_dir(w.cni_dir()).unwrap().all(|e| !e
@@ -372,15 +374,7 @@ fn del_reverses_removes_everything_and_is_idempotent() {
     w.run("ADD", &cfg, &NoCluster).unwrap();
     w.exec.clear();
     w.run("DEL", &cfg, &NoCluster).unwrap();
-    assert_eq!(
-        w.calls(),
-        [
-            t("DEL", "third", "net2"),
-            t("DEL", "second", "net1"),
-            t("DEL", "second", "net1"),
-            t("DEL", "cluster", "eth0")
-        ]
-    );
+    assert_eq!(w.calls(), reverse_teardown());
     w.nothing_left("c1");
     w.run("DEL", &cfg, &NoCluster).unwrap();
 }

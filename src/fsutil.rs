@@ -22,16 +22,7 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
 /// torn file, even across a crash or power loss. The temp file is per process, so concurrent plexus
 /// processes never write into each other's temp file.
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    atomic_replace(path, bytes, mode)?;
-    sync_dir(split(path)?.0)
-}
-
-/// [`atomic_write`] up to the rename: readers (this process, a later plexus, a restarted one) see the old
-/// content or the whole new content, and after a power loss the file holds one or the other, never a torn or
-/// empty file. Only the rename itself (the new name) is not yet durable: that takes a [`sync_dir`] of the
-/// parent, which the caller owes (see [`WriteBehind::sync_dir`]).
-pub fn atomic_replace(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    fill_and_rename(path, &temp_of(path)?, mode, |f| f.write_all(bytes))
+    replace_with(path, &temp_of(path)?, mode, |f| f.write_all(bytes))
 }
 
 /// The temp file an atomic write of `path` by this process uses (`.<name>.tmp.<pid>`, beside it).
@@ -134,12 +125,6 @@ impl WriteBehind {
     pub fn submit(&self, path: PathBuf, bytes: Vec<u8>, mode: u32) -> io::Result<()> {
         let target = path.clone();
         self.start(path, move || atomic_write(&target, &bytes, mode))
-    }
-
-    /// Start the [`sync_dir`] of `dir` that an [`atomic_replace`] into it left owing.
-    pub fn sync_dir(&self, dir: PathBuf) -> io::Result<()> {
-        let target = dir.clone();
-        self.start(dir, move || sync_dir(&target))
     }
 
     /// Finish a [`stage`]d write: fsync `tmp`, rename it over `path`, fsync the directory. A failure
@@ -290,24 +275,34 @@ mod tests {
     }
 
     #[test]
-    fn atomic_replace_leaves_the_directory_sync_to_the_write_behind() {
+    fn a_staged_write_is_whole_in_its_temp_file_until_the_write_behind_renames_it() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("f");
-        atomic_replace(&p, b"one", 0o640).unwrap();
-        // In place and whole at once (no temp file left), mode set whatever the umask.
-        assert_eq!(fs::read(&p).unwrap(), b"one");
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o640
-        );
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let tmp = stage(&p, b"one", 0o640).unwrap();
+        assert_eq!(tmp, temp_of(&p).unwrap());
+        // Whole in the temp file, mode set whatever the umask; nothing at the target yet.
+        assert_eq!(fs::read(&tmp).unwrap(), b"one");
+        assert_eq!(mode(&tmp), 0o640);
+        assert!(!p.exists());
         let wb = WriteBehind::default();
-        wb.sync_dir(d.path().to_path_buf()).unwrap();
+        wb.sync_and_rename(tmp.clone(), p.clone()).unwrap();
         wb.flush().unwrap();
-        // A directory that cannot be synced fails the flush, naming it.
-        wb.sync_dir(d.path().join("gone")).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(mode(&p), 0o640);
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        // A rename that cannot be done fails the flush, naming the target, and leaves no temp file.
+        let tmp = stage(&p, b"two", 0o600).unwrap();
+        wb.sync_and_rename(tmp.clone(), d.path().join("gone/f"))
+            .unwrap();
         let e = wb.flush().unwrap_err();
-        assert!(e.to_string().contains("gone"), "{e}");
+        assert!(e.to_string().contains("gone/f"), "{e}");
+        assert!(!tmp.exists());
+        assert_eq!(fs::read(&p).unwrap(), b"one");
     }
 
     #[test]

@@ -451,7 +451,7 @@ async fn cni(
             let held = Held::new(state);
             tokio::spawn(async move {
                 client_gone(hung_up).await;
-                let _ = tokio::task::spawn_blocking(move || api.send_events(events)).await;
+                api.post_events(events).await;
                 drop(held);
             });
         }

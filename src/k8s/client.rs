@@ -226,39 +226,26 @@ impl ApiCluster {
             ));
         };
         let pods: Api<Pod> = Api::namespaced(client.clone(), &job.pod.namespace);
-        let started = Instant::now();
-        let attempt = tokio::time::timeout(
+        let patch = Patch::Merge(&job.patch);
+        let params = PatchParams::default();
+        self.attempt(
+            "patch pod status",
             self.timeout,
-            pods.patch_status(
-                &job.pod.name,
-                &PatchParams::default(),
-                &Patch::Merge(&job.patch),
-            ),
+            pods.patch_status(&job.pod.name, &params, &patch),
         )
-        .await;
-        let result = match attempt {
-            Ok(r) => r.map(|_| ()),
-            Err(_) => Err(kube::Error::Service(
-                format!("no answer within {:.1}s", self.timeout.as_secs_f64()).into(),
-            )),
-        };
-        if let Some(o) = &self.observer {
-            let outcome = match &result {
-                Ok(()) => ApiOutcome::Ok,
-                Err(kube::Error::Api(s)) => ApiOutcome::Status(s.code),
-                Err(_) => ApiOutcome::Failed,
-            };
-            o.api_request("patch pod status", started.elapsed(), outcome);
-        }
-        result
+        .await
+        .map(|_| ())
     }
 
-    /// Post `events` in order over the shared client (daemon mode, from an async task); failures are
-    /// logged.
+    /// [`ApiCluster::send_events`] over the shared client, from an async task (daemon mode).
     pub async fn post_events(&self, events: Vec<Event>) {
-        let Source::Shared(_, client) = &self.source else {
-            return;
-        };
+        if let Source::Shared(_, client) = &self.source {
+            self.send_all(client, events).await;
+        }
+    }
+
+    /// Post `events` one after another over `client`.
+    async fn send_all(&self, client: &Client, events: Vec<Event>) {
         for ev in events {
             self.send_event(client, ev).await;
         }
@@ -489,6 +476,30 @@ fn warn_if_exposed(path: &Path) {
 impl ApiCluster {
     /// Run `call` (`what`: for metrics and logs) until it succeeds, fails with a non-retriable error, or
     /// the budget runs out.
+    /// One API call (`what`: for metrics and logs), given up after `limit`, told to the observer.
+    async fn attempt<T>(
+        &self,
+        what: &'static str,
+        limit: Duration,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, kube::Error> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                format!("no answer within {:.1}s", self.timeout.as_secs_f64()).into(),
+            ))
+        });
+        if let Some(o) = &self.observer {
+            let outcome = match &result {
+                Ok(_) => ApiOutcome::Ok,
+                Err(kube::Error::Api(s)) => ApiOutcome::Status(s.code),
+                Err(_) => ApiOutcome::Failed,
+            };
+            o.api_request(what, started.elapsed(), outcome);
+        }
+        result
+    }
+
     pub(crate) async fn retry<T, F, Fut>(
         &self,
         what: &'static str,
@@ -502,23 +513,10 @@ impl ApiCluster {
         let mut pause = Duration::from_millis(50);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let started = Instant::now();
-            let attempt =
-                tokio::time::timeout(timeout.min(left.max(Duration::from_millis(1))), call()).await;
-            let outcome = match &attempt {
-                Ok(Ok(_)) => ApiOutcome::Ok,
-                Ok(Err(kube::Error::Api(s))) => ApiOutcome::Status(s.code),
-                _ => ApiOutcome::Failed,
-            };
-            if let Some(o) = &self.observer {
-                o.api_request(what, started.elapsed(), outcome);
-            }
-            let err = match attempt {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) => e,
-                Err(_) => kube::Error::Service(
-                    format!("no answer within {:.1}s", timeout.as_secs_f64()).into(),
-                ),
+            let limit = timeout.min(left.max(Duration::from_millis(1)));
+            let err = match self.attempt(what, limit, call()).await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if !is_retriable(&err) || left <= pause {
@@ -537,11 +535,7 @@ impl ApiCluster {
     pub fn send_events(&self, events: Vec<Event>) {
         // One after another over one connection: nobody waits for them any more, the pod's event list
         // keeps the order the interfaces were added in, and the API server sees one TLS handshake.
-        let sent = self.run(|client| async move {
-            for ev in events {
-                self.send_event(&client, ev).await;
-            }
-        });
+        let sent = self.run(|client| async move { self.send_all(&client, events).await });
         if let Err(e) = sent {
             tracing::warn!("events not sent: {e}");
         }

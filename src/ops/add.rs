@@ -4,7 +4,6 @@
 use std::{os::unix::fs::MetadataExt, path::Path};
 
 use plexus_cni::CniResult;
-use plexus_netns::NetnsError;
 
 use super::{Ctx, del::teardown};
 use crate::{
@@ -162,22 +161,11 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         }
     }
 
-    // The container's cache directory is synced, and each delegate's result record written and fsynced, while
-    // the delegates run; all of it is flushed before anything reads the records back and before the reply.
+    // The container's cache is fsynced and renamed into place, and each delegate's result record written and
+    // fsynced, while the delegates run; all of it is flushed before anything reads the records back, and
+    // before the reply (daemon mode: before the container's lock is released, after the reply).
     let behind = WriteBehind::default();
-    // The pod's links, dumped once (not probed per attachment: each probe is a thread entering the netns),
-    // on their own thread while the cache is written. Planning already refused duplicate names among the
-    // attachments; a delegate that creates a later attachment's name itself makes that later delegate
-    // fail, and the ADD roll back, as a probe would.
-    let (written, dumped) = std::thread::scope(|s| {
-        let dump = s.spawn(|| ctx.seams.netns.link_names(&netns));
-        let written = cache::write(cni_dir, cid, &attachments, &behind);
-        let dumped = dump
-            .join()
-            .unwrap_or_else(|_| Err(NetnsError::Thread("the link dump panicked".into())));
-        (written, dumped)
-    });
-    if let Err(source) = written {
+    if let Err(source) = cache::write(cni_dir, cid, &attachments, &behind) {
         // A full or read-only cniDir: nothing ran, so nothing may remain, not even the lock file.
         lock.release_and_remove();
         return Err(Error::Cache {
@@ -193,14 +181,15 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         ..ctx.invoker()
     };
     let mut attached: Vec<(Attachment, CniResult)> = Vec::with_capacity(attachments.len());
-    let mut dumped = Some(dumped);
+    // The pod's links, dumped once (not probed per attachment: each probe is a thread entering the netns).
+    // Planning already refused duplicate names among the attachments; a delegate that creates a later
+    // attachment's name itself makes that later delegate fail, and the ADD roll back, as a probe would.
     let mut existing: Option<Vec<String>> = None;
     for (a, rt) in attachments.iter().zip(&runtime) {
         let step = (|| {
-            let links = match (existing.take(), dumped.take()) {
-                (Some(l), _) => Ok(l),
-                (None, Some(d)) => d,
-                (None, None) => ctx.seams.netns.link_names(&netns),
+            let links = match existing.take() {
+                Some(l) => Ok(l),
+                None => ctx.seams.netns.link_names(&netns),
             };
             let found = links.map(|l| {
                 let found = l.contains(&a.ifname);
@@ -299,7 +288,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             },
         ));
     }
-    // The status PATCH above overlapped the last record's fsync.
+    // The status PATCH above (when it is sent before the reply) overlapped the last record's fsync.
     if let Some(slot) = ctx.seams.after_reply {
         // Daemon mode: the records are written whole; their fsyncs and renames end after the reply, under
         // the container's lock, so a DEL or CHECK of the container (which takes the lock) finds them in

@@ -19,6 +19,9 @@ else
 fi
 command -v cargo >/dev/null || { echo "cargo is not installed" >&2; exit 1; }
 
+# A one-shot build gains nothing from incremental state, which is a large part of target/ (set it to 1 to keep it).
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+
 banner "Building the workspace"
 cargo build --workspace --all-targets
 
@@ -35,7 +38,8 @@ if is_root; then
     # Issue 8: the thin suite's scenarios again, with a plexus daemon per test and the runtime calling
     # plexus-shim (e2e/src/harness/daemon.rs). The daemon's own scenarios (e2e/tests/daemon.rs) ran above.
     banner "Running the end-to-end suite again in daemon mode (E2E_MODE=daemon)"
-    E2E_MODE=daemon cargo test -p plexus-e2e --test suite --test isolation --test devices --no-fail-fast -- --include-ignored
+    # --workspace, as above: the same feature set, so nothing is built a second time.
+    E2E_MODE=daemon cargo test --workspace --test suite --test isolation --test devices --no-fail-fast -- --include-ignored
 fi
 
 banner "Lint: cargo clippy"

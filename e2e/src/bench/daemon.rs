@@ -65,9 +65,9 @@ const CACHED_LIMIT: Duration = Duration::from_secs(10);
 const MEMCG_ROOT: &str = "/sys/fs/cgroup/memory";
 const MIB: u64 = 1024 * 1024;
 
-use plexus_e2e::harness::daemon::daemon_command;
 /// `GET path` on the daemon socket (the harness's client).
 pub use plexus_e2e::harness::daemon::socket_get as http_get;
+use plexus_e2e::harness::daemon::{daemon_command, status_writes_pending};
 
 /// One `plexus daemon` process in the bench's host namespace.
 pub struct Daemon {
@@ -213,6 +213,25 @@ impl Daemon {
             thread::sleep(Duration::from_millis(5));
         }
         Ok(())
+    }
+
+    /// Wait until the daemon has sent every network-status write it left for after its replies
+    /// (`statusWrite: "afterReply"`), so a pod's annotation can be read; at most [`CACHED_LIMIT`].
+    pub fn wait_status_writes(&self) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            let metrics = self.get("/metrics").map(|(_, t)| t).unwrap_or_default();
+            let pending = status_writes_pending(&metrics);
+            if pending == Some(0) {
+                return Ok(());
+            }
+            if started.elapsed() > CACHED_LIMIT {
+                return Err(format!(
+                    "the daemon's network-status writes still pending after {CACHED_LIMIT:?} ({pending:?})"
+                ));
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Wait until the daemon's caches hold `pod` and its K NADs (in the pod's namespace).
@@ -882,6 +901,10 @@ pub fn storm(
     );
     let (adds, wall) = concurrently(runner, &pods, &cids, Op::Add);
     let mut failures = Vec::new();
+    // The status writes go out after the replies: the annotations are read once they have all landed.
+    if let Err(e) = daemon.wait_status_writes() {
+        failures.push(e);
+    }
     let mut times = Vec::new();
     for (pod, r) in pods.iter().zip(&adds) {
         match r {

@@ -179,10 +179,7 @@ impl DaemonProcess {
                 .get("/metrics")
                 .map(|(_, body)| body)
                 .unwrap_or_default();
-            let pending = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("plexus_status_writes_pending "))
-                .and_then(|v| v.trim().parse::<i64>().ok());
+            let pending = status_writes_pending(&metrics);
             if pending == Some(0) {
                 return;
             }
@@ -230,4 +227,13 @@ impl Drop for DaemonProcess {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `plexus_status_writes_pending` in a `/metrics` exposition: the network-status writes a daemon has still
+/// to send (`statusWrite: "afterReply"`), or `None` when the exposition has no such gauge.
+pub fn status_writes_pending(metrics: &str) -> Option<i64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("plexus_status_writes_pending "))
+        .and_then(|v| v.trim().parse::<i64>().ok())
 }

@@ -111,16 +111,54 @@ fn fill_and_rename(
     result
 }
 
-/// [`atomic_write`]s done on their own threads, so an ADD goes on to its next delegate while the disk
-/// flushes the last cache file (an fsync costs milliseconds on many disks). Each write is still the whole
-/// temp-fsync-rename sequence; writes to one path stay in order (a write waits for the earlier one to that
-/// path); [`WriteBehind::flush`] waits for all of them and reports the first failure. Dropping it flushes.
+/// [`atomic_write`]s done behind the caller's back, so an ADD goes on to its next delegate while the disk
+/// flushes the last cache file (an fsync costs milliseconds on many disks): each on its own thread
+/// ([`WriteBehind::default`], the thin binary), or all of them at [`WriteBehind::flush`]
+/// ([`WriteBehind::deferred`], the daemon, which flushes after its reply). Each write is still the whole
+/// temp-fsync-rename sequence; writes to one path stay in order; [`WriteBehind::flush`] finishes all of
+/// them and reports the first failure. Dropping it flushes.
 #[derive(Debug, Default)]
 pub struct WriteBehind {
-    pending: Mutex<Vec<(PathBuf, JoinHandle<io::Result<()>>)>>,
+    pending: Mutex<Vec<(PathBuf, Pending)>>,
+    deferred: bool,
+}
+
+/// A job started on its thread, or one left for the flush.
+enum Pending {
+    Thread(JoinHandle<io::Result<()>>),
+    Later(Box<dyn FnOnce() -> io::Result<()> + Send>),
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pending::Thread(_) => "Thread",
+            Pending::Later(_) => "Later",
+        })
+    }
+}
+
+impl Pending {
+    fn finish(self) -> io::Result<()> {
+        match self {
+            Pending::Thread(handle) => join(handle),
+            Pending::Later(job) => job(),
+        }
+    }
 }
 
 impl WriteBehind {
+    /// Writes that wait for [`WriteBehind::flush`] and run there, in order, on the flushing thread: no
+    /// thread per write, and no fsync competing with the delegates for the CPUs and the disk. For a
+    /// caller that flushes after its reply (the daemon); the thin binary's default overlaps the writes
+    /// with the delegates instead.
+    pub fn deferred() -> WriteBehind {
+        WriteBehind {
+            pending: Mutex::default(),
+            deferred: true,
+        }
+    }
+
     /// Start writing `bytes` to `path` with `mode`.
     pub fn submit(&self, path: PathBuf, bytes: Vec<u8>, mode: u32) -> io::Result<()> {
         let target = path.clone();
@@ -144,23 +182,28 @@ impl WriteBehind {
         })
     }
 
-    /// Run `job` on its own thread, after any earlier job for `key` (a path).
+    /// Run `job` on its own thread, after any earlier job for `key` (a path); deferred: queue it.
     fn start(
         &self,
         key: PathBuf,
         job: impl FnOnce() -> io::Result<()> + Send + 'static,
     ) -> io::Result<()> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if self.deferred {
+            // The flush runs the queue in order, so a later write to a path lands after an earlier one.
+            pending.push((key, Pending::Later(Box::new(job))));
+            return Ok(());
+        }
         if let Some(i) = pending.iter().position(|(p, _)| *p == key) {
             let (_, earlier) = pending.swap_remove(i);
-            join(earlier)?;
+            earlier.finish()?;
         }
         let spawned = std::thread::Builder::new()
             .name("cache-write".into())
             .spawn(job);
         match spawned {
             Ok(handle) => {
-                pending.push((key, handle));
+                pending.push((key, Pending::Thread(handle)));
                 Ok(())
             }
             // No thread to be had (the process is at its limit): the caller fails the write.
@@ -171,13 +214,14 @@ impl WriteBehind {
         }
     }
 
-    /// Wait for every write submitted so far; the first failure, naming its file.
+    /// Finish every write submitted so far (deferred ones run now, in order); the first failure, naming
+    /// its file.
     pub fn flush(&self) -> io::Result<()> {
         let drained: Vec<_> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut first = Ok(());
-        for (path, handle) in drained {
-            if let Err(e) = join(handle)
+        for (path, job) in drained {
+            if let Err(e) = job.finish()
                 && first.is_ok()
             {
                 first = Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
@@ -243,8 +287,13 @@ mod tests {
 
     #[test]
     fn write_behind_writes_everything_in_order_per_path_and_reports_failures() {
+        for wb in [WriteBehind::default(), WriteBehind::deferred()] {
+            writes_in_order_and_reports_failures(wb);
+        }
+    }
+
+    fn writes_in_order_and_reports_failures(wb: WriteBehind) {
         let d = tempfile::tempdir().unwrap();
-        let wb = WriteBehind::default();
         for i in 0..20 {
             wb.submit(
                 d.path().join(format!("f{}", i % 4)),
@@ -307,11 +356,32 @@ mod tests {
 
     #[test]
     fn write_behind_flushes_on_drop() {
+        for wb in [WriteBehind::default(), WriteBehind::deferred()] {
+            let d = tempfile::tempdir().unwrap();
+            wb.submit(d.path().join("f"), b"x".to_vec(), 0o600).unwrap();
+            drop(wb);
+            assert_eq!(fs::read(d.path().join("f")).unwrap(), b"x");
+        }
+    }
+
+    #[test]
+    fn deferred_writes_touch_nothing_until_the_flush_and_stay_in_order() {
         let d = tempfile::tempdir().unwrap();
-        let wb = WriteBehind::default();
-        wb.submit(d.path().join("f"), b"x".to_vec(), 0o600).unwrap();
-        drop(wb);
-        assert_eq!(fs::read(d.path().join("f")).unwrap(), b"x");
+        let p = d.path().join("f");
+        let wb = WriteBehind::deferred();
+        let tmp = stage(&p, b"staged", 0o600).unwrap();
+        wb.sync_and_rename(tmp.clone(), p.clone()).unwrap();
+        wb.submit(p.clone(), b"rewritten".to_vec(), 0o600).unwrap();
+        // Only the staged temp file exists: the rename and the rewrite wait for the flush.
+        assert!(!p.exists());
+        assert_eq!(fs::read(&tmp).unwrap(), b"staged");
+        wb.flush().unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"rewritten");
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]

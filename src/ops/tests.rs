@@ -304,9 +304,9 @@ fn del_tears_down_from_the_staged_cache_of_a_killed_add() {
     );
 }
 
-/// Daemon mode: ADD answers while its last result record is still being synced; the container's lock is
-/// held until that ends (after the reply), so a DEL or CHECK of the container never reads a record that is
-/// not in place yet.
+/// Daemon mode: ADD answers before its durable writes (the cache's fsync and rename, the result records);
+/// the container's lock is held until they end (after the reply), so a DEL or CHECK of the container never
+/// reads a record that is not in place yet, and a daemon killed before them leaves the staged cache.
 #[test]
 fn a_daemon_add_ends_its_durable_writes_after_the_reply_under_the_lock() {
     let w = World::new();
@@ -321,6 +321,13 @@ fn a_daemon_add_ends_its_durable_writes_after_the_reply_under_the_lock() {
         .expect("work left for after the reply");
     let locked = lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::from_millis(50));
     assert!(locked.is_err(), "the container's lock is still held");
+    // Nothing durable yet but the staged cache, which DEL would read if the daemon died now.
+    assert!(!cache::path(&w.cni_dir(), "c1").exists());
+    assert!(resultcache::list(&w.cni_dir(), Some("c1")).is_empty());
+    match cache::read(&w.cni_dir(), "c1").unwrap() {
+        cache::ReadOutcome::Found(d) => assert_eq!(d.len(), 3),
+        other => panic!("the staged cache should be read: {other:?}"),
+    }
     finish();
     drop(lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::from_millis(50)).unwrap());
     assert!(cache::path(&w.cni_dir(), "c1").exists());

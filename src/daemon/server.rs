@@ -420,7 +420,7 @@ async fn cni(
         }
     };
     let api = later.api;
-    // The end of ADD's durable writes, holding the container's lock, right after the reply.
+    // ADD's durable writes (deferred to now), holding the container's lock, right after the reply.
     if let Some(finish) = later.finish {
         let held = Held::new(state);
         tokio::task::spawn_blocking(move || {

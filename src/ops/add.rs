@@ -294,11 +294,11 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             },
         ));
     }
-    // The status PATCH above (when it is sent before the reply) overlapped the last record's fsync.
+    // The thin binary's status PATCH above overlapped the last record's fsync.
     if let Some(slot) = ctx.seams.after_reply {
-        // Daemon mode: the records are written whole; their fsyncs and renames end after the reply, under
-        // the container's lock, so a DEL or CHECK of the container (which takes the lock) finds them in
-        // place. A failure now cannot fail the ADD: it is logged, and DEL works without prevResult.
+        // Daemon mode: the deferred writes (the cache's fsync and rename, the result records) run after the
+        // reply, under the container's lock, so a DEL or CHECK of the container (which takes the lock) finds
+        // them in place. A failure now cannot fail the ADD: it is logged, and DEL works without prevResult.
         let who = ctx.who();
         let finish = move || {
             if let Err(e) = behind.flush() {

@@ -49,9 +49,10 @@ pub struct Seams<'a> {
     pub cluster: &'a dyn Cluster,
     /// The kubelet's device allocations (asked only for networks whose NAD names a resource).
     pub kubelet: &'a dyn PodResources,
-    /// Daemon mode: where a successful ADD leaves the end of its last result record's write (its fsync and
-    /// rename) and the container's lock, for after the reply; a DEL or CHECK of the container waits for the
-    /// lock, so it reads the record in place. `None` (the thin binary, which exits anyway): done before.
+    /// Daemon mode: where a successful ADD leaves its durable writes (the cache's fsync and rename, the
+    /// result records; deferred until then) and the container's lock, for after the reply; a DEL or CHECK of
+    /// the container waits for the lock, so it reads the records in place. `None` (the thin binary, which
+    /// exits anyway): done before.
     pub after_reply: Option<&'a AfterReply>,
 }
 

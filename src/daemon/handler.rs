@@ -1,6 +1,6 @@
-//! One `/cni` request, on a blocking thread: the shim's environment and config (with the daemon's keys laid
-//! over it) run through the same core as the thin binary ([`crate::cli::run`]), and the outcome is put in
-//! the wire format (multus-features.md §6.2).
+//! One `/cni` request, run in place on the thread that read it (`block_in_place`): the shim's environment
+//! and config (with the daemon's keys laid over it) run through the same core as the thin binary
+//! ([`crate::cli::run`]), and the outcome is put in the wire format (multus-features.md §6.2).
 
 use std::sync::{Arc, Mutex};
 

@@ -7,8 +7,9 @@ use std::{
     os::unix::fs::{FileTypeExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc,
     },
     time::{Duration, Instant},
 };
@@ -96,6 +97,33 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.0.busy.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// ADD's after-reply work (its durable writes, then the container's lock) and its busy count.
+type AfterReplyJob = (Box<dyn FnOnce() + Send>, Held);
+
+/// The thread that runs every ADD's after-reply work, in order. Not the blocking pool: a handler running
+/// in place hands the async worker to a pool thread, which must never wait behind a row of fsyncs. Without
+/// this thread (it could not be started), the work goes to the blocking pool after all.
+fn flusher() -> &'static mpsc::Sender<AfterReplyJob> {
+    static FLUSHER: OnceLock<mpsc::Sender<AfterReplyJob>> = OnceLock::new();
+    FLUSHER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<AfterReplyJob>();
+        let started = std::thread::Builder::new()
+            .name("plexus-flush".into())
+            .spawn(move || {
+                for (finish, held) in rx {
+                    // A panic is the job's own (its lock and writes are released by unwinding); the
+                    // thread goes on with the next.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(finish));
+                    drop(held);
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!("cannot start the after-reply thread ({e}); using the blocking pool");
+        }
+        tx
+    })
 }
 
 type Body = Full<Bytes>;
@@ -429,10 +457,12 @@ async fn cni(
     // ADD's durable writes (deferred to now), holding the container's lock, right after the reply.
     if let Some(finish) = later.finish {
         let held = Held::new(state);
-        tokio::task::spawn_blocking(move || {
-            finish();
-            drop(held);
-        });
+        if let Err(mpsc::SendError((finish, held))) = flusher().send((finish, held)) {
+            tokio::task::spawn_blocking(move || {
+                finish();
+                drop(held);
+            });
+        }
     }
     shared
         .metrics
@@ -507,6 +537,43 @@ async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, state: Arc<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After-reply work runs in order on the flusher thread, counts as busy until it ends, and a panic in
+    /// one job neither loses the busy count nor stops the next.
+    #[test]
+    fn after_reply_work_runs_in_order_and_stays_busy_until_done() {
+        let state = Arc::new(State::new(2, 4));
+        let (gate_tx, gate) = mpsc::channel::<()>();
+        let (done_tx, done) = mpsc::channel::<&'static str>();
+        let first = done_tx.clone();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            gate.recv().unwrap();
+            first.send("first").unwrap();
+        });
+        flusher().send((job, Held::new(&state))).unwrap();
+        flusher()
+            .send((Box::new(|| panic!("a job's own panic")), Held::new(&state)))
+            .unwrap();
+        flusher()
+            .send((
+                Box::new(move || done_tx.send("third").unwrap()),
+                Held::new(&state),
+            ))
+            .unwrap();
+        assert_eq!(state.outstanding(), 3, "busy from submission");
+        gate_tx.send(()).unwrap();
+        assert_eq!(done.recv().unwrap(), "first");
+        assert_eq!(done.recv().unwrap(), "third");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while state.outstanding() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            state.outstanding(),
+            0,
+            "released after each job, the panicking one too"
+        );
+    }
 
     #[test]
     fn socket_dir_is_made_root_only_and_a_stale_socket_is_cleared() {

@@ -107,9 +107,14 @@ fn read_request(stream: &mut impl Read) -> io::Result<Recorded> {
 fn serve(path: &Path, delay: Duration, replies: Vec<Reply>) -> Receiver<Recorded> {
     let (tx, rx) = mpsc::channel();
     let path = path.to_path_buf();
+    // Without a delay the socket exists before this returns: DEL does not wait for a daemon (it falls back
+    // at once), so a bind left to the thread would race the shim.
+    let bound = delay.is_zero().then(|| UnixListener::bind(&path).unwrap());
     thread::spawn(move || {
-        thread::sleep(delay);
-        let listener = UnixListener::bind(&path).unwrap();
+        let listener = bound.unwrap_or_else(|| {
+            thread::sleep(delay);
+            UnixListener::bind(&path).unwrap()
+        });
         listener.set_nonblocking(true).unwrap();
         let deadline = Instant::now() + LIMIT;
         for reply in replies {

@@ -42,6 +42,7 @@ impl Reply {
 }
 
 /// What a request leaves for after its reply.
+#[derive(Default)]
 pub struct Later {
     /// The cluster whose events (and deferred status write) are still to be sent.
     pub api: Option<Arc<ApiCluster>>,

@@ -435,22 +435,17 @@ async fn cni(
     let (reply, later) = match joined {
         Ok(r) => r,
         Err(payload) => {
-            let e = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
+            let e = plexus_netns::panic_message(payload.as_ref());
             tracing::error!(verb, "request handler failed: {e}");
             let reply = ErrorReply::new(
                 codes::INTERNAL,
                 format!("plexus daemon: request failed: {e}"),
                 "",
             );
-            let later = handler::Later {
-                api: None,
-                finish: None,
-            };
-            (handler::Reply::error(500, &verb, &reply), later)
+            (
+                handler::Reply::error(500, &verb, &reply),
+                handler::Later::default(),
+            )
         }
     };
     let api = later.api;

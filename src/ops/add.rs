@@ -302,7 +302,9 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         let who = ctx.who();
         let finish = move || {
             if let Err(e) = behind.flush() {
-                tracing::error!("[{who}]: a result record was not written after the reply: {e}");
+                tracing::error!(
+                    "[{who}]: a write after the reply (cache or result record) failed: {e}"
+                );
             }
             drop(lock);
         };

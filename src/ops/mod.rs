@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// Work an operation leaves for after its reply (daemon mode): the caller takes it out once the reply is
-/// on its way and runs it on a blocking thread.
+/// on its way and runs it off the request's thread (the daemon's after-reply thread).
 pub type AfterReply = std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>;
 
 /// The outside world an operation runs against.

@@ -28,7 +28,7 @@ pub use info::{AddressInfo, IpFamily, LinkInfo, MAIN_TABLE, OperState, RouteInfo
 /// The errno type carried by [`NetnsError`], re-exported so callers can match
 /// on values like `Errno::EEXIST` without depending on `nix` themselves.
 pub use nix::errno::Errno;
-pub use thread::{run_in_netns, try_run_in_netns};
+pub use thread::{panic_message, run_in_netns, try_run_in_netns};
 
 use netlink::Rtnl;
 

@@ -67,7 +67,7 @@ const MIB: u64 = 1024 * 1024;
 
 /// `GET path` on the daemon socket (the harness's client).
 pub use plexus_e2e::harness::daemon::socket_get as http_get;
-use plexus_e2e::harness::daemon::{daemon_command, status_writes_pending};
+use plexus_e2e::harness::daemon::{daemon_command, wait_status_writes};
 
 /// One `plexus daemon` process in the bench's host namespace.
 pub struct Daemon {
@@ -218,20 +218,7 @@ impl Daemon {
     /// Wait until the daemon has sent every network-status write it left for after its replies
     /// (`statusWrite: "afterReply"`), so a pod's annotation can be read; at most [`CACHED_LIMIT`].
     pub fn wait_status_writes(&self) -> Result<(), String> {
-        let started = Instant::now();
-        loop {
-            let metrics = self.get("/metrics").map(|(_, t)| t).unwrap_or_default();
-            let pending = status_writes_pending(&metrics);
-            if pending == Some(0) {
-                return Ok(());
-            }
-            if started.elapsed() > CACHED_LIMIT {
-                return Err(format!(
-                    "the daemon's network-status writes still pending after {CACHED_LIMIT:?} ({pending:?})"
-                ));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+        wait_status_writes(&self.socket, CACHED_LIMIT)
     }
 
     /// Wait until the daemon's caches hold `pod` and its K NADs (in the pod's namespace).

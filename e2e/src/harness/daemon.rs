@@ -173,21 +173,8 @@ impl DaemonProcess {
     /// Wait until every network-status write the daemon does after its replies (`statusWrite: afterReply`,
     /// its default) has ended (`plexus_status_writes_pending` is 0), at most `limit`.
     pub fn wait_status_writes(&self, limit: Duration) {
-        let started = Instant::now();
-        loop {
-            let metrics = self
-                .get("/metrics")
-                .map(|(_, body)| body)
-                .unwrap_or_default();
-            let pending = status_writes_pending(&metrics);
-            if pending == Some(0) {
-                return;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "the daemon's network-status writes still pending after {limit:?} ({pending:?})"
-            );
-            thread::sleep(Duration::from_millis(10));
+        if let Err(e) = wait_status_writes(&self.socket, limit) {
+            panic!("{e}");
         }
     }
 
@@ -229,11 +216,27 @@ impl Drop for DaemonProcess {
     }
 }
 
-/// `plexus_status_writes_pending` in a `/metrics` exposition: the network-status writes a daemon has still
-/// to send (`statusWrite: "afterReply"`), or `None` when the exposition has no such gauge.
-pub fn status_writes_pending(metrics: &str) -> Option<i64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("plexus_status_writes_pending "))
-        .and_then(|v| v.trim().parse::<i64>().ok())
+/// Wait until the daemon on `socket` has ended every network-status write it left for after its replies
+/// (`statusWrite: "afterReply"`, its default): `plexus_status_writes_pending` is 0 on its `/metrics`. An
+/// error after `limit`, with the last count seen.
+pub fn wait_status_writes(socket: &Path, limit: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let metrics = socket_get(socket, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        let pending = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("plexus_status_writes_pending "))
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if pending == Some(0) {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "the daemon's network-status writes still pending after {limit:?} ({pending:?})"
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
 }

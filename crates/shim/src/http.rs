@@ -1,6 +1,7 @@
 //! The shim's tiny HTTP/1.1 client over a unix socket: one `POST` per connection (`Connection: close`),
-//! the reply read to EOF and parsed here (`Content-Length`, `Transfer-Encoding: chunked` as Go servers
-//! send large bodies, or a body that runs to the close). std only: no async runtime, no HTTP library.
+//! the reply read until its framing says it is whole (`Content-Length`, `Transfer-Encoding: chunked` as
+//! Go servers send large bodies) or, for a body that runs to the close, to EOF, and parsed here. std only:
+//! no async runtime, no HTTP library.
 
 use std::{
     fmt,
@@ -142,7 +143,10 @@ pub fn post_request(uri: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `POST` a JSON `body` to `uri` on the unix socket at `path` and read the reply to EOF.
+/// How much one read of the reply asks for (a CNI result usually fits in one).
+const READ_CHUNK: usize = 16 << 10;
+
+/// `POST` a JSON `body` to `uri` on the unix socket at `path` and read the reply ([`read_reply`]).
 ///
 /// The write side is left open after the request: Go's `net/http` server takes a half-close for a client
 /// that went away and cancels the request.
@@ -157,17 +161,57 @@ pub fn post(path: &Path, uri: &str, body: &[u8], t: Timeouts) -> Result<Response
         .write_all(&post_request(uri, body))
         .and_then(|()| stream.flush())
         .map_err(|e| exchange("sending the request", e))?;
-    let mut buf = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE as u64 + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| exchange("reading the reply", e))?;
+    let buf = read_reply(&mut stream).map_err(|e| exchange("reading the reply", e))?;
     if buf.is_empty() {
         return Err(CallError::Exchange(
             "the connection was closed without a reply".into(),
         ));
     }
     parse_response(&buf).map_err(|e| CallError::Exchange(e.to_string()))
+}
+
+/// Read a reply from `r` until it is [`whole`], the peer closes, or it passes [`MAX_RESPONSE`] bytes
+/// (which [`parse_response`] then refuses).
+///
+/// Not waiting for the close once the reply is whole saves the shim a wake-up: a server closes after its
+/// write, often on a later turn of its event loop (hundreds of microseconds on a busy node, all of it on
+/// the runtime's clock).
+pub fn read_reply(r: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let start = buf.len();
+        buf.resize(start + READ_CHUNK, 0);
+        let read = loop {
+            match r.read(&mut buf[start..]) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => break other,
+            }
+        };
+        let n = read.inspect_err(|_| buf.truncate(start))?;
+        buf.truncate(start + n);
+        if n == 0 || buf.len() > MAX_RESPONSE || whole(&buf) {
+            return Ok(buf);
+        }
+    }
+}
+
+/// Whether more bytes from the peer could not change what [`parse_response`] makes of `buf`: the reply is
+/// complete by its framing (`Content-Length`, chunked, or a status without a body), or it is already
+/// malformed. A reply cut short, or one whose body runs to the close, is not whole before EOF.
+///
+/// Called after every read, so it copies nothing: the head is parsed again, the body only measured.
+pub fn whole(buf: &[u8]) -> bool {
+    let ended = head(buf).and_then(|(response, rest)| match framing(&response)? {
+        Framing::Empty => Ok(true),
+        Framing::Length(n) => Ok(rest.len() >= n),
+        Framing::Chunked => chunks(rest, |_| {}).map(|()| true),
+        Framing::ToClose => Ok(false),
+    });
+    match ended {
+        Ok(ended) => ended,
+        Err(ParseError::Truncated(_)) => false,
+        Err(ParseError::Malformed(_) | ParseError::TooLarge) => true,
+    }
 }
 
 /// Split off the next line (without its `\r\n` or `\n`); `None` when there is no line end.
@@ -190,6 +234,34 @@ fn text(bytes: &[u8], what: &str) -> Result<String, ParseError> {
 /// ignored), else by `Content-Length` (bytes after it are ignored), else it runs to the end; `204` and
 /// `304` have none. A body shorter than its framing promises is [`ParseError::Truncated`].
 pub fn parse_response(buf: &[u8]) -> Result<Response, ParseError> {
+    let (mut response, rest) = head(buf)?;
+    match framing(&response)? {
+        Framing::Empty => {}
+        Framing::Chunked => chunks(rest, |data| response.body.extend_from_slice(data))?,
+        Framing::Length(n) if rest.len() < n => {
+            return Err(ParseError::Truncated("part of the body"));
+        }
+        Framing::Length(n) => response.body = rest[..n].to_vec(),
+        Framing::ToClose => response.body = rest.to_vec(),
+    }
+    Ok(response)
+}
+
+/// How a reply's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (`204`, `304`).
+    Empty,
+    /// `Transfer-Encoding: chunked`: the zero-size chunk.
+    Chunked,
+    /// `Content-Length`.
+    Length(usize),
+    /// At the close (no framing, or another transfer coding last).
+    ToClose,
+}
+
+/// The final reply's status line and headers (interim `1xx` replies skipped), and the bytes after them.
+fn head(buf: &[u8]) -> Result<(Response, &[u8]), ParseError> {
     if buf.len() > MAX_RESPONSE {
         return Err(ParseError::TooLarge);
     }
@@ -216,7 +288,7 @@ pub fn parse_response(buf: &[u8]) -> Result<Response, ParseError> {
         if (100..200).contains(&status) {
             continue;
         }
-        return frame_body(response, rest);
+        return Ok((response, rest));
     }
 }
 
@@ -255,9 +327,9 @@ fn parse_header(line: &str) -> Result<(String, String), ParseError> {
     Ok((name.to_owned(), value.trim().to_owned()))
 }
 
-fn frame_body(mut response: Response, rest: &[u8]) -> Result<Response, ParseError> {
+fn framing(response: &Response) -> Result<Framing, ParseError> {
     if matches!(response.status, 204 | 304) {
-        return Ok(response);
+        return Ok(Framing::Empty);
     }
     let chunked = response
         .headers
@@ -267,17 +339,15 @@ fn frame_body(mut response: Response, rest: &[u8]) -> Result<Response, ParseErro
         .map(str::trim)
         .rfind(|c| !c.is_empty())
         .map(|c| c.eq_ignore_ascii_case("chunked"));
-    match chunked {
-        Some(true) => response.body = decode_chunked(rest)?,
+    Ok(match chunked {
+        Some(true) => Framing::Chunked,
         // Another coding last: the body runs to the close (RFC 9112 §6.3).
-        Some(false) => response.body = rest.to_vec(),
+        Some(false) => Framing::ToClose,
         None => match content_length(&response.headers)? {
-            Some(n) if rest.len() < n => return Err(ParseError::Truncated("part of the body")),
-            Some(n) => response.body = rest[..n].to_vec(),
-            None => response.body = rest.to_vec(),
+            Some(n) => Framing::Length(n),
+            None => Framing::ToClose,
         },
-    }
-    Ok(response)
+    })
 }
 
 fn content_length(headers: &[(String, String)]) -> Result<Option<usize>, ParseError> {
@@ -305,9 +375,9 @@ fn content_length(headers: &[(String, String)]) -> Result<Option<usize>, ParseEr
     Ok(found)
 }
 
-/// Decode a chunked body: `<hex size>[;ext]\r\n<data>\r\n` ... `0\r\n[trailers]\r\n`.
-fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>, ParseError> {
-    let mut body = Vec::new();
+/// Walk a chunked body, `<hex size>[;ext]\r\n<data>\r\n` ... `0\r\n[trailers]\r\n`, handing each chunk's
+/// data to `data`.
+fn chunks(mut rest: &[u8], mut data: impl FnMut(&[u8])) -> Result<(), ParseError> {
     loop {
         let (line, after) = next_line(rest).ok_or(ParseError::Truncated("a chunk size"))?;
         let line = text(line, "a chunk size")?;
@@ -325,12 +395,12 @@ fn decode_chunked(mut rest: &[u8]) -> Result<Vec<u8>, ParseError> {
                     break;
                 }
             }
-            return Ok(body);
+            return Ok(());
         }
         if rest.len() < size {
             return Err(ParseError::Truncated("part of a chunk"));
         }
-        body.extend_from_slice(&rest[..size]);
+        data(&rest[..size]);
         rest = &rest[size..];
         rest = if let Some(r) = rest.strip_prefix(b"\r\n") {
             r
@@ -446,6 +516,135 @@ mod tests {
         let r = parse("HTTP/1.0 500 Internal Server Error\r\n\r\nboom\n").unwrap();
         assert_eq!(r.status, 500);
         assert_eq!(r.body, b"boom\n");
+    }
+
+    /// A peer that sends `parts` one per read and then would only block: reading past them panics.
+    struct Pieces(std::collections::VecDeque<&'static [u8]>, bool);
+
+    impl Read for Pieces {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            match self.0.pop_front() {
+                Some(p) => {
+                    out[..p.len()].copy_from_slice(p);
+                    Ok(p.len())
+                }
+                // The peer's close, when it sends one.
+                None if self.1 => Ok(0),
+                None => {
+                    panic!("read again after the whole reply: the shim would wait for the close")
+                }
+            }
+        }
+    }
+
+    fn read_pieces(parts: &[&'static [u8]], closes: bool) -> io::Result<Vec<u8>> {
+        read_reply(&mut Pieces(parts.iter().copied().collect(), closes))
+    }
+
+    #[test]
+    fn a_framed_reply_is_read_without_waiting_for_the_close() {
+        // Content-Length, in pieces that split the head and the body.
+        let got = read_pieces(
+            &[
+                b"HTTP/1.1 200 OK\r\nContent-Le",
+                b"ngth: 5\r\n\r\nhe",
+                b"llo",
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(parse_response(&got).unwrap().body, b"hello");
+        // Chunked, ended by its zero-size chunk.
+        let got = read_pieces(
+            &[
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                b"0\r\n\r\n",
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(parse_response(&got).unwrap().body, b"abc");
+        // No body by status, after an interim reply.
+        let got = read_pieces(
+            &[
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(parse_response(&got).unwrap().status, 204);
+        // Already malformed: more bytes would not mend it.
+        let got = read_pieces(&[b"SMTP ready\r\n"], false).unwrap();
+        assert!(matches!(
+            parse_response(&got),
+            Err(ParseError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn an_unframed_or_short_reply_is_read_to_the_close() {
+        let got = read_pieces(
+            &[b"HTTP/1.0 500 Internal Server Error\r\n\r\nbo", b"om"],
+            true,
+        )
+        .unwrap();
+        assert_eq!(parse_response(&got).unwrap().body, b"boom");
+        let got =
+            read_pieces(&[b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nhalf"], true).unwrap();
+        assert_eq!(
+            parse_response(&got),
+            Err(ParseError::Truncated("part of the body"))
+        );
+        let got = read_pieces(
+            &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"],
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            parse_response(&got),
+            Err(ParseError::Truncated("a chunk size"))
+        );
+        assert!(read_pieces(&[], true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn whole_means_complete_by_framing() {
+        for (reply, want) in [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", true),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{", false),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false),
+            ("HTTP/1.1 200 OK\r\n\r\n{}", false),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n",
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+                true,
+            ),
+            ("HTTP/1.1 304 Not Modified\r\n\r\n", true),
+            ("HTTP/1.1 100 Continue\r\n\r\n", false),
+            ("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", true),
+        ] {
+            assert_eq!(whole(reply.as_bytes()), want, "{reply:?}");
+        }
+    }
+
+    #[test]
+    fn a_read_error_is_returned() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"))
+            }
+        }
+        let e = read_reply(&mut Broken).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionReset);
     }
 
     #[test]

@@ -11,6 +11,12 @@ pub trait NetnsProbe: Send + Sync {
     /// The names of the links in the namespace at `netns` (one dump).
     fn link_names(&self, netns: &Path) -> Result<Vec<String>, NetnsError>;
 
+    /// [`NetnsProbe::link_names`], asked now and answered by [`LinkNames::wait`]: the real probe's thread
+    /// dumps the links while the caller does other work. By default, asked and answered at once.
+    fn start_link_names(&self, netns: &Path) -> LinkNames {
+        LinkNames::ready(self.link_names(netns))
+    }
+
     /// The default routes in the namespace at `netns`, each with its link's name.
     fn default_routes(&self, netns: &Path) -> Result<Vec<(String, RouteInfo)>, NetnsError>;
 
@@ -23,13 +29,39 @@ pub trait NetnsProbe: Send + Sync {
     ) -> Result<DefaultRouteReport, NetnsError>;
 }
 
+/// Link names on their way ([`NetnsProbe::start_link_names`]).
+pub struct LinkNames(Box<dyn FnOnce() -> Result<Vec<String>, NetnsError> + Send>);
+
+impl LinkNames {
+    /// An answer already known.
+    pub fn ready(answer: Result<Vec<String>, NetnsError>) -> LinkNames {
+        LinkNames(Box::new(move || answer))
+    }
+
+    /// The answer, once it is there.
+    pub fn wait(self) -> Result<Vec<String>, NetnsError> {
+        (self.0)()
+    }
+}
+
+fn names(links: Vec<plexus_netns::LinkInfo>) -> Vec<String> {
+    links.into_iter().map(|l| l.name).collect()
+}
+
 /// Asks the kernel (netlink inside the namespace, on a fresh thread).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct KernelNetns;
 
 impl NetnsProbe for KernelNetns {
     fn link_names(&self, netns: &Path) -> Result<Vec<String>, NetnsError> {
-        plexus_netns::links(netns).map(|links| links.into_iter().map(|l| l.name).collect())
+        plexus_netns::links(netns).map(names)
+    }
+
+    fn start_link_names(&self, netns: &Path) -> LinkNames {
+        match plexus_netns::start_links(netns) {
+            Ok(pending) => LinkNames(Box::new(move || pending.try_join().map(names))),
+            Err(e) => LinkNames::ready(Err(e)),
+        }
     }
 
     fn default_routes(&self, netns: &Path) -> Result<Vec<(String, RouteInfo)>, NetnsError> {

@@ -226,44 +226,24 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     tracing::info!("serving {}", path.display());
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let (shared, state) = (shared.clone(), state.clone());
-                    tokio::spawn(async move {
-                        // Work a request leaves for after its reply waits for the client to hang up first
-                        // (the shim exits once it has the reply), so it does not compete with the shim's
-                        // exit on a busy node.
-                        let (closed, hung_up) = tokio::sync::watch::channel(false);
-                        let svc = service_fn(move |req| {
-                            let (shared, state, hung_up) = (shared.clone(), state.clone(), hung_up.clone());
-                            async move {
-                                Ok::<_, Infallible>(route_socket(req, &shared, &state, hung_up).await)
-                            }
-                        });
-                        if let Err(e) = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await
-                        {
-                            tracing::debug!("socket connection: {e}");
-                        }
-                        let _ = closed.send(true);
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("accept on {}: {e}", path.display());
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-        }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let acceptor = tokio::spawn(accept(
+        listener,
+        path.clone(),
+        shared.clone(),
+        state.clone(),
+        stopped,
+    ));
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 
     // Not ready first; then no new connections; then the requests already taken finish.
     state.stopping.store(true, Ordering::SeqCst);
-    drop(listener);
+    let _ = stop.send(true);
+    // The listener is closed when the accept loop returns.
+    let _ = acceptor.await;
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(shared.config.socket_dir.join(wire::GO_SOCKET_NAME));
     let started = Instant::now();
@@ -289,6 +269,51 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Accept connections on the socket until `stop` turns true, each served on a task of its own.
+///
+/// A task on the async worker, not the daemon's main future: the worker that sees the listener ready
+/// accepts at once, and the connection's task starts on that same thread. From `block_on` on the main
+/// thread, each connection cost two more thread wake-ups (worker to main thread, main thread back to the
+/// worker) before its request was read.
+async fn accept(
+    listener: UnixListener,
+    path: PathBuf,
+    shared: Arc<Shared>,
+    state: Arc<State>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!("accept on {}: {e}", path.display());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = async { stop.wait_for(|stop| *stop).await.map(|_| ()) } => return,
+        };
+        let (shared, state) = (shared.clone(), state.clone());
+        tokio::spawn(async move {
+            // Work a request leaves for after its reply waits for the client to hang up first (the shim
+            // exits once it has the reply), so it does not compete with the shim's exit on a busy node.
+            let (closed, hung_up) = tokio::sync::watch::channel(false);
+            let svc = service_fn(move |req| {
+                let (shared, state, hung_up) = (shared.clone(), state.clone(), hung_up.clone());
+                async move { Ok::<_, Infallible>(route_socket(req, &shared, &state, hung_up).await) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!("socket connection: {e}");
+            }
+            let _ = closed.send(true);
+        });
+    }
 }
 
 async fn route_socket(

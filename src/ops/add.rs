@@ -166,6 +166,10 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     // back, and before the reply. Daemon mode flushes after the reply instead, before the container's lock
     // is released, and defers the writes to that flush: no thread per write, and no fsync competing with
     // the delegates for the node's CPUs and disk. The thin binary overlaps them with the delegates.
+    // The pod's links, dumped once (not probed per attachment: each probe is a thread entering the netns),
+    // on their thread while the cache is staged: nothing has touched the namespace since the earlier ADD's
+    // teardown above, and nothing will before the first delegate.
+    let mut links = Some(ctx.seams.netns.start_link_names(&netns));
     let behind = if ctx.seams.after_reply.is_some() {
         WriteBehind::deferred()
     } else {
@@ -187,15 +191,15 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         ..ctx.invoker()
     };
     let mut attached: Vec<(Attachment, CniResult)> = Vec::with_capacity(attachments.len());
-    // The pod's links, dumped once (not probed per attachment: each probe is a thread entering the netns).
     // Planning already refused duplicate names among the attachments; a delegate that creates a later
     // attachment's name itself makes that later delegate fail, and the ADD roll back, as a probe would.
     let mut existing: Option<Vec<String>> = None;
     for (a, rt) in attachments.iter().zip(&runtime) {
         let step = (|| {
-            let links = match existing.take() {
-                Some(l) => Ok(l),
-                None => ctx.seams.netns.link_names(&netns),
+            let links = match (existing.take(), links.take()) {
+                (Some(l), _) => Ok(l),
+                (None, Some(pending)) => pending.wait(),
+                (None, None) => ctx.seams.netns.link_names(&netns),
             };
             let found = links.map(|l| {
                 let found = l.contains(&a.ifname);

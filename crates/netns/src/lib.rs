@@ -5,14 +5,16 @@
 //! and lets the thread exit. The caller's thread never changes namespace, and
 //! no pooled or async worker ever carries a namespace into unrelated work.
 //!
-//! - [`run_in_netns`] runs any closure that way.
+//! - [`run_in_netns`] runs any closure that way; [`spawn_in_netns`] starts it
+//!   and answers later.
 //! - [`link_exists`], [`links`], [`addresses`] and [`routes`] ask the kernel
 //!   over rtnetlink from a socket opened inside the namespace.
 //! - [`default_routes`] lists the default routes with their links' names, and
 //!   [`edit_default_routes`] removes and adds default routes (zero-prefix routes
 //!   matched by prefix length, per family).
 //!
-//! All calls block until the work is done.
+//! All calls block until the work is done, except [`spawn_in_netns`] and
+//! [`start_links`], which hand back an [`InNetns`] to join.
 
 mod edit;
 mod error;
@@ -28,7 +30,7 @@ pub use info::{AddressInfo, IpFamily, LinkInfo, MAIN_TABLE, OperState, RouteInfo
 /// The errno type carried by [`NetnsError`], re-exported so callers can match
 /// on values like `Errno::EEXIST` without depending on `nix` themselves.
 pub use nix::errno::Errno;
-pub use thread::{panic_message, run_in_netns, try_run_in_netns};
+pub use thread::{InNetns, panic_message, run_in_netns, spawn_in_netns, try_run_in_netns};
 
 use netlink::Rtnl;
 
@@ -59,6 +61,13 @@ pub fn link_exists(netns: &Path, ifname: &str) -> Result<bool, NetnsError> {
 /// operational state and kind.
 pub fn links(netns: &Path) -> Result<Vec<LinkInfo>, NetnsError> {
     with_rtnl(netns, |rtnl| rtnl.links())
+}
+
+/// [`links`], started now on its own thread and answered by
+/// [`InNetns::try_join`]: the caller does other work meanwhile.
+pub fn start_links(netns: &Path) -> Result<InNetns<Result<Vec<LinkInfo>, NetnsError>>, NetnsError> {
+    let path = netns.to_path_buf();
+    spawn_in_netns(netns, move || Rtnl::open(&path)?.links())
 }
 
 /// All IPv4 and IPv6 addresses in the namespace at `netns`, with the index and

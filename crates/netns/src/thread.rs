@@ -28,6 +28,49 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
+    spawn_in_netns(netns, f)?.join()
+}
+
+/// Work started by [`spawn_in_netns`] on its own thread; [`InNetns::join`] waits for its answer. Dropped
+/// without a join, the thread finishes the work alone and exits.
+#[must_use = "the work's answer comes from join"]
+pub struct InNetns<T> {
+    handle: std::thread::JoinHandle<Result<T, nix::Error>>,
+    path: std::path::PathBuf,
+}
+
+impl<T> InNetns<T> {
+    /// Wait for the work: its value, or the errors of [`run_in_netns`].
+    pub fn join(self) -> Result<T, NetnsError> {
+        match self.handle.join() {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(NetnsError::Enter {
+                path: self.path,
+                source,
+            }),
+            Err(payload) => Err(NetnsError::Thread(format!(
+                "work in network namespace {} panicked: {}",
+                self.path.display(),
+                panic_message(payload.as_ref())
+            ))),
+        }
+    }
+}
+
+impl<T> InNetns<Result<T, NetnsError>> {
+    /// [`InNetns::join`] for work that can fail itself: its error is returned as is.
+    pub fn try_join(self) -> Result<T, NetnsError> {
+        self.join()?
+    }
+}
+
+/// [`run_in_netns`] without the wait: the thread is started (the namespace opened first, on the caller's
+/// thread), and the caller goes on with other work until it [`InNetns::join`]s it.
+pub fn spawn_in_netns<F, T>(netns: &Path, f: F) -> Result<InNetns<T>, NetnsError>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
     // Opened on the caller's thread: a missing path fails before any thread
     // exists, and the descriptor (O_CLOEXEC, as std always opens) moves into
     // the worker.
@@ -50,18 +93,10 @@ where
             ))
         })?;
 
-    match handle.join() {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(NetnsError::Enter {
-            path: netns.to_path_buf(),
-            source,
-        }),
-        Err(payload) => Err(NetnsError::Thread(format!(
-            "work in network namespace {} panicked: {}",
-            netns.display(),
-            panic_message(payload.as_ref())
-        ))),
-    }
+    Ok(InNetns {
+        handle,
+        path: netns.to_path_buf(),
+    })
 }
 
 /// Like [`run_in_netns`] for work that can fail itself: its error is returned

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use plexus_netns::{
     DefaultRouteEdit, Errno, IpFamily, NetnsError, addresses, default_routes as listed_defaults,
-    edit_default_routes, link_exists, links, routes, run_in_netns, try_run_in_netns,
+    edit_default_routes, link_exists, links, routes, run_in_netns, spawn_in_netns, start_links,
+    try_run_in_netns,
 };
 
 /// A uniquely named namespace under /var/run/netns, deleted on drop (also on panic).
@@ -306,6 +307,57 @@ fn closure_runs_inside_and_caller_stays_outside() {
     let err: Result<(), _> =
         try_run_in_netns(&ns.path, || Err(NetnsError::Thread("inner failure".into())));
     assert!(matches!(err, Err(NetnsError::Thread(m)) if m == "inner failure"));
+    assert_eq!(thread_netns_inode(), before);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces"]
+fn started_work_runs_inside_while_the_caller_goes_on() {
+    let before = thread_netns_inode();
+    let ns = configured_netns();
+    let target = std::fs::metadata(&ns.path).unwrap().ino();
+
+    // The work waits for the caller: it can only finish once the caller, still in its own namespace,
+    // has gone on past the spawn.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let started = spawn_in_netns(&ns.path, move || {
+        wait.recv().unwrap();
+        thread_netns_inode()
+    })
+    .unwrap();
+    assert_eq!(thread_netns_inode(), before);
+    go.send(()).unwrap();
+    assert_eq!(started.join().unwrap(), target);
+
+    // The started link dump answers as `links` does.
+    let pending = start_links(&ns.path).unwrap();
+    let mut now: Vec<String> = links(&ns.path)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    let mut later: Vec<String> = pending
+        .try_join()
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    now.sort();
+    later.sort();
+    assert_eq!(later, now);
+    assert!(later.contains(&"a0".to_string()), "{later:?}");
+
+    // Errors: a missing namespace fails at the start, a panic at the join.
+    let gone = ns.path.with_file_name("plexus-no-such-netns");
+    assert!(matches!(start_links(&gone), Err(NetnsError::Open { .. })));
+    let err = spawn_in_netns(&ns.path, || -> u8 { panic!("late {}", 7) })
+        .unwrap()
+        .join()
+        .unwrap_err();
+    assert!(
+        matches!(&err, NetnsError::Thread(m) if m.contains("late 7")),
+        "{err:?}"
+    );
     assert_eq!(thread_netns_inode(), before);
 }
 

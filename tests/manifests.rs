@@ -1053,11 +1053,12 @@ fn the_image_ships_the_shim_where_the_installer_looks_for_it() {
             "deploy/Containerfile does not install {bin}: {copies:?}"
         );
     }
-    // The shim runs on the host, whatever its glibc: it is linked statically (static-pie), as the bench builds it.
+    // The shim runs on the host, whatever its glibc: it is linked statically and not position-independent (no
+    // relocations to apply at each start), as the bench builds it.
     assert!(
         containerfile.lines().any(|l| l.contains("cargo rustc")
             && l.contains("--package plexus-shim")
-            && l.contains("-- -C target-feature=+crt-static")),
+            && l.contains("-- -C target-feature=+crt-static -C relocation-model=static")),
         "deploy/Containerfile does not build plexus-shim statically"
     );
     let pod = the_daemonset_of(DAEMON).spec.template.spec.unwrap();

@@ -51,7 +51,7 @@ use super::{
     opts::Opts,
     phases::{self, KResult, await_events, check_status, concurrently, requests},
     setup::{Bench, Op, Pod, Runner, nad_name},
-    stats::{Stats, ms},
+    stats::{Stats, median, ms},
     system::Binary,
 };
 
@@ -384,6 +384,62 @@ fn splits(before: &str, after: &str) -> (Split, Split) {
     (one("ADD"), one("DEL"))
 }
 
+/// Where the calls' time goes, call by call: each measured call against the daemon's histograms scraped
+/// just before it and just after (between two scrapes the daemon served exactly that run's ADD and DEL).
+/// Medians over the calls, ms. Unlike [`Split`]'s means, one slow call moves these little; and the last,
+/// the call minus the delegates it ran, is plexus's overhead without the delegates' own run-to-run
+/// spread, which the floor comparison carries twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CallSplit {
+    /// Calls measured.
+    pub calls: usize,
+    /// The runtime's call minus the daemon's handling: the shim process, the socket and the daemon's HTTP.
+    pub shim_and_socket_ms: f64,
+    /// The daemon's handling minus its delegates.
+    pub own_work_ms: f64,
+    /// The runtime's call minus the delegates the daemon ran for it.
+    pub over_delegates_ms: f64,
+    /// The delegates the daemon ran for the call (compare the floor's median: a daemon that made its
+    /// delegates slower would hide that here, not in `over_delegates_ms`).
+    pub delegates_ms: f64,
+}
+
+/// [`CallSplit`]s of ADD and DEL from the runtime's call times (`add`, `del`, in the order run) and the
+/// `/metrics` scrapes around them (one more than the calls: before each, and after the last).
+pub fn call_splits(
+    add: &[Duration],
+    del: &[Duration],
+    scrapes: &[String],
+) -> (CallSplit, CallSplit) {
+    let mut per_call: [Vec<[f64; 4]>; 2] = [vec![], vec![]];
+    for ((a, d), s) in add.iter().zip(del).zip(scrapes.windows(2)) {
+        let (sa, sd) = splits(&s[0], &s[1]);
+        for (i, (call, split)) in [(a, sa), (d, sd)].into_iter().enumerate() {
+            // A scrape that missed (or a call the daemon did not count as ok) leaves the call out.
+            if split.calls == 1 {
+                let call = ms(*call);
+                per_call[i].push([
+                    call - split.daemon_ms,
+                    split.daemon_ms - split.delegates_ms,
+                    call - split.delegates_ms,
+                    split.delegates_ms,
+                ]);
+            }
+        }
+    }
+    let [add, del] = per_call.map(|v| {
+        let m = |i: usize| median(v.iter().map(|x| x[i]).collect());
+        CallSplit {
+            calls: v.len(),
+            shim_and_socket_ms: m(0),
+            own_work_ms: m(1),
+            over_delegates_ms: m(2),
+            delegates_ms: m(3),
+        }
+    });
+    (add, del)
+}
+
 /// A cgroup-v1 memory cgroup with a limit, removed on drop.
 pub struct Cgroup {
     dir: PathBuf,
@@ -623,6 +679,8 @@ pub struct DaemonReport {
     pub per_k: Vec<KResult>,
     /// Per K (same order): where ADD's and DEL's time went, from the daemon's histograms.
     pub splits: Vec<(Split, Split)>,
+    /// Per K (same order): the same call by call, medians.
+    pub per_call: Vec<(CallSplit, CallSplit)>,
     /// The daemon's cache lookups over the per-K runs (its own counters).
     pub lookups: Option<Lookups>,
     /// The daemon's memory after the per-K runs (`VmHWM`: its peak so far).
@@ -738,24 +796,28 @@ fn measure_with(
     let mut pods = Vec::new();
     let mut per_k = Vec::new();
     let mut split = Vec::new();
+    let mut per_call = Vec::new();
     let mut unused = Vec::new();
     let scrape = || daemon.get("/metrics").map(|(_, t)| t).unwrap_or_default();
     for &k in &opts.ks {
         let pod = b.pod(&b.ns, &format!("daemon-k{k}"), k)?;
-        // The daemon's histograms over the measured runs only: scraped just before the first measured
-        // ADD (prepare runs once per run, before its ADD) and right after the last run.
+        // The daemon's histograms over the measured runs only: scraped just before each measured ADD
+        // (prepare runs once per run, before its ADD) and right after the last run.
         let calls = std::cell::Cell::new(0usize);
-        let before = std::cell::RefCell::new(String::new());
+        let scrapes = std::cell::RefCell::new(Vec::new());
         let prepare_and_mark = |pod: &Pod| {
             prepare(pod)?;
-            if calls.get() == opts.warmup {
-                *before.borrow_mut() = scrape();
+            if calls.get() >= opts.warmup {
+                scrapes.borrow_mut().push(scrape());
             }
             calls.set(calls.get() + 1);
             Ok(())
         };
         let mut r = phases::latency(b, runner, &pod, opts, &mut unused, &prepare_and_mark)?;
-        split.push(splits(&before.borrow(), &scrape()));
+        let mut scrapes = scrapes.into_inner();
+        scrapes.push(scrape());
+        split.push(splits(&scrapes[0], &scrapes[scrapes.len() - 1]));
+        per_call.push(call_splits(&r.add_runs, &r.del_runs, &scrapes));
         if opts.rss_runs > 0 {
             let (a, d) = phases::peak_rss(runner, &pod, opts, &prepare)?;
             r.peak_rss_add_kib = a.map(|m| m.peak_kib);
@@ -798,6 +860,7 @@ fn measure_with(
             socket_round_trip: Some(socket_round_trip),
             per_k,
             splits: split,
+            per_call,
             lookups,
             memory_steady,
             storm,
@@ -1029,6 +1092,50 @@ mod tests {
         let (none, _) = splits(a, a);
         assert_eq!(none.calls, 0);
         assert!(none.daemon_ms.is_nan());
+    }
+
+    /// `/metrics` after `n` ADDs of `add` s handling (of which `add_dl` s delegates) and `n` DELs of `del` s.
+    fn exposition(n: u64, add: f64, add_dl: f64, del: f64) -> String {
+        let nf = n as f64;
+        format!(
+            "plexus_cni_request_duration_seconds_sum{{verb=\"ADD\",result=\"ok\"}} {}\n\
+             plexus_cni_request_duration_seconds_count{{verb=\"ADD\",result=\"ok\"}} {n}\n\
+             plexus_delegate_duration_seconds_sum{{plugin=\"bridge\",verb=\"ADD\",result=\"ok\"}} {}\n\
+             plexus_cni_request_duration_seconds_sum{{verb=\"DEL\",result=\"ok\"}} {}\n\
+             plexus_cni_request_duration_seconds_count{{verb=\"DEL\",result=\"ok\"}} {n}\n",
+            add * nf,
+            add_dl * nf,
+            del * nf
+        )
+    }
+
+    #[test]
+    fn calls_are_split_one_by_one_and_a_missed_scrape_leaves_its_call_out() {
+        // Three runs; the daemon handles each ADD in 5 ms (4 ms of delegates) and each DEL in 2 ms. The
+        // runtime saw ADDs of 7, 8 and 30 ms (the last one slow outside the daemon).
+        let ms = |v: u64| Duration::from_millis(v);
+        let scrapes: Vec<String> = (0..4).map(|n| exposition(n, 0.005, 0.004, 0.002)).collect();
+        let (add, del) = call_splits(&[ms(7), ms(8), ms(30)], &[ms(3), ms(3), ms(4)], &scrapes);
+        assert_eq!((add.calls, del.calls), (3, 3));
+        let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        assert!(near(add.shim_and_socket_ms, 3.0), "{add:?}");
+        assert!(near(add.own_work_ms, 1.0), "{add:?}");
+        assert!(near(add.over_delegates_ms, 4.0), "{add:?}");
+        assert!(near(add.delegates_ms, 4.0), "{add:?}");
+        assert!(
+            near(del.shim_and_socket_ms, 1.0) && near(del.over_delegates_ms, 3.0),
+            "{del:?}"
+        );
+        // A scrape that failed (empty) makes its neighbours' windows count zero or two calls: both out.
+        let mut holes = scrapes.clone();
+        holes[2] = String::new();
+        let (add, _) = call_splits(&[ms(7), ms(8), ms(30)], &[ms(3), ms(3), ms(4)], &holes);
+        assert_eq!(add.calls, 1);
+        assert!(near(add.over_delegates_ms, 3.0), "{add:?}");
+        // No scrapes: nothing.
+        let (none, _) = call_splits(&[ms(7)], &[ms(3)], &[]);
+        assert_eq!(none.calls, 0);
+        assert!(none.over_delegates_ms.is_nan());
     }
 
     #[test]

@@ -15,7 +15,7 @@ storm of pods right after a daemon restart with the daemon in a memory-limited c
 The plexus binary is E2E_PLEXUS_BIN when set, else the bench builds it with
 `cargo build --release -p plexus` (the root Cargo.toml's release profile); the shim likewise is
 E2E_SHIM_BIN or, linked statically as it ships,
-`cargo rustc --release -p plexus-shim --bin plexus-shim -- -C target-feature=+crt-static`.
+`cargo rustc --release -p plexus-shim --bin plexus-shim -- -C target-feature=+crt-static -C relocation-model=static`.
 The API server is an in-process stand-in (listening on loopback inside the bench's host namespace),
 or the real one named by E2E_KUBECONFIG.
 

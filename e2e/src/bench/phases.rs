@@ -17,7 +17,7 @@ use super::{
     opts::Opts,
     profile::Invocation,
     setup::{Bench, MASTER, Op, Pod, Runner, nad_name},
-    stats::{Stats, ms},
+    stats::{Stats, median, ms},
 };
 
 /// The network-status annotation.
@@ -85,6 +85,12 @@ pub struct KResult {
     pub peak_rss_del_kib: Option<u64>,
     /// plexus's memory at the exit of the ADD with the highest peak.
     pub memory_add: Option<Memory>,
+    /// Each measured plexus ADD, in the order run (for per-call splits against the daemon's histograms).
+    #[serde(skip)]
+    pub add_runs: Vec<Duration>,
+    /// Each measured plexus DEL, in the order run.
+    #[serde(skip)]
+    pub del_runs: Vec<Duration>,
 }
 
 fn stats(v: &[Duration]) -> Result<Stats, String> {
@@ -195,17 +201,11 @@ pub fn latency(
         }
     }
     let paired = |p: &[Duration], f: &[Duration]| -> f64 {
-        let mut d: Vec<f64> = p.iter().zip(f).map(|(p, f)| ms(*p) - ms(*f)).collect();
-        d.sort_by(f64::total_cmp);
-        let n = d.len();
-        match n {
-            0 => f64::NAN,
-            _ if n % 2 == 1 => d[n / 2],
-            _ => (d[n / 2 - 1] + d[n / 2]) / 2.0,
-        }
+        median(p.iter().zip(f).map(|(p, f)| ms(*p) - ms(*f)).collect())
     };
     let (overhead_add_paired_ms, overhead_del_paired_ms) =
         (paired(&add, &fadd), paired(&del, &fdel));
+    let (add_runs, del_runs) = (add.clone(), del.clone());
     let (add, del, floor_add, floor_del) =
         (stats(&add)?, stats(&del)?, stats(&fadd)?, stats(&fdel)?);
     eprintln!(
@@ -234,6 +234,8 @@ pub fn latency(
         peak_rss_add_kib: None,
         peak_rss_del_kib: None,
         memory_add: None,
+        add_runs,
+        del_runs,
     })
 }
 

@@ -598,16 +598,30 @@ fn evaluate_daemon(d: &DaemonReport, standin: bool, t: &mut Vec<Target>) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let worst_add = d
+    // Decided call by call (the call minus the delegates it ran): the floor comparison subtracts two
+    // samples of the delegates' own spread, several ms on a small VM, from each other.
+    let calls: Vec<(usize, f64)> = d
         .per_k
         .iter()
-        .map(|r| r.overhead_add_ms)
-        .max_by(f64::total_cmp);
+        .zip(&d.per_call)
+        .filter(|(_, (add, _))| add.calls > 0)
+        .map(|(r, (add, _))| (r.k, add.over_delegates_ms))
+        .collect();
+    let worst_add = calls
+        .iter()
+        .map(|(_, v)| *v)
+        .max_by(f64::total_cmp)
+        .filter(|_| calls.len() == d.per_k.len());
     t.push(Target {
-        name: "daemon mode: median ADD overhead over the floor, every K".into(),
+        name: "daemon mode: median ADD overhead, every K".into(),
         limit: "≤ 3 ms".into(),
         measured: format!(
-            "{} ms (paired: {} ms)",
+            "call by call, the call minus the delegates it ran: {} ms; against the floor: {} ms (paired: {} ms)",
+            calls
+                .iter()
+                .map(|(k, v)| format!("K={k}: {v:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             per_k(|r| r.overhead_add_ms),
             per_k(|r| r.overhead_add_paired_ms)
         ),
@@ -819,6 +833,28 @@ fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
             r.floor_del.mean_ms,
             add.daemon_ms - add.delegates_ms,
             del.daemon_ms - del.delegates_ms,
+        );
+    }
+    for (r, (add, del)) in d.per_k.iter().zip(&d.per_call) {
+        if add.calls == 0 {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "- K={}: call by call (medians over {} ADDs / {} DELs, each against the daemon's histograms scraped just before and after it): shim and socket {:.2} / {:.2} ms, the daemon's own work {:.2} / {:.2}, its delegates {:.1} / {:.1} (the floor's median: {:.1} / {:.1}); **the call minus its delegates {:.2} / {:.2}**",
+            r.k,
+            add.calls,
+            del.calls,
+            add.shim_and_socket_ms,
+            del.shim_and_socket_ms,
+            add.own_work_ms,
+            del.own_work_ms,
+            add.delegates_ms,
+            del.delegates_ms,
+            r.floor_add.median_ms,
+            r.floor_del.median_ms,
+            add.over_delegates_ms,
+            del.over_delegates_ms,
         );
     }
     if let Some(l) = d.lookups {

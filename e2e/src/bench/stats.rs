@@ -28,6 +28,17 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The median of `v` (sorted here; NaN when empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// The nearest-rank `p`-quantile (0 < p ≤ 1) of sorted `v`.
 fn rank(v: &[f64], p: f64) -> f64 {
     let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
@@ -41,13 +52,9 @@ impl Stats {
         if v.is_empty() {
             return None;
         }
+        let median = median(v.clone());
         v.sort_by(f64::total_cmp);
         let n = v.len();
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
         Some(Stats {
             n,
             median_ms: median,
@@ -79,5 +86,7 @@ mod tests {
         let s = Stats::of(&d(&(1..=10).collect::<Vec<_>>())).unwrap();
         assert_eq!((s.median_ms, s.p90_ms, s.p99_ms), (5.5, 9.0, 10.0));
         assert!(Stats::of(&[]).is_none());
+        assert_eq!(median(vec![4.0, -1.0, 2.0, 10.0]), 3.0);
+        assert!(median(vec![]).is_nan());
     }
 }

@@ -151,10 +151,16 @@ pub fn shim_binary() -> Result<Binary, String> {
     )
 }
 
-/// How the shim ships (deploy/Containerfile builds it the same way): a static-pie executable, glibc and all, so
-/// it runs on any host's libc and starts without the dynamic loader (about half a millisecond less per call on
-/// the recorded machine, where every CNI call pays it).
-pub const SHIM_RUSTC_FLAGS: &[&str] = &["-C", "target-feature=+crt-static"];
+/// How the shim ships (deploy/Containerfile builds it the same way): a static executable, glibc and all, so it
+/// runs on any host's libc and starts without the dynamic loader (about half a millisecond less per call on the
+/// recorded machine, where every CNI call pays it); not position-independent, so it applies no relocations to
+/// itself either (about 0.15 ms less again, against static-pie).
+pub const SHIM_RUSTC_FLAGS: &[&str] = &[
+    "-C",
+    "target-feature=+crt-static",
+    "-C",
+    "relocation-model=static",
+];
 
 /// The file named by `var`, else the artifact of `cargo build --release -p <package> --bin <bin>` (with
 /// `rustc_flags`: `cargo rustc ... -- <rustc_flags>`, which pass them to that binary's own compile and link only).

@@ -190,6 +190,10 @@ impl Exec for FakeExec {
 pub struct FakeNetns {
     /// Link names that "exist" in every netns.
     pub existing: Mutex<HashSet<String>>,
+    /// When not empty, each dump answers the next of these (in order) instead of `existing`.
+    pub dumps: Mutex<std::collections::VecDeque<Vec<String>>>,
+    /// How many dumps were taken.
+    pub dumped: std::sync::atomic::AtomicUsize,
     /// Every default-route edit asked for, with its namespace.
     pub route_edits: Mutex<Vec<(PathBuf, plexus_netns::DefaultRouteEdit)>>,
     /// When set, default-route edits fail with this errno.
@@ -200,6 +204,11 @@ pub struct FakeNetns {
 
 impl NetnsProbe for FakeNetns {
     fn link_names(&self, _netns: &Path) -> Result<Vec<String>, plexus_netns::NetnsError> {
+        self.dumped
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(scripted) = self.dumps.lock().unwrap().pop_front() {
+            return Ok(scripted);
+        }
         Ok(self.existing.lock().unwrap().iter().cloned().collect())
     }
 

@@ -84,6 +84,13 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     let netns = ctx.env.netns.clone().unwrap_or_default();
     refuse_own_netns(ctx, &netns)?;
     ctx.wait_ready(false)?;
+    // The pod's links, dumped once (not probed per attachment: each probe is a thread entering the netns),
+    // on their own thread while this one resolves, plans, locks and stages the cache. Taken before the lock,
+    // the dump can only be stale through another call for this container: an ADD still running (its staged
+    // cache is found below, torn down, and the links dumped again) or a DEL (it only removes, so at worst a
+    // link it removed is reported as in the way: a clear, retryable failure, never a link of someone
+    // else's taken for ours).
+    let mut links = Some(ctx.seams.netns.start_link_names(&netns));
 
     // Resolve and plan everything before touching anything: a bad request leaves no trace.
     let pod = ctx.env.pod();
@@ -148,6 +155,8 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
                 }
                 Err(e) => tracing::warn!("[{}]: tearing down the earlier ADD: {e}", ctx.who()),
             }
+            // The namespace changed under the dump started above.
+            links = Some(ctx.seams.netns.start_link_names(&netns));
         }
         Err(source) => {
             // Nothing ran: leave nothing behind, not even the lock file.
@@ -166,10 +175,6 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     // back, and before the reply. Daemon mode flushes after the reply instead, before the container's lock
     // is released, and defers the writes to that flush: no thread per write, and no fsync competing with
     // the delegates for the node's CPUs and disk. The thin binary overlaps them with the delegates.
-    // The pod's links, dumped once (not probed per attachment: each probe is a thread entering the netns),
-    // on their thread while the cache is staged: nothing has touched the namespace since the earlier ADD's
-    // teardown above, and nothing will before the first delegate.
-    let mut links = Some(ctx.seams.netns.start_link_names(&netns));
     let behind = if ctx.seams.after_reply.is_some() {
         WriteBehind::deferred()
     } else {

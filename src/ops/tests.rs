@@ -469,6 +469,28 @@ fn add_over_an_earlier_add_tears_that_down_first() {
     assert_eq!(calls.iter().filter(|c| c.0 == "ADD").count(), 4);
 }
 
+/// The pod's links are dumped before the lock; an earlier ADD torn down under the lock changes them, so they
+/// are dumped again: its interfaces, seen by the first dump, are not in the way of this ADD.
+#[test]
+fn add_over_an_earlier_add_dumps_the_links_again_after_the_teardown() {
+    use std::sync::atomic::Ordering;
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    assert_eq!(w.netns.dumped.load(Ordering::SeqCst), 1, "one dump per ADD");
+    w.exec.clear();
+    // Before the teardown the earlier ADD's interfaces are there; after it they are gone.
+    let earlier = ["lo", "eth0", "net1", "net2"].map(String::from).to_vec();
+    w.netns
+        .dumps
+        .lock()
+        .unwrap()
+        .extend([earlier, vec!["lo".to_string()]]);
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    assert_eq!(w.netns.dumped.load(Ordering::SeqCst), 3);
+    assert_eq!(w.calls().iter().filter(|c| c.0 == "ADD").count(), 4);
+}
+
 #[test]
 fn check_runs_every_cached_delegate_and_unknown_is_code_3() {
     let w = World::new();

@@ -161,8 +161,19 @@ impl WriteBehind {
 
     /// Start writing `bytes` to `path` with `mode`.
     pub fn submit(&self, path: PathBuf, bytes: Vec<u8>, mode: u32) -> io::Result<()> {
+        self.submit_with(path, mode, move || Ok(bytes))
+    }
+
+    /// [`WriteBehind::submit`] of bytes that `encode` produces when the write runs: encoding is work the
+    /// caller need not wait for either. Its error is the write's.
+    pub fn submit_with(
+        &self,
+        path: PathBuf,
+        mode: u32,
+        encode: impl FnOnce() -> io::Result<Vec<u8>> + Send + 'static,
+    ) -> io::Result<()> {
         let target = path.clone();
-        self.start(path, move || atomic_write(&target, &bytes, mode))
+        self.start(path, move || atomic_write(&target, &encode()?, mode))
     }
 
     /// Finish a [`stage`]d write: fsync `tmp`, rename it over `path`, fsync the directory. A failure
@@ -362,6 +373,33 @@ mod tests {
             drop(wb);
             assert_eq!(fs::read(d.path().join("f")).unwrap(), b"x");
         }
+    }
+
+    #[test]
+    fn encoding_runs_with_the_write_and_its_error_is_the_writes() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let d = tempfile::tempdir().unwrap();
+        let encoded = std::sync::Arc::new(AtomicBool::new(false));
+        let wb = WriteBehind::deferred();
+        let flag = encoded.clone();
+        wb.submit_with(d.path().join("f"), 0o600, move || {
+            flag.store(true, Ordering::SeqCst);
+            Ok(b"late".to_vec())
+        })
+        .unwrap();
+        assert!(!encoded.load(Ordering::SeqCst), "encoded before the flush");
+        wb.flush().unwrap();
+        assert!(encoded.load(Ordering::SeqCst));
+        assert_eq!(fs::read(d.path().join("f")).unwrap(), b"late");
+        // A failed encoding fails the write (here on the thread of the default mode) and leaves no file.
+        let wb = WriteBehind::default();
+        wb.submit_with(d.path().join("g"), 0o600, || {
+            Err(io::Error::other("cannot encode"))
+        })
+        .unwrap();
+        let e = wb.flush().unwrap_err();
+        assert!(e.to_string().contains("cannot encode"), "{e}");
+        assert!(!d.path().join("g").exists());
     }
 
     #[test]

@@ -278,7 +278,7 @@ impl Invoker<'_> {
         };
         match self.cache_writes {
             CacheWrites::Durable => resultcache::write(&self.cache_dir, &rec),
-            CacheWrites::Behind(w) => resultcache::write_behind(w, &self.cache_dir, &rec),
+            CacheWrites::Behind(w) => resultcache::write_behind(w, &self.cache_dir, rec),
             CacheWrites::LikeLibcni => resultcache::write_like_libcni(&self.cache_dir, &rec),
         }
         .map_err(|e| DelegateError::Cache(e.to_string()))?;

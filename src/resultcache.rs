@@ -110,15 +110,24 @@ pub fn write(cache_dir: &Path, rec: &CachedAttachment) -> io::Result<()> {
     fsutil::atomic_write(&file, &bytes, 0o600)
 }
 
-/// [`write`], finished on `behind`'s thread: the caller must [`fsutil::WriteBehind::flush`] before anything
-/// reads the record back.
+/// [`write`], finished by `behind` (its thread, or its flush when deferred), the record's encoding included:
+/// the caller must [`fsutil::WriteBehind::flush`] before anything reads the record back. The results
+/// directory is made here, so a cache directory that cannot hold it fails the caller at once.
 pub fn write_behind(
     behind: &fsutil::WriteBehind,
     cache_dir: &Path,
-    rec: &CachedAttachment,
+    rec: CachedAttachment,
 ) -> io::Result<()> {
-    let (file, bytes) = prepare(cache_dir, rec)?;
-    behind.submit(file, bytes, 0o600)
+    fsutil::ensure_dir(&results_dir(cache_dir), 0o700)?;
+    let file = path(
+        cache_dir,
+        &rec.network_name,
+        &rec.container_id,
+        &rec.if_name,
+    );
+    behind.submit_with(file, 0o600, move || {
+        serde_json::to_vec(&rec).map_err(io::Error::other)
+    })
 }
 
 /// Write a record as libcni does (`os.WriteFile`: in place, no fsync). Only for runtime emulations that

@@ -260,8 +260,21 @@ enum Framing {
     ToClose,
 }
 
+/// The longest head (status lines and headers, interim replies included) taken: a peer that sends more
+/// without ending it is not answering HTTP, and [`whole`] need not parse an ever longer head after each read.
+pub const MAX_HEAD: usize = 64 << 10;
+
 /// The final reply's status line and headers (interim `1xx` replies skipped), and the bytes after them.
 fn head(buf: &[u8]) -> Result<(Response, &[u8]), ParseError> {
+    match head_of(buf) {
+        Err(ParseError::Truncated(_)) if buf.len() > MAX_HEAD => Err(ParseError::Malformed(
+            format!("no end of the head in the first {MAX_HEAD} bytes"),
+        )),
+        other => other,
+    }
+}
+
+fn head_of(buf: &[u8]) -> Result<(Response, &[u8]), ParseError> {
     if buf.len() > MAX_RESPONSE {
         return Err(ParseError::TooLarge);
     }
@@ -606,6 +619,18 @@ mod tests {
             Err(ParseError::Truncated("a chunk size"))
         );
         assert!(read_pieces(&[], true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_head_that_never_ends_is_malformed_past_its_limit() {
+        let mut endless = b"HTTP/1.1 200 OK\r\nX-Pad: ".to_vec();
+        endless.resize(MAX_HEAD, b'a');
+        assert!(!whole(&endless), "still within the limit: more may come");
+        endless.push(b'a');
+        assert!(whole(&endless));
+        assert!(
+            matches!(parse_response(&endless), Err(ParseError::Malformed(m)) if m.contains("head"))
+        );
     }
 
     #[test]

@@ -118,13 +118,7 @@ pub fn write_behind(
     cache_dir: &Path,
     rec: CachedAttachment,
 ) -> io::Result<()> {
-    fsutil::ensure_dir(&results_dir(cache_dir), 0o700)?;
-    let file = path(
-        cache_dir,
-        &rec.network_name,
-        &rec.container_id,
-        &rec.if_name,
-    );
+    let file = file_of(cache_dir, &rec)?;
     behind.submit_with(file, 0o600, move || {
         serde_json::to_vec(&rec).map_err(io::Error::other)
     })
@@ -138,15 +132,20 @@ pub fn write_like_libcni(cache_dir: &Path, rec: &CachedAttachment) -> io::Result
 }
 
 fn prepare(cache_dir: &Path, rec: &CachedAttachment) -> io::Result<(PathBuf, Vec<u8>)> {
-    fsutil::ensure_dir(&results_dir(cache_dir), 0o700)?;
+    let file = file_of(cache_dir, rec)?;
     let bytes = serde_json::to_vec(rec).map_err(io::Error::other)?;
-    let file = path(
+    Ok((file, bytes))
+}
+
+/// The record's file, its directory made first (0700).
+fn file_of(cache_dir: &Path, rec: &CachedAttachment) -> io::Result<PathBuf> {
+    fsutil::ensure_dir(&results_dir(cache_dir), 0o700)?;
+    Ok(path(
         cache_dir,
         &rec.network_name,
         &rec.container_id,
         &rec.if_name,
-    );
-    Ok((file, bytes))
+    ))
 }
 
 /// Read a record. `Ok(None)` when there is none; an unreadable record is an error (libcni then deletes it).

@@ -194,6 +194,8 @@ pub struct FakeNetns {
     pub dumps: Mutex<std::collections::VecDeque<Vec<String>>>,
     /// How many dumps were taken.
     pub dumped: std::sync::atomic::AtomicUsize,
+    /// When set, every dump fails (as a namespace that cannot be entered would).
+    pub dump_fails: std::sync::atomic::AtomicBool,
     /// Every default-route edit asked for, with its namespace.
     pub route_edits: Mutex<Vec<(PathBuf, plexus_netns::DefaultRouteEdit)>>,
     /// When set, default-route edits fail with this errno.
@@ -206,6 +208,11 @@ impl NetnsProbe for FakeNetns {
     fn link_names(&self, _netns: &Path) -> Result<Vec<String>, plexus_netns::NetnsError> {
         self.dumped
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.dump_fails.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(plexus_netns::NetnsError::Thread(
+                "scripted dump failure".into(),
+            ));
+        }
         if let Some(scripted) = self.dumps.lock().unwrap().pop_front() {
             return Ok(scripted);
         }

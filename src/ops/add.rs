@@ -90,7 +90,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     // cache is found below, torn down, and the links dumped again) or a DEL (it only removes, so at worst a
     // link it removed is reported as in the way: a clear, retryable failure, never a link of someone
     // else's taken for ours).
-    let mut links = Some(ctx.seams.netns.start_link_names(&netns));
+    let mut links = ctx.seams.netns.start_link_names(&netns);
 
     // Resolve and plan everything before touching anything: a bad request leaves no trace.
     let pod = ctx.env.pod();
@@ -156,7 +156,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
                 Err(e) => tracing::warn!("[{}]: tearing down the earlier ADD: {e}", ctx.who()),
             }
             // The namespace changed under the dump started above.
-            links = Some(ctx.seams.netns.start_link_names(&netns));
+            links = ctx.seams.netns.start_link_names(&netns);
         }
         Err(source) => {
             // Nothing ran: leave nothing behind, not even the lock file.
@@ -196,45 +196,33 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         ..ctx.invoker()
     };
     let mut attached: Vec<(Attachment, CniResult)> = Vec::with_capacity(attachments.len());
+    // The dump, before the first delegate. Failing, it fails the first attachment: nothing ran yet.
+    let existing = match links.wait() {
+        Ok(l) => l,
+        Err(source) => {
+            let err = Error::Netns {
+                who: ctx.who(),
+                network: attachments[0].status_name.clone(),
+                netns: netns.clone(),
+                source,
+            };
+            return Err(rollback(ctx, lock, &behind, Vec::new(), err));
+        }
+    };
     // Planning already refused duplicate names among the attachments; a delegate that creates a later
     // attachment's name itself makes that later delegate fail, and the ADD roll back, as a probe would.
-    let mut existing: Option<Vec<String>> = None;
     for (a, rt) in attachments.iter().zip(&runtime) {
         let step = (|| {
-            let links = match (existing.take(), links.take()) {
-                (Some(l), _) => Ok(l),
-                (None, Some(pending)) => pending.wait(),
-                (None, None) => ctx.seams.netns.link_names(&netns),
-            };
-            let found = links.map(|l| {
-                let found = l.contains(&a.ifname);
-                existing = Some(l);
-                found
-            });
-            match found {
-                Ok(false) => {}
-                Ok(true) => {
-                    return Err((
-                        false,
-                        Error::InterfaceExists {
-                            who: ctx.who(),
-                            network: a.status_name.clone(),
-                            ifname: a.ifname.clone(),
-                            netns: netns.clone(),
-                        },
-                    ));
-                }
-                Err(source) => {
-                    return Err((
-                        false,
-                        Error::Netns {
-                            who: ctx.who(),
-                            network: a.status_name.clone(),
-                            netns: netns.clone(),
-                            source,
-                        },
-                    ));
-                }
+            if existing.contains(&a.ifname) {
+                return Err((
+                    false,
+                    Error::InterfaceExists {
+                        who: ctx.who(),
+                        network: a.status_name.clone(),
+                        ifname: a.ifname.clone(),
+                        netns: netns.clone(),
+                    },
+                ));
             }
             devices::info::prepare(&ctx.config.device_info_dir, a);
             invoker.add(&a.network, rt).map_err(|source| {

@@ -359,6 +359,25 @@ fn failed_rollback_keeps_the_cache_and_reports_both() {
     );
 }
 
+/// A link dump that fails stops the ADD before any delegate, naming the first network: code 4, nothing left.
+#[test]
+fn a_failed_link_dump_fails_the_add_before_any_delegate() {
+    let w = World::new();
+    w.netns
+        .dump_fails
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let cfg = w.config(json!({}));
+    let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    assert_eq!(err.cni_code(), 4);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("scripted dump failure") && msg.contains("cluster"),
+        "{msg}"
+    );
+    assert!(w.calls().is_empty(), "no delegate ran: {:?}", w.calls());
+    w.nothing_left("c1");
+}
+
 #[test]
 fn existing_interface_fails_that_attachment_code_102() {
     let w = World::new();

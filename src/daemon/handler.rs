@@ -115,17 +115,9 @@ pub fn to_wire(command: Option<Command>, out: &Outcome) -> Reply {
         }
         // VERSION is answered by the shim itself; a Go shim never sends it. Answer it anyway, raw.
         Some(Command::Version) => out.stdout.clone(),
-        Some(Command::Add) => match CniResult::parse(&out.stdout, wire::WIRE_RESULT_VERSION) {
-            Ok(result) => {
-                let version = result.cni_version.max(wire::WIRE_RESULT_VERSION);
-                match result.to_value(version) {
-                    Ok(v) => {
-                        serde_json::to_vec(&wire::Response { result: Some(v) }).unwrap_or_default()
-                    }
-                    Err(e) => return internal(&verb, format!("cannot render the result: {e}")),
-                }
-            }
-            Err(e) => return internal(&verb, format!("ADD produced no valid result: {e}")),
+        Some(Command::Add) => match add_body(&out.stdout) {
+            Ok(body) => body,
+            Err(msg) => return internal(&verb, msg),
         },
         Some(_) => Vec::new(),
     };
@@ -135,6 +127,35 @@ pub fn to_wire(command: Option<Command>, out: &Outcome) -> Reply {
         verb,
         result: "ok".into(),
     }
+}
+
+/// ADD's body: `{"Result": ...}`. A result that names the wire version or a later one is the core's own
+/// rendering of a parsed result, and goes in as it is (with no second parse and render on the reply's
+/// path); an older or unnamed one is converted up to the wire version.
+fn add_body(stdout: &[u8]) -> Result<Vec<u8>, String> {
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(rename = "cniVersion", borrow, default)]
+        cni_version: Option<std::borrow::Cow<'a, str>>,
+    }
+    let named = serde_json::from_slice::<Named<'_>>(stdout)
+        .ok()
+        .and_then(|n| n.cni_version)
+        .and_then(|v| v.parse::<CniVersion>().ok());
+    if named.is_some_and(|v| v >= wire::WIRE_RESULT_VERSION) {
+        let mut body = Vec::with_capacity(stdout.len() + 12);
+        body.extend_from_slice(br#"{"Result":"#);
+        body.extend_from_slice(stdout);
+        body.push(b'}');
+        return Ok(body);
+    }
+    let result = CniResult::parse(stdout, wire::WIRE_RESULT_VERSION)
+        .map_err(|e| format!("ADD produced no valid result: {e}"))?;
+    let version = result.cni_version.max(wire::WIRE_RESULT_VERSION);
+    let v = result
+        .to_value(version)
+        .map_err(|e| format!("cannot render the result: {e}"))?;
+    Ok(serde_json::to_vec(&wire::Response { result: Some(v) }).unwrap_or_default())
 }
 
 fn internal(verb: &str, msg: String) -> Reply {
@@ -178,6 +199,28 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["Result"]["cniVersion"], "1.1.0");
         assert_eq!((r.verb.as_str(), r.result.as_str()), ("ADD", "ok"));
+    }
+
+    #[test]
+    fn a_result_in_the_wire_version_goes_in_as_rendered_and_an_unnamed_one_is_converted() {
+        let rendered = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/var/run/netns/p"}],"ips":[{"address":"10.1.0.5/16","interface":0}],"dns":{}}"#;
+        let r = to_wire(Some(Command::Add), &ok(rendered));
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            format!(r#"{{"Result":{rendered}}}"#)
+        );
+        // No version named: read as the wire version, and named in the reply.
+        let r = to_wire(
+            Some(Command::Add),
+            &ok(r#"{"ips":[{"address":"10.1.0.5/16"}]}"#),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["Result"]["cniVersion"], "1.0.0");
+        assert_eq!(v["Result"]["ips"][0]["address"], "10.1.0.5/16");
+        // A version this build does not know is refused, not passed on.
+        let r = to_wire(Some(Command::Add), &ok(r#"{"cniVersion":"9.9.9"}"#));
+        assert_eq!(ErrorReply::parse(&r.body).unwrap().code, codes::INTERNAL);
     }
 
     #[test]

@@ -142,7 +142,9 @@ fn add_body(stdout: &[u8]) -> Result<Vec<u8>, String> {
         .ok()
         .and_then(|n| n.cni_version)
         .and_then(|v| v.parse::<CniVersion>().ok());
-    if named.is_some_and(|v| v >= wire::WIRE_RESULT_VERSION) {
+    // An object only: a derived struct would also read a JSON array.
+    let object = stdout.trim_ascii_start().first() == Some(&b'{');
+    if object && named.is_some_and(|v| v >= wire::WIRE_RESULT_VERSION) {
         let mut body = Vec::with_capacity(stdout.len() + 12);
         body.extend_from_slice(br#"{"Result":"#);
         body.extend_from_slice(stdout);
@@ -218,9 +220,15 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["Result"]["cniVersion"], "1.0.0");
         assert_eq!(v["Result"]["ips"][0]["address"], "10.1.0.5/16");
-        // A version this build does not know is refused, not passed on.
-        let r = to_wire(Some(Command::Add), &ok(r#"{"cniVersion":"9.9.9"}"#));
-        assert_eq!(ErrorReply::parse(&r.body).unwrap().code, codes::INTERNAL);
+        // A version this build does not know, or a result that is not an object, is refused, not passed on.
+        for bad in [r#"{"cniVersion":"9.9.9"}"#, r#"["1.0.0"]"#] {
+            let r = to_wire(Some(Command::Add), &ok(bad));
+            assert_eq!(
+                ErrorReply::parse(&r.body).unwrap().code,
+                codes::INTERNAL,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -411,6 +411,101 @@ fn status_is_unready_while_a_cached_nad_needs_a_missing_plugin() {
     assert_eq!(code, Some(0), "{out}");
 }
 
+/// Issue 16 (2): a daemon SIGKILLed between ADD's reply and its status write (the PATCH held back by the
+/// stand-in) loses nothing: the next daemon reconciles at start and writes every pod's network-status from
+/// the containers' records, ten times over; a pod deleted meanwhile gets no write, and a pod recreated
+/// under the same name (a new UID) never receives the old pod's status.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_status_write_lost_with_a_killed_daemon_is_written_by_the_next() {
+    let test = "a_status_write_lost_with_a_killed_daemon_is_written_by_the_next";
+    if !standin_only(test, "it holds the status PATCH back with a stand-in fault") {
+        return;
+    }
+    let mut w = world(test);
+    w.nad("a", &w.macvlan(MACVLAN_SUBNET));
+    let rt = w.runtime(json!({"daemonWaitSeconds": 20}));
+    let mut daemon = w.daemon.take().unwrap();
+    let server = w.cluster.standin().unwrap();
+    let status_path = |name: &str| format!("/namespaces/{}/pods/{name}/status", w.ns);
+    let networks = [(NETWORKS_ANNOTATION, "a")];
+    let mut sandboxes = Vec::new();
+    for round in 0..10 {
+        // Each round: a pod that keeps running, and one that is deleted (odd rounds) or deleted and
+        // recreated under its name (even rounds) while the daemon is down.
+        let kept = w.sandbox(&format!("kept{round}"), &networks);
+        let other = w.sandbox(&format!("other{round}"), &networks);
+        for sb in [&kept, &other] {
+            daemon.wait_cached("pods", &w.ns, &sb.pod.name);
+            server.inject(FaultSpec::status(503).on("PATCH", &status_path(&sb.pod.name)));
+            w.add_ok(&rt, sb);
+        }
+        // The daemon has replied and is retrying the held-back writes: SIGKILL it there.
+        wait_until("both status writes tried", Duration::from_secs(10), || {
+            [&kept, &other]
+                .iter()
+                .all(|sb| server.count_requests("PATCH", &status_path(&sb.pod.name)) >= 1)
+        });
+        daemon.kill();
+        server.faults().clear();
+        w.cluster.delete_pod(&w.ns, &other.pod.name);
+        let recreated =
+            (round % 2 == 0).then(|| w.cluster.create_pod(&w.ns, &other.pod.name, &networks));
+        let patches_before = server.count_requests("PATCH", &status_path(&other.pod.name));
+
+        daemon.start_again();
+        daemon.wait_ready(Duration::from_secs(30));
+        wait_until(
+            &format!("round {round}: the kept pod's network-status"),
+            Duration::from_secs(20),
+            || {
+                w.cluster
+                    .pod_annotation(
+                        &w.ns,
+                        &kept.pod.name,
+                        plexus::k8s::annotations::NETWORK_STATUS_ANNOTATION,
+                    )
+                    .is_some()
+            },
+        );
+        daemon.wait_status_writes(Duration::from_secs(20));
+        w.assert_status(
+            &kept,
+            &[
+                (CLUSTER_NETWORK, "eth0", true),
+                (&nad_name(&w.ns, "a"), "net1", false),
+            ],
+        );
+        assert_eq!(
+            server.count_requests("PATCH", &status_path(&other.pod.name)),
+            patches_before,
+            "round {round}: no write for a pod deleted (or recreated) while the daemon was down\n{}",
+            w.log()
+        );
+        if let Some(new) = recreated {
+            let pod = w.cluster.get_pod(&w.ns, &new.name);
+            assert_eq!(pod.metadata.uid.as_deref(), Some(new.uid.as_str()));
+            let status = pod.metadata.annotations.and_then(|a| {
+                a.get(plexus::k8s::annotations::NETWORK_STATUS_ANNOTATION)
+                    .cloned()
+            });
+            assert_eq!(
+                status, None,
+                "round {round}: the recreated pod got the old pod's status"
+            );
+        }
+        sandboxes.push(kept);
+        sandboxes.push(other);
+    }
+    w.daemon = Some(daemon);
+    for sb in &sandboxes {
+        w.del_ok(&rt, sb);
+    }
+    for sb in &sandboxes {
+        assert_no_leak(&w, sb);
+    }
+}
+
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn status_write_before_the_reply_is_the_thin_contract() {

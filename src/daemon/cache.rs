@@ -26,11 +26,13 @@ use serde_json::Value;
 
 use crate::k8s::{annotations, nad::NetworkAttachmentDefinition};
 
-/// The pod annotations plexus reads; the others are dropped from the cache.
-const POD_ANNOTATIONS: [&str; 3] = [
+/// The pod annotations plexus reads; the others are dropped from the cache. network-status is kept for
+/// the reconcile, which compares it with what the node attached (`super::reconcile`).
+const POD_ANNOTATIONS: [&str; 4] = [
     annotations::NETWORKS_ANNOTATION,
     annotations::DEFAULT_NETWORK_ANNOTATION,
     annotations::CONFIG_SOURCE_ANNOTATION,
+    annotations::NETWORK_STATUS_ANNOTATION,
 ];
 
 /// Reduce a pod to what plexus reads: identity, the network annotations, the node, and the DRA claims.
@@ -82,6 +84,9 @@ struct Feed {
     last_event_ms: AtomicU64,
     /// Watch errors (each followed by a backed-off restart).
     errors: AtomicU64,
+    /// Complete lists received so far: the first, then one after each re-list (a watch that could not
+    /// resume). The reconcile runs after each.
+    lists: tokio::sync::watch::Sender<u64>,
 }
 
 impl Feed {
@@ -175,6 +180,11 @@ impl NodeCache {
         tokio::time::timeout(limit, both).await.is_ok()
     }
 
+    /// Counts the pod watch's complete lists (the first and every re-list); changes after each.
+    pub fn pod_lists(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.pod_feed.lists.subscribe()
+    }
+
     /// Whether both initial lists arrived.
     pub fn synced(&self) -> bool {
         self.pod_feed.synced.load(Ordering::Relaxed) && self.nad_feed.synced.load(Ordering::Relaxed)
@@ -232,10 +242,11 @@ where
         match ev {
             Ok(ev) => {
                 feed.touch();
-                if matches!(ev, watcher::Event::InitDone)
-                    && !feed.synced.swap(true, Ordering::Relaxed)
-                {
-                    tracing::info!("{what} cache synced");
+                if matches!(ev, watcher::Event::InitDone) {
+                    if !feed.synced.swap(true, Ordering::Relaxed) {
+                        tracing::info!("{what} cache synced");
+                    }
+                    feed.lists.send_modify(|n| *n += 1);
                 }
             }
             Err(e) => {
@@ -295,6 +306,7 @@ mod tests {
         assert_eq!(
             keys,
             [
+                "k8s.v1.cni.cncf.io/network-status",
                 "k8s.v1.cni.cncf.io/networks",
                 "kubernetes.io/config.source",
                 "v1.multus-cni.io/default-network"
@@ -311,6 +323,29 @@ mod tests {
             v["status"]["resourceClaimStatuses"][0]["resourceClaimName"],
             "c1"
         );
+    }
+
+    /// The reconcile runs after each complete list: the first and every re-list after a watch that could
+    /// not resume.
+    #[test]
+    fn every_complete_list_is_counted() {
+        let feed = Arc::new(Feed::default());
+        let lists = feed.lists.subscribe();
+        let pod = || Pod::default();
+        let events: Vec<Result<watcher::Event<Pod>, watcher::Error>> = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(pod())),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(pod())),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitDone),
+        ];
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(drive("pods", futures::stream::iter(events), feed.clone()));
+        assert_eq!(*lists.borrow(), 2);
+        assert!(feed.synced.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
     let config = shared.config.overlay_on(&req.config);
     let slot: Mutex<Option<Arc<ApiCluster>>> = Mutex::new(None);
     let factory = |config: &crate::config::Config, command: Command| -> Option<Box<dyn Cluster>> {
+        if command == Command::Add {
+            shared.served.note(config);
+        }
         let api = Arc::new(
             ApiCluster::shared(
                 shared.handle.clone(),

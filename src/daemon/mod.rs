@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod handler;
 pub mod metrics;
+pub mod reconcile;
 pub mod server;
 pub mod status_writer;
 
@@ -37,8 +38,10 @@ pub struct Shared {
     pub cache: Option<Arc<NodeCache>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Network-status writes after the reply (`statusWrite: afterReply`).
+    /// Network-status writes after the reply (`statusWrite: afterReply`) and the reconcile's.
     pub status: Arc<status_writer::StatusWriter>,
+    /// The cniDirs ADDs were served from, for the reconcile after a restart.
+    pub served: Arc<reconcile::ServedDirs>,
 }
 
 const USAGE: &str = "usage: plexus daemon [--config PATH]
@@ -182,6 +185,9 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         "plexus daemon starting"
     );
     let status = status_writer::StatusWriter::new(config.status_retry, Some(metrics.clone()));
+    let served = Arc::new(reconcile::ServedDirs::load(reconcile::served_file(
+        &config.socket_dir,
+    )));
     let shared = Arc::new(Shared {
         config,
         handle: tokio::runtime::Handle::current(),
@@ -189,6 +195,9 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         cache: Some(cache),
         status,
         metrics,
+        served: served.clone(),
     });
+    // A status write lost with an earlier daemon (killed between a reply and its write) is written now.
+    tokio::spawn(reconcile::run(shared.clone(), served));
     server::serve(shared).await
 }

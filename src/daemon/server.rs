@@ -474,15 +474,29 @@ async fn cni(
         }
     };
     let api = later.api;
-    // ADD's durable writes (deferred to now), holding the container's lock, right after the reply.
+    if verb == "DEL" {
+        // Also after the DEL: a reconcile may have queued a write of the container while the DEL waited
+        // for its lock.
+        shared.status.cancel(&container);
+    }
+    // ADD's durable writes (deferred to now), holding the container's lock, right after the reply. The
+    // status write below waits for them: the result records are what a restarted daemon writes a lost
+    // status from (`super::reconcile`).
+    let (flushed_tx, flushed) = tokio::sync::oneshot::channel::<()>();
     if let Some(finish) = later.finish {
         let held = Held::new(state);
+        let finish: Box<dyn FnOnce() + Send> = Box::new(move || {
+            finish();
+            let _ = flushed_tx.send(());
+        });
         if let Err(mpsc::SendError((finish, held))) = flusher().send((finish, held)) {
             tokio::task::spawn_blocking(move || {
                 finish();
                 drop(held);
             });
         }
+    } else {
+        drop(flushed_tx);
     }
     shared
         .metrics
@@ -496,6 +510,8 @@ async fn cni(
         let write = shared.status.submit(api.clone(), &container, job);
         let hung_up = hung_up.clone();
         tokio::spawn(async move {
+            // Dropped unsent by a panic in the writes: the write goes ahead anyway.
+            let _ = flushed.await;
             client_gone(hung_up).await;
             write.await
         });

@@ -252,6 +252,13 @@ impl StatusWriter {
         }
     }
 
+    /// Whether a write of pod `namespace/name` is pending.
+    pub fn is_pending(&self, namespace: &str, name: &str) -> bool {
+        self.slots()
+            .1
+            .contains_key(&(namespace.to_string(), name.to_string()))
+    }
+
     /// A DEL of `container` arrived: a write of its ADD still pending is dropped (the sandbox is going).
     pub fn cancel(&self, container: &str) {
         self.slots().1.retain(|_, s| s.container != container);

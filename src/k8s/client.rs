@@ -83,6 +83,26 @@ pub struct DeferredStatus {
 }
 
 impl DeferredStatus {
+    /// The write of `rendered` (a network-status annotation value) on `pod`, guarded by the pod's `uid`: a
+    /// pod recreated under the same name is never written to. The reconcile of a restarted daemon builds
+    /// its writes here; ADD's go through the same patch ([`status_patch`]).
+    pub fn rendered(pod: PodRef, uid: &str, rendered: String) -> DeferredStatus {
+        let involved = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            uid: Some(uid.to_string()),
+            ..Default::default()
+        };
+        DeferredStatus {
+            patch: status_patch(rendered, Some(uid.to_string())),
+            pod,
+            involved: Some(involved),
+            added: Vec::new(),
+        }
+    }
+
     /// A job as a test writes it.
     #[cfg(test)]
     pub(crate) fn new(
@@ -98,6 +118,16 @@ impl DeferredStatus {
             added,
         }
     }
+}
+
+/// The merge patch of `pods/status` that sets the network-status annotation to `rendered`. With the pod's
+/// `uid`, the write is a precondition: a recreated pod of the same name is never written to.
+fn status_patch(rendered: String, uid: Option<String>) -> Value {
+    let mut metadata = json!({"annotations": {annotations::NETWORK_STATUS_ANNOTATION: rendered}});
+    if let Some(uid) = uid {
+        metadata["uid"] = Value::String(uid);
+    }
+    json!({ "metadata": metadata })
 }
 
 /// What to do after a failed network-status write.
@@ -323,6 +353,30 @@ impl ApiCluster {
             .map(|p| (*p).clone());
         self.note_lookup("pod", hit.is_some());
         hit
+    }
+
+    /// The daemon's own writer of network-status (the reconcile after a restart, not any one request):
+    /// its shared client with requests bounded by `timeout`, its metrics.
+    pub fn daemon_writer(
+        handle: tokio::runtime::Handle,
+        client: Client,
+        observer: Option<Arc<dyn ApiObserver>>,
+        timeout: Duration,
+    ) -> ApiCluster {
+        ApiCluster {
+            source: Source::Shared(handle, client),
+            timeout,
+            deadline: Instant::now(),
+            conn: OnceLock::new(),
+            pod: Mutex::new(None),
+            prefetched: Mutex::new(HashMap::new()),
+            system_namespaces: Vec::new(),
+            events: true,
+            pending: Mutex::new(Vec::new()),
+            deferred: None,
+            cache: None,
+            observer,
+        }
     }
 
     /// A client over a given service (tests: tower-test mocks), driven by `rt`.
@@ -884,18 +938,12 @@ impl ApiCluster {
     /// once it is written.
     fn status_write(&self, attached: &[(Attachment, CniResult)]) -> (Value, Vec<Event>) {
         let rendered = status::render_attached(attached, crate::devices::info::read); // NPWG-73
-        let mut metadata =
-            json!({"annotations": {annotations::NETWORK_STATUS_ANNOTATION: rendered}});
-        // The UID makes the write a precondition: a recreated pod of the same name is never written to.
-        if let Some(uid) = self
+        let uid = self
             .pod
             .lock()
             .ok()
-            .and_then(|p| p.as_ref().and_then(|p| p.metadata.uid.clone()))
-        {
-            metadata["uid"] = Value::String(uid);
-        }
-        let patch = json!({ "metadata": metadata });
+            .and_then(|p| p.as_ref().and_then(|p| p.metadata.uid.clone()));
+        let patch = status_patch(rendered, uid);
         // Sent only when the status is written: a failed ADD is rolled back, nothing was added.
         let added: Vec<Event> = match self.pod_ref_for_events() {
             Some(pod) => attached

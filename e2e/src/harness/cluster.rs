@@ -356,6 +356,23 @@ impl Cluster {
         }
     }
 
+    /// Delete pod `ns/name` with a zero grace period (no kubelet will confirm it) and wait until the
+    /// server no longer has it.
+    pub fn delete_pod(&self, ns: &str, name: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let zero = DeleteParams::background().grace_period(0);
+        self.block("delete pod", pods.delete(name, &zero))
+            .unwrap_or_else(|e| panic!("delete pod {ns}/{name}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.block("get pod", pods.get_opt(name)) {
+                Ok(None) => return,
+                _ if Instant::now() > deadline => panic!("pod {ns}/{name} still there after 30 s"),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
     /// The pod as the server has it now.
     pub fn get_pod(&self, ns: &str, name: &str) -> Pod {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);

@@ -574,6 +574,8 @@ fn metrics_count_verbs_delegates_and_cache_hits() {
     daemon.wait_cached("pods", &w.ns, &sb.pod.name);
     daemon.wait_cached("network-attachment-definitions", &w.ns, "a");
     w.add_ok(&rt, &sb);
+    // The status write follows the ADD's records; a DEL arriving first would make it moot (superseded).
+    w.wait_status_writes();
     w.del_ok(&rt, &sb);
     let (code, text) = daemon.get("/metrics").expect("metrics");
     assert_eq!(code, 200);

@@ -389,14 +389,11 @@ pub fn validate_claim_status(new: &Value, old: &Value) -> Result<Causes, ApiErro
         ));
     }
     match (&old_allocation, &status.allocation) {
-        (Some(was), Some(now)) => {
-            if was != now {
-                c.push((
-                    "status.allocation".into(),
-                    "Invalid value: \"object\": field is immutable".into(),
-                ));
-            }
-        }
+        // Once set, the allocation stays (a deallocation removes it whole).
+        (Some(was), Some(now)) if was != now => c.push((
+            "status.allocation".into(),
+            "Invalid value: \"object\": field is immutable".into(),
+        )),
         (None, Some(now)) => {
             let at = "status.allocation.devices";
             let results = now

@@ -201,16 +201,55 @@ fn selection_key(capability: &str) -> &'static str {
         .unwrap_or("a capability")
 }
 
+/// What [`capability_args`] does with a request whose capability no plugin of the network declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undeclared {
+    /// A new attachment (ADD) with `strictCapabilities: true`: the request fails the attachment.
+    Refuse,
+    /// A new attachment (ADD) with `strictCapabilities: false`: the request is dropped with a warning.
+    Drop,
+    /// An existing attachment (DEL, CHECK) replaying its cached requests: the request is dropped with a
+    /// warning whatever `strictCapabilities` is (`strict` is its value), since refusing it would leave the
+    /// attachment impossible to tear down.
+    Replay {
+        /// The configured `strictCapabilities`, named in the warning.
+        strict: bool,
+    },
+}
+
+impl Undeclared {
+    /// The mode for an attachment being added (`new`) or replayed, under `strictCapabilities: strict`.
+    pub fn for_attachment(new: bool, strict: bool) -> Self {
+        match (new, strict) {
+            (true, true) => Undeclared::Refuse,
+            (true, false) => Undeclared::Drop,
+            (false, strict) => Undeclared::Replay { strict },
+        }
+    }
+
+    /// What the warning for a dropped request says happened, and why.
+    fn dropped(self) -> String {
+        match self {
+            Undeclared::Refuse => "the attachment is refused (strictCapabilities is true)".into(),
+            Undeclared::Drop => "the request is dropped (strictCapabilities is false)".into(),
+            Undeclared::Replay { strict } => format!(
+                "the cached request is dropped: DEL and CHECK replay an existing attachment's requests and \
+                 never refuse one (strictCapabilities is {strict}; it refuses only a new attachment)"
+            ),
+        }
+    }
+}
+
 /// The capability arguments of an attachment. The cluster network starts from the runtime's
 /// `runtimeConfig` (every key, multus-features.md §10 #14); other networks get only their own requests
 /// (NPWG-66). Requests win over runtime values.
 ///
-/// With `strict`, a request whose capability no plugin declares fails (decisions.md); otherwise it is
-/// dropped and named in the returned warnings, as Go Multus does silently.
+/// A request whose capability no plugin declares fails with [`Undeclared::Refuse`] (decisions.md);
+/// otherwise it is dropped and named in the returned warnings, as Go Multus does silently.
 pub fn capability_args(
     a: &Attachment,
     runtime_config: &Map<String, Value>,
-    strict: bool,
+    undeclared: Undeclared,
 ) -> Result<(Map<String, Value>, Vec<String>), PlanError> {
     let mut args = if a.master {
         runtime_config.clone()
@@ -228,12 +267,10 @@ pub fn capability_args(
                 request: selection_key(capability),
                 capability,
             };
-            if strict {
+            if undeclared == Undeclared::Refuse {
                 return Err(err);
             }
-            warnings.push(format!(
-                "{err}; the request is dropped (strictCapabilities is false)"
-            ));
+            warnings.push(format!("{err}; {}", undeclared.dropped()));
             continue;
         }
         args.insert(capability.to_string(), value);
@@ -348,12 +385,12 @@ mod tests {
             json!({"portMappings": [{"hostPort": 80}], "io.kubernetes.cri.pod-annotations": {}}),
         )
         .unwrap();
-        let (m, _) = capability_args(&a[0], &rc, true).unwrap();
+        let (m, _) = capability_args(&a[0], &rc, Undeclared::Refuse).unwrap();
         assert_eq!(m.len(), 2, "unknown runtime keys reach the cluster network");
-        let (s, _) = capability_args(&a[1], &rc, true).unwrap();
+        let (s, _) = capability_args(&a[1], &rc, Undeclared::Refuse).unwrap();
         assert!(s.is_empty());
         a[1].requests.ips = vec!["10.1.1.5/24".into()];
-        let (s, _) = capability_args(&a[1], &rc, true).unwrap();
+        let (s, _) = capability_args(&a[1], &rc, Undeclared::Refuse).unwrap();
         assert_eq!(Value::Object(s), json!({"ips": ["10.1.1.5/24"]}));
     }
 
@@ -361,11 +398,47 @@ mod tests {
     fn capability_checks_strict_and_lenient() {
         let mut a = plan("eth0", vec![req("c", None), req("a", None)]).unwrap();
         a[1].requests.mac = Some("02:00:00:00:00:01".into());
-        let e = capability_args(&a[1], &Map::new(), true).unwrap_err();
+        let e = capability_args(&a[1], &Map::new(), Undeclared::Refuse).unwrap_err();
         assert!(e.to_string().contains("\"mac\" capability"), "{e}");
-        let (m, w) = capability_args(&a[1], &Map::new(), false).unwrap();
+        let (m, w) = capability_args(&a[1], &Map::new(), Undeclared::Drop).unwrap();
         assert!(m.is_empty());
         assert_eq!(w.len(), 1);
+    }
+
+    /// The warning says what happened: on DEL and CHECK the request is dropped even with
+    /// `strictCapabilities: true`, which the warning must not deny.
+    #[test]
+    fn a_dropped_request_is_explained_for_each_mode() {
+        let mut a = plan("eth0", vec![req("c", None), req("a", None)]).unwrap();
+        a[1].requests.mac = Some("02:00:00:00:00:01".into());
+        let warn = |new, strict| {
+            let (m, w) =
+                capability_args(&a[1], &Map::new(), Undeclared::for_attachment(new, strict))
+                    .unwrap();
+            assert!(m.is_empty());
+            assert_eq!(w.len(), 1);
+            w[0].clone()
+        };
+        assert!(
+            capability_args(&a[1], &Map::new(), Undeclared::for_attachment(true, true)).is_err(),
+            "a new attachment with strictCapabilities is refused"
+        );
+        let add = warn(true, false);
+        assert!(
+            add.ends_with("; the request is dropped (strictCapabilities is false)"),
+            "{add}"
+        );
+        for strict in [true, false] {
+            let replay = warn(false, strict);
+            assert!(
+                replay.contains("\"mac\" capability")
+                    && replay.contains("the cached request is dropped: DEL and CHECK replay")
+                    && replay.ends_with(&format!(
+                        "(strictCapabilities is {strict}; it refuses only a new attachment)"
+                    )),
+                "{replay}"
+            );
+        }
     }
 
     #[test]

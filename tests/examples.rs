@@ -300,7 +300,8 @@ fn plan_pod(
     }
     let attachments = plan::plan("eth0", requests).map_err(|e| e.to_string())?;
     for a in &attachments {
-        plan::capability_args(a, &Map::new(), true).map_err(|e| e.to_string())?;
+        plan::capability_args(a, &Map::new(), plan::Undeclared::Refuse)
+            .map_err(|e| e.to_string())?;
     }
     Ok(attachments)
 }

@@ -1003,3 +1003,53 @@ fn a_go_multus_thin_config_is_read_unchanged() {
         }
     }
 }
+
+/// On a host, outside a pod (docs/install-on-host.md): with `--host-prefix=/` and each `--host-*` path the
+/// same as the path written to, the config names the paths the installer wrote, the readiness indicator is
+/// looked for at its own path, and the kubeconfig's server is the `KUBERNETES_SERVICE_*` given by hand.
+#[test]
+fn on_a_host_the_paths_written_are_the_paths_named() {
+    let n = Node::new();
+    n.write_conf("10-flannel.conf", &primary_conf("1.0.0"));
+    let r = n.root.display().to_string();
+    let (conf_dir, bin_dir, plexus_dir) = (
+        format!("{r}/host/etc/cni/net.d"),
+        format!("{r}/host/opt/cni/bin"),
+        format!("{r}/host/etc/cni/multus/net.d"),
+    );
+    let ready = format!("{r}/run/flannel/subnet.env");
+    fs::create_dir_all(n.root.join("run/flannel")).unwrap();
+    fs::write(&ready, "FLANNEL_NETWORK=10.244.0.0/16\n").unwrap();
+    let out = n
+        .command(&[
+            "--once",
+            "--host-prefix=/",
+            &format!("--host-cni-conf-dir={conf_dir}"),
+            &format!("--host-cni-bin-dir={bin_dir}"),
+            &format!("--host-plexus-conf-dir={plexus_dir}"),
+            &format!("--readiness-indicator-file={ready}"),
+            "--log-level=verbose",
+            "--log-file=/var/log/plexus.log",
+            "--wait-timeout=2s",
+        ])
+        .env("KUBERNETES_SERVICE_HOST", "192.0.2.10")
+        .env("KUBERNETES_SERVICE_PORT", "6443")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_ok(out.status, &log);
+    let conf = read_json(&n.conf("00-plexus.conflist"));
+    let p = plugin(&conf);
+    assert_eq!(p["clusterNetwork"], format!("{conf_dir}/10-flannel.conf"));
+    assert_eq!(p["confDir"], plexus_dir);
+    let kubeconfig = n.kubeconfig("plexus");
+    assert_eq!(p["kubeconfig"], kubeconfig.display().to_string());
+    assert_eq!(p["readinessindicatorfile"], ready);
+    assert_eq!(
+        (&p["logLevel"], &p["logFile"]),
+        (&json!("verbose"), &json!("/var/log/plexus.log"))
+    );
+    let kc = fs::read_to_string(&kubeconfig).unwrap();
+    assert!(kc.contains("server: https://192.0.2.10:6443"), "{kc}");
+    assert!(n.bin("plexus").is_file(), "{log}");
+}

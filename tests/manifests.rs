@@ -461,6 +461,32 @@ fn the_daemonset_runs_plexus_install_with_flags_that_parse_and_mounts_that_match
     assert_eq!(ds.metadata.namespace, sa.metadata.namespace);
 }
 
+/// Both DaemonSets give the node's plugin a log by default: a level that logs (not `panic`, plexus's silent
+/// default) and a log file, an absolute host path outside the directories the runtime scans for configs and
+/// plugins (plexus, or in daemon mode the shim and its thin DEL fallback, runs on the host, where nobody
+/// reads its stderr unless the call fails).
+#[test]
+fn both_daemonsets_give_the_plugin_a_log_level_and_a_log_file() {
+    use plexus::install::args::PluginLogLevel;
+    for dir in [THIN, DAEMON] {
+        let ds = the_daemonset_of(dir);
+        let pod = ds.spec.template.spec.as_ref().unwrap();
+        let install = container(pod, "install");
+        let ctx = format!("{dir}: the install container");
+        let args = install_args(&container_command(install), &ctx);
+        assert_eq!(args.log_level, Some(PluginLogLevel::Verbose), "{ctx}");
+        let file = args
+            .log_file
+            .clone()
+            .unwrap_or_else(|| panic!("{ctx}: no --log-file"));
+        assert_eq!(file, Path::new("/var/log/plexus.log"), "{ctx}");
+        for scanned in [&args.host_cni_conf_dir, &args.host_cni_bin_dir] {
+            assert!(!file.starts_with(scanned), "{ctx}: {file:?} in {scanned:?}");
+        }
+        assert_ne!(args.log_to_stderr, Some(false), "{ctx}: stderr still logs");
+    }
+}
+
 /// What a role grants, one `group/resource:verb` per entry.
 fn grants(role: &ClusterRole) -> BTreeSet<String> {
     let mut granted = BTreeSet::new();

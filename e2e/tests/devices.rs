@@ -6,8 +6,8 @@
 //! `runtimeConfig.deviceID`/`CNIDeviceInfoFile` for plugins declaring them (NPWG-13, NPWG-72), one
 //! device per attachment in sorted order, the device-info file copied, published as `device-info` in
 //! the network-status (NPWG-71, NPWG-73) and removed by DEL, `Get` with the `List` fallback, the
-//! checkpoint fallback, a missing socket failing only a pod that needs devices, and DRA claims
-//! (stand-in only).
+//! checkpoint fallback, a missing socket failing only a pod that needs devices, and DRA claims (on
+//! both servers: the claim and its allocation are ones a real server accepts).
 //!
 //! Run (as root: the pod gets a network namespace plexus inspects):
 //! `cargo test -p plexus-e2e --test devices -- --include-ignored`.
@@ -28,7 +28,7 @@ use kube::{
 use plexus::k8s::annotations::{NETWORK_STATUS_ANNOTATION, NETWORKS_ANNOTATION};
 use plexus_e2e::{
     harness::{
-        cluster::{Cluster, PodInfo, nad_resource, standin_only},
+        cluster::{Cluster, PodInfo, nad_resource},
         kubeconfig,
         netns::Netns,
         proc::run_bounded,
@@ -409,18 +409,42 @@ fn a_missing_socket_fails_only_a_pod_whose_networks_need_devices() {
     );
 }
 
+/// Deletes the test's ResourceSlice (cluster-scoped, so the namespace's removal does not) however the test
+/// ends.
+struct SliceGuard<'a> {
+    node: &'a Node,
+    api: Api<DynamicObject>,
+    name: String,
+}
+
+impl Drop for SliceGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.node.cluster.block(
+            "delete slice",
+            self.api.delete(&self.name, &Default::default()),
+        ) {
+            eprintln!("deleting ResourceSlice {}: {e}", self.name);
+        }
+    }
+}
+
+/// DRA on either server (`resource.k8s.io/v1`, GA since Kubernetes 1.34). The test plays the scheduler
+/// and the driver: it publishes a ResourceSlice, creates a claim with two requests, writes the claim's
+/// allocation through `/status` and the pod's `resourceClaimStatuses`, all of which a real server
+/// validates (a result's `request` must name a request of the claim; a claim status must name one of the
+/// pod's `spec.resourceClaims`). No DeviceClass is needed: a claim naming one that does not exist is
+/// accepted, and nothing schedules the pod (it is bound to a node that does not exist).
 #[test]
 #[ignore = "needs root: gives the pod a network namespace plexus inspects"]
 fn dra_claim_devices_with_the_attributes_multus_3_5() {
-    if standin_only(
-        "dra_claim_devices_with_the_attributes_multus_3_5",
-        "a real cluster needs DRA enabled and a driver's ResourceSlices",
-    ) {
-        return;
-    }
     let n = Node::new();
     n.nad("dra-nic", Some("example.com/nic"), both());
-    let p = n.pod("p6", "dra-nic");
+    let p = n.cluster.create_pod_with_spec(
+        &n.ns,
+        "p6",
+        &[(NETWORKS_ANNOTATION, "dra-nic")],
+        json!({"resourceClaims": [{"name": "nic", "resourceClaimName": "p6-nic"}]}),
+    );
     let node = n
         .cluster
         .get_pod(&n.ns, "p6")
@@ -433,9 +457,10 @@ fn dra_claim_devices_with_the_attributes_multus_3_5() {
         &kube::api::ApiResource::erase::<k8s_openapi::api::resource::v1::ResourceSlice>(&()),
     );
     let attr = |resource: &str, id: &str| json!({"k8s.cni.cncf.io/resourceName": {"string": resource}, "k8s.cni.cncf.io/deviceID": {"string": id}});
+    let slice_name = format!("{}-nic", n.ns);
     let slice: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-        "metadata": {"name": format!("{}-nic", n.ns)},
+        "metadata": {"name": slice_name},
         "spec": {"driver": "nic.example.com", "nodeName": node,
                  "pool": {"name": "pool0", "generation": 1, "resourceSliceCount": 1},
                  "devices": [{"name": "vf0", "attributes": attr("example.com/nic", "0000:07:00.1")},
@@ -448,14 +473,23 @@ fn dra_claim_devices_with_the_attributes_multus_3_5() {
             slices.create(&PostParams::default(), &slice),
         )
         .unwrap();
+    let _slice = SliceGuard {
+        node: &n,
+        api: slices,
+        name: slice_name,
+    };
     let claims: Api<DynamicObject> = Api::namespaced_with(
         n.client.clone(),
         &n.ns,
         &kube::api::ApiResource::erase::<k8s_openapi::api::resource::v1::ResourceClaim>(&()),
     );
+    // Two requests, one per allocated device: the NIC plexus hands on, and a GPU it must skip.
     let claim: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-        "metadata": {"name": "p6-nic"}, "spec": {"devices": {"requests": []}}
+        "metadata": {"name": "p6-nic"},
+        "spec": {"devices": {"requests": [
+            {"name": "nic", "exactly": {"deviceClassName": "nic.example.com"}},
+            {"name": "gpu", "exactly": {"deviceClassName": "gpu.example.com"}}]}}
     }))
     .unwrap();
     n.cluster
@@ -493,12 +527,6 @@ fn dra_claim_devices_with_the_attributes_multus_3_5() {
     assert_eq!(rec["deviceID"], "0000:07:00.1");
     assert_eq!(rec["runtimeConfig"]["deviceID"], "0000:07:00.1");
     assert!(n.plexus("DEL", &p, "cid-dev6").1);
-    n.cluster
-        .block(
-            "delete slice",
-            slices.delete(&format!("{}-nic", n.ns), &Default::default()),
-        )
-        .unwrap();
 }
 
 #[test]

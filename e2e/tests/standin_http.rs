@@ -413,6 +413,124 @@ async fn pod_status_subresource_patches() {
     assert_eq!(r.status, 404);
 }
 
+/// A DRA claim is refused (422, a `Status` shaped like a real server's) where a Kubernetes 1.36 server
+/// refuses it: an allocation result whose `request` names no request of the claim (the fixture the
+/// devices e2e test first had), a request without a device class, a changed spec; a pod's claim status
+/// must name one of its `spec.resourceClaims`.
+#[tokio::test]
+async fn dra_claims_are_validated_like_a_real_server() {
+    let (_server, c) = start().await;
+    const CLAIMS: &str = "/apis/resource.k8s.io/v1/namespaces/default/resourceclaims";
+    let claim = |name: &str, requests: Value| {
+        json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+               "metadata": {"name": name}, "spec": {"devices": {"requests": requests}}})
+    };
+    let allocation = json!({"status": {"allocation": {"devices": {"results": [
+        {"request": "nic", "driver": "nic.example.com", "pool": "pool0", "device": "vf0"}]}}}});
+
+    // A claim with no requests is valid, but no allocation result can name a request of it.
+    let r = c.post(CLAIMS, &claim("empty", json!([]))).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.json());
+    let r = c
+        .patch(&format!("{CLAIMS}/empty/status"), MERGE, &allocation)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    let s = r.json();
+    let field = "status.allocation.devices.results[0].request";
+    let msg = "Invalid value: \"nic\": must be the name of a request in the claim or the name of a \
+               request and a subrequest separated by '/'";
+    assert_eq!(
+        s,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": format!("ResourceClaim.resource.k8s.io \"empty\" is invalid: {field}: {msg}"),
+               "reason": "Invalid",
+               "details": {"name": "empty", "group": "resource.k8s.io", "kind": "ResourceClaim",
+                           "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}]},
+               "code": 422})
+    );
+
+    // A request needs a device class; a claim's status is not written on create.
+    let r = c
+        .post(
+            CLAIMS,
+            &claim("noclass", json!([{"name": "nic", "exactly": {}}])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert_eq!(
+        r.json()["details"]["causes"],
+        json!([{"reason": "FieldValueRequired", "message": "Required value",
+                "field": "spec.devices.requests[0].exactly.deviceClassName"}])
+    );
+    let mut valid = claim(
+        "nic",
+        json!([{"name": "nic", "exactly": {"deviceClassName": "nic.example.com"}}]),
+    );
+    valid["status"] = allocation["status"].clone();
+    let r = c.post(CLAIMS, &valid).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.json());
+    let created = r.json();
+    assert!(created.get("status").is_none(), "{created}");
+    assert_eq!(
+        created["spec"]["devices"]["requests"][0]["exactly"],
+        json!({"deviceClassName": "nic.example.com", "allocationMode": "ExactCount", "count": 1})
+    );
+
+    // The allocation goes through /status, once; the spec does not change.
+    let r = c
+        .patch(&format!("{CLAIMS}/nic/status"), MERGE, &allocation)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(r.json()["status"], allocation["status"]);
+    let moved = json!({"status": {"allocation": {"devices": {"results": [
+        {"request": "nic", "driver": "nic.example.com", "pool": "pool0", "device": "vf1"}]}}}});
+    let r = c
+        .patch(&format!("{CLAIMS}/nic/status"), MERGE, &moved)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert_eq!(
+        r.json()["details"]["causes"][0]["field"],
+        "status.allocation"
+    );
+    let r = c
+        .patch(
+            &format!("{CLAIMS}/nic"),
+            MERGE,
+            &json!({"spec": {"devices": {"requests": [{"name": "other",
+                     "exactly": {"deviceClassName": "nic.example.com"}}]}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert_eq!(r.json()["details"]["causes"][0]["field"], "spec");
+
+    // A pod's claim status names one of its spec.resourceClaims.
+    c.post(PODS, &pod("plain", "x", "n1")).await.unwrap();
+    let mut with_claim = pod("claimer", "x", "n1");
+    with_claim["spec"]["resourceClaims"] = json!([{"name": "nic", "resourceClaimName": "nic"}]);
+    assert_eq!(c.post(PODS, &with_claim).await.unwrap().status, 201);
+    let statuses =
+        json!({"status": {"resourceClaimStatuses": [{"name": "nic", "resourceClaimName": "nic"}]}});
+    let r = c
+        .patch(&format!("{PODS}/plain/status"), MERGE, &statuses)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    assert_eq!(
+        r.json()["details"]["causes"][0]["message"],
+        "Invalid value: \"nic\": must match the name of an entry in `spec.resourceClaims`"
+    );
+    let r = c
+        .patch(&format!("{PODS}/claimer/status"), MERGE, &statuses)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.json());
+}
+
 #[tokio::test]
 async fn nads_need_their_crd() {
     let (server, c) = start().await;

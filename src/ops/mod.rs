@@ -141,7 +141,7 @@ impl Ctx<'_> {
         let (capability_args, warnings) = plan::capability_args(
             a,
             &self.config.runtime_config,
-            new && self.config.strict_capabilities,
+            plan::Undeclared::for_attachment(new, self.config.strict_capabilities),
         )
         .map_err(|source| Error::Plan {
             who: self.who(),

@@ -146,13 +146,18 @@ impl ApiError {
         d["causes"] = causes
             .iter()
             .map(|(f, m)| {
-                let reason = if m.starts_with("Required value") {
-                    "FieldValueRequired"
-                } else if m.starts_with("Forbidden") {
-                    "FieldValueForbidden"
-                } else {
-                    "FieldValueInvalid"
-                };
+                // The cause's reason follows the message's type, as `field.Error` pairs them.
+                let reason = [
+                    ("Required value", "FieldValueRequired"),
+                    ("Forbidden", "FieldValueForbidden"),
+                    ("Duplicate value", "FieldValueDuplicate"),
+                    ("Unsupported value", "FieldValueNotSupported"),
+                    ("Too long", "FieldValueTooLong"),
+                    ("Too many", "FieldValueTooMany"),
+                ]
+                .iter()
+                .find(|(prefix, _)| m.starts_with(prefix))
+                .map_or("FieldValueInvalid", |(_, r)| r);
                 json!({ "reason": reason, "message": m, "field": f })
             })
             .collect();

@@ -34,6 +34,7 @@
 mod api;
 pub mod auth;
 pub mod client;
+pub mod dra;
 pub mod error;
 pub mod faults;
 pub mod kubeconfig;

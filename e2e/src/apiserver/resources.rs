@@ -12,7 +12,7 @@ pub enum StatusMode {
     /// Built-in types (pods, namespaces): `/status` writes `status` plus
     /// `metadata.labels`/`annotations`; the main resource ignores `status`.
     MetaAndStatus,
-    /// Custom resources: `/status` writes only `status`; the main resource ignores it.
+    /// Custom resources and ResourceClaims: `/status` writes only `status`; the main resource ignores it.
     StatusOnly,
 }
 
@@ -37,6 +37,9 @@ pub enum Flavor {
     /// `rbac.authorization.k8s.io/v1` Role, ClusterRole, RoleBinding or ClusterRoleBinding: validated like
     /// the real server does, and read by the authorizer ([`super::rbac`]).
     Rbac(RbacKind),
+    /// `resource.k8s.io/v1` ResourceClaim: spec and `/status` validated like the real server does
+    /// ([`super::dra`]).
+    ResourceClaim,
 }
 
 /// The four RBAC kinds.
@@ -376,15 +379,16 @@ pub fn builtins() -> Vec<ResourceType> {
             S::None,
             Flavor::Rbac(RbacKind::ClusterRoleBinding),
         ),
-        // DRA (`resource.k8s.io/v1`): plain objects; a claim's allocation is written through `/status`.
+        // DRA (`resource.k8s.io/v1`): a claim is validated, and its allocation written through `/status`
+        // (which writes nothing else); slices are plain objects.
         ResourceType::builtin(
             DRA_GROUP,
             "resourceclaims",
             "ResourceClaim",
             true,
             &[],
-            S::MetaAndStatus,
-            Flavor::Plain,
+            S::StatusOnly,
+            Flavor::ResourceClaim,
         ),
         ResourceType::builtin(
             DRA_GROUP,
@@ -459,6 +463,7 @@ pub fn validate_pod(pod: &Value) -> Causes {
         }
         _ => required(&mut causes, "spec.containers"),
     }
+    causes.extend(super::dra::validate_pod_claims(pod));
     causes
 }
 

@@ -7,6 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 
+use super::dra;
 use super::error::ApiError;
 use super::patch::{self, PatchType};
 use super::resources::{self, Flavor, ResourceType, StatusMode};
@@ -404,6 +405,13 @@ impl Store {
             }
             Flavor::Crd => causes = resources::prepare_crd(&mut obj),
             Flavor::Rbac(kind) => causes = resources::prepare_rbac(*kind, &mut obj, None)?,
+            Flavor::ResourceClaim => {
+                let kept = obj.get("status").cloned().filter(|_| seed);
+                causes = dra::prepare_claim(&mut obj, None)?;
+                if let Some(status) = kept {
+                    obj["status"] = status;
+                }
+            }
             Flavor::Custom(schema) => {
                 if rt.status == StatusMode::StatusOnly
                     && !seed
@@ -629,6 +637,16 @@ impl Store {
                     };
                 }
             }
+            // What the real server checks on a status write: a claim's allocation and reservations, a
+            // pod's claim statuses against its spec.
+            let causes = match rt.flavor {
+                Flavor::ResourceClaim => dra::validate_claim_status(&result, &old)?,
+                Flavor::Pod => dra::validate_pod_claim_statuses(&result),
+                _ => Vec::new(),
+            };
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(rt, name, &causes));
+            }
         } else {
             result = new;
             if rt.status != StatusMode::None {
@@ -688,6 +706,7 @@ impl Store {
                 Flavor::Rbac(kind) => {
                     causes = resources::prepare_rbac(*kind, &mut result, Some(&old))?;
                 }
+                Flavor::ResourceClaim => causes = dra::prepare_claim(&mut result, Some(&old))?,
                 _ => {}
             }
             if !causes.is_empty() {

@@ -326,8 +326,20 @@ impl Cluster {
 
     /// Create pod `ns/name` with `annotations`, bound to [`NO_SUCH_NODE`] with one trivial container.
     pub fn create_pod(&self, ns: &str, name: &str, annotations: &[(&str, &str)]) -> PodInfo {
+        self.create_pod_with_spec(ns, name, annotations, json!({}))
+    }
+
+    /// [`Cluster::create_pod`] with more `spec` fields (say `resourceClaims`: a pod's spec cannot
+    /// change once created).
+    pub fn create_pod_with_spec(
+        &self,
+        ns: &str,
+        name: &str,
+        annotations: &[(&str, &str)],
+        more_spec: Value,
+    ) -> PodInfo {
         let annotations: HashMap<&str, &str> = annotations.iter().copied().collect();
-        let pod: Pod = serde_json::from_value(json!({
+        let mut pod = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "annotations": annotations,
                          "labels": {"app.kubernetes.io/created-by": "plexus-e2e"}},
@@ -338,8 +350,11 @@ impl Cluster {
                 "automountServiceAccountToken": false,
                 "containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}],
             },
-        }))
-        .expect("pod object");
+        });
+        for (k, v) in more_spec.as_object().into_iter().flatten() {
+            pod["spec"][k] = v.clone();
+        }
+        let pod: Pod = serde_json::from_value(pod).expect("pod object");
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
         let created = self
             .block("create pod", pods.create(&PostParams::default(), &pod))

@@ -5,7 +5,7 @@ use plexus_cni::CniResult;
 
 use crate::{
     config::Config,
-    devices::ResourceMap,
+    devices::DraDevices,
     plan::{Attachment, NetworkRequest},
     request::PodRef,
 };
@@ -51,10 +51,11 @@ pub trait Cluster {
         attached: &[(Attachment, CniResult)],
     ) -> Result<(), ClusterError>;
     /// Device IDs per resource name of the pod's allocated DRA resource claims: devices whose attributes
-    /// carry `k8s.cni.cncf.io/resourceName` and `k8s.cni.cncf.io/deviceID` (multus-features.md §3.5).
-    /// Asked on ADD after [`Cluster::pod_networks`], only when some network names a resource.
-    fn dra_devices(&self, _pod: &PodRef) -> Result<ResourceMap, ClusterError> {
-        Ok(ResourceMap::new())
+    /// carry `k8s.cni.cncf.io/resourceName` and `k8s.cni.cncf.io/deviceID` (docs/devices.md), and the
+    /// pod's claims that have no ResourceClaim. Asked on ADD after
+    /// [`Cluster::pod_networks`], only when some network names a resource.
+    fn dra_devices(&self, _pod: &PodRef) -> Result<DraDevices, ClusterError> {
+        Ok(DraDevices::default())
     }
     /// The `spec.config` of every NAD a watch cache holds, by `namespace/name` (daemon mode; STATUS checks
     /// that their plugins are installed). Without a cache: none.
@@ -87,7 +88,7 @@ impl<T: Cluster + ?Sized> Cluster for std::sync::Arc<T> {
     ) -> Result<(), ClusterError> {
         (**self).publish_status(pod, attached)
     }
-    fn dra_devices(&self, pod: &PodRef) -> Result<ResourceMap, ClusterError> {
+    fn dra_devices(&self, pod: &PodRef) -> Result<DraDevices, ClusterError> {
         (**self).dra_devices(pod)
     }
     fn cached_network_configs(&self) -> std::collections::BTreeMap<String, String> {

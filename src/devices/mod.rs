@@ -29,6 +29,16 @@ use crate::{
 /// Device IDs per resource name (`intel.com/sriov_vf` → `["0000:03:00.2", …]`).
 pub type ResourceMap = BTreeMap<String, Vec<String>>;
 
+/// The pod's DRA devices, and its resource claims that could add more but do not exist (a claim from a
+/// template the control plane generated none for), in words for the error of a network left without one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DraDevices {
+    /// Device IDs per resource name of the pod's allocated claims.
+    pub devices: ResourceMap,
+    /// Each claim without a ResourceClaim, and why.
+    pub missing: Vec<String>,
+}
+
 /// Where the Device Information Spec files live (DIS §4, NPWG-70).
 pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 
@@ -77,8 +87,8 @@ pub fn any_resource(requests: &[NetworkRequest]) -> bool {
 /// order (several NADs with one resource get successive devices). The ID goes to the delegate as the
 /// `deviceID` capability and as `deviceID`/`pciBusID` in its config (every plugin of a list), as Go
 /// Multus does. A resource-derived ID replaces a `deviceID` from the annotation, which is otherwise kept
-/// (EXT-3). `unavailable` says why the map may be incomplete (the kubelet could not be asked); it is
-/// named in the error of a resource the map lacks.
+/// (EXT-3). `unavailable` says why the map may be incomplete (the kubelet could not be asked, a DRA claim
+/// does not exist); it is named in the error of a resource the map lacks.
 pub fn assign(
     requests: &mut [NetworkRequest],
     map: &ResourceMap,
@@ -92,13 +102,15 @@ pub fn assign(
         let taken = next.entry(resource).or_insert(0);
         let ids = map.get(resource).map(Vec::as_slice).unwrap_or_default();
         let Some(id) = ids.get(*taken) else {
-            let reason = match (ids.len(), unavailable) {
-                (0, Some(why)) => format!("the pod's devices could not be read: {why}"),
-                (0, None) => "the pod has no devices of that resource".to_string(),
-                (n, _) => format!(
+            let mut reason = match ids.len() {
+                0 => "the pod has no devices of that resource".to_string(),
+                n => format!(
                     "the pod's {n} device(s) of that resource are all taken by earlier networks"
                 ),
             };
+            if let Some(why) = unavailable {
+                reason.push_str(&format!("; the pod's devices may be incomplete: {why}"));
+            }
             return Err(DeviceError::Unresolved {
                 network: r.status_name.clone(),
                 resource: resource.to_string(),
@@ -264,8 +276,9 @@ mod tests {
         );
         let e = assign(&mut reqs, &ResourceMap::new(), Some("no socket")).unwrap_err();
         assert!(
-            e.to_string()
-                .ends_with("the pod's devices could not be read: no socket"),
+            e.to_string().ends_with(
+                "the pod has no devices of that resource; the pod's devices may be incomplete: no socket"
+            ),
             "{e}"
         );
         let mut two = vec![
@@ -277,6 +290,14 @@ mod tests {
             e.to_string().starts_with("network \"ns/b\"")
                 && e.to_string()
                     .contains("1 device(s) of that resource are all taken"),
+            "{e}"
+        );
+        // A source that could add devices is named also when some were found.
+        let e = assign(&mut two, &map(&[("r", &["d1"])]), Some("no socket")).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "all taken by earlier networks; the pod's devices may be incomplete: no socket"
+            ),
             "{e}"
         );
     }

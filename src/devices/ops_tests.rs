@@ -7,7 +7,7 @@ use plexus_cni::CniResult;
 use serde_json::{Value, json};
 
 use super::{
-    ResourceMap,
+    DraDevices, ResourceMap,
     kubelet::{KubeletError, PodResources},
 };
 use crate::{
@@ -49,7 +49,7 @@ fn kubelet(pairs: &[(&str, &[&str])]) -> FakeKubelet {
 /// The pod's NADs, its DRA devices, and what was published (status name → device-info read then).
 struct FakeCluster {
     networks: Vec<NetworkRequest>,
-    dra: ResourceMap,
+    dra: DraDevices,
     published: Mutex<Vec<(String, Option<Value>)>>,
 }
 
@@ -74,7 +74,7 @@ impl Cluster for FakeCluster {
         }
         Ok(())
     }
-    fn dra_devices(&self, _: &PodRef) -> Result<ResourceMap, ClusterError> {
+    fn dra_devices(&self, _: &PodRef) -> Result<DraDevices, ClusterError> {
         Ok(self.dra.clone())
     }
 }
@@ -172,7 +172,7 @@ fn devices_reach_delegates_status_and_are_cleaned_up_on_del_npwg_13_70_73() {
             nad("b", Some("mlx/rdma"), json!({})),
             nad("c", Some("intel.com/vf"), all.clone()),
         ],
-        dra: ResourceMap::new(),
+        dra: DraDevices::default(),
         published: Mutex::default(),
     };
     let k = kubelet(&[
@@ -252,7 +252,7 @@ fn no_resource_no_kubelet_and_annotation_device_id_ext_3() {
     plain.requests.device_id = Some("0000:05:00.1".into());
     let cluster = FakeCluster {
         networks: vec![plain],
-        dra: ResourceMap::new(),
+        dra: DraDevices::default(),
         published: Mutex::default(),
     };
     let k = FakeKubelet {
@@ -275,7 +275,7 @@ fn unavailable_kubelet_fails_only_a_network_that_needs_it_and_leaves_nothing() {
     let w = World::new();
     let cluster = FakeCluster {
         networks: vec![nad("a", Some("intel.com/vf"), json!({}))],
-        dra: ResourceMap::new(),
+        dra: DraDevices::default(),
         published: Mutex::default(),
     };
     let k = FakeKubelet {
@@ -303,7 +303,10 @@ fn dra_devices_join_the_kubelet_s() {
             nad("a", Some("example.com/nic"), json!({})),
             nad("b", Some("example.com/nic"), json!({})),
         ],
-        dra: [("example.com/nic".to_string(), vec!["pci-2".to_string()])].into(),
+        dra: DraDevices {
+            devices: [("example.com/nic".to_string(), vec!["pci-2".to_string()])].into(),
+            missing: Vec::new(),
+        },
         published: Mutex::default(),
     };
     // The kubelet is down, but DRA alone covers the first network only.
@@ -322,6 +325,35 @@ fn dra_devices_join_the_kubelet_s() {
     assert_eq!(w.add_stdin("b")["deviceID"], "pci-2");
 }
 
+/// A template claim the control plane made no ResourceClaim for cannot be read; a network whose resource
+/// is then missing says so.
+#[test]
+fn a_missing_dra_claim_is_named_when_a_network_lacks_its_device() {
+    let w = World::new();
+    let missing = "pod claim \"nic\" (template \"nic-t\"): no ResourceClaim was generated for it";
+    let cluster = FakeCluster {
+        networks: vec![nad("a", Some("example.com/nic"), json!({}))],
+        dra: DraDevices {
+            devices: ResourceMap::new(),
+            missing: vec![missing.to_string()],
+        },
+        published: Mutex::default(),
+    };
+    let e = w.run("ADD", &cluster, &kubelet(&[])).unwrap_err();
+    assert_eq!(e.cni_code(), 7);
+    assert!(
+        e.to_string().ends_with(&format!(
+            "but the pod has no devices of that resource; the pod's devices may be incomplete: DRA: {missing}"
+        )),
+        "{e}"
+    );
+    assert!(w.exec.calls().is_empty(), "nothing ran");
+    // A network whose device is there does not care.
+    let k = kubelet(&[("example.com/nic", &["pci-1"])]);
+    w.run("ADD", &cluster, &k).unwrap();
+    assert_eq!(w.add_stdin("a")["deviceID"], "pci-1");
+}
+
 #[test]
 fn infiniband_guid_reaches_declaring_plugins_only_npwg_35() {
     let w = World::new();
@@ -329,7 +361,7 @@ fn infiniband_guid_reaches_declaring_plugins_only_npwg_35() {
     ib.requests.infiniband_guid = Some("c2:11:22:33:44:55:66:77".into());
     let cluster = FakeCluster {
         networks: vec![ib.clone()],
-        dra: ResourceMap::new(),
+        dra: DraDevices::default(),
         published: Mutex::default(),
     };
     let k = kubelet(&[]);
@@ -345,7 +377,7 @@ fn infiniband_guid_reaches_declaring_plugins_only_npwg_35() {
     undeclared.requests.infiniband_guid = ib.requests.infiniband_guid.clone();
     let cluster = FakeCluster {
         networks: vec![undeclared],
-        dra: ResourceMap::new(),
+        dra: DraDevices::default(),
         published: Mutex::default(),
     };
     w.exec.clear();

@@ -878,7 +878,7 @@ impl Cluster for ApiCluster {
             .unwrap_or_default()
     }
 
-    fn dra_devices(&self, pod_ref: &PodRef) -> Result<crate::devices::ResourceMap, ClusterError> {
+    fn dra_devices(&self, pod_ref: &PodRef) -> Result<crate::devices::DraDevices, ClusterError> {
         self.read_dra_devices(pod_ref)
     }
 

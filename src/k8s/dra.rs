@@ -1,10 +1,13 @@
 //! Dynamic Resource Allocation (`resource.k8s.io/v1`): the devices of the pod's allocated ResourceClaims
 //! whose ResourceSlice attributes carry `k8s.cni.cncf.io/resourceName` and `k8s.cni.cncf.io/deviceID`,
-//! as a [`ResourceMap`] that joins the kubelet's (multus-features.md §3.5). [`device_map`] is pure; the
-//! reads (one GET per claim, one LIST per driver filtered on driver and node) are [`ApiCluster`]'s.
+//! as a [`ResourceMap`] that joins the kubelet's (docs/devices.md). [`claim_names`] and [`device_map`] are
+//! pure; the reads (one GET per claim, one LIST per driver filtered on driver and node) are
+//! [`ApiCluster`]'s.
 //!
-//! Devices without the two attributes (a GPU next to a NIC) or missing from every slice are skipped with
-//! a log line; a claim the pod names but that is not allocated is an error.
+//! A pod claim naming a ResourceClaim is read by that name; one naming a template by the claim its
+//! `status.resourceClaimStatuses` entry names. Devices without the two attributes (a GPU next to a NIC)
+//! or missing from every slice are skipped with a log line; a claim the pod names but that is not
+//! allocated is an error.
 
 use std::collections::BTreeSet;
 
@@ -16,23 +19,78 @@ use k8s_openapi::api::{
 use kube::{Api, api::ListParams};
 
 use super::{ApiCluster, cluster_error};
-use crate::{cluster::ClusterError, devices::ResourceMap, request::PodRef};
+use crate::{
+    cluster::ClusterError,
+    devices::{DraDevices, ResourceMap},
+    request::PodRef,
+};
 
 /// The device attribute naming the device ID handed to the delegate.
 pub const DEVICE_ID_ATTRIBUTE: &str = "k8s.cni.cncf.io/deviceID";
 /// The device attribute naming the resource a NAD's `resourceName` matches.
 pub const RESOURCE_NAME_ATTRIBUTE: &str = "k8s.cni.cncf.io/resourceName";
 
-/// The ResourceClaims the pod's status says were made for it (`status.resourceClaimStatuses`; an entry
-/// without a claim name needs no claim).
+/// The ResourceClaims behind the pod's `spec.resourceClaims`, each once, in spec order: an entry with
+/// `resourceClaimName` names its claim itself (the control plane writes no status entry for it); one with
+/// `resourceClaimTemplateName` is the claim generated for it, named by its `status.resourceClaimStatuses`
+/// entry (see [`ungenerated_claims`] for those without one).
 pub fn claim_names(pod: &Pod) -> Vec<String> {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.resource_claim_statuses.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.resource_claim_name.clone())
+    let mut names: Vec<String> = Vec::new();
+    for (_, claim) in pod_claims(pod) {
+        if let Ok(name) = claim
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The pod's template claims that have no ResourceClaim to read, each in words (pod claim, template and
+/// why): the error of a network whose resource is then missing names them.
+pub fn ungenerated_claims(pod: &Pod) -> Vec<String> {
+    pod_claims(pod)
+        .filter_map(|(pod_claim, claim)| {
+            claim
+                .err()
+                .map(|why| format!("pod claim {pod_claim:?} {why}"))
+        })
         .collect()
+}
+
+/// Each of the pod's `spec.resourceClaims` with the ResourceClaim it stands for, or why there is none
+/// (`resource.k8s.io/v1`, as the kubelet resolves them). An entry naming neither field is one the API
+/// server rejects; it is skipped.
+fn pod_claims(pod: &Pod) -> impl Iterator<Item = (&str, Result<String, String>)> {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.resource_claim_statuses.as_deref())
+        .unwrap_or_default();
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.resource_claims.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(move |c| {
+            let claim = match (&c.resource_claim_name, &c.resource_claim_template_name) {
+                (Some(name), _) => Ok(name.clone()),
+                (None, Some(template)) => match statuses.iter().find(|s| s.name == c.name) {
+                    Some(s) => s.resource_claim_name.clone().ok_or_else(|| {
+                        format!(
+                            "(template {template:?}): no ResourceClaim was generated for it (its \
+                             status.resourceClaimStatuses entry names none)"
+                        )
+                    }),
+                    None => Err(format!(
+                        "(template {template:?}): no ResourceClaim has been generated for it yet (no \
+                         status.resourceClaimStatuses entry)"
+                    )),
+                },
+                (None, None) => return None,
+            };
+            Some((c.name.as_str(), claim))
+        })
 }
 
 /// The drivers of the claims' allocated devices, each once.
@@ -116,15 +174,19 @@ pub fn device_map(
 }
 
 impl ApiCluster {
-    /// The pod's DRA devices (see the module docs). Uses the pod read by `pod_networks`; no claims, no
-    /// request.
-    pub(super) fn read_dra_devices(&self, pod_ref: &PodRef) -> Result<ResourceMap, ClusterError> {
+    /// The pod's DRA devices (see the module docs). Uses the pod read by `pod_networks` (in daemon mode
+    /// the watch cache's, trimmed to the fields read here); no claims, no request.
+    pub(super) fn read_dra_devices(&self, pod_ref: &PodRef) -> Result<DraDevices, ClusterError> {
         let Some(pod) = self.pod.lock().ok().and_then(|p| p.clone()) else {
-            return Ok(ResourceMap::new());
+            return Ok(DraDevices::default());
         };
         let names = claim_names(&pod);
+        let missing = ungenerated_claims(&pod);
         if names.is_empty() {
-            return Ok(ResourceMap::new());
+            return Ok(DraDevices {
+                devices: ResourceMap::new(),
+                missing,
+            });
         }
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let ns = &pod_ref.namespace;
@@ -165,7 +227,8 @@ impl ApiCluster {
             }
             Ok::<_, ClusterError>((claims, slices))
         })??;
-        device_map(&claims, &slices).map_err(ClusterError::Rejected)
+        let devices = device_map(&claims, &slices).map_err(ClusterError::Rejected)?;
+        Ok(DraDevices { devices, missing })
     }
 }
 
@@ -201,13 +264,68 @@ mod tests {
         json!({"request": "r", "driver": driver, "pool": pool, "device": device})
     }
 
+    fn pod(claims: Value, statuses: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [], "resourceClaims": claims},
+            "status": {"resourceClaimStatuses": statuses}
+        }))
+        .unwrap()
+    }
+
+    /// A real server writes status entries only for template claims: a claim named directly has none and
+    /// is read by its own name.
     #[test]
-    fn claim_names_from_pod_status() {
-        let pod: Pod = serde_json::from_value(json!({"status": {"resourceClaimStatuses": [
-            {"name": "nic", "resourceClaimName": "pod-nic-abc"}, {"name": "none"}]}}))
-        .unwrap();
-        assert_eq!(claim_names(&pod), ["pod-nic-abc"]);
+    fn a_claim_named_directly_is_read_by_that_name() {
+        let p = pod(
+            json!([
+                {"name": "nic", "resourceClaimName": "shared-nic"},
+                {"name": "vf", "resourceClaimTemplateName": "vf-t"},
+                {"name": "again", "resourceClaimName": "shared-nic"}
+            ]),
+            json!([{"name": "vf", "resourceClaimName": "p-vf-x7k2q"}]),
+        );
+        assert_eq!(
+            claim_names(&p),
+            ["shared-nic", "p-vf-x7k2q"],
+            "spec order, each claim once"
+        );
+        assert!(ungenerated_claims(&p).is_empty());
         assert!(claim_names(&Pod::default()).is_empty());
+    }
+
+    #[test]
+    fn a_template_claim_is_the_one_its_status_entry_names() {
+        let p = pod(
+            json!([{"name": "nic", "resourceClaimTemplateName": "nic-t"}]),
+            json!([{"name": "nic", "resourceClaimName": "p-nic-abc12"}]),
+        );
+        assert_eq!(claim_names(&p), ["p-nic-abc12"]);
+        assert!(ungenerated_claims(&p).is_empty());
+    }
+
+    /// A status entry without a claim name means none was generated; no entry, none yet. Neither is read,
+    /// and both are said.
+    #[test]
+    fn a_template_claim_without_a_generated_claim_is_named_not_read() {
+        let p = pod(
+            json!([
+                {"name": "nic", "resourceClaimTemplateName": "nic-t"},
+                {"name": "vf", "resourceClaimTemplateName": "vf-t"},
+                {"name": "gpu", "resourceClaimName": "gpu"}
+            ]),
+            json!([{"name": "nic"}]),
+        );
+        assert_eq!(claim_names(&p), ["gpu"]);
+        assert_eq!(
+            ungenerated_claims(&p),
+            [
+                "pod claim \"nic\" (template \"nic-t\"): no ResourceClaim was generated for it (its \
+                 status.resourceClaimStatuses entry names none)",
+                "pod claim \"vf\" (template \"vf-t\"): no ResourceClaim has been generated for it yet \
+                 (no status.resourceClaimStatuses entry)"
+            ]
+        );
     }
 
     #[test]

@@ -39,7 +39,10 @@ fn resolve_devices(
         Err(e) => unavailable.push(e.to_string()),
     }
     match ctx.seams.cluster.dra_devices(pod) {
-        Ok(m) => devices::merge(&mut map, m),
+        Ok(dra) => {
+            devices::merge(&mut map, dra.devices);
+            unavailable.extend(dra.missing.into_iter().map(|m| format!("DRA: {m}")));
+        }
         Err(e) => unavailable.push(format!("DRA resource claims: {e}")),
     }
     devices::merge(&mut map, ResourceMap::new());

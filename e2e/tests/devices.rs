@@ -428,22 +428,29 @@ impl Drop for SliceGuard<'_> {
     }
 }
 
-/// DRA on either server (`resource.k8s.io/v1`, GA since Kubernetes 1.34). The test plays the scheduler
-/// and the driver: it publishes a ResourceSlice, creates a claim with two requests, writes the claim's
-/// allocation through `/status` and the pod's `resourceClaimStatuses`, all of which a real server
-/// validates (a result's `request` must name a request of the claim; a claim status must name one of the
-/// pod's `spec.resourceClaims`). No DeviceClass is needed: a claim naming one that does not exist is
-/// accepted, and nothing schedules the pod (it is bound to a node that does not exist).
+/// DRA on either server (`resource.k8s.io/v1`, GA since Kubernetes 1.34). The pod has two claims, as a
+/// real cluster records them: `nic` names an existing ResourceClaim directly (the control plane writes no
+/// `resourceClaimStatuses` entry for it), and `vf` names a template, so the claim made for it is found
+/// through the pod's status entry. The test plays the scheduler, the driver and the claim controller: it
+/// publishes a ResourceSlice, creates both claims (the generated one as the controller does: a
+/// `generateName` of `<pod>-<claim>-` and the pod as its owner), writes their allocations through
+/// `/status` and the pod's entry for `vf`, all of which a real server validates (a result's `request`
+/// must name a request of the claim; a claim status must name one of the pod's `spec.resourceClaims`).
+/// No DeviceClass or ResourceClaimTemplate is needed: a claim naming a class that does not exist, and a
+/// pod naming a template that does not exist, are accepted, and nothing schedules the pod (it is bound
+/// to a node that does not exist).
 #[test]
 #[ignore = "needs root: gives the pod a network namespace plexus inspects"]
 fn dra_claim_devices_with_the_attributes_multus_3_5() {
     let n = Node::new();
     n.nad("dra-nic", Some("example.com/nic"), both());
+    n.nad("dra-vf", Some("example.com/vf"), both());
     let p = n.cluster.create_pod_with_spec(
         &n.ns,
         "p6",
-        &[(NETWORKS_ANNOTATION, "dra-nic")],
-        json!({"resourceClaims": [{"name": "nic", "resourceClaimName": "p6-nic"}]}),
+        &[(NETWORKS_ANNOTATION, "dra-nic,dra-vf")],
+        json!({"resourceClaims": [{"name": "nic", "resourceClaimName": "p6-nic"},
+                                  {"name": "vf", "resourceClaimTemplateName": "vf-template"}]}),
     );
     let node = n
         .cluster
@@ -464,6 +471,7 @@ fn dra_claim_devices_with_the_attributes_multus_3_5() {
         "spec": {"driver": "nic.example.com", "nodeName": node,
                  "pool": {"name": "pool0", "generation": 1, "resourceSliceCount": 1},
                  "devices": [{"name": "vf0", "attributes": attr("example.com/nic", "0000:07:00.1")},
+                             {"name": "vf1", "attributes": attr("example.com/vf", "0000:08:00.1")},
                              {"name": "gpu0", "attributes": {"model": {"string": "x"}}}]}
     }))
     .unwrap();
@@ -483,36 +491,47 @@ fn dra_claim_devices_with_the_attributes_multus_3_5() {
         &n.ns,
         &kube::api::ApiResource::erase::<k8s_openapi::api::resource::v1::ResourceClaim>(&()),
     );
+    // Create a claim and allocate its requests (`(request, device)`); the claim's name.
+    let claim = |metadata: Value, requests: &[(&str, &str)]| -> String {
+        let spec: Vec<Value> = requests
+            .iter()
+            .map(|(r, _)| json!({"name": r, "exactly": {"deviceClassName": format!("{r}.example.com")}}))
+            .collect();
+        let obj: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": metadata, "spec": {"devices": {"requests": spec}}
+        }))
+        .unwrap();
+        let created = n
+            .cluster
+            .block("create claim", claims.create(&PostParams::default(), &obj))
+            .unwrap();
+        let name = created.metadata.name.expect("the server names the claim");
+        let results: Vec<Value> = requests
+            .iter()
+            .map(|(r, d)| json!({"request": r, "driver": "nic.example.com", "pool": "pool0", "device": d}))
+            .collect();
+        let allocation = json!({"status": {"allocation": {"devices": {"results": results}}}});
+        n.cluster
+            .block(
+                "allocate claim",
+                claims.patch_status(&name, &PatchParams::default(), &Patch::Merge(&allocation)),
+            )
+            .unwrap();
+        name
+    };
     // Two requests, one per allocated device: the NIC plexus hands on, and a GPU it must skip.
-    let claim: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-        "metadata": {"name": "p6-nic"},
-        "spec": {"devices": {"requests": [
-            {"name": "nic", "exactly": {"deviceClassName": "nic.example.com"}},
-            {"name": "gpu", "exactly": {"deviceClassName": "gpu.example.com"}}]}}
-    }))
-    .unwrap();
-    n.cluster
-        .block(
-            "create claim",
-            claims.create(&PostParams::default(), &claim),
-        )
-        .unwrap();
-    let allocation = json!({"status": {"allocation": {"devices": {"results": [
-        {"request": "nic", "driver": "nic.example.com", "pool": "pool0", "device": "vf0"},
-        {"request": "gpu", "driver": "nic.example.com", "pool": "pool0", "device": "gpu0"}]}}}});
-    n.cluster
-        .block(
-            "allocate claim",
-            claims.patch_status(
-                "p6-nic",
-                &PatchParams::default(),
-                &Patch::Merge(&allocation),
-            ),
-        )
-        .unwrap();
+    claim(
+        json!({"name": "p6-nic"}),
+        &[("nic", "vf0"), ("gpu", "gpu0")],
+    );
+    let generated = claim(
+        json!({"generateName": "p6-vf-", "ownerReferences": [{"apiVersion": "v1", "kind": "Pod",
+               "name": "p6", "uid": p.uid, "controller": true}]}),
+        &[("vf", "vf1")],
+    );
     let pods: Api<Pod> = Api::namespaced(n.client.clone(), &n.ns);
-    let claimed = json!({"status": {"resourceClaimStatuses": [{"name": "nic", "resourceClaimName": "p6-nic"}]}});
+    let claimed = json!({"status": {"resourceClaimStatuses": [{"name": "vf", "resourceClaimName": generated}]}});
     n.cluster
         .block(
             "pod claim status",
@@ -524,8 +543,14 @@ fn dra_claim_devices_with_the_attributes_multus_3_5() {
     let (reply, ok) = n.plexus("ADD", &p, "cid-dev6");
     assert!(ok, "{reply}");
     let rec = n.recorded_add("dra-nic");
-    assert_eq!(rec["deviceID"], "0000:07:00.1");
+    assert_eq!(rec["deviceID"], "0000:07:00.1", "the claim named directly");
     assert_eq!(rec["runtimeConfig"]["deviceID"], "0000:07:00.1");
+    let rec = n.recorded_add("dra-vf");
+    assert_eq!(
+        rec["deviceID"], "0000:08:00.1",
+        "the claim made from the template"
+    );
+    assert_eq!(rec["runtimeConfig"]["deviceID"], "0000:08:00.1");
     assert!(n.plexus("DEL", &p, "cid-dev6").1);
 }
 

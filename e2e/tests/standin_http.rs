@@ -416,7 +416,7 @@ async fn pod_status_subresource_patches() {
 /// A DRA claim is refused (422, a `Status` shaped like a real server's) where a Kubernetes 1.36 server
 /// refuses it: an allocation result whose `request` names no request of the claim (the fixture the
 /// devices e2e test first had), a request without a device class, a changed spec; a pod's claim status
-/// must name one of its `spec.resourceClaims`.
+/// must name one of its `spec.resourceClaims`; a template claim's generated name must be a valid one.
 #[tokio::test]
 async fn dra_claims_are_validated_like_a_real_server() {
     let (_server, c) = start().await;
@@ -529,6 +529,26 @@ async fn dra_claims_are_validated_like_a_real_server() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.json());
+
+    // A template's claim is generated as `<pod>-<claim>`, checked against the pod's final (here
+    // generated) name: 248 + 5 + "-nic" is more than a claim name may have. A claim named directly is
+    // not affected.
+    let mut long = pod("", "x", "n1");
+    long["metadata"] = json!({"generateName": "g".repeat(248)});
+    long["spec"]["resourceClaims"] = json!([{"name": "nic", "resourceClaimTemplateName": "t"}]);
+    let r = c.post(PODS, &long).await.unwrap();
+    assert_eq!(r.status, 422, "{}", r.json());
+    let cause = &r.json()["details"]["causes"][0];
+    assert_eq!(cause["field"], "spec.resourceClaims[0].name");
+    assert!(
+        cause["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("final ResourceClaim name: must be no more than 253 characters"),
+        "{cause}"
+    );
+    long["spec"]["resourceClaims"] = json!([{"name": "nic", "resourceClaimName": "c"}]);
+    assert_eq!(c.post(PODS, &long).await.unwrap().status, 201);
 }
 
 #[tokio::test]

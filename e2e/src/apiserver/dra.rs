@@ -77,13 +77,22 @@ fn dns_label(c: &mut Causes, field: &str, value: &str) {
     }
 }
 
-/// `ValidateDNS1123Subdomain`.
-fn dns_subdomain(c: &mut Causes, field: &str, value: &str) {
+/// What `IsDNS1123Subdomain` says of `value`.
+fn subdomain_details(value: &str) -> Vec<&'static str> {
+    let mut d = Vec::new();
     if value.len() > 253 {
-        invalid(c, field, value, "must be no more than 253 characters");
+        d.push("must be no more than 253 characters");
     }
     if !value.split('.').all(label_ok) {
-        invalid(c, field, value, SUBDOMAIN_MSG);
+        d.push(SUBDOMAIN_MSG);
+    }
+    d
+}
+
+/// `ValidateDNS1123Subdomain`.
+fn dns_subdomain(c: &mut Causes, field: &str, value: &str) {
+    for msg in subdomain_details(value) {
+        invalid(c, field, value, msg);
     }
 }
 
@@ -441,11 +450,17 @@ pub fn validate_claim_status(new: &Value, old: &Value) -> Result<Causes, ApiErro
     Ok(c)
 }
 
-/// A pod's `spec.resourceClaims` (create and update): each a unique DNS-label name and exactly one of
-/// `resourceClaimName` (a valid claim name) or `resourceClaimTemplateName`.
+/// A pod's `spec.resourceClaims` (create and update, with the pod's final name in `metadata.name`): each a
+/// unique DNS-label name and exactly one of `resourceClaimName` or `resourceClaimTemplateName`, each a
+/// valid object name; for a template, `<pod>-<name>` (the claim the control plane generates) must be a
+/// valid claim name too.
 pub fn validate_pod_claims(pod: &Value) -> Causes {
     let mut c = Causes::new();
     let mut seen = BTreeSet::new();
+    let pod_name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let claims = pod
         .pointer("/spec/resourceClaims")
         .and_then(Value::as_array)
@@ -453,7 +468,9 @@ pub fn validate_pod_claims(pod: &Value) -> Causes {
         .unwrap_or_default();
     for (i, claim) in claims.iter().enumerate() {
         let at = format!("spec.resourceClaims[{i}]");
-        let name = claim.get("name").and_then(Value::as_str).unwrap_or("");
+        let s = |f: &str| claim.get(f).and_then(Value::as_str);
+        let (direct, template) = (s("resourceClaimName"), s("resourceClaimTemplateName"));
+        let name = s("name").unwrap_or("");
         if name.is_empty() {
             required(&mut c, &format!("{at}.name"), "");
         } else if !seen.insert(name) {
@@ -462,10 +479,21 @@ pub fn validate_pod_claims(pod: &Value) -> Causes {
                 format!("Duplicate value: {}", quoted(name)),
             ));
         } else {
+            let before = c.len();
             dns_label(&mut c, &format!("{at}.name"), name);
+            if c.len() == before && template.is_some() {
+                let generated = format!("{pod_name}-{name}");
+                for msg in subdomain_details(&generated) {
+                    invalid(
+                        &mut c,
+                        &format!("{at}.name"),
+                        &generated,
+                        &format!("final ResourceClaim name: {msg}"),
+                    );
+                }
+            }
         }
-        let s = |f: &str| claim.get(f).and_then(Value::as_str);
-        match (s("resourceClaimName"), s("resourceClaimTemplateName")) {
+        match (direct, template) {
             (Some(_), Some(_)) => c.push((
                 at.clone(),
                 "Invalid value: \"object\": at most one of `resourceClaimName` or \
@@ -478,8 +506,13 @@ pub fn validate_pod_claims(pod: &Value) -> Causes {
                  `resourceClaimTemplateName`"
                     .into(),
             )),
-            (Some(n), None) => dns_subdomain(&mut c, &format!("{at}.resourceClaimName"), n),
-            (None, Some(n)) => dns_subdomain(&mut c, &format!("{at}.resourceClaimTemplateName"), n),
+            _ => {}
+        }
+        if let Some(n) = direct {
+            dns_subdomain(&mut c, &format!("{at}.resourceClaimName"), n);
+        }
+        if let Some(n) = template {
+            dns_subdomain(&mut c, &format!("{at}.resourceClaimTemplateName"), n);
         }
     }
     c
@@ -679,14 +712,37 @@ mod tests {
             )]
         );
         let bad = json!({"spec": {"resourceClaims": [{"name": "a"}, {"name": "a", "resourceClaimName": "x",
-                                                      "resourceClaimTemplateName": "y"}]}});
+                                                      "resourceClaimTemplateName": "Y"}]}});
         assert_eq!(
             fields(&validate_pod_claims(&bad)),
             [
                 "spec.resourceClaims[0]",
                 "spec.resourceClaims[1].name",
-                "spec.resourceClaims[1]"
+                "spec.resourceClaims[1]",
+                "spec.resourceClaims[1].resourceClaimTemplateName"
             ]
         );
+    }
+
+    /// The claim generated from a template is named `<pod>-<claim>`; a pod whose name makes that too long
+    /// is refused, one naming its claim directly is not.
+    #[test]
+    fn a_template_claim_needs_a_valid_generated_name() {
+        let pod = |claim: Value| json!({"metadata": {"name": "p".repeat(250)}, "spec": {"resourceClaims": [claim]}});
+        let c = validate_pod_claims(&pod(
+            json!({"name": "nic", "resourceClaimTemplateName": "t"}),
+        ));
+        assert_eq!(fields(&c), ["spec.resourceClaims[0].name"]);
+        assert!(
+            c[0].1
+                .ends_with("final ResourceClaim name: must be no more than 253 characters"),
+            "{c:?}"
+        );
+        assert!(
+            validate_pod_claims(&pod(json!({"name": "nic", "resourceClaimName": "c"}))).is_empty()
+        );
+        let fits = json!({"metadata": {"name": "p"}, "spec": {"resourceClaims": [
+            {"name": "nic", "resourceClaimTemplateName": "t"}]}});
+        assert!(validate_pod_claims(&fits).is_empty());
     }
 }

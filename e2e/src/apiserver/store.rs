@@ -375,6 +375,8 @@ impl Store {
                 if !seed || obj.get("status").is_none() {
                     obj["status"] = json!({"phase": "Pending"});
                 }
+                // Validated under its final name (a generated one too), as the real server does.
+                meta_mut(&mut obj).insert("name".into(), json!(name));
                 causes = resources::validate_pod(&obj);
                 if causes.is_empty() && !seed {
                     let sa = ["serviceAccountName", "serviceAccount"]

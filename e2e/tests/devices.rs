@@ -6,8 +6,8 @@
 //! `runtimeConfig.deviceID`/`CNIDeviceInfoFile` for plugins declaring them (NPWG-13, NPWG-72), one
 //! device per attachment in sorted order, the device-info file copied, published as `device-info` in
 //! the network-status (NPWG-71, NPWG-73) and removed by DEL, `Get` with the `List` fallback, the
-//! checkpoint fallback, a missing socket failing only a pod that needs devices, and DRA claims (on
-//! both servers: the claim and its allocation are ones a real server accepts).
+//! checkpoint fallback, a missing socket failing only a pod that needs devices, and DRA claims named
+//! directly and by template (on both servers: the claims and allocations are ones a real server accepts).
 //!
 //! Run (as root: the pod gets a network namespace plexus inspects):
 //! `cargo test -p plexus-e2e --test devices -- --include-ignored`.

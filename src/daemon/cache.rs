@@ -82,6 +82,8 @@ struct Feed {
     last_event_ms: AtomicU64,
     /// Watch errors (each followed by a backed-off restart).
     errors: AtomicU64,
+    /// Events from the API so far: a changed count means the store may have changed.
+    changes: AtomicU64,
 }
 
 impl Feed {
@@ -191,7 +193,13 @@ impl NodeCache {
             .get(&ObjectRef::new_with(name, self.nad_resource.clone()).within(namespace))
     }
 
-    /// Every cached NAD's `spec.config`, by `namespace/name` (STATUS checks their plugin binaries).
+    /// How many events the NAD watch has had: when it is unchanged, so is the NAD store (the daemon's
+    /// missing-plugin report passes again only then, or on its period).
+    pub fn nad_changes(&self) -> u64 {
+        self.nad_feed.changes.load(Ordering::Relaxed)
+    }
+
+    /// Every cached NAD's `spec.config`, by `namespace/name` (the daemon's missing-plugin report).
     pub fn nad_configs(&self) -> BTreeMap<String, String> {
         self.nads
             .state()
@@ -232,6 +240,7 @@ where
         match ev {
             Ok(ev) => {
                 feed.touch();
+                feed.changes.fetch_add(1, Ordering::Relaxed);
                 if matches!(ev, watcher::Event::InitDone)
                     && !feed.synced.swap(true, Ordering::Relaxed)
                 {

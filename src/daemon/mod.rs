@@ -1,7 +1,8 @@
 //! `plexus daemon`: one per node. It watches this node's pods and every NAD ([`cache`]), serves CNI
 //! requests from `plexus-shim` (or Go Multus's `multus-shim`) on a root-only unix socket ([`server`]),
 //! runs each through the same core as the thin binary with a bounded number at once ([`handler`]), and
-//! exports metrics and health ([`metrics`]). Config: [`config`].
+//! exports metrics and health ([`metrics`]); NADs naming a plugin the node lacks are a gauge and a log line,
+//! never a STATUS failure ([`plugin_check`]). Config: [`config`].
 //!
 //! ```text
 //!   runtime ─exec─► plexus-shim ─HTTP/unix─► server ─► queue (maxQueue) ─► maxConcurrency × handler in place
@@ -13,6 +14,7 @@ pub mod cache;
 pub mod config;
 pub mod handler;
 pub mod metrics;
+pub mod plugin_check;
 pub mod server;
 pub mod status_writer;
 
@@ -39,6 +41,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Network-status writes after the reply (`statusWrite: afterReply`).
     pub status: Arc<status_writer::StatusWriter>,
+    /// Where the requests say the node's plugins are (for the missing-plugin report).
+    pub search_path: Arc<plugin_check::SearchPath>,
 }
 
 const USAGE: &str = "usage: plexus daemon [--config PATH]
@@ -182,6 +186,14 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         "plexus daemon starting"
     );
     let status = status_writer::StatusWriter::new(config.status_retry, Some(metrics.clone()));
+    let search_path = Arc::new(plugin_check::SearchPath::default());
+    if let Err(e) = plugin_check::spawn(
+        cache.clone(),
+        search_path.clone(),
+        metrics.nads_missing_plugins.clone(),
+    ) {
+        tracing::warn!("cannot start the missing-plugin report's thread: {e}");
+    }
     let shared = Arc::new(Shared {
         config,
         handle: tokio::runtime::Handle::current(),
@@ -189,6 +201,7 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         cache: Some(cache),
         status,
         metrics,
+        search_path,
     });
     server::serve(shared).await
 }

@@ -604,10 +604,8 @@ impl ApiCluster {
 
 impl ApiCluster {
     /// Record a Warning event on the pod (best effort) and return the rejection it explains.
-    fn warn_pod(&self, reason: &str, msg: String) -> ClusterError {
-        if let Some(pod) = self.pod_ref_for_events().filter(|_| self.events) {
-            self.defer(event(&pod, "Warning", reason, msg.clone()));
-        }
+    fn reject(&self, reason: &str, msg: String) -> ClusterError {
+        Cluster::warn_pod(self, reason, msg.clone());
         ClusterError::Rejected(msg)
     }
 }
@@ -694,7 +692,7 @@ impl Cluster for ApiCluster {
             )
             .map_err(|e| {
                 let msg = format!("network {}: {e}", sel.qualified_name());
-                self.warn_pod("InvalidNetworkSelection", msg)
+                self.reject("InvalidNetworkSelection", msg)
             })
         };
         let default_sel = match pod_annotations.get(annotations::DEFAULT_NETWORK_ANNOTATION) {
@@ -702,7 +700,7 @@ impl Cluster for ApiCluster {
                 let sel = annotations::parse_default_network(v, &config.multus_namespace).map_err(
                     |e| {
                         let what = annotations::DEFAULT_NETWORK_ANNOTATION;
-                        self.warn_pod("InvalidNetworkSelection", format!("annotation {what}: {e}"))
+                        self.reject("InvalidNetworkSelection", format!("annotation {what}: {e}"))
                     },
                 )?;
                 // Go Multus lets this annotation bypass isolation (§10 #16); plexus does not.
@@ -715,7 +713,7 @@ impl Cluster for ApiCluster {
             // Fail closed, with a Warning event on the pod (decisions.md, DECIDE-A1).
             Some(v) => annotations::parse_networks(v, &pod_ref.namespace).map_err(|e| {
                 let what = annotations::NETWORKS_ANNOTATION;
-                self.warn_pod("InvalidNetworkSelection", format!("annotation {what}: {e}"))
+                self.reject("InvalidNetworkSelection", format!("annotation {what}: {e}"))
             })?,
             None => Vec::new(),
         };
@@ -753,7 +751,7 @@ impl Cluster for ApiCluster {
                     let msg = format!(
                         "cannot find a network-attachment-definition ({name}) in namespace ({ns})"
                     );
-                    return Err(self.warn_pod("NoNetworkFound", msg));
+                    return Err(self.reject("NoNetworkFound", msg));
                 }
                 Err(e) => {
                     return Err(cluster_error(
@@ -810,11 +808,10 @@ impl Cluster for ApiCluster {
         self.network_for(config, &sel, info).map(Some)
     }
 
-    fn cached_network_configs(&self) -> BTreeMap<String, String> {
-        self.cache
-            .as_ref()
-            .map(|c| c.nad_configs())
-            .unwrap_or_default()
+    fn warn_pod(&self, reason: &str, message: String) {
+        if let Some(pod) = self.pod_ref_for_events().filter(|_| self.events) {
+            self.defer(event(&pod, "Warning", reason, message));
+        }
     }
 
     fn take_events(&self) -> Vec<Event> {

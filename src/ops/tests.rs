@@ -1070,6 +1070,17 @@ fn a_nad_naming_a_missing_plugin_fails_add_with_code_7_before_any_delegate() {
         "{warnings:?}"
     );
 
+    // The runtime's DEL after the failed ADD (CNI-23) succeeds: nothing records the NAD's network, and a
+    // DEL of it could only fail for the missing plugin, on every retry.
+    w.run("DEL", &cfg, &cluster).unwrap();
+    assert!(
+        w.calls().iter().all(|c| c.1 != "bad"),
+        "nothing of the NAD ran: {:?}",
+        w.calls()
+    );
+    w.nothing_left("c1");
+    w.exec.clear();
+
     // A pod that selects only the other NAD is not affected.
     let fine = FakeCluster {
         networks: vec![nad("a", None)],

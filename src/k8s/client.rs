@@ -1257,6 +1257,26 @@ mod tests {
         assert_eq!(ev.body["involvedObject"]["uid"], "uid-1");
     }
 
+    /// The core's own Warning events (a NAD naming a missing plugin, issue 16) land on the pod the ADD read;
+    /// before any pod was read there is nothing to put them on.
+    #[test]
+    fn a_warning_from_the_core_goes_on_the_pod_read() {
+        let cfg = config(json!({}));
+        let (api, _) = mock(&cfg, standard);
+        api.warn_pod("NoPluginFound", "too early".into());
+        assert!(api.take_events().is_empty(), "no pod read yet");
+        api.pod_networks(&pod_ref(), &cfg).unwrap();
+        api.warn_pod("NoPluginFound", "network \"ns1/a\" cannot be attached".into());
+        let events = api.take_events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].reason.as_deref(), Some("NoPluginFound"));
+        assert_eq!(events[0].type_.as_deref(), Some("Warning"));
+        assert_eq!(events[0].involved_object.uid.as_deref(), Some("uid-1"));
+        let api = api.with_events(false);
+        api.warn_pod("NoPluginFound", "off".into());
+        assert!(api.take_events().is_empty(), "events off (DEL)");
+    }
+
     #[test]
     fn no_warning_events_when_events_are_off() {
         let cfg = config(json!({}));

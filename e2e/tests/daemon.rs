@@ -24,8 +24,8 @@ use plexus_e2e::{
     apiserver::FaultSpec,
     harness::{
         chaos::{
-            assert_no_leak, assert_no_leak_of, chain, install_recorder, processes_for, records,
-            recorder, spawn_plexus, wait_until,
+            assert_no_leak, assert_no_leak_of, chain, install_recorder, processes_for, recorder,
+            records, spawn_plexus, wait_until,
         },
         cluster::standin_only,
         daemon::DaemonProcess,
@@ -447,9 +447,11 @@ fn nads_naming_missing_plugins_fail_only_their_pods_and_status_stays_ready() {
     }
     let warnings = w.warnings(&bad);
     assert!(
-        warnings.iter().any(|(reason, msg)| reason == "NoPluginFound"
-            && msg.contains(&nad_name(&tenant_a, "fast-net"))
-            && msg.contains("no-such-plugin")),
+        warnings
+            .iter()
+            .any(|(reason, msg)| reason == "NoPluginFound"
+                && msg.contains(&nad_name(&tenant_a, "fast-net"))
+                && msg.contains("no-such-plugin")),
         "{warnings:?}"
     );
     w.assert_no_status(&bad);
@@ -481,9 +483,11 @@ fn nads_naming_missing_plugins_fail_only_their_pods_and_status_stays_ready() {
             v == 2.0
         }
     };
-    wait_until("the gauge counts both NADs", Duration::from_secs(10), || {
-        gauge(&w, "plexus_nads_missing_plugins").is_some_and(expected)
-    });
+    wait_until(
+        "the gauge counts both NADs",
+        Duration::from_secs(10),
+        || gauge(&w, "plexus_nads_missing_plugins").is_some_and(expected),
+    );
     // One log line per NAD, not per STATUS call or per pass (the report passes at least once a second
     // while something changes; three more STATUS calls and two seconds give it the chance to repeat).
     for _ in 0..3 {
@@ -505,8 +509,11 @@ fn nads_naming_missing_plugins_fail_only_their_pods_and_status_stays_ready() {
 
     // Installing the plugin makes tenant B's NAD usable: an info line, and the gauge drops. The report
     // looks again every 30 s, or when a NAD changes: one more NAD spares the test the wait.
-    std::os::unix::fs::symlink("/usr/lib/cni/macvlan", w.bin_dir().join("other-teams-plugin"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        "/usr/lib/cni/macvlan",
+        w.bin_dir().join("other-teams-plugin"),
+    )
+    .unwrap();
     w.nad("another-net", &w.macvlan(MACVLAN_SUBNET));
     let usable = format!("NAD {} can be used now", nad_name(&tenant_b, "legacy-net"));
     wait_until(

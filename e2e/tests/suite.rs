@@ -32,7 +32,7 @@ use plexus::{
 use plexus_e2e::{
     apiserver::FaultSpec,
     harness::{
-        chaos::{chain, install_recorder, records, recorder},
+        chaos::{chain, install_recorder, recorder, records},
         cluster::standin_only,
         forward::closed_port,
         rbac,
@@ -452,9 +452,11 @@ fn a_nad_naming_a_missing_plugin_fails_its_pod_before_any_delegate() {
     }
     let warnings = w.warnings(&sb);
     assert!(
-        warnings.iter().any(|(reason, msg)| reason == "NoPluginFound"
-            && msg.contains(&nad_name(&w.ns, "fast-net"))
-            && msg.contains("no-such-plugin")),
+        warnings
+            .iter()
+            .any(|(reason, msg)| reason == "NoPluginFound"
+                && msg.contains(&nad_name(&w.ns, "fast-net"))
+                && msg.contains("no-such-plugin")),
         "{warnings:?}"
     );
     assert_nothing_left_after_failed_add(&w, &rt, &sb);

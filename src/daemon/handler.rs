@@ -58,7 +58,12 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
     let cni_path: Vec<std::path::PathBuf> = vars
         .iter()
         .find(|(k, _)| k == "CNI_PATH")
-        .map(|(_, v)| v.split(':').filter(|d| !d.is_empty()).map(Into::into).collect())
+        .map(|(_, v)| {
+            v.split(':')
+                .filter(|d| !d.is_empty())
+                .map(Into::into)
+                .collect()
+        })
         .unwrap_or_default();
     let factory = |config: &crate::config::Config, command: Command| -> Option<Box<dyn Cluster>> {
         // The missing-plugin report looks where the requests look (`super::plugin_check`).

@@ -1266,7 +1266,10 @@ mod tests {
         api.warn_pod("NoPluginFound", "too early".into());
         assert!(api.take_events().is_empty(), "no pod read yet");
         api.pod_networks(&pod_ref(), &cfg).unwrap();
-        api.warn_pod("NoPluginFound", "network \"ns1/a\" cannot be attached".into());
+        api.warn_pod(
+            "NoPluginFound",
+            "network \"ns1/a\" cannot be attached".into(),
+        );
         let events = api.take_events();
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].reason.as_deref(), Some("NoPluginFound"));

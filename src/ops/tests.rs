@@ -1023,7 +1023,10 @@ fn status_answers_for_the_node_networks_never_for_nads() {
     ]}));
     // The cluster's NADs (two tenants'), each naming a plugin this node does not have.
     let cluster = FakeCluster {
-        networks: vec![nad_chain("tenant-a", &["missing"]), nad_chain("tenant-b", &["macvlan", "missing"])],
+        networks: vec![
+            nad_chain("tenant-a", &["missing"]),
+            nad_chain("tenant-b", &["macvlan", "missing"]),
+        ],
         ..Default::default()
     };
     w.run("STATUS", &cfg, &cluster).unwrap();

@@ -51,8 +51,9 @@ fn resolve_devices(
     })
 }
 
-/// Whether `e` says the network's first plugin never started because its binary could not be looked up:
-/// then nothing of the network exists, and a rollback DEL of it could only fail the same way.
+/// Whether `e` says the network's first plugin never started because its binary could not be looked up
+/// (removed after [`check_plugins`] found it): then nothing of the network exists, and a rollback DEL of it
+/// could only fail the same way.
 fn never_started(net: &NetworkConfig, e: &DelegateError) -> bool {
     matches!(e, DelegateError::Exec {
             plugin_type,

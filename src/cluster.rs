@@ -57,11 +57,9 @@ pub trait Cluster {
     fn dra_devices(&self, _pod: &PodRef) -> Result<DraDevices, ClusterError> {
         Ok(DraDevices::default())
     }
-    /// The `spec.config` of every NAD a watch cache holds, by `namespace/name` (daemon mode; STATUS checks
-    /// that their plugins are installed). Without a cache: none.
-    fn cached_network_configs(&self) -> std::collections::BTreeMap<String, String> {
-        std::collections::BTreeMap::new()
-    }
+    /// Record a Warning event with `reason` and `message` on the pod [`Cluster::pod_networks`] read, to be
+    /// sent with the invocation's other events; nothing when no pod was read or events are off.
+    fn warn_pod(&self, _reason: &str, _message: String) {}
     /// The events this invocation has collected (and forgets them): the edge sends them after the reply
     /// (`k8s::events`), so they never delay it.
     fn take_events(&self) -> Vec<k8s_openapi::api::core::v1::Event> {
@@ -91,8 +89,8 @@ impl<T: Cluster + ?Sized> Cluster for std::sync::Arc<T> {
     fn dra_devices(&self, pod: &PodRef) -> Result<DraDevices, ClusterError> {
         (**self).dra_devices(pod)
     }
-    fn cached_network_configs(&self) -> std::collections::BTreeMap<String, String> {
-        (**self).cached_network_configs()
+    fn warn_pod(&self, reason: &str, message: String) {
+        (**self).warn_pod(reason, message)
     }
     fn take_events(&self) -> Vec<k8s_openapi::api::core::v1::Event> {
         (**self).take_events()

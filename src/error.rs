@@ -170,6 +170,18 @@ pub enum Error {
         /// Why.
         source: RouteError,
     },
+    /// ADD: a network names a plugin that cannot be found in the search path (or a type that is no plugin
+    /// name), found before any delegate ran, so nothing was attached (code 7). A NAD naming a plugin this
+    /// node lacks fails the ADD of the pods that select it, never the node's STATUS.
+    #[error("[{who}:{network}]: {}", plugin_missing(.network, .source))]
+    PluginMissing {
+        /// Pod or container.
+        who: String,
+        /// The network (`<namespace>/<NAD>` for a NAD).
+        network: String,
+        /// The lookup that failed (it names the plugin and the directories searched).
+        source: ExecError,
+    },
     /// A delegate operation failed.
     #[error("[{who}:{network}]: error {verb} network {network:?} (interface {ifname}): {source}")]
     Delegate {
@@ -223,9 +235,6 @@ pub enum Error {
     /// STATUS could not even load a network every pod needs (code 50: plugin not available).
     #[error("not ready: {0}")]
     NotAvailable(Box<Error>),
-    /// STATUS in daemon mode: plugins that cached NADs use are not installed on this node (code 50).
-    #[error("not ready: {0}")]
-    PluginsMissing(String),
     /// CHECK of a container plexus has no record of (code 3).
     #[error("[{who}]: no cached attachments for container {container_id}; was it added?")]
     UnknownContainer {
@@ -234,6 +243,11 @@ pub enum Error {
         /// The container.
         container_id: String,
     },
+}
+
+/// [`Error::PluginMissing`]'s message without the pod (also the text of the pod's Warning event).
+pub fn plugin_missing(network: &str, source: &ExecError) -> String {
+    format!("network {network:?} cannot be attached: {source}; nothing was attached")
 }
 
 fn join(errors: &[Error]) -> String {
@@ -301,6 +315,7 @@ impl Error {
             Error::VersionGate { .. } => codes::INCOMPATIBLE_VERSION,
             Error::OwnNetns { .. } => codes::INVALID_NETNS,
             Error::Lookup { .. }
+            | Error::PluginMissing { .. }
             | Error::NetConf { .. }
             | Error::Plan { .. }
             | Error::Devices { .. } => codes::INVALID_NETWORK_CONFIG,
@@ -328,7 +343,7 @@ impl Error {
             } => codes::NOT_AVAILABLE,
             Error::NotReady { .. } => codes::TRY_AGAIN_LATER,
             Error::UnknownContainer { .. } => codes::UNKNOWN_CONTAINER,
-            Error::NotAvailable(_) | Error::PluginsMissing(_) => codes::NOT_AVAILABLE,
+            Error::NotAvailable(_) => codes::NOT_AVAILABLE,
         }
     }
 
@@ -479,6 +494,17 @@ mod tests {
                 Error::Plan {
                     who: "w".into(),
                     source: PlanError::Empty,
+                },
+                7,
+            ),
+            (
+                Error::PluginMissing {
+                    who: "w".into(),
+                    network: "ns/n".into(),
+                    source: ExecError::NotFound {
+                        plugin_type: "x".into(),
+                        dirs: vec![],
+                    },
                 },
                 7,
             ),

@@ -956,8 +956,8 @@ fn delegate_crashes_and_garbage_are_code_101() {
 
 #[test]
 fn a_missing_delegate_binary_is_code_7_naming_the_search_path() {
-    // CNI-25: a type not found in the search path is an error; nothing after it runs. A network whose
-    // binary was never found was never attached: only the networks before it are rolled back.
+    // CNI-25: a type not found in the search path is an error. Every plugin of every network is looked up
+    // before any runs (issue 16), so nothing ran and nothing is left.
     let h = Harness::new();
     let cfg = h.config(
         "1.0.0",
@@ -979,15 +979,14 @@ fn a_missing_delegate_binary_is_code_7_naming_the_search_path() {
         !out.msg().contains("rollback"),
         "nothing failed to roll back: {out:?}"
     );
-    assert_eq!(h.take_calls(), ["ADD cluster eth0", "DEL cluster eth0"]);
+    assert_eq!(h.take_calls(), Vec::<String>::new(), "no delegate ran");
     h.assert_no_trace(CID, "missing binary");
 }
 
 #[test]
-fn a_missing_second_plugin_of_a_list_rolls_back_the_first_and_reports_the_missing_one() {
-    // The list's first plugin ran, so the list is DELed in reverse. The missing plugin cannot undo anything,
-    // so unlike libcni (CNI-26) plexus does not halt there: the first plugin's DEL still runs. The missing
-    // binary is reported and the cache kept for the runtime's DEL.
+fn a_missing_second_plugin_of_a_list_fails_before_any_plugin_runs() {
+    // A chained plugin is looked up with the others before anything runs (issue 16): the list's first
+    // plugin and the cluster network never start, so there is nothing to roll back and nothing is left.
     let h = Harness::new();
     let cfg = h.config(
         "1.0.0",
@@ -1002,19 +1001,14 @@ fn a_missing_second_plugin_of_a_list_rolls_back_the_first_and_reports_the_missin
     let out = h.cmd("ADD").config(&cfg).run();
     out.error(7);
     assert!(
-        out.msg().contains("rollback left 1 network(s) attached"),
-        "{out:?}"
+        out.msg().contains(":second]")
+            && out
+                .msg()
+                .contains("failed to find plugin \"no-such-plugin\""),
+        "names the network and the plugin: {out:?}"
     );
-    assert_eq!(
-        h.take_calls(),
-        [
-            "ADD cluster eth0",
-            "ADD second net1 #1",
-            "DEL second net1 #1",
-            "DEL cluster eth0"
-        ]
-    );
-    assert!(h.cache_file(CID).is_file());
+    assert_eq!(h.take_calls(), Vec::<String>::new(), "no plugin ran");
+    h.assert_no_trace(CID, "missing chained binary");
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ use plexus::{
 use plexus_e2e::{
     apiserver::FaultSpec,
     harness::{
+        chaos::{chain, install_recorder, recorder, records},
         cluster::standin_only,
         forward::closed_port,
         rbac,
@@ -418,6 +419,52 @@ fn missing_nad_fails_cleanly_with_a_no_network_found_event() {
         "{warnings:?}"
     );
     assert_nothing_left_after_failed_add(&w, &rt, &sb);
+}
+
+/// Issue 16, in thin mode as in daemon mode: a NAD whose conflist chains a plugin this node does not have
+/// fails the ADD of a pod selecting it with code 7 naming the pod, the NAD and the plugin, before any
+/// delegate ran (the recorder first in the chain never runs), with a `NoPluginFound` Warning event; the
+/// runtime's DEL then succeeds and nothing is left.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_nad_naming_a_missing_plugin_fails_its_pod_before_any_delegate() {
+    let w = world("a_nad_naming_a_missing_plugin_fails_its_pod_before_any_delegate");
+    install_recorder(&w, &plexus());
+    let typo = chain(
+        None,
+        &json!({"cniVersion": "1.0.0", "type": "no-such-plugin"}),
+        Some(recorder(&w, json!({}))),
+        None,
+    );
+    w.nad("fast-net", &typo);
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "fast-net")]);
+    let rt = w.runtime(json!({}));
+
+    let err = w.add_fails(&rt, &sb);
+    assert_eq!(err.code, Some(7), "{err}");
+    let text = err.text();
+    for part in [
+        format!("{}/{}", w.ns, sb.pod.name),
+        nad_name(&w.ns, "fast-net"),
+        "\"no-such-plugin\"".to_string(),
+    ] {
+        assert!(text.contains(&part), "names {part}: {err}");
+    }
+    let warnings = w.warnings(&sb);
+    assert!(
+        warnings
+            .iter()
+            .any(|(reason, msg)| reason == "NoPluginFound"
+                && msg.contains(&nad_name(&w.ns, "fast-net"))
+                && msg.contains("no-such-plugin")),
+        "{warnings:?}"
+    );
+    assert_nothing_left_after_failed_add(&w, &rt, &sb);
+    assert_eq!(
+        records(&w),
+        Vec::<Value>::new(),
+        "no plugin of the NAD ran, ADD or DEL"
+    );
 }
 
 #[test]

@@ -87,6 +87,8 @@ struct Feed {
     /// Complete lists received so far: the first, then one after each re-list (a watch that could not
     /// resume). The reconcile runs after each.
     lists: tokio::sync::watch::Sender<u64>,
+    /// Events from the API so far: a changed count means the store may have changed.
+    changes: AtomicU64,
 }
 
 impl Feed {
@@ -201,7 +203,13 @@ impl NodeCache {
             .get(&ObjectRef::new_with(name, self.nad_resource.clone()).within(namespace))
     }
 
-    /// Every cached NAD's `spec.config`, by `namespace/name` (STATUS checks their plugin binaries).
+    /// How many events the NAD watch has had: when it is unchanged, so is the NAD store (the daemon's
+    /// missing-plugin report passes again only then, or on its period).
+    pub fn nad_changes(&self) -> u64 {
+        self.nad_feed.changes.load(Ordering::Relaxed)
+    }
+
+    /// Every cached NAD's `spec.config`, by `namespace/name` (the daemon's missing-plugin report).
     pub fn nad_configs(&self) -> BTreeMap<String, String> {
         self.nads
             .state()
@@ -242,6 +250,7 @@ where
         match ev {
             Ok(ev) => {
                 feed.touch();
+                feed.changes.fetch_add(1, Ordering::Relaxed);
                 if matches!(ev, watcher::Event::InitDone) {
                     if !feed.synced.swap(true, Ordering::Relaxed) {
                         tracing::info!("{what} cache synced");

@@ -55,10 +55,22 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
     let vars: Vec<(String, String)> = req.env.into_iter().collect();
     let config = shared.config.overlay_on(&req.config);
     let slot: Mutex<Option<Arc<ApiCluster>>> = Mutex::new(None);
+    let cni_path: Vec<std::path::PathBuf> = vars
+        .iter()
+        .find(|(k, _)| k == "CNI_PATH")
+        .map(|(_, v)| {
+            v.split(':')
+                .filter(|d| !d.is_empty())
+                .map(Into::into)
+                .collect()
+        })
+        .unwrap_or_default();
     let factory = |config: &crate::config::Config, command: Command| -> Option<Box<dyn Cluster>> {
         if command == Command::Add {
             shared.served.note(config);
         }
+        // The missing-plugin report looks where the requests look (`super::plugin_check`).
+        shared.search_path.observe(config.search_path(&cni_path));
         let api = Arc::new(
             ApiCluster::shared(
                 shared.handle.clone(),

@@ -53,6 +53,8 @@ pub struct Metrics {
     status_delay: Histogram,
     /// Network-status writes after the reply not yet ended.
     pub status_pending: Gauge,
+    /// Cached NADs naming a plugin not installed (set by `super::plugin_check`).
+    pub nads_missing_plugins: Gauge,
 }
 
 impl Metrics {
@@ -77,6 +79,7 @@ impl Metrics {
             status_writes: Family::default(),
             status_delay: latency(),
             status_pending: Gauge::default(),
+            nads_missing_plugins: Gauge::default(),
         };
         r.register(
             "plexus_cni_request_duration_seconds",
@@ -153,6 +156,12 @@ impl Metrics {
             "plexus_status_writes_pending",
             "Network-status writes after the reply not yet ended",
             m.status_pending.clone(),
+        );
+        r.register(
+            "plexus_nads_missing_plugins",
+            "Cached NADs whose config names a plugin not installed in binDir or CNI_PATH (as the daemon's \
+             requests give them); pods selecting one fail their ADD, the node stays ready",
+            m.nads_missing_plugins.clone(),
         );
         r.register(
             "multus_server_request",
@@ -313,6 +322,7 @@ mod tests {
         m.cache_lookup("pod", true);
         m.cache_lookup("pod", true);
         m.in_flight.set(2);
+        m.nads_missing_plugins.set(2);
         m.rejected();
         let text = m.render(None, true);
         for needle in [
@@ -324,6 +334,7 @@ mod tests {
             "plexus_requests_rejected_total 1",
             "multus_server_request_total{handler=\"cni\",code=\"200\",method=\"POST\"} 1",
             "plexus_ready 1",
+            "plexus_nads_missing_plugins 2",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

@@ -1,7 +1,8 @@
 //! `plexus daemon`: one per node. It watches this node's pods and every NAD ([`cache`]), serves CNI
 //! requests from `plexus-shim` (or Go Multus's `multus-shim`) on a root-only unix socket ([`server`]),
 //! runs each through the same core as the thin binary with a bounded number at once ([`handler`]), and
-//! exports metrics and health ([`metrics`]). Config: [`config`].
+//! exports metrics and health ([`metrics`]); NADs naming a plugin the node lacks are a gauge and a log line,
+//! never a STATUS failure ([`plugin_check`]). Config: [`config`].
 //!
 //! ```text
 //!   runtime ─exec─► plexus-shim ─HTTP/unix─► server ─► queue (maxQueue) ─► maxConcurrency × handler in place
@@ -13,6 +14,7 @@ pub mod cache;
 pub mod config;
 pub mod handler;
 pub mod metrics;
+pub mod plugin_check;
 pub mod reconcile;
 pub mod server;
 pub mod status_writer;
@@ -42,6 +44,8 @@ pub struct Shared {
     pub status: Arc<status_writer::StatusWriter>,
     /// The cniDirs ADDs were served from, for the reconcile after a restart.
     pub served: Arc<reconcile::ServedDirs>,
+    /// Where the requests say the node's plugins are (for the missing-plugin report).
+    pub search_path: Arc<plugin_check::SearchPath>,
 }
 
 const USAGE: &str = "usage: plexus daemon [--config PATH]
@@ -188,6 +192,14 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     let served = Arc::new(reconcile::ServedDirs::load(reconcile::served_file(
         &config.socket_dir,
     )));
+    let search_path = Arc::new(plugin_check::SearchPath::default());
+    if let Err(e) = plugin_check::spawn(
+        cache.clone(),
+        search_path.clone(),
+        metrics.nads_missing_plugins.clone(),
+    ) {
+        tracing::warn!("cannot start the missing-plugin report's thread: {e}");
+    }
     let shared = Arc::new(Shared {
         config,
         handle: tokio::runtime::Handle::current(),
@@ -196,6 +208,7 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         status,
         metrics,
         served: served.clone(),
+        search_path,
     });
     // A status write lost with an earlier daemon (killed between a reply and its write) is written now.
     tokio::spawn(reconcile::run(shared.clone(), served));

@@ -658,10 +658,8 @@ impl ApiCluster {
 
 impl ApiCluster {
     /// Record a Warning event on the pod (best effort) and return the rejection it explains.
-    fn warn_pod(&self, reason: &str, msg: String) -> ClusterError {
-        if let Some(pod) = self.pod_ref_for_events().filter(|_| self.events) {
-            self.defer(event(&pod, "Warning", reason, msg.clone()));
-        }
+    fn reject(&self, reason: &str, msg: String) -> ClusterError {
+        Cluster::warn_pod(self, reason, msg.clone());
         ClusterError::Rejected(msg)
     }
 }
@@ -748,7 +746,7 @@ impl Cluster for ApiCluster {
             )
             .map_err(|e| {
                 let msg = format!("network {}: {e}", sel.qualified_name());
-                self.warn_pod("InvalidNetworkSelection", msg)
+                self.reject("InvalidNetworkSelection", msg)
             })
         };
         let default_sel = match pod_annotations.get(annotations::DEFAULT_NETWORK_ANNOTATION) {
@@ -756,7 +754,7 @@ impl Cluster for ApiCluster {
                 let sel = annotations::parse_default_network(v, &config.multus_namespace).map_err(
                     |e| {
                         let what = annotations::DEFAULT_NETWORK_ANNOTATION;
-                        self.warn_pod("InvalidNetworkSelection", format!("annotation {what}: {e}"))
+                        self.reject("InvalidNetworkSelection", format!("annotation {what}: {e}"))
                     },
                 )?;
                 // Go Multus lets this annotation bypass isolation (§10 #16); plexus does not.
@@ -769,7 +767,7 @@ impl Cluster for ApiCluster {
             // Fail closed, with a Warning event on the pod (decisions.md, DECIDE-A1).
             Some(v) => annotations::parse_networks(v, &pod_ref.namespace).map_err(|e| {
                 let what = annotations::NETWORKS_ANNOTATION;
-                self.warn_pod("InvalidNetworkSelection", format!("annotation {what}: {e}"))
+                self.reject("InvalidNetworkSelection", format!("annotation {what}: {e}"))
             })?,
             None => Vec::new(),
         };
@@ -807,7 +805,7 @@ impl Cluster for ApiCluster {
                     let msg = format!(
                         "cannot find a network-attachment-definition ({name}) in namespace ({ns})"
                     );
-                    return Err(self.warn_pod("NoNetworkFound", msg));
+                    return Err(self.reject("NoNetworkFound", msg));
                 }
                 Err(e) => {
                     return Err(cluster_error(
@@ -864,11 +862,10 @@ impl Cluster for ApiCluster {
         self.network_for(config, &sel, info).map(Some)
     }
 
-    fn cached_network_configs(&self) -> BTreeMap<String, String> {
-        self.cache
-            .as_ref()
-            .map(|c| c.nad_configs())
-            .unwrap_or_default()
+    fn warn_pod(&self, reason: &str, message: String) {
+        if let Some(pod) = self.pod_ref_for_events().filter(|_| self.events) {
+            self.defer(event(&pod, "Warning", reason, message));
+        }
     }
 
     fn take_events(&self) -> Vec<Event> {
@@ -1306,6 +1303,29 @@ mod tests {
         assert_eq!(ev.body["reason"], "NoNetworkFound");
         assert_eq!(ev.body["type"], "Warning");
         assert_eq!(ev.body["involvedObject"]["uid"], "uid-1");
+    }
+
+    /// The core's own Warning events (a NAD naming a missing plugin, issue 16) land on the pod the ADD read;
+    /// before any pod was read there is nothing to put them on.
+    #[test]
+    fn a_warning_from_the_core_goes_on_the_pod_read() {
+        let cfg = config(json!({}));
+        let (api, _) = mock(&cfg, standard);
+        api.warn_pod("NoPluginFound", "too early".into());
+        assert!(api.take_events().is_empty(), "no pod read yet");
+        api.pod_networks(&pod_ref(), &cfg).unwrap();
+        api.warn_pod(
+            "NoPluginFound",
+            "network \"ns1/a\" cannot be attached".into(),
+        );
+        let events = api.take_events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].reason.as_deref(), Some("NoPluginFound"));
+        assert_eq!(events[0].type_.as_deref(), Some("Warning"));
+        assert_eq!(events[0].involved_object.uid.as_deref(), Some("uid-1"));
+        let api = api.with_events(false);
+        api.warn_pod("NoPluginFound", "off".into());
+        assert!(api.take_events().is_empty(), "events off (DEL)");
     }
 
     #[test]

@@ -54,13 +54,41 @@ fn resolve_devices(
     })
 }
 
-/// Whether `e` says the network's first plugin never started because its binary could not be looked up:
-/// then nothing of the network exists, and a rollback DEL of it could only fail the same way.
+/// Whether `e` says the network's first plugin never started because its binary could not be looked up
+/// (removed after [`check_plugins`] found it): then nothing of the network exists, and a rollback DEL of it
+/// could only fail the same way.
 fn never_started(net: &NetworkConfig, e: &DelegateError) -> bool {
     matches!(e, DelegateError::Exec {
             plugin_type,
             source: ExecError::NotFound { .. } | ExecError::InvalidType { .. },
         } if net.plugins.first().is_some_and(|p| &p.plugin_type == plugin_type))
+}
+
+/// The Warning event's reason for a network whose plugin is not installed: Go Multus's name for the sibling
+/// failure (a selected NAD that does not exist) is `NoNetworkFound`.
+pub const NO_PLUGIN_FOUND: &str = "NoPluginFound";
+
+/// Every plugin of every planned network (a conflist's chained plugins too) must be found before anything
+/// runs: a NAD naming a plugin this node lacks (a tenant's typo, another team's leftover) then fails this
+/// pod's ADD alone, with code 7, nothing attached, and a Warning event on the pod.
+fn check_plugins(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
+    let dirs = ctx.config.search_path(&ctx.env.path);
+    for a in attachments {
+        for p in &a.network.plugins {
+            if let Err(source) = ctx.seams.exec.find(&p.plugin_type, &dirs) {
+                ctx.seams.cluster.warn_pod(
+                    NO_PLUGIN_FOUND,
+                    crate::error::plugin_missing(&a.status_name, &source),
+                );
+                return Err(Error::PluginMissing {
+                    who: ctx.who(),
+                    network: a.status_name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// skel refuses a `CNI_NETNS` that is the plugin's own namespace (CNI-59, code 8).
@@ -118,6 +146,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         source,
     })?;
     super::default_route::validate(ctx, &attachments)?;
+    check_plugins(ctx, &attachments)?;
     let cid = ctx.env.container_id();
     // Every attachment with a device gets a unique CNI device-info file (NPWG-70..72).
     for a in attachments.iter_mut() {

@@ -138,10 +138,28 @@ fn fallback(
             })
         }) {
         Ok(planned) => {
+            let dirs = ctx.config.search_path(&ctx.env.path);
             for a in planned {
-                if seen.insert((a.network.name.clone(), a.ifname.clone())) {
-                    have.push(a);
+                if !seen.insert((a.network.name.clone(), a.ifname.clone())) {
+                    continue;
                 }
+                // Rebuilt, and nothing records it: with a plugin not installed it was never attached (ADD
+                // finds every plugin before any runs), and its DEL could only fail, on every retry.
+                let missing = a
+                    .network
+                    .plugins
+                    .iter()
+                    .find(|p| ctx.seams.exec.find(&p.plugin_type, &dirs).is_err());
+                if let Some(p) = missing {
+                    tracing::warn!(
+                        "[{}]: network {:?}: plugin {:?} is not installed and nothing records an attachment of the network; nothing to delete",
+                        ctx.who(),
+                        a.status_name,
+                        p.plugin_type
+                    );
+                    continue;
+                }
+                have.push(a);
             }
         }
         Err(e) => tracing::error!(

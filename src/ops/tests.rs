@@ -690,6 +690,8 @@ struct FakeCluster {
     published: Mutex<Vec<(String, usize)>>,
     nads_by_name: bool,
     lookups: Mutex<usize>,
+    /// Warning events recorded on the pod: (reason, message).
+    warnings: Mutex<Vec<(String, String)>>,
 }
 
 impl Cluster for FakeCluster {
@@ -730,6 +732,13 @@ impl Cluster for FakeCluster {
             .unwrap()
             .push((pod.to_string(), attached.len()));
         Ok(())
+    }
+
+    fn warn_pod(&self, reason: &str, message: String) {
+        self.warnings
+            .lock()
+            .unwrap()
+            .push((reason.to_string(), message));
     }
 }
 
@@ -989,4 +998,98 @@ fn del_without_a_cache_rebuilds_the_pods_networks_from_the_api() {
             t("DEL", "cluster", "eth0")
         ]
     );
+}
+
+/// A NAD `ns1/<name>` whose conflist chains `types`.
+fn nad_chain(name: &str, types: &[&str]) -> NetworkRequest {
+    let plugins: Vec<Value> = types.iter().map(|t| json!({"type": t})).collect();
+    let n = crate::netconf::NetworkConfig::from_value(
+        json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins}),
+    )
+    .unwrap();
+    let mut r = NetworkRequest::plain(n);
+    r.status_name = format!("ns1/{name}");
+    r
+}
+
+/// Issue 16: STATUS answers for what the node serves every pod (the readiness indicator, the cluster
+/// network, static delegates or `defaultNetworks`), never for the NADs some pods select: any user can create
+/// a NAD naming a plugin the node lacks, and that must not make the node unready.
+#[test]
+fn status_answers_for_the_node_networks_never_for_nads() {
+    let w = World::new();
+    let cfg = w.config(json!({"cniVersion": "1.1.0", "delegates": [
+        {"cniVersion": "1.1.0", "name": "cluster", "type": "bridge"}
+    ]}));
+    // The cluster's NADs (two tenants'), each naming a plugin this node does not have.
+    let cluster = FakeCluster {
+        networks: vec![
+            nad_chain("tenant-a", &["missing"]),
+            nad_chain("tenant-b", &["macvlan", "missing"]),
+        ],
+        ..Default::default()
+    };
+    w.run("STATUS", &cfg, &cluster).unwrap();
+    assert_eq!(w.calls(), [t("STATUS", "cluster", "")]);
+    assert!(cluster.warnings.lock().unwrap().is_empty());
+    // A node network whose plugin is missing still makes the node unavailable (code 50), naming it.
+    let cfg = w.config(json!({"cniVersion": "1.1.0", "delegates": [
+        {"cniVersion": "1.1.0", "name": "cluster", "type": "bridge"},
+        {"cniVersion": "1.1.0", "name": "extra", "type": "missing"}
+    ]}));
+    let e = w.run("STATUS", &cfg, &cluster).unwrap_err();
+    assert_eq!(e.cni_code(), 50, "{e}");
+    assert!(
+        e.to_string().contains("extra") && e.to_string().contains("\"missing\""),
+        "{e}"
+    );
+}
+
+/// Issue 16: a NAD naming a plugin that is not installed (here chained after one that is) fails the ADD of a
+/// pod selecting it with code 7 naming the pod, the NAD and the plugin, and a Warning event on the pod;
+/// the check comes before any delegate, so nothing ran and nothing is left. A pod not selecting it works.
+#[test]
+fn a_nad_naming_a_missing_plugin_fails_add_with_code_7_before_any_delegate() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    let cluster = FakeCluster {
+        networks: vec![nad("a", None), nad_chain("bad", &["macvlan", "missing"])],
+        ..Default::default()
+    };
+    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    assert_eq!(e.cni_code(), 7, "{e}");
+    let msg = e.to_string();
+    for part in ["ns1/pod1/u1", "ns1/bad", "\"missing\""] {
+        assert!(msg.contains(part), "names {part}: {msg}");
+    }
+    assert_eq!(w.calls(), vec![], "no delegate ran");
+    w.nothing_left("c1");
+    assert!(cluster.published.lock().unwrap().is_empty());
+    let warnings = cluster.warnings.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].0, "NoPluginFound");
+    assert!(
+        warnings[0].1.contains("ns1/bad") && warnings[0].1.contains("\"missing\""),
+        "{warnings:?}"
+    );
+
+    // The runtime's DEL after the failed ADD (CNI-23) succeeds: nothing records the NAD's network, and a
+    // DEL of it could only fail for the missing plugin, on every retry.
+    w.run("DEL", &cfg, &cluster).unwrap();
+    assert!(
+        w.calls().iter().all(|c| c.1 != "bad"),
+        "nothing of the NAD ran: {:?}",
+        w.calls()
+    );
+    w.nothing_left("c1");
+    w.exec.clear();
+
+    // A pod that selects only the other NAD is not affected.
+    let fine = FakeCluster {
+        networks: vec![nad("a", None)],
+        ..Default::default()
+    };
+    w.run_cid("ADD", "c2", &cfg, &fine).unwrap();
+    assert!(fine.warnings.lock().unwrap().is_empty());
+    assert_eq!(w.calls().last(), Some(&t("ADD", "a", "net3")));
 }

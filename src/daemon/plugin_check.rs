@@ -1,0 +1,304 @@
+//! The daemon's report of cached NADs that name a plugin this node does not have (issue 16): the gauge
+//! `plexus_nads_missing_plugins` and one log line per such NAD, computed on a thread of its own, off the
+//! request path. STATUS never looks at NADs (any user may create one); a pod that selects such a NAD fails
+//! its own ADD with code 7 (`ops::add`).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::cache::NodeCache;
+use crate::{exec::find_in_path, netconf::NetworkConfig};
+
+/// How often the NADs are checked again though none changed: plugins may be installed (or removed) at any
+/// time, and nothing tells the daemon.
+pub const PERIOD: Duration = Duration::from_secs(30);
+
+/// How often the thread looks for a changed NAD cache or search path.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Where the node's plugins are, as the daemon's requests say: their `binDir`, then their `CNI_PATH`
+/// (`Config::search_path`). Unknown until the first request: the daemon has no other way to learn it.
+#[derive(Debug, Default)]
+pub struct SearchPath(Mutex<Option<Vec<PathBuf>>>);
+
+impl SearchPath {
+    /// A request's search path (cheap: a comparison unless it changed).
+    pub fn observe(&self, dirs: Vec<PathBuf>) {
+        if let Ok(mut known) = self.0.lock()
+            && known.as_ref() != Some(&dirs)
+        {
+            *known = Some(dirs);
+        }
+    }
+
+    /// The last request's search path.
+    pub fn get(&self) -> Option<Vec<PathBuf>> {
+        self.0.lock().ok().and_then(|k| k.clone())
+    }
+}
+
+/// What a pass found that the log must say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A NAD (new, changed, or usable before) names these plugins, which are not installed.
+    Missing {
+        /// `namespace/name`.
+        nad: String,
+        /// The plugin types not found.
+        plugins: Vec<String>,
+    },
+    /// A NAD reported missing before can be used now (plugin installed, or its config fixed).
+    Usable {
+        /// `namespace/name`.
+        nad: String,
+    },
+}
+
+/// What the last pass knew of one NAD.
+#[derive(Debug)]
+struct Known {
+    /// Of its `spec.config` (a changed config is parsed again and reported again).
+    hash: u64,
+    /// Its plugins' types; `None` when the config does not parse (its ADD says why).
+    types: Option<Vec<String>>,
+    /// It named a plugin not installed.
+    missing: bool,
+}
+
+/// The per-NAD state between passes, so each NAD is reported once, not once per pass.
+#[derive(Debug, Default)]
+pub struct Checker {
+    known: HashMap<String, Known>,
+}
+
+fn hash(config: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    config.hash(&mut h);
+    h.finish()
+}
+
+fn plugin_types(config: &str) -> Option<Vec<String>> {
+    let network = NetworkConfig::from_bytes(config.as_bytes()).ok()?;
+    let mut types: Vec<String> = Vec::with_capacity(network.plugins.len());
+    for p in network.plugins {
+        if !types.contains(&p.plugin_type) {
+            types.push(p.plugin_type);
+        }
+    }
+    Some(types)
+}
+
+impl Checker {
+    /// One pass over every cached NAD's config (by `namespace/name`): how many name a plugin `installed`
+    /// says is absent, and the changes to log. A config that does not parse is not counted.
+    pub fn pass(
+        &mut self,
+        configs: &BTreeMap<String, String>,
+        installed: &mut dyn FnMut(&str) -> bool,
+    ) -> (usize, Vec<Change>) {
+        let mut count = 0;
+        let mut changes = Vec::new();
+        self.known.retain(|nad, _| configs.contains_key(nad));
+        for (nad, config) in configs {
+            let h = hash(config);
+            let before = self.known.get(nad);
+            let changed = before.is_none_or(|k| k.hash != h);
+            let was_missing = before.is_some_and(|k| k.missing);
+            let types = match before {
+                Some(k) if !changed => k.types.clone(),
+                _ => plugin_types(config),
+            };
+            let missing: Vec<String> = types
+                .iter()
+                .flatten()
+                .filter(|t| !installed(t))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                count += 1;
+                if changed || !was_missing {
+                    changes.push(Change::Missing {
+                        nad: nad.clone(),
+                        plugins: missing.clone(),
+                    });
+                }
+            } else if was_missing {
+                changes.push(Change::Usable { nad: nad.clone() });
+            }
+            self.known.insert(
+                nad.clone(),
+                Known {
+                    hash: h,
+                    types,
+                    missing: !missing.is_empty(),
+                },
+            );
+        }
+        (count, changes)
+    }
+}
+
+fn log(changes: Vec<Change>, dirs: &[PathBuf]) {
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let dirs = dirs.join(" ");
+    for c in changes {
+        match c {
+            Change::Missing { nad, plugins } => tracing::warn!(
+                nad = %nad,
+                "NAD {nad} names plugin(s) {plugins:?} not installed in [{dirs}]: pods selecting it fail \
+                 their ADD (CNI code 7) until the plugin is installed; the node's STATUS is not affected"
+            ),
+            Change::Usable { nad } => tracing::info!(
+                nad = %nad,
+                "NAD {nad} can be used now: every plugin it names is installed in [{dirs}]"
+            ),
+        }
+    }
+}
+
+/// Start the thread: a pass whenever the NAD cache or the search path changed (looked at every second),
+/// and every [`PERIOD`] anyway; each sets `gauge` and logs what changed.
+pub fn spawn(
+    cache: Arc<NodeCache>,
+    search_path: Arc<SearchPath>,
+    gauge: Gauge,
+) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new()
+        .name("plexus-nadcheck".into())
+        .spawn(move || {
+            let mut checker = Checker::default();
+            let mut last: Option<(u64, Vec<PathBuf>, Instant)> = None;
+            loop {
+                thread::sleep(POLL);
+                let Some(dirs) = search_path.get() else {
+                    continue;
+                };
+                // Read before the configs: a change while they are read makes the next poll pass again.
+                let changes = cache.nad_changes();
+                if let Some((c, d, at)) = &last
+                    && *c == changes
+                    && *d == dirs
+                    && at.elapsed() < PERIOD
+                {
+                    continue;
+                }
+                let configs = cache.nad_configs();
+                let mut seen: HashMap<String, bool> = HashMap::new();
+                let mut installed = |t: &str| {
+                    *seen
+                        .entry(t.to_string())
+                        .or_insert_with(|| find_in_path(t, &dirs).is_ok())
+                };
+                let (count, found) = checker.pass(&configs, &mut installed);
+                gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
+                log(found, &dirs);
+                last = Some((changes, dirs, Instant::now()));
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const GOOD: &str = r#"{"cniVersion":"1.0.0","type":"macvlan"}"#;
+    const TYPO: &str = r#"{"cniVersion":"1.0.0","type":"no-such-plugin"}"#;
+    /// The missing plugin is chained after one that exists.
+    const CHAINED: &str =
+        r#"{"cniVersion":"1.0.0","plugins":[{"type":"macvlan"},{"type":"also-missing"}]}"#;
+
+    fn missing(nad: &str, plugins: &[&str]) -> Change {
+        Change::Missing {
+            nad: nad.into(),
+            plugins: plugins.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn each_nad_is_reported_once_again_when_changed_and_when_usable() {
+        let mut installed = vec!["macvlan".to_string()];
+        let mut c = Checker::default();
+        let mut nads = configs(&[
+            ("a/good", GOOD),
+            ("a/typo", TYPO),
+            ("b/chained", CHAINED),
+            ("b/broken", "not json"),
+        ]);
+        fn pass(
+            c: &mut Checker,
+            nads: &BTreeMap<String, String>,
+            inst: &[String],
+        ) -> (usize, Vec<Change>) {
+            c.pass(nads, &mut |t| inst.iter().any(|i| i == t))
+        }
+        let (n, changes) = pass(&mut c, &nads, &installed);
+        assert_eq!(n, 2, "a config that does not parse is not counted");
+        assert_eq!(
+            changes,
+            [
+                missing("a/typo", &["no-such-plugin"]),
+                missing("b/chained", &["also-missing"])
+            ]
+        );
+        // Nothing changed: counted, not logged again.
+        assert_eq!(pass(&mut c, &nads, &installed), (2, vec![]));
+        // A changed config that still names a missing plugin is reported again.
+        nads.insert(
+            "a/typo".into(),
+            r#"{"cniVersion":"1.0.0","type":"no-such-plugin2"}"#.into(),
+        );
+        assert_eq!(
+            pass(&mut c, &nads, &installed),
+            (2, vec![missing("a/typo", &["no-such-plugin2"])])
+        );
+        // The plugin is installed: one info line, no longer counted.
+        installed.push("also-missing".into());
+        assert_eq!(
+            pass(&mut c, &nads, &installed),
+            (
+                1,
+                vec![Change::Usable {
+                    nad: "b/chained".into()
+                }]
+            )
+        );
+        // A deleted NAD is forgotten; created again, it is reported again.
+        let typo = nads.remove("a/typo").unwrap();
+        assert_eq!(pass(&mut c, &nads, &installed), (0, vec![]));
+        nads.insert("a/typo".into(), typo);
+        assert_eq!(
+            pass(&mut c, &nads, &installed),
+            (1, vec![missing("a/typo", &["no-such-plugin2"])])
+        );
+    }
+
+    #[test]
+    fn the_search_path_is_the_last_requests() {
+        let p = SearchPath::default();
+        assert_eq!(p.get(), None, "unknown before any request");
+        p.observe(vec!["/opt/cni/bin".into()]);
+        p.observe(vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()]);
+        assert_eq!(
+            p.get(),
+            Some(vec![
+                PathBuf::from("/opt/cni/bin"),
+                PathBuf::from("/usr/lib/cni")
+            ])
+        );
+    }
+}

@@ -56,6 +56,13 @@ else
     echo "rustfmt is not installed for this toolchain; skipping" >&2
 fi
 
+banner "Lint: cargo deny (licenses, duplicate crate versions; deny.toml)"
+# The advisory database cannot be fetched on the project's machines: licenses and bans only.
+if ! cargo deny --version >/dev/null 2>&1; then
+    cargo install cargo-deny --locked --quiet
+fi
+cargo deny check licenses bans
+
 banner "Fuzzing: build every cargo-fuzz target and run each briefly (scripts/fuzz.sh, docs/fuzzing.md)"
 bash scripts/fuzz.sh brief
 

@@ -1,9 +1,10 @@
 //! Running a delegate binary: lookup in the search path, a hard time limit that kills its process group,
-//! bounded output capture and libcni's "text file busy" retry (CNI-52, CNI-54, CNI-55, CNI-56).
+//! bounded output capture and libcni's "text file busy" retry (CNI-52, CNI-54, CNI-55, CNI-56); the
+//! container's lock handed down to it ([`LOCK_FD`]).
 
 use std::{
     os::{
-        fd::OwnedFd,
+        fd::{BorrowedFd, OwnedFd, RawFd},
         unix::process::{CommandExt, ExitStatusExt},
     },
     path::{Path, PathBuf},
@@ -12,12 +13,20 @@ use std::{
     time::{Duration, Instant},
 };
 
+use command_fds::CommandFdExt;
 use plexus_cni::{ErrorReply, validate};
 
 /// The most of a delegate's stdout we read; a larger reply is refused.
 pub const MAX_STDOUT: usize = 16 * 1024 * 1024;
 /// The most of a delegate's stderr we keep for the log.
 pub const MAX_STDERR: usize = 64 * 1024;
+
+/// The descriptor number under which a delegate holds its container's lock ([`ExecRequest::lock`]): an
+/// `flock`ed file, open read-write, that the delegate and whatever it starts (its IPAM plugin) inherit,
+/// so the lock outlives a SIGKILLed plexus until they exit. Past 0-2 (stdio) and past the single digits
+/// that shell scripts redirect by hand (`exec 3>&1`), so a delegate written in shell does not close it by
+/// accident; shells put their own descriptors at the lowest free number from 10 up, never over this one.
+pub const LOCK_FD: RawFd = 10;
 
 /// One delegate invocation.
 #[derive(Debug, Clone)]
@@ -30,6 +39,9 @@ pub struct ExecRequest<'a> {
     pub stdin: &'a [u8],
     /// Kill the child after this long.
     pub timeout: Duration,
+    /// The container's lock, held by the calling thread: the child gets it as [`LOCK_FD`], and no other
+    /// child does (plexus's own descriptor stays close-on-exec).
+    pub lock: Option<BorrowedFd<'a>>,
 }
 
 /// What a successful delegate printed.
@@ -388,6 +400,10 @@ const ETXTBSY_RETRIES: u32 = 5;
 
 impl ProcessExec {
     fn spawn(req: &ExecRequest<'_>) -> Result<std::process::Child, ExecError> {
+        let spawn_err = |e: std::io::Error| ExecError::Spawn {
+            plugin: req.plugin.to_path_buf(),
+            reason: e.to_string(),
+        };
         let mut attempt = 0;
         loop {
             let mut cmd = Command::new(req.plugin);
@@ -398,6 +414,17 @@ impl ProcessExec {
                 .stderr(Stdio::piped())
                 // Its own process group, so a timeout kills whatever it started too.
                 .process_group(0);
+            if let Some(lock) = req.lock {
+                // A close-on-exec duplicate, moved into the child at LOCK_FD without the flag between fork
+                // and exec (after stdio is in place): only this child keeps it past its exec, whatever other
+                // threads spawn meanwhile. The duplicate closes with `cmd`, right after the spawn.
+                let fd = lock.try_clone_to_owned().map_err(spawn_err)?;
+                cmd.fd_mappings(vec![command_fds::FdMapping {
+                    parent_fd: fd,
+                    child_fd: LOCK_FD,
+                }])
+                .map_err(|e| spawn_err(std::io::Error::other(e)))?;
+            }
             match cmd.spawn() {
                 Ok(child) => return Ok(child),
                 Err(e)
@@ -408,12 +435,7 @@ impl ProcessExec {
                     attempt += 1;
                     thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
                 }
-                Err(e) => {
-                    return Err(ExecError::Spawn {
-                        plugin: req.plugin.to_path_buf(),
-                        reason: e.to_string(),
-                    });
-                }
+                Err(e) => return Err(spawn_err(e)),
             }
         }
     }
@@ -505,6 +527,7 @@ mod tests {
             env: &env,
             stdin,
             timeout,
+            lock: None,
         })
     }
 

@@ -727,7 +727,7 @@ mod tests {
 
     /// The daemon's case: requests for different containers run on threads at once, each spawning
     /// delegates. A delegate gets its own container's lock, at `LOCK_FD`, and never another's, even when
-    /// the other thread forks at the same moment; a delegate run without a lock (STATUS, GC's pass over
+    /// the other thread spawns at the same moment; a delegate run without a lock (STATUS, GC's pass over
     /// the networks) gets none.
     #[test]
     fn a_delegate_inherits_its_own_containers_lock_and_no_other() {

@@ -1,13 +1,15 @@
 //! Running a delegate binary: lookup in the search path, a hard time limit that kills its process group,
-//! bounded output capture and libcni's "text file busy" retry (CNI-52, CNI-54, CNI-55, CNI-56).
+//! bounded output capture and libcni's "text file busy" retry (CNI-52, CNI-54, CNI-55, CNI-56); the
+//! container's lock handed down to it ([`LOCK_FD`]).
 
 use std::{
+    ffi::CString,
     os::{
-        fd::OwnedFd,
-        unix::process::{CommandExt, ExitStatusExt},
+        fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd},
+        unix::{ffi::OsStrExt, process::ExitStatusExt},
     },
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::ExitStatus,
     thread,
     time::{Duration, Instant},
 };
@@ -18,6 +20,13 @@ use plexus_cni::{ErrorReply, validate};
 pub const MAX_STDOUT: usize = 16 * 1024 * 1024;
 /// The most of a delegate's stderr we keep for the log.
 pub const MAX_STDERR: usize = 64 * 1024;
+
+/// The descriptor number under which a delegate holds its container's lock ([`ExecRequest::lock`]): an
+/// `flock`ed file, open read-write, that the delegate and whatever it starts (its IPAM plugin) inherit,
+/// so the lock outlives a SIGKILLed plexus until they exit. Past 0-2 (stdio) and past the single digits
+/// that shell scripts redirect by hand (`exec 3>&1`), so a delegate written in shell does not close it by
+/// accident; shells put their own descriptors at the lowest free number from 10 up, never over this one.
+pub const LOCK_FD: RawFd = 10;
 
 /// One delegate invocation.
 #[derive(Debug, Clone)]
@@ -30,6 +39,9 @@ pub struct ExecRequest<'a> {
     pub stdin: &'a [u8],
     /// Kill the child after this long.
     pub timeout: Duration,
+    /// The container's lock, held by the calling thread: the child gets it as [`LOCK_FD`], and no other
+    /// child does (plexus's own descriptor stays close-on-exec).
+    pub lock: Option<BorrowedFd<'a>>,
 }
 
 /// What a successful delegate printed.
@@ -227,6 +239,29 @@ enum Ended {
     Wait(std::io::Error),
 }
 
+/// A delegate process: its pid, the parent's ends of its stdio pipes, and its exit status once reaped.
+struct Child {
+    pid: rustix::process::Pid,
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    status: Option<ExitStatus>,
+}
+
+impl Child {
+    /// Its exit status, when it has exited (reaped once; the status is kept, the pid never waited twice).
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        if self.status.is_none() {
+            match rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::NOHANG) {
+                Ok(Some((_, st))) => self.status = Some(ExitStatus::from_raw(st.as_raw())),
+                Ok(None) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self.status)
+    }
+}
+
 /// A child's stdin, stdout and stderr and its exit, all driven from the calling thread with poll(2): no
 /// helper threads (each costs a spawn and a wake-up per delegate). The exit is seen through a pidfd
 /// (Linux 5.3 and later); without one it is checked every 10 ms.
@@ -244,28 +279,19 @@ const EXIT_CHECK: Duration = Duration::from_millis(10);
 const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 impl<'a> ChildIo<'a> {
-    fn new(child: &mut std::process::Child, input: &'a [u8]) -> ChildIo<'a> {
+    fn new(child: &mut Child, input: &'a [u8]) -> ChildIo<'a> {
         let nonblocking = |fd: OwnedFd| {
             // A pipe that stays blocking would only stall this loop on a read or write; poll still guards it.
             let _ = rustix::io::ioctl_fionbio(&fd, true);
             fd
         };
-        let pidfd = rustix::process::pidfd_open(
-            rustix::process::Pid::from_child(child),
-            rustix::process::PidfdFlags::empty(),
-        )
-        .ok();
+        let pidfd =
+            rustix::process::pidfd_open(child.pid, rustix::process::PidfdFlags::empty()).ok();
         ChildIo {
-            stdin: child.stdin.take().map(OwnedFd::from).map(nonblocking),
+            stdin: child.stdin.take().map(nonblocking),
             input,
-            stdout: Capped::new(
-                child.stdout.take().map(OwnedFd::from).map(nonblocking),
-                MAX_STDOUT,
-            ),
-            stderr: Capped::new(
-                child.stderr.take().map(OwnedFd::from).map(nonblocking),
-                MAX_STDERR,
-            ),
+            stdout: Capped::new(child.stdout.take().map(nonblocking), MAX_STDOUT),
+            stderr: Capped::new(child.stderr.take().map(nonblocking), MAX_STDERR),
             pidfd,
         }
     }
@@ -287,11 +313,7 @@ impl<'a> ChildIo<'a> {
 
     /// Until the child has exited and its output is read (or [`OUTPUT_GRACE`] after the exit passed);
     /// [`Ended::Timeout`] at `deadline`.
-    fn run(
-        &mut self,
-        child: &mut std::process::Child,
-        deadline: Instant,
-    ) -> Result<std::process::ExitStatus, Ended> {
+    fn run(&mut self, child: &mut Child, deadline: Instant) -> Result<ExitStatus, Ended> {
         use rustix::event::{PollFd, PollFlags};
         let mut status = None;
         let mut grace = deadline;
@@ -372,7 +394,7 @@ impl<'a> ChildIo<'a> {
     }
 
     /// After a kill: wait up to `limit` for the exit (no zombie left behind), keeping what stderr holds.
-    fn reap(&mut self, child: &mut std::process::Child, limit: Duration) {
+    fn reap(&mut self, child: &mut Child, limit: Duration) {
         let until = Instant::now() + limit;
         while Instant::now() < until {
             self.stderr.pump();
@@ -387,33 +409,79 @@ impl<'a> ChildIo<'a> {
 const ETXTBSY_RETRIES: u32 = 5;
 
 impl ProcessExec {
-    fn spawn(req: &ExecRequest<'_>) -> Result<std::process::Child, ExecError> {
+    /// Start the delegate with `posix_spawn` (a `vfork`-like clone in glibc: no copy of a large parent's
+    /// page tables per delegate, which the daemon would pay with `fork`): stdio on pipes, its own process
+    /// group (a timeout kills whatever it started too), the signal mask cleared and SIGPIPE at its default
+    /// (as `std::process::Command` does), and the container's lock, if any, at [`LOCK_FD`].
+    fn spawn(req: &ExecRequest<'_>) -> Result<Child, ExecError> {
+        use nix::{
+            fcntl::OFlag,
+            spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawn},
+            sys::signal::{SigSet, Signal},
+        };
+        let spawn_err = |reason: String| ExecError::Spawn {
+            plugin: req.plugin.to_path_buf(),
+            reason,
+        };
+        let nul = |what: &str| spawn_err(format!("{what} contains a NUL byte"));
+        let path = CString::new(req.plugin.as_os_str().as_bytes()).map_err(|_| nul("the path"))?;
+        let env: Vec<CString> = req
+            .env
+            .iter()
+            .map(|(k, v)| CString::new(format!("{k}={v}")).map_err(|_| nul(k)))
+            .collect::<Result<_, _>>()?;
+        let os = |e: nix::Error| spawn_err(std::io::Error::from(e).to_string());
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(os);
+        let (stdin_child, stdin) = pipe()?;
+        let (stdout, stdout_child) = pipe()?;
+        let (stderr, stderr_child) = pipe()?;
+        // The lock goes to the child through a close-on-exec duplicate numbered above LOCK_FD, which the
+        // spawn's dup2 copies to LOCK_FD in the child alone (a dup2 onto another number clears the flag
+        // there): plexus's descriptors all stay close-on-exec, so no other delegate, spawned at the same
+        // moment on another thread, keeps this lock past its exec. The duplicate closes on return.
+        let lock = req
+            .lock
+            .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, LOCK_FD + 1))
+            .transpose()
+            .map_err(|e| spawn_err(std::io::Error::from(e).to_string()))?;
+        let mut actions = PosixSpawnFileActions::init().map_err(os)?;
+        for (fd, to) in [(&stdin_child, 0), (&stdout_child, 1), (&stderr_child, 2)]
+            .into_iter()
+            .chain(lock.as_ref().map(|l| (l, LOCK_FD)))
+        {
+            actions.add_dup2(fd.as_raw_fd(), to).map_err(os)?;
+        }
+        let mut attr = PosixSpawnAttr::init().map_err(os)?;
+        attr.set_pgroup(nix::unistd::Pid::from_raw(0)).map_err(os)?;
+        attr.set_sigmask(&SigSet::empty()).map_err(os)?;
+        let mut default = SigSet::empty();
+        default.add(Signal::SIGPIPE);
+        attr.set_sigdefault(&default).map_err(os)?;
+        attr.set_flags(
+            PosixSpawnFlags::POSIX_SPAWN_SETPGROUP
+                | PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK
+                | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF,
+        )
+        .map_err(os)?;
         let mut attempt = 0;
         loop {
-            let mut cmd = Command::new(req.plugin);
-            cmd.env_clear()
-                .envs(req.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                // Its own process group, so a timeout kills whatever it started too.
-                .process_group(0);
-            match cmd.spawn() {
-                Ok(child) => return Ok(child),
-                Err(e)
-                    if e.raw_os_error() == Some(nix::libc::ETXTBSY)
-                        && attempt < ETXTBSY_RETRIES =>
-                {
+            match posix_spawn(path.as_c_str(), &actions, &attr, &[&path], &env) {
+                Ok(pid) => {
+                    return Ok(Child {
+                        pid: rustix::process::Pid::from_raw(pid.as_raw())
+                            .ok_or_else(|| spawn_err(format!("spawn returned pid {pid}")))?,
+                        stdin: Some(stdin),
+                        stdout: Some(stdout),
+                        stderr: Some(stderr),
+                        status: None,
+                    });
+                }
+                Err(nix::Error::ETXTBSY) if attempt < ETXTBSY_RETRIES => {
                     // The binary is being replaced (CNI-55): libcni retries with a pause.
                     attempt += 1;
                     thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
                 }
-                Err(e) => {
-                    return Err(ExecError::Spawn {
-                        plugin: req.plugin.to_path_buf(),
-                        reason: e.to_string(),
-                    });
-                }
+                Err(e) => return Err(os(e)),
             }
         }
     }
@@ -439,7 +507,7 @@ impl Exec for ProcessExec {
             }
             Err(Ended::Timeout) => {
                 let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::unistd::Pid::from_raw(child.pid.as_raw_nonzero().get()),
                     nix::sys::signal::Signal::SIGKILL,
                 );
                 io.reap(&mut child, Duration::from_secs(5));
@@ -505,6 +573,7 @@ mod tests {
             env: &env,
             stdin,
             timeout,
+            lock: None,
         })
     }
 

@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashSet,
+    os::fd::AsFd,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -190,12 +191,16 @@ impl Invoker<'_> {
             .find(&plugin.plugin_type, &self.search_path)
             .map_err(wrap)?;
         let env = self.env(command, rt);
+        // Every operation on a container holds its lock while it runs that container's delegates; each
+        // delegate holds it too, so a DEL or ADD after a SIGKILLed plexus waits for its orphans.
+        let lock = rt.and_then(|rt| crate::lock::held_here(&self.cache_dir, &rt.container_id));
         let started = Instant::now();
         let out = self.exec.run(&ExecRequest {
             plugin: &path,
             env: &env,
             stdin,
             timeout: self.timeout,
+            lock: lock.as_deref().map(AsFd::as_fd),
         });
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         let ifname = rt.map(|r| r.ifname.as_str()).unwrap_or("");
@@ -675,5 +680,173 @@ mod tests {
         exec.reply("bridge", "ADD", b"");
         let e = invoker(&exec, d.path()).add(&list(), &rt()).unwrap_err();
         assert!(e.to_string().contains("empty output"), "{e}");
+    }
+
+    /// Real processes for the lock-inheritance tests: a `sh` delegate `fds` in `dir` that writes each of its
+    /// descriptors and what it points to (`<fd> <target>`) to `$OUT/<container>.<n>`, starts whatever
+    /// `$THEN` says, and answers an empty 1.0.0 result.
+    fn fds_delegate(dir: &std::path::Path) -> (NetworkConfig, Vec<(String, String)>) {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join("fds");
+        std::fs::write(
+            &p,
+            "#!/bin/sh\n\
+             out=\"$OUT/$CNI_CONTAINERID.$$\"\n\
+             for f in /proc/$$/fd/*; do echo \"${f##*/} $(readlink \"$f\")\"; done > \"$out.tmp\"\n\
+             mv \"$out.tmp\" \"$out\"\n\
+             eval \"$THEN\"\n\
+             echo '{\"cniVersion\":\"1.0.0\",\"interfaces\":[],\"ips\":[]}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let net = net(json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "fds"}]}));
+        let env = vec![
+            ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+            ("OUT".to_string(), dir.display().to_string()),
+        ];
+        (net, env)
+    }
+
+    /// The descriptors a delegate of `cid` reported that point into the lock directory.
+    fn lock_fds(dir: &std::path::Path, cid: &str) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{cid}.")) && !name.ends_with(".tmp") {
+                let text = std::fs::read_to_string(e.path()).unwrap();
+                out.push(
+                    text.lines()
+                        .filter(|l| l.contains("/.locks/"))
+                        .map(str::to_string)
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
+    /// The daemon's case: requests for different containers run on threads at once, each spawning
+    /// delegates. A delegate gets its own container's lock, at `LOCK_FD`, and never another's, even when
+    /// the other thread spawns at the same moment; a delegate run without a lock (STATUS, GC's pass over
+    /// the networks) gets none.
+    #[test]
+    fn a_delegate_inherits_its_own_containers_lock_and_no_other() {
+        use crate::{exec::ProcessExec, lock::ContainerLock};
+        use std::sync::{Arc, Barrier};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        let (net, env) = fds_delegate(&dir);
+        const ROUNDS: usize = 15;
+        let barrier = Arc::new(Barrier::new(3));
+        let threads: Vec<_> = ["a", "b", "nolock"]
+            .into_iter()
+            .map(|cid| {
+                let (dir, net, env, barrier) =
+                    (dir.clone(), net.clone(), env.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let invoker = Invoker {
+                        exec: &ProcessExec,
+                        search_path: vec![dir.clone()],
+                        base_env: env,
+                        timeout: Duration::from_secs(20),
+                        cache_dir: dir.clone(),
+                        cache_writes: CacheWrites::Durable,
+                    };
+                    let rt = RuntimeConf {
+                        container_id: cid.into(),
+                        netns: Some("/run/netns/p".into()),
+                        ifname: "net1".into(),
+                        ..Default::default()
+                    };
+                    for _ in 0..ROUNDS {
+                        let lock = (cid != "nolock").then(|| {
+                            ContainerLock::acquire(&dir, cid, Duration::from_secs(5)).unwrap()
+                        });
+                        barrier.wait();
+                        invoker.add(&net, &rt).unwrap();
+                        drop(lock);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        for cid in ["a", "b"] {
+            let want = vec![format!(
+                "{} {}",
+                crate::exec::LOCK_FD,
+                crate::lock::lock_dir(&dir).join(cid).display()
+            )];
+            let seen = lock_fds(&dir, cid);
+            assert_eq!(seen.len(), ROUNDS, "{cid}: one report per delegate");
+            for fds in seen {
+                assert_eq!(
+                    fds, want,
+                    "{cid}: its own lock, once, and nothing else of .locks"
+                );
+            }
+        }
+        let seen = lock_fds(&dir, "nolock");
+        assert_eq!(seen.len(), ROUNDS);
+        for fds in seen {
+            assert_eq!(
+                fds,
+                Vec::<String>::new(),
+                "no lock for a delegate run without one"
+            );
+        }
+    }
+
+    /// The delegate's children inherit the lock too (an IPAM plugin it runs holds it as long as it does),
+    /// but one left running after the operation does not keep the lock: plexus unlocks explicitly.
+    #[test]
+    fn a_process_a_delegate_leaves_behind_holds_the_lock_only_until_plexus_releases_it() {
+        use crate::{exec::ProcessExec, lock::ContainerLock};
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        let (net, mut env) = fds_delegate(&dir);
+        let pid_file = dir.join("left.pid");
+        env.push((
+            "THEN".into(),
+            format!(
+                "sleep 30 </dev/null >/dev/null 2>&1 & echo $! > {}",
+                pid_file.display()
+            ),
+        ));
+        let invoker = Invoker {
+            exec: &ProcessExec,
+            search_path: vec![dir.clone()],
+            base_env: env,
+            timeout: Duration::from_secs(20),
+            cache_dir: dir.clone(),
+            cache_writes: CacheWrites::Durable,
+        };
+        let rt = RuntimeConf {
+            container_id: "c".into(),
+            ifname: "net1".into(),
+            ..Default::default()
+        };
+        let lock = ContainerLock::acquire(&dir, "c", Duration::from_secs(5)).unwrap();
+        invoker.add(&net, &rt).unwrap();
+        let left = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        let kill_left = || {
+            let _ = std::process::Command::new("kill").arg(&left).status();
+        };
+        let held = std::fs::read_link(format!("/proc/{left}/fd/{}", crate::exec::LOCK_FD));
+        if held.as_deref().ok() != Some(crate::lock::lock_dir(&dir).join("c").as_path()) {
+            kill_left();
+            panic!("the delegate's child holds the lock too: {held:?}");
+        }
+        drop(lock);
+        let again = ContainerLock::acquire(&dir, "c", Duration::ZERO);
+        kill_left();
+        assert!(
+            again.is_ok(),
+            "free once plexus released it, though the delegate's child still runs: {again:?}"
+        );
     }
 }

@@ -1,11 +1,19 @@
 //! Per-container locks: ADD, DEL and CHECK of one container never overlap, across processes (Go Multus has
 //! no locking, multus-features.md §10 #24). An advisory `flock` on `<cniDir>/.locks/<containerID>`.
+//!
+//! The delegates an operation runs for its container inherit the lock (an `flock` belongs to the open file
+//! description, and [`held_here`] hands it to [`crate::exec`]): when plexus is SIGKILLed mid-operation, the
+//! lock stays held until the last delegate it was running exits, so the runtime's DEL, or a repeated ADD,
+//! never overlaps an orphaned delegate. A live plexus unlocks explicitly on release, so a process a
+//! delegate left behind never keeps the lock of a finished operation.
 
 use std::{
+    cell::RefCell,
     fs::{File, OpenOptions, TryLockError},
     io,
     os::unix::fs::{MetadataExt, OpenOptionsExt},
     path::{Path, PathBuf},
+    sync::{Arc, Weak},
     thread,
     time::{Duration, Instant},
 };
@@ -41,8 +49,28 @@ pub enum LockError {
 /// A held lock; released on drop.
 #[derive(Debug)]
 pub struct ContainerLock {
-    file: File,
+    /// Shared only with [`held_here`]'s callers, for the time it takes to start a delegate.
+    file: Arc<File>,
     path: PathBuf,
+}
+
+thread_local! {
+    /// The locks taken on this thread that are still held (a dead `Weak` is a lock since released). An
+    /// operation runs its delegates on the thread that took its lock (the daemon runs each request in place
+    /// on one thread), so another thread's request, for another container, can never find this one's lock.
+    static HELD: RefCell<Vec<(PathBuf, Weak<File>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The lock of `container_id` when this thread holds it: the delegates run for that container inherit it
+/// ([`crate::exec::ExecRequest::lock`]).
+pub fn held_here(cni_dir: &Path, container_id: &str) -> Option<Arc<File>> {
+    let path = lock_dir(cni_dir).join(container_id);
+    HELD.with_borrow_mut(|held| {
+        held.retain(|(_, f)| f.strong_count() > 0);
+        held.iter()
+            .find(|(p, _)| *p == path)
+            .and_then(|(_, f)| f.upgrade())
+    })
 }
 
 impl ContainerLock {
@@ -84,7 +112,14 @@ impl ContainerLock {
                     // an orphaned inode and a newcomer could lock a fresh file. Only the file at the path counts.
                     let ours = file.metadata().map_err(io_err)?.ino();
                     match std::fs::metadata(&path) {
-                        Ok(m) if m.ino() == ours => return Ok(ContainerLock { file, path }),
+                        Ok(m) if m.ino() == ours => {
+                            let file = Arc::new(file);
+                            HELD.with_borrow_mut(|held| {
+                                held.retain(|(_, f)| f.strong_count() > 0);
+                                held.push((path.clone(), Arc::downgrade(&file)));
+                            });
+                            return Ok(ContainerLock { file, path });
+                        }
                         _ => continue,
                     }
                 }
@@ -106,7 +141,16 @@ impl ContainerLock {
     pub fn release_and_remove(self) {
         // Removing while still holding the lock is what makes the inode check in `acquire` sound.
         let _ = fsutil::remove_if_exists(&self.path);
-        drop(self.file);
+        drop(self);
+    }
+}
+
+impl Drop for ContainerLock {
+    fn drop(&mut self) {
+        // Unlock explicitly, not by closing: a delegate's child that outlived it (a daemon it started, or one
+        // that escaped a timeout's group kill) still holds the open file description, and would otherwise
+        // keep the lock of this finished operation for as long as it lives.
+        let _ = self.file.unlock();
     }
 }
 

@@ -1885,3 +1885,78 @@ fn an_unusable_log_file_does_not_fail_the_operation() {
         out.stderr
     );
 }
+
+// ---------------------------------------------------------------------------------------------------
+// 12. A SIGKILLed plexus's orphaned delegate
+// ---------------------------------------------------------------------------------------------------
+
+/// The runtime kills plexus, not its delegates: the delegate plexus was running goes on alone. It holds
+/// the container's lock (inherited as fd `plexus::exec::LOCK_FD`) until it exits, so the runtime's DEL,
+/// issued at once, waits for it instead of tearing down while it still works.
+#[test]
+fn an_orphaned_delegate_keeps_the_containers_lock_and_del_waits_for_it() {
+    use std::os::unix::fs::MetadataExt;
+    const SLEEP_MS: u64 = 2000;
+    let h = Harness::new();
+    let v = "1.0.0";
+    let config = h.config(
+        v,
+        json!({"delegates": [
+            recorder("cluster", v, json!({})),
+            recorder("second", v, json!({"recorder": {"add": {"sleepMs": SLEEP_MS}}})),
+        ]}),
+    );
+    let mut plexus = h.cmd("ADD").args(CRI_ARGS).config(&config).spawn();
+    let started = std::time::Instant::now();
+    let orphan = loop {
+        if let Some(r) = h
+            .records()
+            .into_iter()
+            .find(|r| r.summary() == "ADD second net1")
+        {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the second delegate never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    plexus.kill().expect("SIGKILL plexus");
+    plexus.wait().expect("reap plexus");
+
+    // The orphan runs on, holding the lock file's descriptor, locked: a new open of the file cannot lock it.
+    let fd = format!("/proc/{}/fd/{}", orphan.pid, plexus::exec::LOCK_FD);
+    let target = fs::metadata(&fd).map(|m| (m.dev(), m.ino()));
+    let lock = fs::File::open(h.lock_file(CID)).expect("the lock file exists");
+    assert_eq!(
+        target.ok(),
+        lock.metadata().ok().map(|m| (m.dev(), m.ino())),
+        "the orphan (pid {}) holds the lock file as {fd}",
+        orphan.pid
+    );
+    assert!(
+        matches!(lock.try_lock(), Err(fs::TryLockError::WouldBlock)),
+        "the lock is still held after plexus died"
+    );
+    drop(lock);
+
+    // The runtime's DEL, at once: it waits for the orphan to exit, then tears down both networks.
+    h.cmd("DEL").args(CRI_ARGS).config(&config).run().ok();
+    let recs = h.take_records();
+    assert_eq!(
+        calls(&recs),
+        [
+            "ADD cluster eth0",
+            "ADD second net1",
+            "DEL second net1",
+            "DEL cluster eth0"
+        ]
+    );
+    assert!(
+        recs[2].time_ms >= orphan.time_ms + SLEEP_MS,
+        "the DEL ran its first delegate {} ms after the orphan started, before its {SLEEP_MS} ms were up",
+        recs[2].time_ms - orphan.time_ms
+    );
+    h.assert_no_trace(CID, "DEL after a SIGKILLed ADD");
+}

@@ -24,8 +24,8 @@ use plexus_e2e::{
     apiserver::FaultSpec,
     harness::{
         chaos::{
-            assert_no_leak, assert_no_leak_of, chain, install_recorder, processes_for, recorder,
-            records, spawn_plexus, wait_until,
+            assert_no_leak, assert_no_leak_of, chain, front, install_recorder, outliving, recorder,
+            recorders_for, records, spawn_plexus, wait_until,
         },
         cluster::standin_only,
         daemon::DaemonProcess,
@@ -263,43 +263,89 @@ fn burst(
 fn daemon_killed_in_the_middle_of_a_burst_leaks_nothing() {
     let test = "daemon_killed_in_the_middle_of_a_burst_leaks_nothing";
     let mut w = world(test);
+    // The first wave's net1 is a macvlan with a slow recorder in front of it: the kill lands while it
+    // sleeps, and the orphan then makes net1 and its reservation. The second wave's is plain.
+    const ORPHAN_MS: u64 = 4_000;
+    install_recorder(&w, &plexus());
+    w.nad(
+        "slow",
+        &chain(
+            None,
+            &front(&w, &w.macvlan(MACVLAN_SUBNET), ORPHAN_MS),
+            None,
+            None,
+        ),
+    );
     w.nad("a", &w.macvlan(MACVLAN_SUBNET));
     let pods: Vec<Arc<Sandbox>> = (0..12)
-        .map(|i| Arc::new(w.sandbox(&format!("p{i}"), &[(NETWORKS_ANNOTATION, "a")])))
+        .map(|i| {
+            let nad = if i < 8 { "slow" } else { "a" };
+            Arc::new(w.sandbox(&format!("p{i}"), &[(NETWORKS_ANNOTATION, nad)]))
+        })
         .collect();
     let rt = Arc::new(w.runtime(json!({"daemonWaitSeconds": 20})));
     let mut daemon = w.daemon.take().unwrap();
     let w = Arc::new(w);
     let (first, second) = pods.split_at(8);
     let mut handles = burst(&w, &rt, first);
-    // Let the first wave get under way, then crash the daemon; a second wave arrives while it is down
-    // (its shims wait), then a new daemon starts.
-    thread::sleep(Duration::from_millis(150));
+    // Once the first wave's delegates run, crash the daemon; a second wave arrives while it is down (its
+    // shims wait), then a new daemon starts.
+    let running = || {
+        first
+            .iter()
+            .filter(|sb| !recorders_for(&sb.cid).is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        "a delegate of the first wave runs",
+        Duration::from_secs(30),
+        || !running().is_empty(),
+    );
     daemon.kill();
+    let orphaned = running();
+    assert!(!orphaned.is_empty(), "the kill left no delegate running");
     handles.extend(burst(&w, &rt, second));
     thread::sleep(Duration::from_millis(300));
     daemon.start_again();
     daemon.wait_ready(Duration::from_secs(30));
+    // The runtime's DEL of each pod whose delegate the crash orphaned, at once: the new daemon's DEL waits
+    // for the orphan (it holds the container's lock), then tears down what it made too.
+    let still = orphaned
+        .iter()
+        .filter(|sb| !recorders_for(&sb.cid).is_empty())
+        .count();
+    assert!(
+        still > 0,
+        "the orphans ended before the DELs: nothing raced"
+    );
+    let dels: Vec<_> = orphaned
+        .iter()
+        .map(|sb| {
+            let (w, rt, sb) = (w.clone(), rt.clone(), sb.clone());
+            thread::spawn(move || {
+                w.del_ok(&rt, &sb);
+                let outlived = outliving(&sb.cid);
+                assert_no_leak_of(&w, &sb);
+                assert_eq!(outlived, Vec::<String>::new(), "outlived the DEL");
+            })
+        })
+        .collect();
+    for d in dels {
+        d.join().unwrap();
+    }
     let ok: Vec<bool> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     eprintln!(
-        "{test}: {} of {} ADDs succeeded",
+        "{test}: {} of {} ADDs succeeded, {} DELed while their orphan ran",
         ok.iter().filter(|o| **o).count(),
-        ok.len()
+        ok.len(),
+        orphaned.len()
     );
     assert!(
         ok[8..].iter().all(|o| *o),
         "the ADDs that came while the daemon was down waited for the next one: {ok:?}\n{}",
         w.log()
     );
-    // A delegate the crashed daemon started finishes on its own (it is not the daemon's to kill); the
-    // runtime's DEL comes after it, as the kubelet's would.
-    for sb in &pods {
-        wait_until(
-            "the crashed daemon's delegates finish",
-            Duration::from_secs(30),
-            || processes_for(&sb.cid).is_empty(),
-        );
-    }
     for (sb, ok) in pods.iter().zip(&ok) {
         if *ok {
             assert!(

@@ -587,8 +587,20 @@ impl<'h> Invocation<'h> {
         self.stdin(bytes)
     }
 
-    /// Run plexus and check the reply invariants (see [`Output`]).
-    pub fn run(self) -> Output {
+    /// Start plexus without waiting for it (its stdin written, stdout and stderr discarded): for a test
+    /// that kills it part-way.
+    pub fn spawn(self) -> std::process::Child {
+        let mut cmd = self.command();
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn plexus");
+        let mut stdin = child.stdin.take().expect("stdin pipe");
+        // plexus reads its whole config first; a config fits the pipe.
+        let _ = stdin.write_all(&self.stdin);
+        child
+    }
+
+    /// The command that runs plexus, stdio piped.
+    fn command(&self) -> Command {
         let mode = netns_mode();
         let mut env: BTreeMap<String, String> = self
             .env
@@ -614,6 +626,12 @@ impl<'h> Invocation<'h> {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// Run plexus and check the reply invariants (see [`Output`]).
+    pub fn run(self) -> Output {
+        let mut cmd = self.command();
         let started = Instant::now();
         let mut child = cmd.spawn().expect("spawn plexus");
         let pid = child.id();
@@ -790,6 +808,8 @@ pub struct Record {
     pub stdin: Value,
     /// Its process ID.
     pub pid: u32,
+    /// When it started (ms since the epoch).
+    pub time_ms: u64,
 }
 
 impl Record {
@@ -807,6 +827,7 @@ impl Record {
             env,
             stdin: v["stdin"].clone(),
             pid: v["pid"].as_u64().unwrap_or_default() as u32,
+            time_ms: v["time_ms"].as_u64().unwrap_or_default(),
         }
     }
 

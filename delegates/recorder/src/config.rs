@@ -102,7 +102,7 @@ impl<'a> NetConf<'a> {
 }
 
 /// What to do for one command. Steps apply in the order: `stderr`, `sleepMs`,
-/// `signal`, `exitCode`, `garbage`, `hugeOutputBytes`, `error`, `result`.
+/// `signal`, `exitCode`, `garbage`, `hugeOutputBytes`, `error`, `result`, `exec`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Behaviour {
@@ -127,6 +127,9 @@ pub struct Behaviour {
     /// Apply this whole behaviour only while this file exists (else the default reply): a test switches a
     /// fault on and off under a config that plexus has cached.
     pub only_if_file_exists: Option<std::path::PathBuf>,
+    /// A plugin type to hand the invocation to (after the sleep): the recorder then stands in front of a
+    /// real plugin, which does the work and gives the reply.
+    pub exec: Option<String>,
 }
 
 impl Behaviour {

@@ -1,6 +1,9 @@
-//! Carrying out a plan: stderr text, sleep, then the reply, exit code or signal.
+//! Carrying out a plan: stderr text, sleep, then the reply, exit code or signal, or a real plugin's.
 
 use std::io::{self, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::thread;
 
 use nix::sys::signal::{SigSet, Signal, raise};
@@ -34,6 +37,40 @@ pub fn carry_out(plan: Plan) -> i32 {
             1
         }
         Action::Signal(sig) => raise_signal(sig),
+        Action::Exec { plugin, stdin } => run_plugin(&plugin, &stdin),
+    }
+}
+
+/// Runs `plugin` as a child (the environment and inherited descriptors are the recorder's, stderr goes
+/// straight through), feeds it `stdin`, prints what it printed and returns its exit status.
+fn run_plugin(plugin: &Path, stdin: &[u8]) -> i32 {
+    let child = Command::new(plugin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("plexus-recorder: cannot run {}: {e}", plugin.display());
+            return 1;
+        }
+    };
+    if let Some(mut input) = child.stdin.take() {
+        // A plugin that exits without reading its config: its reply says why.
+        let _ = input.write_all(stdin);
+    }
+    match child.wait_with_output() {
+        Ok(out) => {
+            write_stdout(&out.stdout);
+            out.status
+                .code()
+                .or_else(|| out.status.signal().map(|s| 128 + s))
+                .unwrap_or(1)
+        }
+        Err(e) => {
+            eprintln!("plexus-recorder: waiting for {}: {e}", plugin.display());
+            1
+        }
     }
 }
 

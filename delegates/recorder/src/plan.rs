@@ -1,6 +1,7 @@
 //! Deciding what one invocation does: the behaviour steps in order, then the default reply.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,6 +40,13 @@ pub enum Action {
     Junk(u64),
     /// Kill the process with this signal.
     Signal(Signal),
+    /// Run this plugin with this stdin (and the recorder's environment), and reply as it replied.
+    Exec {
+        /// The plugin binary, found in `CNI_PATH`.
+        plugin: PathBuf,
+        /// Its stdin: the recorder's config.
+        stdin: Vec<u8>,
+    },
 }
 
 impl Action {
@@ -154,7 +162,7 @@ pub fn decide(command: &str, env: &BTreeMap<String, String>, stdin: &Stdin) -> P
 }
 
 /// The first applicable step among signal, exitCode, garbage, hugeOutputBytes,
-/// error, result; else the default reply.
+/// error, result, exec; else the default reply.
 fn action_for(
     command: &str,
     env: &BTreeMap<String, String>,
@@ -196,10 +204,40 @@ fn action_for(
             exit: 0,
         };
     }
+    if let Some(plugin_type) = &b.exec {
+        return match find_plugin(plugin_type, env) {
+            Ok(plugin) => Action::Exec {
+                plugin,
+                stdin: match stdin {
+                    Stdin::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
+                    Stdin::Raw(text) => text.clone().into_bytes(),
+                },
+            },
+            Err(e) => Action::error(&e, version),
+        };
+    }
     match default_reply(command, env, stdin, version) {
         Ok(action) => action,
         Err(e) => Action::error(&e, version),
     }
+}
+
+/// The binary of `plugin_type` in `CNI_PATH`, first match wins, as a runtime looks it up; a type that
+/// is a path is refused.
+fn find_plugin(plugin_type: &str, env: &BTreeMap<String, String>) -> Result<PathBuf, CniError> {
+    let path = env.get("CNI_PATH").map(String::as_str).unwrap_or_default();
+    if !plugin_type.contains('/') && !plugin_type.is_empty() && plugin_type != ".." {
+        for dir in path.split(':').filter(|d| !d.is_empty()) {
+            let p = PathBuf::from(dir).join(plugin_type);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(CniError::new(
+        7,
+        format!("invalid recorder behaviour: no plugin {plugin_type:?} in CNI_PATH {path:?}"),
+    ))
 }
 
 /// The reply when no behaviour step decided it.

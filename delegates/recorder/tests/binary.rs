@@ -299,6 +299,51 @@ fn stderr_text_and_sleep() {
     assert!(out.stdout.is_empty());
 }
 
+/// In front of a real plugin: after its sleep the recorder hands the invocation over (same stdin and
+/// environment, looked up in `CNI_PATH`), and the plugin's reply and exit status are the recorder's.
+#[test]
+fn exec_hands_the_invocation_to_a_plugin_in_cni_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, rec) = setup();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let plugin = bin.join("real");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\nprintf '{\"got\":%s,\"ifname\":\"%s\"}' \"$(cat)\" \"$CNI_IFNAME\"\necho real stderr >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("/nonexistent:{}", bin.display());
+    let mut env = add_env("ADD", "c");
+    env.retain(|(k, _)| *k != "CNI_PATH");
+    env.push(("CNI_PATH", &path));
+    env.push(("PATH", "/usr/bin:/bin"));
+    let behaviour = json!({"recorder": {"add": {"sleepMs": 200, "exec": "real"}}, "bridge": "b0"});
+    let stdin = config(&rec, behaviour);
+    let start = Instant::now();
+    let out = run_in(dir.path(), &env, &stdin);
+    assert!(start.elapsed() >= Duration::from_millis(200), "slept first");
+    assert_eq!(out.status.code(), Some(3), "the plugin's exit status");
+    let reply = out.json();
+    assert_eq!(reply["ifname"], "net1", "the recorder's environment");
+    assert_eq!(
+        reply["got"],
+        serde_json::from_str::<Value>(&stdin).unwrap(),
+        "the recorder's config"
+    );
+    assert_eq!(out.stderr, "real stderr\n");
+    assert_eq!(read_records(&rec).len(), 1, "recorded before handing over");
+
+    // A type not in CNI_PATH, or a path, is refused with code 7.
+    for bad in ["nope", "../bin/real"] {
+        let stdin = config(&rec, json!({"recorder": {"add": {"exec": bad}}}));
+        let out = run_in(dir.path(), &env, &stdin);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert_eq!(out.json()["code"], 7, "{bad}");
+    }
+}
+
 #[test]
 fn huge_output() {
     let (dir, rec) = setup();

@@ -1,7 +1,7 @@
 //! Faults on the node's side, for the fault matrix (`tests/faults.rs`): the recording delegate
-//! (`delegates/recorder`) as a misbehaving plugin chained before or after a real one, plexus run as a
-//! process the test can SIGKILL at a chosen moment, read-only and full cache directories, and the leak
-//! checks every fault case ends with (beyond [`World::assert_clean`]: every file under `cniDir` naming
+//! (`delegates/recorder`) as a misbehaving plugin chained before or after a real one, or in front of it,
+//! plexus run as a process the test can SIGKILL at a chosen moment, read-only and full cache directories,
+//! and the leak checks every fault case ends with (beyond [`World::assert_clean`]: every file under `cniDir` naming
 //! the container, temp files of interrupted atomic writes, and plugin processes still running for it).
 
 use std::{
@@ -73,6 +73,22 @@ pub fn records_file(w: &World) -> PathBuf {
 /// answers ADD with a made-up result, with one it passes that result through.
 pub fn recorder(w: &World, behaviour: Value) -> Value {
     json!({"type": RECORDER, "recordFile": records_file(w), "recorder": behaviour})
+}
+
+/// `plugin` (a real plugin's entry) with the recorder in front of it, in its place: every invocation is
+/// recorded, an ADD first sleeps `add_sleep_ms`, and then the real plugin (the recorder's `exec`) does the
+/// work and answers. A plexus killed during that sleep leaves an orphan that goes on to do the real
+/// plugin's ADD, after the kill: the state a DEL racing it would leak.
+pub fn front(w: &World, plugin: &Value, add_sleep_ms: u64) -> Value {
+    let real = plugin["type"].as_str().expect("a plugin type").to_string();
+    let mut entry = plugin.clone();
+    entry["type"] = json!(RECORDER);
+    entry["recordFile"] = json!(records_file(w));
+    entry["recorder"] = json!({
+        "add": {"sleepMs": add_sleep_ms, "exec": real},
+        "all": {"exec": real},
+    });
+    entry
 }
 
 /// A conflist (named `name` when given; NADs get theirs injected) of `conf`'s plugin with `before` and
@@ -316,15 +332,23 @@ pub fn recorders_for(cid: &str) -> Vec<i32> {
         .collect()
 }
 
-/// SIGKILL the recorder processes still running for `cid` (a killed plexus orphans its sleeping
-/// delegate; the test started it, so the test ends it).
-pub fn kill_orphaned_recorders(cid: &str) {
-    for pid in recorders_for(cid) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+/// The processes running for `cid` now, the recorder included (pids), after which this waits (up to 30 s)
+/// for them to end: called right after a DEL, it says whether anything outlived the DEL, and a leak check
+/// after it sees whatever that made.
+pub fn outliving(cid: &str) -> Vec<String> {
+    let mut now = processes_for(cid);
+    now.extend(
+        recorders_for(cid)
+            .iter()
+            .map(|p| format!("pid {p} {RECORDER}")),
+    );
+    let started = Instant::now();
+    while !(processes_for(cid).is_empty() && recorders_for(cid).is_empty())
+        && started.elapsed() < Duration::from_secs(30)
+    {
+        thread::sleep(Duration::from_millis(20));
     }
+    now
 }
 
 /// [`World::assert_clean`] and more: no file anywhere under `cniDir` (caches, locks, result caches, temp

@@ -31,7 +31,8 @@ pub const ABOUT: &str = concat!(
 const USAGE: &str = "usage: plexus [--version | --help | crd | install [FLAGS] | daemon [FLAGS]]
   crd        print the NetworkAttachmentDefinition CRD (YAML) for `kubectl apply -f -`
   install    set this node up for plexus (the DaemonSet's entrypoint; `plexus install --help`)
-  daemon     serve CNI requests from plexus-shim on a unix socket, with watch caches (`plexus daemon --help`)
+  daemon     runs plexus-daemon (next to this binary): serve CNI requests from plexus-shim on a unix socket,
+             with watch caches (`plexus-daemon --help`)
 plexus is a CNI plugin: the container runtime runs it with CNI_COMMAND and the other CNI_* variables set
 and the network config on stdin. See the README for its config keys.";
 
@@ -171,6 +172,31 @@ pub fn run(
     }
 }
 
+/// The daemon's binary, beside this one.
+pub const DAEMON_BINARY: &str = "plexus-daemon";
+
+/// `plexus daemon ARGS`: an alias that execs `plexus-daemon ARGS` from this binary's directory (the daemon is
+/// a binary of its own, so this one links none of its code).
+fn exec_daemon(args: Vec<String>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let daemon = match std::env::current_exe() {
+        Ok(exe) => exe.with_file_name(DAEMON_BINARY),
+        Err(e) => {
+            eprintln!(
+                "plexus daemon: cannot tell where this binary is ({e}); run {DAEMON_BINARY} instead"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    // Only returns on failure.
+    let e = std::process::Command::new(&daemon).args(args).exec();
+    eprintln!(
+        "plexus daemon: cannot run {} ({e}): the daemon ships as its own binary, {DAEMON_BINARY}, next to plexus",
+        daemon.display()
+    );
+    ExitCode::from(2)
+}
+
 /// The process entry point.
 pub fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1).map(lossy);
@@ -181,7 +207,7 @@ pub fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("install") => return crate::install::main(args.collect()),
-        Some("daemon") => return crate::daemon::main(args.collect()),
+        Some("daemon") => return exec_daemon(args.collect()),
         Some(events::SUBCOMMAND) => return events::send_main(),
         Some("crd") => {
             let _ = io::stdout().write_all(crate::k8s::nad::crd_yaml().as_bytes());

@@ -1960,3 +1960,41 @@ fn an_orphaned_delegate_keeps_the_containers_lock_and_del_waits_for_it() {
     );
     h.assert_no_trace(CID, "DEL after a SIGKILLed ADD");
 }
+
+/// The daemon ships as its own binary (issue 17): `plexus daemon ARGS` execs `plexus-daemon ARGS` from
+/// beside it, and says what is missing when it is not there.
+#[test]
+fn plexus_daemon_is_an_alias_for_the_daemon_binary_beside_it() {
+    let plexus = Path::new(env!("CARGO_BIN_EXE_plexus"));
+    assert_eq!(
+        plexus.with_file_name("plexus-daemon"),
+        Path::new(env!("CARGO_BIN_EXE_plexus-daemon"))
+    );
+    let out = std::process::Command::new(plexus)
+        .args(["daemon", "--help"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with("usage: plexus-daemon [--config PATH]"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+
+    // A plexus alone in its directory: a clear error, not a daemon.
+    let d = tempfile::tempdir().unwrap();
+    let alone = d.path().join("plexus");
+    fs::copy(plexus, &alone).unwrap();
+    let out = std::process::Command::new(&alone)
+        .args(["daemon", "--help"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&d.path().join("plexus-daemon").display().to_string())
+            && stderr.contains("its own binary"),
+        "{stderr}"
+    );
+}

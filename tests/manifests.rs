@@ -653,12 +653,12 @@ fn the_daemon_config(pod: &PodSpec) -> serde_json::Map<String, Value> {
     let daemon = container(pod, "daemon");
     let cmd = container_command(daemon);
     assert_eq!(
-        cmd[..3],
-        ["/usr/local/bin/plexus", "daemon", "--config"],
-        "the daemon container runs `plexus daemon --config FILE`: {cmd:?}"
+        cmd[..2],
+        ["/usr/local/bin/plexus-daemon", "--config"],
+        "the daemon container runs `plexus-daemon --config FILE`: {cmd:?}"
     );
-    assert_eq!(cmd.len(), 4, "{cmd:?}");
-    let file = Path::new(&cmd[3]);
+    assert_eq!(cmd.len(), 3, "{cmd:?}");
+    let file = Path::new(&cmd[2]);
     let (m, v) = mount_at(pod, daemon, file.parent().unwrap());
     assert_eq!(m.read_only, Some(true), "the config is read-only");
     let cm = the_daemon_configmap();
@@ -1071,7 +1071,11 @@ fn the_image_ships_the_shim_where_the_installer_looks_for_it() {
         .lines()
         .filter(|l| l.starts_with("COPY --from=build"))
         .collect();
-    for bin in ["/usr/local/bin/plexus", "/usr/local/bin/plexus-shim"] {
+    for bin in [
+        "/usr/local/bin/plexus",
+        "/usr/local/bin/plexus-daemon",
+        "/usr/local/bin/plexus-shim",
+    ] {
         assert!(
             copies
                 .iter()

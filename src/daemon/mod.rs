@@ -48,7 +48,7 @@ pub struct Shared {
     pub search_path: Arc<plugin_check::SearchPath>,
 }
 
-const USAGE: &str = "usage: plexus daemon [--config PATH]
+const USAGE: &str = "usage: plexus-daemon [--config PATH]
 Serve CNI requests from plexus-shim on <socketDir>/plexus.sock (and Go Multus's multus.sock name), with
 watch caches of this node's pods and all NetworkAttachmentDefinitions. PATH defaults to
 /etc/cni/net.d/plexus.d/daemon-config.json (a missing file at the default path means every default).
@@ -58,7 +58,7 @@ cacheSyncTimeoutSeconds, shutdownTimeoutSeconds, statusWrite (afterReply, the de
 statusRetrySeconds, logFile, logLevel, logToStderr; every other key is laid
 over each request's config. See docs/daemon.md.";
 
-/// The entry point of `plexus daemon`.
+/// The entry point of `plexus-daemon` (and of its alias `plexus daemon`).
 pub fn main(args: Vec<String>) -> ExitCode {
     let mut path = PathBuf::from(config::DEFAULT_CONFIG_PATH);
     let mut it = args.into_iter();
@@ -79,16 +79,16 @@ pub fn main(args: Vec<String>) -> ExitCode {
     let config = match DaemonConfig::load(&path, &|k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("plexus daemon: {e}");
+            eprintln!("plexus-daemon: {e}");
             return ExitCode::from(2);
         }
     };
     init_logging(&config);
     if !nix::unistd::geteuid().is_root() {
         tracing::error!(
-            "plexus daemon must run as root (it runs delegates and enters network namespaces)"
+            "plexus-daemon must run as root (it runs delegates and enters network namespaces)"
         );
-        eprintln!("plexus daemon: must run as root");
+        eprintln!("plexus-daemon: must run as root");
         return ExitCode::from(2);
     }
     // One async worker: it only parses requests, keeps the watches and talks to the API server; the CNI work
@@ -105,7 +105,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("plexus daemon: cannot start the async runtime: {e}");
+            eprintln!("plexus-daemon: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -113,14 +113,14 @@ pub fn main(args: Vec<String>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
-            eprintln!("plexus daemon: {e:#}");
+            eprintln!("plexus-daemon: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
 fn usage(msg: &str) -> ExitCode {
-    eprintln!("plexus daemon: {msg}\n{USAGE}");
+    eprintln!("plexus-daemon: {msg}\n{USAGE}");
     ExitCode::from(2)
 }
 
@@ -146,7 +146,7 @@ fn init_logging(config: &DaemonConfig) {
         &mut warnings,
     )
     .unwrap_or_else(|e| {
-        eprintln!("plexus daemon: log settings ignored: {e}");
+        eprintln!("plexus-daemon: log settings ignored: {e}");
         crate::config::LogSettings {
             level: crate::config::LogLevel::Verbose,
             ..Default::default()

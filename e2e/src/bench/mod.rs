@@ -110,6 +110,13 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
             shim.path.display(),
             shim.origin
         );
+        // The harness runs the daemon binary it finds (E2E_DAEMON_BIN, or beside plexus): fresh from here.
+        let daemon = system::daemon_binary()?;
+        eprintln!(
+            "plexus-bench: daemon mode: daemon {} ({})",
+            daemon.path.display(),
+            daemon.origin
+        );
         Some(shim)
     } else {
         None

@@ -140,6 +140,12 @@ pub fn plexus_binary() -> Result<Binary, String> {
     binary("E2E_PLEXUS_BIN", "plexus", "plexus", &[])
 }
 
+/// `E2E_DAEMON_BIN`, or a release build of `plexus-daemon` made now (beside the `plexus` of
+/// [`plexus_binary`], where the harness looks for it).
+pub fn daemon_binary() -> Result<Binary, String> {
+    binary("E2E_DAEMON_BIN", "plexus", "plexus-daemon", &[])
+}
+
 /// `E2E_SHIM_BIN`, or a release build of package `plexus-shim` (binary `plexus-shim`) made now, as for
 /// [`plexus_binary`]: the daemon-mode shim as it ships, linked statically ([`SHIM_RUSTC_FLAGS`]).
 pub fn shim_binary() -> Result<Binary, String> {

@@ -53,8 +53,28 @@ pub fn socket_get(socket: &Path, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
-/// `cmd` (`ip`, or a wrapper that execs it) completed to run `plexus daemon --config <config>` in network
-/// namespace `netns`, stdout discarded, stderr inherited.
+/// The daemon under test: `E2E_DAEMON_BIN`, else the daemon binary next to the plexus under test
+/// (`plexus-daemon-under-test` beside `plexus-under-test`, `plexus-daemon` beside `plexus`).
+pub fn daemon_binary(plexus: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("E2E_DAEMON_BIN") {
+        return PathBuf::from(p);
+    }
+    let name = if plexus.file_name().is_some_and(|n| n == "plexus-under-test") {
+        "plexus-daemon-under-test"
+    } else {
+        "plexus-daemon"
+    };
+    let p = plexus.with_file_name(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: build it (cargo build -p plexus-e2e --bins, or -p plexus --bins) or set E2E_DAEMON_BIN",
+        p.display()
+    );
+    p
+}
+
+/// `cmd` (`ip`, or a wrapper that execs it) completed to run `plexus-daemon --config <config>` (the one
+/// [`daemon_binary`] finds for `plexus`) in network namespace `netns`, stdout discarded, stderr inherited.
 pub fn daemon_command<'a>(
     cmd: &'a mut Command,
     netns: &str,
@@ -62,8 +82,7 @@ pub fn daemon_command<'a>(
     config: &Path,
 ) -> &'a mut Command {
     cmd.args(["netns", "exec", netns])
-        .arg(plexus)
-        .arg("daemon")
+        .arg(daemon_binary(plexus))
         .arg("--config")
         .arg(config)
         .stdin(Stdio::null())
@@ -71,7 +90,7 @@ pub fn daemon_command<'a>(
         .stderr(Stdio::inherit())
 }
 
-/// One `plexus daemon` process.
+/// One `plexus-daemon` process.
 pub struct DaemonProcess {
     child: Option<Child>,
     plexus: PathBuf,

@@ -18,10 +18,12 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::cache::NodeCache;
 use crate::{
     exec::{Exec, ExecError, ExecOutput, ExecRequest},
-    k8s::client::{ApiObserver, ApiOutcome},
+    k8s::{
+        client::{ApiObserver, ApiOutcome},
+        watch::NodeCache,
+    },
 };
 
 type Labels = Vec<(&'static str, String)>;

@@ -1,4 +1,4 @@
-//! `plexus daemon`: one per node. It watches this node's pods and every NAD ([`cache`]), serves CNI
+//! `plexus daemon`: one per node. It watches this node's pods and every NAD ([`crate::k8s::watch`]), serves CNI
 //! requests from `plexus-shim` (or Go Multus's `multus-shim`) on a root-only unix socket ([`server`]),
 //! runs each through the same core as the thin binary with a bounded number at once ([`handler`]), and
 //! exports metrics and health ([`metrics`]); NADs naming a plugin the node lacks are a gauge and a log line,
@@ -10,7 +10,6 @@
 //!                                                                        └► ApiCluster (shared client, cache)
 //! ```
 
-pub mod cache;
 pub mod config;
 pub mod handler;
 pub mod metrics;
@@ -26,7 +25,8 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
-use self::{cache::NodeCache, config::DaemonConfig, metrics::Metrics};
+use self::{config::DaemonConfig, metrics::Metrics};
+use crate::k8s::watch::NodeCache;
 
 /// What every request shares.
 pub struct Shared {

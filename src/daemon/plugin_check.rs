@@ -14,8 +14,7 @@ use std::{
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::cache::NodeCache;
-use crate::{exec::find_in_path, netconf::NetworkConfig};
+use crate::{exec::find_in_path, k8s::watch::NodeCache, netconf::NetworkConfig};
 
 /// How often the NADs are checked again though none changed: plugins may be installed (or removed) at any
 /// time, and nothing tells the daemon.

@@ -28,12 +28,12 @@ use super::{
     events::event,
     nad::NetworkAttachmentDefinition,
     status,
+    watch::{NodeCache, nad_fields},
 };
 use crate::{
     cluster::{Cluster, ClusterError, PodNetworks},
     confdir,
     config::{Config, NetworkRef, Primary},
-    daemon::cache::{NodeCache, nad_fields},
     plan::{Attachment, NetworkRequest},
     request::PodRef,
 };

@@ -294,6 +294,20 @@ mod tests {
         assert!(claim_names(&Pod::default()).is_empty());
     }
 
+    /// The daemon reads pods from its watch cache, trimmed: the claims are still found there.
+    #[test]
+    fn claims_are_found_in_a_pod_trimmed_for_the_watch_cache() {
+        let mut p = pod(
+            json!([
+                {"name": "nic", "resourceClaimName": "c1"},
+                {"name": "vf", "resourceClaimTemplateName": "vf-t"}
+            ]),
+            json!([{"name": "vf", "resourceClaimName": "p-vf-x1"}]),
+        );
+        crate::k8s::watch::trim_pod(&mut p);
+        assert_eq!(claim_names(&p), ["c1", "p-vf-x1"]);
+    }
+
     #[test]
     fn a_template_claim_is_the_one_its_status_entry_names() {
         let p = pod(

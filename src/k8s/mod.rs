@@ -6,3 +6,4 @@ pub mod events;
 pub mod nad;
 pub mod status;
 pub mod transport;
+pub mod watch;

@@ -1,4 +1,4 @@
-//! The daemon's watch caches: this node's pods (field selector `spec.nodeName`) and every
+//! The watch caches the daemon reads from: this node's pods (field selector `spec.nodeName`) and every
 //! NetworkAttachmentDefinition, kept by kube-runtime reflectors and trimmed to the fields plexus reads, so
 //! memory grows with the pods of one node and the NADs' configs, nothing else.
 
@@ -24,10 +24,10 @@ use kube::{
 };
 use serde_json::Value;
 
-use crate::k8s::{annotations, nad::NetworkAttachmentDefinition};
+use super::{annotations, nad::NetworkAttachmentDefinition};
 
 /// The pod annotations plexus reads; the others are dropped from the cache. network-status is kept for
-/// the reconcile, which compares it with what the node attached (`super::reconcile`).
+/// the daemon's reconcile, which compares it with what the node attached.
 const POD_ANNOTATIONS: [&str; 4] = [
     annotations::NETWORKS_ANNOTATION,
     annotations::DEFAULT_NETWORK_ANNOTATION,
@@ -328,10 +328,14 @@ mod tests {
         assert_eq!(v["spec"]["nodeName"], "n1");
         assert_eq!(v["spec"]["containers"], serde_json::json!([]));
         assert!(v["status"].get("phase").is_none());
-        // DRA finds both claims in what is kept: the one named directly and the one made from a template.
+        // What DRA reads of the claims is kept (`dra::tests` checks it finds them in a trimmed pod).
         assert_eq!(
-            crate::k8s::client::dra::claim_names(&pod),
-            ["c1", "p-vf-x1"]
+            v["spec"]["resourceClaims"][1]["resourceClaimTemplateName"],
+            "vf-t"
+        );
+        assert_eq!(
+            v["status"]["resourceClaimStatuses"][0]["resourceClaimName"],
+            "p-vf-x1"
         );
     }
 

@@ -5,8 +5,9 @@
 //! plugins one after another with libcni's semantics ([`invoke`] over the [`exec`] seam), keeping a
 //! crash-safe per-container [`cache`] in the Go Multus format so DEL works from the cache alone.
 //!
-//! Layers, outside in: [`cli`] → [`ops`] → ([`plan`], [`config`], [`netconf`]: pure) → seams
-//! ([`exec::Exec`], [`netns::NetnsProbe`], [`cluster::Cluster`]). Errors map to CNI codes in [`error`].
+//! Layers, outside in: [`cli`] (or a [`daemon`] request) → [`invocation`] → [`ops`] → ([`plan`], [`config`],
+//! [`netconf`]: pure) → seams ([`exec::Exec`], [`netns::NetnsProbe`], [`cluster::Cluster`]). Errors map to
+//! CNI codes in [`error`].
 
 pub mod cache;
 pub mod cli;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod exec;
 pub mod fsutil;
 pub mod install;
+pub mod invocation;
 pub mod invoke;
 pub mod k8s;
 pub mod lock;

@@ -1,6 +1,6 @@
 //! One `/cni` request, run in place on the thread that read it (`block_in_place`): the shim's environment
 //! and config (with the daemon's keys laid over it) run through the same core as the thin binary
-//! ([`crate::cli::run`]), and the outcome is put in the wire format (multus-features.md §6.2).
+//! ([`crate::invocation::run`]), and the outcome is put in the wire format (multus-features.md §6.2).
 
 use std::sync::{Arc, Mutex};
 
@@ -9,9 +9,9 @@ use plexus_shim::wire;
 
 use super::Shared;
 use crate::{
-    cli::{self, Outcome},
     cluster::Cluster,
     exec::ProcessExec,
+    invocation::{self, Outcome},
     k8s::client::ApiCluster,
     request::Command,
 };
@@ -95,7 +95,7 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
         metrics: &shared.metrics,
     };
     let after_reply = crate::ops::AfterReply::default();
-    let ran = cli::run(vars, &config, &exec, &factory, false, Some(&after_reply));
+    let ran = invocation::run(vars, &config, &exec, &factory, false, Some(&after_reply));
     drop(ran.cluster);
     let later = Later {
         api: slot.into_inner().ok().flatten(),

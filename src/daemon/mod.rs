@@ -1,12 +1,12 @@
-//! `plexus daemon`: one per node. It watches this node's pods and every NAD ([`crate::k8s::watch`]), serves CNI
-//! requests from `plexus-shim` (or Go Multus's `multus-shim`) on a root-only unix socket ([`server`]),
+//! `plexus daemon`: one per node. It watches this node's pods and every NAD ([`crate::k8s::watch`]), serves
+//! CNI requests from `plexus-shim` (or Go Multus's `multus-shim`) on a root-only unix socket ([`server`]),
 //! runs each through the same core as the thin binary with a bounded number at once ([`handler`]), and
 //! exports metrics and health ([`metrics`]); NADs naming a plugin the node lacks are a gauge and a log line,
 //! never a STATUS failure ([`plugin_check`]). Config: [`config`].
 //!
 //! ```text
 //!   runtime ─exec─► plexus-shim ─HTTP/unix─► server ─► queue (maxQueue) ─► maxConcurrency × handler in place
-//!                                                         └► handler ─► cli::run ─► ops (delegates, netns)
+//!                                                         └► handler ─► invocation::run ─► ops (delegates, netns)
 //!                                                                        └► ApiCluster (shared client, cache)
 //! ```
 

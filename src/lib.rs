@@ -25,6 +25,7 @@ pub mod invoke;
 pub mod k8s;
 pub mod lock;
 pub mod logging;
+pub mod names;
 pub mod netconf;
 pub mod netns;
 pub mod ops;

@@ -336,7 +336,6 @@ pub fn filter_flags(plan: &RoutePlan, count: usize) -> Vec<(bool, bool)> {
 mod tests {
     use super::*;
     use crate::{
-        k8s::status,
         netconf::NetworkConfig,
         plan::{NetworkRequest, plan},
     };
@@ -448,12 +447,16 @@ mod tests {
             ]
         );
         assert_eq!(routes(&att[2].1), Vec::<String>::new());
-        // The network-status follows the results (NPWG-52 as `gateway`).
-        let gw = |i: usize| {
-            let (a, r) = &att[i];
-            status::statuses_for(r, &a.status_name, a.master, None)[0]
-                .gateway
-                .clone()
+        // The network-status's `gateway` (NPWG-52) is the gateways of a result's default routes
+        // (`k8s::status`): it follows the results (`ops::default_route` checks the published status).
+        let gw = |i: usize| -> Vec<String> {
+            att[i]
+                .1
+                .routes
+                .iter()
+                .filter(|r| r.is_default())
+                .filter_map(|r| r.gw.map(|g| g.to_string()))
+                .collect()
         };
         assert_eq!(gw(0), ["2001:db8::1"]);
         assert_eq!(gw(1), ["198.51.100.1"]);

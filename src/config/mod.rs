@@ -28,6 +28,8 @@ pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/k
 /// The kubelet's device-manager checkpoint.
 pub const DEFAULT_KUBELET_CHECKPOINT: &str =
     "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
+/// Where the Device Information Spec files live (DIS §4, NPWG-70); the `deviceInfoDir` default.
+pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 
 /// Where a network named in `clusterNetwork`/`defaultNetworks` comes from (multus-features.md §3.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -479,7 +481,7 @@ impl Config {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| DEFAULT_MULTUS_NAMESPACE.to_string());
         // It becomes part of API paths (hostile input, issue 6).
-        if let Some(why) = crate::k8s::annotations::label_error(&multus_namespace) {
+        if let Some(why) = crate::names::label_error(&multus_namespace) {
             return Err(invalid("multusNamespace", format!("{why} (NPWG-9)")));
         }
 
@@ -525,7 +527,7 @@ impl Config {
             device_info_dir: absolute_dir(
                 "deviceInfoDir",
                 device_info_dir,
-                crate::devices::DEFAULT_DEVICE_INFO_DIR,
+                DEFAULT_DEVICE_INFO_DIR,
             )?,
             valid_attachments: parse_valid_attachments(value)
                 .map_err(|e| invalid("cni.dev/valid-attachments", e.to_string()))?,

@@ -39,9 +39,6 @@ pub struct DraDevices {
     pub missing: Vec<String>,
 }
 
-/// Where the Device Information Spec files live (DIS §4, NPWG-70).
-pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
-
 /// A network's resource that cannot be given a device (CNI code 7).
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DeviceError {
@@ -165,9 +162,6 @@ pub fn cni_file(dir: &Path, network: &str, container_id: &str, ifname: &str) -> 
     dir.join("cni")
         .join(clean(&format!("{network}-{container_id}_{ifname}")))
 }
-
-#[cfg(test)]
-mod ops_tests;
 
 #[cfg(test)]
 mod tests {

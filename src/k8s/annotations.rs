@@ -44,6 +44,7 @@ use plexus_cni::validate;
 use serde_json::{Map, Value};
 
 use crate::{
+    names::{check_label, check_subdomain},
     netconf::{Kind, NetConfError, NetworkConfig},
     plan::Requests,
 };
@@ -245,61 +246,6 @@ fn type_name(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "a single object",
     }
-}
-
-// === Name rules ===
-
-const LABEL_RULE: &str = "a DNS-1123 label: at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit";
-const SUBDOMAIN_RULE: &str = "a DNS-1123 subdomain: at most 253 lowercase letters, digits, '-' and '.', each dot-separated part starting and ending with a letter or digit";
-
-fn is_label_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-/// NPWG-9: a namespace is a DNS-1123 label.
-fn check_label(s: &str) -> Result<(), String> {
-    if s.len() > 63 {
-        return Err(format!(
-            "{} is {} characters long; it must be {LABEL_RULE}",
-            show_str(s),
-            s.len()
-        ));
-    }
-    if !is_label_part(s) {
-        return Err(format!("{} is not {LABEL_RULE}", show_str(s)));
-    }
-    Ok(())
-}
-
-/// NPWG-9 as widened by multus-features.md §10 #17: a name is a DNS-1123 subdomain.
-fn check_subdomain(s: &str) -> Result<(), String> {
-    if s.len() > 253 {
-        return Err(format!(
-            "{} is {} characters long; it must be {SUBDOMAIN_RULE}",
-            show_str(s),
-            s.len()
-        ));
-    }
-    if !s.split('.').all(is_label_part) {
-        return Err(format!("{} is not {SUBDOMAIN_RULE}", show_str(s)));
-    }
-    Ok(())
-}
-
-/// Whether `s` is a DNS-1123 subdomain, i.e. a name a NAD can have (NPWG-9). Lookups of other names
-/// (`..`, `a?b`) must not reach the API, where they would be URL paths.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    check_subdomain(s).is_ok()
-}
-
-/// Why `s` is not a DNS-1123 label (a namespace name, NPWG-9), with the rule; `None` when it is one.
-pub fn label_error(s: &str) -> Option<String> {
-    check_label(s).err()
 }
 
 fn check_interface(s: &str) -> Result<(), String> {

@@ -476,7 +476,7 @@ impl ApiCluster {
     ) -> Result<Option<NadInfo>, kube::Error> {
         // No NAD has a name that is not a DNS-1123 subdomain; asking would put ".." or "a?b" in a URL
         // path (hostile input, issue 6). Such a node network is looked up in confDir only.
-        if !annotations::is_dns_subdomain(name) {
+        if !crate::names::is_dns_subdomain(name) {
             return Ok(None);
         }
         // The daemon's cache answers for NADs it has seen; one it has not (just created, or absent) is

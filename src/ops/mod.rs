@@ -264,4 +264,6 @@ impl Ctx<'_> {
 }
 
 #[cfg(test)]
+mod device_tests;
+#[cfg(test)]
 pub(crate) mod tests;

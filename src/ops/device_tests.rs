@@ -1,20 +1,21 @@
-//! ADD and DEL with devices, over the fakes: the kubelet and DRA seams, IDs into the delegate configs and
-//! runtimeConfig, device-info files copied, published and removed (NPWG-13, NPWG-70..73, EXT-3).
+//! Tests of ADD and DEL with devices (`crate::devices`), over the fakes: the kubelet and DRA seams, IDs into
+//! the delegate configs and runtimeConfig, device-info files copied, published and removed (NPWG-13,
+//! NPWG-70..73, EXT-3).
 
 use std::{path::Path, sync::Mutex};
 
 use plexus_cni::CniResult;
 use serde_json::{Value, json};
 
-use super::{
-    DraDevices, ResourceMap,
-    kubelet::{KubeletError, PodResources},
-};
+use super::{Seams, execute};
 use crate::{
     cluster::{Cluster, ClusterError, PodNetworks},
     config::Config,
+    devices::{
+        DraDevices, ResourceMap, info,
+        kubelet::{KubeletError, PodResources},
+    },
     netconf::NetworkConfig,
-    ops::{Seams, execute},
     plan::{Attachment, NetworkRequest},
     request::{CniEnv, PodRef},
     testing::TestHost,
@@ -70,7 +71,7 @@ impl Cluster for FakeCluster {
     ) -> Result<(), ClusterError> {
         let mut p = self.published.lock().unwrap();
         for (a, _) in attached {
-            p.push((a.status_name.clone(), super::info::read(a)));
+            p.push((a.status_name.clone(), info::read(a)));
         }
         Ok(())
     }

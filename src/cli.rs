@@ -9,10 +9,15 @@ use std::{
 
 use crate::{
     cluster::Cluster,
+    config::Config,
     error::Error,
     exec::ProcessExec,
     invocation::{ClusterFactory, Outcome, failure, run},
-    k8s::events::{self, Batch},
+    k8s::{
+        client::ApiCluster,
+        events::{self, Batch},
+    },
+    logging,
     request::Command,
 };
 
@@ -72,6 +77,37 @@ fn exec_daemon(args: Vec<String>) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `plexus send-events`, the detached child of [`events::dispatch`]: read a [`Batch`] from stdin and post its
+/// events.
+fn send_events() -> ExitCode {
+    let mut bytes = Vec::new();
+    if io::stdin().read_to_end(&mut bytes).is_err() {
+        return ExitCode::FAILURE;
+    }
+    let Ok(batch) = serde_json::from_slice::<Batch>(&bytes) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(config_bytes) = serde_json::to_vec(&batch.config) else {
+        return ExitCode::FAILURE;
+    };
+    let Ok(mut config) = Config::from_bytes(&config_bytes) else {
+        return ExitCode::FAILURE;
+    };
+    // Nobody reads this process's stderr.
+    config.log.to_stderr = false;
+    logging::init(&config.log);
+    match ApiCluster::from_config(&config) {
+        Some(api) => {
+            api.send_events(batch.events);
+            ExitCode::SUCCESS
+        }
+        None => {
+            tracing::warn!("events not sent: no kubeconfig and not in a cluster");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// The process entry point.
 pub fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1).map(lossy);
@@ -83,7 +119,7 @@ pub fn main() -> ExitCode {
         }
         Some("install") => return crate::install::main(args.collect()),
         Some("daemon") => return exec_daemon(args.collect()),
-        Some(events::SUBCOMMAND) => return events::send_main(),
+        Some(events::SUBCOMMAND) => return send_events(),
         Some("crd") => {
             let _ = io::stdout().write_all(crate::k8s::nad::crd_yaml().as_bytes());
             return ExitCode::SUCCESS;
@@ -101,7 +137,7 @@ pub fn main() -> ExitCode {
         .map(|(k, v)| (lossy(k), lossy(v)))
         .collect();
     let out = invoke(vars, &mut io::stdin().lock(), &|config, command| {
-        crate::k8s::client::ApiCluster::from_config(config)
+        ApiCluster::from_config(config)
             .map(|c| Box::new(c.with_events(command == Command::Add)) as Box<dyn Cluster>)
     });
     if !out.stderr.is_empty() {

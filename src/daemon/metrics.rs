@@ -26,6 +26,31 @@ use crate::{
     },
 };
 
+/// How one of `super::status_writer`'s writes ended (the `outcome` label of `plexus_status_writes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusWriteOutcome {
+    /// The annotation is on the pod.
+    Written,
+    /// The pod was deleted first: nothing to record.
+    Gone,
+    /// A newer ADD of the pod, or a DEL of the container, came first.
+    Superseded,
+    /// Refused for good, or the API stayed unavailable for `statusRetrySeconds`.
+    Failed,
+}
+
+impl StatusWriteOutcome {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            StatusWriteOutcome::Written => "written",
+            StatusWriteOutcome::Gone => "gone",
+            StatusWriteOutcome::Superseded => "superseded",
+            StatusWriteOutcome::Failed => "failed",
+        }
+    }
+}
+
 type Labels = Vec<(&'static str, String)>;
 
 fn latency() -> Histogram {
@@ -196,7 +221,7 @@ impl Metrics {
     }
 
     /// A network-status write after the reply ended.
-    pub fn status_write(&self, outcome: super::status_writer::Outcome, elapsed: Duration) {
+    pub fn status_write(&self, outcome: StatusWriteOutcome, elapsed: Duration) {
         self.status_writes
             .get_or_create(&vec![("outcome", outcome.label().to_string())])
             .inc();

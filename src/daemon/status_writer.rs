@@ -16,7 +16,7 @@ use std::{
 
 use k8s_openapi::api::core::v1::Event;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, StatusWriteOutcome as Outcome};
 use crate::k8s::{
     client::{ApiCluster, DeferredStatus, StatusFailure, describe_error, status_failure},
     events::event,
@@ -42,31 +42,6 @@ impl StatusSink for ApiCluster {
 
     async fn post(&self, events: Vec<Event>) {
         self.post_events(events).await;
-    }
-}
-
-/// How one write ended (the `outcome` label of `plexus_status_writes_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// The annotation is on the pod.
-    Written,
-    /// The pod was deleted first: nothing to record.
-    Gone,
-    /// A newer ADD of the pod, or a DEL of the container, came first.
-    Superseded,
-    /// Refused for good, or the API stayed unavailable for `statusRetrySeconds`.
-    Failed,
-}
-
-impl Outcome {
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Written => "written",
-            Outcome::Gone => "gone",
-            Outcome::Superseded => "superseded",
-            Outcome::Failed => "failed",
-        }
     }
 }
 

@@ -894,7 +894,7 @@ mod tests {
         assert_eq!(shim.socket_path(), PathBuf::from("/run/plexus/plexus.sock"));
         assert_eq!(
             shim.socket_dir,
-            PathBuf::from(crate::install::args::SOCKET_DIR)
+            PathBuf::from(plexus_shim::wire::DEFAULT_SOCKET_DIR)
         );
         assert_eq!(shim.thin_binary, None, "the plexus beside the shim");
 

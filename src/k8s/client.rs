@@ -585,7 +585,7 @@ impl ApiCluster {
 
 impl ApiCluster {
     /// Post `events` in order, each within the per-request timeout; failures are logged (events are best
-    /// effort). Runs in the detached sender (`super::events::send_main`).
+    /// effort). Runs in the detached sender (`plexus send-events`, `crate::cli`).
     pub fn send_events(&self, events: Vec<Event>) {
         // One after another over one connection: nobody waits for them any more, the pod's event list
         // keeps the order the interfaces were added in, and the API server sees one TLS handshake.

@@ -1,13 +1,13 @@
 //! Kubernetes events about a pod, kept off the CNI reply's critical path (issue 5): an invocation only
 //! collects them; once its reply is written, [`dispatch`] hands them to a detached child
-//! (`plexus send-events`), whose stdio is not the runtime's, so the runtime gets its answer without
+//! (`plexus send-events`, `crate::cli::send_events`), whose stdio is not the runtime's, so the runtime gets its answer without
 //! waiting for the event POSTs. The child reads the same plexus config and posts the events within the
 //! same per-request timeout and overall budget; a failure is logged, never reported to the runtime.
 
 use std::{
-    io::{self, Read, Write},
+    io::{self, Write},
     os::unix::process::CommandExt,
-    process::{Command, ExitCode, Stdio},
+    process::{Command, Stdio},
 };
 
 use k8s_openapi::{
@@ -17,8 +17,6 @@ use k8s_openapi::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::config::Config;
 
 /// The event source component.
 pub const COMPONENT: &str = "plexus";
@@ -95,36 +93,6 @@ pub fn dispatch(batch: &[u8]) -> io::Result<()> {
     stdin.write_all(batch)
     // Dropping `child` neither waits nor kills: the child outlives this process and is reaped by init (or
     // the nearest subreaper).
-}
-
-/// The child's entry point: read a [`Batch`] from stdin and post its events.
-pub fn send_main() -> ExitCode {
-    let mut bytes = Vec::new();
-    if io::stdin().read_to_end(&mut bytes).is_err() {
-        return ExitCode::FAILURE;
-    }
-    let Ok(batch) = serde_json::from_slice::<Batch>(&bytes) else {
-        return ExitCode::FAILURE;
-    };
-    let Ok(config_bytes) = serde_json::to_vec(&batch.config) else {
-        return ExitCode::FAILURE;
-    };
-    let Ok(mut config) = Config::from_bytes(&config_bytes) else {
-        return ExitCode::FAILURE;
-    };
-    // Nobody reads this process's stderr.
-    config.log.to_stderr = false;
-    crate::logging::init(&config.log);
-    match super::client::ApiCluster::from_config(&config) {
-        Some(api) => {
-            api.send_events(batch.events);
-            ExitCode::SUCCESS
-        }
-        None => {
-            tracing::warn!("events not sent: no kubeconfig and not in a cluster");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[cfg(test)]

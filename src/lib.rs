@@ -32,3 +32,4 @@ pub mod resultcache;
 pub mod routes;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod trash;

@@ -53,6 +53,8 @@ pub struct Metrics {
     status_delay: Histogram,
     /// Network-status writes after the reply not yet ended.
     pub status_pending: Gauge,
+    /// Work left for after the reply (ADD's durable writes, DEL's unlinks) not yet ended.
+    pub after_reply_pending: Gauge,
 }
 
 impl Metrics {
@@ -77,6 +79,7 @@ impl Metrics {
             status_writes: Family::default(),
             status_delay: latency(),
             status_pending: Gauge::default(),
+            after_reply_pending: Gauge::default(),
         };
         r.register(
             "plexus_cni_request_duration_seconds",
@@ -153,6 +156,12 @@ impl Metrics {
             "plexus_status_writes_pending",
             "Network-status writes after the reply not yet ended",
             m.status_pending.clone(),
+        );
+        r.register(
+            "plexus_after_reply_pending",
+            "Work left for after the reply not yet ended: ADD's durable writes (the container's cache and result \
+             records), DEL's unlinks of the files it moved into <cniDir>/.trash",
+            m.after_reply_pending.clone(),
         );
         r.register(
             "multus_server_request",

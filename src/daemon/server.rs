@@ -1,6 +1,7 @@
 //! The daemon's listeners: the root-only unix socket (`/cni`, `/healthz`, `/readyz`, Go Multus's routes;
 //! `/metrics` and `/cache/...` for diagnosis) and the metrics address (`/metrics`, `/healthz`, `/readyz`); admission (a bounded queue in front of
-//! `maxConcurrency` slots) and graceful shutdown (not ready first, then drain, then exit).
+//! `maxConcurrency` slots, and DEL's own `maxDelConcurrency`), the work left for after the replies, and
+//! graceful shutdown (not ready first, then drain, then exit).
 
 use std::{
     convert::Infallible,
@@ -39,19 +40,41 @@ pub struct State {
     queued: AtomicUsize,
     busy: AtomicUsize,
     slots: Arc<Semaphore>,
+    /// DEL's slots: its own pool, or `slots` itself.
+    del_slots: Arc<Semaphore>,
     max_queue: usize,
 }
 
 impl State {
-    /// `max_concurrency` slots, at most `max_queue` waiting.
-    pub fn new(max_concurrency: usize, max_queue: usize) -> State {
+    /// `max_concurrency` slots, DEL's `max_del_concurrency` of its own (`None`: DEL shares the others'),
+    /// at most `max_queue` waiting.
+    pub fn new(
+        max_concurrency: usize,
+        max_del_concurrency: Option<usize>,
+        max_queue: usize,
+    ) -> State {
+        let slots = Arc::new(Semaphore::new(max_concurrency.max(1)));
+        let del_slots = match max_del_concurrency {
+            Some(n) => Arc::new(Semaphore::new(n.max(1))),
+            None => slots.clone(),
+        };
         State {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
-            slots: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            slots,
+            del_slots,
             max_queue,
+        }
+    }
+
+    /// The slots a request of `verb` waits for.
+    fn slots_for(&self, verb: &str) -> &Arc<Semaphore> {
+        if verb == "DEL" {
+            &self.del_slots
+        } else {
+            &self.slots
         }
     }
 
@@ -99,10 +122,39 @@ impl Drop for Held {
     }
 }
 
-/// ADD's after-reply work (its durable writes, then the container's lock) and its busy count.
+/// A request's after-reply work (ADD: its durable writes, then the container's lock; DEL: the unlinks of
+/// its trash) and its busy count.
 type AfterReplyJob = (Box<dyn FnOnce() + Send>, Held);
 
-/// The thread that runs every ADD's after-reply work, in order. Not the blocking pool: a handler running
+/// Hand `finish` to the after-reply thread, counted as busy (the drain waits for it) and in
+/// `plexus_after_reply_pending` until it ends.
+fn after_reply(shared: &Shared, state: &Arc<State>, finish: Box<dyn FnOnce() + Send>) {
+    let held = Held::new(state);
+    let pending = shared.metrics.after_reply_pending.clone();
+    pending.inc();
+    let finish: Box<dyn FnOnce() + Send> = Box::new(move || {
+        // Counted down even when the job panics.
+        let _pending = Decrement(pending);
+        finish()
+    });
+    if let Err(mpsc::SendError((finish, held))) = flusher().send((finish, held)) {
+        tokio::task::spawn_blocking(move || {
+            finish();
+            drop(held);
+        });
+    }
+}
+
+/// Decrements a gauge when dropped.
+struct Decrement(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The thread that runs every request's after-reply work, in order. Not the blocking pool: a handler running
 /// in place hands the async worker to a pool thread, which must never wait behind a row of fsyncs. Without
 /// this thread (it could not be started), the work goes to the blocking pool after all.
 fn flusher() -> &'static mpsc::Sender<AfterReplyJob> {
@@ -186,8 +238,25 @@ fn link_go_name(dir: &Path) {
 pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
     let state = Arc::new(State::new(
         shared.config.max_concurrency,
+        shared.config.max_del_concurrency,
         shared.config.max_queue,
     ));
+    // What a daemon killed after a DEL's reply left in the trash of its cniDir (a trash elsewhere goes with
+    // the next DEL or GC there); after the replies' work, off the start's path.
+    let cni_dir = shared.config.cni_dir();
+    after_reply(
+        &shared,
+        &state,
+        Box::new(move || {
+            let n = crate::trash::sweep(&cni_dir);
+            if n > 0 {
+                tracing::info!(
+                    "removed {n} file(s) an earlier daemon left in {}",
+                    crate::trash::dir(&cni_dir).display()
+                );
+            }
+        }),
+    );
     let path = prepare_socket(&shared.config.socket_dir)?;
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
@@ -436,7 +505,7 @@ async fn cni(
     let permit = {
         let _waiting = Count::new(&state.queued);
         shared.metrics.queued.inc();
-        let p = state.slots.clone().acquire_owned().await;
+        let p = state.slots_for(&verb).clone().acquire_owned().await;
         shared.metrics.queued.dec();
         p
     };
@@ -474,14 +543,20 @@ async fn cni(
         }
     };
     let api = later.api;
-    // ADD's durable writes (deferred to now), holding the container's lock, right after the reply.
+    // ADD's durable writes (deferred to now), holding the container's lock, right after the reply. DEL's
+    // unlinks hold nothing: like the status write, they wait for the client to hang up, so they do not
+    // compete with the shim's exit (busy from now on, so the drain waits for them).
     if let Some(finish) = later.finish {
-        let held = Held::new(state);
-        if let Err(mpsc::SendError((finish, held))) = flusher().send((finish, held)) {
-            tokio::task::spawn_blocking(move || {
-                finish();
+        if verb == "DEL" {
+            let held = Held::new(state);
+            let (shared, state, hung_up) = (shared.clone(), state.clone(), hung_up.clone());
+            tokio::spawn(async move {
+                client_gone(hung_up).await;
+                after_reply(&shared, &state, finish);
                 drop(held);
             });
+        } else {
+            after_reply(shared, state, finish);
         }
     }
     shared
@@ -562,7 +637,7 @@ mod tests {
     /// one job neither loses the busy count nor stops the next.
     #[test]
     fn after_reply_work_runs_in_order_and_stays_busy_until_done() {
-        let state = Arc::new(State::new(2, 4));
+        let state = Arc::new(State::new(2, None, 4));
         let (gate_tx, gate) = mpsc::channel::<()>();
         let (done_tx, done) = mpsc::channel::<&'static str>();
         let first = done_tx.clone();
@@ -593,6 +668,25 @@ mod tests {
             0,
             "released after each job, the panicking one too"
         );
+    }
+
+    /// DEL waits for slots of its own: a row of busy ADDs does not hold it back, nor it them. Without a
+    /// DEL limit of its own, one pool serves every verb.
+    #[test]
+    fn del_has_slots_of_its_own_or_shares_the_one_pool() {
+        let s = State::new(1, Some(2), 4);
+        let add = s.slots_for("ADD").clone().try_acquire_owned().unwrap();
+        assert!(s.slots_for("CHECK").clone().try_acquire_owned().is_err());
+        let d1 = s.slots_for("DEL").clone().try_acquire_owned().unwrap();
+        let d2 = s.slots_for("DEL").clone().try_acquire_owned().unwrap();
+        assert!(s.slots_for("DEL").clone().try_acquire_owned().is_err());
+        drop((add, d1, d2));
+        let shared = State::new(2, None, 4);
+        let a = shared.slots_for("ADD").clone().try_acquire_owned().unwrap();
+        let d = shared.slots_for("DEL").clone().try_acquire_owned().unwrap();
+        assert!(shared.slots_for("DEL").clone().try_acquire_owned().is_err());
+        assert!(shared.slots_for("GC").clone().try_acquire_owned().is_err());
+        drop((a, d));
     }
 
     #[test]
@@ -636,7 +730,7 @@ mod tests {
 
     #[test]
     fn readiness_follows_start_and_stop() {
-        let s = State::new(2, 4);
+        let s = State::new(2, None, 4);
         assert!(!s.is_ready());
         s.ready.store(true, Ordering::SeqCst);
         assert!(s.is_ready());

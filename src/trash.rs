@@ -93,8 +93,12 @@ impl Trash {
                 tracing::warn!("cannot remove {}: {e}", p.display());
             }
         }
-        if !moved.is_empty() {
-            sweep_dir(&self.dir);
+        let others = sweep_dir(&self.dir);
+        if others > 0 {
+            tracing::info!(
+                "removed {others} file(s) an earlier plexus left in {}",
+                self.dir.display()
+            );
         }
     }
 }

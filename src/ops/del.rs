@@ -2,7 +2,11 @@
 //! never skips teardown silently when the cache is missing or corrupt (NPWG-63, CNI-14..CNI-17,
 //! multus-features.md §5.1, §10 #2).
 
-use std::{collections::HashSet, path::Path};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{LazyLock, Mutex},
+};
 
 use serde_json::{Map, Value};
 
@@ -325,7 +329,9 @@ pub(super) fn del(ctx: &Ctx<'_>) -> Result<(), Error> {
         })
     };
     match (ctx.seams.after_reply, trash) {
-        (Some(slot), Some(trash)) if !trash.is_empty() => {
+        // The first DEL of a cniDir in this process also empties what an earlier daemon, killed before
+        // its unlinks, left there (the daemon's start does so only for the cniDir its config names).
+        (Some(slot), Some(trash)) if !trash.is_empty() || first_del_in(cni_dir) => {
             // (A poisoned slot drops the closure: the trash is then emptied by the next DEL or GC.)
             if let Ok(mut s) = slot.lock() {
                 *s = Some(Box::new(move || trash.empty()));
@@ -340,6 +346,15 @@ pub(super) fn del(ctx: &Ctx<'_>) -> Result<(), Error> {
     }
     removed?;
     result
+}
+
+/// Whether this is the first daemon DEL in `cni_dir` of this process (its trash not yet swept).
+fn first_del_in(cni_dir: &Path) -> bool {
+    static SWEPT: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(Mutex::default);
+    SWEPT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(cni_dir.to_path_buf())
 }
 
 /// Remove the temp files of atomic writes for `cid` that a killed plexus never renamed into place

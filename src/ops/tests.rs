@@ -437,6 +437,29 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     killed_after_del("c6");
     assert_eq!(crate::trash::sweep(&w.cni_dir()), 4);
     assert_eq!(trash_files(&w), Vec::<String>::new());
+
+    // A new daemon's first DEL in a cniDir empties it even with nothing of its own to move (here: a
+    // container it never saw); later ones with nothing to move leave no work.
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    fs::create_dir_all(crate::trash::dir(&w.cni_dir())).unwrap();
+    fs::write(crate::trash::dir(&w.cni_dir()).join("c1.1-1"), b"x").unwrap();
+    let later = AfterReply::default();
+    w.run_with("DEL", "never-added", &cfg, &NoCluster, Some(&later))
+        .unwrap();
+    later
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the first DEL sweeps the trash")();
+    assert_eq!(trash_files(&w), Vec::<String>::new());
+    let later = AfterReply::default();
+    w.run_with("DEL", "never-added", &cfg, &NoCluster, Some(&later))
+        .unwrap();
+    assert!(
+        later.lock().unwrap().is_none(),
+        "nothing to do after this one"
+    );
 }
 
 /// Daemon mode: a DEL right after its container's ADD, whose durable writes still wait for the

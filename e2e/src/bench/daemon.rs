@@ -67,7 +67,7 @@ const MIB: u64 = 1024 * 1024;
 
 /// `GET path` on the daemon socket (the harness's client).
 pub use plexus_e2e::harness::daemon::socket_get as http_get;
-use plexus_e2e::harness::daemon::{daemon_command, wait_status_writes};
+use plexus_e2e::harness::daemon::{daemon_command, wait_after_reply, wait_status_writes};
 
 /// One `plexus daemon` process in the bench's host namespace.
 pub struct Daemon {
@@ -86,7 +86,7 @@ impl Daemon {
             Some(p) => PathBuf::from(format!("{}.daemon", p.display())),
             None => b.root().join("daemon.log"),
         };
-        let config = json!({
+        let mut config = json!({
             "nodeName": NO_SUCH_NODE,
             "kubeconfig": b.kubeconfig(),
             "socketDir": b.socket_dir(),
@@ -98,6 +98,9 @@ impl Daemon {
             "cacheSyncTimeoutSeconds": 20,
             "shutdownTimeoutSeconds": 30,
         });
+        for (k, v) in &opts.daemon_config {
+            config[k] = v.clone();
+        }
         let path = b.root().join("daemon.json");
         fs::write(&path, config.to_string())
             .map_err(|e| format!("write {}: {e}", path.display()))?;
@@ -219,6 +222,12 @@ impl Daemon {
     /// (`statusWrite: "afterReply"`), so a pod's annotation can be read; at most [`CACHED_LIMIT`].
     pub fn wait_status_writes(&self) -> Result<(), String> {
         wait_status_writes(&self.socket, CACHED_LIMIT)
+    }
+
+    /// Wait until the work the daemon left for after its replies has ended (a DEL's files wait in
+    /// `<cniDir>/.trash` until then), so a leak check sees what is really left; at most [`CACHED_LIMIT`].
+    pub fn wait_after_reply(&self) -> Result<(), String> {
+        wait_after_reply(&self.socket, CACHED_LIMIT)
     }
 
     /// Wait until the daemon's caches hold `pod` and its K NADs (in the pod's namespace).
@@ -640,6 +649,9 @@ pub struct StormResult {
     pub api_add: ApiCounts,
     /// From the start of the concurrent DELs until the last returned.
     pub del_wall_ms: f64,
+    /// From the start of the concurrent DELs until the daemon's work after their replies (the unlinks)
+    /// had ended too (`None`: it had not within 10 s).
+    pub del_drained_ms: Option<f64>,
     /// Each pod's DEL.
     pub del_per_pod: Option<Stats>,
     /// Failed DELs.
@@ -661,8 +673,9 @@ pub struct StormResult {
 pub struct DaemonReport {
     /// The shim binary.
     pub shim: Binary,
-    /// The daemon's `maxConcurrency` (its default: the number of cores).
-    pub max_concurrency: usize,
+    /// What `--daemon-config` laid over the daemon's config (empty: its defaults, e.g. of
+    /// `maxConcurrency` and `maxDelConcurrency`).
+    pub daemon_config: serde_json::Map<String, serde_json::Value>,
     /// From the first spawn to `/readyz` 200.
     pub ready_after_ms: f64,
     /// How long the bench waited before the daemon phase for the CPUs to go quiet, and how busy the
@@ -844,6 +857,7 @@ fn measure_with(
     let (shim_version, exec_baseline) = shim_start(&shim.path, opts.runs.max(10))?;
     let socket_round_trip = round_trip(daemon, opts.runs.max(10))?;
     let pid = daemon.pid().unwrap_or(0);
+    daemon.wait_after_reply()?;
     let leaks = b.leaks_except(&pods.iter().collect::<Vec<_>>(), &[pid]);
     let storm = storm(b, daemon, runner, opts)?;
     if daemon.pid().is_some() {
@@ -852,7 +866,7 @@ fn measure_with(
     Ok((
         DaemonReport {
             shim,
-            max_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            daemon_config: opts.daemon_config.clone(),
             ready_after_ms: ms(ready_after),
             settled: (settled.as_secs_f64(), busy),
             shim_version: Some(shim_version),
@@ -973,7 +987,14 @@ pub fn storm(
     await_events(b, api_add.events.max(pods.len() * (k + 1)));
     b.api.clear_requests();
     let alive_after_add = daemon.alive();
+    let del_started = Instant::now();
     let (dels, del_wall) = concurrently(runner, &pods, &cids, Op::Del);
+    // The daemon's work after the DELs' replies (the unlinks of their files); what it left, if anything,
+    // is a leak below.
+    let del_drained = daemon
+        .wait_after_reply()
+        .ok()
+        .map(|()| del_started.elapsed());
     let del_api_reads = requests(b).map_or(0, |r| ApiCounts::of(&r).reads());
     let mut del_times = Vec::new();
     let mut del_failures = Vec::new();
@@ -1028,6 +1049,7 @@ pub fn storm(
         failures,
         api_add,
         del_wall_ms: ms(del_wall),
+        del_drained_ms: del_drained.map(ms),
         del_per_pod: Stats::of(&del_times),
         del_failures,
         del_api_reads,

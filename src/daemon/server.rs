@@ -126,22 +126,43 @@ impl Drop for Held {
 /// its trash) and its busy count.
 type AfterReplyJob = (Box<dyn FnOnce() + Send>, Held);
 
-/// Hand `finish` to the after-reply thread, counted as busy (the drain waits for it) and in
-/// `plexus_after_reply_pending` until it ends.
-fn after_reply(shared: &Shared, state: &Arc<State>, finish: Box<dyn FnOnce() + Send>) {
-    let held = Held::new(state);
-    let pending = shared.metrics.after_reply_pending.clone();
-    pending.inc();
-    let finish: Box<dyn FnOnce() + Send> = Box::new(move || {
-        // Counted down even when the job panics.
-        let _pending = Decrement(pending);
-        finish()
-    });
-    if let Err(mpsc::SendError((finish, held))) = flusher().send((finish, held)) {
-        tokio::task::spawn_blocking(move || {
-            finish();
-            drop(held);
+/// Work left for after a reply, counted from its creation until it ends: as busy (the drain waits for it)
+/// and in `plexus_after_reply_pending` (what a client waits for before it looks for leftovers).
+struct AfterReplyWork {
+    finish: Box<dyn FnOnce() + Send>,
+    held: Held,
+    pending: Decrement,
+}
+
+impl AfterReplyWork {
+    fn new(shared: &Shared, state: &Arc<State>, finish: Box<dyn FnOnce() + Send>) -> Self {
+        let pending = shared.metrics.after_reply_pending.clone();
+        pending.inc();
+        AfterReplyWork {
+            finish,
+            held: Held::new(state),
+            pending: Decrement(pending),
+        }
+    }
+
+    /// Hand it to the after-reply thread.
+    fn start(self) {
+        let AfterReplyWork {
+            finish,
+            held,
+            pending,
+        } = self;
+        let finish: Box<dyn FnOnce() + Send> = Box::new(move || {
+            // Counted down even when the job panics.
+            let _pending = pending;
+            finish()
         });
+        if let Err(mpsc::SendError((finish, held))) = flusher().send((finish, held)) {
+            tokio::task::spawn_blocking(move || {
+                finish();
+                drop(held);
+            });
+        }
     }
 }
 
@@ -244,7 +265,7 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
     // What a daemon killed after a DEL's reply left in the trash of its cniDir (a trash elsewhere goes with
     // the next DEL or GC there); after the replies' work, off the start's path.
     let cni_dir = shared.config.cni_dir();
-    after_reply(
+    AfterReplyWork::new(
         &shared,
         &state,
         Box::new(move || {
@@ -256,7 +277,8 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
                 );
             }
         }),
-    );
+    )
+    .start();
     let path = prepare_socket(&shared.config.socket_dir)?;
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
@@ -547,16 +569,15 @@ async fn cni(
     // unlinks hold nothing: like the status write, they wait for the client to hang up, so they do not
     // compete with the shim's exit (busy from now on, so the drain waits for them).
     if let Some(finish) = later.finish {
+        let work = AfterReplyWork::new(shared, state, finish);
         if verb == "DEL" {
-            let held = Held::new(state);
-            let (shared, state, hung_up) = (shared.clone(), state.clone(), hung_up.clone());
+            let hung_up = hung_up.clone();
             tokio::spawn(async move {
                 client_gone(hung_up).await;
-                after_reply(&shared, &state, finish);
-                drop(held);
+                work.start();
             });
         } else {
-            after_reply(shared, state, finish);
+            work.start();
         }
     }
     shared

@@ -267,6 +267,20 @@ impl WriteBehind {
         self.finish_all(false)
     }
 
+    /// Finish the oldest write not yet finished (durably or not, as [`WriteBehind::flush`] and
+    /// [`WriteBehind::flush_unsynced`]); `None` when there is none. Its error names its file. For a
+    /// caller that must be able to stop between two writes.
+    pub fn flush_next(&self, durable: bool) -> Option<io::Result<()>> {
+        let next = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            (!pending.is_empty()).then(|| pending.remove(0))
+        };
+        next.map(|(path, job)| {
+            job.finish(durable)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        })
+    }
+
     fn finish_all(&self, durable: bool) -> io::Result<()> {
         let drained: Vec<_> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
@@ -496,6 +510,26 @@ mod tests {
         let e = wb.flush_unsynced().unwrap_err();
         assert!(e.to_string().contains("gone/r2"), "{e}");
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn deferred_writes_can_be_finished_one_at_a_time_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let wb = WriteBehind::deferred();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            wb.submit(d.path().join(name), vec![b'0' + i as u8], 0o600)
+                .unwrap();
+        }
+        wb.flush_next(true).unwrap().unwrap();
+        assert!(d.path().join("a").exists() && !d.path().join("b").exists());
+        // The rest, the other way.
+        wb.flush_unsynced().unwrap();
+        assert_eq!(fs::read(d.path().join("c")).unwrap(), b"2");
+        assert!(wb.flush_next(true).is_none());
+        wb.submit(d.path().join("gone/x"), b"x".to_vec(), 0o600)
+            .unwrap();
+        let e = wb.flush_next(false).unwrap().unwrap_err();
+        assert!(e.to_string().contains("gone/x"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod config;
 pub mod handler;
 pub mod metrics;
+pub mod room;
 pub mod server;
 pub mod status_writer;
 

@@ -28,7 +28,7 @@ use tokio::{
     sync::Semaphore,
 };
 
-use super::{Shared, handler};
+use super::{Shared, handler, room::MemoryRoom};
 
 /// The largest request body taken (a network config with every NAD inlined is far smaller).
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -42,8 +42,22 @@ pub struct State {
     slots: Arc<Semaphore>,
     /// DEL's slots: its own pool, or `slots` itself.
     del_slots: Arc<Semaphore>,
+    /// With a pool of its own: how many DELs run at once regardless of memory (the others' limit).
+    del_floor: Option<usize>,
+    /// DELs running (past admission).
+    del_running: AtomicUsize,
+    /// The daemon's memory cgroup, when it has a limit to read.
+    room: Option<MemoryRoom>,
     max_queue: usize,
 }
+
+/// The room under the daemon's memory limit each DEL beyond the floor needs: its delegate process (about
+/// 1.7 MiB charged to the cgroup per DEL in flight, measured in the 50-pod storm; BENCHMARKS.md), with a
+/// margin for the memory of the DELs just admitted that has not shown yet.
+const DEL_ROOM: u64 = 2 * 1024 * 1024;
+
+/// How often a DEL waiting for room looks again.
+const ROOM_POLL: Duration = Duration::from_millis(5);
 
 impl State {
     /// `max_concurrency` slots, DEL's `max_del_concurrency` of its own (`None`: DEL shares the others'),
@@ -65,7 +79,43 @@ impl State {
             busy: AtomicUsize::new(0),
             slots,
             del_slots,
+            del_floor: max_del_concurrency.map(|_| max_concurrency.max(1)),
+            del_running: AtomicUsize::new(0),
+            room: None,
             max_queue,
+        }
+    }
+
+    /// DELs beyond the floor wait for room under the memory limit of `room`'s cgroup.
+    pub fn with_room(mut self, room: Option<MemoryRoom>) -> State {
+        self.room = room;
+        self
+    }
+
+    /// A DEL that holds one of DEL's own slots: wait until it may run. Up to the floor run at once
+    /// whatever the memory; each one beyond needs [`DEL_ROOM`] more under the cgroup's limit, the DELs
+    /// already running counted in its usage. `None` when DEL shares the others' slots (no floor to pass).
+    async fn admit_del(&self) -> Option<Count<'_>> {
+        let floor = self.del_floor?;
+        loop {
+            let running = self.del_running.load(Ordering::SeqCst);
+            let fits = running < floor
+                || self
+                    .room
+                    .as_ref()
+                    .and_then(MemoryRoom::left)
+                    .is_none_or(|left| left >= DEL_ROOM * (running + 1 - floor) as u64);
+            if !fits {
+                tokio::time::sleep(ROOM_POLL).await;
+                continue;
+            }
+            if self
+                .del_running
+                .compare_exchange(running, running + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Some(Count(&self.del_running));
+            }
         }
     }
 
@@ -257,11 +307,24 @@ fn link_go_name(dir: &Path) {
 
 /// Serve until SIGTERM or SIGINT, then drain.
 pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
-    let state = Arc::new(State::new(
-        shared.config.max_concurrency,
-        shared.config.max_del_concurrency,
-        shared.config.max_queue,
-    ));
+    let room = shared
+        .config
+        .max_del_concurrency
+        .and_then(|_| MemoryRoom::of_self());
+    if let Some(left) = room.as_ref().and_then(MemoryRoom::left) {
+        tracing::info!(
+            room_mib = left / (1024 * 1024),
+            "DELs beyond maxConcurrency run while the memory cgroup has room for them"
+        );
+    }
+    let state = Arc::new(
+        State::new(
+            shared.config.max_concurrency,
+            shared.config.max_del_concurrency,
+            shared.config.max_queue,
+        )
+        .with_room(room),
+    );
     // What a daemon killed after a DEL's reply left in the trash of its cniDir (a trash elsewhere goes with
     // the next DEL or GC there); after the replies' work, off the start's path.
     let cni_dir = shared.config.cni_dir();
@@ -528,8 +591,13 @@ async fn cni(
         let _waiting = Count::new(&state.queued);
         shared.metrics.queued.inc();
         let p = state.slots_for(&verb).clone().acquire_owned().await;
+        // A DEL with a slot of its own may still wait for memory (queued until then).
+        let running = match (&p, verb == "DEL") {
+            (Ok(_), true) => state.admit_del().await,
+            _ => None,
+        };
         shared.metrics.queued.dec();
-        p
+        p.map(|p| (p, running))
     };
     let Ok(permit) = permit else {
         return cni_error(
@@ -708,6 +776,51 @@ mod tests {
         assert!(shared.slots_for("DEL").clone().try_acquire_owned().is_err());
         assert!(shared.slots_for("GC").clone().try_acquire_owned().is_err());
         drop((a, d));
+    }
+
+    /// Up to the floor, DELs run whatever the memory; each one beyond needs [`DEL_ROOM`] more room under
+    /// the cgroup's limit, and waits (queued) until there is. Without a limit to read, only the slots count.
+    #[test]
+    fn dels_beyond_the_floor_wait_for_room_under_the_memory_limit() {
+        const MIB: u64 = 1024 * 1024;
+        let d = tempfile::tempdir().unwrap();
+        let cg = d.path().join("daemon");
+        std::fs::create_dir(&cg).unwrap();
+        let set = |limit: u64, usage: u64| {
+            std::fs::write(cg.join("memory.max"), limit.to_string()).unwrap();
+            std::fs::write(cg.join("memory.current"), usage.to_string()).unwrap();
+        };
+        set(64 * MIB, 61 * MIB);
+        let room = MemoryRoom::find("0::/daemon\n", d.path());
+        assert!(room.is_some());
+        let s = State::new(1, Some(8), 16).with_room(room);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let soon =
+            |f| rt.block_on(async { tokio::time::timeout(Duration::from_millis(100), f).await });
+        // The floor: whatever the room.
+        let first = soon(s.admit_del()).unwrap().unwrap();
+        // 3 MiB left: room for one more (2 MiB), not for two (4 MiB).
+        let second = soon(s.admit_del()).unwrap().unwrap();
+        assert!(soon(s.admit_del()).is_err(), "the third waits for room");
+        assert_eq!(s.del_running.load(Ordering::SeqCst), 2);
+        // The pods' memory freed: room for it.
+        set(64 * MIB, 50 * MIB);
+        let third = soon(s.admit_del()).unwrap().unwrap();
+        assert_eq!(s.del_running.load(Ordering::SeqCst), 3);
+        drop((first, second, third));
+        assert_eq!(s.del_running.load(Ordering::SeqCst), 0);
+        // No limit: no wait.
+        std::fs::write(cg.join("memory.max"), "max").unwrap();
+        let many: Vec<_> = (0..6)
+            .map(|_| soon(s.admit_del()).unwrap().unwrap())
+            .collect();
+        assert_eq!(many.len(), 6);
+        // DEL sharing the one pool: no floor, no wait.
+        let shared = State::new(1, None, 4);
+        assert!(rt.block_on(shared.admit_del()).is_none());
     }
 
     #[test]

@@ -34,13 +34,16 @@ impl MemoryRoom {
             let (id, controllers, path) = (p.next()?, p.next()?, p.next()?);
             let rel = path.trim_start_matches('/');
             if controllers.split(',').any(|c| c == "memory") {
-                let dir = root.join("memory").join(rel);
-                let room = MemoryRoom {
-                    limit: dir.join("memory.limit_in_bytes"),
-                    usage: dir.join("memory.usage_in_bytes"),
-                };
-                if room.limit.is_file() {
-                    return Some(room);
+                // A container without its own cgroup namespace sees the host's path here, and its own
+                // cgroup mounted as the controller's root: then the root's files are its own.
+                for dir in [root.join("memory").join(rel), root.join("memory")] {
+                    let room = MemoryRoom {
+                        limit: dir.join("memory.limit_in_bytes"),
+                        usage: dir.join("memory.usage_in_bytes"),
+                    };
+                    if room.limit.is_file() {
+                        return Some(room);
+                    }
                 }
             } else if id == "0" && controllers.is_empty() {
                 v2 = Some(root.join(rel));
@@ -98,6 +101,11 @@ mod tests {
         assert_eq!(room.left(), None, "max: no limit");
         fs::write(v2.join("memory.max"), "4096\n").unwrap();
         assert_eq!(room.left(), Some(3096));
+        // v1 in a container: the host's path in /proc, the container's own cgroup at the mount's root.
+        fs::write(d.path().join("memory/memory.limit_in_bytes"), "1048576\n").unwrap();
+        fs::write(d.path().join("memory/memory.usage_in_bytes"), "1024\n").unwrap();
+        let room = MemoryRoom::find("4:memory:/kubepods/other\n", d.path()).unwrap();
+        assert_eq!(room.left(), Some(1048576 - 1024));
         // Nothing to read.
         assert_eq!(MemoryRoom::find("0::/nowhere\n", d.path()), None);
         assert_eq!(MemoryRoom::find("", d.path()), None);

@@ -11,7 +11,7 @@
 //!
 //! **The storm.** The daemon is stopped (SIGTERM, graceful) and started again — a fresh process, caches
 //! cold — inside a cgroup-v1 memory cgroup limited to `--storm-memory-mib` (64 MiB): the daemon's shell
-//! trampoline writes its own pid into `cgroup.procs` before it execs `ip netns exec … plexus daemon`, so
+//! trampoline writes its own pid into `cgroup.procs` before it execs `nsenter --net=… plexus daemon`, so
 //! everything the daemon allocates, and every delegate it starts, is charged to the cgroup from the
 //! first instruction. Right after the spawn (the daemon is still starting: the shims wait for its socket,
 //! `daemonWaitSeconds`), `--storm` pods with K = 3 are ADDed at once through the shim, then DELed at once.
@@ -130,12 +130,27 @@ impl Daemon {
                 c.arg("-c")
                     .arg("p=$1; shift; echo $$ > \"$p\" && exec \"$@\"")
                     .arg("sh")
-                    .arg(procs)
-                    .arg("ip");
+                    .arg(procs);
                 c
             }
         };
-        daemon_command(&mut cmd, &self.netns, &self.plexus, &self.config);
+        if procs.is_some() {
+            // `nsenter`, not `ip netns exec`: the latter remounts /sys for the namespace, and the cgroup
+            // file systems with it, so the daemon could not read its memory cgroup (admission reads its
+            // room, `daemon::room`). The namespace is the same; the delegates use netlink and /proc.
+            cmd.arg("nsenter")
+                .arg(format!("--net=/run/netns/{}", self.netns))
+                .arg("--")
+                .arg(&self.plexus)
+                .arg("daemon")
+                .arg("--config")
+                .arg(&self.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+        } else {
+            daemon_command(&mut cmd, &self.netns, &self.plexus, &self.config);
+        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("start plexus daemon: {e}"))?;

@@ -16,7 +16,8 @@ pub const NODE_NAME_VARS: [&str; 3] = ["PLEXUS_NODE_NAME", "MULTUS_NODE_NAME", "
 
 /// DELs run at once by default. A DEL's delegates mostly wait on the kernel (a link's removal waits for
 /// RCU grace periods), not on the CPUs, so the cores are the wrong measure; each in-flight DEL costs one
-/// delegate process and a thread. Measured in BENCHMARKS.md ("DEL after the reply; the storms").
+/// delegate process and a thread, and those beyond `maxConcurrency` wait for room under the memory limit
+/// (docs/daemon.md, "Admission", has the storms behind this number).
 pub const DEFAULT_MAX_DEL_CONCURRENCY: usize = 16;
 
 /// Keys that configure the daemon itself and are never overlaid on a request.

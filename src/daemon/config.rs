@@ -224,7 +224,8 @@ impl DaemonConfig {
             number("maxConcurrency", 0, 0)?,
             number("maxDelConcurrency", 0, 0)?,
         ) {
-            (0, 0) => (cores, Some(DEFAULT_MAX_DEL_CONCURRENCY)),
+            // Never fewer DEL slots than the others get.
+            (0, 0) => (cores, Some(DEFAULT_MAX_DEL_CONCURRENCY.max(cores))),
             (0, del) => (cores, Some(del as usize)),
             (n, 0) => (n as usize, None),
             (n, del) => (n as usize, Some(del as usize)),
@@ -352,7 +353,8 @@ mod tests {
             (c.max_concurrency, c.max_del_concurrency)
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        assert_eq!(limits("{}"), (cores, Some(DEFAULT_MAX_DEL_CONCURRENCY)));
+        let del = DEFAULT_MAX_DEL_CONCURRENCY.max(cores);
+        assert_eq!(limits("{}"), (cores, Some(del)));
         assert!(DEFAULT_MAX_DEL_CONCURRENCY > cores.min(2));
         assert_eq!(limits(r#"{"maxConcurrency":3}"#), (3, None));
         assert_eq!(limits(r#"{"maxDelConcurrency":5}"#), (cores, Some(5)));
@@ -363,7 +365,7 @@ mod tests {
         // 0 is "the default", as for maxConcurrency.
         assert_eq!(
             limits(r#"{"maxConcurrency":0,"maxDelConcurrency":0}"#),
-            (cores, Some(DEFAULT_MAX_DEL_CONCURRENCY))
+            (cores, Some(del))
         );
         let c = DaemonConfig::from_bytes(br#"{"maxDelConcurrency":5}"#, "t", &env).unwrap();
         assert!(

@@ -36,10 +36,11 @@ struct Entry {
 type Key = (PathBuf, String);
 
 /// The ADDs' deferred work by container, each with the number of the ADD that left it.
-static PENDING: LazyLock<Mutex<HashMap<Key, (u64, Arc<Entry>)>>> = LazyLock::new(Mutex::default);
+type Pending = HashMap<Key, (u64, Arc<Entry>)>;
+static PENDING: LazyLock<Mutex<Pending>> = LazyLock::new(Mutex::default);
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-fn pending() -> std::sync::MutexGuard<'static, HashMap<Key, (u64, Arc<Entry>)>> {
+fn pending() -> std::sync::MutexGuard<'static, Pending> {
     PENDING.lock().unwrap_or_else(|e| e.into_inner())
 }
 

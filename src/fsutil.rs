@@ -25,6 +25,21 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     replace_with(path, &temp_of(path)?, mode, |f| f.write_all(bytes))
 }
 
+/// [`atomic_write`] without its fsyncs: whole or absent for any reader, and across the death of this process,
+/// but not across a power loss. For files that are removed moments later anyway (a daemon DEL that takes
+/// over the writes its container's ADD left for after the reply, `crate::ops`).
+pub fn atomic_write_unsynced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = temp_of(path)?;
+    let done = fill_temp(&tmp, mode, |f| f.write_all(bytes)).and_then(|f| {
+        drop(f);
+        fs::rename(&tmp, path)
+    });
+    if done.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    done
+}
+
 /// The temp file an atomic write of `path` by this process uses (`.<name>.tmp.<pid>`, beside it).
 pub fn temp_of(path: &Path) -> io::Result<PathBuf> {
     let (dir, name) = split(path)?;
@@ -123,10 +138,10 @@ pub struct WriteBehind {
     deferred: bool,
 }
 
-/// A job started on its thread, or one left for the flush.
+/// A job started on its thread, or one left for the flush (its argument: whether to fsync).
 enum Pending {
     Thread(JoinHandle<io::Result<()>>),
-    Later(Box<dyn FnOnce() -> io::Result<()> + Send>),
+    Later(Box<dyn FnOnce(bool) -> io::Result<()> + Send>),
 }
 
 impl std::fmt::Debug for Pending {
@@ -139,10 +154,12 @@ impl std::fmt::Debug for Pending {
 }
 
 impl Pending {
-    fn finish(self) -> io::Result<()> {
+    /// Finish the job; a deferred one without its fsyncs unless `durable` (one already started on its
+    /// thread is durable anyway).
+    fn finish(self, durable: bool) -> io::Result<()> {
         match self {
             Pending::Thread(handle) => join(handle),
-            Pending::Later(job) => job(),
+            Pending::Later(job) => job(durable),
         }
     }
 }
@@ -173,18 +190,30 @@ impl WriteBehind {
         encode: impl FnOnce() -> io::Result<Vec<u8>> + Send + 'static,
     ) -> io::Result<()> {
         let target = path.clone();
-        self.start(path, move || atomic_write(&target, &encode()?, mode))
+        self.start(path, move |durable| {
+            let bytes = encode()?;
+            if durable {
+                atomic_write(&target, &bytes, mode)
+            } else {
+                atomic_write_unsynced(&target, &bytes, mode)
+            }
+        })
     }
 
     /// Finish a [`stage`]d write: fsync `tmp`, rename it over `path`, fsync the directory. A failure
     /// removes `tmp` (the caller's flush reports it).
     pub fn sync_and_rename(&self, tmp: PathBuf, path: PathBuf) -> io::Result<()> {
         let target = path.clone();
-        self.start(path, move || {
+        self.start(path, move |durable| {
             let done = (|| {
-                File::open(&tmp)?.sync_all()?;
+                if durable {
+                    File::open(&tmp)?.sync_all()?;
+                }
                 fs::rename(&tmp, &target)?;
-                sync_dir(split(&target)?.0)
+                if durable {
+                    sync_dir(split(&target)?.0)?;
+                }
+                Ok(())
             })();
             if done.is_err() {
                 let _ = fs::remove_file(&tmp);
@@ -197,7 +226,7 @@ impl WriteBehind {
     fn start(
         &self,
         key: PathBuf,
-        job: impl FnOnce() -> io::Result<()> + Send + 'static,
+        job: impl FnOnce(bool) -> io::Result<()> + Send + 'static,
     ) -> io::Result<()> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if self.deferred {
@@ -207,11 +236,11 @@ impl WriteBehind {
         }
         if let Some(i) = pending.iter().position(|(p, _)| *p == key) {
             let (_, earlier) = pending.swap_remove(i);
-            earlier.finish()?;
+            earlier.finish(true)?;
         }
         let spawned = std::thread::Builder::new()
             .name("cache-write".into())
-            .spawn(job);
+            .spawn(move || job(true));
         match spawned {
             Ok(handle) => {
                 pending.push((key, Pending::Thread(handle)));
@@ -228,11 +257,36 @@ impl WriteBehind {
     /// Finish every write submitted so far (deferred ones run now, in order); the first failure, naming
     /// its file.
     pub fn flush(&self) -> io::Result<()> {
+        self.finish_all(true)
+    }
+
+    /// [`WriteBehind::flush`], the deferred writes without their fsyncs ([`atomic_write_unsynced`]; a
+    /// staged file only renamed): for writes whose files are about to be removed, so a power loss could
+    /// only lose what was going anyway.
+    pub fn flush_unsynced(&self) -> io::Result<()> {
+        self.finish_all(false)
+    }
+
+    /// Finish the oldest write not yet finished (durably or not, as [`WriteBehind::flush`] and
+    /// [`WriteBehind::flush_unsynced`]); `None` when there is none. Its error names its file. For a
+    /// caller that must be able to stop between two writes.
+    pub fn flush_next(&self, durable: bool) -> Option<io::Result<()>> {
+        let next = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            (!pending.is_empty()).then(|| pending.remove(0))
+        };
+        next.map(|(path, job)| {
+            job.finish(durable)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+        })
+    }
+
+    fn finish_all(&self, durable: bool) -> io::Result<()> {
         let drained: Vec<_> =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut first = Ok(());
         for (path, job) in drained {
-            if let Err(e) = job.finish()
+            if let Err(e) = job.finish(durable)
                 && first.is_ok()
             {
                 first = Err(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
@@ -420,6 +474,62 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    /// What a DEL that takes over an ADD's deferred writes does: every write lands, whole and in order,
+    /// with no temp file left, but without an fsync; a failure still names its file.
+    #[test]
+    fn deferred_writes_flushed_unsynced_land_whole_and_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("cache");
+        let wb = WriteBehind::deferred();
+        let tmp = stage(&p, b"staged", 0o600).unwrap();
+        wb.sync_and_rename(tmp, p.clone()).unwrap();
+        wb.submit(d.path().join("r1"), b"one".to_vec(), 0o640)
+            .unwrap();
+        wb.submit(d.path().join("r1"), b"two".to_vec(), 0o640)
+            .unwrap();
+        wb.flush_unsynced().unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"staged");
+        assert_eq!(fs::read(d.path().join("r1")).unwrap(), b"two");
+        assert_eq!(
+            fs::metadata(d.path().join("r1"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o640
+        );
+        assert_eq!(
+            fs::read_dir(d.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
+        wb.submit(d.path().join("gone/r2"), b"x".to_vec(), 0o600)
+            .unwrap();
+        let e = wb.flush_unsynced().unwrap_err();
+        assert!(e.to_string().contains("gone/r2"), "{e}");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn deferred_writes_can_be_finished_one_at_a_time_in_order() {
+        let d = tempfile::tempdir().unwrap();
+        let wb = WriteBehind::deferred();
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            wb.submit(d.path().join(name), vec![b'0' + i as u8], 0o600)
+                .unwrap();
+        }
+        wb.flush_next(true).unwrap().unwrap();
+        assert!(d.path().join("a").exists() && !d.path().join("b").exists());
+        // The rest, the other way.
+        wb.flush_unsynced().unwrap();
+        assert_eq!(fs::read(d.path().join("c")).unwrap(), b"2");
+        assert!(wb.flush_next(true).is_none());
+        wb.submit(d.path().join("gone/x"), b"x".to_vec(), 0o600)
+            .unwrap();
+        let e = wb.flush_next(false).unwrap().unwrap_err();
+        assert!(e.to_string().contains("gone/x"), "{e}");
     }
 
     #[test]

@@ -293,6 +293,17 @@ impl Invoker<'_> {
     /// DEL: every plugin in reverse, with the cached result as `prevResult` from 0.4.0 on; halt on the first
     /// error (CNI-26); remove the cached result on success.
     pub fn del(&self, net: &NetworkConfig, rt: &RuntimeConf) -> Result<(), DelegateError> {
+        self.del_with(net, rt, None)
+    }
+
+    /// [`Invoker::del`], the cached result moved into `trash` (when given) instead of unlinked: a daemon
+    /// DEL unlinks it after its reply.
+    pub fn del_with(
+        &self,
+        net: &NetworkConfig,
+        rt: &RuntimeConf,
+        trash: Option<&crate::trash::Trash>,
+    ) -> Result<(), DelegateError> {
         let prev = if net.cni_version.has_prev_result_on_del() {
             self.cached_result(net, rt)
         } else {
@@ -320,8 +331,16 @@ impl Invoker<'_> {
         if let Some(e) = missing {
             return Err(e);
         }
-        resultcache::remove(&self.cache_dir, &net.name, &rt.container_id, &rt.ifname)
-            .map_err(|e| DelegateError::Cache(e.to_string()))
+        match trash {
+            Some(t) => t.discard(&resultcache::path(
+                &self.cache_dir,
+                &net.name,
+                &rt.container_id,
+                &rt.ifname,
+            )),
+            None => resultcache::remove(&self.cache_dir, &net.name, &rt.container_id, &rt.ifname),
+        }
+        .map_err(|e| DelegateError::Cache(e.to_string()))
     }
 
     /// CHECK: in order, with the cached result as `prevResult` (CNI-27). `disableCheck` succeeds at once.

@@ -35,3 +35,4 @@ pub mod resultcache;
 pub mod routes;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod trash;

@@ -103,6 +103,11 @@ fn bench_quick_run_prints_a_sane_table() {
     assert_eq!(storm["del_failures"], Value::Array(vec![]), "{storm:#}");
     assert_eq!(storm["leaks"], Value::Array(vec![]), "{storm:#}");
     assert_eq!(storm["daemon_survived"], true, "{storm:#}");
+    // The daemon's unlinks after the DELs' replies ended, after the last reply.
+    assert!(
+        ms(&storm["del_drained_ms"]) >= ms(&storm["del_wall_ms"]),
+        "{storm:#}"
+    );
     if storm["cgroup"].is_object() {
         assert_eq!(storm["cgroup"]["oom_kills"], 0, "{storm:#}");
         assert_eq!(

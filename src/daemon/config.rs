@@ -14,12 +14,19 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/cni/net.d/plexus.d/daemon-config.jso
 /// Environment variables that name this node, in order (the downward API sets one of them).
 pub const NODE_NAME_VARS: [&str; 3] = ["PLEXUS_NODE_NAME", "MULTUS_NODE_NAME", "NODE_NAME"];
 
+/// DELs run at once by default. A DEL's delegates mostly wait on the kernel (a link's removal waits for
+/// RCU grace periods), not on the CPUs, so the cores are the wrong measure; each in-flight DEL costs one
+/// delegate process and a thread, and those beyond `maxConcurrency` wait for room under the memory limit
+/// (docs/daemon.md, "Admission", has the storms behind this number).
+pub const DEFAULT_MAX_DEL_CONCURRENCY: usize = 16;
+
 /// Keys that configure the daemon itself and are never overlaid on a request.
 const DAEMON_KEYS: &[&str] = &[
     "socketDir",
     "nodeName",
     "metricsAddress",
     "maxConcurrency",
+    "maxDelConcurrency",
     "maxQueue",
     "cacheSyncTimeoutSeconds",
     "shutdownTimeoutSeconds",
@@ -105,8 +112,11 @@ pub struct DaemonConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Where /metrics, /healthz and /readyz are served over TCP; `None`: not served.
     pub metrics_address: Option<SocketAddr>,
-    /// CNI requests run at once.
+    /// CNI requests other than DEL run at once (every verb's, when `max_del_concurrency` is `None`).
     pub max_concurrency: usize,
+    /// DELs run at once, in slots of their own; `None`: DEL shares `max_concurrency`'s slots (an explicit
+    /// `maxConcurrency` without `maxDelConcurrency`: one limit for every request, as it always meant).
+    pub max_del_concurrency: Option<usize>,
     /// Requests waiting for a slot; more are refused with "try again later" (code 11).
     pub max_queue: usize,
     /// How long start-up waits for the watch caches before serving with live reads.
@@ -210,9 +220,15 @@ impl DaemonConfig {
             }
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let max_concurrency = match number("maxConcurrency", 0, 0)? {
-            0 => cores,
-            n => n as usize,
+        let (max_concurrency, max_del_concurrency) = match (
+            number("maxConcurrency", 0, 0)?,
+            number("maxDelConcurrency", 0, 0)?,
+        ) {
+            // Never fewer DEL slots than the others get.
+            (0, 0) => (cores, Some(DEFAULT_MAX_DEL_CONCURRENCY.max(cores))),
+            (0, del) => (cores, Some(del as usize)),
+            (n, 0) => (n as usize, None),
+            (n, del) => (n as usize, Some(del as usize)),
         };
         let status_write = match string("statusWrite")?.as_deref() {
             None | Some("afterReply") => StatusWrite::AfterReply,
@@ -245,6 +261,7 @@ impl DaemonConfig {
             kubeconfig: string("kubeconfig")?.map(PathBuf::from),
             metrics_address,
             max_concurrency,
+            max_del_concurrency,
             max_queue: number("maxQueue", 1024, 0)? as usize,
             cache_sync_timeout: Duration::from_secs(number("cacheSyncTimeoutSeconds", 20, 0)?),
             shutdown_timeout: Duration::from_secs(number("shutdownTimeoutSeconds", 25, 0)?),
@@ -253,6 +270,18 @@ impl DaemonConfig {
             log,
             overlay,
         })
+    }
+
+    /// The cniDir of requests that do not name their own: the overlay's `cniDir`, else the default.
+    pub fn cni_dir(&self) -> PathBuf {
+        let dir = self
+            .overlay
+            .get("cniDir")
+            .and_then(Value::as_str)
+            .map(Path::new)
+            .filter(|p| p.is_absolute())
+            .unwrap_or(Path::new(crate::config::DEFAULT_CNI_DIR));
+        crate::config::clean(dir)
     }
 
     /// The socket's path.
@@ -311,6 +340,63 @@ mod tests {
         assert!(
             c.overlay.is_empty(),
             "daemon keys, never laid over a request"
+        );
+    }
+
+    /// DEL has slots of its own by default (its delegates wait on the kernel, not on the CPUs); an explicit
+    /// `maxConcurrency` alone is one limit for every request, as it was before DEL had its own.
+    #[test]
+    fn del_has_its_own_slots_unless_max_concurrency_alone_says_otherwise() {
+        let env = |k: &str| (k == "NODE_NAME").then(|| "n".to_string());
+        let limits = |json: &str| {
+            let c = DaemonConfig::from_bytes(json.as_bytes(), "t", &env).unwrap();
+            (c.max_concurrency, c.max_del_concurrency)
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let del = DEFAULT_MAX_DEL_CONCURRENCY.max(cores);
+        assert_eq!(limits("{}"), (cores, Some(del)));
+        assert!(DEFAULT_MAX_DEL_CONCURRENCY > cores.min(2));
+        assert_eq!(limits(r#"{"maxConcurrency":3}"#), (3, None));
+        assert_eq!(limits(r#"{"maxDelConcurrency":5}"#), (cores, Some(5)));
+        assert_eq!(
+            limits(r#"{"maxConcurrency":3,"maxDelConcurrency":40}"#),
+            (3, Some(40))
+        );
+        // 0 is "the default", as for maxConcurrency.
+        assert_eq!(
+            limits(r#"{"maxConcurrency":0,"maxDelConcurrency":0}"#),
+            (cores, Some(del))
+        );
+        let c = DaemonConfig::from_bytes(br#"{"maxDelConcurrency":5}"#, "t", &env).unwrap();
+        assert!(
+            c.overlay.is_empty(),
+            "a daemon key, never laid over a request"
+        );
+        assert!(matches!(
+            DaemonConfig::from_bytes(br#"{"maxDelConcurrency":"many"}"#, "t", &env),
+            Err(DaemonConfigError::Key {
+                key: "maxDelConcurrency",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn the_cni_dir_is_the_overlays_or_the_default() {
+        let env = |k: &str| (k == "NODE_NAME").then(|| "n".to_string());
+        let dir = |json: &str| {
+            DaemonConfig::from_bytes(json.as_bytes(), "t", &env)
+                .unwrap()
+                .cni_dir()
+        };
+        assert_eq!(dir("{}"), Path::new(crate::config::DEFAULT_CNI_DIR));
+        assert_eq!(
+            dir(r#"{"cniDir":"/var/lib/x/./y/"}"#),
+            Path::new("/var/lib/x/y")
+        );
+        assert_eq!(
+            dir(r#"{"cniDir":"relative"}"#),
+            Path::new(crate::config::DEFAULT_CNI_DIR)
         );
     }
 

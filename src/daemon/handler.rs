@@ -46,7 +46,8 @@ impl Reply {
 pub struct Later {
     /// The cluster whose events (and deferred status write) are still to be sent.
     pub api: Option<Arc<ApiCluster>>,
-    /// ADD's durable writes, holding the container's lock (`ops::Seams::after_reply`).
+    /// ADD's durable writes, holding the container's lock, or DEL's unlinks of its trash
+    /// (`ops::Seams::after_reply`).
     pub finish: Option<Box<dyn FnOnce() + Send>>,
 }
 

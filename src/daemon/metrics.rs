@@ -82,6 +82,8 @@ pub struct Metrics {
     pub status_pending: Gauge,
     /// Cached NADs naming a plugin not installed (set by `super::plugin_check`).
     pub nads_missing_plugins: Gauge,
+    /// Work left for after the reply (ADD's durable writes, DEL's unlinks) not yet ended.
+    pub after_reply_pending: Gauge,
 }
 
 impl Metrics {
@@ -107,6 +109,7 @@ impl Metrics {
             status_delay: latency(),
             status_pending: Gauge::default(),
             nads_missing_plugins: Gauge::default(),
+            after_reply_pending: Gauge::default(),
         };
         r.register(
             "plexus_cni_request_duration_seconds",
@@ -189,6 +192,12 @@ impl Metrics {
             "Cached NADs whose config names a plugin not installed in binDir or CNI_PATH (as the daemon's \
              requests give them); pods selecting one fail their ADD, the node stays ready",
             m.nads_missing_plugins.clone(),
+        );
+        r.register(
+            "plexus_after_reply_pending",
+            "Work left for after the reply not yet ended: ADD's durable writes (the container's cache and result \
+             records), DEL's unlinks of the files it moved into <cniDir>/.trash",
+            m.after_reply_pending.clone(),
         );
         r.register(
             "multus_server_request",

@@ -15,6 +15,7 @@ pub mod handler;
 pub mod metrics;
 pub mod plugin_check;
 pub mod reconcile;
+pub mod room;
 pub mod server;
 pub mod status_writer;
 
@@ -53,10 +54,10 @@ Serve CNI requests from plexus-shim on <socketDir>/plexus.sock (and Go Multus's 
 watch caches of this node's pods and all NetworkAttachmentDefinitions. PATH defaults to
 /etc/cni/net.d/plexus.d/daemon-config.json (a missing file at the default path means every default).
 Keys: socketDir, nodeName (else $PLEXUS_NODE_NAME, $MULTUS_NODE_NAME, $NODE_NAME), kubeconfig (else
-in-cluster), metricsAddress (\"\" turns it off; default 127.0.0.1:9091), maxConcurrency, maxQueue,
-cacheSyncTimeoutSeconds, shutdownTimeoutSeconds, statusWrite (afterReply, the default, or beforeReply),
-statusRetrySeconds, logFile, logLevel, logToStderr; every other key is laid
-over each request's config. See docs/daemon.md.";
+in-cluster), metricsAddress (\"\" turns it off; default 127.0.0.1:9091), maxConcurrency,
+maxDelConcurrency, maxQueue, cacheSyncTimeoutSeconds, shutdownTimeoutSeconds, statusWrite (afterReply,
+the default, or beforeReply), statusRetrySeconds, logFile, logLevel, logToStderr; every other key is
+laid over each request's config. See docs/daemon.md.";
 
 /// The entry point of `plexus-daemon` (and of its alias `plexus daemon`).
 pub fn main(args: Vec<String>) -> ExitCode {
@@ -98,7 +99,9 @@ pub fn main(args: Vec<String>) -> ExitCode {
     // wake-up costs: the status PATCH's round trip measured about 0.7 ms longer on the recorded machine.
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
-        .max_blocking_threads(config.max_concurrency * 2 + 4)
+        .max_blocking_threads(
+            (config.max_concurrency + config.max_del_concurrency.unwrap_or(0)) * 2 + 4,
+        )
         .thread_name("plexus-daemon")
         .enable_all()
         .build()
@@ -185,6 +188,7 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         node = %config.node_name,
         socket = %config.socket_path().display(),
         max_concurrency = config.max_concurrency,
+        max_del_concurrency = ?config.max_del_concurrency,
         max_queue = config.max_queue,
         "plexus daemon starting"
     );

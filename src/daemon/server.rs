@@ -1,6 +1,7 @@
 //! The daemon's listeners: the root-only unix socket (`/cni`, `/healthz`, `/readyz`, Go Multus's routes;
 //! `/metrics` and `/cache/...` for diagnosis) and the metrics address (`/metrics`, `/healthz`, `/readyz`); admission (a bounded queue in front of
-//! `maxConcurrency` slots) and graceful shutdown (not ready first, then drain, then exit).
+//! `maxConcurrency` slots, and DEL's own `maxDelConcurrency`), the work left for after the replies, and
+//! graceful shutdown (not ready first, then drain, then exit).
 
 use std::{
     convert::Infallible,
@@ -27,7 +28,7 @@ use tokio::{
     sync::Semaphore,
 };
 
-use super::{Shared, handler};
+use super::{Shared, handler, room::MemoryRoom};
 
 /// The largest request body taken (a network config with every NAD inlined is far smaller).
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -39,19 +40,91 @@ pub struct State {
     queued: AtomicUsize,
     busy: AtomicUsize,
     slots: Arc<Semaphore>,
+    /// DEL's slots: its own pool, or `slots` itself.
+    del_slots: Arc<Semaphore>,
+    /// With a pool of its own: how many DELs run at once regardless of memory (the others' limit).
+    del_floor: Option<usize>,
+    /// DELs running (past admission).
+    del_running: AtomicUsize,
+    /// The daemon's memory cgroup, when it has a limit to read.
+    room: Option<MemoryRoom>,
     max_queue: usize,
 }
 
+/// The room under the daemon's memory limit each DEL beyond the floor needs: its delegate process (about
+/// 2.5 MiB charged to the cgroup per DEL in flight, anonymous and kernel memory, in the bench's storms;
+/// BENCHMARKS.md), with a margin for DELs just admitted whose memory does not show yet.
+const DEL_ROOM: u64 = 4 * 1024 * 1024;
+
+/// How often a DEL waiting for room looks again.
+const ROOM_POLL: Duration = Duration::from_millis(5);
+
 impl State {
-    /// `max_concurrency` slots, at most `max_queue` waiting.
-    pub fn new(max_concurrency: usize, max_queue: usize) -> State {
+    /// `max_concurrency` slots, DEL's `max_del_concurrency` of its own (`None`: DEL shares the others'),
+    /// at most `max_queue` waiting.
+    pub fn new(
+        max_concurrency: usize,
+        max_del_concurrency: Option<usize>,
+        max_queue: usize,
+    ) -> State {
+        let slots = Arc::new(Semaphore::new(max_concurrency.max(1)));
+        let del_slots = match max_del_concurrency {
+            Some(n) => Arc::new(Semaphore::new(n.max(1))),
+            None => slots.clone(),
+        };
         State {
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             busy: AtomicUsize::new(0),
-            slots: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            slots,
+            del_slots,
+            del_floor: max_del_concurrency.map(|_| max_concurrency.max(1)),
+            del_running: AtomicUsize::new(0),
+            room: None,
             max_queue,
+        }
+    }
+
+    /// DELs beyond the floor wait for room under the memory limit of `room`'s cgroup.
+    pub fn with_room(mut self, room: Option<MemoryRoom>) -> State {
+        self.room = room;
+        self
+    }
+
+    /// A DEL that holds one of DEL's own slots: wait until it may run. Up to the floor run at once
+    /// whatever the memory; each one beyond needs [`DEL_ROOM`] more under the cgroup's limit, the DELs
+    /// already running counted in its usage. `None` when DEL shares the others' slots (no floor to pass).
+    async fn admit_del(&self) -> Option<Count<'_>> {
+        let floor = self.del_floor?;
+        loop {
+            let running = self.del_running.load(Ordering::SeqCst);
+            let fits = running < floor
+                || self
+                    .room
+                    .as_ref()
+                    .and_then(MemoryRoom::left)
+                    .is_none_or(|left| left >= DEL_ROOM * (running + 1 - floor) as u64);
+            if !fits {
+                tokio::time::sleep(ROOM_POLL).await;
+                continue;
+            }
+            if self
+                .del_running
+                .compare_exchange(running, running + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                return Some(Count(&self.del_running));
+            }
+        }
+    }
+
+    /// The slots a request of `verb` waits for.
+    fn slots_for(&self, verb: &str) -> &Arc<Semaphore> {
+        if verb == "DEL" {
+            &self.del_slots
+        } else {
+            &self.slots
         }
     }
 
@@ -99,10 +172,60 @@ impl Drop for Held {
     }
 }
 
-/// ADD's after-reply work (its durable writes, then the container's lock) and its busy count.
+/// A request's after-reply work (ADD: its durable writes, then the container's lock; DEL: the unlinks of
+/// its trash) and its busy count.
 type AfterReplyJob = (Box<dyn FnOnce() + Send>, Held);
 
-/// The thread that runs every ADD's after-reply work, in order. Not the blocking pool: a handler running
+/// Work left for after a reply, counted from its creation until it ends: as busy (the drain waits for it)
+/// and in `plexus_after_reply_pending` (what a client waits for before it looks for leftovers).
+struct AfterReplyWork {
+    finish: Box<dyn FnOnce() + Send>,
+    held: Held,
+    pending: Decrement,
+}
+
+impl AfterReplyWork {
+    fn new(shared: &Shared, state: &Arc<State>, finish: Box<dyn FnOnce() + Send>) -> Self {
+        let pending = shared.metrics.after_reply_pending.clone();
+        pending.inc();
+        AfterReplyWork {
+            finish,
+            held: Held::new(state),
+            pending: Decrement(pending),
+        }
+    }
+
+    /// Hand it to the after-reply thread.
+    fn start(self) {
+        let AfterReplyWork {
+            finish,
+            held,
+            pending,
+        } = self;
+        let finish: Box<dyn FnOnce() + Send> = Box::new(move || {
+            // Counted down even when the job panics.
+            let _pending = pending;
+            finish()
+        });
+        if let Err(mpsc::SendError((finish, held))) = flusher().send((finish, held)) {
+            tokio::task::spawn_blocking(move || {
+                finish();
+                drop(held);
+            });
+        }
+    }
+}
+
+/// Decrements a gauge when dropped.
+struct Decrement(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The thread that runs every request's after-reply work, in order. Not the blocking pool: a handler running
 /// in place hands the async worker to a pool thread, which must never wait behind a row of fsyncs. Without
 /// this thread (it could not be started), the work goes to the blocking pool after all.
 fn flusher() -> &'static mpsc::Sender<AfterReplyJob> {
@@ -184,10 +307,41 @@ fn link_go_name(dir: &Path) {
 
 /// Serve until SIGTERM or SIGINT, then drain.
 pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
-    let state = Arc::new(State::new(
-        shared.config.max_concurrency,
-        shared.config.max_queue,
-    ));
+    let room = shared
+        .config
+        .max_del_concurrency
+        .and_then(|_| MemoryRoom::of_self());
+    if let Some(left) = room.as_ref().and_then(MemoryRoom::left) {
+        tracing::info!(
+            room_mib = left / (1024 * 1024),
+            "DELs beyond maxConcurrency run while the memory cgroup has room for them"
+        );
+    }
+    let state = Arc::new(
+        State::new(
+            shared.config.max_concurrency,
+            shared.config.max_del_concurrency,
+            shared.config.max_queue,
+        )
+        .with_room(room),
+    );
+    // What a daemon killed after a DEL's reply left in the trash of its cniDir (a trash elsewhere goes with
+    // the next DEL or GC there); after the replies' work, off the start's path.
+    let cni_dir = shared.config.cni_dir();
+    AfterReplyWork::new(
+        &shared,
+        &state,
+        Box::new(move || {
+            let n = crate::trash::sweep(&cni_dir);
+            if n > 0 {
+                tracing::info!(
+                    "removed {n} file(s) an earlier daemon left in {}",
+                    crate::trash::dir(&cni_dir).display()
+                );
+            }
+        }),
+    )
+    .start();
     let path = prepare_socket(&shared.config.socket_dir)?;
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
@@ -436,9 +590,14 @@ async fn cni(
     let permit = {
         let _waiting = Count::new(&state.queued);
         shared.metrics.queued.inc();
-        let p = state.slots.clone().acquire_owned().await;
+        let p = state.slots_for(&verb).clone().acquire_owned().await;
+        // A DEL with a slot of its own may still wait for memory (queued until then).
+        let running = match (&p, verb == "DEL") {
+            (Ok(_), true) => state.admit_del().await,
+            _ => None,
+        };
         shared.metrics.queued.dec();
-        p
+        p.map(|p| (p, running))
     };
     let Ok(permit) = permit else {
         return cni_error(
@@ -479,21 +638,26 @@ async fn cni(
         // for its lock.
         shared.status.cancel(&container);
     }
-    // ADD's durable writes (deferred to now), holding the container's lock, right after the reply. The
-    // status write below waits for them: the result records are what a restarted daemon writes a lost
-    // status from (`super::reconcile`).
+    // ADD's durable writes (deferred to now), holding the container's lock, right after the reply. DEL's
+    // unlinks hold nothing: like the status write, they wait for the client to hang up, so they do not
+    // compete with the shim's exit (busy from now on, so the drain waits for them). The status write below
+    // waits for the ADD's writes: the result records are what a restarted daemon writes a lost status from
+    // (`super::reconcile`).
     let (flushed_tx, flushed) = tokio::sync::oneshot::channel::<()>();
     if let Some(finish) = later.finish {
-        let held = Held::new(state);
         let finish: Box<dyn FnOnce() + Send> = Box::new(move || {
             finish();
             let _ = flushed_tx.send(());
         });
-        if let Err(mpsc::SendError((finish, held))) = flusher().send((finish, held)) {
-            tokio::task::spawn_blocking(move || {
-                finish();
-                drop(held);
+        let work = AfterReplyWork::new(shared, state, finish);
+        if verb == "DEL" {
+            let hung_up = hung_up.clone();
+            tokio::spawn(async move {
+                client_gone(hung_up).await;
+                work.start();
             });
+        } else {
+            work.start();
         }
     } else {
         drop(flushed_tx);
@@ -578,7 +742,7 @@ mod tests {
     /// one job neither loses the busy count nor stops the next.
     #[test]
     fn after_reply_work_runs_in_order_and_stays_busy_until_done() {
-        let state = Arc::new(State::new(2, 4));
+        let state = Arc::new(State::new(2, None, 4));
         let (gate_tx, gate) = mpsc::channel::<()>();
         let (done_tx, done) = mpsc::channel::<&'static str>();
         let first = done_tx.clone();
@@ -609,6 +773,70 @@ mod tests {
             0,
             "released after each job, the panicking one too"
         );
+    }
+
+    /// DEL waits for slots of its own: a row of busy ADDs does not hold it back, nor it them. Without a
+    /// DEL limit of its own, one pool serves every verb.
+    #[test]
+    fn del_has_slots_of_its_own_or_shares_the_one_pool() {
+        let s = State::new(1, Some(2), 4);
+        let add = s.slots_for("ADD").clone().try_acquire_owned().unwrap();
+        assert!(s.slots_for("CHECK").clone().try_acquire_owned().is_err());
+        let d1 = s.slots_for("DEL").clone().try_acquire_owned().unwrap();
+        let d2 = s.slots_for("DEL").clone().try_acquire_owned().unwrap();
+        assert!(s.slots_for("DEL").clone().try_acquire_owned().is_err());
+        drop((add, d1, d2));
+        let shared = State::new(2, None, 4);
+        let a = shared.slots_for("ADD").clone().try_acquire_owned().unwrap();
+        let d = shared.slots_for("DEL").clone().try_acquire_owned().unwrap();
+        assert!(shared.slots_for("DEL").clone().try_acquire_owned().is_err());
+        assert!(shared.slots_for("GC").clone().try_acquire_owned().is_err());
+        drop((a, d));
+    }
+
+    /// Up to the floor, DELs run whatever the memory; each one beyond needs [`DEL_ROOM`] more room under
+    /// the cgroup's limit, and waits (queued) until there is. Without a limit to read, only the slots count.
+    #[test]
+    fn dels_beyond_the_floor_wait_for_room_under_the_memory_limit() {
+        const MIB: u64 = 1024 * 1024;
+        let d = tempfile::tempdir().unwrap();
+        let cg = d.path().join("daemon");
+        std::fs::create_dir(&cg).unwrap();
+        let set = |limit: u64, usage: u64| {
+            std::fs::write(cg.join("memory.max"), limit.to_string()).unwrap();
+            std::fs::write(cg.join("memory.current"), usage.to_string()).unwrap();
+        };
+        set(64 * MIB, 58 * MIB);
+        let room = MemoryRoom::find("0::/daemon\n", d.path());
+        assert!(room.is_some());
+        let s = State::new(1, Some(8), 16).with_room(room);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let soon =
+            |f| rt.block_on(async { tokio::time::timeout(Duration::from_millis(100), f).await });
+        // The floor: whatever the room.
+        let first = soon(s.admit_del()).unwrap().unwrap();
+        // 6 MiB left: room for one more (4 MiB), not for two (8 MiB).
+        let second = soon(s.admit_del()).unwrap().unwrap();
+        assert!(soon(s.admit_del()).is_err(), "the third waits for room");
+        assert_eq!(s.del_running.load(Ordering::SeqCst), 2);
+        // The pods' memory freed: room for it.
+        set(64 * MIB, 50 * MIB);
+        let third = soon(s.admit_del()).unwrap().unwrap();
+        assert_eq!(s.del_running.load(Ordering::SeqCst), 3);
+        drop((first, second, third));
+        assert_eq!(s.del_running.load(Ordering::SeqCst), 0);
+        // No limit: no wait.
+        std::fs::write(cg.join("memory.max"), "max").unwrap();
+        let many: Vec<_> = (0..6)
+            .map(|_| soon(s.admit_del()).unwrap().unwrap())
+            .collect();
+        assert_eq!(many.len(), 6);
+        // DEL sharing the one pool: no floor, no wait.
+        let shared = State::new(1, None, 4);
+        assert!(rt.block_on(shared.admit_del()).is_none());
     }
 
     #[test]
@@ -652,7 +880,7 @@ mod tests {
 
     #[test]
     fn readiness_follows_start_and_stop() {
-        let s = State::new(2, 4);
+        let s = State::new(2, None, 4);
         assert!(!s.is_ready());
         s.ready.store(true, Ordering::SeqCst);
         assert!(s.is_ready());

@@ -327,20 +327,9 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     if let Some(slot) = ctx.seams.after_reply {
         // Daemon mode: the deferred writes (the cache's fsync and rename, the result records) run after the
         // reply, under the container's lock, so a DEL or CHECK of the container (which takes the lock) finds
-        // them in place. A failure now cannot fail the ADD: it is logged, and DEL works without prevResult.
-        let who = ctx.who();
-        let finish = move || {
-            if let Err(e) = behind.flush() {
-                tracing::error!(
-                    "[{who}]: a write after the reply (cache or result record) failed: {e}"
-                );
-            }
-            drop(lock);
-        };
-        // (A poisoned slot drops `finish` here instead: the write-behind's drop flushes, then the lock goes.)
-        if let Ok(mut s) = slot.lock() {
-            *s = Some(Box::new(finish));
-        }
+        // them in place (or a DEL takes them over, `deferred`). A failure now cannot fail the ADD: it is
+        // logged, and DEL works without prevResult.
+        super::deferred::leave(slot, cni_dir, cid, ctx.who(), behind, lock);
         return Ok(reply);
     }
     if let Err(err) = flush(ctx, &behind) {

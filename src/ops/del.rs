@@ -2,7 +2,11 @@
 //! never skips teardown silently when the cache is missing or corrupt (NPWG-63, CNI-14..CNI-17,
 //! multus-features.md §5.1, §10 #2).
 
-use std::{collections::HashSet, path::Path};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{LazyLock, Mutex},
+};
 
 use serde_json::{Map, Value};
 
@@ -15,6 +19,7 @@ use crate::{
     netconf::NetworkConfig,
     plan::{self, Attachment, Requests},
     resultcache,
+    trash::Trash,
 };
 
 /// The attachments of container `cid`: from its cache, else rebuilt from what the node still knows.
@@ -200,7 +205,18 @@ pub(super) fn teardown_container(
     ctx: &Ctx<'_>,
     cid: &str,
     netns: Option<&Path>,
+    attachments: Vec<Attachment>,
+) -> Result<(), Error> {
+    teardown_container_with(ctx, cid, netns, attachments, None)
+}
+
+/// [`teardown_container`], each result record moved into `trash` (when given) instead of unlinked.
+fn teardown_container_with(
+    ctx: &Ctx<'_>,
+    cid: &str,
+    netns: Option<&Path>,
     mut attachments: Vec<Attachment>,
+    trash: Option<&Trash>,
 ) -> Result<(), Error> {
     let invoker = ctx.invoker();
     let mut errors = Vec::new();
@@ -215,7 +231,7 @@ pub(super) fn teardown_container(
     for a in attachments.iter().rev() {
         let result = ctx.runtime_conf(a, cid, netns, false).and_then(|rt| {
             invoker
-                .del(&a.network, &rt)
+                .del_with(&a.network, &rt, trash)
                 .map_err(|source| Error::Delegate {
                     who: ctx.who(),
                     network: a.status_name.clone(),
@@ -262,42 +278,112 @@ pub(super) fn del(ctx: &Ctx<'_>) -> Result<(), Error> {
         );
     }
     let cid = ctx.env.container_id();
-    let lock = ContainerLock::acquire(&ctx.config.cni_dir, cid, ctx.config.lock_timeout).map_err(
-        |source| Error::Lock {
-            who: ctx.who(),
-            source,
-        },
-    )?;
+    let cni_dir = &ctx.config.cni_dir;
+    // Daemon mode: an ADD of this container whose writes still wait for the after-reply thread (a DEL right
+    // after its ADD) hands them over with its lock, instead of this DEL waiting for the thread to reach
+    // them. Their files are removed below, so they are written without fsync: in place, so the teardown
+    // reads the cache and each delegate's prevResult as usual.
+    let taken = ctx
+        .seams
+        .after_reply
+        .and_then(|_| super::deferred::take_over(cni_dir, cid));
+    let lock = match taken {
+        Some(d) => {
+            if let Err(e) = d.behind.flush_unsynced() {
+                tracing::warn!(
+                    "[{}]: a write its ADD left for after the reply failed: {e}",
+                    ctx.who()
+                );
+            }
+            d.lock
+        }
+        None => {
+            ContainerLock::acquire(cni_dir, cid, ctx.config.lock_timeout).map_err(|source| {
+                Error::Lock {
+                    who: ctx.who(),
+                    source,
+                }
+            })?
+        }
+    };
+    // Daemon mode: the container's files are moved into the trash (no disk wait) and unlinked after the
+    // reply; the thin binary unlinks them now, as before.
+    let trash = ctx.seams.after_reply.map(|_| Trash::new(cni_dir));
     let attachments = load(ctx, cid, ctx.env.ifname());
-    let result = teardown(ctx, attachments);
+    let result = teardown_container_with(
+        ctx,
+        cid,
+        ctx.env.netns.as_deref(),
+        attachments,
+        trash.as_ref(),
+    );
     // retryDeleteOnError keeps the cache after a failed DEL so the runtime can retry with it (#926), except
     // when the failure says something is already gone.
     let keep = ctx.config.retry_delete_on_error
         && result
             .as_ref()
             .is_err_and(|e| !e.to_string().contains("no such file or directory"));
-    if keep {
+    let removed = if keep {
         tracing::warn!(
             "[{}]: DEL failed; keeping the cache for a retry (retryDeleteOnError)",
             ctx.who()
         );
+        Ok(())
     } else {
-        cache::remove(&ctx.config.cni_dir, cid).map_err(|source| Error::Cache {
+        let file = cache::path(cni_dir, cid);
+        match &trash {
+            Some(t) => t.discard(&file),
+            None => cache::remove(cni_dir, cid),
+        }
+        .map_err(|source| Error::Cache {
             who: ctx.who(),
             op: "remove",
-            path: cache::path(&ctx.config.cni_dir, cid),
+            path: file,
             source,
-        })?;
-        remove_interrupted_writes(&ctx.config.cni_dir, cid);
-        lock.release_and_remove();
+        })
+        .map(|()| {
+            remove_interrupted_writes_with(cni_dir, cid, trash.as_ref());
+            lock.release_and_remove();
+        })
+    };
+    match (ctx.seams.after_reply, trash) {
+        // The first DEL of a cniDir in this process also empties what an earlier daemon, killed before
+        // its unlinks, left there (the daemon's start does so only for the cniDir its config names).
+        (Some(slot), Some(trash)) if !trash.is_empty() || first_del_in(cni_dir) => {
+            // (A poisoned slot drops the closure: the trash is then emptied by the next DEL or GC.)
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(Box::new(move || trash.empty()));
+            }
+        }
+        (Some(_), _) => {}
+        // The thin binary: what a daemon killed after a DEL's reply left in the trash (usually nothing
+        // there: one failed opendir).
+        (None, _) => {
+            crate::trash::sweep(cni_dir);
+        }
     }
+    removed?;
     result
+}
+
+/// Whether this is the first daemon DEL in `cni_dir` of this process (its trash not yet swept).
+fn first_del_in(cni_dir: &Path) -> bool {
+    static SWEPT: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(Mutex::default);
+    SWEPT
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(cni_dir.to_path_buf())
 }
 
 /// Remove the temp files of atomic writes for `cid` that a killed plexus never renamed into place
 /// (`.<cid>.tmp.<pid>` in cniDir, `.<network>-<cid>-<ifname>.tmp.<pid>` in its result cache). Called
 /// under the container's lock, so no live writer owns them; best effort, like the rest of teardown.
 pub(super) fn remove_interrupted_writes(cni_dir: &Path, cid: &str) {
+    remove_interrupted_writes_with(cni_dir, cid, None)
+}
+
+/// [`remove_interrupted_writes`], into `trash` when given.
+fn remove_interrupted_writes_with(cni_dir: &Path, cid: &str, trash: Option<&Trash>) {
     let infix = format!("-{cid}-");
     let is_temp_of = |name: &str, exact: bool| {
         cache::is_temp_of(name, |target| {
@@ -318,7 +404,10 @@ pub(super) fn remove_interrupted_writes(cni_dir: &Path, cid: &str) {
         for e in entries.flatten() {
             if e.file_name().to_str().is_some_and(|n| is_temp_of(n, exact)) {
                 tracing::debug!("removing {} (an interrupted write)", e.path().display());
-                let _ = crate::fsutil::remove_if_exists(&e.path());
+                let _ = match trash {
+                    Some(t) => t.discard(&e.path()),
+                    None => crate::fsutil::remove_if_exists(&e.path()),
+                };
             }
         }
     }

@@ -134,6 +134,8 @@ pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
     // 3. Lock files of containers that are gone.
     let remaining: HashSet<String> = cache::containers(cni_dir).into_iter().collect();
     lock::remove_stale(cni_dir, &|id| live.contains(id) || remaining.contains(id));
+    // 4. What a daemon killed after a DEL's reply left in the trash (docs/daemon.md).
+    crate::trash::sweep(cni_dir);
 
     if errors.is_empty() {
         Ok(())

@@ -10,6 +10,7 @@
 mod add;
 mod check;
 mod default_route;
+mod deferred;
 mod del;
 mod gc;
 mod status;
@@ -36,7 +37,8 @@ use crate::{
 };
 
 /// Work an operation leaves for after its reply (daemon mode): the caller takes it out once the reply is
-/// on its way and runs it off the request's thread (the daemon's after-reply thread).
+/// on its way and runs it off the request's thread (the daemon's after-reply thread). ADD leaves its
+/// durable writes and the container's lock; DEL the unlinks of the files it moved into the trash.
 pub type AfterReply = std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>;
 
 /// The outside world an operation runs against.
@@ -50,9 +52,10 @@ pub struct Seams<'a> {
     /// The kubelet's device allocations (asked only for networks whose NAD names a resource).
     pub kubelet: &'a dyn PodResources,
     /// Daemon mode: where a successful ADD leaves its durable writes (the cache's fsync and rename, the
-    /// result records; deferred until then) and the container's lock, for after the reply; a DEL or CHECK of
-    /// the container waits for the lock, so it reads the records in place. `None` (the thin binary, which
-    /// exits anyway): done before.
+    /// result records; deferred until then) and the container's lock, for after the reply; a CHECK of the
+    /// container waits for the lock, so it reads the records in place, and a DEL takes the writes over if
+    /// they have not started. A DEL leaves the unlinks of the container's files, which it moved into
+    /// `<cniDir>/.trash` ([`crate::trash`]). `None` (the thin binary, which exits anyway): done before.
     pub after_reply: Option<&'a AfterReply>,
 }
 

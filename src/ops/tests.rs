@@ -340,6 +340,203 @@ fn a_daemon_add_ends_its_durable_writes_after_the_reply_under_the_lock() {
     assert_eq!(resultcache::list(&w.cni_dir(), Some("c2")).len(), 3);
 }
 
+/// The files under `cniDir/.trash`.
+fn trash_files(w: &World) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(crate::trash::dir(&w.cni_dir()))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Daemon mode: DEL answers before its unlinks (each may wait on the disk). Before it answers, the
+/// container's files have left their places (moved into the trash: nothing finds them any more, and the
+/// lock is free for the next ADD); the work it leaves for after the reply unlinks them.
+#[test]
+fn a_daemon_del_answers_before_its_unlinks_and_its_files_are_out_of_reach_already() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.exec.clear();
+    let later = AfterReply::default();
+    w.run_with("DEL", "c1", &cfg, &NoCluster, Some(&later))
+        .unwrap();
+    assert_eq!(w.calls(), reverse_teardown());
+    let unlink = later
+        .lock()
+        .unwrap()
+        .take()
+        .expect("DEL leaves its unlinks for after the reply");
+    // Answered: nothing of the container is where DEL, GC or a new ADD would look, the lock is free.
+    w.nothing_left("c1");
+    drop(lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::ZERO).unwrap());
+    // The cache and the three result records wait in the trash.
+    let held = trash_files(&w);
+    assert_eq!(held.len(), 4, "{held:?}");
+    assert!(held.iter().all(|n| n.contains("c1")), "{held:?}");
+    unlink();
+    assert_eq!(trash_files(&w), Vec::<String>::new());
+    // The thin binary unlinks before it answers, as always: nothing in the trash, nothing left for later.
+    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.nothing_left("c1");
+    assert_eq!(trash_files(&w), Vec::<String>::new());
+}
+
+/// A daemon killed after a DEL's reply and before its unlinks leaves only its trash: the container is
+/// gone for every reader, and the next DEL (daemon or thin), GC or daemon start empties it.
+#[test]
+fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc_or_start() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    let killed_after_del = |cid: &str| {
+        w.run_cid("ADD", cid, &cfg, &NoCluster).unwrap();
+        let later = AfterReply::default();
+        w.run_with("DEL", cid, &cfg, &NoCluster, Some(&later))
+            .unwrap();
+        // The process dies: its after-reply work never runs.
+        drop(later);
+        w.nothing_left(cid);
+        assert_eq!(trash_files(&w).len(), 4);
+    };
+    // The thin binary's DEL of another container.
+    killed_after_del("c1");
+    w.run_cid("ADD", "c2", &cfg, &NoCluster).unwrap();
+    w.run_cid("DEL", "c2", &cfg, &NoCluster).unwrap();
+    assert_eq!(trash_files(&w), Vec::<String>::new());
+    // The next daemon DEL's work after its reply.
+    killed_after_del("c3");
+    w.run_cid("ADD", "c4", &cfg, &NoCluster).unwrap();
+    let later = AfterReply::default();
+    w.run_with("DEL", "c4", &cfg, &NoCluster, Some(&later))
+        .unwrap();
+    assert_eq!(trash_files(&w).len(), 8);
+    later.lock().unwrap().take().unwrap()();
+    assert_eq!(trash_files(&w), Vec::<String>::new());
+    // GC.
+    killed_after_del("c5");
+    let mut gc = w.config(json!({"cniVersion": "1.1.0"}));
+    gc.valid_attachments = Some(Vec::new());
+    let env = CniEnv::from_vars([("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")])
+        .unwrap()
+        .unwrap();
+    let seams = Seams {
+        exec: &w.exec,
+        netns: &w.netns,
+        cluster: &NoCluster,
+        kubelet: &NoKubelet,
+        after_reply: None,
+    };
+    execute(&env, &gc, &seams).unwrap();
+    assert_eq!(trash_files(&w), Vec::<String>::new());
+    // A daemon's start (what it runs on its after-reply thread).
+    killed_after_del("c6");
+    assert_eq!(crate::trash::sweep(&w.cni_dir()), 4);
+    assert_eq!(trash_files(&w), Vec::<String>::new());
+
+    // A new daemon's first DEL in a cniDir empties it even with nothing of its own to move (here: a
+    // container it never saw); later ones with nothing to move leave no work.
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    fs::create_dir_all(crate::trash::dir(&w.cni_dir())).unwrap();
+    fs::write(crate::trash::dir(&w.cni_dir()).join("c1.1-1"), b"x").unwrap();
+    let later = AfterReply::default();
+    w.run_with("DEL", "never-added", &cfg, &NoCluster, Some(&later))
+        .unwrap();
+    later
+        .lock()
+        .unwrap()
+        .take()
+        .expect("the first DEL sweeps the trash")();
+    assert_eq!(trash_files(&w), Vec::<String>::new());
+    let later = AfterReply::default();
+    w.run_with("DEL", "never-added", &cfg, &NoCluster, Some(&later))
+        .unwrap();
+    assert!(
+        later.lock().unwrap().is_none(),
+        "nothing to do after this one"
+    );
+}
+
+/// Daemon mode: a DEL right after its container's ADD, whose durable writes still wait for the
+/// after-reply thread (behind other requests' work), does not wait for them: it takes them over with the
+/// ADD's lock, writes them without fsync (their files go with this DEL), and every delegate still gets its
+/// prevResult. The ADD's job, run later, then has nothing left to write.
+#[test]
+fn a_del_right_after_its_add_takes_over_the_adds_queued_writes_instead_of_waiting() {
+    let w = World::new();
+    let cfg = w.config(json!({"lockTimeoutSeconds": 1}));
+    let add_later = AfterReply::default();
+    w.run_with("ADD", "c1", &cfg, &NoCluster, Some(&add_later))
+        .unwrap();
+    let add_job = add_later.lock().unwrap().take().expect("ADD's writes");
+    w.exec.clear();
+    let del_later = AfterReply::default();
+    let started = std::time::Instant::now();
+    w.run_with("DEL", "c1", &cfg, &NoCluster, Some(&del_later))
+        .expect("DEL does not wait for the ADD's writes (nor time out on its lock)");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "DEL waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(w.calls(), reverse_teardown());
+    assert!(
+        w.exec
+            .calls()
+            .iter()
+            .all(|c| c.stdin.get("prevResult").is_some()),
+        "every delegate's DEL got its ADD's result: {:?}",
+        w.exec.calls()
+    );
+    w.nothing_left("c1");
+    // The records and the cache went to the trash with the DEL; the ADD's job writes nothing now.
+    add_job();
+    w.nothing_left("c1");
+    del_later.lock().unwrap().take().unwrap()();
+    assert_eq!(trash_files(&w), Vec::<String>::new());
+    assert!(
+        fs::read_dir(w.cni_dir())
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().contains("c1")),
+        "no temp file either"
+    );
+    // Once the ADD's job has started (here: ended), a DEL takes the lock as usual and reads the records.
+    let add_later = AfterReply::default();
+    w.run_with("ADD", "c2", &cfg, &NoCluster, Some(&add_later))
+        .unwrap();
+    add_later.lock().unwrap().take().unwrap()();
+    w.exec.clear();
+    w.run_with("DEL", "c2", &cfg, &NoCluster, None).unwrap();
+    assert!(
+        w.exec
+            .calls()
+            .iter()
+            .all(|c| c.stdin.get("prevResult").is_some())
+    );
+    w.nothing_left("c2");
+}
+
+/// An ADD's after-reply job that is dropped without running (its daemon could not queue it) still ends
+/// its writes and frees the lock: a lock held forever would block the container's DEL.
+#[test]
+fn an_adds_after_reply_job_dropped_unrun_still_writes_and_frees_the_lock() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    let later = AfterReply::default();
+    w.run_with("ADD", "c1", &cfg, &NoCluster, Some(&later))
+        .unwrap();
+    drop(later.lock().unwrap().take());
+    drop(lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::ZERO).unwrap());
+    assert!(cache::path(&w.cni_dir(), "c1").exists());
+    assert_eq!(resultcache::list(&w.cni_dir(), Some("c1")).len(), 3);
+}
+
 #[test]
 fn failed_rollback_keeps_the_cache_and_reports_both() {
     let w = World::new();

@@ -11,7 +11,7 @@
 //!
 //! **The storm.** The daemon is stopped (SIGTERM, graceful) and started again — a fresh process, caches
 //! cold — inside a cgroup-v1 memory cgroup limited to `--storm-memory-mib` (64 MiB): the daemon's shell
-//! trampoline writes its own pid into `cgroup.procs` before it execs `ip netns exec … plexus daemon`, so
+//! trampoline writes its own pid into `cgroup.procs` before it execs `nsenter --net=… plexus daemon`, so
 //! everything the daemon allocates, and every delegate it starts, is charged to the cgroup from the
 //! first instruction. Right after the spawn (the daemon is still starting: the shims wait for its socket,
 //! `daemonWaitSeconds`), `--storm` pods with K = 3 are ADDed at once through the shim, then DELed at once.
@@ -67,7 +67,7 @@ const MIB: u64 = 1024 * 1024;
 
 /// `GET path` on the daemon socket (the harness's client).
 pub use plexus_e2e::harness::daemon::socket_get as http_get;
-use plexus_e2e::harness::daemon::{daemon_command, wait_status_writes};
+use plexus_e2e::harness::daemon::{daemon_command, wait_after_reply, wait_status_writes};
 
 /// One `plexus daemon` process in the bench's host namespace.
 pub struct Daemon {
@@ -86,7 +86,7 @@ impl Daemon {
             Some(p) => PathBuf::from(format!("{}.daemon", p.display())),
             None => b.root().join("daemon.log"),
         };
-        let config = json!({
+        let mut config = json!({
             "nodeName": NO_SUCH_NODE,
             "kubeconfig": b.kubeconfig(),
             "socketDir": b.socket_dir(),
@@ -98,6 +98,9 @@ impl Daemon {
             "cacheSyncTimeoutSeconds": 20,
             "shutdownTimeoutSeconds": 30,
         });
+        for (k, v) in &opts.daemon_config {
+            config[k] = v.clone();
+        }
         let path = b.root().join("daemon.json");
         fs::write(&path, config.to_string())
             .map_err(|e| format!("write {}: {e}", path.display()))?;
@@ -127,12 +130,27 @@ impl Daemon {
                 c.arg("-c")
                     .arg("p=$1; shift; echo $$ > \"$p\" && exec \"$@\"")
                     .arg("sh")
-                    .arg(procs)
-                    .arg("ip");
+                    .arg(procs);
                 c
             }
         };
-        daemon_command(&mut cmd, &self.netns, &self.plexus, &self.config);
+        if procs.is_some() {
+            // `nsenter`, not `ip netns exec`: the latter remounts /sys for the namespace, and the cgroup
+            // file systems with it, so the daemon could not read its memory cgroup (admission reads its
+            // room, `daemon::room`). The namespace is the same; the delegates use netlink and /proc.
+            cmd.arg("nsenter")
+                .arg(format!("--net=/run/netns/{}", self.netns))
+                .arg("--")
+                .arg(&self.plexus)
+                .arg("daemon")
+                .arg("--config")
+                .arg(&self.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+        } else {
+            daemon_command(&mut cmd, &self.netns, &self.plexus, &self.config);
+        }
         let child = cmd
             .spawn()
             .map_err(|e| format!("start plexus daemon: {e}"))?;
@@ -219,6 +237,12 @@ impl Daemon {
     /// (`statusWrite: "afterReply"`), so a pod's annotation can be read; at most [`CACHED_LIMIT`].
     pub fn wait_status_writes(&self) -> Result<(), String> {
         wait_status_writes(&self.socket, CACHED_LIMIT)
+    }
+
+    /// Wait until the work the daemon left for after its replies has ended (a DEL's files wait in
+    /// `<cniDir>/.trash` until then), so a leak check sees what is really left; at most [`CACHED_LIMIT`].
+    pub fn wait_after_reply(&self) -> Result<(), String> {
+        wait_after_reply(&self.socket, CACHED_LIMIT)
     }
 
     /// Wait until the daemon's caches hold `pod` and its K NADs (in the pod's namespace).
@@ -640,6 +664,9 @@ pub struct StormResult {
     pub api_add: ApiCounts,
     /// From the start of the concurrent DELs until the last returned.
     pub del_wall_ms: f64,
+    /// From the start of the concurrent DELs until the daemon's work after their replies (the unlinks)
+    /// had ended too (`None`: it had not within 10 s).
+    pub del_drained_ms: Option<f64>,
     /// Each pod's DEL.
     pub del_per_pod: Option<Stats>,
     /// Failed DELs.
@@ -661,8 +688,9 @@ pub struct StormResult {
 pub struct DaemonReport {
     /// The shim binary.
     pub shim: Binary,
-    /// The daemon's `maxConcurrency` (its default: the number of cores).
-    pub max_concurrency: usize,
+    /// What `--daemon-config` laid over the daemon's config (empty: its defaults, e.g. of
+    /// `maxConcurrency` and `maxDelConcurrency`).
+    pub daemon_config: serde_json::Map<String, serde_json::Value>,
     /// From the first spawn to `/readyz` 200.
     pub ready_after_ms: f64,
     /// How long the bench waited before the daemon phase for the CPUs to go quiet, and how busy the
@@ -844,6 +872,7 @@ fn measure_with(
     let (shim_version, exec_baseline) = shim_start(&shim.path, opts.runs.max(10))?;
     let socket_round_trip = round_trip(daemon, opts.runs.max(10))?;
     let pid = daemon.pid().unwrap_or(0);
+    daemon.wait_after_reply()?;
     let leaks = b.leaks_except(&pods.iter().collect::<Vec<_>>(), &[pid]);
     let storm = storm(b, daemon, runner, opts)?;
     if daemon.pid().is_some() {
@@ -852,7 +881,7 @@ fn measure_with(
     Ok((
         DaemonReport {
             shim,
-            max_concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            daemon_config: opts.daemon_config.clone(),
             ready_after_ms: ms(ready_after),
             settled: (settled.as_secs_f64(), busy),
             shim_version: Some(shim_version),
@@ -973,7 +1002,14 @@ pub fn storm(
     await_events(b, api_add.events.max(pods.len() * (k + 1)));
     b.api.clear_requests();
     let alive_after_add = daemon.alive();
+    let del_started = Instant::now();
     let (dels, del_wall) = concurrently(runner, &pods, &cids, Op::Del);
+    // The daemon's work after the DELs' replies (the unlinks of their files); what it left, if anything,
+    // is a leak below.
+    let del_drained = daemon
+        .wait_after_reply()
+        .ok()
+        .map(|()| del_started.elapsed());
     let del_api_reads = requests(b).map_or(0, |r| ApiCounts::of(&r).reads());
     let mut del_times = Vec::new();
     let mut del_failures = Vec::new();
@@ -1028,6 +1064,7 @@ pub fn storm(
         failures,
         api_add,
         del_wall_ms: ms(del_wall),
+        del_drained_ms: del_drained.map(ms),
         del_per_pod: Stats::of(&del_times),
         del_failures,
         del_api_reads,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// The usage text.
 pub const USAGE: &str = "usage: plexus-bench [--quick] [--mode thin|daemon|both] [--runs N] [--warmup N] [--ks 0,1,3,8]
                     [--burst PODS] [--unrelated-nads N] [--rss-runs N] [--rt-runs N] [--latency-ms MS]
-                    [--storm PODS] [--storm-memory-mib MIB] [--json PATH]
+                    [--storm PODS] [--storm-memory-mib MIB] [--daemon-config JSON] [--json PATH]
 
 Measures plexus (ADD/DEL latency against the bare delegates, API requests and round trips, peak RSS,
 binary size, a concurrent burst, the effect of unrelated NADs) on real network namespaces with
@@ -33,6 +33,9 @@ or the real one named by E2E_KUBECONFIG.
   --storm PODS        daemon mode: pods (K=3) ADDed at once right after a daemon restart (default 200;
                       --quick: 10; 0 skips; at most 250)
   --storm-memory-mib MIB  the daemon's cgroup memory limit during the storm (default 64)
+  --daemon-config JSON  daemon mode: keys laid over the daemon config the bench writes, e.g.
+                      '{\"maxConcurrency\":2}' (one limit of 2 for every verb: the defaults before DEL had
+                      slots of its own, on 2 cores) or '{\"maxDelConcurrency\":50}'
   --json PATH         also write the results as JSON
   --quick             a smoke run: small defaults for everything not given
 
@@ -88,6 +91,8 @@ pub struct Opts {
     pub storm: usize,
     /// The daemon's memory limit during the storm, MiB.
     pub storm_memory_mib: u64,
+    /// `--daemon-config`: keys laid over the daemon's config.
+    pub daemon_config: serde_json::Map<String, serde_json::Value>,
     /// Where to write JSON.
     pub json: Option<PathBuf>,
     /// `--quick`.
@@ -113,6 +118,7 @@ impl Opts {
             (None, None, None, None, None, None, None);
         let mut mode = Mode::Both;
         let mut storm_memory_mib = 64;
+        let mut daemon_config = serde_json::Map::new();
         let mut ks = vec![0, 1, 3, 8];
         let mut latency_ms = 50;
         let mut json = None;
@@ -154,6 +160,13 @@ impl Opts {
                         .map(|k| k.trim().parse::<usize>().map_err(|e| format!("--ks: {e}")))
                         .collect::<Result<_, _>>()?;
                 }
+                "--daemon-config" => {
+                    let v = it.next().ok_or("--daemon-config needs a JSON object")?;
+                    match serde_json::from_str(&v) {
+                        Ok(serde_json::Value::Object(m)) => daemon_config = m,
+                        _ => return Err(format!("--daemon-config: {v:?} is not a JSON object")),
+                    }
+                }
                 "--json" => json = Some(PathBuf::from(it.next().ok_or("--json needs a path")?)),
                 "--wrap" => wrap = Some(it.next().ok_or("--wrap needs a command")?),
                 "--plexus-log" => {
@@ -176,6 +189,7 @@ impl Opts {
             mode,
             storm: pick(storm, 200, 10),
             storm_memory_mib,
+            daemon_config,
             runs: pick(runs, 30, 5),
             warmup: pick(warmup, 3, 1),
             ks,
@@ -232,5 +246,14 @@ mod tests {
         assert!(parse(&["--mode"]).is_err());
         assert!(parse(&["--storm", "251"]).is_err());
         assert!(parse(&["--storm-memory-mib", "4"]).is_err());
+    }
+
+    #[test]
+    fn daemon_config_is_an_object() {
+        assert!(parse(&[]).unwrap().daemon_config.is_empty());
+        let o = parse(&["--daemon-config", r#"{"maxConcurrency":2}"#]).unwrap();
+        assert_eq!(o.daemon_config["maxConcurrency"], 2);
+        assert!(parse(&["--daemon-config", "[1]"]).is_err());
+        assert!(parse(&["--daemon-config"]).is_err());
     }
 }

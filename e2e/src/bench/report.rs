@@ -758,8 +758,15 @@ fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
     );
     let _ = writeln!(
         s,
-        "- daemon: `plexus daemon` (the plexus binary above) in the host netns, maxConcurrency {} (the default: cores), logLevel error; started after {:.0} s waiting for the CPUs to go quiet ({:.0} % busy in the last second); ready {:.0} ms after its start; after the per-K runs: {}",
-        d.max_concurrency,
+        "- daemon: `plexus daemon` (the plexus binary above) in the host netns, {}, logLevel error; started after {:.0} s waiting for the CPUs to go quiet ({:.0} % busy in the last second); ready {:.0} ms after its start; after the per-K runs: {}",
+        if d.daemon_config.is_empty() {
+            "its default limits (maxConcurrency: the cores; maxDelConcurrency)".to_string()
+        } else {
+            format!(
+                "with {} laid over its config",
+                serde_json::Value::Object(d.daemon_config.clone())
+            )
+        },
         d.settled.0,
         d.settled.1 * 100.0,
         d.ready_after_ms,
@@ -901,7 +908,7 @@ fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
         };
         let _ = writeln!(
             s,
-            "- storm: the daemon restarted (previous one's exit after SIGTERM: {}) {limit}, and right after its start {} pods (K={}) ADDed at once through the shim: all done in {:.0} ms (the daemon ready {} after its start); per pod {}; {} ADD failure(s); API requests while the ADDs ran (LISTs: the watch caches' initial lists; GETs: pods or NADs read before the caches had them): {}; concurrent DEL of all in {:.0} ms, per pod {}, {} failure(s), {} API read(s)",
+            "- storm: the daemon restarted (previous one's exit after SIGTERM: {}) {limit}, and right after its start {} pods (K={}) ADDed at once through the shim: all done in {:.0} ms (the daemon ready {} after its start); per pod {}; {} ADD failure(s); API requests while the ADDs ran (LISTs: the watch caches' initial lists; GETs: pods or NADs read before the caches had them): {}; concurrent DEL of all in {:.0} ms (the daemon's work after their replies ended {}), per pod {}, {} failure(s), {} API read(s)",
             x.previous_exit,
             x.pods,
             x.k,
@@ -912,6 +919,8 @@ fn daemon_markdown(s: &mut String, d: &DaemonReport, st: &Settings) {
             x.failures.len(),
             x.api_add.breakdown(),
             x.del_wall_ms,
+            x.del_drained_ms
+                .map_or("n/a".into(), |v| format!("at {v:.0} ms")),
             ps(&x.del_per_pod),
             x.del_failures.len(),
             x.del_api_reads

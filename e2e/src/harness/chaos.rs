@@ -269,7 +269,7 @@ pub fn assert_bounded(what: &str, took: Duration, limit: Duration) {
 // === Leaks beyond World::assert_clean ===
 
 /// Every file under `dir` (recursively) whose name contains `needle`.
-fn files_naming(dir: &Path, needle: &str) -> Vec<PathBuf> {
+pub fn files_naming(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(dir) else {
         return out;
@@ -362,6 +362,8 @@ pub fn assert_no_leak(w: &World, sb: &Sandbox) {
 /// [`assert_no_leak`] for `sb` alone, while other pods of the world stay attached: its namespace has only
 /// `lo`, no host-local reservation is its, and no file or process names it.
 pub fn assert_no_leak_of(w: &World, sb: &Sandbox) {
+    // A daemon DEL's files wait in the trash until its work after the reply.
+    w.wait_after_reply();
     assert_eq!(
         sb.netns.link_names(),
         ["lo"],

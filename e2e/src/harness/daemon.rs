@@ -197,6 +197,14 @@ impl DaemonProcess {
         }
     }
 
+    /// Wait until the work the daemon left for after its replies has ended (ADD's durable writes, DEL's
+    /// unlinks of the files it moved into `<cniDir>/.trash`), at most `limit`.
+    pub fn wait_after_reply(&self, limit: Duration) {
+        if let Err(e) = wait_after_reply(&self.socket, limit) {
+            panic!("{e}");
+        }
+    }
+
     /// SIGTERM and wait (at most 40 s, then SIGKILL): the graceful shutdown.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
@@ -239,22 +247,43 @@ impl Drop for DaemonProcess {
 /// (`statusWrite: "afterReply"`, its default): `plexus_status_writes_pending` is 0 on its `/metrics`. An
 /// error after `limit`, with the last count seen.
 pub fn wait_status_writes(socket: &Path, limit: Duration) -> Result<(), String> {
+    wait_gauge(socket, "plexus_status_writes_pending", limit, false).map_err(|seen| {
+        format!("the daemon's network-status writes still pending after {limit:?} ({seen:?})")
+    })
+}
+
+/// Wait until the daemon on `socket` has ended the work it left for after its replies (ADD's durable
+/// writes, DEL's unlinks of the files it moved into `<cniDir>/.trash`): `plexus_after_reply_pending` is 0.
+/// A daemon that does not answer, or that has no such gauge (a build from before DEL unlinked after its
+/// reply), has nothing pending that a leak check could wait for. An error after `limit`.
+pub fn wait_after_reply(socket: &Path, limit: Duration) -> Result<(), String> {
+    wait_gauge(socket, "plexus_after_reply_pending", limit, true).map_err(|seen| {
+        format!("the daemon's work after its replies still pending after {limit:?} ({seen:?})")
+    })
+}
+
+/// Poll `/metrics` until gauge `name` reads 0 (or, with `absent_is_zero`, is missing or nobody answers);
+/// the last value seen after `limit`.
+fn wait_gauge(
+    socket: &Path,
+    name: &str,
+    limit: Duration,
+    absent_is_zero: bool,
+) -> Result<(), Option<i64>> {
     let started = Instant::now();
+    let prefix = format!("{name} ");
     loop {
-        let metrics = socket_get(socket, "/metrics")
-            .map(|(_, body)| body)
-            .unwrap_or_default();
-        let pending = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("plexus_status_writes_pending "))
-            .and_then(|v| v.trim().parse::<i64>().ok());
-        if pending == Some(0) {
+        let metrics = socket_get(socket, "/metrics").map(|(_, body)| body);
+        let pending = metrics.as_deref().and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        });
+        if pending == Some(0) || (absent_is_zero && pending.is_none()) {
             return Ok(());
         }
         if started.elapsed() > limit {
-            return Err(format!(
-                "the daemon's network-status writes still pending after {limit:?} ({pending:?})"
-            ));
+            return Err(pending);
         }
         thread::sleep(Duration::from_millis(5));
     }

@@ -495,6 +495,14 @@ impl World {
         }
     }
 
+    /// Daemon mode: wait until the work the daemon left for after its replies has ended (at most 20 s): a
+    /// DEL's files wait in `<cniDir>/.trash` until then. Thin mode does it all before the reply.
+    pub fn wait_after_reply(&self) {
+        if let Some(d) = &self.daemon {
+            d.wait_after_reply(std::time::Duration::from_secs(20));
+        }
+    }
+
     /// The pod's network-status annotation: parsed with plexus's parser, and raw.
     pub fn network_status(&self, sb: &Sandbox) -> (Vec<status::NetworkStatus>, Vec<Value>) {
         self.wait_status_writes();
@@ -651,8 +659,10 @@ impl World {
     }
 
     /// What is left on disk for container `cid`: plexus's cache and lock file, its delegates' and the
-    /// runtime's result-cache entries, tuning backups.
+    /// runtime's result-cache entries, tuning backups, and (once a daemon's work after its replies ended)
+    /// anything of it still in the trash.
     pub fn leftovers(&self, cid: &str) -> Vec<PathBuf> {
+        self.wait_after_reply();
         let mut out: Vec<PathBuf> = [
             self.cni_dir().join(cid),
             self.cni_dir().join(".locks").join(cid),
@@ -660,6 +670,14 @@ impl World {
         .into_iter()
         .filter(|p| p.exists())
         .collect();
+        // A daemon DEL's files until its work after the reply unlinked them.
+        if let Ok(rd) = fs::read_dir(self.cni_dir().join(".trash")) {
+            out.extend(
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().contains(cid))
+                    .map(|e| e.path()),
+            );
+        }
         out.extend(results_for(&self.cni_dir(), cid));
         out.extend(results_for(&self.runtime_cache(), cid));
         if let Ok(rd) = fs::read_dir(self.tuning_dir()) {

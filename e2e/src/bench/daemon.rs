@@ -67,7 +67,9 @@ const MIB: u64 = 1024 * 1024;
 
 /// `GET path` on the daemon socket (the harness's client).
 pub use plexus_e2e::harness::daemon::socket_get as http_get;
-use plexus_e2e::harness::daemon::{daemon_command, wait_after_reply, wait_status_writes};
+use plexus_e2e::harness::daemon::{
+    daemon_binary, daemon_command, wait_after_reply, wait_status_writes,
+};
 
 /// One `plexus daemon` process in the bench's host namespace.
 pub struct Daemon {
@@ -116,7 +118,7 @@ impl Daemon {
         Ok(d)
     }
 
-    /// Start the process: `ip netns exec <host> plexus daemon --config …`, through a shell that first puts
+    /// Start the process: `ip netns exec <host> plexus-daemon --config …`, through a shell that first puts
     /// itself into the cgroup whose `cgroup.procs` is `procs`, when given (the pid stays the same through
     /// both execs).
     pub fn spawn(&mut self, procs: Option<&Path>) -> Result<(), String> {
@@ -141,8 +143,7 @@ impl Daemon {
             cmd.arg("nsenter")
                 .arg(format!("--net=/run/netns/{}", self.netns))
                 .arg("--")
-                .arg(&self.plexus)
-                .arg("daemon")
+                .arg(daemon_binary(&self.plexus))
                 .arg("--config")
                 .arg(&self.config)
                 .stdin(Stdio::null())
@@ -202,10 +203,15 @@ impl Daemon {
         let took = started.elapsed();
         let pid = self.pid().ok_or("the daemon is not running")?;
         let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        if exe != self.plexus {
+        // plexus-daemon, or plexus itself where the daemon binary is a wrapper running `plexus daemon` (a
+        // build from before plexus-daemon, measured against a newer one).
+        let daemon = daemon_binary(&self.plexus);
+        let daemon = fs::canonicalize(&daemon).unwrap_or(daemon);
+        if exe != daemon && exe != self.plexus {
             return Err(format!(
-                "pid {pid} runs {}, not {}",
+                "pid {pid} runs {}, not {} or {}",
                 exe.display(),
+                daemon.display(),
                 self.plexus.display()
             ));
         }

@@ -5,4 +5,5 @@ pub mod client;
 pub mod events;
 pub mod nad;
 pub mod status;
+pub mod tls;
 pub mod transport;

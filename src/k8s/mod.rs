@@ -5,5 +5,6 @@ pub mod client;
 pub mod events;
 pub mod nad;
 pub mod status;
+pub mod tls;
 pub mod transport;
 pub mod watch;

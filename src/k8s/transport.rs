@@ -6,7 +6,8 @@
 //! `default_retry` is set, authentication (static or refreshed tokens, exec plugins; client certificates go
 //! into the TLS settings), extra and impersonation headers, kube's tracing span, and connect/read/write
 //! time-outs on each connection; TLS from the kubeconfig (CA, client certificate, `tls-server-name`,
-//! insecure-skip-verify) as kube sets it up. Only the connector differs: it offers ALPN `h2` and `http/1.1`,
+//! insecure-skip-verify) as kube sets it up, but with no system CA roots loaded unless the kubeconfig names
+//! no CA (`super::tls`). Otherwise only the connector differs: it offers ALPN `h2` and `http/1.1`,
 //! and hyper-util's pool shares an HTTP/2 connection among all requests. A server that picks `http/1.1`, or
 //! plain `http://`, gets HTTP/1.1 as before. Left out: gzip (not enabled in plexus's kube features),
 //! proxies (not enabled either: a proxy URL is refused, as kube refuses it) and `Client::valid_until`
@@ -63,9 +64,7 @@ pub fn client(config: &kube::Config) -> Result<kube::Client, String> {
     // HTTP/2 writes a request as several frames; with Nagle's algorithm the later ones wait for the
     // server's (delayed, up to 40 ms) ACK of the first. Go's client, and kube-apiserver, set TCP_NODELAY.
     http.set_nodelay(true);
-    let tls = config
-        .rustls_client_config()
-        .map_err(|e| format!("TLS settings: {e}"))?;
+    let tls = super::tls::client_config(config).map_err(|e| format!("TLS settings: {e}"))?;
     let mut https = HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
@@ -589,6 +588,77 @@ mod tests {
         let started = Instant::now();
         let err = pods.get("hang").await.unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+    }
+
+    /// An HTTPS server (HTTP/1.1) presenting a certificate for `api.cluster.test` only, signed by the
+    /// returned CA (named `ca_name`); it answers every GET with a pod.
+    async fn https_server(ca_name: &str) -> (String, super::super::tls::testpki::Ca) {
+        use super::super::tls::testpki::{Ca, server_config};
+        let ca = Ca::new(ca_name);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(
+            &ca,
+            &ca.leaf(&["api.cluster.test"], false),
+            None,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = service_fn(|_: Request<Incoming>| async {
+                        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+                                         "metadata": {"name": "p1", "namespace": "ns1"}});
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(pod.to_string()))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (url, ca)
+    }
+
+    /// An error with its sources (kube's own message hides the TLS failure under "client error (Connect)").
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    }
+
+    #[tokio::test]
+    async fn tls_server_name_and_the_kubeconfigs_ca_are_used() {
+        let (url, ca) = https_server("cluster").await;
+        let mut kc = config_for(&url);
+        kc.root_cert = Some(vec![ca.der()]);
+        let pods: Api<Pod> = Api::namespaced(client(&kc).unwrap(), "ns1");
+        let err = chain(&pods.get("p1").await.unwrap_err());
+        assert!(err.contains("not valid for name"), "{err}");
+
+        kc.tls_server_name = Some("api.cluster.test".into());
+        let pods: Api<Pod> = Api::namespaced(client(&kc).unwrap(), "ns1");
+        assert_eq!(
+            pods.get("p1").await.unwrap().metadata.name.as_deref(),
+            Some("p1")
+        );
+
+        // Another CA's certificate is refused, whatever the name.
+        let (other, _) = https_server("other").await;
+        let mut kc = config_for(&other);
+        kc.root_cert = Some(vec![ca.der()]);
+        kc.tls_server_name = Some("api.cluster.test".into());
+        let pods: Api<Pod> = Api::namespaced(client(&kc).unwrap(), "ns1");
+        let err = chain(&pods.get("p1").await.unwrap_err());
+        assert!(err.contains("UnknownIssuer"), "{err}");
     }
 
     #[test]

@@ -142,7 +142,6 @@ impl ServerCertVerifier for NoVerification {
 pub(crate) mod testpki {
     use std::sync::Arc;
 
-    use base64::Engine;
     use rcgen::{
         BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
         IsCa, KeyPair,
@@ -177,17 +176,9 @@ pub(crate) mod testpki {
             Ca { issuer }
         }
 
-        pub fn pem(&self) -> String {
-            self.issuer.pem()
-        }
-
-        /// The CA as a kubeconfig's `certificate-authority-data` (and kube's `root_cert`) carries it.
+        /// The CA as kube's `root_cert` carries it (DER), as read from `certificate-authority(-data)`.
         pub fn der(&self) -> Vec<u8> {
             self.issuer.der().to_vec()
-        }
-
-        pub fn data(&self) -> String {
-            base64::engine::general_purpose::STANDARD.encode(self.pem())
         }
 
         /// A serving certificate for `names`, or a client certificate for user `names[0]`.

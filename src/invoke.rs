@@ -744,13 +744,25 @@ mod tests {
         out
     }
 
+    /// An invoker running real processes from `dir` (the delegate of [`fds_delegate`]) with `env`.
+    fn process_invoker(dir: &std::path::Path, env: Vec<(String, String)>) -> Invoker<'static> {
+        Invoker {
+            exec: &crate::exec::ProcessExec,
+            search_path: vec![dir.to_path_buf()],
+            base_env: env,
+            timeout: Duration::from_secs(20),
+            cache_dir: dir.to_path_buf(),
+            cache_writes: CacheWrites::Durable,
+        }
+    }
+
     /// The daemon's case: requests for different containers run on threads at once, each spawning
     /// delegates. A delegate gets its own container's lock, at `LOCK_FD`, and never another's, even when
     /// the other thread spawns at the same moment; a delegate run without a lock (STATUS, GC's pass over
     /// the networks) gets none.
     #[test]
     fn a_delegate_inherits_its_own_containers_lock_and_no_other() {
-        use crate::{exec::ProcessExec, lock::ContainerLock};
+        use crate::lock::ContainerLock;
         use std::sync::{Arc, Barrier};
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().to_path_buf();
@@ -763,14 +775,7 @@ mod tests {
                 let (dir, net, env, barrier) =
                     (dir.clone(), net.clone(), env.clone(), barrier.clone());
                 std::thread::spawn(move || {
-                    let invoker = Invoker {
-                        exec: &ProcessExec,
-                        search_path: vec![dir.clone()],
-                        base_env: env,
-                        timeout: Duration::from_secs(20),
-                        cache_dir: dir.clone(),
-                        cache_writes: CacheWrites::Durable,
-                    };
+                    let invoker = process_invoker(&dir, env);
                     let rt = RuntimeConf {
                         container_id: cid.into(),
                         netns: Some("/run/netns/p".into()),
@@ -821,7 +826,7 @@ mod tests {
     /// but one left running after the operation does not keep the lock: plexus unlocks explicitly.
     #[test]
     fn a_process_a_delegate_leaves_behind_holds_the_lock_only_until_plexus_releases_it() {
-        use crate::{exec::ProcessExec, lock::ContainerLock};
+        use crate::lock::ContainerLock;
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().to_path_buf();
         let (net, mut env) = fds_delegate(&dir);
@@ -833,14 +838,7 @@ mod tests {
                 pid_file.display()
             ),
         ));
-        let invoker = Invoker {
-            exec: &ProcessExec,
-            search_path: vec![dir.clone()],
-            base_env: env,
-            timeout: Duration::from_secs(20),
-            cache_dir: dir.clone(),
-            cache_writes: CacheWrites::Durable,
-        };
+        let invoker = process_invoker(&dir, env);
         let rt = RuntimeConf {
             container_id: "c".into(),
             ifname: "net1".into(),

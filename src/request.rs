@@ -4,55 +4,8 @@ use std::{collections::BTreeMap, fmt, path::PathBuf};
 
 use plexus_cni::{CniArgs, validate};
 
-/// A CNI operation (CNI-7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Command {
-    /// Attach.
-    Add,
-    /// Detach.
-    Del,
-    /// Verify an attachment (since 0.4.0).
-    Check,
-    /// Report readiness (since 1.1.0).
-    Status,
-    /// Garbage-collect stale attachments (since 1.1.0).
-    Gc,
-    /// Report the supported versions.
-    Version,
-}
-
-impl Command {
-    /// The `CNI_COMMAND` spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Command::Add => "ADD",
-            Command::Del => "DEL",
-            Command::Check => "CHECK",
-            Command::Status => "STATUS",
-            Command::Gc => "GC",
-            Command::Version => "VERSION",
-        }
-    }
-
-    /// Parse a `CNI_COMMAND` value.
-    pub fn parse(s: &str) -> Option<Command> {
-        Some(match s {
-            "ADD" => Command::Add,
-            "DEL" => Command::Del,
-            "CHECK" => Command::Check,
-            "STATUS" => Command::Status,
-            "GC" => Command::Gc,
-            "VERSION" => Command::Version,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// A CNI operation (CNI-7): the one verb enum, shared with the shim.
+pub use plexus_cni::Command;
 
 /// Why the environment was refused; every variant maps to CNI code 4 (invalid environment).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

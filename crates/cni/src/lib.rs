@@ -3,6 +3,7 @@
 //! Checklist ids (CNI-n) in the docs refer to part B of the plexus reference notes.
 
 pub mod args;
+pub mod command;
 pub mod error;
 pub mod gc;
 pub mod result;
@@ -10,6 +11,7 @@ pub mod validate;
 pub mod version;
 
 pub use args::{ArgsError, CniArgs};
+pub use command::Command;
 pub use error::{ErrorReply, code_name, codes};
 pub use gc::{GcAttachment, GcError, valid_attachments};
 pub use result::{CniResult, Dns, Interface, IpConfig, ResultError, Route};

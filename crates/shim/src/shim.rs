@@ -7,12 +7,12 @@ use std::{
     fs,
     io::{self, Read, Write},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Stdio,
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use plexus_cni::{CniResult, CniVersion, ErrorReply, codes};
+use plexus_cni::{CniResult, CniVersion, Command, ErrorReply, codes};
 use serde_json::Value;
 
 use crate::{
@@ -83,34 +83,6 @@ pub struct Inputs<'a> {
     pub exe: Option<PathBuf>,
 }
 
-/// The CNI commands the shim forwards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cmd {
-    /// ADD.
-    Add,
-    /// DEL.
-    Del,
-    /// CHECK.
-    Check,
-    /// GC.
-    Gc,
-    /// STATUS.
-    Status,
-}
-
-impl Cmd {
-    fn parse(s: &str) -> Option<Cmd> {
-        Some(match s {
-            "ADD" => Cmd::Add,
-            "DEL" => Cmd::Del,
-            "CHECK" => Cmd::Check,
-            "GC" => Cmd::Gc,
-            "STATUS" => Cmd::Status,
-            _ => return None,
-        })
-    }
-}
-
 /// The VERSION reply, answered without the daemon, as the thin `plexus` answers it.
 pub use plexus_cni::version::version_reply;
 
@@ -139,7 +111,8 @@ pub fn run(inputs: Inputs<'_>) -> Outcome {
             e.to_string(),
         ));
     }
-    if command == "VERSION" {
+    let cmd = Command::parse(command);
+    if cmd == Some(Command::Version) {
         return Outcome::ok(version_reply(&stdin));
     }
     let conf = match ShimConf::parse(&stdin) {
@@ -162,7 +135,7 @@ pub fn run(inputs: Inputs<'_>) -> Outcome {
         conf: &conf,
         socket: conf.socket_path(),
     };
-    let Some(cmd) = Cmd::parse(command) else {
+    let Some(cmd) = cmd else {
         return call.fail(ErrorReply::new(
             codes::INVALID_ENV,
             format!("unknown CNI_COMMAND: {command}"),
@@ -171,7 +144,7 @@ pub fn run(inputs: Inputs<'_>) -> Outcome {
     };
     // ADD's result is converted to the config's version: refuse a version plexus does not know before the
     // daemon attaches anything.
-    let add_version = if cmd == Cmd::Add {
+    let add_version = if cmd == Command::Add {
         match CniVersion::from_config_str(Some(conf.cni_version.as_str())) {
             Ok(v) => Some(v),
             Err(_) => {
@@ -200,12 +173,14 @@ pub fn run(inputs: Inputs<'_>) -> Outcome {
         }
     };
     match cmd {
-        Cmd::Add | Cmd::Check | Cmd::Gc => match call.waiting(&body) {
+        Command::Add | Command::Check | Command::Gc => match call.waiting(&body) {
             Ok(resp) => call.reply(resp, add_version),
             Err(reply) => call.fail(reply),
         },
-        Cmd::Status => call.status(&body),
-        Cmd::Del => call.del(&body, &request.config, inputs.exe.as_deref()),
+        Command::Status => call.status(&body),
+        Command::Del => call.del(&body, &request.config, inputs.exe.as_deref()),
+        // Answered above, without the daemon.
+        Command::Version => Outcome::ok(version_reply(&request.config)),
     }
 }
 
@@ -501,7 +476,7 @@ impl Call<'_> {
 fn spawn(thin: &Path) -> io::Result<std::process::Child> {
     let mut tries = 0;
     loop {
-        let result = Command::new(thin)
+        let result = std::process::Command::new(thin)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

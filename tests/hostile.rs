@@ -712,8 +712,11 @@ fn no_token_or_key_in_any_log_line_on_refusals() {
         let out = refused_add(&h, &cfg);
         assert!(!out.success(), "{ctx}: {out:?}");
         let text = everything_written(&out, &log);
+        // An unparsable client key fails the client's build before anything is logged at debug level (the
+        // system CA roots, whose loading logged there, are not loaded for it any more); the others reach the
+        // API with debug logging on.
         assert!(
-            text.contains("DEBUG"),
+            text.contains("DEBUG") || (client_key && text.contains("cannot build the API client")),
             "{ctx}: debug logging is on:\n{text}"
         );
         assert_no_secret(&text, ctx);

@@ -1,6 +1,7 @@
 //! The per-container scratch cache `<cniDir>/<containerID>` in the Go Multus format (a JSON array of
-//! `DelegateNetConf`, multus-features.md §4), written atomically before any delegate runs and read back on
-//! DEL, CHECK and GC. Files written by Go Multus are read as they are; plexus adds keys Go ignores.
+//! `DelegateNetConf`; docs/multus-compat.md, "Cache format"), written atomically before any
+//! delegate runs and read back on DEL, CHECK and GC. Files written by Go Multus are read as they
+//! are; plexus adds keys Go ignores.
 
 use std::{
     fs, io,

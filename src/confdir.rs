@@ -1,4 +1,5 @@
-//! On-disk network configs: a file, a directory, or a network found by name in `confDir` (NPWG-10, multus-features.md §3.3).
+//! On-disk network configs: a file, a directory, or a network found by name in `confDir` (NPWG-10;
+//! docs/multus-compat.md, "Cluster and default networks").
 
 use std::{
     fs,
@@ -178,7 +179,8 @@ pub fn load_path(path: &Path) -> Result<NetworkConfig, LookupError> {
 }
 
 /// Find the network whose `name` is `name` in `dir`: conflists first, then `.conf`, then `.json`
-/// (decisions.md; NPWG-10). Unreadable or invalid files are skipped, as they cannot be the one asked for.
+/// (NPWG-10; docs/multus-compat.md, "Cluster and default networks"). Unreadable or invalid files
+/// are skipped, as they cannot be the one asked for.
 pub fn find_by_name(dir: &Path, name: &str) -> Result<NetworkConfig, LookupError> {
     let not_found = || LookupError::NotFound {
         name: name.to_string(),

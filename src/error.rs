@@ -92,7 +92,7 @@ pub enum Error {
         /// Why.
         source: PlanError,
     },
-    /// A network's resource cannot be given a device (NPWG-13, multus-features.md §3.5).
+    /// A network's resource cannot be given a device (NPWG-13; docs/multus-compat.md, "Devices").
     #[error("[{who}]: {source}")]
     Devices {
         /// Pod or container.

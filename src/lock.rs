@@ -1,5 +1,6 @@
 //! Per-container locks: ADD, DEL and CHECK of one container never overlap, across processes (Go Multus has
-//! no locking, multus-features.md §10 #24). An advisory `flock` on `<cniDir>/.locks/<containerID>`.
+//! no locking; docs/multus-compat.md, "Locking"). An advisory `flock` on
+//! `<cniDir>/.locks/<containerID>`.
 //!
 //! The delegates an operation runs for its container inherit the lock (an `flock` belongs to the open file
 //! description, and [`held_here`] hands it to [`crate::exec`]): when plexus is SIGKILLed mid-operation, the

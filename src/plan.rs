@@ -1,5 +1,6 @@
 //! The pure core of an operation: which networks attach on which interfaces, in what order, with which
-//! `CNI_ARGS` and capability arguments (NPWG-26, NPWG-27, NPWG-39, NPWG-56, NPWG-66, multus-features.md §3.2, §3.4).
+//! `CNI_ARGS` and capability arguments (NPWG-26, NPWG-27, NPWG-39, NPWG-56, NPWG-66;
+//! docs/multus-compat.md, "Delegate arguments" and "Interface names").
 
 use plexus_cni::{CniArgs, validate};
 use serde_json::{Map, Value};
@@ -141,9 +142,10 @@ pub enum PlanError {
     },
 }
 
-/// Assign interface names (multus-features.md §3.4): an explicit request wins, even for the cluster network;
-/// the cluster network (index 0) otherwise gets `master_ifname`; every other network gets `net<index>`.
-/// Explicit names do not renumber the others. A name used twice fails the later attachment (NPWG-26).
+/// Assign interface names (docs/multus-compat.md, "Interface names"): an explicit request wins,
+/// even for the cluster network; the cluster network (index 0) otherwise gets `master_ifname`;
+/// every other network gets `net<index>`. Explicit names do not renumber the others. A name used
+/// twice fails the later attachment (NPWG-26).
 pub fn plan(
     master_ifname: &str,
     networks: Vec<NetworkRequest>,
@@ -241,10 +243,11 @@ impl Undeclared {
 }
 
 /// The capability arguments of an attachment. The cluster network starts from the runtime's
-/// `runtimeConfig` (every key, multus-features.md §10 #14); other networks get only their own requests
-/// (NPWG-66). Requests win over runtime values.
+/// `runtimeConfig` (every key; docs/multus-compat.md, "Delegate arguments"); other networks get
+/// only their own requests (NPWG-66). Requests win over runtime values.
 ///
-/// A request whose capability no plugin declares fails with [`Undeclared::Refuse`] (decisions.md);
+/// A request whose capability no plugin declares fails with [`Undeclared::Refuse`]
+/// (docs/multus-compat.md, "Capability checks");
 /// otherwise it is dropped and named in the returned warnings, as Go Multus does silently.
 pub fn capability_args(
     a: &Attachment,
@@ -287,7 +290,8 @@ pub const K8S_ARGS: [&str; 4] = [
 ];
 
 /// `CNI_ARGS` for a delegate: `IgnoreUnknown=true`, the pod keys in Multus's order, then the runtime's other
-/// pairs, each key once with the runtime's value winning (multus-features.md §10 #6), then the legacy
+/// pairs, each key once with the runtime's value winning (docs/multus-compat.md,
+/// "Delegate arguments"), then the legacy
 /// `MAC=`/`IP=` requests (EXT-7).
 pub fn delegate_args(runtime: &CniArgs, requests: &Requests) -> CniArgs {
     let mut a = CniArgs::new();

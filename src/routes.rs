@@ -6,8 +6,8 @@
 //!
 //! * **At most one attachment** may carry `default-route` (NPWG-34). The annotation parser already refuses
 //!   a second element; [`validate`] refuses it again for every source, before anything is attached (fail
-//!   closed, decisions.md), naming both networks. Gateways must be IP addresses, at most one per family
-//!   (plexus, like Go Multus, adds no ECMP default routes).
+//!   closed, docs/multus-compat.md, "Invalid annotations"), naming both networks. Gateways must be
+//!   IP addresses, at most one per family (plexus, like Go Multus, adds no ECMP default routes).
 //! * **Gateways given** (`"default-route": ["192.0.2.1", "2001:db8::1"]`): for each family the gateways
 //!   cover, and only those, every default route of that family on every attachment's interfaces is
 //!   removed, the cluster network's `eth0` included and the chosen attachment's own too, then a default
@@ -19,9 +19,10 @@
 //!   routes), and for each of those families every other attachment's default routes are removed. When
 //!   the chosen attachment's result has no default route of a family, nothing of that family changes, so
 //!   an empty list never leaves the pod without a default route (Go Multus removes them everywhere, eth0's
-//!   included, which is its issue #1011; multus-features.md §10 #8).
+//!   included, which is its issue #1011;
+//!   docs/multus-compat.md, "Default routes").
 //! * A default route is a route whose prefix length is 0, per family, never "a route without a
-//!   destination" (multus-features.md §10 #7).
+//!   destination" (docs/multus-compat.md, "Default routes").
 //! * **Results:** the same removals and additions are made to the attachments' results, which are then
 //!   cached (`<cniDir>/results/…`, for CHECK's `prevResult` and DEL), published as the network-status
 //!   (whose `gateway` lists the default routes of a result, so it moves to the chosen network) and, for
@@ -532,7 +533,8 @@ mod tests {
 
     #[test]
     fn zero_prefix_routes_match_by_prefix_length() {
-        // A /0 whose address is not all zeros is still a default route (multus-features.md §10 #7).
+        // A /0 whose address is not all zeros is still a default route
+        // (docs/multus-compat.md, "Default routes").
         let mut att = attached(Some(&["198.51.100.1"]));
         att[0].1.routes[0].dst = "10.1.2.3/0".parse().unwrap();
         let p = decide(&att).unwrap().unwrap();

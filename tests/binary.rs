@@ -1,7 +1,8 @@
 //! Binary-level acceptance tests: the built `plexus` executable, driven exactly as a container runtime drives
 //! it (`CNI_*` environment, config on stdin, one JSON reply on stdout), with the recording delegate
 //! `plexus-recorder` as every delegate. Spec items are cited by their ids in
-//! `/work/shared/reference/specs.md` (CNI-n, NPWG-n, EXT-n) and `multus-features.md` (§n, §10 #n).
+//! `/work/shared/reference/specs.md` (CNI-n, NPWG-n, EXT-n); the Go Multus behaviour plexus keeps or
+//! fixes is described in `docs/multus-compat.md`.
 //!
 //! Needs a network namespace plexus can enter (it checks the pod netns for interface-name collisions before
 //! each ADD): run as root, or with unprivileged user namespaces and util-linux `unshare` (see
@@ -398,7 +399,8 @@ fn assert_result_shape(result: &Value, v: &str, address: &str, interfaces: bool,
 
 #[test]
 fn result_is_converted_to_the_plexus_config_version_every_version() {
-    // decisions.md "Result version", §10 #20: a 1.0.0 (and a 0.2.0) delegate, every plexus version.
+    // docs/multus-compat.md, "Result version": a 1.0.0 (and a 0.2.0) delegate, every plexus
+    // version.
     for delegate_version in ["1.0.0", "0.2.0"] {
         for v in VERSIONS {
             let ctx = format!("delegate {delegate_version}, plexus {v}");
@@ -1686,8 +1688,8 @@ fn add_writes_the_cache_in_the_go_multus_format() {
 
 #[test]
 fn del_tears_down_a_cache_written_by_go_multus() {
-    // decisions.md: pods created under Go Multus are deletable by plexus. Entry 1 asked for interface "data0"
-    // and predates Bytes (#1521), so it is rebuilt from Conf.
+    // Pods created under Go Multus are deletable by plexus (docs/multus-compat.md, "Cache format").
+    // Entry 1 asked for interface "data0" and predates Bytes (#1521), so it is rebuilt from Conf.
     for v in ["0.3.1", "0.4.0", "1.0.0"] {
         let ctx = format!("cniVersion {v}");
         let h = Harness::new();

@@ -1,7 +1,7 @@
 //! `plexus install`, the DaemonSet's entrypoint, run as the built binary in a temporary host root (no root
 //! needed; see `tests/install_support/mod.rs`), and the migration from Go Multus (issue 4 part 4, with
-//! `tests/common/mod.rs` running plexus as the runtime does). References: multus-features.md §6.4, §7.1,
-//! §9.3–9.5, §10 #11 #21; specs.md NPWG-58..60, CNI-58.
+//! `tests/common/mod.rs` running plexus as the runtime does). References: docs/multus-compat.md,
+//! "Installation" and "Daemon mode"; specs.md NPWG-58..60, CNI-58.
 
 mod common;
 mod install_support;
@@ -928,8 +928,9 @@ fn installed_as_multus_the_generated_00_multus_config_runs() {
     }
 }
 
-/// A Go Multus thin-entrypoint config as found on a node (multus-features.md §7.1): `type: multus`,
-/// the cluster network inline in `delegates`, the host kubeconfig path, logging keys, and the `cniConf` typo.
+/// A Go Multus thin-entrypoint config as found on a node (docs/multus-compat.md, "Installation"):
+/// `type: multus`, the cluster network inline in `delegates`, the host kubeconfig path, logging
+/// keys, and the `cniConf` typo.
 fn go_multus_conf(h: &Harness, v: &str, cluster: Value) -> Value {
     in_harness(
         h,

@@ -136,7 +136,8 @@ fn a_go_multus_shim_request_is_answered_in_its_format() {
     w.nad("a", &w.macvlan(MACVLAN_SUBNET));
     let sb = w.sandbox("go", &[(NETWORKS_ANNOTATION, "a")]);
     let rt = w.runtime(json!({}));
-    // Go Multus's generated shim config (multus-features.md §6.4) with this world's paths.
+    // Go Multus's generated shim config (docs/multus-compat.md, "Daemon mode") with this world's
+    // paths.
     let mut config = w.plexus_plugin(json!({}));
     config["type"] = json!("multus-shim");
     config["cniVersion"] = json!("0.3.1");

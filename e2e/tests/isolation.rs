@@ -1,10 +1,11 @@
-//! Namespace isolation end to end (issue 6; NPWG-65, multus-features.md §1 `namespaceIsolation` and
-//! `globalNamespaces`, §10 #16): with `namespaceIsolation` on, a pod may select NetworkAttachmentDefinitions
-//! of its own namespace and of `globalNamespaces` only — in the networks annotation (both forms) and, unlike
-//! Go Multus, in the `v1.multus-cni.io/default-network` annotation; the node's own networks
-//! (`clusterNetwork`, `defaultNetworks` from `multusNamespace`) are not the pod's choice and stay allowed.
-//! A refusal is CNI code 7 naming the pod, the network and the rule, leaves a Warning event and nothing
-//! else. The decision itself is unit-tested in `src/k8s/annotations.rs` (`check_isolation`) and
+//! Namespace isolation end to end (issue 6; NPWG-65; docs/multus-compat.md,
+//! "Config keys" and "Annotations"): with `namespaceIsolation` on, a pod may select
+//! NetworkAttachmentDefinitions of its own namespace and of `globalNamespaces` only — in the
+//! networks annotation (both forms) and, unlike Go Multus, in the
+//! `v1.multus-cni.io/default-network` annotation; the node's own networks (`clusterNetwork`,
+//! `defaultNetworks` from `multusNamespace`) are not the pod's choice and stay allowed. A refusal
+//! is CNI code 7 naming the pod, the network and the rule, leaves a Warning event and nothing else.
+//! The decision itself is unit-tested in `src/k8s/annotations.rs` (`check_isolation`) and
 //! `src/k8s/client.rs`; these tests prove the whole path with real plugins and an API server.
 //!
 //! Run (as root): `cargo test -p plexus-e2e --test isolation -- --include-ignored` (with
@@ -146,7 +147,8 @@ fn global_namespaces_are_allowed_and_setting_them_replaces_default() {
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn the_default_network_annotation_obeys_isolation() {
-    // Go Multus lets this annotation bypass isolation (multus-features.md §10 #16); plexus does not.
+    // Go Multus lets this annotation bypass isolation
+    // (docs/multus-compat.md, "Annotations"); plexus does not.
     let mut w = World::new("the_default_network_annotation_obeys_isolation", &plexus());
     let other = w.cluster.create_namespace("other");
     w.cluster
@@ -175,7 +177,7 @@ fn the_default_network_annotation_obeys_isolation() {
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn the_nodes_default_networks_are_not_subject_to_isolation() {
     // `defaultNetworks` (and `clusterNetwork`) come from the node's config and `multusNamespace`, not from
-    // the pod: isolation does not apply to them (multus-features.md §1).
+    // the pod: isolation does not apply to them (docs/multus-compat.md, "Config keys").
     let mut w = World::new(
         "the_nodes_default_networks_are_not_subject_to_isolation",
         &plexus(),

@@ -1,4 +1,5 @@
-//! The plexus config on stdin: raw parse and validation (`src/config/`, multus-features.md §1).
+//! The plexus config on stdin: raw parse and validation (`src/config/`; docs/multus-compat.md,
+//! "Config keys").
 //!
 //! Invariants: no panic; an accepted config has a name, absolute clean directories, a supported
 //! version and delegates whose plugin types are never paths (CNI-52); the raw model written back

@@ -1,4 +1,5 @@
-//! The plexus config validated into rich types, with Go Multus's defaults (multus-features.md §1).
+//! The plexus config validated into rich types, with Go Multus's defaults (docs/multus-compat.md,
+//! "Config keys").
 
 pub mod raw;
 
@@ -31,7 +32,8 @@ pub const DEFAULT_KUBELET_CHECKPOINT: &str =
 /// Where the Device Information Spec files live (DIS §4, NPWG-70); the `deviceInfoDir` default.
 pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 
-/// Where a network named in `clusterNetwork`/`defaultNetworks` comes from (multus-features.md §3.3).
+/// Where a network named in `clusterNetwork`/`defaultNetworks` comes from (docs/multus-compat.md,
+/// "Cluster and default networks").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NetworkRef {
     /// A value with `/`: a file (conf or conflist) or a directory.
@@ -536,7 +538,7 @@ impl Config {
         })
     }
 
-    /// The delegate search path: `binDir`, then `CNI_PATH` (multus-features.md §1).
+    /// The delegate search path: `binDir`, then `CNI_PATH` (docs/multus-compat.md, "Config keys").
     pub fn search_path(&self, cni_path: &[PathBuf]) -> Vec<PathBuf> {
         let mut dirs = vec![self.bin_dir.clone()];
         for d in cni_path {

@@ -1,4 +1,5 @@
-//! The plexus config exactly as it arrives on stdin: every Go Multus key (multus-features.md §1), unknown keys kept.
+//! The plexus config exactly as it arrives on stdin: every Go Multus key, unknown
+//! keys kept (docs/multus-compat.md, "Config keys").
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

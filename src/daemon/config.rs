@@ -1,5 +1,6 @@
 //! The daemon's own config file (`plexus daemon --config`): its keys, their defaults, and the overlay of
-//! every other key on each request's network config, as Go Multus's daemon does (multus-features.md §6.3).
+//! every other key on each request's network config, as Go Multus's daemon does
+//! (docs/multus-compat.md, "Daemon mode").
 
 use std::{
     net::SocketAddr,

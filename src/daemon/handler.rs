@@ -1,6 +1,7 @@
 //! One `/cni` request, run in place on the thread that read it (`block_in_place`): the shim's environment
 //! and config (with the daemon's keys laid over it) run through the same core as the thin binary
-//! ([`crate::invocation::run`]), and the outcome is put in the wire format (multus-features.md §6.2).
+//! ([`crate::invocation::run`]), and the outcome is put in the wire format
+//! (docs/daemon.md, "Wire format, and Go Multus's shim").
 
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,6 @@
 //! The daemon's Prometheus metrics: per-verb and per-delegate latency, API requests, cache sizes and
 //! staleness, in-flight and queued requests, plus Go Multus's `multus_server_request_total` so existing
-//! dashboards keep working (multus-features.md §11).
+//! dashboards keep working (docs/multus-compat.md, "Daemon mode").
 
 use std::{
     sync::{Arc, Mutex},

@@ -1,5 +1,6 @@
 //! The kubelet's device-manager checkpoint (`/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint`),
-//! the fallback when the PodResources socket is missing (multus-features.md §3.5). Pure: parses bytes.
+//! the fallback when the PodResources socket is missing (docs/multus-compat.md, "Devices").
+//! Pure: parses bytes.
 //!
 //! `Data.PodDeviceEntries[]` holds one entry per container and resource: `PodUID`, `ResourceName` and
 //! `DeviceIDs`, which is a map NUMA node → IDs since Kubernetes 1.20 and a plain list before.

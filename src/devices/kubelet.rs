@@ -1,6 +1,6 @@
 //! The kubelet seam: which devices the kubelet allocated to a pod. [`Kubelet`] asks the PodResources
 //! socket and falls back to the device-manager checkpoint file when the socket is missing or does not
-//! answer (multus-features.md §3.5); tests use fakes.
+//! answer (docs/multus-compat.md, "Devices"); tests use fakes.
 
 use std::{
     path::{Path, PathBuf},

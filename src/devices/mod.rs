@@ -1,5 +1,6 @@
 //! Devices a pod's networks get: device-plugin and DRA resources resolved to device IDs and handed out one
-//! per attachment (NPWG-13, EXT-3, multus-features.md §3.5), and the Device Information Spec file names
+//! per attachment (NPWG-13, EXT-3;
+//! docs/multus-compat.md, "Devices"), and the Device Information Spec file names
 //! (NPWG-70). This module is pure; the kubelet is behind [`kubelet::PodResources`] (gRPC in
 //! [`podresources`], the checkpoint file in [`checkpoint`]) and the device-info files are in [`info`].
 //!
@@ -125,7 +126,7 @@ pub fn assign(
 }
 
 /// `deviceID` and `pciBusID` set to `id` at the top of a conf, or in every plugin of a list
-/// (multus-features.md §3.2).
+/// (docs/multus-compat.md, "Delegate arguments").
 pub fn inject_device(net: &NetworkConfig, id: &str) -> Result<NetworkConfig, NetConfError> {
     let set = |obj: &mut serde_json::Map<String, Value>| {
         obj.insert("deviceID".into(), Value::String(id.to_string()));

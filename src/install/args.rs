@@ -1,6 +1,6 @@
 //! The flags of `plexus install` (clap). The defaults are the container paths of Go Multus's thin
-//! DaemonSet (multus-features.md §7.1): the host's `/opt/cni/bin`, `/etc/cni/net.d` and
-//! `/etc/cni/multus/net.d` mounted under `/host`.
+//! DaemonSet (docs/multus-compat.md, "Installation"): the host's `/opt/cni/bin`, `/etc/cni/net.d`
+//! and `/etc/cni/multus/net.d` mounted under `/host`.
 //!
 //! Two kinds of path appear: where the installer reads and writes (inside its container, e.g.
 //! `/host/etc/cni/net.d`), and what it writes into the config for the runtime and plexus, which run on

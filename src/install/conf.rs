@@ -7,7 +7,7 @@
 //!     ▲ read(name)            (version, capabilities)
 //! ```
 //!
-//! Rules (multus-features.md §6.4, §7.1, §9.3, §10 #21; specs.md CNI-58, EXT-10):
+//! Rules (docs/multus-compat.md, "Installation"; specs.md CNI-58, EXT-10):
 //! - candidates are the `.conf`, `.conflist` and `.json` files (libcni's extensions), lexically ordered,
 //!   without dotfiles, without our own output (either extension) and so without backups (`*.bak`,
 //!   `*.cilium_bak`, `*.old` have other extensions);
@@ -499,7 +499,7 @@ pub fn api_server_url(
 
 /// The node's kubeconfig (YAML): the API server, the CA inline, the token inline. The plugin runs on the
 /// host and cannot read the pod's projected token, so the installer rewrites this file when the token
-/// rotates (multus-features.md §7.1, §9.5).
+/// rotates (docs/multus-compat.md, "Installation").
 pub fn render_kubeconfig(
     server: &str,
     ca: &[u8],

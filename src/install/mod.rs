@@ -1,5 +1,5 @@
 //! `plexus install`: the DaemonSet's entrypoint, which sets a node up for plexus and keeps it set up
-//! (multus-features.md §7.1, with the field problems of §9.3–9.5 fixed).
+//! (with its known field problems fixed: docs/multus-compat.md, "Installation").
 //!
 //! ```text
 //! copy binary ─▶ kubeconfig ─▶ wait for primary (+ readiness file) ─▶ write config ─▶ watch ─▶ signal

@@ -12,14 +12,16 @@
 //! `[namespace/]name[@interface]` (NPWG-17, EXT-1), items trimmed, empty items skipped. An empty or
 //! all-whitespace value selects nothing.
 //!
-//! Invalid values fail closed (DECIDE-A1 in decisions.md): the whole annotation is refused with an
-//! [`AnnotationError`] naming the element (its index, counted from 0 in annotation order as in the
-//! JSON array; empty text items are not counted; and `namespace/name` once those are known), the
-//! field, and what is valid. The caller prefixes the pod and the annotation key.
+//! Invalid values fail closed (DECIDE-A1; docs/multus-compat.md, "Invalid annotations"): the whole
+//! annotation is refused with an [`AnnotationError`] naming the element (its index, counted from 0
+//! in annotation order as in the JSON array; empty text items are not counted; and `namespace/name`
+//! once those are known), the field, and what is valid. The caller prefixes the pod and the
+//! annotation key.
 //!
 //! Choices where the references leave room:
 //! * Names are DNS-1123 *subdomains* (dots allowed, ≤253) and namespaces DNS-1123 labels (≤63), in
-//!   both forms (NPWG-9, multus-features.md §10 #17). Interface names follow CNI-53 (NPWG-25).
+//!   both forms (NPWG-9; docs/multus-compat.md, "Annotations"). Interface names follow CNI-53
+//!   (NPWG-25).
 //! * Optional string keys set to `""` and optional keys set to `null` count as absent, as Go's
 //!   decoder treats them; an empty `ips` list is no request. In the text form an empty part
 //!   (`/name`, `name@`) is an error.
@@ -30,7 +32,7 @@
 //! * Unknown dotted keys are ignored silently (NPWG-18). Unknown undotted keys are reserved by the
 //!   spec: they are ignored with a warning in [`Selection::warnings`], so a newer spec key does not
 //!   break pods, but the event can say it had no effect.
-//! * `ips` together with `ipam-claim-reference` is accepted (decisions.md).
+//! * `ips` together with `ipam-claim-reference` is accepted (docs/multus-compat.md, "Annotations").
 //! * At most one element may carry `default-route` (NPWG-34), and its list may hold at most one
 //!   IPv4 and one IPv6 gateway (Go Multus refuses ECMP default routes).
 //!
@@ -1004,7 +1006,7 @@ mod tests {
             ),
             // NPWG-38: the same network twice is two attachments.
             ("net-a,net-a", &[(NS, "net-a", None), (NS, "net-a", None)]),
-            // multus-features.md §10 #17: names may be DNS-1123 subdomains.
+            // Names may be DNS-1123 subdomains (docs/multus-compat.md, "Annotations").
             ("sriov.intel.com", &[(NS, "sriov.intel.com", None)]),
             ("0abc-9", &[(NS, "0abc-9", None)]),
             ("a,", &[(NS, "a", None)]),
@@ -1514,7 +1516,8 @@ mod tests {
             one(json!({"default-route": []})).unwrap().default_route,
             Some(vec![])
         );
-        // An empty ips list is no request; ips with an IPAMClaim is accepted (decisions.md).
+        // An empty ips list is no request; ips with an IPAMClaim is accepted
+        // (docs/multus-compat.md, "Annotations").
         let s = one(json!({"ips": ["192.0.2.1"], "ipam-claim-reference": "claim-1"})).unwrap();
         assert_eq!(s.ips, ["192.0.2.1"]);
         assert_eq!(s.ipam_claim_reference.as_deref(), Some("claim-1"));

@@ -1,6 +1,6 @@
 //! The Kubernetes API implementation of the [`Cluster`] seam: one kube-rs client per invocation, built lazily
 //! (DEL from a cache never touches the API), every call bounded by a per-request timeout and an overall
-//! budget with backoff on retriable errors (multus-features.md §10 #4, #9).
+//! budget with backoff on retriable errors (docs/multus-compat.md, "API client").
 //!
 //! Round trips on ADD: the pod and the node's NADs (`clusterNetwork`/`defaultNetworks` names) are read
 //! together; then every NAD the pod selects, concurrently (never a LIST); then one PATCH of `pods/status`
@@ -764,7 +764,8 @@ impl Cluster for ApiCluster {
             _ => None,
         };
         let selections = match pod_annotations.get(annotations::NETWORKS_ANNOTATION) {
-            // Fail closed, with a Warning event on the pod (decisions.md, DECIDE-A1).
+            // Fail closed, with a Warning event on the pod (DECIDE-A1; docs/multus-compat.md,
+            // "Invalid annotations").
             Some(v) => annotations::parse_networks(v, &pod_ref.namespace).map_err(|e| {
                 let what = annotations::NETWORKS_ANNOTATION;
                 self.reject("InvalidNetworkSelection", format!("annotation {what}: {e}"))

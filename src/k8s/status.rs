@@ -1,5 +1,6 @@
 //! The `k8s.v1.cni.cncf.io/network-status` annotation (NPWG-40 to NPWG-54), in the shape the NAD
-//! client writes and every consumer reads (decisions.md, multus-features.md §2.3). Pure: no I/O.
+//! client writes and every consumer reads (docs/multus-compat.md, "Network status").
+//! Pure: no I/O.
 //!
 //! ```text
 //! CniResult ──statuses_for──▶ Vec<NetworkStatus> (per attachment) ──render──▶ annotation value

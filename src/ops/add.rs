@@ -20,10 +20,10 @@ use crate::{
     resultcache,
 };
 
-/// Give every network whose NAD names a resource the pod's next device of it (NPWG-13, multus-features.md
-/// §3.5): the kubelet's device-plugin allocations and the pod's DRA claims, merged and sorted. Neither is
-/// asked unless some network names a resource; a source that fails matters only when a resource is then
-/// missing, and the error says why.
+/// Give every network whose NAD names a resource the pod's next device of it (NPWG-13;
+/// docs/multus-compat.md, "Devices"): the kubelet's device-plugin allocations and the pod's DRA
+/// claims, merged and sorted. Neither is asked unless some network names a resource; a source that
+/// fails matters only when a resource is then missing, and the error says why.
 fn resolve_devices(
     ctx: &Ctx<'_>,
     pod: &PodRef,
@@ -294,7 +294,8 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
         return Err(rollback(ctx, lock, &behind, attachments, err));
     }
 
-    // The cluster network's result, in the config's version (decisions.md; §10 #20).
+    // The cluster network's result, in the config's version (docs/multus-compat.md, "Result
+    // version").
     let (master, master_result) = &attached[0];
     let reply = match master_result.to_json(ctx.config.cni_version) {
         Ok(s) => s.into_bytes(),

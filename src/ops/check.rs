@@ -1,6 +1,6 @@
 //! CHECK: every cached delegate, in order, with its cached result (CNI-18, CNI-19, CNI-27); Go Multus checks
-//! only static delegates (multus-features.md §10 #12). Then the pod's default routes, when it asked for
-//! them (`default-route`, NPWG-34).
+//! only static delegates (docs/multus-compat.md, "CHECK and GC"). Then the pod's default routes,
+//! when it asked for them (`default-route`, NPWG-34).
 
 use super::Ctx;
 use crate::{

@@ -1,6 +1,6 @@
 //! DEL: tear down from the cache in reverse, trying every delegate and reporting all failures; idempotent;
 //! never skips teardown silently when the cache is missing or corrupt (NPWG-63, CNI-14..CNI-17,
-//! multus-features.md §5.1, §10 #2).
+//! docs/multus-compat.md, "DEL").
 
 use std::{
     collections::HashSet,

@@ -373,7 +373,8 @@ fn infiniband_guid_reaches_declaring_plugins_only_npwg_35() {
     );
     w.run("DEL", &crate::cluster::NoCluster, &k).unwrap();
 
-    // A network whose plugins do not declare the capability refuses the request (decisions.md).
+    // A network whose plugins do not declare the capability refuses the request
+    // (docs/multus-compat.md, "Capability checks").
     let mut undeclared = nad("plain", None, json!({}));
     undeclared.requests.infiniband_guid = ib.requests.infiniband_guid.clone();
     let cluster = FakeCluster {

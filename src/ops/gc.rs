@@ -1,6 +1,7 @@
 //! GC: tear down every container plexus has a cache for that the runtime no longer lists, then GC every
 //! network known on this node with the attachments still valid (CNI-22, CNI-28; Go Multus ignores the
-//! runtime's list and skips secondary networks, multus-features.md §10 #13).
+//! runtime's list and skips secondary networks;
+//! docs/multus-compat.md, "CHECK and GC").
 
 use std::collections::{BTreeMap, HashSet};
 

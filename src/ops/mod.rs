@@ -162,8 +162,9 @@ impl Ctx<'_> {
         })
     }
 
-    /// Load a network named in `clusterNetwork`/`defaultNetworks` (multus-features.md §3.3): a path is a
-    /// file or directory; a name is a NAD in `multusNamespace`, then a network in `confDir`.
+    /// Load a network named in `clusterNetwork`/`defaultNetworks` (docs/multus-compat.md,
+    /// "Cluster and default networks"): a path is a file or directory; a name is a NAD in
+    /// `multusNamespace`, then a network in `confDir`.
     pub fn resolve_ref(&self, r: &NetworkRef) -> Result<NetworkRequest, Error> {
         let lookup = |source| Error::Lookup {
             who: self.who(),
@@ -178,9 +179,9 @@ impl Ctx<'_> {
         let network = match r {
             NetworkRef::Path(p) => confdir::load_path(p).map_err(lookup)?,
             NetworkRef::Name(name) => {
-                // Only a Kubernetes runtime's request may reach the API (decisions.md: without K8S_POD_*
-                // keys, no API access at all). STATUS and GC never carry pod keys but must still find a
-                // cluster network that is a NAD.
+                // Only a Kubernetes runtime's request may reach the API (without K8S_POD_* keys, no
+                // API access at all: docs/multus-compat.md, "Non-Kubernetes runtimes"). STATUS and
+                // GC never carry pod keys but must still find a cluster network that is a NAD.
                 let may_use_api = self.env.pod().is_some()
                     || matches!(self.env.command, Command::Status | Command::Gc);
                 let nad = if may_use_api {

@@ -3,7 +3,8 @@
 //!
 //! A default route is recognised by its prefix length (0), whatever the family, never by a missing
 //! destination attribute: that is the bug of Go Multus's `DeleteDefaultGW` with netlink ≥ 1.3
-//! (multus-features.md §10 #7), where default routes came back with a zero destination and none matched.
+//! (#1444, #1552; docs/multus-compat.md, "Default routes"), where default routes came back with a
+//! zero destination and none matched.
 
 use std::net::IpAddr;
 

@@ -191,7 +191,7 @@ fn default_routes(ns: &TestNetns) -> Vec<(IpFamily, String, String)> {
     v
 }
 
-/// multus-features.md §10 #7: default routes are found by prefix length, per family.
+/// docs/multus-compat.md, "Default routes": default routes are found by prefix length, per family.
 #[test]
 #[ignore = "needs root: creates network namespaces"]
 fn default_routes_move_per_family() {

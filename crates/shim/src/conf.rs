@@ -178,7 +178,8 @@ mod tests {
         );
     }
 
-    /// Go Multus's conf names the directory `socketDir` (multus-features.md §6.3); `daemonSocketDir` wins.
+    /// Go Multus's conf names the directory `socketDir` (docs/multus-compat.md,
+    /// "Daemon mode"); `daemonSocketDir` wins.
     #[test]
     fn socket_dir_alias_and_precedence() {
         let c = parse(r#"{"socketDir":"/run/multus"}"#).unwrap();

@@ -472,7 +472,7 @@ impl Call<'_> {
 }
 
 /// Spawn `thin` with piped stdin and stdout, inheriting the environment and stderr. "Text file busy" (the
-/// binary being replaced, multus-features.md §9.3 #1221) is tried again a few times.
+/// binary being replaced, Go Multus #1221) is tried again a few times.
 fn spawn(thin: &Path) -> io::Result<std::process::Child> {
     let mut tries = 0;
     loop {

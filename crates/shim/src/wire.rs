@@ -1,5 +1,6 @@
 //! The daemon socket's wire format: HTTP/1.1 over a unix socket, JSON bodies, as Go Multus's thick plugin
-//! speaks it (multus-features.md §6.2), so a Go `multus-shim` can talk to `plexus daemon` during a rollout.
+//! speaks it (docs/daemon.md, "Wire format, and Go Multus's shim"), so a Go `multus-shim` can talk
+//! to `plexus daemon` during a rollout.
 //!
 //! - `POST /cni` with a [`Request`]: the shim's whole environment and its stdin (base64, Go's `[]byte`).
 //! - `200` with a [`Response`] (`{"Result": <CNI 1.0.0 result>}`) for ADD, an empty body otherwise.

@@ -1,5 +1,6 @@
 //! The real `plexus-shim` binary against a fake daemon: a std `UnixListener` on a thread, in a temporary
-//! directory, speaking the socket API of multus-features.md §6.2.
+//! directory, speaking Go Multus's socket API
+//! (docs/daemon.md, "Wire format, and Go Multus's shim").
 
 use std::{
     fs,

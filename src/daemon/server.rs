@@ -325,19 +325,25 @@ pub async fn serve(shared: Arc<Shared>) -> anyhow::Result<()> {
         )
         .with_room(room),
     );
-    // What a daemon killed after a DEL's reply left in the trash of its cniDir (a trash elsewhere goes with
-    // the next DEL or GC there); after the replies' work, off the start's path.
-    let cni_dir = shared.config.cni_dir();
+    // What a daemon killed after a DEL's reply left in the trash: of every cniDir an earlier daemon served
+    // (the ones the reconcile goes through, `super::reconcile::ServedDirs`) and of the daemon config's own;
+    // after the replies' work, off the start's path.
+    let mut cni_dirs: Vec<PathBuf> = shared.served.all().into_iter().map(|s| s.cni_dir).collect();
+    cni_dirs.push(shared.config.cni_dir());
+    cni_dirs.sort();
+    cni_dirs.dedup();
     AfterReplyWork::new(
         &shared,
         &state,
         Box::new(move || {
-            let n = crate::trash::sweep(&cni_dir);
-            if n > 0 {
-                tracing::info!(
-                    "removed {n} file(s) an earlier daemon left in {}",
-                    crate::trash::dir(&cni_dir).display()
-                );
+            for cni_dir in &cni_dirs {
+                let n = crate::trash::sweep(cni_dir);
+                if n > 0 {
+                    tracing::info!(
+                        "removed {n} file(s) an earlier daemon left in {}",
+                        crate::trash::dir(cni_dir).display()
+                    );
+                }
             }
         }),
     )

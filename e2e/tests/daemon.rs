@@ -483,23 +483,11 @@ fn nads_naming_missing_plugins_fail_only_their_pods_and_status_stays_ready() {
     let bad = w.sandbox_in(&tenant_a, "web", &[(NETWORKS_ANNOTATION, "fast-net")]);
     daemon.wait_cached("pods", &tenant_a, &bad.pod.name);
     let err = w.add_fails(&rt, &bad);
-    assert_eq!(err.code, Some(7), "{err}");
-    let text = err.text();
-    for part in [
-        format!("{tenant_a}/{}", bad.pod.name),
-        nad_name(&tenant_a, "fast-net"),
-        "\"no-such-plugin\"".to_string(),
-    ] {
-        assert!(text.contains(&part), "names {part}: {err}");
-    }
-    let warnings = w.warnings(&bad);
-    assert!(
-        warnings
-            .iter()
-            .any(|(reason, msg)| reason == "NoPluginFound"
-                && msg.contains(&nad_name(&tenant_a, "fast-net"))
-                && msg.contains("no-such-plugin")),
-        "{warnings:?}"
+    w.assert_plugin_missing(
+        &err,
+        &bad,
+        &nad_name(&tenant_a, "fast-net"),
+        "no-such-plugin",
     );
     w.assert_no_status(&bad);
     w.assert_clean(&bad);

@@ -441,24 +441,7 @@ fn a_nad_naming_a_missing_plugin_fails_its_pod_before_any_delegate() {
     let rt = w.runtime(json!({}));
 
     let err = w.add_fails(&rt, &sb);
-    assert_eq!(err.code, Some(7), "{err}");
-    let text = err.text();
-    for part in [
-        format!("{}/{}", w.ns, sb.pod.name),
-        nad_name(&w.ns, "fast-net"),
-        "\"no-such-plugin\"".to_string(),
-    ] {
-        assert!(text.contains(&part), "names {part}: {err}");
-    }
-    let warnings = w.warnings(&sb);
-    assert!(
-        warnings
-            .iter()
-            .any(|(reason, msg)| reason == "NoPluginFound"
-                && msg.contains(&nad_name(&w.ns, "fast-net"))
-                && msg.contains("no-such-plugin")),
-        "{warnings:?}"
-    );
+    w.assert_plugin_missing(&err, &sb, &nad_name(&w.ns, "fast-net"), "no-such-plugin");
     assert_nothing_left_after_failed_add(&w, &rt, &sb);
     assert_eq!(
         records(&w),

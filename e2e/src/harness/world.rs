@@ -584,6 +584,30 @@ impl World {
         assert_eq!(v, None, "{}: network-status after a failed ADD", self.test);
     }
 
+    /// A failed ADD of `sb` was refused because NAD `nad` (`namespace/name`) names `plugin`, which is not
+    /// installed: code 7 naming the pod, the NAD and the plugin, and a `NoPluginFound` Warning event on the
+    /// pod naming the NAD and the plugin.
+    pub fn assert_plugin_missing(&self, err: &CniFailure, sb: &Sandbox, nad: &str, plugin: &str) {
+        assert_eq!(err.code, Some(7), "{err}");
+        let text = err.text();
+        for part in [
+            format!("{}/{}", sb.pod.namespace, sb.pod.name),
+            nad.to_string(),
+            format!("\"{plugin}\""),
+        ] {
+            assert!(text.contains(&part), "names {part}: {err}");
+        }
+        let warnings = self.warnings(sb);
+        assert!(
+            warnings
+                .iter()
+                .any(|(reason, msg)| reason == "NoPluginFound"
+                    && msg.contains(nad)
+                    && msg.contains(plugin)),
+            "{warnings:?}"
+        );
+    }
+
     /// The pod's Warning events as `(reason, message)`. plexus sends events after its reply, from a
     /// detached process, so this waits (up to 10 s) for the first one to arrive.
     pub fn warnings(&self, sb: &Sandbox) -> Vec<(String, String)> {

@@ -85,14 +85,22 @@ impl World {
         ])
         .unwrap()
         .unwrap();
-        let seams = Seams {
+        execute(&env, config, &self.seams(cluster, after_reply))
+    }
+
+    /// This world's fake processes and netns, `cluster`, no kubelet, and `after_reply`.
+    fn seams<'a>(
+        &'a self,
+        cluster: &'a dyn Cluster,
+        after_reply: Option<&'a AfterReply>,
+    ) -> Seams<'a> {
+        Seams {
             exec: &self.exec,
             netns: &self.netns,
             cluster,
             kubelet: &NoKubelet,
             after_reply,
-        };
-        execute(&env, config, &seams)
+        }
     }
 
     fn calls(&self) -> Vec<(String, String, String)> {
@@ -424,13 +432,7 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     let env = CniEnv::from_vars([("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")])
         .unwrap()
         .unwrap();
-    let seams = Seams {
-        exec: &w.exec,
-        netns: &w.netns,
-        cluster: &NoCluster,
-        kubelet: &NoKubelet,
-        after_reply: None,
-    };
+    let seams = w.seams(&NoCluster, None);
     execute(&env, &gc, &seams).unwrap();
     assert_eq!(trash_files(&w), Vec::<String>::new());
     // A daemon's start (what it runs on its after-reply thread).
@@ -1075,13 +1077,7 @@ fn own_netns_is_refused_code_8() {
     ])
     .unwrap()
     .unwrap();
-    let seams = Seams {
-        exec: &w.exec,
-        netns: &w.netns,
-        cluster: &NoCluster,
-        kubelet: &NoKubelet,
-        after_reply: None,
-    };
+    let seams = w.seams(&NoCluster, None);
     assert_eq!(execute(&env, &cfg, &seams).unwrap_err().cni_code(), 8);
     let _ = Path::new("");
 }

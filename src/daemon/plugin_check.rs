@@ -29,11 +29,9 @@ const POLL: Duration = Duration::from_secs(1);
 pub struct SearchPath(Mutex<Option<Vec<PathBuf>>>);
 
 impl SearchPath {
-    /// A request's search path (cheap: a comparison unless it changed).
+    /// A request's search path.
     pub fn observe(&self, dirs: Vec<PathBuf>) {
-        if let Ok(mut known) = self.0.lock()
-            && known.as_ref() != Some(&dirs)
-        {
+        if let Ok(mut known) = self.0.lock() {
             *known = Some(dirs);
         }
     }

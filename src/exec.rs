@@ -158,6 +158,16 @@ pub trait Exec: Send + Sync {
 
 /// Look up a plugin binary (libcni `FindInPath`), refusing any type that is a path (CNI-52).
 pub fn find_in_path(plugin_type: &str, dirs: &[PathBuf]) -> Result<PathBuf, ExecError> {
+    find_in_path_with(plugin_type, dirs, Path::to_path_buf)
+}
+
+/// [`find_in_path`] where `local` says where this process finds each candidate path (the host's root, in
+/// a daemon whose delegates run there); the path returned is the candidate's own.
+pub fn find_in_path_with(
+    plugin_type: &str,
+    dirs: &[PathBuf],
+    local: impl Fn(&Path) -> PathBuf,
+) -> Result<PathBuf, ExecError> {
     validate::plugin_type(plugin_type).map_err(|e| ExecError::InvalidType {
         plugin_type: plugin_type.to_string(),
         reason: e.to_string(),
@@ -165,7 +175,7 @@ pub fn find_in_path(plugin_type: &str, dirs: &[PathBuf]) -> Result<PathBuf, Exec
     for d in dirs {
         let p = d.join(plugin_type);
         // `metadata` follows symlinks, as libcni's stat does.
-        if std::fs::metadata(&p).is_ok_and(|m| m.is_file()) {
+        if std::fs::metadata(local(&p)).is_ok_and(|m| m.is_file()) {
             return Ok(p);
         }
     }
@@ -487,67 +497,101 @@ impl ProcessExec {
     }
 }
 
+/// Start the delegate of `req` in the filesystem root `root` (`None`: this process's own): on a thread of
+/// its own that takes a private root and working directory first (`unshare(CLONE_FS)`, then `chroot`), so
+/// no other thread's paths change, and the child inherits that root. The thread ends with the spawn.
+fn spawn_in(req: &ExecRequest<'_>, root: Option<&Path>) -> Result<Child, ExecError> {
+    let Some(root) = root else {
+        return ProcessExec::spawn(req);
+    };
+    let enter = |why: &str, e: nix::Error| ExecError::Spawn {
+        plugin: req.plugin.to_path_buf(),
+        reason: format!("{why} {}: {}", root.display(), std::io::Error::from(e)),
+    };
+    thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+                .map_err(|e| enter("cannot take a private root to enter the host root", e))?;
+            nix::unistd::chroot(root).map_err(|e| enter("cannot enter the host root", e))?;
+            nix::unistd::chdir("/").map_err(|e| enter("cannot enter the host root", e))?;
+            ProcessExec::spawn(req)
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(ExecError::Spawn {
+                plugin: req.plugin.to_path_buf(),
+                reason: "the thread starting it panicked".into(),
+            })
+        })
+    })
+}
+
 impl Exec for ProcessExec {
     fn find(&self, plugin_type: &str, dirs: &[PathBuf]) -> Result<PathBuf, ExecError> {
         find_in_path(plugin_type, dirs)
     }
 
     fn run(&self, req: &ExecRequest<'_>) -> Result<ExecOutput, ExecError> {
-        let started = Instant::now();
-        let mut child = Self::spawn(req)?;
-        let plugin = req.plugin.to_path_buf();
-        let mut io = ChildIo::new(&mut child, req.stdin);
-        let status = match io.run(&mut child, started + req.timeout) {
-            Ok(status) => status,
-            Err(Ended::Wait(e)) => {
-                return Err(ExecError::Spawn {
-                    plugin,
-                    reason: e.to_string(),
-                });
-            }
-            Err(Ended::Timeout) => {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(child.pid.as_raw_nonzero().get()),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                io.reap(&mut child, Duration::from_secs(5));
-                return Err(ExecError::Timeout {
-                    plugin,
-                    timeout: req.timeout,
-                    stderr: lossy(&io.stderr.data, 4096),
-                });
-            }
-        };
-        let (stdout, overflow, stderr) = (io.stdout.data, io.stdout.overflow, io.stderr.data);
-        tracing::trace!(plugin = %plugin.display(), elapsed_ms = started.elapsed().as_millis() as u64, "delegate exited");
+        run_process(req, None)
+    }
+}
 
-        if overflow {
-            return Err(ExecError::OutputTooLarge { plugin });
-        }
-        if let Some(signal) = status.signal() {
-            return Err(ExecError::Signal {
+/// Run the delegate of `req` to completion in the filesystem root `root` (`None`: this process's own).
+pub fn run_process(req: &ExecRequest<'_>, root: Option<&Path>) -> Result<ExecOutput, ExecError> {
+    let started = Instant::now();
+    let mut child = spawn_in(req, root)?;
+    let plugin = req.plugin.to_path_buf();
+    let mut io = ChildIo::new(&mut child, req.stdin);
+    let status = match io.run(&mut child, started + req.timeout) {
+        Ok(status) => status,
+        Err(Ended::Wait(e)) => {
+            return Err(ExecError::Spawn {
                 plugin,
-                signal,
-                stderr: lossy(&stderr, 4096),
+                reason: e.to_string(),
             });
         }
-        if status.success() {
-            return Ok(ExecOutput { stdout, stderr });
-        }
-        let code = status.code().unwrap_or(-1);
-        match ErrorReply::parse(&stdout) {
-            Some(reply) => Err(ExecError::Plugin {
+        Err(Ended::Timeout) => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(child.pid.as_raw_nonzero().get()),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            io.reap(&mut child, Duration::from_secs(5));
+            return Err(ExecError::Timeout {
                 plugin,
-                reply,
-                stderr: lossy(&stderr, 4096),
-            }),
-            None => Err(ExecError::Failed {
-                plugin,
-                code,
-                stdout: lossy(&stdout, 512),
-                stderr: lossy(&stderr, 4096),
-            }),
+                timeout: req.timeout,
+                stderr: lossy(&io.stderr.data, 4096),
+            });
         }
+    };
+    let (stdout, overflow, stderr) = (io.stdout.data, io.stdout.overflow, io.stderr.data);
+    tracing::trace!(plugin = %plugin.display(), elapsed_ms = started.elapsed().as_millis() as u64, "delegate exited");
+
+    if overflow {
+        return Err(ExecError::OutputTooLarge { plugin });
+    }
+    if let Some(signal) = status.signal() {
+        return Err(ExecError::Signal {
+            plugin,
+            signal,
+            stderr: lossy(&stderr, 4096),
+        });
+    }
+    if status.success() {
+        return Ok(ExecOutput { stdout, stderr });
+    }
+    let code = status.code().unwrap_or(-1);
+    match ErrorReply::parse(&stdout) {
+        Some(reply) => Err(ExecError::Plugin {
+            plugin,
+            reply,
+            stderr: lossy(&stderr, 4096),
+        }),
+        None => Err(ExecError::Failed {
+            plugin,
+            code,
+            stdout: lossy(&stdout, 512),
+            stderr: lossy(&stderr, 4096),
+        }),
     }
 }
 

@@ -10,7 +10,7 @@
 use std::{
     io::{Read, Write},
     os::unix::net::UnixStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::Arc,
     thread,
@@ -18,7 +18,7 @@ use std::{
 };
 
 use base64::Engine;
-use plexus::k8s::annotations::NETWORKS_ANNOTATION;
+use plexus::{invoke::RuntimeConf, k8s::annotations::NETWORKS_ANNOTATION};
 use plexus_cni::ErrorReply;
 use plexus_e2e::{
     apiserver::FaultSpec,
@@ -28,9 +28,9 @@ use plexus_e2e::{
             recorders_for, records, spawn_plexus, wait_until,
         },
         cluster::standin_only,
-        daemon::DaemonProcess,
+        daemon::{DaemonProcess, DaemonView},
         runtime::{CniRuntime, PLUGIN_PATH},
-        world::{CLUSTER_NETWORK, MACVLAN_SUBNET, Sandbox, World},
+        world::{CLUSTER_BRIDGE, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, Sandbox, World},
     },
 };
 use serde_json::{Value, json};
@@ -959,4 +959,135 @@ fn a_daemon_killed_right_after_a_dels_reply_leaves_only_trash_that_its_restart_e
         "{test}: the DEL's files never waited in the trash after its reply\n{}",
         w.log()
     );
+}
+
+/// The cluster network for the host-filesystem tests: a bridge that masquerades (`ipMasq`), then
+/// `portmap`, both of which run the host's `iptables`.
+fn masquerading_cluster_with_portmap(w: &World) -> Value {
+    let mut ipam = w.ipam(CLUSTER_SUBNET);
+    ipam["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    json!({
+        "cniVersion": "1.0.0",
+        "name": CLUSTER_NETWORK,
+        "plugins": [
+            {"type": "bridge", "bridge": CLUSTER_BRIDGE, "isGateway": true, "ipMasq": true, "ipam": ipam},
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": false},
+        ],
+    })
+}
+
+/// Replace `w`'s daemon with one that sees the filesystem as its container image would (no `iptables`, no
+/// `/run/netns`), the host's root mounted at `<root>/hostroot`; `chroot`: its config names that mount as
+/// `chrootDir`, as deploy/daemon's does.
+fn restart_in_image(w: &mut World, chroot: bool) {
+    let hostroot = w.root().join("hostroot");
+    std::fs::create_dir_all(&hostroot).expect("create the hostroot mount point");
+    drop(w.daemon.take());
+    let mut config = w.daemon_config();
+    if chroot {
+        config["chrootDir"] = json!(hostroot);
+    }
+    w.daemon = Some(DaemonProcess::start_in(
+        &plexus(),
+        &w.host.name,
+        &config,
+        &w.root().join("daemon.json"),
+        DaemonView::Image { hostroot },
+    ));
+}
+
+/// The runtime's attachment parameters for `sb` with host port `port` mapped to 80, `CNI_NETNS` as `netns`.
+fn with_host_port(w: &World, sb: &Sandbox, port: u16, netns: PathBuf) -> RuntimeConf {
+    let mut conf = w.rt(sb);
+    conf.netns = Some(netns);
+    conf.capability_args.insert(
+        "portMappings".into(),
+        json!([{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    conf
+}
+
+#[test]
+#[ignore = "needs root: creates network and mount namespaces and runs Debian's CNI plugins and iptables"]
+fn delegates_run_in_the_host_filesystem_through_chroot_dir() {
+    let test = "delegates_run_in_the_host_filesystem_through_chroot_dir";
+    let mut w = world(test);
+    w.write("cluster.conflist", &masquerading_cluster_with_portmap(&w));
+    restart_in_image(&mut w, true);
+    let rt = w.runtime(json!({}));
+    // The runtime names a pod's namespace under /run/netns or under /var/run/netns (a symlink on the host);
+    // the daemon's own view has neither.
+    let sandboxes = [
+        (w.sandbox("run", &[]), "/run/netns"),
+        (w.sandbox("varrun", &[]), "/var/run/netns"),
+    ];
+    for (i, (sb, dir)) in sandboxes.iter().enumerate() {
+        let port = 18080 + i as u16;
+        let conf = with_host_port(&w, sb, port, Path::new(dir).join(&sb.netns.name));
+        rt.add(&conf).unwrap_or_else(|e| {
+            panic!(
+                "{test}: ADD with CNI_NETNS under {dir}: {e}\nplexus log:\n{}",
+                w.log()
+            )
+        });
+        assert_eq!(sb.netns.link_names(), ["eth0", "lo"], "{dir}");
+        // Both programs ran the host's iptables, in the host's network namespace.
+        let rules = w.host_nat_rules();
+        assert!(
+            rules
+                .lines()
+                .any(|l| l.contains(&format!("--dport {port}")) && l.contains("DNAT")),
+            "{dir}: portmap's DNAT for host port {port}:\n{rules}"
+        );
+        assert!(
+            rules
+                .lines()
+                .any(|l| l.contains("POSTROUTING") && l.contains(&sb.cid)),
+            "{dir}: the bridge's masquerading rule for {}:\n{rules}",
+            sb.cid
+        );
+        rt.del(&conf).unwrap_or_else(|e| {
+            panic!(
+                "{test}: DEL with CNI_NETNS under {dir}: {e}\nplexus log:\n{}",
+                w.log()
+            )
+        });
+        let rules = w.host_nat_rules();
+        assert!(
+            !rules.contains(&sb.cid) && !rules.contains(&format!("--dport {port}")),
+            "{dir}: the container's rules are gone:\n{rules}"
+        );
+        w.assert_clean(sb);
+    }
+}
+
+#[test]
+#[ignore = "needs root: creates network and mount namespaces and runs Debian's CNI plugins and iptables"]
+fn a_del_the_daemon_cannot_do_is_done_on_the_host() {
+    let test = "a_del_the_daemon_cannot_do_is_done_on_the_host";
+    let mut w = world(test);
+    w.write("cluster.conflist", &masquerading_cluster_with_portmap(&w));
+    restart_in_image(&mut w, true);
+    let rt = w.runtime(json!({}));
+    let sb = w.sandbox("web", &[]);
+    let conf = with_host_port(&w, &sb, 18090, sb.path());
+    rt.add(&conf)
+        .unwrap_or_else(|e| panic!("{test}: ADD: {e}\nplexus log:\n{}", w.log()));
+    assert!(w.host_nat_rules().contains(&sb.cid));
+    // A daemon without chrootDir runs the delegates in its image, where iptables is missing: its DEL fails.
+    // The pod must not stay pinned: the shim does the DEL again on the host with the thin plexus.
+    restart_in_image(&mut w, false);
+    rt.del(&conf)
+        .unwrap_or_else(|e| panic!("{test}: DEL: {e}\nplexus log:\n{}", w.log()));
+    let rules = w.host_nat_rules();
+    assert!(
+        !rules.contains(&sb.cid) && !rules.contains("--dport 18090"),
+        "the container's rules are gone:\n{rules}"
+    );
+    assert!(
+        w.log().contains("DEL done again by thin plexus"),
+        "the shim says why it ran the thin plexus:\n{}",
+        w.log()
+    );
+    w.assert_clean(&sb);
 }

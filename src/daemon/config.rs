@@ -10,6 +10,8 @@ use std::{
 
 use serde_json::{Map, Value};
 
+use crate::hostroot::HostRoot;
+
 /// Where the daemon config lives by default (next to Go Multus's `multus.d/daemon-config.json`).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/cni/net.d/plexus.d/daemon-config.json";
 /// Environment variables that name this node, in order (the downward API sets one of them).
@@ -40,8 +42,9 @@ const DAEMON_KEYS: &[&str] = &[
     "logLevel",
     "logToStderr",
     "logOptions",
-    // Go Multus daemon keys that have no meaning here (plexus install writes the shim config).
+    // Where the host's root is mounted: delegates run chrooted there.
     "chrootDir",
+    // Go Multus daemon keys that have no meaning here (plexus install writes the shim config).
     "multusConfigFile",
     "multusAutoconfigDir",
     "multusMasterCNI",
@@ -128,6 +131,10 @@ pub struct DaemonConfig {
     pub status_write: StatusWrite,
     /// How long a status write after the reply is retried while the API is unavailable.
     pub status_retry: Duration,
+    /// `chrootDir`: the host's root as mounted in the daemon's container. Delegates run chrooted into it
+    /// and host paths the runtime names (`CNI_NETNS`, `CNI_PATH`) are resolved in it; `None` (unset, or
+    /// `/`): the daemon already sees the host's filesystem.
+    pub host_root: Option<HostRoot>,
     /// Logging (`logFile`, `logLevel`, `logToStderr`), as in a network config.
     pub log: Map<String, Value>,
     /// Every other key: overlaid on each request's config.
@@ -241,6 +248,15 @@ impl DaemonConfig {
                 });
             }
         };
+        let host_root = match string("chrootDir")? {
+            Some(d) if !Path::new(&d).is_absolute() => {
+                return Err(DaemonConfigError::Key {
+                    key: "chrootDir",
+                    reason: format!("{d:?} is not an absolute path"),
+                });
+            }
+            d => d.and_then(HostRoot::new),
+        };
         let mut log = Map::new();
         let mut overlay = Map::new();
         for (k, v) in &map {
@@ -268,6 +284,7 @@ impl DaemonConfig {
             shutdown_timeout: Duration::from_secs(number("shutdownTimeoutSeconds", 25, 0)?),
             status_write,
             status_retry: Duration::from_secs(number("statusRetrySeconds", 300, 1)?),
+            host_root,
             log,
             overlay,
         })
@@ -314,6 +331,21 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn chroot_dir_names_the_host_root_and_is_never_overlaid() {
+        let env = |_: &str| Some("n".to_string());
+        let c = DaemonConfig::from_bytes(br#"{"chrootDir": "/hostroot"}"#, "t", &env).unwrap();
+        assert_eq!(c.host_root, HostRoot::new("/hostroot"));
+        assert!(c.host_root.is_some());
+        assert!(!c.overlay.contains_key("chrootDir"));
+        for unset in [r#"{}"#, r#"{"chrootDir": ""}"#, r#"{"chrootDir": "/"}"#] {
+            let c = DaemonConfig::from_bytes(unset.as_bytes(), "t", &env).unwrap();
+            assert_eq!(c.host_root, None, "{unset}");
+        }
+        let e = DaemonConfig::from_bytes(br#"{"chrootDir": "hostroot"}"#, "t", &env).unwrap_err();
+        assert!(e.to_string().contains("chrootDir"), "{e}");
     }
 
     #[test]

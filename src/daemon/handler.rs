@@ -11,9 +11,11 @@ use plexus_shim::wire;
 use super::Shared;
 use crate::{
     cluster::Cluster,
-    exec::ProcessExec,
-    invocation::{self, Outcome},
+    exec::{Exec, ProcessExec},
+    hostroot::{HOST_PATH, HostExec, HostNetns},
+    invocation::{self, Host, Outcome},
     k8s::client::ApiCluster,
+    netns::{KernelNetns, NetnsProbe},
     request::Command,
 };
 
@@ -54,7 +56,16 @@ pub struct Later {
 
 /// Run one request. Returns the reply and what is left for after it.
 pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
-    let vars: Vec<(String, String)> = req.env.into_iter().collect();
+    let mut vars: Vec<(String, String)> = req.env.into_iter().collect();
+    if !vars.iter().any(|(k, _)| k == "PATH") {
+        // A Go Multus shim sends only the CNI variables, and delegates look programs up in PATH
+        // (`iptables`): the host's usual one where they run on the host, else the daemon's own.
+        let path = match &shared.config.host_root {
+            Some(_) => None,
+            None => std::env::var("PATH").ok(),
+        };
+        vars.push(("PATH".into(), path.unwrap_or_else(|| HOST_PATH.into())));
+    }
     let config = shared.config.overlay_on(&req.config);
     let slot: Mutex<Option<Arc<ApiCluster>>> = Mutex::new(None);
     let cni_path: Vec<std::path::PathBuf> = vars
@@ -92,12 +103,23 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
         }
         Some(Box::new(api))
     };
+    // Delegates and namespaces through the host's root when the daemon runs in a container (`chrootDir`).
+    let (host_exec, host_netns);
+    let (inner, netns): (&dyn Exec, &dyn NetnsProbe) = match &shared.config.host_root {
+        Some(root) => {
+            host_exec = HostExec { root: root.clone() };
+            host_netns = HostNetns { root: root.clone() };
+            (&host_exec, &host_netns)
+        }
+        None => (&ProcessExec, &KernelNetns),
+    };
     let exec = super::metrics::MeteredExec {
-        inner: &ProcessExec,
+        inner,
         metrics: &shared.metrics,
     };
     let after_reply = crate::ops::AfterReply::default();
-    let ran = invocation::run(vars, &config, &exec, &factory, false, Some(&after_reply));
+    let host = Host { exec: &exec, netns };
+    let ran = invocation::run(vars, &config, host, &factory, false, Some(&after_reply));
     drop(ran.cluster);
     let later = Later {
         api: slot.into_inner().ok().flatten(),

@@ -14,7 +14,9 @@ use std::{
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::{exec::find_in_path, k8s::watch::NodeCache, netconf::NetworkConfig};
+use crate::{
+    exec::find_in_path_with, hostroot::HostRoot, k8s::watch::NodeCache, netconf::NetworkConfig,
+};
 
 /// How often the NADs are checked again though none changed: plugins may be installed (or removed) at any
 /// time, and nothing tells the daemon.
@@ -167,6 +169,7 @@ pub fn spawn(
     cache: Arc<NodeCache>,
     search_path: Arc<SearchPath>,
     gauge: Gauge,
+    host_root: Option<HostRoot>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("plexus-nadcheck".into())
@@ -190,9 +193,14 @@ pub fn spawn(
                 let configs = cache.nad_configs();
                 let mut seen: HashMap<String, bool> = HashMap::new();
                 let mut installed = |t: &str| {
-                    *seen
-                        .entry(t.to_string())
-                        .or_insert_with(|| find_in_path(t, &dirs).is_ok())
+                    *seen.entry(t.to_string()).or_insert_with(|| {
+                        // Where the delegates run: the host's root, when they run there.
+                        find_in_path_with(t, &dirs, |p| match &host_root {
+                            Some(root) => root.resolve(p),
+                            None => p.to_path_buf(),
+                        })
+                        .is_ok()
+                    })
                 };
                 let (count, found) = checker.pass(&configs, &mut installed);
                 gauge.set(i64::try_from(count).unwrap_or(i64::MAX));

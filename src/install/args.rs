@@ -6,7 +6,10 @@
 //! `/host/etc/cni/net.d`), and what it writes into the config for the runtime and plexus, which run on
 //! the host (e.g. `/etc/cni/net.d`). The `--host-*` flags give the host side; see [`Args::path_map`].
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{ArgAction, Parser, ValueEnum, builder::BoolishValueParser};
 use plexus_cni::CniVersion;
@@ -388,6 +391,15 @@ impl Args {
                 .join(format!("{}.d", self.binary_name))
                 .join(format!("{}.kubeconfig", self.binary_name))
         })
+    }
+
+    /// The directory the installer makes for the kubeconfig (`<conf dir>/<binary>.d`), when the kubeconfig
+    /// goes to its default place; `None` when `--kubeconfig-host-path` names another.
+    pub fn own_kubeconfig_dir(&self) -> Option<PathBuf> {
+        self.kubeconfig_host_path
+            .is_none()
+            .then(|| self.kubeconfig_host_path().parent().map(Path::to_path_buf))
+            .flatten()
     }
 
     /// How host paths map to container paths.

@@ -393,6 +393,13 @@ impl Installer {
                 self.args.kubeconfig_host_path().display()
             ));
         }
+        // And the directory the thin install made for it, once empty (something else in it stays).
+        if let Some(dir) = self.args.own_kubeconfig_dir() {
+            let dir = self.args.path_map().to_container(&dir);
+            if fs::remove_dir(&dir).is_ok() {
+                log(format!("removed the empty {}", dir.display()));
+            }
+        }
         Ok(())
     }
 
@@ -989,6 +996,10 @@ mod tests {
         assert!(
             !k.exists(),
             "the thin install's token is not left on the host"
+        );
+        assert!(
+            !k.parent().unwrap().exists(),
+            "nor the directory the thin install made for it"
         );
         // And back: thin mode writes its kubeconfig and type again.
         Installer::new(n.args(&[]), Node::env())

@@ -1,7 +1,7 @@
 //! ADD as a transaction: plan, lock, cache, attach one by one; on any failure, detach what was attached in
 //! reverse and report every rollback failure (NPWG-56, NPWG-62, NPWG-64, CNI-32).
 
-use std::{os::unix::fs::MetadataExt, path::Path};
+use std::path::Path;
 
 use plexus_cni::CniResult;
 
@@ -101,14 +101,13 @@ fn refuse_own_netns(ctx: &Ctx<'_>, netns: &Path) -> Result<(), Error> {
     if overridden {
         return Ok(());
     }
-    let ino = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-    match (ino(netns), ino(Path::new("/proc/self/ns/net"))) {
-        (Some(a), Some(b)) if a == b => Err(Error::OwnNetns {
+    if ctx.seams.netns.is_own(netns) {
+        return Err(Error::OwnNetns {
             who: ctx.who(),
             netns: netns.to_path_buf(),
-        }),
-        _ => Ok(()),
+        });
     }
+    Ok(())
 }
 
 pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {

@@ -42,32 +42,45 @@ pub(super) fn load(ctx: &Ctx<'_>, cid: &str, master_ifname: &str) -> Vec<Attachm
                 }
             }
             if broken {
-                fallback(ctx, cid, master_ifname, out)
+                fallback(ctx, cid, master_ifname, out, Rebuild::WithPod)
             } else {
                 out
             }
         }
+        // ADD writes the cache before any delegate runs, so without one plexus attached nothing here that
+        // the result cache does not record: the pod is not read (the kubelet's cleanup repeats DELs of
+        // long-gone sandboxes, whose pods are gone too).
         Ok(ReadOutcome::Missing) => {
             tracing::info!(
                 "[{who}]: no cache for container {cid}; tearing down from the result cache and the config's networks"
             );
-            fallback(ctx, cid, master_ifname, Vec::new())
+            fallback(ctx, cid, master_ifname, Vec::new(), Rebuild::NodeOnly)
         }
         Ok(ReadOutcome::Corrupt(reason)) => {
             tracing::error!(
                 "[{who}]: the cache {} is corrupt ({reason}); tearing down from the result cache and the config's networks instead",
                 cache::path(cni_dir, cid).display()
             );
-            fallback(ctx, cid, master_ifname, Vec::new())
+            fallback(ctx, cid, master_ifname, Vec::new(), Rebuild::WithPod)
         }
         Err(e) => {
             tracing::error!(
                 "[{who}]: cannot read the cache {} ({e}); tearing down from the result cache and the config's networks instead",
                 cache::path(cni_dir, cid).display()
             );
-            fallback(ctx, cid, master_ifname, Vec::new())
+            fallback(ctx, cid, master_ifname, Vec::new(), Rebuild::WithPod)
         }
     }
+}
+
+/// What a DEL without a usable cache rebuilds besides the result cache's records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    /// The node's own networks and, with the pod still in the API, its networks too (a cache that exists
+    /// but cannot be read hid an ADD's attachments).
+    WithPod,
+    /// The node's own networks only (no cache: nothing else was attached).
+    NodeOnly,
 }
 
 /// For [`super::add`]: the current container's attachments.
@@ -82,6 +95,7 @@ fn fallback(
     cid: &str,
     master_ifname: &str,
     mut have: Vec<Attachment>,
+    rebuild: Rebuild,
 ) -> Vec<Attachment> {
     let mut seen: HashSet<(String, String)> = have
         .iter()
@@ -119,7 +133,7 @@ fn fallback(
     }
     // With the pod still in the API, its own networks can be rebuilt too (as Go Multus does); any failure
     // there only narrows what the fallback covers.
-    let pod_networks = match ctx.env.pod() {
+    let pod_networks = match ctx.env.pod().filter(|_| rebuild == Rebuild::WithPod) {
         Some(pod) => ctx
             .seams
             .cluster

@@ -889,6 +889,7 @@ struct FakeCluster {
     published: Mutex<Vec<(String, usize)>>,
     nads_by_name: bool,
     lookups: Mutex<usize>,
+    pod_reads: Mutex<usize>,
     /// Warning events recorded on the pod: (reason, message).
     warnings: Mutex<Vec<(String, String)>>,
 }
@@ -899,6 +900,7 @@ impl Cluster for FakeCluster {
         _: &crate::request::PodRef,
         _: &Config,
     ) -> Result<PodNetworks, ClusterError> {
+        *self.pod_reads.lock().unwrap() += 1;
         Ok(PodNetworks {
             default_network: self.default.clone(),
             networks: self.networks.clone(),
@@ -1172,8 +1174,11 @@ fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
     );
 }
 
+/// Issue 21: ADD writes the cache before any delegate runs, so a DEL with no cache has nothing of the pod's
+/// to tear down beyond the result cache: it never reads the pod (the kubelet repeats DELs of dead sandboxes
+/// whose pods are long gone).
 #[test]
-fn del_without_a_cache_rebuilds_the_pods_networks_from_the_api() {
+fn del_without_a_cache_tears_down_the_node_networks_without_reading_the_pod() {
     let w = World::new();
     let cfg = w.config(
         json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
@@ -1183,6 +1188,25 @@ fn del_without_a_cache_rebuilds_the_pods_networks_from_the_api() {
         ..Default::default()
     };
     w.run("DEL", &cfg, &cluster).unwrap();
+    assert_eq!(w.calls(), [t("DEL", "cluster", "eth0")]);
+    assert_eq!(*cluster.pod_reads.lock().unwrap(), 0);
+}
+
+/// A cache that exists but cannot be read hid an ADD's attachments: with the pod still in the API, its
+/// networks are rebuilt from it, as Go Multus does.
+#[test]
+fn del_with_a_corrupt_cache_rebuilds_the_pods_networks_from_the_api() {
+    let w = World::new();
+    let cfg = w.config(
+        json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
+    );
+    let cluster = FakeCluster {
+        networks: vec![nad("a", None), nad("b", Some("data0"))],
+        ..Default::default()
+    };
+    std::fs::create_dir_all(w.cni_dir()).unwrap();
+    std::fs::write(cache::path(&w.cni_dir(), "c1"), "{not json").unwrap();
+    w.run("DEL", &cfg, &cluster).unwrap();
     assert_eq!(
         w.calls(),
         [
@@ -1191,6 +1215,7 @@ fn del_without_a_cache_rebuilds_the_pods_networks_from_the_api() {
             t("DEL", "cluster", "eth0")
         ]
     );
+    assert_eq!(*cluster.pod_reads.lock().unwrap(), 1);
 }
 
 /// A NAD `ns1/<name>` whose conflist chains `types`.

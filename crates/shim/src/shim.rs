@@ -197,6 +197,30 @@ enum Attempt {
     Dropped(String),
 }
 
+/// Why a DEL falls back to the thin `plexus`.
+enum Fallback {
+    /// The daemon could not be reached, or dropped the request.
+    Unreachable(String),
+    /// The daemon's DEL failed with this error.
+    Failed(ErrorReply),
+}
+
+/// The CNI error in a daemon's failed reply (or one describing the reply when it holds none).
+fn daemon_error(resp: &Response) -> ErrorReply {
+    ErrorReply::parse(&resp.body).unwrap_or_else(|| {
+        ErrorReply::new(
+            codes::INTERNAL,
+            format!(
+                "plexus daemon answered HTTP {} {}",
+                resp.status, resp.reason
+            )
+            .trim_end()
+            .to_owned(),
+            describe_body(&resp.body),
+        )
+    })
+}
+
 /// One forwarded call.
 struct Call<'a> {
     cmd: String,
@@ -299,12 +323,20 @@ impl Call<'_> {
     }
 
     /// DEL: one attempt (a refused connection is tried [`DEL_REFUSED_RETRIES`] more times); a daemon that
-    /// cannot be reached or drops the request leaves the DEL to the thin `plexus`, from the cache.
+    /// cannot be reached or drops the request leaves the DEL to the thin `plexus`, from the cache. So does a
+    /// DEL the daemon failed: the cause may be its own view of the node (a delegate that runs a program its
+    /// container lacks), and a DEL that keeps failing pins the pod; the thin plexus's answer counts.
     fn del(&self, body: &[u8], stdin: &[u8], exe: Option<&Path>) -> Outcome {
         let mut retries = 0;
         let why = loop {
             match self.attempt(body, None) {
-                (Attempt::Reply(r), _) => return self.reply(r, None),
+                (Attempt::Reply(r), _) if (200..300).contains(&r.status) => {
+                    return self.reply(r, None);
+                }
+                (Attempt::Reply(r), _) => {
+                    let reply = daemon_error(&r);
+                    return self.fallback(stdin, exe, &Fallback::Failed(reply));
+                }
                 (Attempt::Unreachable(_), Some(io::ErrorKind::ConnectionRefused))
                     if retries < DEL_REFUSED_RETRIES =>
                 {
@@ -317,22 +349,29 @@ impl Call<'_> {
                 ) => break why,
             }
         };
-        self.fallback(stdin, exe, &why)
+        self.fallback(stdin, exe, &Fallback::Unreachable(why))
     }
 
     /// Run the thin `plexus` with this process's environment and `stdin`; relay its stdout and exit status.
-    fn fallback(&self, stdin: &[u8], exe: Option<&Path>, why: &str) -> Outcome {
+    fn fallback(&self, stdin: &[u8], exe: Option<&Path>, why: &Fallback) -> Outcome {
         let thin = self
             .conf
             .thin_binary
             .clone()
             .or_else(|| exe.and_then(Path::parent).map(|dir| dir.join(THIN_NAME)));
-        let missing = |what: String| {
-            self.fail(ErrorReply::new(
+        let missing = |what: String| match why {
+            Fallback::Unreachable(why) => self.fail(ErrorReply::new(
                 codes::TRY_AGAIN_LATER,
                 "plexus daemon not reachable and no thin plexus to fall back to",
                 format!("{}: {why}; {what}", self.socket.display()),
-            ))
+            )),
+            // The daemon's own answer stands.
+            Fallback::Failed(reply) => {
+                self.log(&format!(
+                    "cannot do the failed DEL again on the host: {what}"
+                ));
+                self.fail(reply.clone())
+            }
         };
         let Some(thin) = thin else {
             return missing(format!(
@@ -399,12 +438,20 @@ impl Call<'_> {
                 },
             },
         };
-        outcome.stderr = self.log(&format!(
-            "plexus daemon not reachable at {} ({why}); DEL done by thin plexus {}, exit status {}",
-            self.socket.display(),
-            thin.display(),
-            outcome.code
-        ));
+        outcome.stderr = self.log(&match why {
+            Fallback::Unreachable(why) => format!(
+                "plexus daemon not reachable at {} ({why}); DEL done by thin plexus {}, exit status {}",
+                self.socket.display(),
+                thin.display(),
+                outcome.code
+            ),
+            Fallback::Failed(reply) => format!(
+                "plexus daemon's DEL failed (code {}: {reply}); DEL done again by thin plexus {} on the host, exit status {}",
+                reply.code,
+                thin.display(),
+                outcome.code
+            ),
+        });
         outcome
     }
 
@@ -419,19 +466,7 @@ impl Call<'_> {
                 Err(reply) => self.fail(reply),
             };
         }
-        let reply = ErrorReply::parse(&resp.body).unwrap_or_else(|| {
-            ErrorReply::new(
-                codes::INTERNAL,
-                format!(
-                    "plexus daemon answered HTTP {} {}",
-                    resp.status, resp.reason
-                )
-                .trim_end()
-                .to_owned(),
-                describe_body(&resp.body),
-            )
-        });
-        self.fail(reply)
+        self.fail(daemon_error(&resp))
     }
 
     /// An error reply with the config's `cniVersion`, logged.

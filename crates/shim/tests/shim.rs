@@ -369,7 +369,8 @@ fn add_without_a_result_is_999() {
 }
 
 /// CNI error replies keep their code, ADD and DEL alike: Go's shim exits 0 on every DEL (§6.2 "DEL always
-/// exits 0", #1239 in §9.2); plexus does not hide DEL failures.
+/// exits 0", #1239 in §9.2); plexus does not hide DEL failures. (A failed DEL is first done again by the thin
+/// plexus; with none there, the daemon's error stands.)
 #[test]
 fn error_replies_pass_through_with_their_code_for_add_and_del() {
     for (command, code) in [("ADD", 7), ("DEL", 3)] {
@@ -380,7 +381,8 @@ fn error_replies_pass_through_with_their_code_for_add_and_del() {
             Duration::ZERO,
             vec![chunked("400 Bad Request", &body)],
         );
-        let out = run(&env(command), &conf(dir.path(), "0.4.0", json!({})));
+        let no_thin = json!({"thinBinary": dir.path().join("no-thin-plexus")});
+        let out = run(&env(command), &conf(dir.path(), "0.4.0", no_thin));
         let e = out.error();
         assert_eq!(e["code"], code, "{command}");
         assert_eq!(e["msg"], "daemon says no");
@@ -650,6 +652,50 @@ fn del_dropped_mid_request_falls_back_to_the_thin_plexus() {
     assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{}", out.stderr);
     recv(&rx);
     assert!(dir.path().join("thin.env").exists());
+}
+
+/// A DEL the daemon failed is done again by the thin plexus on the host (what failed may be the daemon's
+/// own view, e.g. a program missing from its image); the thin plexus's answer is the one the runtime gets.
+#[test]
+fn del_the_daemon_failed_is_done_again_by_the_thin_plexus() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = install(dir.path(), Some("exit 0"));
+    let body =
+        json!({"code": 999, "msg": "iptables: executable file not found in $PATH"}).to_string();
+    let rx = serve(
+        &sock(dir.path()),
+        Duration::ZERO,
+        vec![chunked("400 Bad Request", &body)],
+    );
+    let stdin = conf(dir.path(), "1.0.0", json!({}));
+    let out = run_bin(&shim, &env("DEL"), &stdin);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{}", out.stderr);
+    recv(&rx);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("thin.stdin")).unwrap(),
+        stdin
+    );
+    assert!(
+        out.stderr.contains("DEL done again by thin plexus") && out.stderr.contains("iptables"),
+        "the log says why: {}",
+        out.stderr
+    );
+    // A thin plexus that fails too: its error is the answer.
+    let dir = tempfile::tempdir().unwrap();
+    let reply = r#"{"cniVersion":"1.0.0","code":5,"msg":"from thin"}"#;
+    let shim = install(dir.path(), Some(&format!("printf '%s' '{reply}'\nexit 1")));
+    let _rx = serve(
+        &sock(dir.path()),
+        Duration::ZERO,
+        vec![chunked("400 Bad Request", &body)],
+    );
+    let out = run_bin(&shim, &env("DEL"), &conf(dir.path(), "1.0.0", json!({})));
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (1, reply),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `thinBinary` names the fallback binary anywhere (here the shim is not copied).

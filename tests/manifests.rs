@@ -558,8 +558,9 @@ fn the_cluster_role_grants_exactly_what_the_plugin_calls() {
 // ---------------------------------------------------------------------------------------------------
 
 /// The daemon config file's keys that configure the daemon itself (deploy/README.md, "Daemon mode").
-const DAEMON_CONFIG_KEYS: [&str; 14] = [
+const DAEMON_CONFIG_KEYS: [&str; 15] = [
     "socketDir",
+    "chrootDir",
     "nodeName",
     "kubeconfig",
     "metricsAddress",
@@ -588,13 +589,12 @@ const OVERLAY_KEYS: [&str; 9] = [
     "strictCapabilities",
 ];
 
-/// Host paths the daemon container must see at the same path, and whether read-only.
-const DAEMON_HOST_PATHS: [(&str, bool); 9] = [
-    ("/opt/cni/bin", false),
+/// Host paths the daemon container must see at the same path, and whether read-only. (Delegates, their
+/// search path and the pods' namespaces are reached through the host's root, `chrootDir`.)
+const DAEMON_HOST_PATHS: [(&str, bool); 7] = [
     ("/etc/cni/net.d", false),
     ("/etc/cni/multus/net.d", false),
     ("/var/lib/cni", false),
-    ("/run/netns", false),
     ("/run/plexus", false),
     ("/var/run/k8s.cni.cncf.io", false),
     ("/var/lib/kubelet/pod-resources", true),
@@ -735,7 +735,7 @@ fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at
     assert_eq!(
         pod.host_pid,
         Some(true),
-        "CNI_NETNS may be /proc/<pid>/ns/net"
+        "CNI_NETNS may be /proc/<pid>/ns/net: a host PID"
     );
     assert_eq!(
         pod.priority_class_name.as_deref(),
@@ -838,13 +838,24 @@ fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at
             path.display()
         );
     }
-    let (netns, _) = mount_at(pod, daemon, Path::new("/run/netns"));
+    // Issue 21: the host's root, read-write, at chrootDir, where the delegates run; mounts made on the host
+    // later (the pods' namespaces) must appear in it.
+    let chroot_dir = config["chrootDir"].as_str().expect("chrootDir is set");
+    let (root, _) = mount_at(pod, daemon, Path::new(chroot_dir));
     assert_eq!(
-        netns.mount_propagation.as_deref(),
+        host_dir_at(pod, daemon, Path::new(chroot_dir)),
+        Path::new("/")
+    );
+    assert_eq!(
+        root.mount_propagation.as_deref(),
         Some("HostToContainer"),
         "namespaces created after the pod started must appear in it"
     );
-    // Every hostPath the daemon mounts is at its own path (delegates name host paths).
+    assert!(
+        !root.read_only.unwrap_or(false),
+        "delegates write host state"
+    );
+    // Every other hostPath the daemon mounts is at its own path (the shim's config names host paths).
     for m in daemon.volume_mounts.iter().flatten() {
         if let Some(h) = pod
             .volumes
@@ -852,6 +863,7 @@ fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at
             .flatten()
             .find(|v| v.name == m.name)
             .and_then(|v| v.host_path.as_ref())
+            .filter(|_| m.mount_path != chroot_dir)
         {
             assert_eq!(m.mount_path, h.path, "volume {}", m.name);
         }
@@ -860,7 +872,6 @@ fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at
     for (what, host) in [
         ("clusterNetwork's directory", &args.host_cni_conf_dir),
         ("confDir", &args.host_plexus_conf_dir),
-        ("the CNI bin directory", &args.host_cni_bin_dir),
     ] {
         assert_eq!(&host_dir_at(pod, daemon, host), host, "{what}");
     }
@@ -931,7 +942,7 @@ fn the_daemon_config_is_json_with_documented_keys() {
             "{k} is not a documented daemon config key"
         );
         match k.as_str() {
-            "socketDir" | "kubeconfig" | "logFile" => assert!(
+            "socketDir" | "kubeconfig" | "logFile" | "chrootDir" => assert!(
                 v.as_str().is_some_and(|p| Path::new(p).is_absolute()),
                 "{k}: an absolute path, not {v}"
             ),
@@ -980,6 +991,11 @@ fn the_daemon_config_is_json_with_documented_keys() {
     assert_eq!(
         parsed.metrics_address.map(|a| a.to_string()).as_deref(),
         config["metricsAddress"].as_str()
+    );
+    assert_eq!(
+        parsed.host_root.as_ref().map(|r| r.dir().to_path_buf()),
+        config["chrootDir"].as_str().map(PathBuf::from),
+        "chrootDir"
     );
     // The shim's config names these, and the thin plexus the shim falls back to for DEL reads them there:
     // overlaid here, the daemon would read another cache than the fallback.

@@ -577,7 +577,7 @@ const DAEMON_CONFIG_KEYS: [&str; 15] = [
 ];
 
 /// Network-config keys a daemon config may overlay on every request (as Go Multus's daemon does).
-const OVERLAY_KEYS: [&str; 9] = [
+const OVERLAY_KEYS: [&str; 10] = [
     "confDir",
     "cniDir",
     "binDir",
@@ -587,6 +587,7 @@ const OVERLAY_KEYS: [&str; 9] = [
     "multusNamespace",
     "defaultNetworks",
     "strictCapabilities",
+    "maxAttachmentsPerPod",
 ];
 
 /// Host paths the daemon container must see at the same path, and whether read-only. (Delegates, their
@@ -950,7 +951,8 @@ fn the_daemon_config_is_json_with_documented_keys() {
             | "maxQueue"
             | "cacheSyncTimeoutSeconds"
             | "shutdownTimeoutSeconds"
-            | "statusRetrySeconds" => {
+            | "statusRetrySeconds"
+            | "maxAttachmentsPerPod" => {
                 assert!(
                     v.as_u64().is_some_and(|n| n > 0),
                     "{k}: a positive integer, not {v}"

@@ -25,7 +25,10 @@ use std::{
 
 use ipnet::IpNet;
 use plexus::{
-    k8s::annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION},
+    k8s::{
+        annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION},
+        client::NAD_READS_IN_FLIGHT,
+    },
     netconf::NetworkConfig,
     resultcache::encode_bytes,
 };
@@ -419,6 +422,159 @@ fn missing_nad_fails_cleanly_with_a_no_network_found_event() {
         "{warnings:?}"
     );
     assert_nothing_left_after_failed_add(&w, &rt, &sb);
+}
+
+/// Issue 20, in thin mode as in daemon mode (its fallback reads of NADs its cache has not seen): a pod
+/// naming a thousand NADs that do not exist fails with code 7 naming the first, in today's words, and (at
+/// the stand-in, which counts requests) costs at most `NAD_READS_IN_FLIGHT` NAD reads, not a thousand.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_thousand_missing_nads_cost_a_few_api_requests() {
+    let test = "a_thousand_missing_nads_cost_a_few_api_requests";
+    let w = world(test);
+    let names: Vec<String> = (0..1000).map(|i| format!("ghost-{i:04}")).collect();
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, &names.join(","))]);
+    // Above the 1,001 attachments this pod asks for: only the reads are bounded here.
+    let rt = w.runtime(json!({"maxAttachmentsPerPod": 1024}));
+    let server = w.cluster.standin();
+    if let Some(server) = server {
+        server.clear_requests();
+    }
+
+    let err = w.add_fails(&rt, &sb);
+    assert_eq!(err.code, Some(7), "{err}");
+    let text = err.text();
+    let first = format!(
+        "cannot find a network-attachment-definition (ghost-0000) in namespace ({})",
+        w.ns
+    );
+    assert!(text.contains(&first), "names the first missing NAD: {err}");
+    let pod = format!("{}/{}", w.ns, sb.pod.name);
+    assert!(text.contains(&pod), "names the pod {pod}: {err}");
+    let warnings = w.warnings(&sb);
+    assert!(
+        warnings
+            .iter()
+            .any(|(r, m)| r == "NoNetworkFound" && m.contains("ghost-0000")),
+        "{warnings:?}"
+    );
+
+    if standin_only(test, "the request count is taken at the stand-in") {
+        // plexus's own requests (not the test's reads of the events), without the daemon's watches
+        // (long-lived, started before).
+        let log: Vec<_> = server
+            .unwrap()
+            .requests_by_user()
+            .into_iter()
+            .filter(|(r, user)| {
+                user.as_deref() == Some(w.plexus_user.as_str()) && !r.query.contains("watch=true")
+            })
+            .map(|(r, _)| r)
+            .collect();
+        let nads = format!(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/{}/network-attachment-definitions/",
+            w.ns
+        );
+        let nad_reads = log
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.starts_with(&nads))
+            .count();
+        let shown: Vec<String> = log
+            .iter()
+            .take(40)
+            .map(|r| format!("{} {} -> {}", r.method, r.path, r.status))
+            .collect();
+        eprintln!(
+            "{test}: {} API requests, {nad_reads} of them NAD reads",
+            log.len()
+        );
+        assert!(
+            (1..=NAD_READS_IN_FLIGHT).contains(&nad_reads),
+            "{nad_reads} NAD reads: {shown:#?}"
+        );
+        // Besides them: the pod (thin mode) and the Warning event.
+        assert!(
+            log.len() <= NAD_READS_IN_FLIGHT + 3,
+            "{} requests: {shown:#?}",
+            log.len()
+        );
+    }
+    assert_nothing_left_after_failed_add(&w, &rt, &sb);
+}
+
+/// Issue 20, in thin mode as in daemon mode: a pod that would get more attachments than the node's
+/// `maxAttachmentsPerPod` (the cluster network and `defaultNetworks` counted) is refused with code 7
+/// naming the pod, the limit and the key, with a `TooManyAttachments` Warning event, before any delegate
+/// runs (the recorder, the default network's and the NAD's only plugin, never records an ADD) and (at the
+/// stand-in) before any NAD is read; nothing is left behind.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_pod_over_the_attachment_limit_is_refused_before_any_nad_read_or_delegate() {
+    let test = "a_pod_over_the_attachment_limit_is_refused_before_any_nad_read_or_delegate";
+    let w = world(test);
+    install_recorder(&w, &plexus());
+    let only_the_recorder = |name: Option<&str>| {
+        let mut list = json!({"cniVersion": "1.0.0", "plugins": [recorder(&w, json!({}))]});
+        if let Some(n) = name {
+            list["name"] = json!(n);
+        }
+        list
+    };
+    w.nad("rec-net", &only_the_recorder(None));
+    let default = w.write(
+        "rec-default.conflist",
+        &only_the_recorder(Some("rec-default")),
+    );
+    // The cluster network, the default network and two from the annotation: 4, over 3.
+    let rt = w.runtime(json!({"maxAttachmentsPerPod": 3, "defaultNetworks": [default]}));
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "rec-net,rec-net")]);
+    let server = w.cluster.standin();
+    if let Some(server) = server {
+        server.clear_requests();
+    }
+
+    let err = w.add_fails(&rt, &sb);
+    assert_eq!(err.code, Some(7), "{err}");
+    let text = err.text();
+    for part in [
+        format!("{}/{}", sb.pod.namespace, sb.pod.name),
+        "4 network attachments".to_string(),
+        "at most 3 per pod".to_string(),
+        "maxAttachmentsPerPod".to_string(),
+    ] {
+        assert!(text.contains(&part), "names {part}: {err}");
+    }
+    assert_eq!(records(&w), Vec::<Value>::new(), "no delegate ran");
+    let warnings = w.warnings(&sb);
+    assert!(
+        warnings
+            .iter()
+            .any(|(r, m)| r == "TooManyAttachments" && m.contains("maxAttachmentsPerPod")),
+        "{warnings:?}"
+    );
+    if standin_only(test, "the requests are counted at the stand-in") {
+        let log = server.unwrap().requests();
+        let nad_reads: Vec<String> = log
+            .iter()
+            .filter(|r| {
+                r.path.contains("/network-attachment-definitions")
+                    && !r.query.contains("watch=true")
+            })
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert_eq!(nad_reads, Vec::<String>::new(), "no NAD was read");
+        assert_eq!(server.unwrap().count_requests("PATCH", ""), 0);
+    }
+    w.assert_no_status(&sb);
+    w.assert_clean(&sb);
+    // The runtime's DEL (CNI-23) finds no cache, and nothing of the pod's to tear down.
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
+    assert!(
+        !records(&w).iter().any(|r| r["command"] == "ADD"),
+        "no delegate ever ran ADD: {:#?}",
+        records(&w)
+    );
 }
 
 /// Issue 16, in thin mode as in daemon mode: a NAD whose conflist chains a plugin this node does not have

@@ -91,6 +91,8 @@ pub struct RawConfig {
     pub api_timeout_seconds: Option<f64>,
     /// plexus: seconds all Kubernetes API calls of one operation may take, retries included.
     pub api_budget_seconds: Option<f64>,
+    /// plexus: the most network attachments one pod may get, the node's own networks included.
+    pub max_attachments_per_pod: Option<u64>,
     /// plexus: the kubelet PodResources socket (devices of NADs with a resourceName).
     pub pod_resources_socket: Option<String>,
     /// plexus: the kubelet device-manager checkpoint, read when the socket is missing.

@@ -257,6 +257,14 @@ impl DaemonConfig {
             }
             d => d.and_then(HostRoot::new),
         };
+        // A network key, overlaid on every request like any other (the daemon config is the node's, so it
+        // wins over the shim's), but checked here: a bad value stops the daemon at start instead of failing
+        // every ADD.
+        number(
+            "maxAttachmentsPerPod",
+            crate::config::DEFAULT_MAX_ATTACHMENTS_PER_POD as u64,
+            1,
+        )?;
         let mut log = Map::new();
         let mut overlay = Map::new();
         for (k, v) in &map {
@@ -457,6 +465,14 @@ mod tests {
                 r#"{"nodeName":"n","statusRetrySeconds":0}"#,
                 "statusRetrySeconds",
             ),
+            (
+                r#"{"nodeName":"n","maxAttachmentsPerPod":0}"#,
+                "maxAttachmentsPerPod",
+            ),
+            (
+                r#"{"nodeName":"n","maxAttachmentsPerPod":"32"}"#,
+                "maxAttachmentsPerPod",
+            ),
         ] {
             match DaemonConfig::from_bytes(json.as_bytes(), "t", &no_env) {
                 Err(DaemonConfigError::Key { key: k, .. }) => assert_eq!(k, key, "{json}"),
@@ -467,6 +483,24 @@ mod tests {
             DaemonConfig::from_bytes(b"[]", "t", &no_env),
             Err(DaemonConfigError::Parse { .. })
         ));
+    }
+
+    /// Issue 20: the node's per-pod attachment limit, set in the daemon config, is checked at start and
+    /// replaces whatever the shim's config says.
+    #[test]
+    fn max_attachments_per_pod_is_the_daemons_when_it_sets_one() {
+        let c = DaemonConfig::from_bytes(
+            br#"{"nodeName":"n","maxAttachmentsPerPod":5}"#,
+            "t",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.overlay.get("maxAttachmentsPerPod"), Some(&Value::from(5)));
+        let merged = c.overlay_on(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"plexus-shim","clusterNetwork":"c","maxAttachmentsPerPod":900}"#,
+        );
+        let config = crate::config::Config::from_bytes(&merged).unwrap();
+        assert_eq!(config.max_attachments_per_pod, 5);
     }
 
     #[test]

@@ -86,6 +86,10 @@ fn plugin_types(config: &str) -> Option<Vec<String>> {
     let network = NetworkConfig::from_bytes(config.as_bytes()).ok()?;
     let mut types: Vec<String> = Vec::with_capacity(network.plugins.len());
     for p in network.plugins {
+        // plexus serves these itself: no binary is needed.
+        if crate::invoke::is_internal(&p.plugin_type) {
+            continue;
+        }
         if !types.contains(&p.plugin_type) {
             types.push(p.plugin_type);
         }

@@ -181,6 +181,11 @@ pub fn wanted(served: &Served, cid: &str) -> Result<Option<Want>, String> {
         let a = e
             .to_attachment(i, &master_ifname, CniVersion::V1_0_0)
             .map_err(|e| e.to_string())?;
+        if a.auxiliary {
+            // Not the pod's network: ADD leaves it out of network-status (docs/multus-compat.md,
+            // "Auxiliary chain").
+            continue;
+        }
         let rec = resultcache::read(cni_dir, &a.network.name, cid, &a.ifname)
             .map_err(|e| format!("result record of {} on {}: {e}", a.status_name, a.ifname))?;
         let Some(rec) = rec else {

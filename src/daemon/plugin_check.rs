@@ -230,6 +230,17 @@ mod tests {
         }
     }
 
+    /// `passthru` is served by plexus (docs/multus-compat.md, "Auxiliary chain"): no binary is missing.
+    #[test]
+    fn passthru_needs_no_binary() {
+        let mut c = Checker::default();
+        let nads = configs(&[(
+            "a/p",
+            r#"{"cniVersion":"1.0.0","plugins":[{"type":"passthru"},{"type":"macvlan"}]}"#,
+        )]);
+        assert_eq!(c.pass(&nads, &mut |t| t == "macvlan"), (0, vec![]));
+    }
+
     #[test]
     fn each_nad_is_reported_once_again_when_changed_and_when_usable() {
         let mut installed = vec!["macvlan".to_string()];

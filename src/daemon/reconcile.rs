@@ -428,6 +428,25 @@ mod tests {
         }
     }
 
+    /// Issue 22: the auxiliary chain (marked in the cache) is no network of the pod's, as on ADD.
+    #[test]
+    fn the_auxiliary_chain_is_left_out_as_add_leaves_it_out() {
+        let d = tempfile::tempdir().unwrap();
+        add(d.path(), "c1", ("ns1", "p", "uid-1"), 2);
+        let mut a = attachments();
+        a[1].auxiliary = true;
+        let behind = fsutil::WriteBehind::default();
+        cache::write(d.path(), "c1", &a, &behind).unwrap();
+        behind.flush().unwrap();
+        let w = wanted(&served(d.path()), "c1").unwrap().expect("a want");
+        let names: Vec<String> = status::parse(&w.rendered)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["cluster"]);
+    }
+
     #[test]
     fn a_container_with_its_records_wants_what_add_renders() {
         let d = tempfile::tempdir().unwrap();

@@ -86,7 +86,121 @@ pub(super) fn chain(ctx: &Ctx<'_>) -> Result<Option<NetworkRequest>, Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use plexus_cni::CniResult;
+    use serde_json::{Value, json};
+
     use super::*;
+    use crate::{
+        cluster::{Cluster, ClusterError, PodNetworks},
+        config::Config,
+        devices::kubelet::NoKubelet,
+        ops::{Seams, execute},
+        plan::Attachment,
+        request::{CniEnv, PodRef},
+        testing::{TestHost, fake_result},
+    };
+
+    /// Records what ADD publishes as network-status (names and interfaces).
+    #[derive(Default)]
+    struct Published(Mutex<Vec<(String, String)>>);
+
+    impl Cluster for Published {
+        fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
+            Ok(PodNetworks::default())
+        }
+        fn network_by_name(
+            &self,
+            _: &Config,
+            _: &str,
+        ) -> Result<Option<NetworkRequest>, ClusterError> {
+            Ok(None)
+        }
+        fn publish_status(
+            &self,
+            _: &PodRef,
+            attached: &[(Attachment, CniResult)],
+        ) -> Result<(), ClusterError> {
+            let mut p = self.0.lock().unwrap();
+            p.extend(
+                attached
+                    .iter()
+                    .map(|(a, _)| (a.status_name.clone(), a.ifname.clone())),
+            );
+            Ok(())
+        }
+    }
+
+    fn run(h: &TestHost, command: &str, config: &Config, cluster: &dyn Cluster) -> Vec<u8> {
+        let env = CniEnv::from_vars([
+            ("CNI_COMMAND", command),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/test-pod"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/usr/lib/cni"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1;K8S_POD_UID=u1",
+            ),
+        ])
+        .unwrap()
+        .unwrap();
+        let seams = Seams {
+            exec: &h.exec,
+            netns: &h.netns,
+            cluster,
+            kubelet: &NoKubelet,
+            after_reply: None,
+        };
+        execute(&env, config, &seams).unwrap()
+    }
+
+    /// Issue 22: even when a chain plugin answers with an interface, the chain is no network of the pod's:
+    /// network-status (NPWG-41) lists the cluster network and the others only, and the cache marks it.
+    #[test]
+    fn the_chain_is_left_out_of_network_status_and_marked_in_the_cache() {
+        let h = TestHost::new();
+        let conf = h.dir.path().join("net.d");
+        std::fs::create_dir_all(conf.join("aux")).unwrap();
+        let cluster = conf.join("10-cluster.conflist");
+        std::fs::write(
+            &cluster,
+            json!({"cniVersion": "1.0.0", "name": "cluster", "plugins": [{"type": "bridge"}]})
+                .to_string(),
+        )
+        .unwrap();
+        std::fs::write(conf.join("aux/10-vendor.conf"), r#"{"type": "vendor"}"#).unwrap();
+        let vendor = fake_result(plexus_cni::CniVersion::V1_0_0, "net1", "/run/netns/test-pod", 9);
+        h.exec
+            .reply("vendor", "ADD", &serde_json::to_vec(&vendor).unwrap());
+        let config = Config::from_bytes(
+            &serde_json::to_vec(&json!({"cniVersion": "1.0.0", "name": "p",
+                "cniDir": h.cni_dir(), "clusterNetwork": cluster, "auxiliaryCNIChainName": "aux"}))
+            .unwrap(),
+        )
+        .unwrap();
+        let published = Published::default();
+        run(&h, "ADD", &config, &published);
+        let calls: Vec<(String, String)> = h
+            .exec
+            .calls()
+            .iter()
+            .map(|c| (c.network().to_string(), c.ifname().to_string()))
+            .collect();
+        assert_eq!(
+            calls,
+            [("cluster".into(), "eth0".into()), ("aux".into(), "net1".into())]
+        );
+        assert_eq!(
+            *published.0.lock().unwrap(),
+            [("cluster".to_string(), "eth0".to_string())]
+        );
+        let cache: Value =
+            serde_json::from_slice(&std::fs::read(h.cni_dir().join("c1")).unwrap()).unwrap();
+        assert_eq!(cache[1]["plexusAuxiliaryChain"], true, "{cache}");
+        assert_eq!(cache[0].get("plexusAuxiliaryChain"), None, "{cache}");
+    }
 
     #[test]
     fn go_dir_matches_go_filepath_dir() {

@@ -577,7 +577,10 @@ mod tests {
         inv.add(&later, &rt()).unwrap();
         let calls = exec.calls();
         assert_eq!(calls.len(), 2);
-        assert_eq!(calls[1].stdin["prevResult"]["interfaces"][0]["name"], "net1");
+        assert_eq!(
+            calls[1].stdin["prevResult"]["interfaces"][0]["name"],
+            "net1"
+        );
     }
 
     #[test]

@@ -67,7 +67,11 @@ impl Node {
     fn standard_chain(&self) {
         self.chain_plugin("20-b.conf", 2, json!({}));
         self.chain_plugin("10-a.conf", 1, json!({}));
-        fs::write(self.chain_dir().join("05-ignored.json"), r#"{"type":"nope"}"#).unwrap();
+        fs::write(
+            self.chain_dir().join("05-ignored.json"),
+            r#"{"type":"nope"}"#,
+        )
+        .unwrap();
         fs::write(self.chain_dir().join("README"), "not a plugin").unwrap();
         fs::create_dir_all(self.chain_dir().join("00-dir.conf")).unwrap();
     }
@@ -98,7 +102,10 @@ fn chain_calls(command: &str) -> Vec<String> {
 }
 
 fn add_calls() -> Vec<String> {
-    let mut c = vec!["ADD cluster eth0".to_string(), "ADD second net1".to_string()];
+    let mut c = vec![
+        "ADD cluster eth0".to_string(),
+        "ADD second net1".to_string(),
+    ];
     c.extend(chain_calls("ADD"));
     c
 }
@@ -106,7 +113,10 @@ fn add_calls() -> Vec<String> {
 /// DEL of everything: the chain first, its plugins in reverse (CNI-26, NPWG-63).
 fn del_calls() -> Vec<String> {
     let mut c: Vec<String> = chain_calls("DEL").into_iter().rev().collect();
-    c.extend(["DEL second net1".to_string(), "DEL cluster eth0".to_string()]);
+    c.extend([
+        "DEL second net1".to_string(),
+        "DEL cluster eth0".to_string(),
+    ]);
     c
 }
 
@@ -194,7 +204,10 @@ fn no_chain_without_a_plugin_file_in_its_directory() {
     let n = Node::new("1.0.0");
     let base = ["ADD cluster eth0", "ADD second net1"];
     for (what, setup) in [
-        ("no directory", Box::new(|_: &Node| {}) as Box<dyn Fn(&Node)>),
+        (
+            "no directory",
+            Box::new(|_: &Node| {}) as Box<dyn Fn(&Node)>,
+        ),
         (
             "an empty directory",
             Box::new(|n: &Node| fs::create_dir_all(n.chain_dir()).unwrap()),
@@ -203,8 +216,16 @@ fn no_chain_without_a_plugin_file_in_its_directory() {
             "only files that are not *.conf",
             Box::new(|n: &Node| {
                 fs::create_dir_all(n.chain_dir().join("x.conf")).unwrap();
-                fs::write(n.chain_dir().join("a.json"), r#"{"type":"plexus-recorder"}"#).unwrap();
-                fs::write(n.chain_dir().join("b.conflist"), r#"{"type":"plexus-recorder"}"#).unwrap();
+                fs::write(
+                    n.chain_dir().join("a.json"),
+                    r#"{"type":"plexus-recorder"}"#,
+                )
+                .unwrap();
+                fs::write(
+                    n.chain_dir().join("b.conflist"),
+                    r#"{"type":"plexus-recorder"}"#,
+                )
+                .unwrap();
             }),
         ),
     ] {
@@ -216,6 +237,18 @@ fn no_chain_without_a_plugin_file_in_its_directory() {
         n.h.take_records();
         n.h.assert_no_trace(CID, what);
     }
+    // One plugin file is enough.
+    n.chain_plugin("z.conf", 1, json!({}));
+    n.run("ADD").ok();
+    assert_eq!(
+        n.h.take_calls(),
+        [
+            "ADD cluster eth0",
+            "ADD second net1",
+            &format!("ADD {CHAIN} net2 #1")
+        ]
+    );
+    assert_eq!(n.cache().len(), 3);
 }
 
 #[test]
@@ -223,7 +256,11 @@ fn del_uses_the_cached_chain_after_its_directory_changed_or_vanished() {
     // EXT-6, CNI-26: the chain's plugins and their order come from the cache, not from the directory.
     let v = "1.0.0";
     for vanish in [false, true] {
-        let ctx = if vanish { "directory removed" } else { "directory changed" };
+        let ctx = if vanish {
+            "directory removed"
+        } else {
+            "directory changed"
+        };
         let n = Node::new(v);
         n.standard_chain();
         n.run("ADD").ok();
@@ -241,7 +278,8 @@ fn del_uses_the_cached_chain_after_its_directory_changed_or_vanished() {
         assert_eq!(calls(&del), del_calls(), "{ctx}");
         for r in del.iter().filter(|r| r.network() == CHAIN) {
             assert_eq!(
-                r.stdin["prevResult"], chain_result,
+                r.stdin["prevResult"],
+                chain_result,
                 "{ctx}: {}: the chain's cached result (CNI-26)",
                 r.summary()
             );
@@ -289,13 +327,20 @@ fn the_chain_needs_a_cluster_network_path() {
         json!({"delegates": [recorder("cluster", "1.0.0", json!({}))], "auxiliaryCNIChainName": CHAIN}),
     );
     for (what, cfg, why) in [
-        ("clusterNetwork by name", by_name, "the network name \"cluster\""),
+        (
+            "clusterNetwork by name",
+            by_name,
+            "the network name \"cluster\"",
+        ),
         ("delegates", inline, "delegates"),
     ] {
         let out = n.h.cmd("ADD").args(ARGS).config(&cfg).run();
         out.error(7);
         for needle in [WHO, CHAIN, "auxiliaryCNIChainName", why] {
-            assert!(out.msg().contains(needle), "{what}: {needle:?} missing: {out:?}");
+            assert!(
+                out.msg().contains(needle),
+                "{what}: {needle:?} missing: {out:?}"
+            );
         }
         assert!(n.h.take_calls().is_empty(), "{what}: nothing ran");
         n.h.assert_no_trace(CID, what);
@@ -315,9 +360,19 @@ fn check_skips_the_chain_and_checks_the_others() {
         json!({"recorder": {"check": {"error": {"code": 11, "msg": "no such link net2"}}}}),
     );
     n.run("ADD").ok();
-    n.h.take_records();
+    assert_eq!(
+        n.h.take_calls(),
+        [
+            "ADD cluster eth0",
+            "ADD second net1",
+            &format!("ADD {CHAIN} net2 #1")
+        ]
+    );
     n.run("CHECK").ok();
-    assert_eq!(n.h.take_calls(), ["CHECK cluster eth0", "CHECK second net1"]);
+    assert_eq!(
+        n.h.take_calls(),
+        ["CHECK cluster eth0", "CHECK second net1"]
+    );
 }
 
 #[test]
@@ -354,7 +409,10 @@ fn del_of_a_go_multus_cache_with_the_chain_needs_no_passthru_binary() {
     n.run("DEL").ok();
     assert_eq!(
         n.h.take_calls(),
-        [format!("DEL {CHAIN} net1 #1"), "DEL cluster eth0".to_string()],
+        [
+            format!("DEL {CHAIN} net1 #1"),
+            "DEL cluster eth0".to_string()
+        ],
         "Go Multus's index-based name for the chain (net1 here) and passthru served internally"
     );
     n.h.assert_no_trace(CID, "Go Multus cache");

@@ -579,9 +579,17 @@ fn auxiliary_chain_sets_a_sysctl_with_tuning_on_every_pod() {
 
     let result = w.add_ok(&rt, &sb);
     assert_result_is_eth0(&w, &sb, &result, CLUSTER_SUBNET);
-    assert_eq!(sb.netns.link_names(), ["eth0", "lo", "net1"], "no net2: the chain makes no link");
+    assert_eq!(
+        sb.netns.link_names(),
+        ["eth0", "lo", "net1"],
+        "no net2: the chain makes no link"
+    );
     assert_eq!(pod_sysctl(&sb, "eth0", "arp_filter"), "1", "{}", w.log());
-    assert_eq!(pod_sysctl(&sb, "net1", "arp_filter"), "0", "only the key tuning was given");
+    assert_eq!(
+        pod_sysctl(&sb, "net1", "arp_filter"),
+        "0",
+        "only the key tuning was given"
+    );
     assert_macvlan_net_status(&w, &sb);
     w.check_ok(&rt, &sb);
 

@@ -805,18 +805,25 @@ mod tests {
     /// network name, so it must be a network name (CNI-1): no path can hide in it.
     #[test]
     fn auxiliary_chain_name_is_taken_without_warning_and_must_be_a_network_name_cni_1() {
-        let c = cfg(json!({"name": "m", "clusterNetwork": "/etc/cni/net.d/10-x.conflist",
-            "auxiliaryCNIChainName": "vendor-cni-chain"}))
+        let c = cfg(
+            json!({"name": "m", "clusterNetwork": "/etc/cni/net.d/10-x.conflist",
+            "auxiliaryCNIChainName": "vendor-cni-chain"}),
+        )
         .unwrap();
         assert_eq!(c.auxiliary_chain.as_deref(), Some("vendor-cni-chain"));
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-        let c = cfg(json!({"name": "m", "clusterNetwork": "x", "auxiliaryCNIChainName": ""})).unwrap();
-        assert_eq!(c.auxiliary_chain, None, "empty means no chain, as in Go Multus");
+        let c =
+            cfg(json!({"name": "m", "clusterNetwork": "x", "auxiliaryCNIChainName": ""})).unwrap();
+        assert_eq!(
+            c.auxiliary_chain, None,
+            "empty means no chain, as in Go Multus"
+        );
         for bad in ["../etc", "a/b", ".hidden", "with space"] {
             let e = cfg(json!({"name": "m", "clusterNetwork": "x", "auxiliaryCNIChainName": bad}))
                 .unwrap_err();
             assert!(
-                e.to_string().starts_with("config key auxiliaryCNIChainName:"),
+                e.to_string()
+                    .starts_with("config key auxiliaryCNIChainName:"),
                 "{bad:?}: {e}"
             );
         }

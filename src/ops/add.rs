@@ -74,7 +74,12 @@ pub const NO_PLUGIN_FOUND: &str = "NoPluginFound";
 fn check_plugins(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
     let dirs = ctx.config.search_path(&ctx.env.path);
     for a in attachments {
-        for p in a.network.plugins.iter().filter(|p| !is_internal(&p.plugin_type)) {
+        for p in a
+            .network
+            .plugins
+            .iter()
+            .filter(|p| !is_internal(&p.plugin_type))
+        {
             if let Err(source) = ctx.seams.exec.find(&p.plugin_type, &dirs) {
                 ctx.seams.cluster.warn_pod(
                     NO_PLUGIN_FOUND,

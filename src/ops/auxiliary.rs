@@ -171,7 +171,12 @@ mod tests {
         )
         .unwrap();
         std::fs::write(conf.join("aux/10-vendor.conf"), r#"{"type": "vendor"}"#).unwrap();
-        let vendor = fake_result(plexus_cni::CniVersion::V1_0_0, "net1", "/run/netns/test-pod", 9);
+        let vendor = fake_result(
+            plexus_cni::CniVersion::V1_0_0,
+            "net1",
+            "/run/netns/test-pod",
+            9,
+        );
         h.exec
             .reply("vendor", "ADD", &serde_json::to_vec(&vendor).unwrap());
         let config = Config::from_bytes(
@@ -190,7 +195,10 @@ mod tests {
             .collect();
         assert_eq!(
             calls,
-            [("cluster".into(), "eth0".into()), ("aux".into(), "net1".into())]
+            [
+                ("cluster".into(), "eth0".into()),
+                ("aux".into(), "net1".into())
+            ]
         );
         assert_eq!(
             *published.0.lock().unwrap(),

@@ -138,7 +138,10 @@ fn fallback(
     // The auxiliary chain as its directory holds it now (it is last, as on ADD); a config that cannot have
     // one must not stop the other networks' teardown.
     let auxiliary = super::auxiliary::chain(ctx).unwrap_or_else(|e| {
-        tracing::warn!("[{}]: the auxiliary chain is left out of the teardown: {e}", ctx.who());
+        tracing::warn!(
+            "[{}]: the auxiliary chain is left out of the teardown: {e}",
+            ctx.who()
+        );
         None
     });
     match ctx

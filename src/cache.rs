@@ -110,6 +110,13 @@ pub struct CachedDelegate {
         skip_serializing_if = "Option::is_none"
     )]
     pub device_info_file: Option<String>,
+    /// plexus: this entry is the auxiliary chain (docs/multus-compat.md, "Auxiliary chain").
+    #[serde(
+        rename = "plexusAuxiliaryChain",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub auxiliary_chain: bool,
 }
 
 /// The outcome of reading a container's cache.
@@ -225,6 +232,7 @@ impl CachedDelegate {
             port_mappings_request: r.port_mappings.clone(),
             bandwidth_request: r.bandwidth.clone(),
             device_info_file: r.device_info_file.clone(),
+            auxiliary_chain: a.auxiliary,
         }
     }
 
@@ -281,6 +289,7 @@ impl CachedDelegate {
                 device_info_file: self.device_info_file.clone(),
             },
             resource_name: some(&self.resource_name),
+            auxiliary: self.auxiliary_chain,
         })
     }
 

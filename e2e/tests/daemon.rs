@@ -1091,3 +1091,58 @@ fn a_del_the_daemon_cannot_do_is_done_on_the_host() {
     );
     w.assert_clean(&sb);
 }
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn the_auxiliary_chain_named_in_the_daemon_config_runs_for_every_pod() {
+    // Issue 22: Go Multus's thick deployments set auxiliaryCNIChainName in the daemon config, which the
+    // daemon overlays on every request (docs/multus-compat.md, "Daemon mode"); the shim's config does not
+    // name it. Debian's tuning in the chain's directory (next to the clusterNetwork file) sets eth0's
+    // arp_filter; the chain is in no network-status entry, and DEL runs it from the cache.
+    let test = "the_auxiliary_chain_named_in_the_daemon_config_runs_for_every_pod";
+    let mut w = world(test);
+    let mut config = w.daemon_config();
+    config["auxiliaryCNIChainName"] = json!("vendor-cni-chain");
+    if let Some(mut d) = w.daemon.take() {
+        d.stop();
+    }
+    w.daemon = Some(DaemonProcess::start(
+        &plexus(),
+        &w.host.name,
+        &config,
+        &w.root().join("daemon-aux.json"),
+    ));
+    w.write(
+        "vendor-cni-chain/10-tuning.conf",
+        &json!({"type": "tuning", "dataDir": w.tuning_dir(),
+                "sysctl": {"net.ipv4.conf.eth0.arp_filter": "1"}}),
+    );
+    w.nad("macvlan-net", &w.macvlan(MACVLAN_SUBNET));
+    let rt = w.runtime(json!({}));
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "macvlan-net")]);
+    w.add_ok(&rt, &sb);
+    assert_eq!(sb.netns.link_names(), ["eth0", "lo", "net1"]);
+    let arp_filter = plexus_netns::run_in_netns(&sb.path(), || {
+        std::fs::read_to_string("/proc/sys/net/ipv4/conf/eth0/arp_filter")
+    })
+    .expect("enter the pod namespace")
+    .expect("read the sysctl");
+    assert_eq!(arp_filter.trim(), "1", "{}", w.log());
+    w.assert_status(
+        &sb,
+        &[
+            (CLUSTER_NETWORK, "eth0", true),
+            (&nad_name(&w.ns, "macvlan-net"), "net1", false),
+        ],
+    );
+    // The cache is renamed into place after the reply.
+    w.wait_after_reply();
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(w.cni_dir().join(&sb.cid)).unwrap()).unwrap();
+    assert_eq!(cache[2]["name"], "vendor-cni-chain", "{cache:#}");
+    assert_eq!(cache[2]["plexusIfName"], "net2", "{cache:#}");
+    w.check_ok(&rt, &sb);
+    std::fs::remove_dir_all(w.root().join("vendor-cni-chain")).unwrap();
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
+}

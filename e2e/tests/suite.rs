@@ -705,6 +705,62 @@ fn del_twice_succeeds() {
     w.assert_clean(&sb);
 }
 
+/// A sysctl of the pod's `ifname`, read inside the pod's namespace.
+fn pod_sysctl(sb: &Sandbox, ifname: &str, key: &str) -> String {
+    let file = format!("/proc/sys/net/ipv4/conf/{ifname}/{key}");
+    plexus_netns::run_in_netns(&sb.path(), move || std::fs::read_to_string(&file))
+        .expect("enter the pod namespace")
+        .expect("read the sysctl")
+        .trim()
+        .to_string()
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn auxiliary_chain_sets_a_sysctl_with_tuning_on_every_pod() {
+    // Issue 22 (EXT-5, auxiliaryCNIChainName): Debian's tuning in `<directory of clusterNetwork>/<name>/`
+    // runs after every network, behind plexus's own passthru, on the next net<index>: so, as in Go
+    // Multus's e2e, its sysctl names eth0 explicitly. The chain is in no network-status entry, CHECK
+    // leaves it out, and DEL runs it from the cache after its directory is gone (EXT-6).
+    let w = world("auxiliary_chain_sets_a_sysctl_with_tuning_on_every_pod");
+    let chain_file = w.write(
+        "vendor-cni-chain/10-tuning.conf",
+        &json!({"type": "tuning", "dataDir": w.tuning_dir(),
+                "sysctl": {"net.ipv4.conf.eth0.arp_filter": "1"}}),
+    );
+    w.nad("macvlan-net", &w.macvlan(MACVLAN_SUBNET));
+    let rt = w.runtime(json!({"auxiliaryCNIChainName": "vendor-cni-chain"}));
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "macvlan-net")]);
+    let plain = w.sandbox("plain", &[]);
+
+    let result = w.add_ok(&rt, &sb);
+    assert_result_is_eth0(&w, &sb, &result, CLUSTER_SUBNET);
+    assert_eq!(
+        sb.netns.link_names(),
+        ["eth0", "lo", "net1"],
+        "no net2: the chain makes no link"
+    );
+    assert_eq!(pod_sysctl(&sb, "eth0", "arp_filter"), "1", "{}", w.log());
+    assert_eq!(
+        pod_sysctl(&sb, "net1", "arp_filter"),
+        "0",
+        "only the key tuning was given"
+    );
+    assert_macvlan_net_status(&w, &sb);
+    w.check_ok(&rt, &sb);
+
+    // A pod without secondaries gets the chain too, on net1.
+    w.add_ok(&rt, &plain);
+    assert_eq!(pod_sysctl(&plain, "eth0", "arp_filter"), "1", "{}", w.log());
+    w.assert_status(&plain, &[(CLUSTER_NETWORK, "eth0", true)]);
+
+    std::fs::remove_file(&chain_file).expect("remove the chain's plugin file");
+    w.del_ok(&rt, &sb);
+    w.del_ok(&rt, &plain);
+    w.assert_clean(&sb);
+    w.assert_clean(&plain);
+}
+
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn check_after_add_covers_every_attachment() {

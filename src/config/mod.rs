@@ -225,7 +225,8 @@ pub struct Config {
     pub runtime_config: Map<String, Value>,
     /// `retryDeleteOnError`.
     pub retry_delete_on_error: bool,
-    /// `auxiliaryCNIChainName` (parsed; not run yet).
+    /// `auxiliaryCNIChainName`: the directory, next to the `clusterNetwork` file, whose plugins run as a
+    /// last network behind the internal `passthru` (docs/multus-compat.md, "Auxiliary chain").
     pub auxiliary_chain: Option<String>,
     /// `strictCapabilities` (default true).
     pub strict_capabilities: bool,
@@ -482,8 +483,10 @@ impl Config {
             .collect();
 
         let auxiliary_chain = auxiliary_cni_chain_name.filter(|s| !s.is_empty());
+        // It names a directory and the chain's network: a network name can hold no path (CNI-1).
         if let Some(aux) = &auxiliary_chain {
-            warnings.push(format!("auxiliaryCNIChainName {aux:?} is not supported by this plexus version and is ignored"));
+            validate::network_name(aux)
+                .map_err(|e| invalid("auxiliaryCNIChainName", e.to_string()))?;
         }
         let kubeconfig = kubeconfig.filter(|s| !s.is_empty()).map(PathBuf::from);
         let multus_namespace = multus_namespace
@@ -895,6 +898,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.valid_attachments.unwrap()[0].container_id, "c1");
+    }
+
+    /// Issue 22: the chain is run, not ignored with a warning; its name becomes a directory and the chain's
+    /// network name, so it must be a network name (CNI-1): no path can hide in it.
+    #[test]
+    fn auxiliary_chain_name_is_taken_without_warning_and_must_be_a_network_name_cni_1() {
+        let c = cfg(
+            json!({"name": "m", "clusterNetwork": "/etc/cni/net.d/10-x.conflist",
+            "auxiliaryCNIChainName": "vendor-cni-chain"}),
+        )
+        .unwrap();
+        assert_eq!(c.auxiliary_chain.as_deref(), Some("vendor-cni-chain"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c =
+            cfg(json!({"name": "m", "clusterNetwork": "x", "auxiliaryCNIChainName": ""})).unwrap();
+        assert_eq!(
+            c.auxiliary_chain, None,
+            "empty means no chain, as in Go Multus"
+        );
+        for bad in ["../etc", "a/b", ".hidden", "with space"] {
+            let e = cfg(json!({"name": "m", "clusterNetwork": "x", "auxiliaryCNIChainName": bad}))
+                .unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("config key auxiliaryCNIChainName:"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -88,6 +88,10 @@ fn plugin_types(config: &str) -> Option<Vec<String>> {
     let network = NetworkConfig::from_bytes(config.as_bytes()).ok()?;
     let mut types: Vec<String> = Vec::with_capacity(network.plugins.len());
     for p in network.plugins {
+        // plexus serves these itself: no binary is needed.
+        if crate::invoke::is_internal(&p.plugin_type) {
+            continue;
+        }
         if !types.contains(&p.plugin_type) {
             types.push(p.plugin_type);
         }
@@ -232,6 +236,17 @@ mod tests {
             nad: nad.into(),
             plugins: plugins.iter().map(|p| p.to_string()).collect(),
         }
+    }
+
+    /// `passthru` is served by plexus (docs/multus-compat.md, "Auxiliary chain"): no binary is missing.
+    #[test]
+    fn passthru_needs_no_binary() {
+        let mut c = Checker::default();
+        let nads = configs(&[(
+            "a/p",
+            r#"{"cniVersion":"1.0.0","plugins":[{"type":"passthru"},{"type":"macvlan"}]}"#,
+        )]);
+        assert_eq!(c.pass(&nads, &mut |t| t == "macvlan"), (0, vec![]));
     }
 
     #[test]

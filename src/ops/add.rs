@@ -12,7 +12,7 @@ use crate::{
     error::Error,
     exec::ExecError,
     fsutil::WriteBehind,
-    invoke::{CacheWrites, DelegateError, Invoker, RuntimeConf},
+    invoke::{CacheWrites, DelegateError, Invoker, RuntimeConf, is_internal},
     lock::ContainerLock,
     netconf::NetworkConfig,
     plan::{self, Attachment, NetworkRequest},
@@ -74,7 +74,12 @@ pub const NO_PLUGIN_FOUND: &str = "NoPluginFound";
 fn check_plugins(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
     let dirs = ctx.config.search_path(&ctx.env.path);
     for a in attachments {
-        for p in &a.network.plugins {
+        for p in a
+            .network
+            .plugins
+            .iter()
+            .filter(|p| !is_internal(&p.plugin_type))
+        {
             if let Err(source) = ctx.seams.exec.find(&p.plugin_type, &dirs) {
                 ctx.seams.cluster.warn_pod(
                     NO_PLUGIN_FOUND,
@@ -140,10 +145,17 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     if let Some(pod) = &pod {
         resolve_devices(ctx, pod, &mut requests)?;
     }
+    // After every other network, on the next net<index> (docs/multus-compat.md, "Auxiliary chain").
+    let auxiliary = super::auxiliary::chain(ctx)?;
+    let has_auxiliary = auxiliary.is_some();
+    requests.extend(auxiliary);
     let mut attachments = plan::plan(ctx.env.ifname(), requests).map_err(|source| Error::Plan {
         who: ctx.who(),
         source,
     })?;
+    if has_auxiliary && let Some(last) = attachments.last_mut() {
+        last.auxiliary = true;
+    }
     super::default_route::validate(ctx, &attachments)?;
     check_plugins(ctx, &attachments)?;
     let cid = ctx.env.container_id();
@@ -308,8 +320,13 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             return Err(rollback(ctx, lock, &behind, attachments, err));
         }
     };
+    // The auxiliary chain is no network of the pod's: no network-status entry, no event.
+    let published = match attached.split_last() {
+        Some(((a, _), rest)) if a.auxiliary => rest,
+        _ => &attached[..],
+    };
     if let Some(pod) = &pod
-        && let Err(source) = ctx.seams.cluster.publish_status(pod, &attached)
+        && let Err(source) = ctx.seams.cluster.publish_status(pod, published)
     {
         // Consistent with every other failure after delegates ran (§10 #19): roll back.
         return Err(rollback(

@@ -15,6 +15,7 @@ use crate::{
     cache::{self, ReadOutcome},
     devices,
     error::Error,
+    invoke::is_internal,
     lock::ContainerLock,
     netconf::NetworkConfig,
     plan::{self, Attachment, Requests},
@@ -129,6 +130,7 @@ fn fallback(
                 requests_from_capability_args(&rec.capability_args)
             },
             resource_name: None,
+            auxiliary: false,
         });
     }
     // With the pod still in the API, its own networks can be rebuilt too (as Go Multus does); any failure
@@ -147,10 +149,20 @@ fn fallback(
             }),
         None => Default::default(),
     };
+    // The auxiliary chain as its directory holds it now (it is last, as on ADD); a config that cannot have
+    // one must not stop the other networks' teardown.
+    let auxiliary = super::auxiliary::chain(ctx).unwrap_or_else(|e| {
+        tracing::warn!(
+            "[{}]: the auxiliary chain is left out of the teardown: {e}",
+            ctx.who()
+        );
+        None
+    });
     match ctx
         .node_networks(pod_networks.default_network)
         .and_then(|mut reqs| {
             reqs.extend(pod_networks.networks);
+            reqs.extend(auxiliary);
             plan::plan(master_ifname, reqs).map_err(|source| Error::Plan {
                 who: ctx.who(),
                 source,
@@ -168,6 +180,7 @@ fn fallback(
                     .network
                     .plugins
                     .iter()
+                    .filter(|p| !is_internal(&p.plugin_type))
                     .find(|p| ctx.seams.exec.find(&p.plugin_type, &dirs).is_err());
                 if let Some(p) = missing {
                     tracing::warn!(

@@ -1078,6 +1078,29 @@ fn a_plugin_binary_writable_by_group_or_others_is_refused_and_nothing_runs() {
         ["ADD cluster eth0", "ADD second net1 #1", "ADD second net1"],
         "the same file runs once only root can change it"
     );
+
+    // Made group-writable after the ADD: DEL refuses it too, naming the file, and what the network
+    // recorded stays for the runtime's retry, which tears everything down once the mode is fixed.
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o775)).unwrap();
+    let out = h.cmd("DEL").config(&cfg).run();
+    out.error(7);
+    assert!(
+        out.msg().contains(&format!("refusing to run {}", copy.display())),
+        "{out:?}"
+    );
+    assert_eq!(
+        h.take_calls(),
+        ["DEL cluster eth0"],
+        "the list halts at its refused last plugin (DEL runs in reverse); the other networks go"
+    );
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    h.cmd("DEL").config(&cfg).run().ok();
+    assert_eq!(
+        h.take_calls(),
+        ["DEL second net1", "DEL second net1 #1", "DEL cluster eth0"],
+        "the retry tears the rest down (the cluster network again, from the config: DEL is idempotent)"
+    );
+    h.assert_no_trace(CID, "DEL retried after the mode was fixed");
 }
 
 /// Issue 19, item 3: a plugin binary owned by a user other than root is refused before anything runs

@@ -208,7 +208,9 @@ pub fn check_binary(path: &Path, meta: &std::fs::Metadata) -> Result<(), ExecErr
         (false, true) => "others",
         (true, true) => "its group and others",
     };
-    Err(refuse(format!("it is writable by {writable_by} (mode {mode:04o})")))
+    Err(refuse(format!(
+        "it is writable by {writable_by} (mode {mode:04o})"
+    )))
 }
 
 /// Runs delegates as child processes.
@@ -687,14 +689,21 @@ mod tests {
         let p = script(d.path(), "plugin", "true");
         std::os::unix::fs::chown(&p, Some(1000), None).unwrap();
         let e = find_in_path("plugin", &[d.path().to_path_buf()]).unwrap_err();
-        assert!(matches!(&e, ExecError::Unsafe { plugin, .. } if plugin == &p), "{e:?}");
         assert!(
-            e.to_string().contains("it is owned by uid 1000, not by root"),
+            matches!(&e, ExecError::Unsafe { plugin, .. } if plugin == &p),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("it is owned by uid 1000, not by root"),
             "{e}"
         );
         // Root's group may own it (0755: the group cannot write).
         std::os::unix::fs::chown(&p, Some(0), Some(1000)).unwrap();
-        assert_eq!(find_in_path("plugin", &[d.path().to_path_buf()]).unwrap(), p);
+        assert_eq!(
+            find_in_path("plugin", &[d.path().to_path_buf()]).unwrap(),
+            p
+        );
     }
 
     #[test]

@@ -1085,7 +1085,8 @@ fn a_plugin_binary_writable_by_group_or_others_is_refused_and_nothing_runs() {
     let out = h.cmd("DEL").config(&cfg).run();
     out.error(7);
     assert!(
-        out.msg().contains(&format!("refusing to run {}", copy.display())),
+        out.msg()
+            .contains(&format!("refusing to run {}", copy.display())),
         "{out:?}"
     );
     assert_eq!(

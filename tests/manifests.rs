@@ -1179,11 +1179,18 @@ fn commented(file: &str, prefix: &str) -> Vec<String> {
 /// daemon accepts), and both recommend the same lists.
 #[test]
 fn the_recommended_plugin_allow_lists_parse_and_agree() {
-    let flags: Vec<String> = commented(&format!("{THIN}/daemonset.yaml"), "- --allowed-plugin-types")
-        .iter()
-        .map(|l| l.trim_start_matches("- ").to_string())
-        .collect();
-    assert_eq!(flags.len(), 2, "the global and a per-namespace list: {flags:?}");
+    let flags: Vec<String> = commented(
+        &format!("{THIN}/daemonset.yaml"),
+        "- --allowed-plugin-types",
+    )
+    .iter()
+    .map(|l| l.trim_start_matches("- ").to_string())
+    .collect();
+    assert_eq!(
+        flags.len(),
+        2,
+        "the global and a per-namespace list: {flags:?}"
+    );
     let mut cmd = vec!["/usr/local/bin/plexus".to_string(), "install".to_string()];
     cmd.extend(flags);
     let args = install_args(&cmd, "the commented allow-list flags");
@@ -1208,8 +1215,14 @@ fn the_recommended_plugin_allow_lists_parse_and_agree() {
     )
     .unwrap_or_else(|e| panic!("plexus daemon refuses the recommended list: {e}"));
     assert_eq!(json["allowedPluginTypes"], serde_json::json!(global));
-    assert_eq!(json["allowedPluginTypesByNamespace"], serde_json::json!(by_ns));
+    assert_eq!(
+        json["allowedPluginTypesByNamespace"],
+        serde_json::json!(by_ns)
+    );
     for left_out in ["host-device", "portmap", "firewall"] {
-        assert!(!global.iter().any(|t| t == left_out), "{left_out} is recommended");
+        assert!(
+            !global.iter().any(|t| t == left_out),
+            "{left_out} is recommended"
+        );
     }
 }

@@ -459,7 +459,8 @@ fn a_nad_naming_a_missing_plugin_fails_its_pod_before_any_delegate() {
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn a_nad_naming_a_plugin_type_outside_the_allow_list_fails_its_pod_and_nothing_runs() {
-    let w = world("a_nad_naming_a_plugin_type_outside_the_allow_list_fails_its_pod_and_nothing_runs");
+    let w =
+        world("a_nad_naming_a_plugin_type_outside_the_allow_list_fails_its_pod_and_nothing_runs");
     w.nad("macvlan-net", &w.macvlan(MACVLAN_SUBNET));
     let tuned = json!({
         "cniVersion": "1.0.0",
@@ -487,9 +488,11 @@ fn a_nad_naming_a_plugin_type_outside_the_allow_list_fails_its_pod_and_nothing_r
     }
     let warnings = w.warnings(&sb);
     assert!(
-        warnings.iter().any(|(reason, msg)| reason == "PluginTypeNotAllowed"
-            && msg.contains(&nad)
-            && msg.contains("\"tuning\"")),
+        warnings
+            .iter()
+            .any(|(reason, msg)| reason == "PluginTypeNotAllowed"
+                && msg.contains(&nad)
+                && msg.contains("\"tuning\"")),
         "{warnings:?}"
     );
     assert_nothing_left_after_failed_add(&w, &rt, &sb);

@@ -66,7 +66,11 @@ impl std::fmt::Display for NotAllowed {
     }
 }
 
-fn type_set(key: &'static str, at: &str, types: Vec<String>) -> Result<BTreeSet<String>, AllowListError> {
+fn type_set(
+    key: &'static str,
+    at: &str,
+    types: Vec<String>,
+) -> Result<BTreeSet<String>, AllowListError> {
     types
         .into_iter()
         .enumerate()
@@ -121,13 +125,15 @@ impl PluginAllowList {
         ) -> Result<Option<T>, AllowListError> {
             match v {
                 None | Some(Value::Null) => Ok(None),
-                Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|_| {
-                    AllowListError {
-                        key,
-                        at: key.to_string(),
-                        reason: format!("expected {shape}"),
-                    }
-                }),
+                Some(v) => {
+                    serde_json::from_value(v.clone())
+                        .map(Some)
+                        .map_err(|_| AllowListError {
+                            key,
+                            at: key.to_string(),
+                            reason: format!("expected {shape}"),
+                        })
+                }
             }
         }
         PluginAllowList::new(
@@ -227,8 +233,15 @@ mod tests {
     fn unset_allows_every_type_as_go_multus() {
         let l = PluginAllowList::default();
         assert!(!l.restricts());
-        assert_eq!(refused(&l, "a", json!({"name": "x", "type": "anything"})), None);
-        assert_eq!(list(json!({"allowedPluginTypes": null})), l, "null is unset");
+        assert_eq!(
+            refused(&l, "a", json!({"name": "x", "type": "anything"})),
+            None
+        );
+        assert_eq!(
+            list(json!({"allowedPluginTypes": null})),
+            l,
+            "null is unset"
+        );
     }
 
     #[test]
@@ -237,7 +250,11 @@ mod tests {
         assert!(l.restricts());
         assert_eq!(refused(&l, "a", macvlan_host_local()), None);
         assert_eq!(
-            refused(&l, "a", json!({"name": "x", "type": "host-device", "device": "eth0"})),
+            refused(
+                &l,
+                "a",
+                json!({"name": "x", "type": "host-device", "device": "eth0"})
+            ),
             Some((vec!["host-device".into()], "allowedPluginTypes".into()))
         );
         // The main plugin allowed, its IPAM not.
@@ -333,7 +350,11 @@ mod tests {
             plugin_types: vec!["a".into(), "b".into()],
             key: GLOBAL_KEY.into(),
         };
-        assert!(e.to_string().starts_with("plugin types \"a\", \"b\" are not"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("plugin types \"a\", \"b\" are not"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -342,7 +363,10 @@ mod tests {
             PluginAllowList::from_json(v.get(GLOBAL_KEY), v.get(BY_NAMESPACE_KEY)).unwrap_err()
         };
         let e = bad(json!({"allowedPluginTypes": ["bridge", "../sh"]}));
-        assert_eq!((e.key, e.at.as_str()), (GLOBAL_KEY, "allowedPluginTypes[1]"));
+        assert_eq!(
+            (e.key, e.at.as_str()),
+            (GLOBAL_KEY, "allowedPluginTypes[1]")
+        );
         assert!(e.reason.contains("path separator"), "{e}");
         let e = bad(json!({"allowedPluginTypes": "bridge,macvlan"}));
         assert_eq!(

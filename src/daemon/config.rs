@@ -468,13 +468,21 @@ mod tests {
             br#"{"cniVersion":"1.0.0","name":"x","type":"host-device","device":"eth0"}"#,
         )
         .unwrap();
-        let refusal = config.allowed_plugin_types.check("team-a", &nad).unwrap_err();
+        let refusal = config
+            .allowed_plugin_types
+            .check("team-a", &nad)
+            .unwrap_err();
         assert_eq!(refusal.plugin_types, ["host-device"]);
         let sriov = crate::netconf::NetworkConfig::from_bytes(
             br#"{"cniVersion":"1.0.0","name":"s","type":"sriov","ipam":{"type":"host-local"}}"#,
         )
         .unwrap();
-        assert!(config.allowed_plugin_types.check("sriov-team", &sriov).is_ok());
+        assert!(
+            config
+                .allowed_plugin_types
+                .check("sriov-team", &sriov)
+                .is_ok()
+        );
         for (json, key) in [
             (
                 r#"{"nodeName":"n","allowedPluginTypes":["ok","../../bin/sh"]}"#,

@@ -864,8 +864,8 @@ mod tests {
         let mut entry = plugin.clone();
         entry["cniVersion"] = doc["cniVersion"].clone();
         entry["name"] = doc["name"].clone();
-        let config = crate::config::Config::from_bytes(&serde_json::to_vec(&entry).unwrap())
-            .unwrap();
+        let config =
+            crate::config::Config::from_bytes(&serde_json::to_vec(&entry).unwrap()).unwrap();
         assert!(config.allowed_plugin_types.restricts());
         assert!(plugin.get("kubeconfig").is_none());
         assert!(

@@ -114,7 +114,11 @@ fn check_allowed(ctx: &Ctx<'_>, pod_networks: &PodNetworks) -> Result<(), Error>
     if !list.restricts() {
         return Ok(());
     }
-    for n in pod_networks.default_network.iter().chain(&pod_networks.networks) {
+    for n in pod_networks
+        .default_network
+        .iter()
+        .chain(&pod_networks.networks)
+    {
         // A NAD's status name is `<namespace>/<name>`, both DNS-1123 names (no other '/').
         let namespace = n.status_name.split_once('/').map_or("", |(ns, _)| ns);
         if let Err(refusal) = list.check(namespace, &n.network) {

@@ -1333,7 +1333,11 @@ fn a_nad_naming_a_type_outside_the_allow_list_fails_add_with_code_7_and_nothing_
     ] {
         assert!(msg.contains(part), "names {part}: {msg}");
     }
-    assert_eq!(w.calls(), vec![], "no delegate ran, not even the cluster network's");
+    assert_eq!(
+        w.calls(),
+        vec![],
+        "no delegate ran, not even the cluster network's"
+    );
     w.nothing_left("c1");
     assert!(cluster.published.lock().unwrap().is_empty());
     let warnings = cluster.warnings.lock().unwrap().clone();
@@ -1404,7 +1408,10 @@ fn the_node_networks_are_exempt_and_a_pods_default_network_is_not() {
     w.run("ADD", &cfg, &nads).unwrap();
     assert_eq!(
         w.calls(),
-        [t("ADD", "cluster-nad", "eth0"), t("ADD", "extra-nad", "net1")]
+        [
+            t("ADD", "cluster-nad", "eth0"),
+            t("ADD", "extra-nad", "net1")
+        ]
     );
     assert!(nads.warnings.lock().unwrap().is_empty());
 
@@ -1439,7 +1446,8 @@ fn a_refused_plugin_binary_fails_add_before_any_delegate_with_its_own_event() {
     let e = w.run("ADD", &cfg, &cluster).unwrap_err();
     assert_eq!(e.cni_code(), 7, "{e}");
     assert!(
-        e.to_string().contains("refusing to run /opt/cni/bin/unsafe"),
+        e.to_string()
+            .contains("refusing to run /opt/cni/bin/unsafe"),
         "{e}"
     );
     assert_eq!(w.calls(), vec![]);

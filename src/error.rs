@@ -171,7 +171,7 @@ pub enum Error {
         source: RouteError,
     },
     /// ADD: a network names a plugin that cannot be found in the search path (or a type that is no plugin
-    /// name), found before any delegate ran, so nothing was attached (code 7). A NAD naming a plugin this
+    /// name, or a binary `exec::check_binary` refuses), found before any delegate ran, so nothing was attached (code 7). A NAD naming a plugin this
     /// node lacks fails the ADD of the pods that select it, never the node's STATUS.
     #[error("[{who}:{network}]: {}", plugin_missing(.network, .source))]
     PluginMissing {

@@ -76,7 +76,7 @@ pub enum ExecError {
     /// "Delegate binaries").
     #[error("refusing to run {}: {reason}; a plugin binary must belong to root and be writable by its owner alone", plugin.display())]
     Unsafe {
-        /// The binary (symlinks followed).
+        /// The binary as found in the search path (a symlink is judged by the file it points to).
         plugin: PathBuf,
         /// Who could change it.
         reason: String,

@@ -72,6 +72,15 @@ pub enum ExecError {
         /// Where we looked.
         dirs: Vec<PathBuf>,
     },
+    /// The binary could have been replaced by someone other than root: refused before it runs (docs/security.md,
+    /// "Delegate binaries").
+    #[error("refusing to run {}: {reason}; a plugin binary must belong to root and be writable by its owner alone", plugin.display())]
+    Unsafe {
+        /// The binary as found in the search path (a symlink is judged by the file it points to).
+        plugin: PathBuf,
+        /// Who could change it.
+        reason: String,
+    },
     /// The process could not be started.
     #[error("cannot start {}: {reason}", plugin.display())]
     Spawn {
@@ -175,7 +184,10 @@ pub fn find_in_path_with(
     for d in dirs {
         let p = d.join(plugin_type);
         // `metadata` follows symlinks, as libcni's stat does.
-        if std::fs::metadata(local(&p)).is_ok_and(|m| m.is_file()) {
+        if let Ok(m) = std::fs::metadata(local(&p))
+            && m.is_file()
+        {
+            check_binary(&p, &m)?;
             return Ok(p);
         }
     }
@@ -183,6 +195,32 @@ pub fn find_in_path_with(
         plugin_type: plugin_type.to_string(),
         dirs: dirs.to_vec(),
     })
+}
+
+/// Refuse a plugin binary that anyone but root could have replaced (it runs as root, with the pod's
+/// network in its hands): owned by another user, or writable by its group or by others. `meta` is the
+/// file's, symlinks followed. A plexus that is not root (tests) also accepts its own files: their owner
+/// can already do everything such a plexus does.
+pub fn check_binary(path: &Path, meta: &std::fs::Metadata) -> Result<(), ExecError> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |reason: String| ExecError::Unsafe {
+        plugin: path.to_path_buf(),
+        reason,
+    };
+    let owner = meta.uid();
+    if owner != 0 && owner != nix::unistd::geteuid().as_raw() {
+        return Err(refuse(format!("it is owned by uid {owner}, not by root")));
+    }
+    let mode = meta.mode() & 0o7777;
+    let writable_by = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (false, false) => return Ok(()),
+        (true, false) => "its group",
+        (false, true) => "others",
+        (true, true) => "its group and others",
+    };
+    Err(refuse(format!(
+        "it is writable by {writable_by} (mode {mode:04o})"
+    )))
 }
 
 /// Runs delegates as child processes.
@@ -643,6 +681,71 @@ mod tests {
         let p = script(d.path(), "ok", "true");
         assert_eq!(
             find_in_path("ok", &[PathBuf::from("/nonexistent"), d.path().into()]).unwrap(),
+            p
+        );
+    }
+
+    /// Issue 19, item 3: a binary someone besides root could have replaced is refused, naming the file and
+    /// why; a symlink is judged by the file it points to.
+    #[test]
+    fn find_refuses_a_binary_writable_by_group_or_others() {
+        let d = tempfile::tempdir().unwrap();
+        let dirs = [d.path().to_path_buf()];
+        let p = script(d.path(), "plugin", "true");
+        std::os::unix::fs::symlink(&p, d.path().join("link")).unwrap();
+        assert_eq!(find_in_path("plugin", &dirs).unwrap(), p);
+        for (mode, who) in [
+            (0o775, "its group"),
+            (0o757, "others"),
+            (0o777, "its group and others"),
+            (0o4775, "its group"),
+        ] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            for name in ["plugin", "link"] {
+                let e = find_in_path(name, &dirs).unwrap_err();
+                let ExecError::Unsafe { plugin, .. } = &e else {
+                    panic!("{mode:o} {name}: {e:?}")
+                };
+                assert_eq!(plugin, &d.path().join(name));
+                assert!(
+                    e.to_string()
+                        .starts_with(&format!("refusing to run {}: ", plugin.display())),
+                    "{e}"
+                );
+                assert!(
+                    e.to_string()
+                        .contains(&format!("writable by {who} (mode {mode:04o})")),
+                    "{e}"
+                );
+            }
+        }
+    }
+
+    /// Issue 19, item 3: a binary owned by another user than root is refused (root only: it needs chown).
+    #[test]
+    #[ignore = "needs root: chowns a file to another user"]
+    fn find_refuses_a_binary_owned_by_another_user() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to chown a file to uid 1000");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = script(d.path(), "plugin", "true");
+        std::os::unix::fs::chown(&p, Some(1000), None).unwrap();
+        let e = find_in_path("plugin", &[d.path().to_path_buf()]).unwrap_err();
+        assert!(
+            matches!(&e, ExecError::Unsafe { plugin, .. } if plugin == &p),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string()
+                .contains("it is owned by uid 1000, not by root"),
+            "{e}"
+        );
+        // Root's group may own it (0755: the group cannot write).
+        std::os::unix::fs::chown(&p, Some(0), Some(1000)).unwrap();
+        assert_eq!(
+            find_in_path("plugin", &[d.path().to_path_buf()]).unwrap(),
             p
         );
     }

@@ -577,7 +577,9 @@ const DAEMON_CONFIG_KEYS: [&str; 15] = [
 ];
 
 /// Network-config keys a daemon config may overlay on every request (as Go Multus's daemon does).
-const OVERLAY_KEYS: [&str; 10] = [
+const OVERLAY_KEYS: [&str; 12] = [
+    "allowedPluginTypes",
+    "allowedPluginTypesByNamespace",
     "confDir",
     "cniDir",
     "binDir",
@@ -1174,5 +1176,71 @@ fn kustomize_builds_each_variant_into_exactly_its_files() {
                 panic!("{dir}: {id}: kustomize changed {d}");
             }
         }
+    }
+}
+
+/// The lines of `file` (under the repository) that are comments starting with `prefix` after the `#`,
+/// uncommented.
+fn commented(file: &str, prefix: &str) -> Vec<String> {
+    fs::read_to_string(repo().join(file))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('#'))
+        .map(str::trim)
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 19, item 3: the recommended plugin allow-list, shown commented in the thin DaemonSet's install
+/// arguments and in the daemon's ConfigMap, parses as what each is (install flags; daemon config keys the
+/// daemon accepts), and both recommend the same lists.
+#[test]
+fn the_recommended_plugin_allow_lists_parse_and_agree() {
+    let flags: Vec<String> = commented(
+        &format!("{THIN}/daemonset.yaml"),
+        "- --allowed-plugin-types",
+    )
+    .iter()
+    .map(|l| l.trim_start_matches("- ").to_string())
+    .collect();
+    assert_eq!(
+        flags.len(),
+        2,
+        "the global and a per-namespace list: {flags:?}"
+    );
+    let mut cmd = vec!["/usr/local/bin/plexus".to_string(), "install".to_string()];
+    cmd.extend(flags);
+    let args = install_args(&cmd, "the commented allow-list flags");
+    let global = args.allowed_plugin_types.expect("--allowed-plugin-types").0;
+    let by_ns: std::collections::BTreeMap<String, Vec<String>> = args
+        .allowed_plugin_types_by_namespace
+        .into_iter()
+        .map(|n| (n.namespace, n.types))
+        .collect();
+
+    let keys = commented(&format!("{DAEMON}/configmap.yaml"), "\"allowedPluginTypes");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let object = format!("{{{}}}", keys.join(" ").trim_end_matches(','));
+    let json: Value = serde_json::from_str(&object)
+        .unwrap_or_else(|e| panic!("the ConfigMap's commented keys are not JSON: {e}\n{object}"));
+    let mut config = json.clone();
+    config["nodeName"] = "n".into();
+    plexus::daemon::config::DaemonConfig::from_bytes(
+        &serde_json::to_vec(&config).unwrap(),
+        "the ConfigMap's commented keys",
+        &|_| None,
+    )
+    .unwrap_or_else(|e| panic!("plexus daemon refuses the recommended list: {e}"));
+    assert_eq!(json["allowedPluginTypes"], serde_json::json!(global));
+    assert_eq!(
+        json["allowedPluginTypesByNamespace"],
+        serde_json::json!(by_ns)
+    );
+    for left_out in ["host-device", "portmap", "firewall"] {
+        assert!(
+            !global.iter().any(|t| t == left_out),
+            "{left_out} is recommended"
+        );
     }
 }

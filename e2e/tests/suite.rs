@@ -606,6 +606,72 @@ fn a_nad_naming_a_missing_plugin_fails_its_pod_before_any_delegate() {
     );
 }
 
+/// Issue 19, item 3, in thin mode as in daemon mode: with `allowedPluginTypes` in the node's config, a
+/// NAD chaining a type outside it (here `tuning`) fails its pod's ADD with code 7 naming the pod, the NAD,
+/// the type and the key, and a `PluginTypeNotAllowed` Warning event; nothing ran (not the cluster network,
+/// not the allowed NAD before it) and nothing is left. The cluster network's `bridge` is not on the list:
+/// the node's own networks are exempt. A list for the NAD's namespace replaces the global one: with
+/// `tuning` on it, the same selection works.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_nad_naming_a_plugin_type_outside_the_allow_list_fails_its_pod_and_nothing_runs() {
+    let w =
+        world("a_nad_naming_a_plugin_type_outside_the_allow_list_fails_its_pod_and_nothing_runs");
+    w.nad("macvlan-net", &w.macvlan(MACVLAN_SUBNET));
+    let tuned = json!({
+        "cniVersion": "1.0.0",
+        "plugins": [
+            {"type": "macvlan", "master": MASTER, "mode": "bridge", "ipam": w.ipam(BRIDGE_SUBNET)},
+            {"type": "tuning", "dataDir": w.tuning_dir()},
+        ],
+    });
+    w.nad("tuned-net", &tuned);
+    let selection = "macvlan-net,tuned-net";
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, selection)]);
+    let rt = w.runtime(json!({"allowedPluginTypes": ["macvlan", "host-local"]}));
+
+    let err = w.add_fails(&rt, &sb);
+    assert_eq!(err.code, Some(7), "{err}");
+    let text = err.text();
+    let nad = nad_name(&w.ns, "tuned-net");
+    for part in [
+        format!("{}/{}", sb.pod.namespace, sb.pod.name),
+        nad.clone(),
+        "plugin type \"tuning\"".to_string(),
+        "allowedPluginTypes".to_string(),
+    ] {
+        assert!(text.contains(&part), "names {part}: {err}");
+    }
+    let warnings = w.warnings(&sb);
+    assert!(
+        warnings
+            .iter()
+            .any(|(reason, msg)| reason == "PluginTypeNotAllowed"
+                && msg.contains(&nad)
+                && msg.contains("\"tuning\"")),
+        "{warnings:?}"
+    );
+    assert_nothing_left_after_failed_add(&w, &rt, &sb);
+
+    let rt = w.runtime(json!({
+        "allowedPluginTypes": [],
+        "allowedPluginTypesByNamespace": {&w.ns: ["macvlan", "host-local", "tuning"]},
+    }));
+    let sb = w.sandbox("web2", &[(NETWORKS_ANNOTATION, selection)]);
+    w.add_ok(&rt, &sb);
+    assert_eq!(sb.netns.link_names(), ["eth0", "lo", "net1", "net2"]);
+    w.assert_status(
+        &sb,
+        &[
+            (CLUSTER_NETWORK, "eth0", true),
+            (&nad_name(&w.ns, "macvlan-net"), "net1", false),
+            (&nad, "net2", false),
+        ],
+    );
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
+}
+
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn malformed_annotations_fail_naming_the_element_and_field() {

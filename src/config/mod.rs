@@ -1,6 +1,7 @@
 //! The plexus config validated into rich types, with Go Multus's defaults (docs/multus-compat.md,
 //! "Config keys").
 
+pub mod allowlist;
 pub mod raw;
 
 use std::{
@@ -12,6 +13,7 @@ use std::{
 use plexus_cni::{CniVersion, GcAttachment, gc::parse_valid_attachments, validate};
 use serde_json::{Map, Value};
 
+pub use allowlist::PluginAllowList;
 pub use raw::{RawConfig, RawError};
 
 use crate::netconf::{NetConfError, NetworkConfig};
@@ -250,6 +252,9 @@ pub struct Config {
     /// `deviceInfoDir`: the Device Information Spec directory (default
     /// `/var/run/k8s.cni.cncf.io/devinfo`).
     pub device_info_dir: PathBuf,
+    /// `allowedPluginTypes`, `allowedPluginTypesByNamespace`: the plugin types NADs may run (default:
+    /// every type). The node's own networks are not subject to it.
+    pub allowed_plugin_types: PluginAllowList,
     /// GC: attachments the runtime still considers valid.
     pub valid_attachments: Option<Vec<GcAttachment>>,
     /// Unknown keys, kept.
@@ -391,6 +396,8 @@ impl Config {
             pod_resources_socket,
             kubelet_checkpoint_file,
             device_info_dir,
+            allowed_plugin_types,
+            allowed_plugin_types_by_namespace,
             extra,
         } = raw;
         let mut warnings = Vec::new();
@@ -551,6 +558,11 @@ impl Config {
                 device_info_dir,
                 DEFAULT_DEVICE_INFO_DIR,
             )?,
+            allowed_plugin_types: PluginAllowList::from_json(
+                allowed_plugin_types.as_ref(),
+                allowed_plugin_types_by_namespace.as_ref(),
+            )
+            .map_err(|e| invalid(&e.at, e.reason))?,
             valid_attachments: parse_valid_attachments(value)
                 .map_err(|e| invalid("cni.dev/valid-attachments", e.to_string()))?,
             extra,
@@ -926,6 +938,28 @@ mod tests {
                 "{bad:?}: {e}"
             );
         }
+    }
+
+    /// Issue 19, item 3: the plugin allow-list keys (unset: every type, as Go Multus); a bad entry is a
+    /// config error (code 7) naming it.
+    #[test]
+    fn the_plugin_allow_list_keys() {
+        let c = cfg(json!({"name": "m", "clusterNetwork": "x"})).unwrap();
+        assert!(!c.allowed_plugin_types.restricts());
+        let c = cfg(json!({"name": "m", "clusterNetwork": "x",
+            "allowedPluginTypes": ["bridge"], "allowedPluginTypesByNamespace": {"a": []}}))
+        .unwrap();
+        assert!(c.allowed_plugin_types.restricts());
+        assert!(!c.extra.contains_key("allowedPluginTypes"), "a known key");
+        let e = cfg(json!({"name": "m", "clusterNetwork": "x",
+            "allowedPluginTypesByNamespace": {"a": ["bridge", "/bin/sh"]}}))
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with(r#"config key allowedPluginTypesByNamespace["a"][1]: "#),
+            "{e}"
+        );
     }
 
     #[test]

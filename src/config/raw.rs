@@ -99,6 +99,10 @@ pub struct RawConfig {
     pub kubelet_checkpoint_file: Option<String>,
     /// plexus: the Device Information Spec directory (`dp/` and `cni/` below it).
     pub device_info_dir: Option<String>,
+    /// plexus: the plugin types NADs may run (`allowlist`); checked there, so a wrong shape is code 7.
+    pub allowed_plugin_types: Option<Value>,
+    /// plexus: per NAD namespace, a list that replaces `allowedPluginTypes` there.
+    pub allowed_plugin_types_by_namespace: Option<Value>,
     /// Every other key, kept as given.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

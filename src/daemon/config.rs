@@ -265,6 +265,17 @@ impl DaemonConfig {
             crate::config::DEFAULT_MAX_ATTACHMENTS_PER_POD as u64,
             1,
         )?;
+        // Overlaid on every request like any network-config key, but a bad list is refused here, at start,
+        // rather than failing every ADD of the node.
+        {
+            use crate::config::allowlist::{BY_NAMESPACE_KEY, GLOBAL_KEY, PluginAllowList};
+            PluginAllowList::from_json(map.get(GLOBAL_KEY), map.get(BY_NAMESPACE_KEY)).map_err(
+                |e| DaemonConfigError::Key {
+                    key: e.key,
+                    reason: e.to_string(),
+                },
+            )?;
+        }
         let mut log = Map::new();
         let mut overlay = Map::new();
         for (k, v) in &map {
@@ -501,6 +512,65 @@ mod tests {
         );
         let config = crate::config::Config::from_bytes(&merged).unwrap();
         assert_eq!(config.max_attachments_per_pod, 5);
+    }
+
+    /// The plugin allow-list (docs/security.md): checked when the daemon starts, and laid over every
+    /// request (daemon keys win), so a NAD is checked against the daemon's list whatever the shim's says.
+    #[test]
+    fn the_plugin_allow_list_is_checked_at_start_and_overrides_the_request() {
+        let c = DaemonConfig::from_bytes(
+            br#"{"nodeName":"n","allowedPluginTypes":["macvlan","host-local"],
+                "allowedPluginTypesByNamespace":{"sriov-team":["sriov","host-local"]}}"#,
+            "t",
+            &no_env,
+        )
+        .unwrap();
+        let merged = c.overlay_on(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"plexus-shim","clusterNetwork":"/c",
+                "allowedPluginTypes":["host-device"]}"#,
+        );
+        let config = crate::config::Config::from_bytes(&merged).unwrap();
+        let nad = crate::netconf::NetworkConfig::from_bytes(
+            br#"{"cniVersion":"1.0.0","name":"x","type":"host-device","device":"eth0"}"#,
+        )
+        .unwrap();
+        let refusal = config
+            .allowed_plugin_types
+            .check("team-a", &nad)
+            .unwrap_err();
+        assert_eq!(refusal.plugin_types, ["host-device"]);
+        let sriov = crate::netconf::NetworkConfig::from_bytes(
+            br#"{"cniVersion":"1.0.0","name":"s","type":"sriov","ipam":{"type":"host-local"}}"#,
+        )
+        .unwrap();
+        assert!(
+            config
+                .allowed_plugin_types
+                .check("sriov-team", &sriov)
+                .is_ok()
+        );
+        for (json, key) in [
+            (
+                r#"{"nodeName":"n","allowedPluginTypes":["ok","../../bin/sh"]}"#,
+                "allowedPluginTypes",
+            ),
+            (
+                r#"{"nodeName":"n","allowedPluginTypes":"bridge"}"#,
+                "allowedPluginTypes",
+            ),
+            (
+                r#"{"nodeName":"n","allowedPluginTypesByNamespace":{"a/b":["bridge"]}}"#,
+                "allowedPluginTypesByNamespace",
+            ),
+        ] {
+            match DaemonConfig::from_bytes(json.as_bytes(), "t", &no_env) {
+                Err(e @ DaemonConfigError::Key { key: k, .. }) => {
+                    assert_eq!(k, key, "{json}");
+                    assert!(e.to_string().contains(key), "{e}");
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
     }
 
     #[test]

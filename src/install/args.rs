@@ -295,6 +295,17 @@ pub struct Args {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "The generated config")]
     pub strict_capabilities: Option<bool>,
 
+    /// allowedPluginTypes: the plugin types NetworkAttachmentDefinitions may run, comma-separated: each
+    /// plugin of a NAD's config and its ipam type must be listed, or the pod's ADD fails (the node's own
+    /// networks are exempt). An empty value allows none [default: not written; every type is allowed].
+    #[arg(long, value_name = "TYPE,...", value_parser = parse_plugin_types, help_heading = "The generated config")]
+    pub allowed_plugin_types: Option<PluginTypes>,
+
+    /// allowedPluginTypesByNamespace: NAMESPACE=TYPE,... gives the NADs of that namespace this list instead
+    /// of --allowed-plugin-types (it replaces it there, it does not add to it). Repeatable.
+    #[arg(long, value_name = "NS=TYPE,...", value_parser = parse_namespace_plugin_types, help_heading = "The generated config")]
+    pub allowed_plugin_types_by_namespace: Vec<NamespacePluginTypes>,
+
     // === Lifecycle ===
     /// How long to wait for the primary config and the readiness indicator before failing (0: forever).
     /// Units: ms, s, m, h; a bare number is seconds.
@@ -415,6 +426,41 @@ impl Args {
             self.host_prefix.clone(),
         )
     }
+}
+
+/// A comma-separated list of plugin types (`--allowed-plugin-types`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginTypes(pub Vec<String>);
+
+/// One `--allowed-plugin-types-by-namespace` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacePluginTypes {
+    /// The NADs' namespace.
+    pub namespace: String,
+    /// Its list.
+    pub types: Vec<String>,
+}
+
+fn parse_plugin_types(s: &str) -> Result<PluginTypes, String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        plexus_cni::validate::plugin_type(t).map_err(|e| e.to_string())?;
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_string());
+        }
+    }
+    Ok(PluginTypes(out))
+}
+
+fn parse_namespace_plugin_types(s: &str) -> Result<NamespacePluginTypes, String> {
+    let (ns, types) = s
+        .split_once('=')
+        .ok_or_else(|| "expected NAMESPACE=TYPE,TYPE,...".to_string())?;
+    crate::names::check_label(ns.trim())?;
+    Ok(NamespacePluginTypes {
+        namespace: ns.trim().to_string(),
+        types: parse_plugin_types(types)?.0,
+    })
 }
 
 fn parse_binary_name(s: &str) -> Result<String, String> {
@@ -613,6 +659,45 @@ mod tests {
     }
 
     #[test]
+    fn plugin_allow_list_flags() {
+        let a = parse(&[
+            "--allowed-plugin-types=bridge, macvlan,,host-local,bridge",
+            "--allowed-plugin-types-by-namespace=sriov-team=sriov,host-local",
+            "--allowed-plugin-types-by-namespace",
+            "locked=",
+        ]);
+        assert_eq!(
+            a.allowed_plugin_types,
+            Some(PluginTypes(vec![
+                "bridge".into(),
+                "macvlan".into(),
+                "host-local".into()
+            ]))
+        );
+        assert_eq!(
+            a.allowed_plugin_types_by_namespace,
+            [
+                NamespacePluginTypes {
+                    namespace: "sriov-team".into(),
+                    types: vec!["sriov".into(), "host-local".into()]
+                },
+                NamespacePluginTypes {
+                    namespace: "locked".into(),
+                    types: vec![]
+                }
+            ]
+        );
+        let none = parse(&[]);
+        assert_eq!(none.allowed_plugin_types, None);
+        assert!(none.allowed_plugin_types_by_namespace.is_empty());
+        assert_eq!(
+            parse(&["--allowed-plugin-types="]).allowed_plugin_types,
+            Some(PluginTypes(vec![])),
+            "an empty list allows none"
+        );
+    }
+
+    #[test]
     fn conf_name_extension_is_dropped_from_the_stem() {
         assert_eq!(parse(&["--conf-name", "05-x.conf"]).conf_stem(), "05-x");
         assert_eq!(parse(&["--conf-name", "05-x.conflist"]).conf_stem(), "05-x");
@@ -637,6 +722,10 @@ mod tests {
             &["--daemon", "--daemon-socket-dir", "run/x"],
             &["--daemon", "--cni-dir", "var/lib/cni"],
             &["--daemon=maybe"],
+            &["--allowed-plugin-types", "bridge,../sh"],
+            &["--allowed-plugin-types-by-namespace", "bridge,macvlan"],
+            &["--allowed-plugin-types-by-namespace", "Team_A=bridge"],
+            &["--allowed-plugin-types-by-namespace", "a=/bin/sh"],
         ] {
             let r =
                 Args::try_parse_from(std::iter::once("plexus install").chain(bad.iter().copied()));

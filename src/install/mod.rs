@@ -247,6 +247,12 @@ impl Installer {
             log_file: args.log_file.clone(),
             log_to_stderr: args.log_to_stderr,
             strict_capabilities: args.strict_capabilities,
+            allowed_plugin_types: args.allowed_plugin_types.clone().map(|t| t.0),
+            allowed_plugin_types_by_namespace: args
+                .allowed_plugin_types_by_namespace
+                .iter()
+                .map(|n| (n.namespace.clone(), n.types.clone()))
+                .collect(),
         };
         let mut meta_types: Vec<String> = conf::META_TYPES.iter().map(|s| s.to_string()).collect();
         for t in [&args.binary_name, args.plugin_type()] {

@@ -1311,3 +1311,173 @@ fn a_nad_naming_a_missing_plugin_fails_add_with_code_7_before_any_delegate() {
     assert!(fine.warnings.lock().unwrap().is_empty());
     assert_eq!(w.calls().last(), Some(&t("ADD", "a", "net3")));
 }
+
+/// A NAD `ns/<name>` with `config` (its `name` set).
+fn nad_in(ns: &str, name: &str, mut config: Value) -> NetworkRequest {
+    config["name"] = json!(name);
+    let n = crate::netconf::NetworkConfig::from_value(config).unwrap();
+    let mut r = NetworkRequest::plain(n);
+    r.status_name = format!("{ns}/{name}");
+    r
+}
+
+/// Issue 19, item 3: a NAD naming a plugin type outside the node config's `allowedPluginTypes` (here the
+/// IPAM of its second chained plugin) fails the pod's ADD with code 7 naming the pod, the NAD, the type
+/// and the key, and a `PluginTypeNotAllowed` Warning event; the check precedes everything, so no delegate
+/// ran and nothing is left. Allowed NADs, and the node's own networks, are not affected.
+#[test]
+fn a_nad_naming_a_type_outside_the_allow_list_fails_add_with_code_7_and_nothing_runs() {
+    let w = World::new();
+    let cfg = w.config(json!({"allowedPluginTypes": ["macvlan", "host-local", "tuning"]}));
+    let allowed = nad_in(
+        "ns1",
+        "ok",
+        json!({"cniVersion": "1.0.0", "plugins": [
+            {"type": "macvlan", "ipam": {"type": "host-local"}}, {"type": "tuning"}]}),
+    );
+    let refused = nad_in(
+        "ns1",
+        "grab-uplink",
+        json!({"cniVersion": "1.0.0", "plugins": [
+            {"type": "macvlan", "ipam": {"type": "host-local"}},
+            {"type": "tuning", "ipam": {"type": "dhcp"}}]}),
+    );
+    let cluster = FakeCluster {
+        networks: vec![allowed.clone(), refused],
+        ..Default::default()
+    };
+    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    assert_eq!(e.cni_code(), 7, "{e}");
+    let msg = e.to_string();
+    for part in [
+        "ns1/pod1/u1",
+        "ns1/grab-uplink",
+        "plugin type \"dhcp\"",
+        "allowedPluginTypes",
+        "nothing was attached",
+    ] {
+        assert!(msg.contains(part), "names {part}: {msg}");
+    }
+    assert_eq!(
+        w.calls(),
+        vec![],
+        "no delegate ran, not even the cluster network's"
+    );
+    w.nothing_left("c1");
+    assert!(cluster.published.lock().unwrap().is_empty());
+    let warnings = cluster.warnings.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].0, "PluginTypeNotAllowed");
+    for part in ["ns1/grab-uplink", "\"dhcp\"", "allowedPluginTypes"] {
+        assert!(warnings[0].1.contains(part), "{warnings:?}");
+    }
+
+    // The node's own networks (static delegates: bridge, ptp) are not on the list and still run.
+    let fine = FakeCluster {
+        networks: vec![allowed],
+        ..Default::default()
+    };
+    w.run_cid("ADD", "c2", &cfg, &fine).unwrap();
+    assert!(fine.warnings.lock().unwrap().is_empty());
+    assert_eq!(w.calls().first(), Some(&t("ADD", "cluster", "eth0")));
+    assert_eq!(w.calls().last(), Some(&t("ADD", "ok", "net3")));
+}
+
+/// A namespace's list replaces the global one for the NADs of that namespace (the NAD's, not the pod's).
+#[test]
+fn a_namespaces_allow_list_replaces_the_global_one_for_its_nads() {
+    let w = World::new();
+    let cfg = w.config(json!({
+        "allowedPluginTypes": ["macvlan"],
+        "allowedPluginTypesByNamespace": {"sriov-team": ["sriov"]},
+    }));
+    let sriov = |ns: &str| nad_in(ns, "vf", json!({"cniVersion": "1.0.0", "type": "sriov"}));
+    let macvlan = |ns: &str| nad_in(ns, "mv", json!({"cniVersion": "1.0.0", "type": "macvlan"}));
+    let run = |cid: &str, n: NetworkRequest| {
+        let cluster = FakeCluster {
+            networks: vec![n],
+            ..Default::default()
+        };
+        w.run_cid("ADD", cid, &cfg, &cluster)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    run("c1", sriov("sriov-team")).unwrap();
+    run("c2", macvlan("ns1")).unwrap();
+    let e = run("c3", sriov("ns1")).unwrap_err();
+    assert!(
+        e.contains("\"sriov\"") && e.contains("config's allowedPluginTypes;"),
+        "{e}"
+    );
+    let e = run("c4", macvlan("sriov-team")).unwrap_err();
+    assert!(
+        e.contains(r#"allowedPluginTypesByNamespace["sriov-team"]"#),
+        "replaced, not extended: {e}"
+    );
+}
+
+/// The node's own networks are the admin's: a cluster network and `defaultNetworks` that are NADs in
+/// `multusNamespace` run whatever their types, even with an empty list; a pod's default-network annotation
+/// names a NAD of the pod's choosing and is checked.
+#[test]
+fn the_node_networks_are_exempt_and_a_pods_default_network_is_not() {
+    let w = World::new();
+    let cfg = w.config(json!({
+        "clusterNetwork": "cluster-nad", "defaultNetworks": ["extra-nad"],
+        "allowedPluginTypes": [],
+    }));
+    let nads = FakeCluster {
+        nads_by_name: true,
+        ..Default::default()
+    };
+    w.run("ADD", &cfg, &nads).unwrap();
+    assert_eq!(
+        w.calls(),
+        [
+            t("ADD", "cluster-nad", "eth0"),
+            t("ADD", "extra-nad", "net1")
+        ]
+    );
+    assert!(nads.warnings.lock().unwrap().is_empty());
+
+    let overridden = FakeCluster {
+        nads_by_name: true,
+        default: Some(nad_in(
+            "ns1",
+            "my-default",
+            json!({"cniVersion": "1.0.0", "type": "bridge"}),
+        )),
+        ..Default::default()
+    };
+    let e = w.run_cid("ADD", "c2", &cfg, &overridden).unwrap_err();
+    assert_eq!(e.cni_code(), 7, "{e}");
+    assert!(
+        e.to_string().contains("ns1/my-default") && e.to_string().contains("\"bridge\""),
+        "{e}"
+    );
+    w.nothing_left("c2");
+}
+
+/// A plugin binary `exec::check_binary` refuses fails the ADD before anything runs, like a missing one,
+/// with a Warning event that says so (not `NoPluginFound`).
+#[test]
+fn a_refused_plugin_binary_fails_add_before_any_delegate_with_its_own_event() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    let cluster = FakeCluster {
+        networks: vec![nad_chain("bad", &["macvlan", "unsafe"])],
+        ..Default::default()
+    };
+    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    assert_eq!(e.cni_code(), 7, "{e}");
+    assert!(
+        e.to_string()
+            .contains("refusing to run /opt/cni/bin/unsafe"),
+        "{e}"
+    );
+    assert_eq!(w.calls(), vec![]);
+    w.nothing_left("c1");
+    let warnings = cluster.warnings.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].0, "PluginBinaryRefused");
+}

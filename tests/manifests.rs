@@ -19,6 +19,7 @@ use std::{
 
 use k8s_openapi::{
     api::{
+        admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
         apps::v1::{DaemonSet, Deployment},
         core::v1::{
             ConfigMap, Container, Namespace, Pod, PodSpec, Service, ServiceAccount, Volume,
@@ -145,6 +146,14 @@ fn parse_manifest(doc: &Value, ctx: &str) -> Manifest {
             Manifest::Other
         }
         ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition") => Manifest::Nad(typed(doc, ctx)),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            typed::<ValidatingAdmissionPolicy>(doc, ctx);
+            Manifest::Other
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            typed::<ValidatingAdmissionPolicyBinding>(doc, ctx);
+            Manifest::Other
+        }
         _ => panic!("{ctx}: {api} {kind} is not a kind this test knows; add it to parse_manifest"),
     }
 }
@@ -701,6 +710,7 @@ fn the_daemon_variant_copies_deploys_manifests_unchanged() {
         "serviceaccount.yaml",
         "clusterrole.yaml",
         "clusterrolebinding.yaml",
+        "admission-policies.yaml",
     ] {
         let original = documents(&repo().join(THIN).join(f));
         let copy = documents(&repo().join(DAEMON).join(f));

@@ -130,6 +130,12 @@ impl DeferredStatus {
         }
     }
 
+    /// The merge patch of `pods/status` this write sends (deploy/admission-policies.yaml must admit it:
+    /// tests/policies.rs).
+    pub fn patch(&self) -> &Value {
+        &self.patch
+    }
+
     /// A job as a test writes it.
     #[cfg(test)]
     pub(crate) fn new(

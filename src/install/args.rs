@@ -306,6 +306,12 @@ pub struct Args {
     #[arg(long, value_name = "NS=TYPE,...", value_parser = parse_namespace_plugin_types, help_heading = "The generated config")]
     pub allowed_plugin_types_by_namespace: Vec<NamespacePluginTypes>,
 
+    /// auxiliaryCNIChainName: after every other network, run the plugin files of this directory (beside the
+    /// cluster network's file) on each pod, as Go Multus does (docs/multus-compat.md, "Auxiliary chain")
+    /// [default: not written; no chain].
+    #[arg(long, value_name = "NAME", value_parser = parse_network_name, help_heading = "The generated config")]
+    pub auxiliary_cni_chain_name: Option<String>,
+
     // === Lifecycle ===
     /// How long to wait for the primary config and the readiness indicator before failing (0: forever).
     /// Units: ms, s, m, h; a bare number is seconds.
@@ -659,6 +665,16 @@ mod tests {
     }
 
     #[test]
+    fn auxiliary_chain_flag() {
+        let a = parse(&["--auxiliary-cni-chain-name=vendor-cni-chain"]);
+        assert_eq!(
+            a.auxiliary_cni_chain_name.as_deref(),
+            Some("vendor-cni-chain")
+        );
+        assert_eq!(parse(&[]).auxiliary_cni_chain_name, None);
+    }
+
+    #[test]
     fn plugin_allow_list_flags() {
         let a = parse(&[
             "--allowed-plugin-types=bridge, macvlan,,host-local,bridge",
@@ -726,6 +742,8 @@ mod tests {
             &["--allowed-plugin-types-by-namespace", "bridge,macvlan"],
             &["--allowed-plugin-types-by-namespace", "Team_A=bridge"],
             &["--allowed-plugin-types-by-namespace", "a=/bin/sh"],
+            &["--auxiliary-cni-chain-name", "../chain"],
+            &["--auxiliary-cni-chain-name", "a/b"],
         ] {
             let r =
                 Args::try_parse_from(std::iter::once("plexus install").chain(bad.iter().copied()));

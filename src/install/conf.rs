@@ -325,6 +325,8 @@ pub struct ConfOptions {
     pub allowed_plugin_types: Option<Vec<String>>,
     /// `allowedPluginTypesByNamespace` (written when not empty).
     pub allowed_plugin_types_by_namespace: BTreeMap<String, Vec<String>>,
+    /// `auxiliaryCNIChainName`.
+    pub auxiliary_cni_chain_name: Option<String>,
 }
 
 /// A generated config.
@@ -429,6 +431,9 @@ pub fn render(primary: &PrimaryInfo, opts: &ConfOptions) -> Result<Rendered, Ren
             "allowedPluginTypesByNamespace".into(),
             json!(opts.allowed_plugin_types_by_namespace),
         );
+    }
+    if let Some(chain) = &opts.auxiliary_cni_chain_name {
+        plugin.insert("auxiliaryCNIChainName".into(), json!(chain));
     }
 
     let [conf_name, list_name] = output_names(&opts.stem);
@@ -615,6 +620,7 @@ mod tests {
             strict_capabilities: None,
             allowed_plugin_types: None,
             allowed_plugin_types_by_namespace: BTreeMap::new(),
+            auxiliary_cni_chain_name: None,
         }
     }
 
@@ -840,6 +846,7 @@ mod tests {
         o.allowed_plugin_types = Some(vec!["macvlan".into(), "host-local".into()]);
         o.allowed_plugin_types_by_namespace =
             BTreeMap::from([("sriov-team".to_string(), vec!["sriov".to_string()])]);
+        o.auxiliary_cni_chain_name = Some("vendor-cni-chain".into());
         let r = render(&p, &o).unwrap();
         assert_eq!(r.cni_version, CniVersion::V1_1_0);
         let doc: Value = serde_json::from_slice(&r.bytes).unwrap();
@@ -860,6 +867,7 @@ mod tests {
             plugin["allowedPluginTypesByNamespace"],
             json!({"sriov-team": ["sriov"]})
         );
+        assert_eq!(plugin["auxiliaryCNIChainName"], "vendor-cni-chain");
         // plexus accepts them as the runtime passes its entry (with the list's name and version).
         let mut entry = plugin.clone();
         entry["cniVersion"] = doc["cniVersion"].clone();

@@ -253,6 +253,7 @@ impl Installer {
                 .iter()
                 .map(|n| (n.namespace.clone(), n.types.clone()))
                 .collect(),
+            auxiliary_cni_chain_name: args.auxiliary_cni_chain_name.clone(),
         };
         let mut meta_types: Vec<String> = conf::META_TYPES.iter().map(|s| s.to_string()).collect();
         for t in [&args.binary_name, args.plugin_type()] {

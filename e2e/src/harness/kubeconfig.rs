@@ -120,6 +120,14 @@ pub fn ca_pem(kc: &Value, path: &Path) -> Result<Vec<u8>, String> {
     Err("the current cluster names no CA (certificate-authority or -data)".into())
 }
 
+/// The current cluster's `tls-server-name`, if it sets one.
+pub fn tls_server_name(kc: &Value) -> Option<String> {
+    let i = current_cluster(kc).ok()?;
+    kc["clusters"][i]["cluster"]["tls-server-name"]
+        .as_str()
+        .map(String::from)
+}
+
 /// The bearer token of the current context's user, if it has one inline.
 pub fn token(kc: &Value) -> Option<String> {
     let ctx_name = kc["current-context"].as_str()?;

@@ -1054,3 +1054,53 @@ fn on_a_host_the_paths_written_are_the_paths_named() {
     assert!(kc.contains("server: https://192.0.2.10:6443"), "{kc}");
     assert!(n.bin("plexus").is_file(), "{log}");
 }
+
+/// The default `--host-token=node` as the DaemonSet runs it: the node's name from `PLEXUS_NODE_NAME`, the
+/// ServiceAccount from the pod's token. With the API unreachable at the first start, the pod's own token
+/// stands in (with a warning) and the install completes; without a node name it stops at once.
+#[test]
+fn the_node_bound_token_names_plexus_node_name_and_an_unreachable_api_leaves_the_pods_token() {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let n = Node::new();
+    n.write_conf("10-flannel.conf", &primary_conf("1.0.0"));
+    let claims = json!({"sub": "system:serviceaccount:kube-system:plexus", "kubernetes.io": {"pod": {"name": "p"}}});
+    let pod_token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    n.set_token(&pod_token);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = n
+        .command(&["--once", "--host-token=node"])
+        .env("KUBERNETES_SERVICE_PROTOCOL", "http")
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", closed.port().to_string())
+        .env("PLEXUS_NODE_NAME", "node-7")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(
+            "cannot get a token of serviceaccount kube-system/plexus bound to Node node-7: "
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("warning: no live Node-bound token: the kubeconfig gets this pod's own token"),
+        "{log}"
+    );
+    let kc = fs::read_to_string(n.kubeconfig("plexus")).unwrap();
+    assert!(kc.contains(&pod_token), "{kc}");
+
+    let out = n
+        .command(&["--once", "--host-token=node"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("this node's name is unknown: set PLEXUS_NODE_NAME"),
+        "{log}"
+    );
+}

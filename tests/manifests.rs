@@ -3,7 +3,8 @@
 //! says, so a misspelt or misplaced field fails here rather than being dropped by the API server. Each
 //! `kustomization.yaml` only names files that exist, inside its own directory (kustomize loads no file
 //! outside it). The DaemonSet's `plexus install` arguments parse with the real clap definition, its mounts
-//! match the paths they name, and the ClusterRole grants exactly what the plugin calls.
+//! match the paths they name, and the ClusterRole grants exactly what the plugin calls; the installer's Role
+//! grants exactly the host's Node-bound token, for its own ServiceAccount.
 //!
 //! `deploy/daemon/` (daemon mode) is checked the same way, and beyond: its copies of deploy/'s manifests are
 //! the same objects, the daemon container sees every host path at the same path, its probes reach the
@@ -25,7 +26,7 @@ use k8s_openapi::{
             ConfigMap, Container, Namespace, Pod, PodSpec, Service, ServiceAccount, Volume,
             VolumeMount,
         },
-        rbac::v1::{ClusterRole, ClusterRoleBinding},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
@@ -109,6 +110,8 @@ enum Manifest {
     ServiceAccount(ServiceAccount),
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
     DaemonSet(Box<DaemonSet>),
     ConfigMap(ConfigMap),
     Nad(NetworkAttachmentDefinition),
@@ -140,6 +143,8 @@ fn parse_manifest(doc: &Value, ctx: &str) -> Manifest {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             Manifest::ClusterRoleBinding(typed(doc, ctx))
         }
+        ("rbac.authorization.k8s.io/v1", "Role") => Manifest::Role(typed(doc, ctx)),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => Manifest::RoleBinding(typed(doc, ctx)),
         ("apps/v1", "DaemonSet") => Manifest::DaemonSet(Box::new(typed(doc, ctx))),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             typed::<CustomResourceDefinition>(doc, ctx);
@@ -560,6 +565,69 @@ fn the_cluster_role_grants_exactly_what_the_plugin_calls() {
             .as_ref()
     );
     assert_eq!(subjects[0].namespace, ds.metadata.namespace);
+}
+
+/// The installer's own API call (thin mode): a token of its ServiceAccount bound to its node, for the host's
+/// kubeconfig. One Role in the DaemonSet's namespace grants exactly `create` on `serviceaccounts/token` of that
+/// ServiceAccount, bound to it alone; the DaemonSet names the node through the downward API and asks for
+/// Node-bound tokens (the default, not turned off).
+#[test]
+fn the_installers_role_grants_only_tokens_of_its_own_service_account() {
+    let (mut roles, mut bindings) = (Vec::new(), Vec::new());
+    for m in deploy_manifests() {
+        match m {
+            Manifest::Role(r) => roles.push(r),
+            Manifest::RoleBinding(b) => bindings.push(b),
+            _ => {}
+        }
+    }
+    assert_eq!((roles.len(), bindings.len()), (1, 1));
+    let ds = the_daemonset();
+    let pod = ds.spec.template.spec.as_ref().unwrap();
+    let sa = pod.service_account_name.clone().unwrap();
+    let (role, b) = (&roles[0], &bindings[0]);
+    assert_eq!(role.metadata.namespace, ds.metadata.namespace);
+    let rules = serde_json::to_value(role.rules.clone().unwrap()).unwrap();
+    assert_eq!(
+        rules,
+        serde_json::json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                            "resourceNames": [sa], "verbs": ["create"]}]),
+        "exactly the TokenRequest of its own ServiceAccount"
+    );
+    assert_eq!(b.metadata.namespace, ds.metadata.namespace);
+    assert_eq!(
+        (b.role_ref.kind.as_str(), Some(&b.role_ref.name)),
+        ("Role", role.metadata.name.as_ref())
+    );
+    let subjects = b.subjects.clone().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (
+            subjects[0].kind.as_str(),
+            subjects[0].name.as_str(),
+            &subjects[0].namespace
+        ),
+        ("ServiceAccount", sa.as_str(), &ds.metadata.namespace)
+    );
+
+    let install = container(pod, "install");
+    let args = install_args(&container_command(install), "deploy/daemonset.yaml");
+    assert_eq!(args.host_token, plexus::install::args::HostToken::Node);
+    assert!(
+        args.node_name.is_none(),
+        "the node comes from the downward API"
+    );
+    let env = install.env.clone().unwrap_or_default();
+    let node = env
+        .iter()
+        .find(|e| e.name == "PLEXUS_NODE_NAME")
+        .expect("PLEXUS_NODE_NAME");
+    let field = node
+        .value_from
+        .as_ref()
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(field, Some("spec.nodeName"));
 }
 
 // ---------------------------------------------------------------------------------------------------

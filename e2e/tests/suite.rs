@@ -38,7 +38,7 @@ use plexus_e2e::{
         chaos::{chain, install_recorder, recorder, records},
         cluster::standin_only,
         forward::closed_port,
-        rbac,
+        kubeconfig, rbac,
         runtime::{CniRuntime, Op, kubelet_args, run_network},
         world::{
             BRIDGE_SUBNET, CLUSTER_BRIDGE, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, MASTER,
@@ -1065,6 +1065,206 @@ fn a_cluster_role_without_pods_status_patch_fails_add_naming_the_credentials() {
     );
     // Rolled back: no interface, reservation, cache or annotation; the runtime's DEL then succeeds.
     assert_nothing_left_after_failed_add(&w, &rt, &sb);
+}
+
+// === The host's credential (thin mode) ===
+
+/// The claims of a JWT-shaped token.
+fn token_claims(token: &str) -> Value {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let part = token.split('.').nth(1).unwrap_or_default();
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// A `plexus install` running in the background; stopped (SIGTERM, then SIGKILL) when dropped.
+struct Installer(std::process::Child);
+
+impl Drop for Installer {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 19, item 1: the installer writes into the host's kubeconfig a token of its ServiceAccount bound to
+/// its Node, asked for with its pod's own token. Its pod is deleted (an upgrade, an eviction): the pod's
+/// token stops working at once, and ADDs on the node keep working with the Node-bound one; deleting the Node
+/// ends that token too. Runs unchanged on a real server: the Node is an object the test makes (no kubelet),
+/// the installer's pod is bound to it, and the RBAC is deploy's Role, in the test's namespace.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn adds_keep_working_with_the_node_bound_token_after_the_installer_pod_is_deleted() {
+    let test = "adds_keep_working_with_the_node_bound_token_after_the_installer_pod_is_deleted";
+    // Only thin mode writes a kubeconfig for the host: in daemon mode the daemon has its own.
+    let w = World::thin(test, &plexus());
+    // The installer writes what a pod has (an address, the CA): a kubeconfig that reaches the server
+    // otherwise cannot be given to it.
+    let original = kubeconfig::read(w.cluster.kubeconfig()).unwrap();
+    let ca = match kubeconfig::ca_pem(&original, w.cluster.kubeconfig()) {
+        Ok(ca) if kubeconfig::tls_server_name(&original).is_none() => ca,
+        other => {
+            eprintln!(
+                "{test}: skipped: the installer needs the API server's CA and an address its certificate \
+                 names, and {} has {}",
+                w.cluster.kubeconfig().display(),
+                match other {
+                    Ok(_) => "a tls-server-name".to_string(),
+                    Err(e) => e,
+                }
+            );
+            return;
+        }
+    };
+    let node = format!("{}-node", w.ns);
+    let node_uid = w.cluster.create_node(&node);
+    let role = rbac::host_token_role(&w.ns);
+    let role_name = role.metadata.name.clone().unwrap();
+    w.cluster.create_role_and_binding(
+        &role,
+        &rbac::host_token_role_binding(&w.ns, &role_name, &w.service_account),
+    );
+    // The installer's pod on that node, and the token the kubelet would project into it.
+    let pod = w.cluster.create_pod_with_spec(
+        &w.ns,
+        "plexus-installer",
+        &[],
+        json!({"nodeName": node, "serviceAccountName": w.service_account}),
+    );
+    let pod_token = w.cluster.request_bound_token(
+        &w.ns,
+        &w.service_account,
+        rbac::TOKEN_SECONDS,
+        "Pod",
+        &pod.name,
+        &pod.uid,
+    );
+
+    // Its view of the node: the service-account volume, the CNI directories with the cluster network's
+    // config, and the API server's own address (it runs in the machine's network namespace).
+    let root = w.root().join("installer");
+    let (sa, net_d) = (root.join("sa"), root.join("etc/cni/net.d"));
+    for d in [&sa, &net_d, &root.join("opt/cni/bin")] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(sa.join("token"), &pod_token).unwrap();
+    std::fs::write(sa.join("ca.crt"), ca).unwrap();
+    std::fs::copy(w.cluster_file(), net_d.join("10-e2e.conflist")).unwrap();
+    let ep = kubeconfig::endpoint(&original).unwrap();
+    let log_path = root.join("install.log");
+    let r = root.display();
+    let child = std::process::Command::new(plexus())
+        .arg("install")
+        .args([
+            format!("--cni-conf-dir={r}/etc/cni/net.d"),
+            format!("--host-cni-conf-dir={r}/etc/cni/net.d"),
+            format!("--cni-bin-dir={r}/opt/cni/bin"),
+            format!("--plexus-conf-dir={r}/etc/cni/multus/net.d"),
+            format!("--host-plexus-conf-dir={r}/etc/cni/multus/net.d"),
+            format!("--host-prefix={r}"),
+            format!("--service-account-dir={}", sa.display()),
+            format!("--node-name={node}"),
+            "--skip-binary-copy".into(),
+            "--poll-interval=200ms".into(),
+            "--wait-timeout=0".into(),
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("KUBERNETES_SERVICE_HOST", &ep.host)
+        .env("KUBERNETES_SERVICE_PORT", ep.port.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start plexus install");
+    let installer = Installer(child);
+    let install_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // The host's kubeconfig gets the Node-bound token (a real server's RBAC cache may refuse the first
+    // request: the installer asks again after 2, 4, 8 s...).
+    let host_kc = net_d.join("plexus.d/plexus.kubeconfig");
+    let started = Instant::now();
+    let node_token = loop {
+        let token = kubeconfig::read(&host_kc)
+            .ok()
+            .and_then(|kc| kubeconfig::token(&kc));
+        if let Some(t) = token.filter(|t| token_claims(t)["kubernetes.io"]["node"]["name"] == node)
+        {
+            break t;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{test}: no Node-bound token in {} after 90 s:\n{}",
+            host_kc.display(),
+            install_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let claims = token_claims(&node_token);
+    assert_eq!(
+        claims["kubernetes.io"]["node"],
+        json!({"name": node, "uid": node_uid}),
+        "{claims}"
+    );
+    assert!(claims["kubernetes.io"].get("pod").is_none(), "{claims}");
+    assert_eq!(
+        claims["sub"],
+        json!(w.plexus_user),
+        "a token of its own ServiceAccount"
+    );
+    assert!(
+        install_log().contains(&format!(
+            "obtained a token of serviceaccount {}/{} bound to Node {node}",
+            w.ns, w.service_account
+        )),
+        "{}",
+        install_log()
+    );
+    // Upgrade, eviction: the installer stops (keeping its files) and its pod is deleted, which revokes the
+    // pod's own token.
+    drop(installer);
+    w.cluster.delete_pod(&w.ns, &pod.name);
+    let pod_kc = root.join("pod.kubeconfig");
+    kubeconfig::write(
+        &pod_kc,
+        &kubeconfig::with_token(&original, w.cluster.kubeconfig(), &pod_token, "installer")
+            .unwrap(),
+    )
+    .unwrap();
+    w.cluster.wait_unauthenticated(&pod_kc, &w.ns);
+
+    // The node's plexus uses the host's kubeconfig (through the forwarder into the host namespace).
+    let written = kubeconfig::read(&host_kc).unwrap();
+    let host_fwd = root.join("host.kubeconfig");
+    kubeconfig::write(
+        &host_fwd,
+        &kubeconfig::forwarded(&written, &host_kc, w.fwd.port()).unwrap(),
+    )
+    .unwrap();
+    w.nad("macvlan-net", &w.macvlan(MACVLAN_SUBNET));
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "macvlan-net")]);
+    let rt = w.runtime(json!({"kubeconfig": host_fwd}));
+    let result = w.add_ok(&rt, &sb);
+    assert_result_is_eth0(&w, &sb, &result, CLUSTER_SUBNET);
+    assert_macvlan_net_status(&w, &sb);
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
+
+    // The token dies with its Node.
+    w.cluster.delete_node(&node);
+    w.cluster.wait_unauthenticated(&host_kc, &w.ns);
 }
 
 // === Stand-in only: request counts and injected faults ===

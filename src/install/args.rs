@@ -31,15 +31,19 @@ Install plexus on this node (the DaemonSet's entrypoint). Every step is idempote
 the target directory, fsync, rename) and writes only when the content changes:
 
   1. copy the binary to <cni-bin-dir>/<binary-name> (a running copy is never overwritten in place);
-  2. write a kubeconfig (mode 0600) from the pod's service-account token and CA, with the API server from \
-KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (and KUBERNETES_SERVICE_PROTOCOL, default https);
+  2. write a kubeconfig (mode 0600) with the service-account CA, the API server from \
+KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (and KUBERNETES_SERVICE_PROTOCOL, default https), and a \
+token of the pod's ServiceAccount bound to this node's Node object, asked of the TokenRequest API with the \
+pod's own token (--host-token, --node-name, --host-token-lifetime). While no such token can be had (the \
+first start with the API refusing, or the last one expired), the pod's own token stands in, with a warning;
   3. wait (at most --wait-timeout) for the primary CNI config in <cni-conf-dir> and, when set, the \
 readiness indicator file;
   4. write <conf-name>: a .conflist with one plexus plugin when the primary's cniVersion is 1.0.0 or \
 later, a .conf before, whose clusterNetwork is the primary and whose capabilities are the primary's, so \
 the runtime passes runtimeConfig on;
   5. watch (every --poll-interval): regenerate the config when the primary changes, rewrite the \
-kubeconfig when the token or CA rotates.
+kubeconfig when the CA changes or the Node-bound token is renewed (at 4/5 of its lifetime; a refused \
+request keeps the current kubeconfig, says why and is retried after 2 s, doubling up to a minute).
 
 Daemon mode (--daemon), for a node running `plexus daemon`: step 1 also copies --shim-binary to \
 <cni-bin-dir>/plexus-shim (before the config is written, so the runtime never runs a missing shim); step 2 \
@@ -85,6 +89,15 @@ impl PluginLogLevel {
             PluginLogLevel::Panic => "panic",
         }
     }
+}
+
+/// Which token the host's kubeconfig carries (`--host-token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostToken {
+    /// A token of the pod's ServiceAccount bound to this node's Node object (TokenRequest).
+    Node,
+    /// The pod's own token (bound to the pod).
+    ServiceAccount,
 }
 
 /// `plexus install` flags.
@@ -212,6 +225,30 @@ pub struct Args {
     /// Kubernetes: file-based networks only).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "Kubernetes credentials")]
     pub no_kubeconfig: bool,
+
+    /// The token in the kubeconfig: `node` asks the API server (TokenRequest) for a token of this pod's
+    /// ServiceAccount bound to this node's Node object, which outlives the pod and dies with the Node, and
+    /// renews it at 4/5 of its lifetime; `service-account` copies the pod's own token, which stops working
+    /// when the pod is deleted (plexus 0.1's way, for clusters before Kubernetes 1.31).
+    #[arg(
+        long,
+        value_name = "KIND",
+        value_enum,
+        default_value = "node",
+        help_heading = "Kubernetes credentials"
+    )]
+    pub host_token: HostToken,
+
+    /// This node's name, which the Node-bound token names [default: $PLEXUS_NODE_NAME, which the DaemonSet
+    /// sets from spec.nodeName].
+    #[arg(long, value_name = "NAME", value_parser = parse_node_name, help_heading = "Kubernetes credentials")]
+    pub node_name: Option<String>,
+
+    /// How long a Node-bound token lives: a copy taken off the node is useless after that. At least 10m
+    /// (the API server's minimum); the server may issue a shorter one (its
+    /// --service-account-max-token-expiration), whose own expiry then counts. Units: m, h, s.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_token_lifetime, help_heading = "Kubernetes credentials")]
+    pub host_token_lifetime: Duration,
 
     // === Daemon mode ===
     /// Daemon mode, for a node running `plexus daemon`: also install the shim, write a plexus-shim config
@@ -533,6 +570,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_token_lifetime(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < super::token::MIN_LIFETIME {
+        return Err("must be at least 10m (the API server issues no shorter token)".into());
+    }
+    Ok(Duration::from_secs(d.as_secs()))
+}
+
+fn parse_node_name(s: &str) -> Result<String, String> {
+    if !crate::names::is_dns_subdomain(s) {
+        return Err(format!("{s:?} is not a Node name (a DNS subdomain)"));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_poll_interval(s: &str) -> Result<Duration, String> {

@@ -88,7 +88,8 @@ pub struct CachedDelegate {
         skip_serializing_if = "Option::is_none"
     )]
     pub if_name: Option<String>,
-    /// plexus: the per-network `portMappings` request (Go Multus does not cache it, §10 #15).
+    /// plexus: the per-network `portMappings` request (Go Multus does not cache it; docs/multus-compat.md,
+    /// "Cache format").
     #[serde(
         rename = "portMappingsRequest",
         default,
@@ -237,8 +238,9 @@ impl CachedDelegate {
     }
 
     /// Rebuild the attachment at `index` (0 is the cluster network). The interface is the one plexus
-    /// recorded; for a Go Multus entry it is derived as Multus does (§3.4). A list without a version gets
-    /// `version`, as Go Multus backfills on DEL.
+    /// recorded; for a Go Multus entry it is derived as Multus does (docs/multus-compat.md, "Interface
+    /// names"). A list without a version gets `version`, as Go Multus backfills on DEL
+    /// (docs/multus-compat.md, "DEL").
     pub fn to_attachment(
         &self,
         index: usize,

@@ -2,7 +2,7 @@
 //! runtime drives it, with `plexus-recorder` as every delegate (see `tests/common/mod.rs`). The chain is the
 //! internal `passthru` followed by every `*.conf` plugin file of `<directory of clusterNetwork>/<name>/`,
 //! appended after every other network, on the next `net<index>` (docs/multus-compat.md, "Auxiliary
-//! chain"). Spec items are cited by their ids in `/work/shared/reference/specs.md`.
+//! chain"). Spec items are cited by their ids, listed in docs/spec-ids.md.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! `plexus install`, the DaemonSet's entrypoint, run as the built binary in a temporary host root (no root
 //! needed; see `tests/install_support/mod.rs`), and the migration from Go Multus (issue 4 part 4, with
 //! `tests/common/mod.rs` running plexus as the runtime does). References: docs/multus-compat.md,
-//! "Installation" and "Daemon mode"; specs.md NPWG-58..60, CNI-58.
+//! "Installation" and "Daemon mode"; NPWG-58..60 and CNI-58 (docs/spec-ids.md).
 
 mod common;
 mod install_support;
@@ -123,7 +123,10 @@ fn generates_the_config_from_conf_and_conflist_primaries_of_every_version() {
                 "{ctx}: the host path"
             );
             assert_eq!(p["confDir"], "/etc/cni/multus/net.d", "{ctx}");
-            assert!(p.get("cniConf").is_none(), "{ctx}: §10 #21");
+            assert!(
+                p.get("cniConf").is_none(),
+                "{ctx}: confDir, not cniConf (docs/multus-compat.md)"
+            );
             let caps = if list {
                 json!({"bandwidth": true, "mac": true, "portMappings": true})
             } else {
@@ -270,7 +273,8 @@ fn a_second_run_touches_nothing() {
 
 #[test]
 fn self_delegation_is_refused_meta_plugin_configs_are_skipped() {
-    // §9.3 #1324/#1108: never wrap a meta-plugin, plexus itself included.
+    // Go Multus #1324/#1108 (docs/multus-compat.md, "Installation"): never wrap a meta-plugin, plexus itself
+    // included.
     let n = Node::new();
     n.write_raw("00-multus.conf", br#"{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus","kubeconfig":"/etc/cni/net.d/multus.d/multus.kubeconfig","delegates":[{"cniVersion":"0.3.1","name":"cbr0","type":"flannel"}]}"#);
     n.write_raw(
@@ -472,8 +476,9 @@ fn skip_config_watch_leaves_the_config_alone() {
 
 #[test]
 fn token_and_ca_rotation_rewrite_the_kubeconfig_and_nothing_else() {
-    // §9.5 #852: bound tokens expire; the plugin on the host cannot read the projected token, so the
-    // installer rewrites the kubeconfig when the token (or CA) changes.
+    // Go Multus #852 (docs/multus-compat.md, "Installation"): bound tokens expire; the plugin on the host
+    // cannot read the projected token, so the installer rewrites the kubeconfig when the token (or CA)
+    // changes.
     let n = Node::new();
     n.write_conf("10-calico.conflist", &primary_list("1.0.0"));
     let run = n.start(&[]);
@@ -526,7 +531,8 @@ fn token_and_ca_rotation_rewrite_the_kubeconfig_and_nothing_else() {
 
 #[test]
 fn sigterm_and_sigint_keep_the_config() {
-    // §10 #11, #1527: pods deleted during an upgrade must still be torn down, so the config stays.
+    // Go Multus #1527 (docs/multus-compat.md, "Installation"): pods deleted during an upgrade must still be
+    // torn down, so the config stays.
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let n = Node::new();
         n.write_conf("10-calico.conflist", &primary_list("1.0.0"));

@@ -31,7 +31,7 @@ pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/k
 /// The kubelet's device-manager checkpoint.
 pub const DEFAULT_KUBELET_CHECKPOINT: &str =
     "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
-/// Where the Device Information Spec files live (DIS §4, NPWG-70); the `deviceInfoDir` default.
+/// Where the Device Information Spec files live (NPWG-70); the `deviceInfoDir` default.
 pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
 /// The `maxAttachmentsPerPod` default: each attachment costs the node about 45 KiB of kernel memory and
 /// takes an address from a pool other pods share (README, "Configuration", says why 32).

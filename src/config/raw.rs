@@ -87,7 +87,8 @@ pub struct RawConfig {
     pub lock_timeout_seconds: Option<f64>,
     /// plexus: seconds ADD/STATUS/GC wait for the readiness indicator file (Multus: 45).
     pub readiness_indicator_timeout_seconds: Option<f64>,
-    /// plexus: seconds one Kubernetes API request may take (Go Multus: 250 ms for GetPod, §10 #4).
+    /// plexus: seconds one Kubernetes API request may take (Go Multus: 250 ms for GetPod;
+    /// docs/multus-compat.md, "API client").
     pub api_timeout_seconds: Option<f64>,
     /// plexus: seconds all Kubernetes API calls of one operation may take, retries included.
     pub api_budget_seconds: Option<f64>,

@@ -7,7 +7,7 @@
 //!     ▲ read(name)            (version, capabilities)
 //! ```
 //!
-//! Rules (docs/multus-compat.md, "Installation"; specs.md CNI-58, EXT-10):
+//! Rules (docs/multus-compat.md, "Installation"; docs/spec-ids.md, CNI-58, EXT-10):
 //! - candidates are the `.conf`, `.conflist` and `.json` files (libcni's extensions), lexically ordered,
 //!   without dotfiles, without our own output (either extension) and so without backups (`*.bak`,
 //!   `*.cilium_bak`, `*.old` have other extensions);
@@ -792,7 +792,7 @@ mod tests {
         );
         assert!(
             v.get("cniConf").is_none(),
-            "§10 #21: confDir, not the cniConf typo"
+            "confDir, not the cniConf typo (docs/multus-compat.md, \"Installation\")"
         );
         // plexus itself accepts it.
         crate::config::Config::from_bytes(&r.bytes).unwrap();

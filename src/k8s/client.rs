@@ -79,7 +79,7 @@ pub struct ApiCluster {
     pod: Mutex<Option<Pod>>,
     /// NADs of `multusNamespace` read ahead with the pod: name → spec.config (None: no such NAD).
     prefetched: Mutex<HashMap<String, Option<NadInfo>>>,
-    /// Pods in these namespaces get no network-status (what Go Multus meant to do, §10 #1).
+    /// Pods in these namespaces get no network-status (docs/multus-compat.md, "Network status").
     system_namespaces: Vec<String>,
     /// Whether rejections are recorded as Warning events: on ADD, yes; when DEL rebuilds a pod's networks
     /// the ADD already said so, and a second event would only be noise.
@@ -790,7 +790,8 @@ impl Cluster for ApiCluster {
                         self.reject("InvalidNetworkSelection", format!("annotation {what}: {e}"))
                     },
                 )?;
-                // Go Multus lets this annotation bypass isolation (§10 #16); plexus does not.
+                // Go Multus lets this annotation bypass isolation; plexus does not (docs/multus-compat.md,
+                // "Annotations").
                 isolation(&sel)?;
                 Some(sel)
             }

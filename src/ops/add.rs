@@ -374,7 +374,8 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     if let Some(pod) = &pod
         && let Err(source) = ctx.seams.cluster.publish_status(pod, published)
     {
-        // Consistent with every other failure after delegates ran (§10 #19): roll back.
+        // Consistent with every other failure after delegates ran: roll back (docs/multus-compat.md, "ADD
+        // failures").
         return Err(rollback(
             ctx,
             lock,

@@ -5,8 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use plexus_cni::{CniResult, CniVersion, ErrorReply, codes};
-use plexus_shim::wire;
+use plexus_cni::{CniResult, CniVersion, ErrorReply};
+use plexus_shim::{
+    transport::{CNI_ERROR_STATUS, Transport},
+    wire,
+};
 
 use super::Shared;
 use crate::{
@@ -135,22 +138,15 @@ pub fn to_wire(command: Option<Command>, out: &Outcome) -> Reply {
     let verb = command.map_or_else(|| "NONE".to_string(), |c| c.to_string());
     if out.code != 0 {
         let reply = ErrorReply::parse(&out.stdout).unwrap_or_else(|| {
-            ErrorReply::new(
-                codes::INTERNAL,
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                "",
-            )
+            Transport::Unrenderable.reply(String::from_utf8_lossy(&out.stdout).into_owned(), "")
         });
-        return Reply::error(400, &verb, &reply);
+        return Reply::error(CNI_ERROR_STATUS, &verb, &reply);
     }
     let body = match command {
         None => {
-            let reply = ErrorReply::new(
-                codes::INVALID_ENV,
-                "CNI_COMMAND is not set in the request's env",
-                "",
-            );
-            return Reply::error(400, &verb, &reply);
+            let failure = Transport::NoCommand;
+            let reply = failure.reply("CNI_COMMAND is not set in the request's env", "");
+            return Reply::error(status(failure), &verb, &reply);
         }
         // VERSION is answered by the shim itself; a Go shim never sends it. Answer it anyway, raw.
         Some(Command::Version) => out.stdout.clone(),
@@ -200,16 +196,25 @@ fn add_body(stdout: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn internal(verb: &str, msg: String) -> Reply {
+    let failure = Transport::Unrenderable;
     Reply::error(
-        400,
+        status(failure),
         verb,
-        &ErrorReply::new(codes::INTERNAL, msg, "").with_cni_version(CniVersion::V1_0_0.as_str()),
+        &failure
+            .reply(msg, "")
+            .with_cni_version(CniVersion::V1_0_0.as_str()),
     )
+}
+
+/// The HTTP status of a failure the daemon answers itself (every one the handler meets has one).
+fn status(failure: Transport) -> u16 {
+    failure.status().unwrap_or(CNI_ERROR_STATUS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plexus_cni::codes;
 
     fn ok(stdout: &str) -> Outcome {
         Outcome {

@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::{
     conf::ShimConf,
     http::{self, CallError, Response, Timeouts, bounded},
+    transport::{Transport, UNAVAILABLE_STATUS},
     wire,
 };
 
@@ -165,11 +166,8 @@ pub fn run(inputs: Inputs<'_>) -> Outcome {
     let body = match serde_json::to_vec(&request) {
         Ok(b) => b,
         Err(e) => {
-            return call.fail(ErrorReply::new(
-                codes::INTERNAL,
-                "cannot encode the request",
-                e.to_string(),
-            ));
+            return call
+                .fail(Transport::EncodeFailed.reply("cannot encode the request", e.to_string()));
         }
     };
     match cmd {
@@ -208,8 +206,7 @@ enum Fallback {
 /// The CNI error in a daemon's failed reply (or one describing the reply when it holds none).
 fn daemon_error(resp: &Response) -> ErrorReply {
     ErrorReply::parse(&resp.body).unwrap_or_else(|| {
-        ErrorReply::new(
-            codes::INTERNAL,
+        Transport::UnreadableReply.reply(
             format!(
                 "plexus daemon answered HTTP {} {}",
                 resp.status, resp.reason
@@ -237,7 +234,7 @@ impl Call<'_> {
             read,
         };
         match http::post(&self.socket, wire::CNI_PATH, body, t) {
-            Ok(r) if r.status == 503 => {
+            Ok(r) if r.status == UNAVAILABLE_STATUS => {
                 let why = format!(
                     "the daemon answered 503 (not ready): {}",
                     describe_body(&r.body)
@@ -276,15 +273,13 @@ impl Call<'_> {
                 Attempt::Reply(r) => return Ok(r),
                 Attempt::Unreachable(why) => why,
                 Attempt::ConnectFailed(why) => {
-                    return Err(ErrorReply::new(
-                        codes::TRY_AGAIN_LATER,
+                    return Err(Transport::ConnectFailed.reply(
                         "cannot reach plexus daemon",
                         format!("connecting to {}: {why}", self.socket.display()),
                     ));
                 }
                 Attempt::Dropped(why) => {
-                    return Err(ErrorReply::new(
-                        codes::TRY_AGAIN_LATER,
+                    return Err(Transport::Dropped.reply(
                         "plexus daemon dropped the request",
                         format!(
                             "the connection to {} ended without a complete reply: {why}",
@@ -295,8 +290,7 @@ impl Call<'_> {
             };
             let elapsed = start.elapsed();
             if elapsed >= self.conf.wait {
-                return Err(ErrorReply::new(
-                    codes::TRY_AGAIN_LATER,
+                return Err(Transport::NotReachable.reply(
                     "plexus daemon not reachable",
                     format!(
                         "no answer from plexus daemon at {} after waiting {:.1}s ({attempts} attempts); last error: {last}",
@@ -315,8 +309,7 @@ impl Call<'_> {
             Attempt::Reply(r) => return self.reply(r, None),
             Attempt::Unreachable(why) | Attempt::ConnectFailed(why) | Attempt::Dropped(why) => why,
         };
-        self.fail(ErrorReply::new(
-            codes::NOT_AVAILABLE,
+        self.fail(Transport::StatusUnavailable.reply(
             "plexus daemon not available",
             format!("{}: {why}", self.socket.display()),
         ))
@@ -360,8 +353,7 @@ impl Call<'_> {
             .clone()
             .or_else(|| exe.and_then(Path::parent).map(|dir| dir.join(THIN_NAME)));
         let missing = |what: String| match why {
-            Fallback::Unreachable(why) => self.fail(ErrorReply::new(
-                codes::TRY_AGAIN_LATER,
+            Fallback::Unreachable(why) => self.fail(Transport::NoFallback.reply(
                 "plexus daemon not reachable and no thin plexus to fall back to",
                 format!("{}: {why}; {what}", self.socket.display()),
             )),
@@ -408,8 +400,7 @@ impl Call<'_> {
         }
         let mut outcome = match output {
             Err(e) => {
-                return self.fail(ErrorReply::new(
-                    codes::INTERNAL,
+                return self.fail(Transport::FallbackFailed.reply(
                     "thin plexus fallback failed",
                     format!("waiting for {}: {e}", thin.display()),
                 ));
@@ -421,8 +412,7 @@ impl Call<'_> {
                     code: u8::try_from(code).unwrap_or(1),
                 },
                 None if out.stdout.is_empty() => {
-                    return self.fail(ErrorReply::new(
-                        codes::INTERNAL,
+                    return self.fail(Transport::FallbackFailed.reply(
                         "thin plexus fallback failed",
                         format!(
                             "{} ended without an exit status: {}",
@@ -528,7 +518,7 @@ fn spawn(thin: &Path) -> io::Result<std::process::Child> {
 
 /// ADD's `{"Result": <1.0.0 result>}` as the result in `version`, or the error reply.
 fn add_result(body: &[u8], version: CniVersion) -> Result<String, ErrorReply> {
-    let internal = |msg: &str, details: String| ErrorReply::new(codes::INTERNAL, msg, details);
+    let internal = |msg: &str, details: String| Transport::UnreadableReply.reply(msg, details);
     let response: wire::Response = serde_json::from_slice(body).map_err(|e| {
         internal(
             "plexus daemon's ADD reply is not valid",

@@ -1,7 +1,8 @@
 //! `default-route` within ADD and CHECK (NPWG-34): the request is checked before anything is attached;
 //! after every delegate succeeded, the default routes move in the pod's namespace (the netns seam) and the
-//! results, the libcni result cache and the container's cache are made to say so; CHECK verifies the pod's
-//! default routes against the cached results. The decisions are [`crate::routes`]'s (pure).
+//! results are made to say so, before ADD writes them to the result cache (its [`super::transaction`]
+//! holds the records until then) and sets the container cache's gateway-filter flags; CHECK verifies the
+//! pod's default routes against the cached results. The decisions are [`crate::routes`]'s (pure).
 
 use std::path::Path;
 
@@ -9,7 +10,6 @@ use plexus_cni::CniResult;
 
 use super::Ctx;
 use crate::{
-    cache,
     error::Error,
     plan::Attachment,
     resultcache,
@@ -24,19 +24,35 @@ pub(super) fn validate(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), 
     })
 }
 
-/// Move the default routes as the pod asked and rewrite `attached`'s results and the caches to match. Does
-/// nothing when no attachment asks. An error leaves the caller to roll the ADD back: every route touched
-/// belongs to an interface the rollback removes.
+/// Whether some planned attachment asks for the default route: then [`apply`] may change results after
+/// every delegate ran, and the ADD holds their records until it has (known before anything runs, as
+/// [`routes::decide`] finds a plan exactly when an attachment asks).
+pub(super) fn requested(attachments: &[Attachment]) -> bool {
+    attachments.iter().any(|a| a.requests.gateways.is_some())
+}
+
+/// What [`apply`] changed, for the records the ADD writes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Rewritten {
+    /// Whether each attachment's result changed, in order.
+    pub changed: Vec<bool>,
+    /// Go Multus's `IsFilterV4Gateway`/`IsFilterV6Gateway` flags of each cached delegate, in order.
+    pub filter_flags: Vec<(bool, bool)>,
+}
+
+/// Move the default routes as the pod asked and rewrite `attached`'s results to match; `None` when no
+/// attachment asks. Writes nothing to disk: the caller records the final results. An error leaves the
+/// caller to roll the ADD back: every route touched belongs to an interface the rollback removes.
 pub(super) fn apply(
     ctx: &Ctx<'_>,
     netns: &Path,
     attached: &mut [(Attachment, CniResult)],
-) -> Result<(), Error> {
+) -> Result<Option<Rewritten>, Error> {
     let who = || ctx.who();
     let Some(plan) =
         routes::decide(attached).map_err(|source| Error::DefaultRoute { who: who(), source })?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let (sel, _) = &attached[plan.selected];
     if !plan.edit.is_empty() {
@@ -71,36 +87,15 @@ pub(super) fn apply(
         tracing::info!(network = %sel.status_name, ifname = %sel.ifname, "default-route: nothing to move");
     }
 
-    let cid = ctx.env.container_id();
-    let dir = &ctx.config.cni_dir;
-    for (i, (a, result)) in attached.iter_mut().enumerate() {
-        if !routes::rewrite(&plan, i, result) {
-            continue;
-        }
-        let version = a.network.cni_version;
-        let value = result.to_value(version).map_err(|source| Error::Result {
-            who: who(),
-            network: a.status_name.clone(),
-            version: version.to_string(),
-            source,
-        })?;
-        resultcache::update_result(dir, &a.network.name, cid, &a.ifname, value).map_err(
-            |source| Error::Cache {
-                who: who(),
-                op: "update",
-                path: resultcache::path(dir, &a.network.name, cid, &a.ifname),
-                source,
-            },
-        )?;
-    }
-    cache::set_gateway_filters(dir, cid, &routes::filter_flags(&plan, attached.len())).map_err(
-        |source| Error::Cache {
-            who: who(),
-            op: "update",
-            path: cache::path(dir, cid),
-            source,
-        },
-    )
+    let changed = attached
+        .iter_mut()
+        .enumerate()
+        .map(|(i, (_, result))| routes::rewrite(&plan, i, result))
+        .collect();
+    Ok(Some(Rewritten {
+        changed,
+        filter_flags: routes::filter_flags(&plan, attached.len()),
+    }))
 }
 
 /// CHECK: when a cached attachment asked for the default route, the pod's default routes must still be

@@ -145,7 +145,7 @@ mod tests {
     use plexus_netns::{DefaultRouteEdit, Errno, IpFamily, MAIN_TABLE, RouteInfo};
     use serde_json::{Value, json};
 
-    use super::super::{Seams, execute};
+    use super::super::{AfterReply, Seams, execute};
     use crate::{
         cache,
         cluster::{Cluster, ClusterError, PodNetworks},
@@ -236,6 +236,16 @@ mod tests {
         }
 
         fn run(&self, command: &str, pod: &Pod) -> Result<Vec<u8>, Error> {
+            self.run_with(command, pod, None)
+        }
+
+        /// As the daemon runs it: work left for after the reply goes to `after_reply`.
+        fn run_with(
+            &self,
+            command: &str,
+            pod: &Pod,
+            after_reply: Option<&AfterReply>,
+        ) -> Result<Vec<u8>, Error> {
             let config = Config::from_bytes(
                 &serde_json::to_vec(&json!({
                     "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
@@ -264,7 +274,7 @@ mod tests {
                 netns: &self.netns,
                 cluster: pod,
                 kubelet: &NoKubelet,
-                after_reply: None,
+                after_reply,
             };
             execute(&env, &config, &seams)
         }
@@ -353,6 +363,43 @@ mod tests {
                 .contains("the default route via 192.0.2.1 on net1 is missing"),
             "{e}"
         );
+    }
+
+    /// The route edit is decided before anything is persisted: a daemon ADD whose pod asks for the default
+    /// route writes no record and no cache before its reply (it used to write them all, read them back and
+    /// rewrite them first), and after it each record once, with the final routes.
+    #[test]
+    fn a_daemon_add_with_a_request_writes_the_final_records_after_the_reply() {
+        let w = World::new();
+        let p = pod(&[Some(&["192.0.2.1"])]);
+        let later = AfterReply::default();
+        w.run_with("ADD", &p, Some(&later)).unwrap();
+        assert_eq!(w.netns.route_edits.lock().unwrap().len(), 1);
+        assert!(
+            resultcache::list(&w.cni_dir(), Some("c1")).is_empty(),
+            "no record written before the reply"
+        );
+        assert!(
+            !cache::path(&w.cni_dir(), "c1").exists(),
+            "the cache only staged before the reply"
+        );
+        let job = later
+            .lock()
+            .unwrap()
+            .take()
+            .expect("work for after the reply");
+        job();
+        let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+        assert_eq!(count(&w.cached_routes("cluster", "eth0")), 0);
+        assert_eq!(
+            w.cached_routes("mv0", "net1"),
+            json!([{"dst": "0.0.0.0/0", "gw": "192.0.2.1"}])
+        );
+        let c: Value =
+            serde_json::from_slice(&std::fs::read(cache::path(&w.cni_dir(), "c1")).unwrap())
+                .unwrap();
+        assert_eq!(c[0]["IsFilterV4Gateway"], true);
+        assert_eq!(c[1]["IsFilterV4Gateway"], false);
     }
 
     #[test]

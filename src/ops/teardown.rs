@@ -99,3 +99,64 @@ pub(super) fn remove_interrupted_writes(cni_dir: &Path, cid: &str, trash: Option
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ops::tests::with_ctx, testing::TestHost};
+
+    #[test]
+    fn every_attachment_is_deleted_in_reverse_past_failures_and_all_are_reported() {
+        let h = TestHost::new();
+        h.exec.fail("c", "DEL", 11, "c failed");
+        h.exec.fail("a", "DEL", 11, "a failed");
+        let info = h.dir.path().join("info");
+        std::fs::create_dir_all(&info).unwrap();
+        let err = with_ctx(&h, None, |ctx, mut list| {
+            for a in list.iter_mut() {
+                let file = info.join(&a.network.name);
+                std::fs::write(&file, "{}").unwrap();
+                a.requests.device_info_file = Some(file.display().to_string());
+            }
+            container(ctx, "c1", None, list, None).unwrap_err()
+        });
+        let dels: Vec<String> = h
+            .exec
+            .calls()
+            .iter()
+            .filter(|c| c.command() == "DEL")
+            .map(|c| c.network().to_string())
+            .collect();
+        assert_eq!(dels, ["c", "b", "a"]);
+        let Error::Many(errors) = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(errors.len(), 2, "{err}");
+        assert!(errors[0].to_string().contains("c failed"), "{err}");
+        assert!(errors[1].to_string().contains("a failed"), "{err}");
+        // Only a detached attachment's device-info file goes.
+        assert!(info.join("a").exists() && info.join("c").exists());
+        assert!(!info.join("b").exists());
+    }
+
+    #[test]
+    fn interrupted_writes_of_the_container_alone_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let results = crate::resultcache::results_dir(d.path());
+        std::fs::create_dir_all(&results).unwrap();
+        let files = [
+            d.path().join(".c1.tmp.42"),
+            d.path().join(".c12.tmp.42"),
+            d.path().join("c1"),
+            results.join(".net-c1-eth0.tmp.7"),
+            results.join(".net-c12-eth0.tmp.7"),
+            results.join("net-c1-eth0"),
+        ];
+        for f in &files {
+            std::fs::write(f, "x").unwrap();
+        }
+        remove_interrupted_writes(d.path(), "c1", None);
+        let left: Vec<bool> = files.iter().map(|f| f.exists()).collect();
+        assert_eq!(left, [false, true, true, false, true, true]);
+    }
+}

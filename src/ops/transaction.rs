@@ -231,3 +231,150 @@ impl<'c, 'a> Transaction<'c, 'a> {
         original
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{lock, ops::tests::with_ctx, testing::TestHost};
+
+    fn lock(ctx: &Ctx<'_>) -> ContainerLock {
+        ContainerLock::acquire(
+            &ctx.config.cni_dir,
+            ctx.env.container_id(),
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    /// Run `a`'s delegate (the fake) for `tx`, as ADD does.
+    fn run(ctx: &Ctx<'_>, tx: &mut Transaction<'_, '_>, a: &Attachment) -> CniResult {
+        let rt = ctx.runtime_conf(a, "c1", None, true).unwrap();
+        let (result, rec) = ctx.invoker().add_unrecorded(&a.network, &rt).unwrap();
+        tx.attached(a, rec).unwrap();
+        result
+    }
+
+    fn original(ctx: &Ctx<'_>) -> Error {
+        Error::UnknownContainer {
+            who: ctx.who(),
+            container_id: "original".into(),
+        }
+    }
+
+    fn dels(h: &TestHost) -> Vec<String> {
+        h.exec
+            .calls()
+            .iter()
+            .filter(|c| c.command() == "DEL")
+            .map(|c| c.network().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn rollback_undoes_the_undo_list_in_reverse_and_leaves_nothing() {
+        let h = TestHost::new();
+        let err = with_ctx(&h, None, |ctx, list| {
+            let mut tx = Transaction::begin(ctx, lock(ctx), &list, false).unwrap();
+            run(ctx, &mut tx, &list[0]);
+            run(ctx, &mut tx, &list[1]);
+            // The third failed after it may have started: undone too.
+            tx.partly_attached(&list[2]);
+            tx.rollback(original(ctx))
+        });
+        assert!(
+            matches!(&err, Error::UnknownContainer { container_id, .. } if container_id == "original"),
+            "{err}"
+        );
+        assert_eq!(dels(&h), ["c", "b", "a"]);
+        assert!(!cache::path(&h.cni_dir(), "c1").exists());
+        assert!(resultcache::list(&h.cni_dir(), Some("c1")).is_empty());
+        assert!(!lock::lock_dir(&h.cni_dir()).join("c1").exists());
+    }
+
+    #[test]
+    fn a_failed_rollback_tries_every_del_keeps_the_cache_and_reports_both() {
+        let h = TestHost::new();
+        h.exec.fail("b", "DEL", 11, "del failed");
+        let err = with_ctx(&h, None, |ctx, list| {
+            let mut tx = Transaction::begin(ctx, lock(ctx), &list, false).unwrap();
+            for a in &list {
+                run(ctx, &mut tx, a);
+            }
+            tx.rollback(original(ctx))
+        });
+        let Error::Rollback { original, failures } = &err else {
+            panic!("{err}");
+        };
+        assert!(matches!(**original, Error::UnknownContainer { .. }));
+        assert_eq!(failures.len(), 1);
+        assert!(failures[0].to_string().contains("del failed"), "{err}");
+        assert_eq!(dels(&h), ["c", "b", "a"]);
+        assert!(cache::path(&h.cni_dir(), "c1").exists(), "kept for DEL");
+    }
+
+    #[test]
+    fn held_records_are_written_once_with_the_final_results() {
+        let h = TestHost::new();
+        let record = |n: &str, ifname: &str| {
+            resultcache::read(&h.cni_dir(), n, "c1", ifname)
+                .unwrap()
+                .and_then(|r| r.result)
+        };
+        with_ctx(&h, None, |ctx, list| {
+            let mut tx = Transaction::begin(ctx, lock(ctx), &list, true).unwrap();
+            let mut attached = Vec::new();
+            for a in &list {
+                let r = run(ctx, &mut tx, a);
+                attached.push((a.clone(), r));
+            }
+            tx.behind.flush().unwrap();
+            assert_eq!(record("a", "eth0"), None, "held");
+            assert!(cache::path(&h.cni_dir(), "c1").exists(), "the cache is not");
+            attached[1].1.routes.clear();
+            tx.record_final(&attached, &[false, true, false], Some(&[(true, false); 3]))
+                .unwrap();
+            tx.commit(Vec::new()).unwrap();
+        });
+        let routes = |v: Value| v["routes"].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            routes(record("a", "eth0").unwrap()),
+            1,
+            "as its delegate gave it"
+        );
+        assert_eq!(routes(record("b", "net1").unwrap()), 0, "the final result");
+        assert!(record("c", "net2").is_some());
+        let c: Value =
+            serde_json::from_slice(&std::fs::read(cache::path(&h.cni_dir(), "c1")).unwrap())
+                .unwrap();
+        assert_eq!(c[2]["IsFilterV4Gateway"], true);
+    }
+
+    #[test]
+    fn a_rollback_writes_the_held_records_first_so_each_del_has_its_prev_result() {
+        let h = TestHost::new();
+        let results = with_ctx(&h, None, |ctx, list| {
+            let mut tx = Transaction::begin(ctx, lock(ctx), &list, true).unwrap();
+            let results: Vec<Value> = list[..2]
+                .iter()
+                .map(|a| {
+                    run(ctx, &mut tx, a)
+                        .to_value(a.network.cni_version)
+                        .unwrap()
+                })
+                .collect();
+            tx.rollback(original(ctx));
+            results
+        });
+        let prev: Vec<Value> = h
+            .exec
+            .calls()
+            .iter()
+            .filter(|c| c.command() == "DEL")
+            .map(|c| c.stdin["prevResult"].clone())
+            .collect();
+        assert_eq!(prev, [results[1].clone(), results[0].clone()]);
+        assert!(resultcache::list(&h.cni_dir(), Some("c1")).is_empty());
+    }
+}

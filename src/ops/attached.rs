@@ -126,41 +126,7 @@ fn fallback(
             auxiliary: false,
         });
     }
-    // With the pod still in the API, its own networks can be rebuilt too (as Go Multus does); any failure
-    // there only narrows what the fallback covers.
-    let pod_networks = match ctx.env.pod().filter(|_| rebuild == Rebuild::WithPod) {
-        Some(pod) => ctx
-            .seams
-            .cluster
-            .pod_networks(&pod, ctx.config)
-            .unwrap_or_else(|e| {
-                tracing::warn!(
-                    "[{}]: cannot read the pod's networks for teardown: {e}",
-                    ctx.who()
-                );
-                Default::default()
-            }),
-        None => Default::default(),
-    };
-    // The auxiliary chain as its directory holds it now (it is last, as on ADD); a config that cannot have
-    // one must not stop the other networks' teardown.
-    let auxiliary = super::auxiliary::chain(ctx).unwrap_or_else(|e| {
-        tracing::warn!(
-            "[{}]: the auxiliary chain is left out of the teardown: {e}",
-            ctx.who()
-        );
-        None
-    });
-    match ctx
-        .node_networks(pod_networks.default_network)
-        .and_then(|mut reqs| {
-            reqs.extend(pod_networks.networks);
-            reqs.extend(auxiliary);
-            plan::plan(master_ifname, reqs).map_err(|source| Error::Plan {
-                who: ctx.who(),
-                source,
-            })
-        }) {
+    match rebuilt(ctx, master_ifname, rebuild) {
         Ok(planned) => {
             let dirs = ctx.config.search_path(&ctx.env.path);
             for a in planned {
@@ -194,6 +160,43 @@ fn fallback(
     }
     have.sort_by_key(|a| !a.master);
     have
+}
+
+/// The attachments an ADD would plan now: the node's networks, the pod's (with [`Rebuild::WithPod`]) and
+/// the auxiliary chain.
+fn rebuilt(ctx: &Ctx<'_>, master_ifname: &str, rebuild: Rebuild) -> Result<Vec<Attachment>, Error> {
+    // With the pod still in the API, its own networks can be rebuilt too (as Go Multus does); any failure
+    // there only narrows what the fallback covers.
+    let pod_networks = match ctx.env.pod().filter(|_| rebuild == Rebuild::WithPod) {
+        Some(pod) => ctx
+            .seams
+            .cluster
+            .pod_networks(&pod, ctx.config)
+            .unwrap_or_else(|e| {
+                tracing::warn!(
+                    "[{}]: cannot read the pod's networks for teardown: {e}",
+                    ctx.who()
+                );
+                Default::default()
+            }),
+        None => Default::default(),
+    };
+    // The auxiliary chain as its directory holds it now (it is last, as on ADD); a config that cannot have
+    // one must not stop the other networks' teardown.
+    let auxiliary = super::auxiliary::chain(ctx).unwrap_or_else(|e| {
+        tracing::warn!(
+            "[{}]: the auxiliary chain is left out of the teardown: {e}",
+            ctx.who()
+        );
+        None
+    });
+    let mut reqs = ctx.node_networks(pod_networks.default_network)?;
+    reqs.extend(pod_networks.networks);
+    reqs.extend(auxiliary);
+    plan::plan(master_ifname, reqs).map_err(|source| Error::Plan {
+        who: ctx.who(),
+        source,
+    })
 }
 
 /// A secondary's requests as libcni recorded them in its capability arguments.

@@ -95,18 +95,16 @@ pub struct Invoker<'a> {
     /// `cniDir`: root of the result cache.
     pub cache_dir: PathBuf,
     /// How result-cache records are written.
-    pub cache_writes: CacheWrites<'a>,
+    pub cache_writes: CacheWrites,
 }
 
 /// How an [`Invoker`] writes its result-cache records.
 #[derive(Debug, Clone, Copy, Default)]
-pub enum CacheWrites<'a> {
-    /// Atomically (temp file, fsync, rename) before `add` returns.
+pub enum CacheWrites {
+    /// Atomically (temp file, fsync, rename) before `add` returns. (plexus's own ADD writes its records
+    /// itself, behind: [`Invoker::add_unrecorded`].)
     #[default]
     Durable,
-    /// Atomically, finished on a thread of this writer while the caller goes on; the caller flushes it before
-    /// reading records back or replying (ADD overlaps each record's fsync with the next delegate).
-    Behind(&'a crate::fsutil::WriteBehind),
     /// As libcni does (in place, no fsync): for runtime emulations in tests and benchmarks.
     LikeLibcni,
 }
@@ -330,7 +328,6 @@ impl Invoker<'_> {
     pub fn write_record(&self, rec: CachedAttachment) -> Result<(), DelegateError> {
         match self.cache_writes {
             CacheWrites::Durable => resultcache::write(&self.cache_dir, &rec),
-            CacheWrites::Behind(w) => resultcache::write_behind(w, &self.cache_dir, rec),
             CacheWrites::LikeLibcni => resultcache::write_like_libcni(&self.cache_dir, &rec),
         }
         .map_err(|e| DelegateError::Cache(e.to_string()))

@@ -398,23 +398,28 @@ pub fn read(cni_dir: &Path, container_id: &str) -> io::Result<ReadOutcome> {
     Ok(ReadOutcome::Missing)
 }
 
-/// Set Go Multus's `IsFilterV4Gateway`/`IsFilterV6Gateway` flags of each cached delegate, in order, after
-/// plexus moved the default route (NPWG-34), rewriting the file atomically. Go Multus reads the flags only
-/// during its own ADD; they record which delegates lost which default routes.
-pub fn set_gateway_filters(
+/// Write the cache for `attachments` again through `behind`, each entry with Go Multus's
+/// `IsFilterV4Gateway`/`IsFilterV6Gateway` flags from `flags` (in order): plexus moved the default route
+/// (NPWG-34), and the flags record which delegates lost which default routes (Go Multus reads them only
+/// during its own ADD). Built from the attachments, never read back; `behind` lands it after [`write`]'s
+/// staged file (one path's writes stay in order).
+pub fn write_gateway_filters(
     cni_dir: &Path,
     container_id: &str,
+    attachments: &[Attachment],
     flags: &[(bool, bool)],
+    behind: &fsutil::WriteBehind,
 ) -> io::Result<()> {
-    let p = path(cni_dir, container_id);
-    let mut entries: Vec<CachedDelegate> = serde_json::from_slice(&fs::read(&p)?)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let mut entries: Vec<CachedDelegate> = attachments
+        .iter()
+        .map(CachedDelegate::from_attachment)
+        .collect();
     for (e, (v4, v6)) in entries.iter_mut().zip(flags) {
         e.filter_v4_gateway = *v4;
         e.filter_v6_gateway = *v6;
     }
     let bytes = serde_json::to_vec(&entries).map_err(io::Error::other)?;
-    fsutil::atomic_write(&p, &bytes, 0o600)
+    behind.submit(path(cni_dir, container_id), bytes, 0o600)
 }
 
 /// Remove a container's cache; absent is fine.
@@ -547,17 +552,31 @@ mod tests {
     }
 
     #[test]
-    fn gateway_filters_are_set_in_place() {
+    fn gateway_filters_are_written_after_the_staged_cache() {
         let d = tempfile::tempdir().unwrap();
-        store(d.path(), "cid1", &attachments());
-        set_gateway_filters(d.path(), "cid1", &[(true, false), (false, true)]).unwrap();
+        let behind = fsutil::WriteBehind::deferred();
+        write(d.path(), "cid1", &attachments(), &behind).unwrap();
+        write_gateway_filters(
+            d.path(),
+            "cid1",
+            &attachments(),
+            &[(true, false), (false, true)],
+            &behind,
+        )
+        .unwrap();
+        assert!(!d.path().join("cid1").exists(), "deferred until the flush");
+        behind.flush().unwrap();
         let v: Value = serde_json::from_slice(&fs::read(d.path().join("cid1")).unwrap()).unwrap();
         assert_eq!(v[0]["IsFilterV4Gateway"], true);
         assert_eq!(v[0]["IsFilterV6Gateway"], false);
         assert_eq!(v[1]["IsFilterV4Gateway"], false);
         assert_eq!(v[1]["IsFilterV6Gateway"], true);
         assert_eq!(v[1]["ifnameRequest"], "data0", "the rest is kept");
-        assert!(set_gateway_filters(d.path(), "nope", &[]).is_err());
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["cid1"], "no temp file left");
     }
 
     /// An ADD killed after its cache was staged and before the write-behind renamed it into place left only

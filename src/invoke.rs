@@ -95,18 +95,16 @@ pub struct Invoker<'a> {
     /// `cniDir`: root of the result cache.
     pub cache_dir: PathBuf,
     /// How result-cache records are written.
-    pub cache_writes: CacheWrites<'a>,
+    pub cache_writes: CacheWrites,
 }
 
 /// How an [`Invoker`] writes its result-cache records.
 #[derive(Debug, Clone, Copy, Default)]
-pub enum CacheWrites<'a> {
-    /// Atomically (temp file, fsync, rename) before `add` returns.
+pub enum CacheWrites {
+    /// Atomically (temp file, fsync, rename) before `add` returns. (plexus's own ADD writes its records
+    /// itself, behind: [`Invoker::add_unrecorded`].)
     #[default]
     Durable,
-    /// Atomically, finished on a thread of this writer while the caller goes on; the caller flushes it before
-    /// reading records back or replying (ADD overlaps each record's fsync with the next delegate).
-    Behind(&'a crate::fsutil::WriteBehind),
     /// As libcni does (in place, no fsync): for runtime emulations in tests and benchmarks.
     LikeLibcni,
 }
@@ -271,6 +269,18 @@ impl Invoker<'_> {
     /// ADD: every plugin in order, each result the next one's `prevResult`; halt on the first error; cache
     /// the final result (CNI-25).
     pub fn add(&self, net: &NetworkConfig, rt: &RuntimeConf) -> Result<CniResult, DelegateError> {
+        let (result, rec) = self.add_unrecorded(net, rt)?;
+        self.write_record(rec)?;
+        Ok(result)
+    }
+
+    /// [`Invoker::add`] without its result-cache record, which it returns instead: for a caller that writes
+    /// the record itself, once it knows the final result (plexus's ADD moves default routes first).
+    pub fn add_unrecorded(
+        &self,
+        net: &NetworkConfig,
+        rt: &RuntimeConf,
+    ) -> Result<(CniResult, CachedAttachment), DelegateError> {
         let mut prev: Option<CniResult> = None;
         for plugin in &net.plugins {
             let stdin = request_config(net, plugin, Some(rt), prev.as_ref())?;
@@ -311,13 +321,16 @@ impl Invoker<'_> {
             capability_args: rt.capability_args.clone(),
             result: Some(result.to_value(net.cni_version)?),
         };
+        Ok((result, rec))
+    }
+
+    /// Write an ADD's result-cache record as [`Invoker::cache_writes`] says.
+    pub fn write_record(&self, rec: CachedAttachment) -> Result<(), DelegateError> {
         match self.cache_writes {
             CacheWrites::Durable => resultcache::write(&self.cache_dir, &rec),
-            CacheWrites::Behind(w) => resultcache::write_behind(w, &self.cache_dir, rec),
             CacheWrites::LikeLibcni => resultcache::write_like_libcni(&self.cache_dir, &rec),
         }
-        .map_err(|e| DelegateError::Cache(e.to_string()))?;
-        Ok(result)
+        .map_err(|e| DelegateError::Cache(e.to_string()))
     }
 
     /// DEL: every plugin in reverse, with the cached result as `prevResult` from 0.4.0 on; halt on the first

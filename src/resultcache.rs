@@ -196,29 +196,6 @@ fn parse(
     ))
 }
 
-/// Replace the `result` of an existing record, keeping everything else (plexus's default-route handling,
-/// NPWG-34: the cache then matches the pod's routes, so CHECK's `prevResult` holds). A missing record is
-/// an error.
-pub fn update_result(
-    cache_dir: &Path,
-    network: &str,
-    container_id: &str,
-    ifname: &str,
-    result: Value,
-) -> io::Result<()> {
-    let mut rec = read(cache_dir, network, container_id, ifname)?.ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!(
-                "no cached result at {}",
-                path(cache_dir, network, container_id, ifname).display()
-            ),
-        )
-    })?;
-    rec.result = Some(result);
-    write(cache_dir, &rec)
-}
-
 /// Remove a record; absent is fine.
 pub fn remove(cache_dir: &Path, network: &str, container_id: &str, ifname: &str) -> io::Result<()> {
     fsutil::remove_if_exists(&path(cache_dir, network, container_id, ifname))
@@ -332,32 +309,6 @@ mod tests {
         assert_eq!(r.result.unwrap()["cniVersion"], "0.3.1");
         fs::write(d.path().join("results/n-c-eth1"), "{trunc").unwrap();
         assert!(read(d.path(), "n", "c", "eth1").is_err());
-    }
-
-    #[test]
-    fn update_result_keeps_the_record_and_needs_one() {
-        let d = tempfile::tempdir().unwrap();
-        write(d.path(), &rec("c1", "net", "net1")).unwrap();
-        update_result(
-            d.path(),
-            "net",
-            "c1",
-            "net1",
-            json!({"cniVersion": "1.0.0", "routes": []}),
-        )
-        .unwrap();
-        let r = read(d.path(), "net", "c1", "net1").unwrap().unwrap();
-        assert_eq!(r.result, Some(json!({"cniVersion": "1.0.0", "routes": []})));
-        assert_eq!(
-            r,
-            CachedAttachment {
-                result: r.result.clone(),
-                ..rec("c1", "net", "net1")
-            }
-        );
-        let e = update_result(d.path(), "net", "c2", "net1", json!({})).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        assert!(!path(d.path(), "net", "c2", "net1").exists());
     }
 
     #[test]

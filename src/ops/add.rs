@@ -1,24 +1,25 @@
-//! ADD as a transaction: plan, lock, cache, attach one by one; on any failure, detach what was attached in
-//! reverse and report every rollback failure (NPWG-56, NPWG-62, NPWG-64, CNI-32).
+//! ADD: resolve and plan the pod's networks (refusing a bad request before anything runs), lock, tear down
+//! an earlier ADD's leftovers, then attach one by one inside a [`Transaction`], move the default route,
+//! record the final results and publish the status; any failure rolls the transaction back (NPWG-56,
+//! NPWG-62, NPWG-64, CNI-32).
 
 use std::path::Path;
 
 use plexus_cni::CniResult;
 
-use super::{Ctx, del::teardown};
+use super::{Ctx, attached, default_route, teardown, transaction::Transaction};
 use crate::{
     cache,
     cluster::PodNetworks,
     devices::{self, ResourceMap},
     error::Error,
     exec::ExecError,
-    fsutil::WriteBehind,
-    invoke::{CacheWrites, DelegateError, Invoker, RuntimeConf, is_internal},
+    invoke::{DelegateError, Invoker, RuntimeConf, is_internal},
     lock::ContainerLock,
     netconf::NetworkConfig,
+    netns::LinkNames,
     plan::{self, Attachment, NetworkRequest},
     request::PodRef,
-    resultcache,
 };
 
 /// Give every network whose NAD names a resource the pod's next device of it (NPWG-13;
@@ -171,10 +172,45 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     // link it removed is reported as in the way: a clear, retryable failure, never a link of someone
     // else's taken for ours).
     let mut links = ctx.seams.netns.start_link_names(&netns);
-
-    // Resolve and plan everything before touching anything: a bad request leaves no trace.
     let pod = ctx.env.pod();
-    let pod_networks = match &pod {
+    let (attachments, runtime) = plan_attachments(ctx, pod.as_ref(), &netns)?;
+
+    let cid = ctx.env.container_id();
+    let lock = ContainerLock::acquire(&ctx.config.cni_dir, cid, ctx.config.lock_timeout).map_err(
+        |source| Error::Lock {
+            who: ctx.who(),
+            source,
+        },
+    )?;
+    match tear_down_earlier_add(ctx) {
+        // The namespace changed under the dump started above.
+        Ok(true) => links = ctx.seams.netns.start_link_names(&netns),
+        Ok(false) => {}
+        Err(e) => {
+            // Nothing ran: leave nothing behind, not even the lock file.
+            lock.release_and_remove();
+            return Err(e);
+        }
+    }
+    let hold = default_route::requested(&attachments);
+    let mut tx = Transaction::begin(ctx, lock, &attachments, hold)?;
+    let done = attach_all(ctx, &mut tx, &netns, links, &attachments, &runtime)
+        .and_then(|mut attached| finish(ctx, &mut tx, &netns, pod.as_ref(), &mut attached));
+    match done {
+        Ok(reply) => tx.commit(reply),
+        Err(err) => Err(tx.rollback(err)),
+    }
+}
+
+/// Resolve and plan everything before touching anything, so a bad request leaves no trace: the pod's
+/// networks (each type on the allow-list), the node's, their devices and the auxiliary chain, planned onto
+/// interfaces; the default-route request and every plugin checked; each attachment's runtime parameters.
+fn plan_attachments(
+    ctx: &Ctx<'_>,
+    pod: Option<&PodRef>,
+    netns: &Path,
+) -> Result<(Vec<Attachment>, Vec<RuntimeConf>), Error> {
+    let pod_networks = match pod {
         Some(p) => ctx
             .seams
             .cluster
@@ -188,7 +224,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     check_allowed(ctx, &pod_networks)?;
     let mut requests = ctx.node_networks(pod_networks.default_network)?;
     requests.extend(pod_networks.networks);
-    if let Some(pod) = &pod {
+    if let Some(pod) = pod {
         resolve_devices(ctx, pod, &mut requests)?;
     }
     // After every other network, on the next net<index> (docs/multus-compat.md, "Auxiliary chain").
@@ -202,7 +238,7 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     if has_auxiliary && let Some(last) = attachments.last_mut() {
         last.auxiliary = true;
     }
-    super::default_route::validate(ctx, &attachments)?;
+    default_route::validate(ctx, &attachments)?;
     check_plugins(ctx, &attachments)?;
     let cid = ctx.env.container_id();
     // Every attachment with a device gets a unique CNI device-info file (NPWG-70..72).
@@ -213,241 +249,149 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             a.requests.device_info_file = Some(file.display().to_string());
         }
     }
-    let runtime: Vec<RuntimeConf> = attachments
+    let runtime = attachments
         .iter()
-        .map(|a| ctx.runtime_conf(a, cid, Some(&netns), true))
+        .map(|a| ctx.runtime_conf(a, cid, Some(netns), true))
         .collect::<Result<_, _>>()?;
+    Ok((attachments, runtime))
+}
 
+/// An earlier ADD of this container was never deleted (a crash, or a runtime retrying): tear it down first
+/// so its attachments are not forgotten when the cache is overwritten. Called under the container's lock;
+/// whether there was one (the pod's namespace then changed).
+fn tear_down_earlier_add(ctx: &Ctx<'_>) -> Result<bool, Error> {
     let cni_dir = &ctx.config.cni_dir;
-    let lock = ContainerLock::acquire(cni_dir, cid, ctx.config.lock_timeout).map_err(|source| {
-        Error::Lock {
-            who: ctx.who(),
-            source,
-        }
-    })?;
-
-    // An earlier ADD of this container was never deleted (a crash, or a runtime retrying): tear it down
-    // first so its attachments are not forgotten when the cache is overwritten.
+    let cid = ctx.env.container_id();
     match cache::read(cni_dir, cid) {
-        Ok(cache::ReadOutcome::Missing) => {}
+        Ok(cache::ReadOutcome::Missing) => Ok(false),
         Ok(_) => {
             tracing::warn!(
                 "[{}]: a cache from an earlier ADD exists; tearing that down first",
                 ctx.who()
             );
-            match teardown(ctx, super::del::cached_or_fallback(ctx)) {
+            match teardown::current(ctx, attached::current(ctx)) {
                 // Gone: until this ADD's cache is renamed into place, a crash leaves only its temp file,
                 // and DEL must find that one (`cache::read`), not the earlier ADD's.
                 Ok(()) => {
                     let _ = cache::remove(cni_dir, cid);
-                    super::del::remove_interrupted_writes(cni_dir, cid);
+                    teardown::remove_interrupted_writes(cni_dir, cid, None);
                 }
                 Err(e) => tracing::warn!("[{}]: tearing down the earlier ADD: {e}", ctx.who()),
             }
-            // The namespace changed under the dump started above.
-            links = ctx.seams.netns.start_link_names(&netns);
+            Ok(true)
         }
-        Err(source) => {
-            // Nothing ran: leave nothing behind, not even the lock file.
-            lock.release_and_remove();
-            return Err(Error::Cache {
-                who: ctx.who(),
-                op: "read",
-                path: cache::path(cni_dir, cid),
-                source,
-            });
-        }
-    }
-
-    // The container's cache is staged (written whole to its temp file) now; its fsync and rename, and each
-    // delegate's result record, are written behind. All of it is flushed before anything reads the records
-    // back, and before the reply. Daemon mode flushes after the reply instead, before the container's lock
-    // is released, and defers the writes to that flush: no thread per write, and no fsync competing with
-    // the delegates for the node's CPUs and disk. The thin binary overlaps them with the delegates.
-    let behind = if ctx.seams.after_reply.is_some() {
-        WriteBehind::deferred()
-    } else {
-        WriteBehind::default()
-    };
-    if let Err(source) = cache::write(cni_dir, cid, &attachments, &behind) {
-        // A full or read-only cniDir: nothing ran, so nothing may remain, not even the lock file.
-        lock.release_and_remove();
-        return Err(Error::Cache {
+        Err(source) => Err(Error::Cache {
             who: ctx.who(),
-            op: "write",
+            op: "read",
             path: cache::path(cni_dir, cid),
             source,
-        });
+        }),
     }
+}
 
-    let invoker = Invoker {
-        cache_writes: CacheWrites::Behind(&behind),
-        ..ctx.invoker()
-    };
-    let mut attached: Vec<(Attachment, CniResult)> = Vec::with_capacity(attachments.len());
+/// Run every attachment's delegate in order, each joining `tx`'s undo list; the first failure stops.
+/// Planning already refused duplicate names among the attachments; a delegate that creates a later
+/// attachment's name itself makes that later delegate fail, and the ADD roll back, as a probe would.
+fn attach_all(
+    ctx: &Ctx<'_>,
+    tx: &mut Transaction<'_, '_>,
+    netns: &Path,
+    links: LinkNames,
+    attachments: &[Attachment],
+    runtime: &[RuntimeConf],
+) -> Result<Vec<(Attachment, CniResult)>, Error> {
     // The dump, before the first delegate. Failing, it fails the first attachment: nothing ran yet.
-    let existing = match links.wait() {
-        Ok(l) => l,
-        Err(source) => {
-            let err = Error::Netns {
+    let existing = links.wait().map_err(|source| Error::Netns {
+        who: ctx.who(),
+        network: attachments[0].status_name.clone(),
+        netns: netns.to_path_buf(),
+        source,
+    })?;
+    let invoker = ctx.invoker();
+    let mut attached = Vec::with_capacity(attachments.len());
+    for (a, rt) in attachments.iter().zip(runtime) {
+        if existing.contains(&a.ifname) {
+            return Err(Error::InterfaceExists {
                 who: ctx.who(),
-                network: attachments[0].status_name.clone(),
-                netns: netns.clone(),
-                source,
-            };
-            return Err(rollback(ctx, lock, &behind, Vec::new(), err));
+                network: a.status_name.clone(),
+                ifname: a.ifname.clone(),
+                netns: netns.to_path_buf(),
+            });
         }
-    };
-    // Planning already refused duplicate names among the attachments; a delegate that creates a later
-    // attachment's name itself makes that later delegate fail, and the ADD roll back, as a probe would.
-    for (a, rt) in attachments.iter().zip(&runtime) {
-        let step = (|| {
-            if existing.contains(&a.ifname) {
-                return Err((
-                    false,
-                    Error::InterfaceExists {
-                        who: ctx.who(),
-                        network: a.status_name.clone(),
-                        ifname: a.ifname.clone(),
-                        netns: netns.clone(),
-                    },
-                ));
+        devices::info::prepare(&ctx.config.device_info_dir, a);
+        let result = attach(tx, &invoker, a, rt).map_err(|source| Error::Delegate {
+            who: ctx.who(),
+            network: a.status_name.clone(),
+            ifname: a.ifname.clone(),
+            verb: "adding container to",
+            source,
+        })?;
+        tracing::info!(network = %a.status_name, ifname = %a.ifname, "attached");
+        attached.push((a.clone(), result));
+    }
+    Ok(attached)
+}
+
+/// One delegate's ADD. Whatever may have run joins `tx`'s undo list: the failed delegate may have done
+/// part of its work (a conflist halts midway), unless it never started.
+fn attach(
+    tx: &mut Transaction<'_, '_>,
+    invoker: &Invoker<'_>,
+    a: &Attachment,
+    rt: &RuntimeConf,
+) -> Result<CniResult, DelegateError> {
+    match invoker.add_unrecorded(&a.network, rt) {
+        Ok((result, rec)) => {
+            tx.attached(a, rec)?;
+            Ok(result)
+        }
+        Err(source) => {
+            if !never_started(&a.network, &source) {
+                tx.partly_attached(a);
             }
-            devices::info::prepare(&ctx.config.device_info_dir, a);
-            invoker.add(&a.network, rt).map_err(|source| {
-                (
-                    !never_started(&a.network, &source),
-                    Error::Delegate {
-                        who: ctx.who(),
-                        network: a.status_name.clone(),
-                        ifname: a.ifname.clone(),
-                        verb: "adding container to",
-                        source,
-                    },
-                )
-            })
-        })();
-        match step {
-            Ok(result) => {
-                tracing::info!(network = %a.status_name, ifname = %a.ifname, "attached");
-                attached.push((a.clone(), result));
-            }
-            Err((ran, err)) => {
-                // The failed delegate may have done part of its work (a conflist halts midway): DEL it too.
-                let undo = attachments[..attached.len() + usize::from(ran)].to_vec();
-                return Err(rollback(ctx, lock, &behind, undo, err));
-            }
+            Err(source)
         }
     }
+}
 
-    // NPWG-34: move the default route where the pod asked; the results then say so (rewriting the result
-    // records, so the writes behind land first).
-    if matches!(crate::routes::decide(&attached), Ok(Some(_)))
-        && let Err(err) = flush(ctx, &behind)
-    {
-        return Err(rollback(ctx, lock, &behind, attachments, err));
+/// After every delegate succeeded: move the default route where the pod asked (NPWG-34), so the results
+/// say so before they are recorded (once, final); the reply (the cluster network's result, in the config's
+/// version: docs/multus-compat.md, "Result version"); the pod's network status. Any failure rolls back.
+fn finish(
+    ctx: &Ctx<'_>,
+    tx: &mut Transaction<'_, '_>,
+    netns: &Path,
+    pod: Option<&PodRef>,
+    attached: &mut [(Attachment, CniResult)],
+) -> Result<Vec<u8>, Error> {
+    match default_route::apply(ctx, netns, attached)? {
+        Some(r) => tx.record_final(attached, &r.changed, Some(&r.filter_flags))?,
+        None => tx.record_final(attached, &[], None)?,
     }
-    if let Err(err) = super::default_route::apply(ctx, &netns, &mut attached) {
-        return Err(rollback(ctx, lock, &behind, attachments, err));
-    }
-
-    // The cluster network's result, in the config's version (docs/multus-compat.md, "Result
-    // version").
     let (master, master_result) = &attached[0];
-    let reply = match master_result.to_json(ctx.config.cni_version) {
-        Ok(s) => s.into_bytes(),
-        Err(source) => {
-            let err = Error::Result {
-                who: ctx.who(),
-                network: master.status_name.clone(),
-                version: ctx.config.cni_version.to_string(),
-                source,
-            };
-            return Err(rollback(ctx, lock, &behind, attachments, err));
-        }
-    };
+    let reply = master_result
+        .to_json(ctx.config.cni_version)
+        .map_err(|source| Error::Result {
+            who: ctx.who(),
+            network: master.status_name.clone(),
+            version: ctx.config.cni_version.to_string(),
+            source,
+        })?;
     // The auxiliary chain is no network of the pod's: no network-status entry, no event.
     let published = match attached.split_last() {
         Some(((a, _), rest)) if a.auxiliary => rest,
         _ => &attached[..],
     };
-    if let Some(pod) = &pod
-        && let Err(source) = ctx.seams.cluster.publish_status(pod, published)
-    {
+    if let Some(pod) = pod {
         // Consistent with every other failure after delegates ran: roll back (docs/multus-compat.md, "ADD
-        // failures").
-        return Err(rollback(
-            ctx,
-            lock,
-            &behind,
-            attachments,
-            Error::Cluster {
+        // failures"). The thin binary's PATCH overlaps the records' fsyncs.
+        ctx.seams
+            .cluster
+            .publish_status(pod, published)
+            .map_err(|source| Error::Cluster {
                 who: ctx.who(),
                 source,
-            },
-        ));
+            })?;
     }
-    // The thin binary's status PATCH above overlapped the last record's fsync.
-    if let Some(slot) = ctx.seams.after_reply {
-        // Daemon mode: the deferred writes (the cache's fsync and rename, the result records) run after the
-        // reply, under the container's lock, so a DEL or CHECK of the container (which takes the lock) finds
-        // them in place (or a DEL takes them over, `deferred`). A failure now cannot fail the ADD: it is
-        // logged, and DEL works without prevResult.
-        super::deferred::leave(slot, cni_dir, cid, ctx.who(), behind, lock);
-        return Ok(reply);
-    }
-    if let Err(err) = flush(ctx, &behind) {
-        return Err(rollback(ctx, lock, &behind, attachments, err));
-    }
-    drop(lock);
-    Ok(reply)
-}
-
-/// Wait for the result records written behind; a failure fails the ADD like a failed synchronous write.
-fn flush(ctx: &Ctx<'_>, behind: &WriteBehind) -> Result<(), Error> {
-    behind.flush().map_err(|source| Error::Cache {
-        who: ctx.who(),
-        op: "write",
-        path: resultcache::results_dir(&ctx.config.cni_dir),
-        source,
-    })
-}
-
-/// Undo `undo` in reverse. When every DEL succeeds, nothing of the ADD remains (cache and lock file
-/// removed); otherwise the cache stays so the runtime's DEL, which always follows a failed ADD (CNI-23),
-/// can try again.
-fn rollback(
-    ctx: &Ctx<'_>,
-    lock: ContainerLock,
-    behind: &WriteBehind,
-    undo: Vec<Attachment>,
-    original: Error,
-) -> Error {
-    // The DELs read the result records (prevResult) and remove them: nothing may still be in flight.
-    if let Err(e) = behind.flush() {
-        tracing::warn!("[{}]: a result record was not written: {e}", ctx.who());
-    }
-    tracing::warn!(
-        "[{}]: ADD failed, rolling back {} attachment(s): {original}",
-        ctx.who(),
-        undo.len()
-    );
-    let failures = match teardown(ctx, undo) {
-        Ok(()) => Vec::new(),
-        Err(Error::Many(errors)) => errors,
-        Err(e) => vec![e],
-    };
-    if failures.is_empty() {
-        let cid = ctx.env.container_id();
-        match cache::remove(&ctx.config.cni_dir, cid) {
-            Ok(()) => lock.release_and_remove(),
-            Err(e) => tracing::error!("[{}]: removing the cache after rollback: {e}", ctx.who()),
-        }
-        original
-    } else {
-        Error::Rollback {
-            original: Box::new(original),
-            failures,
-        }
-    }
+    Ok(reply.into_bytes())
 }

@@ -4,7 +4,7 @@
 
 use super::Ctx;
 use crate::{
-    cache::{self, ReadOutcome},
+    cache::{self, CachedDelegate, ReadOutcome},
     error::Error,
     invoke::DelegateError,
     lock::ContainerLock,
@@ -20,30 +20,7 @@ pub(super) fn check(ctx: &Ctx<'_>) -> Result<(), Error> {
                 source,
             }
         })?;
-    let entries = match cache::read(cni_dir, cid) {
-        Ok(ReadOutcome::Found(entries)) => entries,
-        Ok(ReadOutcome::Missing) => {
-            return Err(Error::UnknownContainer {
-                who: ctx.who(),
-                container_id: cid.to_string(),
-            });
-        }
-        Ok(ReadOutcome::Corrupt(reason)) => {
-            return Err(Error::CacheCorrupt {
-                who: ctx.who(),
-                path: cache::path(cni_dir, cid),
-                reason,
-            });
-        }
-        Err(source) => {
-            return Err(Error::Cache {
-                who: ctx.who(),
-                op: "read",
-                path: cache::path(cni_dir, cid),
-                source,
-            });
-        }
-    };
+    let entries = cached_entries(ctx)?;
     let invoker = ctx.invoker();
     let mut errors = Vec::new();
     let mut checked = Vec::with_capacity(entries.len());
@@ -93,5 +70,30 @@ pub(super) fn check(ctx: &Ctx<'_>) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::Many(errors))
+    }
+}
+
+/// The container's cache entries: CHECK needs them (an unknown container is code 3, a corrupt cache
+/// an error), never a rebuilt list.
+fn cached_entries(ctx: &Ctx<'_>) -> Result<Vec<CachedDelegate>, Error> {
+    let cid = ctx.env.container_id();
+    let cni_dir = &ctx.config.cni_dir;
+    match cache::read(cni_dir, cid) {
+        Ok(ReadOutcome::Found(entries)) => Ok(entries),
+        Ok(ReadOutcome::Missing) => Err(Error::UnknownContainer {
+            who: ctx.who(),
+            container_id: cid.to_string(),
+        }),
+        Ok(ReadOutcome::Corrupt(reason)) => Err(Error::CacheCorrupt {
+            who: ctx.who(),
+            path: cache::path(cni_dir, cid),
+            reason,
+        }),
+        Err(source) => Err(Error::Cache {
+            who: ctx.who(),
+            op: "read",
+            path: cache::path(cni_dir, cid),
+            source,
+        }),
     }
 }

@@ -1,7 +1,8 @@
 //! `default-route` within ADD and CHECK (NPWG-34): the request is checked before anything is attached;
 //! after every delegate succeeded, the default routes move in the pod's namespace (the netns seam) and the
-//! results, the libcni result cache and the container's cache are made to say so; CHECK verifies the pod's
-//! default routes against the cached results. The decisions are [`crate::routes`]'s (pure).
+//! results are made to say so, before ADD writes them to the result cache (its [`super::transaction`]
+//! holds the records until then) and sets the container cache's gateway-filter flags; CHECK verifies the
+//! pod's default routes against the cached results. The decisions are [`crate::routes`]'s (pure).
 
 use std::path::Path;
 
@@ -9,7 +10,6 @@ use plexus_cni::CniResult;
 
 use super::Ctx;
 use crate::{
-    cache,
     error::Error,
     plan::Attachment,
     resultcache,
@@ -24,19 +24,35 @@ pub(super) fn validate(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), 
     })
 }
 
-/// Move the default routes as the pod asked and rewrite `attached`'s results and the caches to match. Does
-/// nothing when no attachment asks. An error leaves the caller to roll the ADD back: every route touched
-/// belongs to an interface the rollback removes.
+/// Whether some planned attachment asks for the default route: then [`apply`] may change results after
+/// every delegate ran, and the ADD holds their records until it has (known before anything runs, as
+/// [`routes::decide`] finds a plan exactly when an attachment asks).
+pub(super) fn requested(attachments: &[Attachment]) -> bool {
+    attachments.iter().any(|a| a.requests.gateways.is_some())
+}
+
+/// What [`apply`] changed, for the records the ADD writes next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Rewritten {
+    /// Whether each attachment's result changed, in order.
+    pub changed: Vec<bool>,
+    /// Go Multus's `IsFilterV4Gateway`/`IsFilterV6Gateway` flags of each cached delegate, in order.
+    pub filter_flags: Vec<(bool, bool)>,
+}
+
+/// Move the default routes as the pod asked and rewrite `attached`'s results to match; `None` when no
+/// attachment asks. Writes nothing to disk: the caller records the final results. An error leaves the
+/// caller to roll the ADD back: every route touched belongs to an interface the rollback removes.
 pub(super) fn apply(
     ctx: &Ctx<'_>,
     netns: &Path,
     attached: &mut [(Attachment, CniResult)],
-) -> Result<(), Error> {
+) -> Result<Option<Rewritten>, Error> {
     let who = || ctx.who();
     let Some(plan) =
         routes::decide(attached).map_err(|source| Error::DefaultRoute { who: who(), source })?
     else {
-        return Ok(());
+        return Ok(None);
     };
     let (sel, _) = &attached[plan.selected];
     if !plan.edit.is_empty() {
@@ -71,36 +87,15 @@ pub(super) fn apply(
         tracing::info!(network = %sel.status_name, ifname = %sel.ifname, "default-route: nothing to move");
     }
 
-    let cid = ctx.env.container_id();
-    let dir = &ctx.config.cni_dir;
-    for (i, (a, result)) in attached.iter_mut().enumerate() {
-        if !routes::rewrite(&plan, i, result) {
-            continue;
-        }
-        let version = a.network.cni_version;
-        let value = result.to_value(version).map_err(|source| Error::Result {
-            who: who(),
-            network: a.status_name.clone(),
-            version: version.to_string(),
-            source,
-        })?;
-        resultcache::update_result(dir, &a.network.name, cid, &a.ifname, value).map_err(
-            |source| Error::Cache {
-                who: who(),
-                op: "update",
-                path: resultcache::path(dir, &a.network.name, cid, &a.ifname),
-                source,
-            },
-        )?;
-    }
-    cache::set_gateway_filters(dir, cid, &routes::filter_flags(&plan, attached.len())).map_err(
-        |source| Error::Cache {
-            who: who(),
-            op: "update",
-            path: cache::path(dir, cid),
-            source,
-        },
-    )
+    let changed = attached
+        .iter_mut()
+        .enumerate()
+        .map(|(i, (_, result))| routes::rewrite(&plan, i, result))
+        .collect();
+    Ok(Some(Rewritten {
+        changed,
+        filter_flags: routes::filter_flags(&plan, attached.len()),
+    }))
 }
 
 /// CHECK: when a cached attachment asked for the default route, the pod's default routes must still be
@@ -150,7 +145,7 @@ mod tests {
     use plexus_netns::{DefaultRouteEdit, Errno, IpFamily, MAIN_TABLE, RouteInfo};
     use serde_json::{Value, json};
 
-    use super::super::{Seams, execute};
+    use super::super::{AfterReply, Seams, execute};
     use crate::{
         cache,
         cluster::{Cluster, ClusterError, PodNetworks},
@@ -241,6 +236,16 @@ mod tests {
         }
 
         fn run(&self, command: &str, pod: &Pod) -> Result<Vec<u8>, Error> {
+            self.run_with(command, pod, None)
+        }
+
+        /// As the daemon runs it: work left for after the reply goes to `after_reply`.
+        fn run_with(
+            &self,
+            command: &str,
+            pod: &Pod,
+            after_reply: Option<&AfterReply>,
+        ) -> Result<Vec<u8>, Error> {
             let config = Config::from_bytes(
                 &serde_json::to_vec(&json!({
                     "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
@@ -269,7 +274,7 @@ mod tests {
                 netns: &self.netns,
                 cluster: pod,
                 kubelet: &NoKubelet,
-                after_reply: None,
+                after_reply,
             };
             execute(&env, &config, &seams)
         }
@@ -358,6 +363,43 @@ mod tests {
                 .contains("the default route via 192.0.2.1 on net1 is missing"),
             "{e}"
         );
+    }
+
+    /// The route edit is decided before anything is persisted: a daemon ADD whose pod asks for the default
+    /// route writes no record and no cache before its reply (it used to write them all, read them back and
+    /// rewrite them first), and after it each record once, with the final routes.
+    #[test]
+    fn a_daemon_add_with_a_request_writes_the_final_records_after_the_reply() {
+        let w = World::new();
+        let p = pod(&[Some(&["192.0.2.1"])]);
+        let later = AfterReply::default();
+        w.run_with("ADD", &p, Some(&later)).unwrap();
+        assert_eq!(w.netns.route_edits.lock().unwrap().len(), 1);
+        assert!(
+            resultcache::list(&w.cni_dir(), Some("c1")).is_empty(),
+            "no record written before the reply"
+        );
+        assert!(
+            !cache::path(&w.cni_dir(), "c1").exists(),
+            "the cache only staged before the reply"
+        );
+        let job = later
+            .lock()
+            .unwrap()
+            .take()
+            .expect("work for after the reply");
+        job();
+        let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+        assert_eq!(count(&w.cached_routes("cluster", "eth0")), 0);
+        assert_eq!(
+            w.cached_routes("mv0", "net1"),
+            json!([{"dst": "0.0.0.0/0", "gw": "192.0.2.1"}])
+        );
+        let c: Value =
+            serde_json::from_slice(&std::fs::read(cache::path(&w.cni_dir(), "c1")).unwrap())
+                .unwrap();
+        assert_eq!(c[0]["IsFilterV4Gateway"], true);
+        assert_eq!(c[1]["IsFilterV4Gateway"], false);
     }
 
     #[test]

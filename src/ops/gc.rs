@@ -7,8 +7,16 @@ use std::collections::{BTreeMap, HashSet};
 
 use plexus_cni::GcAttachment;
 
-use super::{Ctx, del};
-use crate::{cache, error::Error, lock, lock::ContainerLock, netconf::NetworkConfig, resultcache};
+use super::{Ctx, attached, teardown};
+use crate::{
+    cache,
+    error::Error,
+    lock,
+    lock::ContainerLock,
+    netconf::NetworkConfig,
+    plan::Attachment,
+    resultcache::{self, CachedAttachment},
+};
 
 pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
     ctx.wait_ready(false)?;
@@ -20,40 +28,62 @@ pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
 
     // 1. Stale plexus caches: full teardown of containers the runtime no longer knows.
     for cid in cache::containers(cni_dir) {
-        if live.contains(cid.as_str()) {
-            continue;
-        }
-        let Ok(lock) = ContainerLock::acquire(cni_dir, &cid, ctx.config.lock_timeout) else {
-            tracing::warn!(container = %cid, "GC: container is busy; leaving it for the next GC");
-            continue;
-        };
-        // The runtime-side interface of the cluster network is in its result cache; eth0 otherwise.
-        let master_ifname = cache::read(cni_dir, &cid)
-            .ok()
-            .and_then(|r| match r {
-                cache::ReadOutcome::Found(e) => e.first().and_then(|d| d.if_name.clone()),
-                _ => None,
-            })
-            .unwrap_or_else(|| "eth0".to_string());
-        tracing::info!(container = %cid, "GC: tearing down a container the runtime no longer lists");
-        let attachments = del::load(ctx, &cid, &master_ifname);
-        match del::teardown_container(ctx, &cid, None, attachments) {
-            Ok(()) => {
-                if let Err(source) = cache::remove(cni_dir, &cid) {
-                    errors.push(Error::Cache {
-                        who: ctx.who(),
-                        op: "remove",
-                        path: cache::path(cni_dir, &cid),
-                        source,
-                    });
-                }
-                lock.release_and_remove();
-            }
-            Err(e) => errors.push(e),
+        if !live.contains(cid.as_str()) {
+            tear_down_stale(ctx, &cid, &mut errors);
         }
     }
+    // 2. Every network known here, with the attachments of live containers.
+    gc_networks(ctx, &live, &mut errors);
+    // 3. Lock files of containers that are gone.
+    let remaining: HashSet<String> = cache::containers(cni_dir).into_iter().collect();
+    lock::remove_stale(cni_dir, &|id| live.contains(id) || remaining.contains(id));
+    // 4. What a daemon killed after a DEL's reply left in the trash (docs/daemon.md).
+    crate::trash::sweep(cni_dir);
 
-    // 2. Every network known here: the node's, then those in remaining caches and in the result cache.
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Many(errors))
+    }
+}
+
+/// Tear down container `cid`, which the runtime no longer lists; a busy one is left for the next GC.
+fn tear_down_stale(ctx: &Ctx<'_>, cid: &str, errors: &mut Vec<Error>) {
+    let cni_dir = &ctx.config.cni_dir;
+    let Ok(lock) = ContainerLock::acquire(cni_dir, cid, ctx.config.lock_timeout) else {
+        tracing::warn!(container = %cid, "GC: container is busy; leaving it for the next GC");
+        return;
+    };
+    // The runtime-side interface of the cluster network is in its result cache; eth0 otherwise.
+    let master_ifname = cache::read(cni_dir, cid)
+        .ok()
+        .and_then(|r| match r {
+            cache::ReadOutcome::Found(e) => e.first().and_then(|d| d.if_name.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "eth0".to_string());
+    tracing::info!(container = %cid, "GC: tearing down a container the runtime no longer lists");
+    let attachments = attached::load(ctx, cid, &master_ifname);
+    match teardown::container(ctx, cid, None, attachments, None) {
+        Ok(()) => {
+            if let Err(source) = cache::remove(cni_dir, cid) {
+                errors.push(Error::Cache {
+                    who: ctx.who(),
+                    op: "remove",
+                    path: cache::path(cni_dir, cid),
+                    source,
+                });
+            }
+            lock.release_and_remove();
+        }
+        Err(e) => errors.push(e),
+    }
+}
+
+/// GC every network known on this node (the node's, then those in remaining caches and in the result
+/// cache), each with the attachments of live containers.
+fn gc_networks(ctx: &Ctx<'_>, live: &HashSet<&str>, errors: &mut Vec<Error>) {
+    let cni_dir = &ctx.config.cni_dir;
     let mut networks: BTreeMap<String, NetworkConfig> = BTreeMap::new();
     match ctx.node_networks(None) {
         Ok(reqs) => {
@@ -63,7 +93,7 @@ pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
         }
         Err(e) => errors.push(e),
     }
-    let mut live_caches: Vec<(String, Vec<crate::plan::Attachment>)> = Vec::new();
+    let mut live_caches: Vec<(String, Vec<Attachment>)> = Vec::new();
     for cid in cache::containers(cni_dir) {
         if let Ok(cache::ReadOutcome::Found(entries)) = cache::read(cni_dir, &cid) {
             let attachments: Vec<_> = entries
@@ -89,8 +119,32 @@ pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
             networks.insert(n.name.clone(), n);
         }
     }
-    // Per network, the attachments of live containers: from the result cache and from plexus's caches (so an
-    // attachment whose result record is missing is still protected).
+    let valid_by_net = protected(live, &records, &live_caches);
+    let invoker = ctx.invoker();
+    for (name, net) in &networks {
+        let valid = valid_by_net
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for source in invoker.gc(net, valid) {
+            errors.push(Error::Delegate {
+                who: ctx.who(),
+                network: name.clone(),
+                ifname: String::new(),
+                verb: "garbage-collecting",
+                source,
+            });
+        }
+    }
+}
+
+/// Per network, the attachments of live containers: from the result cache and from plexus's caches (so an
+/// attachment whose result record is missing is still protected).
+fn protected(
+    live: &HashSet<&str>,
+    records: &[CachedAttachment],
+    live_caches: &[(String, Vec<Attachment>)],
+) -> BTreeMap<String, Vec<GcAttachment>> {
     let mut valid_by_net: BTreeMap<String, Vec<GcAttachment>> = BTreeMap::new();
     let mut protect = |net: &str, cid: &str, ifname: &str| {
         let list = valid_by_net.entry(net.to_string()).or_default();
@@ -110,37 +164,10 @@ pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
     {
         protect(&r.network_name, &r.container_id, &r.if_name);
     }
-    for (cid, attachments) in &live_caches {
+    for (cid, attachments) in live_caches {
         for a in attachments {
             protect(&a.network.name, cid, &a.ifname);
         }
     }
-    let invoker = ctx.invoker();
-    for (name, net) in &networks {
-        let valid = valid_by_net
-            .get(name)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for source in invoker.gc(net, valid) {
-            errors.push(Error::Delegate {
-                who: ctx.who(),
-                network: name.clone(),
-                ifname: String::new(),
-                verb: "garbage-collecting",
-                source,
-            });
-        }
-    }
-
-    // 3. Lock files of containers that are gone.
-    let remaining: HashSet<String> = cache::containers(cni_dir).into_iter().collect();
-    lock::remove_stale(cni_dir, &|id| live.contains(id) || remaining.contains(id));
-    // 4. What a daemon killed after a DEL's reply left in the trash (docs/daemon.md).
-    crate::trash::sweep(cni_dir);
-
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Many(errors))
-    }
+    valid_by_net
 }

@@ -1,4 +1,7 @@
 //! The CNI operations over the seams: ADD as a transaction, DEL from the cache, CHECK, STATUS, GC, VERSION.
+//! Each verb has its module; what two verbs share has its own (`transaction`: ADD's undo list and writes;
+//! `teardown`: DEL of a list of attachments; `attached`: what a container has attached), and no verb
+//! module reaches into another's.
 //!
 //! ```text
 //!   cli ──► ops::execute ──► resolve (confdir, Cluster) ──► plan (pure) ──► cache + lock
@@ -8,6 +11,7 @@
 //! ```
 
 mod add;
+mod attached;
 mod auxiliary;
 mod check;
 mod default_route;
@@ -15,6 +19,8 @@ mod deferred;
 mod del;
 mod gc;
 mod status;
+mod teardown;
+mod transaction;
 
 use std::{
     path::Path,

@@ -1481,3 +1481,51 @@ fn a_refused_plugin_binary_fails_add_before_any_delegate_with_its_own_event() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].0, "PluginBinaryRefused");
 }
+
+/// For the shared modules' unit tests: run `f` with a context over `host` (networks `a`, `b`, `c`, each a
+/// 1.0.0 bridge; container `c1` of pod `ns1/pod1`), the planned attachments of those networks passed along.
+pub(super) fn with_ctx<R>(
+    host: &TestHost,
+    after_reply: Option<&AfterReply>,
+    f: impl FnOnce(&Ctx<'_>, Vec<Attachment>) -> R,
+) -> R {
+    let delegates: Vec<Value> = ["a", "b", "c"]
+        .map(|n| json!({"cniVersion": "1.0.0", "name": n, "type": "bridge"}))
+        .into();
+    let config = Config::from_bytes(
+        &serde_json::to_vec(&json!({
+            "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
+            "cniDir": host.cni_dir(), "confDir": host.dir.path().join("conf"), "binDir": "/opt/cni/bin",
+            "delegates": delegates
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let env = CniEnv::from_vars([
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "c1"),
+        ("CNI_NETNS", "/run/netns/test-pod"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/usr/lib/cni"),
+        (
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1",
+        ),
+    ])
+    .unwrap()
+    .unwrap();
+    let seams = Seams {
+        exec: &host.exec,
+        netns: &host.netns,
+        cluster: &NoCluster,
+        kubelet: &NoKubelet,
+        after_reply,
+    };
+    let ctx = Ctx {
+        env: &env,
+        config: &config,
+        seams: &seams,
+    };
+    let attachments = plan::plan("eth0", ctx.node_networks(None).unwrap()).unwrap();
+    f(&ctx, attachments)
+}

@@ -336,7 +336,7 @@ fn fanout(
             add_ms: ms(took),
             outcome: match r {
                 Ok(_) => "succeeded".into(),
-                Err(e) => e.chars().take(160).collect(),
+                Err(e) => outcome(&e),
             },
         }
     };
@@ -362,6 +362,16 @@ fn fanout(
     // Gone before the scale daemons start: they would each hold its selections.
     b.api.delete_pod(&b.ns, "scale-fanout")?;
     Ok(rows)
+}
+
+/// A failed ADD in short: its CNI code and what it says after the pod's name.
+fn outcome(error: &str) -> String {
+    let code = error
+        .split_once("CNI error ")
+        .and_then(|(_, r)| r.split(':').next())
+        .map_or("failed".to_string(), |c| format!("code {c}"));
+    let what = error.rsplit("]: ").next().unwrap_or(error);
+    format!("{code}: {}", what.chars().take(100).collect::<String>())
 }
 
 /// The phase's section of the report.
@@ -453,6 +463,17 @@ mod tests {
         );
         let config: Value = serde_json::from_str(o["spec"]["config"].as_str().unwrap()).unwrap();
         assert_eq!(config["type"], "macvlan");
+    }
+
+    #[test]
+    fn a_failed_add_in_short() {
+        assert_eq!(
+            outcome(
+                "plexus Add: CNI error 7: [ns/p/uid]: cannot find a network-attachment-definition (m-0) in namespace (ns)"
+            ),
+            "code 7: cannot find a network-attachment-definition (m-0) in namespace (ns)"
+        );
+        assert_eq!(outcome("host netns: gone"), "failed: host netns: gone");
     }
 
     #[test]

@@ -762,7 +762,10 @@ fn only_the_nads_the_nodes_pods_select_are_held_whole() {
             .is_some_and(|c| c.contains("macvlan")),
         "{held}"
     );
-    assert_eq!(cached_nad(daemon, &other, "unused")["cache"]["loaded"], false);
+    assert_eq!(
+        cached_nad(daemon, &other, "unused")["cache"]["loaded"],
+        false
+    );
 
     let rt = w.runtime(json!({}));
     if let Some(server) = w.cluster.standin() {
@@ -788,7 +791,10 @@ fn only_the_nads_the_nodes_pods_select_are_held_whole() {
             assert_eq!(held["cache"]["loaded"], true);
             break;
         }
-        assert!(Instant::now() < deadline, "the change never reached the daemon: {held}");
+        assert!(
+            Instant::now() < deadline,
+            "the change never reached the daemon: {held}"
+        );
         thread::sleep(Duration::from_millis(20));
     }
     w.del_ok(&rt, &sb);

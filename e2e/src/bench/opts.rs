@@ -191,7 +191,11 @@ impl Opts {
                     let v = it.next().ok_or("--scale needs a value")?;
                     let mut list: Vec<usize> = v
                         .split(',')
-                        .map(|n| n.trim().parse::<usize>().map_err(|e| format!("--scale: {e}")))
+                        .map(|n| {
+                            n.trim()
+                                .parse::<usize>()
+                                .map_err(|e| format!("--scale: {e}"))
+                        })
                         .collect::<Result<_, _>>()?;
                     list.retain(|&n| n > 0);
                     scale = Some(list);
@@ -323,13 +327,19 @@ mod tests {
             (vec![1000, 10_000, 50_000], 250, 1000)
         );
         let o = parse(&["--quick"]).unwrap();
-        assert_eq!((o.scale.clone(), o.scale_pods, o.fanout_names), (vec![100], 4, 20));
+        assert_eq!(
+            (o.scale.clone(), o.scale_pods, o.fanout_names),
+            (vec![100], 4, 20)
+        );
         let o = parse(&["--scale", "0"]).unwrap();
         assert!(o.scale.is_empty(), "0 skips");
         let o = parse(&["--baseline-daemon", "/tmp/old", "--scale", "800,2000"]).unwrap();
         assert_eq!(o.baseline_daemon, Some(PathBuf::from("/tmp/old")));
         assert!(parse(&["--scale", "2000,800"]).is_err(), "ascending");
-        assert!(parse(&["--scale", "100"]).is_err(), "room for 250 pods' NADs");
+        assert!(
+            parse(&["--scale", "100"]).is_err(),
+            "room for 250 pods' NADs"
+        );
         assert!(parse(&["--fanout-names", "1025"]).is_err());
     }
 

@@ -106,7 +106,10 @@ pub struct ScaleReport {
 
 /// Filler NAD `n`: its namespace and name.
 fn filler(n: usize) -> (String, String) {
-    (format!("scale-{:02}", n % NAMESPACES), format!("nad-{n:05}"))
+    (
+        format!("scale-{:02}", n % NAMESPACES),
+        format!("nad-{n:05}"),
+    )
 }
 
 fn filler_object(n: usize) -> Value {
@@ -134,7 +137,8 @@ pub fn measure(b: &Bench, runner: &Runner, opts: &Opts) -> Result<ScaleReport, S
     };
     let Some(server) = b.api.standin() else {
         report.skipped = Some(
-            "a real API server: tens of thousands of NADs are created in the stand-in's store only".into(),
+            "a real API server: tens of thousands of NADs are created in the stand-in's store only"
+                .into(),
         );
         return Ok(report);
     };
@@ -196,7 +200,8 @@ pub fn measure(b: &Bench, runner: &Runner, opts: &Opts) -> Result<ScaleReport, S
             eprintln!(
                 "plexus-bench: scale: N={n} {name}: ready in {:.0} ms, RSS {} MiB (peak {} MiB), ADD p50 {:.1} ms, NAD reads per ADD ≤ {}",
                 row.ready_ms,
-                row.rss_kib.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / MIB)),
+                row.rss_kib
+                    .map_or("n/a".into(), |k| format!("{:.1}", k as f64 / MIB)),
                 row.memory_steady
                     .map_or("n/a".into(), |m| format!("{:.1}", m.peak_kib as f64 / MIB)),
                 row.add.map_or(f64::NAN, |s| s.median_ms),
@@ -245,7 +250,9 @@ fn one(
 ) -> Result<ScaleRow, String> {
     let _ = super::system::settle(Duration::from_secs(10));
     let mut daemon = Daemon::start_with(b, opts, bin, extra)?;
-    let ready = daemon.wait_ready().map_err(|e| format!("{name} daemon, N={n}: {e}"))?;
+    let ready = daemon
+        .wait_ready()
+        .map_err(|e| format!("{name} daemon, N={n}: {e}"))?;
     let mut failures = Vec::new();
     if let Err(e) = daemon.wait_pod_cached(probe) {
         failures.push(e);
@@ -312,9 +319,7 @@ fn fanout(
     let names: Vec<String> = (0..opts.fanout_names)
         .map(|i| format!("missing-{i:04}"))
         .collect();
-    let info = b
-        .api
-        .create_pod(&b.ns, "scale-fanout", &names.join(","))?;
+    let info = b.api.create_pod(&b.ns, "scale-fanout", &names.join(","))?;
     let pod = Pod {
         info,
         netns: Netns::new("bench-pod"),
@@ -424,7 +429,8 @@ pub fn markdown(s: &mut String, r: &ScaleReport) {
             row.memory_steady.map_or("n/a".into(), |m| mib(m.anon_kib)),
             row.cached.map_or("n/a".into(), |c| c.to_string()),
             row.loaded.map_or("all".into(), |c| c.to_string()),
-            row.add.map_or("n/a".into(), |a| format!("{:.1}", a.median_ms)),
+            row.add
+                .map_or("n/a".into(), |a| format!("{:.1}", a.median_ms)),
             row.add.map_or("n/a".into(), |a| format!("{:.1}", a.p90_ms)),
             row.add_nad_reads_max,
             if row.failures.is_empty() {
@@ -482,7 +488,11 @@ mod tests {
                     plexus_cache_objects{kind=\"network-attachment-definitions\"} 50000\n\
                     plexus_cache_nads_loaded 753\n";
         assert_eq!(
-            gauge(text, "plexus_cache_objects", "kind=\"network-attachment-definitions\""),
+            gauge(
+                text,
+                "plexus_cache_objects",
+                "kind=\"network-attachment-definitions\""
+            ),
             Some(50000)
         );
         assert_eq!(gauge(text, "plexus_cache_nads_loaded", ""), Some(753));

@@ -298,8 +298,9 @@ struct State {
     nads: HashMap<Box<str>, HashMap<Box<str>, Entry>>,
     len: usize,
     loaded: usize,
-    /// NADs the node's pods select.
-    by_pods: HashSet<NadKey>,
+    /// NADs the node's pods select: namespace → names (looked up by `&str`, without a copy, for every NAD
+    /// the watch reports).
+    by_pods: HashMap<String, HashSet<String>>,
     /// Each distinct list of plugin types once (most NADs of a cluster name one of a few).
     type_sets: HashSet<Arc<[Box<str>]>>,
     generation: u32,
@@ -315,8 +316,7 @@ impl State {
     }
 
     fn wanted(&self, ns: &str, name: &str) -> bool {
-        // A borrowed (&str, &str) cannot look up a (String, String) set; the set is one node's selections.
-        self.by_pods.contains(&(ns.to_string(), name.to_string()))
+        selected(&self.by_pods, ns, name)
     }
 
     fn intern(&mut self, types: Vec<Box<str>>) -> Arc<[Box<str>]> {
@@ -327,6 +327,10 @@ impl State {
         self.type_sets.insert(t.clone());
         t
     }
+}
+
+fn selected(by_pods: &HashMap<String, HashSet<String>>, ns: &str, name: &str) -> bool {
+    by_pods.get(ns).is_some_and(|names| names.contains(name))
 }
 
 /// The fingerprint of a NAD's config and resourceName.
@@ -512,14 +516,16 @@ impl NadCache {
     /// caller loads them ([`NadCache::offer`]) before a request needs them.
     pub fn select(&self, by_pods: HashSet<NadKey>) -> Vec<NadKey> {
         let mut s = self.write();
-        s.by_pods = by_pods;
-        let mut out: Vec<NadKey> = s
-            .by_pods
+        let mut out: Vec<NadKey> = by_pods
             .iter()
             .filter(|(ns, name)| s.entry(ns, name).is_some_and(|e| e.full.is_none()))
             .cloned()
             .collect();
         out.sort();
+        s.by_pods.clear();
+        for (ns, name) in by_pods {
+            s.by_pods.entry(ns).or_default().insert(name);
+        }
         out
     }
 
@@ -573,9 +579,7 @@ impl NadCache {
             for (name, e) in m.iter_mut() {
                 let Some(full) = &e.full else { continue };
                 let idle = now.saturating_sub(full.last_used.load(Ordering::Relaxed));
-                if idle >= retain.as_secs()
-                    && !by_pods.contains(&(ns.to_string(), name.to_string()))
-                {
+                if idle >= retain.as_secs() && !selected(by_pods, ns, name) {
                     e.full = None;
                     unloaded += 1;
                 }

@@ -56,6 +56,8 @@ pub struct ScaleRow {
     pub binary: PathBuf,
     /// Spawn to `/readyz` 200.
     pub ready_ms: f64,
+    /// CPU time (user + system) the daemon had used when it was ready.
+    pub cpu_ready_ms: Option<f64>,
     /// Its memory once ready and its pods' NADs loaded.
     pub memory_ready: Option<Memory>,
     /// Its memory after the ADDs (`peak_kib`: `VmHWM`, its peak since it started).
@@ -226,6 +228,17 @@ fn vm_rss(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU time (user + system) `pid` has used, ms (`/proc/<pid>/stat` counts in USER_HZ ticks, 100 a second
+/// on Linux).
+fn cpu_ms(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's name, which may hold spaces: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    Some((utime + stime) as f64 * 10.0)
+}
+
 /// A gauge's value (its first series containing `labels`) in a metrics exposition.
 fn gauge(text: &str, name: &str, labels: &str) -> Option<u64> {
     text.lines()
@@ -253,6 +266,7 @@ fn one(
     let ready = daemon
         .wait_ready()
         .map_err(|e| format!("{name} daemon, N={n}: {e}"))?;
+    let cpu_ready_ms = daemon.pid().and_then(cpu_ms);
     let mut failures = Vec::new();
     if let Err(e) = daemon.wait_pod_cached(probe) {
         failures.push(e);
@@ -297,6 +311,7 @@ fn one(
         daemon: name.to_string(),
         binary,
         ready_ms: ms(ready),
+        cpu_ready_ms,
         memory_ready,
         memory_steady,
         rss_kib,
@@ -412,16 +427,17 @@ pub fn markdown(s: &mut String, r: &ScaleReport) {
     );
     let _ = writeln!(
         s,
-        "| NADs | daemon | ready ms | RSS ready MiB | RSS after ADDs MiB | peak (VmHWM) MiB | anon MiB | cached / loaded | ADD p50 ms | ADD p90 ms | NAD reads per ADD | failures |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| NADs | daemon | ready ms (CPU ms) | RSS ready MiB | RSS after ADDs MiB | peak (VmHWM) MiB | anon MiB | cached / loaded | ADD p50 ms | ADD p90 ms | NAD reads per ADD | failures |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let mib = |k: u64| format!("{:.1}", k as f64 / MIB);
     for row in &r.rows {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
+            "| {} | {} | {:.0} ({}) | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
             row.nads,
             row.daemon,
             row.ready_ms,
+            row.cpu_ready_ms.map_or("n/a".into(), |c| format!("{c:.0}")),
             row.memory_ready
                 .map_or("n/a".into(), |m| mib(m.anon_kib + m.file_kib)),
             row.rss_kib.map_or("n/a".into(), mib),
@@ -480,6 +496,12 @@ mod tests {
             "code 7: cannot find a network-attachment-definition (m-0) in namespace (ns)"
         );
         assert_eq!(outcome("host netns: gone"), "failed: host netns: gone");
+    }
+
+    #[test]
+    fn cpu_time_of_this_process() {
+        let spent = cpu_ms(std::process::id()).expect("our own /proc/self/stat");
+        assert!(spent >= 0.0);
     }
 
     #[test]

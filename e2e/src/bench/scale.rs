@@ -3,8 +3,9 @@
 //!
 //! Stand-in only (tens of thousands of NADs are created in its store directly, [`ApiServer::create_all`]).
 //! `--scale-pods` pods on the daemon's node (API objects, never ADDed) select 3 NADs each, all different. For
-//! each N of `--scale` (ascending), the cluster is filled up to N NADs in 100 namespaces (each a short
-//! config and a 200-byte annotation, as in the issue's measurement), then each daemon measured — this
+//! each N of `--scale` (ascending), the cluster is filled up to N NADs (those of earlier phases counted) in
+//! 100 namespaces (each a short config and a 200-byte annotation, as in the issue's measurement), then each
+//! daemon measured — this
 //! build's, and `--baseline-daemon`'s when given, alternating which goes first — is started fresh:
 //! spawn to `/readyz` 200 (the caches synced), its memory once ready and after the ADDs (`VmRSS`, `VmHWM`),
 //! the NADs it holds (all, and loaded), and `--runs` ADD+DEL of a K = 3 pod through the shim with the API's
@@ -31,7 +32,7 @@ use super::{
     analysis::ApiCounts,
     daemon::Daemon,
     exec::Memory,
-    opts::{MAX_K, Opts},
+    opts::Opts,
     phases::requests,
     setup::{Bench, Op, Pod, Runner},
     stats::{Stats, ms},
@@ -163,8 +164,21 @@ pub fn measure(b: &Bench, runner: &Runner, opts: &Opts) -> Result<ScaleReport, S
     server
         .create_all(namespaces)
         .map_err(|e| format!("create the scale namespaces: {e}"))?;
+    // The NADs earlier phases made (the bench's own, the thin mode's unrelated ones) count towards N.
+    let existing = server.with_store(|st| {
+        st.resolve("k8s.cni.cncf.io", "v1", "network-attachment-definitions")
+            .map_or(0, |rt| st.stored(&rt, None).len())
+    });
     let first = opts.scale.first().copied().unwrap_or(0);
-    let fillers = first.saturating_sub(MAX_K);
+    let fillers = first.saturating_sub(existing);
+    if fillers < SCALE_K * opts.scale_pods {
+        return Err(format!(
+            "--scale {first}: the cluster holds {existing} NADs already, which leaves {fillers} for the {} \
+             that --scale-pods {} select",
+            SCALE_K * opts.scale_pods,
+            opts.scale_pods
+        ));
+    }
     for i in 0..opts.scale_pods {
         let networks: Vec<String> = (0..SCALE_K)
             .map(|j| {
@@ -179,7 +193,7 @@ pub fn measure(b: &Bench, runner: &Runner, opts: &Opts) -> Result<ScaleReport, S
 
     let mut made = 0;
     for (level, &n) in opts.scale.iter().enumerate() {
-        let want = n.saturating_sub(MAX_K);
+        let want = n.saturating_sub(existing);
         let started = Instant::now();
         server
             .create_all((made..want).map(filler_object))
@@ -187,8 +201,8 @@ pub fn measure(b: &Bench, runner: &Runner, opts: &Opts) -> Result<ScaleReport, S
         let took = started.elapsed().as_secs_f64();
         eprintln!(
             "plexus-bench: scale: {} NADs in the cluster ({} created in {took:.1} s)",
-            want + MAX_K,
-            want - made
+            want + existing,
+            want.saturating_sub(made)
         );
         report.created_seconds.push((n, took));
         made = want.max(made);

@@ -11,10 +11,10 @@ source scripts/lib.sh
 
 banner "Checking dependencies"
 if is_root; then
-    # The netns tests run Debian's CNI plugins (/usr/lib/cni) and iproute2's `ip`.
-    ensure_packages ip iproute2 /usr/lib/cni/bridge containernetworking-plugins
+    # The netns tests run Debian's CNI plugins (/usr/lib/cni), iproute2's `ip`, and iptables (portmap, ipMasq).
+    ensure_packages ip iproute2 /usr/lib/cni/bridge containernetworking-plugins iptables iptables unshare util-linux
 else
-    ensure_packages ip iproute2 /usr/lib/cni/bridge containernetworking-plugins ||
+    ensure_packages ip iproute2 /usr/lib/cni/bridge containernetworking-plugins iptables iptables ||
         echo "(only the root-only netns tests need these)"
 fi
 command -v cargo >/dev/null || { echo "cargo is not installed" >&2; exit 1; }
@@ -41,6 +41,20 @@ if is_root; then
     # --workspace, as above: the same feature set, so nothing is built a second time.
     E2E_MODE=daemon cargo test --workspace --test suite --test isolation --test devices --no-fail-fast -- --include-ignored
 fi
+
+banner "The shim as the image ships it: linked statically (deploy/Containerfile's build)"
+cargo rustc --release --locked -p plexus-shim --bin plexus-shim -- -C target-feature=+crt-static -C relocation-model=static
+shim="$(target_dir)/release/plexus-shim"
+if ! command -v readelf >/dev/null; then
+    echo "readelf (binutils) is not installed; cannot check $shim" >&2
+    exit 1
+fi
+if readelf --program-headers --dynamic "$shim" | grep -Eq 'INTERP|NEEDED'; then
+    echo "$shim is not statically linked:" >&2
+    readelf --program-headers --dynamic "$shim" | grep -E 'INTERP|NEEDED' >&2
+    exit 1
+fi
+echo "$shim: no interpreter, no shared libraries"
 
 banner "Lint: cargo clippy"
 if cargo clippy --version >/dev/null 2>&1; then

@@ -88,7 +88,8 @@ pub struct CachedDelegate {
         skip_serializing_if = "Option::is_none"
     )]
     pub if_name: Option<String>,
-    /// plexus: the per-network `portMappings` request (Go Multus does not cache it, §10 #15).
+    /// plexus: the per-network `portMappings` request (Go Multus does not cache it; docs/multus-compat.md,
+    /// "Cache format").
     #[serde(
         rename = "portMappingsRequest",
         default,
@@ -110,6 +111,13 @@ pub struct CachedDelegate {
         skip_serializing_if = "Option::is_none"
     )]
     pub device_info_file: Option<String>,
+    /// plexus: this entry is the auxiliary chain (docs/multus-compat.md, "Auxiliary chain").
+    #[serde(
+        rename = "plexusAuxiliaryChain",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub auxiliary_chain: bool,
 }
 
 /// The outcome of reading a container's cache.
@@ -225,12 +233,14 @@ impl CachedDelegate {
             port_mappings_request: r.port_mappings.clone(),
             bandwidth_request: r.bandwidth.clone(),
             device_info_file: r.device_info_file.clone(),
+            auxiliary_chain: a.auxiliary,
         }
     }
 
     /// Rebuild the attachment at `index` (0 is the cluster network). The interface is the one plexus
-    /// recorded; for a Go Multus entry it is derived as Multus does (§3.4). A list without a version gets
-    /// `version`, as Go Multus backfills on DEL.
+    /// recorded; for a Go Multus entry it is derived as Multus does (docs/multus-compat.md, "Interface
+    /// names"). A list without a version gets `version`, as Go Multus backfills on DEL
+    /// (docs/multus-compat.md, "DEL").
     pub fn to_attachment(
         &self,
         index: usize,
@@ -281,6 +291,7 @@ impl CachedDelegate {
                 device_info_file: self.device_info_file.clone(),
             },
             resource_name: some(&self.resource_name),
+            auxiliary: self.auxiliary_chain,
         })
     }
 

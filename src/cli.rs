@@ -11,8 +11,7 @@ use crate::{
     cluster::Cluster,
     config::Config,
     error::Error,
-    exec::ProcessExec,
-    invocation::{ClusterFactory, Outcome, failure, run},
+    invocation::{ClusterFactory, Host, Outcome, failure, run},
     k8s::{
         client::ApiCluster,
         events::{self, Batch},
@@ -44,7 +43,7 @@ pub fn invoke(
     if let Err(e) = stdin.read_to_end(&mut bytes) {
         return failure(Error::Stdin(e).to_reply(""));
     }
-    let ran = run(vars, &bytes, &ProcessExec, cluster, true, None);
+    let ran = run(vars, &bytes, Host::OWN, cluster, true, None);
     let mut out = ran.outcome;
     if let Some(api) = ran.cluster {
         out.events = Batch::encode(&bytes, api.take_events());

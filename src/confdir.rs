@@ -113,15 +113,30 @@ fn with_subdirectory_plugins(
     let Some(dir) = path.parent().map(|d| d.join(&net.name)) else {
         return Ok(net);
     };
+    let extra = subdirectory_plugins(&dir)?;
+    if extra.is_empty() {
+        return Ok(net);
+    }
+    net.edited(|v| {
+        if let Some(Value::Array(plugins)) = v.get_mut("plugins") {
+            plugins.extend(extra);
+        }
+    })
+    .map_err(|source| LookupError::Invalid {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The plugin objects of a subdirectory, as libcni aggregates them (CNI-4): every `*.conf` file in `dir`, in
+/// file-name order, each a plugin object with a `type`. A missing directory has none. Shared by a
+/// `.conflist`'s own subdirectory and the auxiliary chain (docs/multus-compat.md, "Auxiliary chain").
+pub fn subdirectory_plugins(dir: &Path) -> Result<Vec<Value>, LookupError> {
     if !dir.is_dir() {
-        return Ok(net);
+        return Ok(Vec::new());
     }
-    let files = sorted_files(&dir, &["conf"])?;
-    if files.is_empty() {
-        return Ok(net);
-    }
-    let mut extra = Vec::new();
-    for f in files {
+    let mut plugins = Vec::new();
+    for f in sorted_files(dir, &["conf"])? {
         let bytes = fs::read(&f).map_err(|source| LookupError::Read {
             path: f.clone(),
             source,
@@ -143,17 +158,9 @@ fn with_subdirectory_plugins(
                 path: f.clone(),
                 source,
             })?;
-        extra.push(v);
+        plugins.push(v);
     }
-    net.edited(|v| {
-        if let Some(Value::Array(plugins)) = v.get_mut("plugins") {
-            plugins.extend(extra);
-        }
-    })
-    .map_err(|source| LookupError::Invalid {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(plugins)
 }
 
 /// Load a directory: the lexically first `.conf`, `.json` or `.conflist` file in it.

@@ -14,7 +14,7 @@ use plexus_cni::{ErrorReply, codes, result::ResultError};
 use crate::{
     cluster::ClusterError,
     confdir::LookupError,
-    config::ConfigError,
+    config::{ConfigError, allowlist::NotAllowed},
     devices::DeviceError,
     exec::ExecError,
     invoke::DelegateError,
@@ -171,7 +171,7 @@ pub enum Error {
         source: RouteError,
     },
     /// ADD: a network names a plugin that cannot be found in the search path (or a type that is no plugin
-    /// name), found before any delegate ran, so nothing was attached (code 7). A NAD naming a plugin this
+    /// name, or a binary `exec::check_binary` refuses), found before any delegate ran, so nothing was attached (code 7). A NAD naming a plugin this
     /// node lacks fails the ADD of the pods that select it, never the node's STATUS.
     #[error("[{who}:{network}]: {}", plugin_missing(.network, .source))]
     PluginMissing {
@@ -181,6 +181,17 @@ pub enum Error {
         network: String,
         /// The lookup that failed (it names the plugin and the directories searched).
         source: ExecError,
+    },
+    /// ADD: a NAD names plugin types the node config's allow-list does not permit for its namespace
+    /// (docs/security.md), found before anything ran, so nothing was attached (code 7).
+    #[error("[{who}:{network}]: {}", plugin_not_allowed(.network, .refusal))]
+    PluginNotAllowed {
+        /// Pod or container.
+        who: String,
+        /// The NAD (`<namespace>/<NAD>`).
+        network: String,
+        /// The types refused and the key that refused them.
+        refusal: NotAllowed,
     },
     /// A delegate operation failed.
     #[error("[{who}:{network}]: error {verb} network {network:?} (interface {ifname}): {source}")]
@@ -250,6 +261,11 @@ pub fn plugin_missing(network: &str, source: &ExecError) -> String {
     format!("network {network:?} cannot be attached: {source}; nothing was attached")
 }
 
+/// [`Error::PluginNotAllowed`]'s message without the pod (also the text of the pod's Warning event).
+pub fn plugin_not_allowed(network: &str, refusal: &NotAllowed) -> String {
+    format!("network {network:?} cannot be attached: {refusal}; nothing was attached")
+}
+
 fn join(errors: &[Error]) -> String {
     errors
         .iter()
@@ -261,6 +277,8 @@ fn join(errors: &[Error]) -> String {
 fn exec_code(e: &ExecError) -> u32 {
     match e {
         ExecError::InvalidType { .. } | ExecError::NotFound { .. } => codes::INVALID_NETWORK_CONFIG,
+        // Like a plugin that is not there: this node cannot run the network as configured.
+        ExecError::Unsafe { .. } => codes::INVALID_NETWORK_CONFIG,
         ExecError::Spawn { .. } => codes::IO_FAILURE,
         ExecError::Timeout { .. } => DELEGATE_TIMEOUT,
         ExecError::Signal { .. } | ExecError::Failed { .. } | ExecError::OutputTooLarge { .. } => {
@@ -316,6 +334,7 @@ impl Error {
             Error::OwnNetns { .. } => codes::INVALID_NETNS,
             Error::Lookup { .. }
             | Error::PluginMissing { .. }
+            | Error::PluginNotAllowed { .. }
             | Error::NetConf { .. }
             | Error::Plan { .. }
             | Error::Devices { .. } => codes::INVALID_NETWORK_CONFIG,

@@ -9,7 +9,7 @@ use crate::{
     error::Error,
     exec::Exec,
     logging,
-    netns::KernelNetns,
+    netns::{KernelNetns, NetnsProbe},
     ops::{self, Seams},
     request::{CniEnv, Command},
 };
@@ -57,14 +57,32 @@ pub struct Ran {
     pub cluster: Option<Box<dyn Cluster>>,
 }
 
-/// Run one CNI invocation: environment `vars`, the config `stdin`, delegates through `exec`, real netns,
+/// What a run reaches directly: how delegates run and how pod network namespaces are opened. The thin
+/// binary uses its own view ([`Host::OWN`]); a daemon in a container the host's, through `chrootDir`.
+#[derive(Clone, Copy)]
+pub struct Host<'a> {
+    /// Runs delegates.
+    pub exec: &'a dyn Exec,
+    /// Opens pod network namespaces.
+    pub netns: &'a dyn NetnsProbe,
+}
+
+impl Host<'static> {
+    /// This process's own filesystem: delegates run as child processes, namespaces opened by their path.
+    pub const OWN: Host<'static> = Host {
+        exec: &crate::exec::ProcessExec,
+        netns: &KernelNetns,
+    };
+}
+
+/// Run one CNI invocation: environment `vars`, the config `stdin`, delegates and namespaces through `host`,
 /// the cluster `cluster` makes. The thin binary and the daemon (one request each) both come through here;
 /// `init_logging` sets the process's logging from the config (the thin binary; the daemon has its own);
 /// `after_reply` takes work for after the reply (the daemon, see [`ops::Seams::after_reply`]).
 pub fn run(
     vars: Vec<(String, String)>,
     stdin: &[u8],
-    exec: &dyn Exec,
+    host: Host<'_>,
     cluster: ClusterFactory<'_>,
     init_logging: bool,
     after_reply: Option<&ops::AfterReply>,
@@ -113,8 +131,8 @@ pub fn run(
     let api = cluster(&config, env.command);
     let kubelet = crate::devices::kubelet::Kubelet::from_config(&config);
     let seams = Seams {
-        exec,
-        netns: &KernelNetns,
+        exec: host.exec,
+        netns: host.netns,
         cluster: api.as_deref().unwrap_or(&NoCluster),
         kubelet: &kubelet,
         after_reply,

@@ -111,6 +111,32 @@ pub enum CacheWrites<'a> {
     LikeLibcni,
 }
 
+/// The plugin type plexus serves itself: Go Multus's `passthru`, a no-op that anchors the auxiliary chain
+/// (docs/multus-compat.md, "Auxiliary chain"). Its ADD hands on its `prevResult` (an empty result when it
+/// is first, CNI-11); every other command succeeds. A `passthru` binary, if installed, is never run.
+pub const PASSTHRU: &str = "passthru";
+
+/// Whether plexus runs plugin type `plugin_type` itself: no binary is looked for or needed.
+pub fn is_internal(plugin_type: &str) -> bool {
+    plugin_type == PASSTHRU
+}
+
+/// The internal `passthru`'s output for `command` with request config `stdin` (built by [`request_config`]).
+fn passthru(net: &NetworkConfig, command: &str, stdin: &[u8]) -> Result<Vec<u8>, DelegateError> {
+    if command != "ADD" {
+        return Ok(Vec::new());
+    }
+    let prev = serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|mut v| v.get_mut("prevResult").map(Value::take));
+    let out = match prev {
+        // Already in the network's version (request_config converted it).
+        Some(prev) => prev.to_string(),
+        None => plexus_cni::result::empty_result(net.cni_version).to_json(net.cni_version)?,
+    };
+    Ok(out.into_bytes())
+}
+
 /// Build one plugin's request config (CNI-29): the plugin object with the list's `name` and `cniVersion`,
 /// `runtimeConfig` holding only the declared capabilities that were supplied (CNI-30), and `prevResult`.
 pub fn request_config(
@@ -182,6 +208,10 @@ impl Invoker<'_> {
         rt: Option<&RuntimeConf>,
         stdin: &[u8],
     ) -> Result<Vec<u8>, DelegateError> {
+        if is_internal(&plugin.plugin_type) {
+            tracing::debug!(network = %net.name, plugin = %plugin.plugin_type, command, "internal plugin");
+            return passthru(net, command, stdin);
+        }
         let wrap = |source| DelegateError::Exec {
             plugin_type: plugin.plugin_type.clone(),
             source,
@@ -510,6 +540,47 @@ mod tests {
             .unwrap();
         assert_eq!(rec.config, list().bytes);
         assert_eq!(rec.result.unwrap()["cniVersion"], "1.0.0");
+    }
+
+    /// Issue 22: `passthru` is served by plexus (never looked up or run): its ADD gives the next plugin an
+    /// empty result as prevResult (CNI-25), and passes a prevResult on when it has one (CNI-11); its other
+    /// commands succeed.
+    #[test]
+    fn passthru_is_internal_and_hands_an_empty_result_on_cni_11_25() {
+        let d = tempfile::tempdir().unwrap();
+        let exec = FakeExec::default();
+        exec.fail("passthru", "ADD", 7, "the passthru binary must never run");
+        exec.fail("passthru", "DEL", 7, "the passthru binary must never run");
+        let chain = net(json!({"cniVersion": "1.0.0", "name": "aux", "plugins": [
+            {"type": "passthru"}, {"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_filter": "1"}}
+        ]}));
+        let inv = invoker(&exec, d.path());
+        let r = inv.add(&chain, &rt()).unwrap();
+        let calls = exec.calls();
+        assert_eq!(calls.len(), 1, "only tuning ran: {calls:?}");
+        assert_eq!(calls[0].stdin["type"], "tuning");
+        assert_eq!(calls[0].stdin["prevResult"], json!({"cniVersion": "1.0.0"}));
+        assert!(
+            r.interfaces.is_empty() && r.ips.is_empty(),
+            "tuning handed the empty result on: {r:?}"
+        );
+        exec.clear();
+        inv.del(&chain, &rt()).unwrap();
+        let calls = exec.calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].env("CNI_COMMAND"), Some("DEL"));
+        // Later in a list, passthru hands its prevResult on unchanged.
+        exec.clear();
+        let later = net(json!({"cniVersion": "1.0.0", "name": "l2", "plugins": [
+            {"type": "bridge"}, {"type": "passthru"}, {"type": "portmap"}
+        ]}));
+        inv.add(&later, &rt()).unwrap();
+        let calls = exec.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            calls[1].stdin["prevResult"]["interfaces"][0]["name"],
+            "net1"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod devices;
 pub mod error;
 pub mod exec;
 pub mod fsutil;
+pub mod hostroot;
 pub mod install;
 pub mod invocation;
 pub mod invoke;

@@ -27,6 +27,13 @@ pub trait NetnsProbe: Send + Sync {
         netns: &Path,
         edit: DefaultRouteEdit,
     ) -> Result<DefaultRouteReport, NetnsError>;
+
+    /// Whether `netns` is this process's own network namespace (skel refuses it, CNI-59).
+    fn is_own(&self, netns: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+        matches!((ino(netns), ino(Path::new("/proc/self/ns/net"))), (Some(a), Some(b)) if a == b)
+    }
 }
 
 /// Link names on their way ([`NetnsProbe::start_link_names`]).

@@ -102,6 +102,9 @@ pub struct Attachment {
     pub requests: Requests,
     /// The NAD's `resourceName`.
     pub resource_name: Option<String>,
+    /// The auxiliary chain (`auxiliaryCNIChainName`): last, never in network-status, not CHECKed
+    /// (docs/multus-compat.md, "Auxiliary chain").
+    pub auxiliary: bool,
 }
 
 /// A plan that cannot be carried out (CNI code 7).
@@ -181,6 +184,7 @@ pub fn plan(
             ifname_request: n.ifname_request,
             requests: n.requests,
             resource_name: n.resource_name,
+            auxiliary: false,
         });
     }
     Ok(out)

@@ -117,6 +117,13 @@ impl Exec for FakeExec {
                 dirs: dirs.to_vec(),
             });
         }
+        // A binary `exec::check_binary` refuses (group-writable).
+        if plugin_type == "unsafe" {
+            return Err(ExecError::Unsafe {
+                plugin: dirs.first().cloned().unwrap_or_default().join(plugin_type),
+                reason: "it is writable by its group (mode 0775)".into(),
+            });
+        }
         Ok(dirs.first().cloned().unwrap_or_default().join(plugin_type))
     }
 

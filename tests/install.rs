@@ -1,7 +1,7 @@
 //! `plexus install`, the DaemonSet's entrypoint, run as the built binary in a temporary host root (no root
 //! needed; see `tests/install_support/mod.rs`), and the migration from Go Multus (issue 4 part 4, with
 //! `tests/common/mod.rs` running plexus as the runtime does). References: docs/multus-compat.md,
-//! "Installation" and "Daemon mode"; specs.md NPWG-58..60, CNI-58.
+//! "Installation" and "Daemon mode"; NPWG-58..60 and CNI-58 (docs/spec-ids.md).
 
 mod common;
 mod install_support;
@@ -123,7 +123,10 @@ fn generates_the_config_from_conf_and_conflist_primaries_of_every_version() {
                 "{ctx}: the host path"
             );
             assert_eq!(p["confDir"], "/etc/cni/multus/net.d", "{ctx}");
-            assert!(p.get("cniConf").is_none(), "{ctx}: §10 #21");
+            assert!(
+                p.get("cniConf").is_none(),
+                "{ctx}: confDir, not cniConf (docs/multus-compat.md)"
+            );
             let caps = if list {
                 json!({"bandwidth": true, "mac": true, "portMappings": true})
             } else {
@@ -270,7 +273,8 @@ fn a_second_run_touches_nothing() {
 
 #[test]
 fn self_delegation_is_refused_meta_plugin_configs_are_skipped() {
-    // §9.3 #1324/#1108: never wrap a meta-plugin, plexus itself included.
+    // Go Multus #1324/#1108 (docs/multus-compat.md, "Installation"): never wrap a meta-plugin, plexus itself
+    // included.
     let n = Node::new();
     n.write_raw("00-multus.conf", br#"{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus","kubeconfig":"/etc/cni/net.d/multus.d/multus.kubeconfig","delegates":[{"cniVersion":"0.3.1","name":"cbr0","type":"flannel"}]}"#);
     n.write_raw(
@@ -472,8 +476,9 @@ fn skip_config_watch_leaves_the_config_alone() {
 
 #[test]
 fn token_and_ca_rotation_rewrite_the_kubeconfig_and_nothing_else() {
-    // §9.5 #852: bound tokens expire; the plugin on the host cannot read the projected token, so the
-    // installer rewrites the kubeconfig when the token (or CA) changes.
+    // Go Multus #852 (docs/multus-compat.md, "Installation"): bound tokens expire; the plugin on the host
+    // cannot read the projected token, so the installer rewrites the kubeconfig when the token (or CA)
+    // changes.
     let n = Node::new();
     n.write_conf("10-calico.conflist", &primary_list("1.0.0"));
     let run = n.start(&[]);
@@ -526,7 +531,8 @@ fn token_and_ca_rotation_rewrite_the_kubeconfig_and_nothing_else() {
 
 #[test]
 fn sigterm_and_sigint_keep_the_config() {
-    // §10 #11, #1527: pods deleted during an upgrade must still be torn down, so the config stays.
+    // Go Multus #1527 (docs/multus-compat.md, "Installation"): pods deleted during an upgrade must still be
+    // torn down, so the config stays.
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let n = Node::new();
         n.write_conf("10-calico.conflist", &primary_list("1.0.0"));
@@ -1053,4 +1059,54 @@ fn on_a_host_the_paths_written_are_the_paths_named() {
     let kc = fs::read_to_string(&kubeconfig).unwrap();
     assert!(kc.contains("server: https://192.0.2.10:6443"), "{kc}");
     assert!(n.bin("plexus").is_file(), "{log}");
+}
+
+/// The default `--host-token=node` as the DaemonSet runs it: the node's name from `PLEXUS_NODE_NAME`, the
+/// ServiceAccount from the pod's token. With the API unreachable at the first start, the pod's own token
+/// stands in (with a warning) and the install completes; without a node name it stops at once.
+#[test]
+fn the_node_bound_token_names_plexus_node_name_and_an_unreachable_api_leaves_the_pods_token() {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let n = Node::new();
+    n.write_conf("10-flannel.conf", &primary_conf("1.0.0"));
+    let claims = json!({"sub": "system:serviceaccount:kube-system:plexus", "kubernetes.io": {"pod": {"name": "p"}}});
+    let pod_token = format!("e30.{}.c2ln", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    n.set_token(&pod_token);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = n
+        .command(&["--once", "--host-token=node"])
+        .env("KUBERNETES_SERVICE_PROTOCOL", "http")
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", closed.port().to_string())
+        .env("PLEXUS_NODE_NAME", "node-7")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains(
+            "cannot get a token of serviceaccount kube-system/plexus bound to Node node-7: "
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("warning: no live Node-bound token: the kubeconfig gets this pod's own token"),
+        "{log}"
+    );
+    let kc = fs::read_to_string(n.kubeconfig("plexus")).unwrap();
+    assert!(kc.contains(&pod_token), "{kc}");
+
+    let out = n
+        .command(&["--once", "--host-token=node"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("this node's name is unknown: set PLEXUS_NODE_NAME"),
+        "{log}"
+    );
 }

@@ -3,7 +3,8 @@
 //! says, so a misspelt or misplaced field fails here rather than being dropped by the API server. Each
 //! `kustomization.yaml` only names files that exist, inside its own directory (kustomize loads no file
 //! outside it). The DaemonSet's `plexus install` arguments parse with the real clap definition, its mounts
-//! match the paths they name, and the ClusterRole grants exactly what the plugin calls.
+//! match the paths they name, and the ClusterRole grants exactly what the plugin calls; the installer's Role
+//! grants exactly the host's Node-bound token, for its own ServiceAccount.
 //!
 //! `deploy/daemon/` (daemon mode) is checked the same way, and beyond: its copies of deploy/'s manifests are
 //! the same objects, the daemon container sees every host path at the same path, its probes reach the
@@ -19,12 +20,13 @@ use std::{
 
 use k8s_openapi::{
     api::{
+        admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
         apps::v1::{DaemonSet, Deployment},
         core::v1::{
             ConfigMap, Container, Namespace, Pod, PodSpec, Service, ServiceAccount, Volume,
             VolumeMount,
         },
-        rbac::v1::{ClusterRole, ClusterRoleBinding},
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
@@ -108,6 +110,8 @@ enum Manifest {
     ServiceAccount(ServiceAccount),
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
+    Role(Role),
+    RoleBinding(RoleBinding),
     DaemonSet(Box<DaemonSet>),
     ConfigMap(ConfigMap),
     Nad(NetworkAttachmentDefinition),
@@ -139,12 +143,22 @@ fn parse_manifest(doc: &Value, ctx: &str) -> Manifest {
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             Manifest::ClusterRoleBinding(typed(doc, ctx))
         }
+        ("rbac.authorization.k8s.io/v1", "Role") => Manifest::Role(typed(doc, ctx)),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => Manifest::RoleBinding(typed(doc, ctx)),
         ("apps/v1", "DaemonSet") => Manifest::DaemonSet(Box::new(typed(doc, ctx))),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
             typed::<CustomResourceDefinition>(doc, ctx);
             Manifest::Other
         }
         ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition") => Manifest::Nad(typed(doc, ctx)),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            typed::<ValidatingAdmissionPolicy>(doc, ctx);
+            Manifest::Other
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            typed::<ValidatingAdmissionPolicyBinding>(doc, ctx);
+            Manifest::Other
+        }
         _ => panic!("{ctx}: {api} {kind} is not a kind this test knows; add it to parse_manifest"),
     }
 }
@@ -553,13 +567,77 @@ fn the_cluster_role_grants_exactly_what_the_plugin_calls() {
     assert_eq!(subjects[0].namespace, ds.metadata.namespace);
 }
 
+/// The installer's own API call (thin mode): a token of its ServiceAccount bound to its node, for the host's
+/// kubeconfig. One Role in the DaemonSet's namespace grants exactly `create` on `serviceaccounts/token` of that
+/// ServiceAccount, bound to it alone; the DaemonSet names the node through the downward API and asks for
+/// Node-bound tokens (the default, not turned off).
+#[test]
+fn the_installers_role_grants_only_tokens_of_its_own_service_account() {
+    let (mut roles, mut bindings) = (Vec::new(), Vec::new());
+    for m in deploy_manifests() {
+        match m {
+            Manifest::Role(r) => roles.push(r),
+            Manifest::RoleBinding(b) => bindings.push(b),
+            _ => {}
+        }
+    }
+    assert_eq!((roles.len(), bindings.len()), (1, 1));
+    let ds = the_daemonset();
+    let pod = ds.spec.template.spec.as_ref().unwrap();
+    let sa = pod.service_account_name.clone().unwrap();
+    let (role, b) = (&roles[0], &bindings[0]);
+    assert_eq!(role.metadata.namespace, ds.metadata.namespace);
+    let rules = serde_json::to_value(role.rules.clone().unwrap()).unwrap();
+    assert_eq!(
+        rules,
+        serde_json::json!([{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                            "resourceNames": [sa], "verbs": ["create"]}]),
+        "exactly the TokenRequest of its own ServiceAccount"
+    );
+    assert_eq!(b.metadata.namespace, ds.metadata.namespace);
+    assert_eq!(
+        (b.role_ref.kind.as_str(), Some(&b.role_ref.name)),
+        ("Role", role.metadata.name.as_ref())
+    );
+    let subjects = b.subjects.clone().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (
+            subjects[0].kind.as_str(),
+            subjects[0].name.as_str(),
+            &subjects[0].namespace
+        ),
+        ("ServiceAccount", sa.as_str(), &ds.metadata.namespace)
+    );
+
+    let install = container(pod, "install");
+    let args = install_args(&container_command(install), "deploy/daemonset.yaml");
+    assert_eq!(args.host_token, plexus::install::args::HostToken::Node);
+    assert!(
+        args.node_name.is_none(),
+        "the node comes from the downward API"
+    );
+    let env = install.env.clone().unwrap_or_default();
+    let node = env
+        .iter()
+        .find(|e| e.name == "PLEXUS_NODE_NAME")
+        .expect("PLEXUS_NODE_NAME");
+    let field = node
+        .value_from
+        .as_ref()
+        .and_then(|v| v.field_ref.as_ref())
+        .map(|f| f.field_path.as_str());
+    assert_eq!(field, Some("spec.nodeName"));
+}
+
 // ---------------------------------------------------------------------------------------------------
 // deploy/daemon/: daemon mode
 // ---------------------------------------------------------------------------------------------------
 
 /// The daemon config file's keys that configure the daemon itself (deploy/README.md, "Daemon mode").
-const DAEMON_CONFIG_KEYS: [&str; 14] = [
+const DAEMON_CONFIG_KEYS: [&str; 15] = [
     "socketDir",
+    "chrootDir",
     "nodeName",
     "kubeconfig",
     "metricsAddress",
@@ -576,7 +654,9 @@ const DAEMON_CONFIG_KEYS: [&str; 14] = [
 ];
 
 /// Network-config keys a daemon config may overlay on every request (as Go Multus's daemon does).
-const OVERLAY_KEYS: [&str; 9] = [
+const OVERLAY_KEYS: [&str; 12] = [
+    "allowedPluginTypes",
+    "allowedPluginTypesByNamespace",
     "confDir",
     "cniDir",
     "binDir",
@@ -586,15 +666,15 @@ const OVERLAY_KEYS: [&str; 9] = [
     "multusNamespace",
     "defaultNetworks",
     "strictCapabilities",
+    "maxAttachmentsPerPod",
 ];
 
-/// Host paths the daemon container must see at the same path, and whether read-only.
-const DAEMON_HOST_PATHS: [(&str, bool); 9] = [
-    ("/opt/cni/bin", false),
+/// Host paths the daemon container must see at the same path, and whether read-only. (Delegates, their
+/// search path and the pods' namespaces are reached through the host's root, `chrootDir`.)
+const DAEMON_HOST_PATHS: [(&str, bool); 7] = [
     ("/etc/cni/net.d", false),
     ("/etc/cni/multus/net.d", false),
     ("/var/lib/cni", false),
-    ("/run/netns", false),
     ("/run/plexus", false),
     ("/var/run/k8s.cni.cncf.io", false),
     ("/var/lib/kubelet/pod-resources", true),
@@ -698,6 +778,7 @@ fn the_daemon_variant_copies_deploys_manifests_unchanged() {
         "serviceaccount.yaml",
         "clusterrole.yaml",
         "clusterrolebinding.yaml",
+        "admission-policies.yaml",
     ] {
         let original = documents(&repo().join(THIN).join(f));
         let copy = documents(&repo().join(DAEMON).join(f));
@@ -735,7 +816,7 @@ fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at
     assert_eq!(
         pod.host_pid,
         Some(true),
-        "CNI_NETNS may be /proc/<pid>/ns/net"
+        "CNI_NETNS may be /proc/<pid>/ns/net: a host PID"
     );
     assert_eq!(
         pod.priority_class_name.as_deref(),
@@ -838,13 +919,24 @@ fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at
             path.display()
         );
     }
-    let (netns, _) = mount_at(pod, daemon, Path::new("/run/netns"));
+    // Issue 21: the host's root, read-write, at chrootDir, where the delegates run; mounts made on the host
+    // later (the pods' namespaces) must appear in it.
+    let chroot_dir = config["chrootDir"].as_str().expect("chrootDir is set");
+    let (root, _) = mount_at(pod, daemon, Path::new(chroot_dir));
     assert_eq!(
-        netns.mount_propagation.as_deref(),
+        host_dir_at(pod, daemon, Path::new(chroot_dir)),
+        Path::new("/")
+    );
+    assert_eq!(
+        root.mount_propagation.as_deref(),
         Some("HostToContainer"),
         "namespaces created after the pod started must appear in it"
     );
-    // Every hostPath the daemon mounts is at its own path (delegates name host paths).
+    assert!(
+        !root.read_only.unwrap_or(false),
+        "delegates write host state"
+    );
+    // Every other hostPath the daemon mounts is at its own path (the shim's config names host paths).
     for m in daemon.volume_mounts.iter().flatten() {
         if let Some(h) = pod
             .volumes
@@ -852,6 +944,7 @@ fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at
             .flatten()
             .find(|v| v.name == m.name)
             .and_then(|v| v.host_path.as_ref())
+            .filter(|_| m.mount_path != chroot_dir)
         {
             assert_eq!(m.mount_path, h.path, "volume {}", m.name);
         }
@@ -860,7 +953,6 @@ fn the_daemon_daemonset_installs_the_shim_and_runs_the_daemon_with_host_paths_at
     for (what, host) in [
         ("clusterNetwork's directory", &args.host_cni_conf_dir),
         ("confDir", &args.host_plexus_conf_dir),
-        ("the CNI bin directory", &args.host_cni_bin_dir),
     ] {
         assert_eq!(&host_dir_at(pod, daemon, host), host, "{what}");
     }
@@ -931,7 +1023,7 @@ fn the_daemon_config_is_json_with_documented_keys() {
             "{k} is not a documented daemon config key"
         );
         match k.as_str() {
-            "socketDir" | "kubeconfig" | "logFile" => assert!(
+            "socketDir" | "kubeconfig" | "logFile" | "chrootDir" => assert!(
                 v.as_str().is_some_and(|p| Path::new(p).is_absolute()),
                 "{k}: an absolute path, not {v}"
             ),
@@ -939,7 +1031,8 @@ fn the_daemon_config_is_json_with_documented_keys() {
             | "maxQueue"
             | "cacheSyncTimeoutSeconds"
             | "shutdownTimeoutSeconds"
-            | "statusRetrySeconds" => {
+            | "statusRetrySeconds"
+            | "maxAttachmentsPerPod" => {
                 assert!(
                     v.as_u64().is_some_and(|n| n > 0),
                     "{k}: a positive integer, not {v}"
@@ -980,6 +1073,11 @@ fn the_daemon_config_is_json_with_documented_keys() {
     assert_eq!(
         parsed.metrics_address.map(|a| a.to_string()).as_deref(),
         config["metricsAddress"].as_str()
+    );
+    assert_eq!(
+        parsed.host_root.as_ref().map(|r| r.dir().to_path_buf()),
+        config["chrootDir"].as_str().map(PathBuf::from),
+        "chrootDir"
     );
     // The shim's config names these, and the thin plexus the shim falls back to for DEL reads them there:
     // overlaid here, the daemon would read another cache than the fallback.
@@ -1156,5 +1254,71 @@ fn kustomize_builds_each_variant_into_exactly_its_files() {
                 panic!("{dir}: {id}: kustomize changed {d}");
             }
         }
+    }
+}
+
+/// The lines of `file` (under the repository) that are comments starting with `prefix` after the `#`,
+/// uncommented.
+fn commented(file: &str, prefix: &str) -> Vec<String> {
+    fs::read_to_string(repo().join(file))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('#'))
+        .map(str::trim)
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 19, item 3: the recommended plugin allow-list, shown commented in the thin DaemonSet's install
+/// arguments and in the daemon's ConfigMap, parses as what each is (install flags; daemon config keys the
+/// daemon accepts), and both recommend the same lists.
+#[test]
+fn the_recommended_plugin_allow_lists_parse_and_agree() {
+    let flags: Vec<String> = commented(
+        &format!("{THIN}/daemonset.yaml"),
+        "- --allowed-plugin-types",
+    )
+    .iter()
+    .map(|l| l.trim_start_matches("- ").to_string())
+    .collect();
+    assert_eq!(
+        flags.len(),
+        2,
+        "the global and a per-namespace list: {flags:?}"
+    );
+    let mut cmd = vec!["/usr/local/bin/plexus".to_string(), "install".to_string()];
+    cmd.extend(flags);
+    let args = install_args(&cmd, "the commented allow-list flags");
+    let global = args.allowed_plugin_types.expect("--allowed-plugin-types").0;
+    let by_ns: std::collections::BTreeMap<String, Vec<String>> = args
+        .allowed_plugin_types_by_namespace
+        .into_iter()
+        .map(|n| (n.namespace, n.types))
+        .collect();
+
+    let keys = commented(&format!("{DAEMON}/configmap.yaml"), "\"allowedPluginTypes");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let object = format!("{{{}}}", keys.join(" ").trim_end_matches(','));
+    let json: Value = serde_json::from_str(&object)
+        .unwrap_or_else(|e| panic!("the ConfigMap's commented keys are not JSON: {e}\n{object}"));
+    let mut config = json.clone();
+    config["nodeName"] = "n".into();
+    plexus::daemon::config::DaemonConfig::from_bytes(
+        &serde_json::to_vec(&config).unwrap(),
+        "the ConfigMap's commented keys",
+        &|_| None,
+    )
+    .unwrap_or_else(|e| panic!("plexus daemon refuses the recommended list: {e}"));
+    assert_eq!(json["allowedPluginTypes"], serde_json::json!(global));
+    assert_eq!(
+        json["allowedPluginTypesByNamespace"],
+        serde_json::json!(by_ns)
+    );
+    for left_out in ["host-device", "portmap", "firewall"] {
+        assert!(
+            !global.iter().any(|t| t == left_out),
+            "{left_out} is recommended"
+        );
     }
 }

@@ -10,7 +10,7 @@
 use std::{
     io::{Read, Write},
     os::unix::net::UnixStream,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::Arc,
     thread,
@@ -18,7 +18,7 @@ use std::{
 };
 
 use base64::Engine;
-use plexus::k8s::annotations::NETWORKS_ANNOTATION;
+use plexus::{invoke::RuntimeConf, k8s::annotations::NETWORKS_ANNOTATION};
 use plexus_cni::ErrorReply;
 use plexus_e2e::{
     apiserver::FaultSpec,
@@ -28,9 +28,9 @@ use plexus_e2e::{
             recorders_for, records, spawn_plexus, wait_until,
         },
         cluster::standin_only,
-        daemon::DaemonProcess,
+        daemon::{DaemonProcess, DaemonView},
         runtime::{CniRuntime, PLUGIN_PATH},
-        world::{CLUSTER_NETWORK, MACVLAN_SUBNET, Sandbox, World},
+        world::{CLUSTER_BRIDGE, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, Sandbox, World},
     },
 };
 use serde_json::{Value, json};
@@ -1045,4 +1045,190 @@ fn a_daemon_killed_right_after_a_dels_reply_leaves_only_trash_that_its_restart_e
         "{test}: the DEL's files never waited in the trash after its reply\n{}",
         w.log()
     );
+}
+
+/// The cluster network for the host-filesystem tests: a bridge that masquerades (`ipMasq`), then
+/// `portmap`, both of which run the host's `iptables`.
+fn masquerading_cluster_with_portmap(w: &World) -> Value {
+    let mut ipam = w.ipam(CLUSTER_SUBNET);
+    ipam["routes"] = json!([{"dst": "0.0.0.0/0"}]);
+    json!({
+        "cniVersion": "1.0.0",
+        "name": CLUSTER_NETWORK,
+        "plugins": [
+            {"type": "bridge", "bridge": CLUSTER_BRIDGE, "isGateway": true, "ipMasq": true, "ipam": ipam},
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": false},
+        ],
+    })
+}
+
+/// Replace `w`'s daemon with one that sees the filesystem as its container image would (no `iptables`, no
+/// `/run/netns`), the host's root mounted at `<root>/hostroot`; `chroot`: its config names that mount as
+/// `chrootDir`, as deploy/daemon's does.
+fn restart_in_image(w: &mut World, chroot: bool) {
+    let hostroot = w.root().join("hostroot");
+    std::fs::create_dir_all(&hostroot).expect("create the hostroot mount point");
+    drop(w.daemon.take());
+    let mut config = w.daemon_config();
+    if chroot {
+        config["chrootDir"] = json!(hostroot);
+    }
+    w.daemon = Some(DaemonProcess::start_in(
+        &plexus(),
+        &w.host.name,
+        &config,
+        &w.root().join("daemon.json"),
+        DaemonView::Image { hostroot },
+    ));
+}
+
+/// The runtime's attachment parameters for `sb` with host port `port` mapped to 80, `CNI_NETNS` as `netns`.
+fn with_host_port(w: &World, sb: &Sandbox, port: u16, netns: PathBuf) -> RuntimeConf {
+    let mut conf = w.rt(sb);
+    conf.netns = Some(netns);
+    conf.capability_args.insert(
+        "portMappings".into(),
+        json!([{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    conf
+}
+
+#[test]
+#[ignore = "needs root: creates network and mount namespaces and runs Debian's CNI plugins and iptables"]
+fn delegates_run_in_the_host_filesystem_through_chroot_dir() {
+    let test = "delegates_run_in_the_host_filesystem_through_chroot_dir";
+    let mut w = world(test);
+    w.write("cluster.conflist", &masquerading_cluster_with_portmap(&w));
+    restart_in_image(&mut w, true);
+    let rt = w.runtime(json!({}));
+    // The runtime names a pod's namespace under /run/netns or under /var/run/netns (a symlink on the host);
+    // the daemon's own view has neither.
+    let sandboxes = [
+        (w.sandbox("run", &[]), "/run/netns"),
+        (w.sandbox("varrun", &[]), "/var/run/netns"),
+    ];
+    for (i, (sb, dir)) in sandboxes.iter().enumerate() {
+        let port = 18080 + i as u16;
+        let conf = with_host_port(&w, sb, port, Path::new(dir).join(&sb.netns.name));
+        rt.add(&conf).unwrap_or_else(|e| {
+            panic!(
+                "{test}: ADD with CNI_NETNS under {dir}: {e}\nplexus log:\n{}",
+                w.log()
+            )
+        });
+        assert_eq!(sb.netns.link_names(), ["eth0", "lo"], "{dir}");
+        // Both programs ran the host's iptables, in the host's network namespace.
+        let rules = w.host_nat_rules();
+        assert!(
+            rules
+                .lines()
+                .any(|l| l.contains(&format!("--dport {port}")) && l.contains("DNAT")),
+            "{dir}: portmap's DNAT for host port {port}:\n{rules}"
+        );
+        assert!(
+            rules
+                .lines()
+                .any(|l| l.contains("POSTROUTING") && l.contains(&sb.cid)),
+            "{dir}: the bridge's masquerading rule for {}:\n{rules}",
+            sb.cid
+        );
+        rt.del(&conf).unwrap_or_else(|e| {
+            panic!(
+                "{test}: DEL with CNI_NETNS under {dir}: {e}\nplexus log:\n{}",
+                w.log()
+            )
+        });
+        let rules = w.host_nat_rules();
+        assert!(
+            !rules.contains(&sb.cid) && !rules.contains(&format!("--dport {port}")),
+            "{dir}: the container's rules are gone:\n{rules}"
+        );
+        w.assert_clean(sb);
+    }
+}
+
+#[test]
+#[ignore = "needs root: creates network and mount namespaces and runs Debian's CNI plugins and iptables"]
+fn a_del_the_daemon_cannot_do_is_done_on_the_host() {
+    let test = "a_del_the_daemon_cannot_do_is_done_on_the_host";
+    let mut w = world(test);
+    w.write("cluster.conflist", &masquerading_cluster_with_portmap(&w));
+    restart_in_image(&mut w, true);
+    let rt = w.runtime(json!({}));
+    let sb = w.sandbox("web", &[]);
+    let conf = with_host_port(&w, &sb, 18090, sb.path());
+    rt.add(&conf)
+        .unwrap_or_else(|e| panic!("{test}: ADD: {e}\nplexus log:\n{}", w.log()));
+    assert!(w.host_nat_rules().contains(&sb.cid));
+    // A daemon without chrootDir runs the delegates in its image, where iptables is missing: its DEL fails.
+    // The pod must not stay pinned: the shim does the DEL again on the host with the thin plexus.
+    restart_in_image(&mut w, false);
+    rt.del(&conf)
+        .unwrap_or_else(|e| panic!("{test}: DEL: {e}\nplexus log:\n{}", w.log()));
+    let rules = w.host_nat_rules();
+    assert!(
+        !rules.contains(&sb.cid) && !rules.contains("--dport 18090"),
+        "the container's rules are gone:\n{rules}"
+    );
+    assert!(
+        w.log().contains("DEL done again by thin plexus"),
+        "the shim says why it ran the thin plexus:\n{}",
+        w.log()
+    );
+    w.assert_clean(&sb);
+}
+
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn the_auxiliary_chain_named_in_the_daemon_config_runs_for_every_pod() {
+    // Issue 22: Go Multus's thick deployments set auxiliaryCNIChainName in the daemon config, which the
+    // daemon overlays on every request (docs/multus-compat.md, "Daemon mode"); the shim's config does not
+    // name it. Debian's tuning in the chain's directory (next to the clusterNetwork file) sets eth0's
+    // arp_filter; the chain is in no network-status entry, and DEL runs it from the cache.
+    let test = "the_auxiliary_chain_named_in_the_daemon_config_runs_for_every_pod";
+    let mut w = world(test);
+    let mut config = w.daemon_config();
+    config["auxiliaryCNIChainName"] = json!("vendor-cni-chain");
+    if let Some(mut d) = w.daemon.take() {
+        d.stop();
+    }
+    w.daemon = Some(DaemonProcess::start(
+        &plexus(),
+        &w.host.name,
+        &config,
+        &w.root().join("daemon-aux.json"),
+    ));
+    w.write(
+        "vendor-cni-chain/10-tuning.conf",
+        &json!({"type": "tuning", "dataDir": w.tuning_dir(),
+                "sysctl": {"net.ipv4.conf.eth0.arp_filter": "1"}}),
+    );
+    w.nad("macvlan-net", &w.macvlan(MACVLAN_SUBNET));
+    let rt = w.runtime(json!({}));
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "macvlan-net")]);
+    w.add_ok(&rt, &sb);
+    assert_eq!(sb.netns.link_names(), ["eth0", "lo", "net1"]);
+    let arp_filter = plexus_netns::run_in_netns(&sb.path(), || {
+        std::fs::read_to_string("/proc/sys/net/ipv4/conf/eth0/arp_filter")
+    })
+    .expect("enter the pod namespace")
+    .expect("read the sysctl");
+    assert_eq!(arp_filter.trim(), "1", "{}", w.log());
+    w.assert_status(
+        &sb,
+        &[
+            (CLUSTER_NETWORK, "eth0", true),
+            (&nad_name(&w.ns, "macvlan-net"), "net1", false),
+        ],
+    );
+    // The cache is renamed into place after the reply.
+    w.wait_after_reply();
+    let cache: Value =
+        serde_json::from_slice(&std::fs::read(w.cni_dir().join(&sb.cid)).unwrap()).unwrap();
+    assert_eq!(cache[2]["name"], "vendor-cni-chain", "{cache:#}");
+    assert_eq!(cache[2]["plexusIfName"], "net2", "{cache:#}");
+    w.check_ok(&rt, &sb);
+    std::fs::remove_dir_all(w.root().join("vendor-cni-chain")).unwrap();
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
 }

@@ -20,6 +20,7 @@ const NS: &str = "team";
 const SA_USER: &str = "system:serviceaccount:team:plexus";
 const PODS: &str = "/api/v1/namespaces/team/pods";
 const CLUSTER_ROLE_YAML: &str = include_str!("../../deploy/clusterrole.yaml");
+const TOKEN_ROLE_YAML: &str = include_str!("../../deploy/role-host-token.yaml");
 
 fn deploy_cluster_role() -> Value {
     serde_saphyr::from_str(CLUSTER_ROLE_YAML).expect("deploy/clusterrole.yaml parses")
@@ -195,6 +196,167 @@ async fn token_request_mints_a_service_account_token() {
         .unwrap();
     assert_eq!(r.status, 201);
     assert_eq!(sa.get("/api/v1").await.unwrap().status, 401);
+}
+
+/// The JWT claims of `token` (its middle part).
+fn claims_of(token: &str) -> Value {
+    let part = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+fn bound_request(kind: &str, api_version: &str, name: &str, uid: Option<&str>) -> Value {
+    let mut r = token_request(600);
+    r["spec"]["boundObjectRef"] = json!({"kind": kind, "apiVersion": api_version, "name": name});
+    if let Some(uid) = uid {
+        r["spec"]["boundObjectRef"]["uid"] = json!(uid);
+    }
+    r
+}
+
+/// `spec.boundObjectRef`, as a real server checks it, and the bound token's life: a Pod's token dies with
+/// the pod (what restarting the installer's pod does to the host's kubeconfig when it holds the pod's
+/// token), a Node's with the Node. deploy's Role lets plexus's own token ask for Node-bound tokens of
+/// itself, and of no other ServiceAccount.
+#[tokio::test]
+async fn bound_tokens_live_as_long_as_their_pod_or_node() {
+    let (_server, admin) = start().await;
+    let r = admin
+        .post("/api/v1/nodes", &json!({"metadata": {"name": "node-1"}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.json());
+    let node_uid = r.json()["metadata"]["uid"].as_str().unwrap().to_string();
+    let mut installer = pod("installer");
+    installer["spec"]["serviceAccountName"] = json!("plexus");
+    installer["spec"]["nodeName"] = json!("node-1");
+    let r = admin.post(PODS, &installer).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.json());
+    let pod_uid = r.json()["metadata"]["uid"].as_str().unwrap().to_string();
+
+    // What a real server refuses.
+    for (body, code, message) in [
+        (
+            bound_request("Deployment", "apps/v1", "x", None),
+            400,
+            "cannot bind token to object of type apps/v1, Kind=Deployment",
+        ),
+        (
+            bound_request("ConfigMap", "v1", "x", None),
+            400,
+            "cannot bind token to object of type /v1, Kind=ConfigMap",
+        ),
+        (
+            bound_request("Node", "v1", "ghost", None),
+            404,
+            "nodes \"ghost\" not found",
+        ),
+        (
+            bound_request("Pod", "v1", "ghost", None),
+            404,
+            "pods \"ghost\" not found",
+        ),
+        (
+            bound_request("Secret", "v1", "s", None),
+            404,
+            "secrets \"s\" not found",
+        ),
+        (
+            bound_request("Pod", "v1", "web", None),
+            400,
+            "cannot bind token for serviceaccount \"plexus\" to pod running with different serviceaccount name.",
+        ),
+        (
+            bound_request("Node", "v1", "node-1", Some("not-its-uid")),
+            409,
+            "Operation cannot be fulfilled on Node \"node-1\": the UID in the bound object reference \
+             (not-its-uid) does not match the UID in record. The object might have been deleted and then recreated",
+        ),
+    ] {
+        let (got, s) = token(&admin, "plexus", body).await;
+        assert_eq!((got, s["message"].as_str()), (code, Some(message)), "{s}");
+    }
+
+    // The installer pod's own token: its claims name the pod and its node.
+    let (code, tr) = token(
+        &admin,
+        "plexus",
+        bound_request("Pod", "v1", "installer", Some(&pod_uid)),
+    )
+    .await;
+    assert_eq!(code, 201, "{tr}");
+    let pod_token = tr["status"]["token"].as_str().unwrap().to_string();
+    let k = &claims_of(&pod_token)["kubernetes.io"];
+    assert_eq!(k["pod"], json!({"name": "installer", "uid": pod_uid}));
+    assert_eq!(k["node"], json!({"name": "node-1", "uid": node_uid}));
+    let as_pod = admin.with_token(Some(&pod_token));
+    assert_eq!(as_pod.get("/api/v1").await.unwrap().status, 200);
+
+    // deploy's Role, in this namespace: the pod's token may ask for Node-bound tokens of plexus only.
+    let mut role: Value = serde_saphyr::from_str(TOKEN_ROLE_YAML).unwrap();
+    role["metadata"]["namespace"] = json!(NS);
+    let roles = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles");
+    let r = admin.post(&roles, &role).await.unwrap();
+    assert_eq!(r.status, 201, "{}", r.json());
+    let rb = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                    "metadata": {"name": "plexus-host-token"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]},
+                    "subjects": [{"kind": "ServiceAccount", "name": "plexus"}]});
+    let r = admin
+        .post(
+            &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings"),
+            &rb,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.json());
+    let (code, tr) = token(
+        &as_pod,
+        "plexus",
+        bound_request("Node", "v1", "node-1", None),
+    )
+    .await;
+    assert_eq!(code, 201, "{tr}");
+    let (code, _) = token(
+        &as_pod,
+        "default",
+        bound_request("Node", "v1", "node-1", None),
+    )
+    .await;
+    assert_eq!(code, 403, "tokens of its own ServiceAccount only");
+    let node_token = tr["status"]["token"].as_str().unwrap().to_string();
+    let k = &claims_of(&node_token)["kubernetes.io"];
+    assert_eq!(k["node"], json!({"name": "node-1", "uid": node_uid}));
+    assert!(k.get("pod").is_none(), "{k}");
+    let as_node = admin.with_token(Some(&node_token));
+
+    // Deleting the pod revokes its token, even when a pod of the same name comes back; the Node's lives on.
+    assert_eq!(
+        admin
+            .delete(&format!("{PODS}/installer"))
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(as_pod.get("/api/v1").await.unwrap().status, 401);
+    let r = admin.post(PODS, &installer).await.unwrap();
+    assert_eq!(r.status, 201);
+    assert_eq!(as_pod.get("/api/v1").await.unwrap().status, 401);
+    assert_eq!(as_node.get("/api/v1").await.unwrap().status, 200);
+    let (code, _) = token(
+        &as_node,
+        "plexus",
+        bound_request("Node", "v1", "node-1", None),
+    )
+    .await;
+    assert_eq!(code, 201, "the Node's token renews itself");
+
+    // Deleting the Node revokes its tokens.
+    assert_eq!(
+        admin.delete("/api/v1/nodes/node-1").await.unwrap().status,
+        200
+    );
+    assert_eq!(as_node.get("/api/v1").await.unwrap().status, 401);
 }
 
 #[tokio::test]

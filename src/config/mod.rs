@@ -1,6 +1,7 @@
 //! The plexus config validated into rich types, with Go Multus's defaults (docs/multus-compat.md,
 //! "Config keys").
 
+pub mod allowlist;
 pub mod raw;
 
 use std::{
@@ -12,6 +13,7 @@ use std::{
 use plexus_cni::{CniVersion, GcAttachment, gc::parse_valid_attachments, validate};
 use serde_json::{Map, Value};
 
+pub use allowlist::PluginAllowList;
 pub use raw::{RawConfig, RawError};
 
 use crate::netconf::{NetConfError, NetworkConfig};
@@ -29,8 +31,11 @@ pub const DEFAULT_POD_RESOURCES_SOCKET: &str = "/var/lib/kubelet/pod-resources/k
 /// The kubelet's device-manager checkpoint.
 pub const DEFAULT_KUBELET_CHECKPOINT: &str =
     "/var/lib/kubelet/device-plugins/kubelet_internal_checkpoint";
-/// Where the Device Information Spec files live (DIS §4, NPWG-70); the `deviceInfoDir` default.
+/// Where the Device Information Spec files live (NPWG-70); the `deviceInfoDir` default.
 pub const DEFAULT_DEVICE_INFO_DIR: &str = "/var/run/k8s.cni.cncf.io/devinfo";
+/// The `maxAttachmentsPerPod` default: each attachment costs the node about 45 KiB of kernel memory and
+/// takes an address from a pool other pods share (README, "Configuration", says why 32).
+pub const DEFAULT_MAX_ATTACHMENTS_PER_POD: usize = 32;
 
 /// Where a network named in `clusterNetwork`/`defaultNetworks` comes from (docs/multus-compat.md,
 /// "Cluster and default networks").
@@ -222,7 +227,8 @@ pub struct Config {
     pub runtime_config: Map<String, Value>,
     /// `retryDeleteOnError`.
     pub retry_delete_on_error: bool,
-    /// `auxiliaryCNIChainName` (parsed; not run yet).
+    /// `auxiliaryCNIChainName`: the directory, next to the `clusterNetwork` file, whose plugins run as a
+    /// last network behind the internal `passthru` (docs/multus-compat.md, "Auxiliary chain").
     pub auxiliary_chain: Option<String>,
     /// `strictCapabilities` (default true).
     pub strict_capabilities: bool,
@@ -234,6 +240,9 @@ pub struct Config {
     pub api_timeout: Duration,
     /// All Kubernetes API calls of one operation, retries included (default 30 s).
     pub api_budget: Duration,
+    /// `maxAttachmentsPerPod`: the most attachments one pod may get, its share of the node's own networks
+    /// included (default [`DEFAULT_MAX_ATTACHMENTS_PER_POD`]).
+    pub max_attachments_per_pod: usize,
     /// `podResourcesSocket`: the kubelet PodResources API (default
     /// `/var/lib/kubelet/pod-resources/kubelet.sock`).
     pub pod_resources_socket: PathBuf,
@@ -243,6 +252,9 @@ pub struct Config {
     /// `deviceInfoDir`: the Device Information Spec directory (default
     /// `/var/run/k8s.cni.cncf.io/devinfo`).
     pub device_info_dir: PathBuf,
+    /// `allowedPluginTypes`, `allowedPluginTypesByNamespace`: the plugin types NADs may run (default:
+    /// every type). The node's own networks are not subject to it.
+    pub allowed_plugin_types: PluginAllowList,
     /// GC: attachments the runtime still considers valid.
     pub valid_attachments: Option<Vec<GcAttachment>>,
     /// Unknown keys, kept.
@@ -380,9 +392,12 @@ impl Config {
             readiness_indicator_timeout_seconds,
             api_timeout_seconds,
             api_budget_seconds,
+            max_attachments_per_pod,
             pod_resources_socket,
             kubelet_checkpoint_file,
             device_info_dir,
+            allowed_plugin_types,
+            allowed_plugin_types_by_namespace,
             extra,
         } = raw;
         let mut warnings = Vec::new();
@@ -475,8 +490,10 @@ impl Config {
             .collect();
 
         let auxiliary_chain = auxiliary_cni_chain_name.filter(|s| !s.is_empty());
+        // It names a directory and the chain's network: a network name can hold no path (CNI-1).
         if let Some(aux) = &auxiliary_chain {
-            warnings.push(format!("auxiliaryCNIChainName {aux:?} is not supported by this plexus version and is ignored"));
+            validate::network_name(aux)
+                .map_err(|e| invalid("auxiliaryCNIChainName", e.to_string()))?;
         }
         let kubeconfig = kubeconfig.filter(|s| !s.is_empty()).map(PathBuf::from);
         let multus_namespace = multus_namespace
@@ -516,6 +533,16 @@ impl Config {
             lock_timeout: seconds("lockTimeoutSeconds", lock_timeout_seconds, 60.0)?,
             api_timeout: seconds("apiTimeoutSeconds", api_timeout_seconds, 5.0)?,
             api_budget: seconds("apiBudgetSeconds", api_budget_seconds, 30.0)?,
+            max_attachments_per_pod: match max_attachments_per_pod {
+                None => DEFAULT_MAX_ATTACHMENTS_PER_POD,
+                Some(0) => {
+                    return Err(invalid(
+                        "maxAttachmentsPerPod",
+                        "0 would refuse every pod; it must be at least 1 (the cluster network)",
+                    ));
+                }
+                Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            },
             pod_resources_socket: absolute_dir(
                 "podResourcesSocket",
                 pod_resources_socket,
@@ -531,11 +558,45 @@ impl Config {
                 device_info_dir,
                 DEFAULT_DEVICE_INFO_DIR,
             )?,
+            allowed_plugin_types: PluginAllowList::from_json(
+                allowed_plugin_types.as_ref(),
+                allowed_plugin_types_by_namespace.as_ref(),
+            )
+            .map_err(|e| invalid(&e.at, e.reason))?,
             valid_attachments: parse_valid_attachments(value)
                 .map_err(|e| invalid("cni.dev/valid-attachments", e.to_string()))?,
             extra,
             warnings,
         })
+    }
+
+    /// How many of the node's own networks a pod in `namespace` gets: the static `delegates`, or the
+    /// cluster network and (outside `systemNamespaces`) `defaultNetworks`, as `ops` attaches them. The
+    /// default-network annotation replaces the cluster network, so it adds none.
+    pub fn node_network_count(&self, namespace: &str) -> usize {
+        match &self.primary {
+            Primary::Delegates(list) => list.len(),
+            Primary::ClusterNetwork(_) if self.system_namespaces.iter().any(|n| n == namespace) => {
+                1
+            }
+            Primary::ClusterNetwork(_) => 1 + self.default_networks.len(),
+        }
+    }
+
+    /// `maxAttachmentsPerPod` for a pod in `namespace` whose networks annotation selects `selected`
+    /// networks: the refusal, when the node's networks and those are more than the limit.
+    pub fn check_attachment_limit(&self, namespace: &str, selected: usize) -> Result<(), String> {
+        let node = self.node_network_count(namespace);
+        let total = node + selected;
+        let limit = self.max_attachments_per_pod;
+        if total <= limit {
+            return Ok(());
+        }
+        Err(format!(
+            "the pod would get {total} network attachments ({node} of the node's own networks and {selected} \
+             selected by its k8s.v1.cni.cncf.io/networks annotation); this node allows at most {limit} per pod \
+             (config key maxAttachmentsPerPod)"
+        ))
     }
 
     /// The delegate search path: `binDir`, then `CNI_PATH` (docs/multus-compat.md, "Config keys").
@@ -773,6 +834,59 @@ mod tests {
         assert_eq!(cfg(v).unwrap().multus_namespace, "net-defs");
     }
 
+    /// Issue 20: `maxAttachmentsPerPod` counts the node's own networks a pod gets (none of the default
+    /// networks for a pod in `systemNamespaces`) and the networks its annotation selects.
+    #[test]
+    fn max_attachments_per_pod_counts_the_node_networks_too() {
+        let base = json!({"cniVersion": "1.0.0", "name": "m", "clusterNetwork": "c",
+                          "defaultNetworks": ["d1", "d2"]});
+        let c = cfg(base.clone()).unwrap();
+        assert_eq!(c.max_attachments_per_pod, DEFAULT_MAX_ATTACHMENTS_PER_POD);
+        assert_eq!(c.node_network_count("tenant"), 3);
+        assert_eq!(c.node_network_count("kube-system"), 1);
+        assert_eq!(c.check_attachment_limit("tenant", 29), Ok(()));
+        let e = c.check_attachment_limit("tenant", 30).unwrap_err();
+        for part in [
+            "33 network attachments",
+            "3 of the node's own networks and 30 selected",
+            "at most 32 per pod",
+            "maxAttachmentsPerPod",
+        ] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
+        // A system namespace's pod gets no default networks, so they do not count against it.
+        assert_eq!(c.check_attachment_limit("kube-system", 31), Ok(()));
+
+        let mut v = base.clone();
+        v["maxAttachmentsPerPod"] = json!(4);
+        let c = cfg(v).unwrap();
+        assert_eq!(c.check_attachment_limit("tenant", 1), Ok(()));
+        assert!(c.check_attachment_limit("tenant", 2).is_err());
+        // Static delegates are the node's networks as they are (defaultNetworks do not apply).
+        let c = cfg(
+            json!({"name": "m", "maxAttachmentsPerPod": 2, "delegates": [
+            {"cniVersion": "1.0.0", "name": "a", "type": "bridge"},
+            {"cniVersion": "1.0.0", "name": "b", "type": "bridge"}]}),
+        )
+        .unwrap();
+        assert_eq!(c.node_network_count("tenant"), 2);
+        assert!(c.check_attachment_limit("tenant", 1).is_err());
+
+        let mut v = base.clone();
+        v["maxAttachmentsPerPod"] = json!(0);
+        assert!(
+            matches!(cfg(v).unwrap_err(), ConfigError::Invalid { key, .. } if key == "maxAttachmentsPerPod")
+        );
+        for bad in [json!(-1), json!("32"), json!(1.5)] {
+            let mut v = base.clone();
+            v["maxAttachmentsPerPod"] = bad.clone();
+            assert!(
+                matches!(cfg(v).unwrap_err(), ConfigError::Raw(RawError::Type { path, .. }) if path == "maxAttachmentsPerPod"),
+                "{bad}"
+            );
+        }
+    }
+
     /// Hostile input (issue 6): stdin nested past the limit is refused (code 6) saying the limit.
     #[test]
     fn deep_nesting_is_refused_with_the_limit() {
@@ -796,6 +910,56 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.valid_attachments.unwrap()[0].container_id, "c1");
+    }
+
+    /// Issue 22: the chain is run, not ignored with a warning; its name becomes a directory and the chain's
+    /// network name, so it must be a network name (CNI-1): no path can hide in it.
+    #[test]
+    fn auxiliary_chain_name_is_taken_without_warning_and_must_be_a_network_name_cni_1() {
+        let c = cfg(
+            json!({"name": "m", "clusterNetwork": "/etc/cni/net.d/10-x.conflist",
+            "auxiliaryCNIChainName": "vendor-cni-chain"}),
+        )
+        .unwrap();
+        assert_eq!(c.auxiliary_chain.as_deref(), Some("vendor-cni-chain"));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c =
+            cfg(json!({"name": "m", "clusterNetwork": "x", "auxiliaryCNIChainName": ""})).unwrap();
+        assert_eq!(
+            c.auxiliary_chain, None,
+            "empty means no chain, as in Go Multus"
+        );
+        for bad in ["../etc", "a/b", ".hidden", "with space"] {
+            let e = cfg(json!({"name": "m", "clusterNetwork": "x", "auxiliaryCNIChainName": bad}))
+                .unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("config key auxiliaryCNIChainName:"),
+                "{bad:?}: {e}"
+            );
+        }
+    }
+
+    /// Issue 19, item 3: the plugin allow-list keys (unset: every type, as Go Multus); a bad entry is a
+    /// config error (code 7) naming it.
+    #[test]
+    fn the_plugin_allow_list_keys() {
+        let c = cfg(json!({"name": "m", "clusterNetwork": "x"})).unwrap();
+        assert!(!c.allowed_plugin_types.restricts());
+        let c = cfg(json!({"name": "m", "clusterNetwork": "x",
+            "allowedPluginTypes": ["bridge"], "allowedPluginTypesByNamespace": {"a": []}}))
+        .unwrap();
+        assert!(c.allowed_plugin_types.restricts());
+        assert!(!c.extra.contains_key("allowedPluginTypes"), "a known key");
+        let e = cfg(json!({"name": "m", "clusterNetwork": "x",
+            "allowedPluginTypesByNamespace": {"a": ["bridge", "/bin/sh"]}}))
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Invalid { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with(r#"config key allowedPluginTypesByNamespace["a"][1]: "#),
+            "{e}"
+        );
     }
 
     #[test]

@@ -87,16 +87,23 @@ pub struct RawConfig {
     pub lock_timeout_seconds: Option<f64>,
     /// plexus: seconds ADD/STATUS/GC wait for the readiness indicator file (Multus: 45).
     pub readiness_indicator_timeout_seconds: Option<f64>,
-    /// plexus: seconds one Kubernetes API request may take (Go Multus: 250 ms for GetPod, §10 #4).
+    /// plexus: seconds one Kubernetes API request may take (Go Multus: 250 ms for GetPod;
+    /// docs/multus-compat.md, "API client").
     pub api_timeout_seconds: Option<f64>,
     /// plexus: seconds all Kubernetes API calls of one operation may take, retries included.
     pub api_budget_seconds: Option<f64>,
+    /// plexus: the most network attachments one pod may get, the node's own networks included.
+    pub max_attachments_per_pod: Option<u64>,
     /// plexus: the kubelet PodResources socket (devices of NADs with a resourceName).
     pub pod_resources_socket: Option<String>,
     /// plexus: the kubelet device-manager checkpoint, read when the socket is missing.
     pub kubelet_checkpoint_file: Option<String>,
     /// plexus: the Device Information Spec directory (`dp/` and `cni/` below it).
     pub device_info_dir: Option<String>,
+    /// plexus: the plugin types NADs may run (`allowlist`); checked there, so a wrong shape is code 7.
+    pub allowed_plugin_types: Option<Value>,
+    /// plexus: per NAD namespace, a list that replaces `allowedPluginTypes` there.
+    pub allowed_plugin_types_by_namespace: Option<Value>,
     /// Every other key, kept as given.
     #[serde(flatten)]
     pub extra: Map<String, Value>,

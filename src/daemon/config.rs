@@ -10,6 +10,8 @@ use std::{
 
 use serde_json::{Map, Value};
 
+use crate::hostroot::HostRoot;
+
 /// Where the daemon config lives by default (next to Go Multus's `multus.d/daemon-config.json`).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/cni/net.d/plexus.d/daemon-config.json";
 /// Environment variables that name this node, in order (the downward API sets one of them).
@@ -40,8 +42,9 @@ const DAEMON_KEYS: &[&str] = &[
     "logLevel",
     "logToStderr",
     "logOptions",
-    // Go Multus daemon keys that have no meaning here (plexus install writes the shim config).
+    // Where the host's root is mounted: delegates run chrooted there.
     "chrootDir",
+    // Go Multus daemon keys that have no meaning here (plexus install writes the shim config).
     "multusConfigFile",
     "multusAutoconfigDir",
     "multusMasterCNI",
@@ -128,6 +131,10 @@ pub struct DaemonConfig {
     pub status_write: StatusWrite,
     /// How long a status write after the reply is retried while the API is unavailable.
     pub status_retry: Duration,
+    /// `chrootDir`: the host's root as mounted in the daemon's container. Delegates run chrooted into it
+    /// and host paths the runtime names (`CNI_NETNS`, `CNI_PATH`) are resolved in it; `None` (unset, or
+    /// `/`): the daemon already sees the host's filesystem.
+    pub host_root: Option<HostRoot>,
     /// Logging (`logFile`, `logLevel`, `logToStderr`), as in a network config.
     pub log: Map<String, Value>,
     /// Every other key: overlaid on each request's config.
@@ -241,6 +248,34 @@ impl DaemonConfig {
                 });
             }
         };
+        let host_root = match string("chrootDir")? {
+            Some(d) if !Path::new(&d).is_absolute() => {
+                return Err(DaemonConfigError::Key {
+                    key: "chrootDir",
+                    reason: format!("{d:?} is not an absolute path"),
+                });
+            }
+            d => d.and_then(HostRoot::new),
+        };
+        // A network key, overlaid on every request like any other (the daemon config is the node's, so it
+        // wins over the shim's), but checked here: a bad value stops the daemon at start instead of failing
+        // every ADD.
+        number(
+            "maxAttachmentsPerPod",
+            crate::config::DEFAULT_MAX_ATTACHMENTS_PER_POD as u64,
+            1,
+        )?;
+        // Overlaid on every request like any network-config key, but a bad list is refused here, at start,
+        // rather than failing every ADD of the node.
+        {
+            use crate::config::allowlist::{BY_NAMESPACE_KEY, GLOBAL_KEY, PluginAllowList};
+            PluginAllowList::from_json(map.get(GLOBAL_KEY), map.get(BY_NAMESPACE_KEY)).map_err(
+                |e| DaemonConfigError::Key {
+                    key: e.key,
+                    reason: e.to_string(),
+                },
+            )?;
+        }
         let mut log = Map::new();
         let mut overlay = Map::new();
         for (k, v) in &map {
@@ -268,6 +303,7 @@ impl DaemonConfig {
             shutdown_timeout: Duration::from_secs(number("shutdownTimeoutSeconds", 25, 0)?),
             status_write,
             status_retry: Duration::from_secs(number("statusRetrySeconds", 300, 1)?),
+            host_root,
             log,
             overlay,
         })
@@ -314,6 +350,21 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn chroot_dir_names_the_host_root_and_is_never_overlaid() {
+        let env = |_: &str| Some("n".to_string());
+        let c = DaemonConfig::from_bytes(br#"{"chrootDir": "/hostroot"}"#, "t", &env).unwrap();
+        assert_eq!(c.host_root, HostRoot::new("/hostroot"));
+        assert!(c.host_root.is_some());
+        assert!(!c.overlay.contains_key("chrootDir"));
+        for unset in [r#"{}"#, r#"{"chrootDir": ""}"#, r#"{"chrootDir": "/"}"#] {
+            let c = DaemonConfig::from_bytes(unset.as_bytes(), "t", &env).unwrap();
+            assert_eq!(c.host_root, None, "{unset}");
+        }
+        let e = DaemonConfig::from_bytes(br#"{"chrootDir": "hostroot"}"#, "t", &env).unwrap_err();
+        assert!(e.to_string().contains("chrootDir"), "{e}");
     }
 
     #[test]
@@ -425,6 +476,14 @@ mod tests {
                 r#"{"nodeName":"n","statusRetrySeconds":0}"#,
                 "statusRetrySeconds",
             ),
+            (
+                r#"{"nodeName":"n","maxAttachmentsPerPod":0}"#,
+                "maxAttachmentsPerPod",
+            ),
+            (
+                r#"{"nodeName":"n","maxAttachmentsPerPod":"32"}"#,
+                "maxAttachmentsPerPod",
+            ),
         ] {
             match DaemonConfig::from_bytes(json.as_bytes(), "t", &no_env) {
                 Err(DaemonConfigError::Key { key: k, .. }) => assert_eq!(k, key, "{json}"),
@@ -435,6 +494,83 @@ mod tests {
             DaemonConfig::from_bytes(b"[]", "t", &no_env),
             Err(DaemonConfigError::Parse { .. })
         ));
+    }
+
+    /// Issue 20: the node's per-pod attachment limit, set in the daemon config, is checked at start and
+    /// replaces whatever the shim's config says.
+    #[test]
+    fn max_attachments_per_pod_is_the_daemons_when_it_sets_one() {
+        let c = DaemonConfig::from_bytes(
+            br#"{"nodeName":"n","maxAttachmentsPerPod":5}"#,
+            "t",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.overlay.get("maxAttachmentsPerPod"), Some(&Value::from(5)));
+        let merged = c.overlay_on(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"plexus-shim","clusterNetwork":"c","maxAttachmentsPerPod":900}"#,
+        );
+        let config = crate::config::Config::from_bytes(&merged).unwrap();
+        assert_eq!(config.max_attachments_per_pod, 5);
+    }
+
+    /// The plugin allow-list (docs/security.md): checked when the daemon starts, and laid over every
+    /// request (daemon keys win), so a NAD is checked against the daemon's list whatever the shim's says.
+    #[test]
+    fn the_plugin_allow_list_is_checked_at_start_and_overrides_the_request() {
+        let c = DaemonConfig::from_bytes(
+            br#"{"nodeName":"n","allowedPluginTypes":["macvlan","host-local"],
+                "allowedPluginTypesByNamespace":{"sriov-team":["sriov","host-local"]}}"#,
+            "t",
+            &no_env,
+        )
+        .unwrap();
+        let merged = c.overlay_on(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"plexus-shim","clusterNetwork":"/c",
+                "allowedPluginTypes":["host-device"]}"#,
+        );
+        let config = crate::config::Config::from_bytes(&merged).unwrap();
+        let nad = crate::netconf::NetworkConfig::from_bytes(
+            br#"{"cniVersion":"1.0.0","name":"x","type":"host-device","device":"eth0"}"#,
+        )
+        .unwrap();
+        let refusal = config
+            .allowed_plugin_types
+            .check("team-a", &nad)
+            .unwrap_err();
+        assert_eq!(refusal.plugin_types, ["host-device"]);
+        let sriov = crate::netconf::NetworkConfig::from_bytes(
+            br#"{"cniVersion":"1.0.0","name":"s","type":"sriov","ipam":{"type":"host-local"}}"#,
+        )
+        .unwrap();
+        assert!(
+            config
+                .allowed_plugin_types
+                .check("sriov-team", &sriov)
+                .is_ok()
+        );
+        for (json, key) in [
+            (
+                r#"{"nodeName":"n","allowedPluginTypes":["ok","../../bin/sh"]}"#,
+                "allowedPluginTypes",
+            ),
+            (
+                r#"{"nodeName":"n","allowedPluginTypes":"bridge"}"#,
+                "allowedPluginTypes",
+            ),
+            (
+                r#"{"nodeName":"n","allowedPluginTypesByNamespace":{"a/b":["bridge"]}}"#,
+                "allowedPluginTypesByNamespace",
+            ),
+        ] {
+            match DaemonConfig::from_bytes(json.as_bytes(), "t", &no_env) {
+                Err(e @ DaemonConfigError::Key { key: k, .. }) => {
+                    assert_eq!(k, key, "{json}");
+                    assert!(e.to_string().contains(key), "{e}");
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
     }
 
     #[test]

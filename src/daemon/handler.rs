@@ -5,15 +5,20 @@
 
 use std::sync::{Arc, Mutex};
 
-use plexus_cni::{CniResult, CniVersion, ErrorReply, codes};
-use plexus_shim::wire;
+use plexus_cni::{CniResult, CniVersion, ErrorReply};
+use plexus_shim::{
+    transport::{CNI_ERROR_STATUS, Transport},
+    wire,
+};
 
 use super::Shared;
 use crate::{
     cluster::Cluster,
-    exec::ProcessExec,
-    invocation::{self, Outcome},
+    exec::{Exec, ProcessExec},
+    hostroot::{HOST_PATH, HostExec, HostNetns},
+    invocation::{self, Host, Outcome},
     k8s::client::ApiCluster,
+    netns::{KernelNetns, NetnsProbe},
     request::Command,
 };
 
@@ -54,7 +59,16 @@ pub struct Later {
 
 /// Run one request. Returns the reply and what is left for after it.
 pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
-    let vars: Vec<(String, String)> = req.env.into_iter().collect();
+    let mut vars: Vec<(String, String)> = req.env.into_iter().collect();
+    if !vars.iter().any(|(k, _)| k == "PATH") {
+        // A Go Multus shim sends only the CNI variables, and delegates look programs up in PATH
+        // (`iptables`): the host's usual one where they run on the host, else the daemon's own.
+        let path = match &shared.config.host_root {
+            Some(_) => None,
+            None => std::env::var("PATH").ok(),
+        };
+        vars.push(("PATH".into(), path.unwrap_or_else(|| HOST_PATH.into())));
+    }
     let config = shared.config.overlay_on(&req.config);
     let slot: Mutex<Option<Arc<ApiCluster>>> = Mutex::new(None);
     let cni_path: Vec<std::path::PathBuf> = vars
@@ -92,12 +106,23 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
         }
         Some(Box::new(api))
     };
+    // Delegates and namespaces through the host's root when the daemon runs in a container (`chrootDir`).
+    let (host_exec, host_netns);
+    let (inner, netns): (&dyn Exec, &dyn NetnsProbe) = match &shared.config.host_root {
+        Some(root) => {
+            host_exec = HostExec { root: root.clone() };
+            host_netns = HostNetns { root: root.clone() };
+            (&host_exec, &host_netns)
+        }
+        None => (&ProcessExec, &KernelNetns),
+    };
     let exec = super::metrics::MeteredExec {
-        inner: &ProcessExec,
+        inner,
         metrics: &shared.metrics,
     };
     let after_reply = crate::ops::AfterReply::default();
-    let ran = invocation::run(vars, &config, &exec, &factory, false, Some(&after_reply));
+    let host = Host { exec: &exec, netns };
+    let ran = invocation::run(vars, &config, host, &factory, false, Some(&after_reply));
     drop(ran.cluster);
     let later = Later {
         api: slot.into_inner().ok().flatten(),
@@ -113,22 +138,15 @@ pub fn to_wire(command: Option<Command>, out: &Outcome) -> Reply {
     let verb = command.map_or_else(|| "NONE".to_string(), |c| c.to_string());
     if out.code != 0 {
         let reply = ErrorReply::parse(&out.stdout).unwrap_or_else(|| {
-            ErrorReply::new(
-                codes::INTERNAL,
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                "",
-            )
+            Transport::Unrenderable.reply(String::from_utf8_lossy(&out.stdout).into_owned(), "")
         });
-        return Reply::error(400, &verb, &reply);
+        return Reply::error(CNI_ERROR_STATUS, &verb, &reply);
     }
     let body = match command {
         None => {
-            let reply = ErrorReply::new(
-                codes::INVALID_ENV,
-                "CNI_COMMAND is not set in the request's env",
-                "",
-            );
-            return Reply::error(400, &verb, &reply);
+            let failure = Transport::NoCommand;
+            let reply = failure.reply("CNI_COMMAND is not set in the request's env", "");
+            return Reply::error(status(failure), &verb, &reply);
         }
         // VERSION is answered by the shim itself; a Go shim never sends it. Answer it anyway, raw.
         Some(Command::Version) => out.stdout.clone(),
@@ -178,16 +196,25 @@ fn add_body(stdout: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn internal(verb: &str, msg: String) -> Reply {
+    let failure = Transport::Unrenderable;
     Reply::error(
-        400,
+        status(failure),
         verb,
-        &ErrorReply::new(codes::INTERNAL, msg, "").with_cni_version(CniVersion::V1_0_0.as_str()),
+        &failure
+            .reply(msg, "")
+            .with_cni_version(CniVersion::V1_0_0.as_str()),
     )
+}
+
+/// The HTTP status of a failure the daemon answers itself (every one the handler meets has one).
+fn status(failure: Transport) -> u16 {
+    failure.status().unwrap_or(CNI_ERROR_STATUS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plexus_cni::codes;
 
     fn ok(stdout: &str) -> Outcome {
         Outcome {

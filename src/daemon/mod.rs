@@ -56,8 +56,9 @@ watch caches of this node's pods and all NetworkAttachmentDefinitions. PATH defa
 Keys: socketDir, nodeName (else $PLEXUS_NODE_NAME, $MULTUS_NODE_NAME, $NODE_NAME), kubeconfig (else
 in-cluster), metricsAddress (\"\" turns it off; default 127.0.0.1:9091), maxConcurrency,
 maxDelConcurrency, maxQueue, cacheSyncTimeoutSeconds, shutdownTimeoutSeconds, statusWrite (afterReply,
-the default, or beforeReply), statusRetrySeconds, logFile, logLevel, logToStderr; every other key is
-laid over each request's config. See docs/daemon.md.";
+the default, or beforeReply), statusRetrySeconds, chrootDir (the host's root mounted in the daemon's
+container: delegates run chrooted there), logFile, logLevel, logToStderr; every other key is laid over
+each request's config. See docs/daemon.md.";
 
 /// The entry point of `plexus-daemon` (and of its alias `plexus daemon`).
 pub fn main(args: Vec<String>) -> ExitCode {
@@ -181,6 +182,15 @@ async fn client(config: &DaemonConfig) -> anyhow::Result<Client> {
 }
 
 async fn run(config: DaemonConfig) -> anyhow::Result<()> {
+    if let Some(root) = &config.host_root
+        && !root.dir().join("proc").is_dir()
+    {
+        anyhow::bail!(
+            "chrootDir {}: the host's root is not mounted there (no proc directory in it); mount the host's / \
+             there (deploy/daemon/daemonset.yaml), or remove chrootDir when the daemon runs on the host itself",
+            root.dir().display()
+        );
+    }
     let client = client(&config).await?;
     let metrics = Metrics::new();
     // A default-network annotation without a namespace names a NAD of multusNamespace: the daemon's own
@@ -204,6 +214,7 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         max_concurrency = config.max_concurrency,
         max_del_concurrency = ?config.max_del_concurrency,
         max_queue = config.max_queue,
+        host_root = ?config.host_root.as_ref().map(|r| r.dir().display().to_string()),
         "plexus daemon starting"
     );
     let status = status_writer::StatusWriter::new(config.status_retry, Some(metrics.clone()));
@@ -215,6 +226,7 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         cache.clone(),
         search_path.clone(),
         metrics.nads_missing_plugins.clone(),
+        config.host_root.clone(),
     ) {
         tracing::warn!("cannot start the missing-plugin report's thread: {e}");
     }

@@ -1,7 +1,8 @@
 //! The daemon's report of cached NADs that name a plugin this node does not have (issue 16): the gauge
 //! `plexus_nads_missing_plugins` and one log line per such NAD, computed on a thread of its own, off the
-//! request path, from the plugin types the NAD cache keeps of every NAD (`k8s::nadcache`), loaded or not. STATUS never looks at NADs (any user may create one); a pod that selects such a NAD fails
-//! its own ADD with code 7 (`ops::add`).
+//! request path, from the plugin types the NAD cache keeps of every NAD (`k8s::nadcache`), loaded or not.
+//! STATUS never looks at NADs (any user may create one); a pod that selects such a NAD fails its own ADD
+//! with code 7 (`ops::add`).
 
 use std::{
     collections::HashMap,
@@ -13,7 +14,7 @@ use std::{
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::{exec::find_in_path, k8s::watch::NodeCache};
+use crate::{exec::find_in_path_with, hostroot::HostRoot, k8s::watch::NodeCache};
 
 /// How often the NADs are checked again though none changed: plugins may be installed (or removed) at any
 /// time, and nothing tells the daemon.
@@ -147,6 +148,7 @@ pub fn spawn(
     cache: Arc<NodeCache>,
     search_path: Arc<SearchPath>,
     gauge: Gauge,
+    host_root: Option<HostRoot>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("plexus-nadcheck".into())
@@ -170,9 +172,14 @@ pub fn spawn(
                 let mut seen: HashMap<String, bool> = HashMap::new();
                 let mut installed = |t: &str| match seen.get(t) {
                     Some(found) => *found,
-                    None => *seen
-                        .entry(t.to_string())
-                        .or_insert_with(|| find_in_path(t, &dirs).is_ok()),
+                    None => *seen.entry(t.to_string()).or_insert_with(|| {
+                        // Where the delegates run: the host's root, when they run there.
+                        find_in_path_with(t, &dirs, |p| match &host_root {
+                            Some(root) => root.resolve(p),
+                            None => p.to_path_buf(),
+                        })
+                        .is_ok()
+                    }),
                 };
                 // Under the cache's read lock, nothing copied: with tens of thousands of NADs a copy would
                 // be the thread's largest allocation.
@@ -213,6 +220,38 @@ mod tests {
         }
     }
 
+    /// `passthru` is served by plexus (docs/multus-compat.md, "Auxiliary chain"): no binary is missing.
+    /// One pass over `nads` (`namespace/name` → config) as the NAD watch puts them in the cache.
+    fn pass_over(
+        c: &mut Checker,
+        nads: &BTreeMap<String, String>,
+        installed: &mut dyn FnMut(&str) -> bool,
+    ) -> (usize, Vec<Change>) {
+        let cache = NadCache::default();
+        for (k, config) in nads {
+            let (ns, name) = k.split_once('/').unwrap();
+            let nad: WatchedNad = serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": ns, "name": name}, "spec": {"config": config}
+            }))
+            .unwrap();
+            cache.apply(&nad);
+        }
+        cache.with_each(|it| c.pass(it, installed))
+    }
+
+    #[test]
+    fn passthru_needs_no_binary() {
+        let mut c = Checker::default();
+        let nads = configs(&[(
+            "a/p",
+            r#"{"cniVersion":"1.0.0","plugins":[{"type":"passthru"},{"type":"macvlan"}]}"#,
+        )]);
+        assert_eq!(
+            pass_over(&mut c, &nads, &mut |t| t == "macvlan"),
+            (0, vec![])
+        );
+    }
+
     #[test]
     fn each_nad_is_reported_once_again_when_changed_and_when_usable() {
         let mut installed = vec!["macvlan".to_string()];
@@ -228,17 +267,7 @@ mod tests {
             nads: &BTreeMap<String, String>,
             inst: &[String],
         ) -> (usize, Vec<Change>) {
-            // The cache as the NAD watch fills it.
-            let cache = NadCache::default();
-            for (k, config) in nads {
-                let (ns, name) = k.split_once('/').unwrap();
-                let nad: WatchedNad = serde_json::from_value(serde_json::json!({
-                    "metadata": {"namespace": ns, "name": name}, "spec": {"config": config}
-                }))
-                .unwrap();
-                cache.apply(&nad);
-            }
-            cache.with_each(|it| c.pass(it, &mut |t| inst.iter().any(|i| i == t)))
+            pass_over(c, nads, &mut |t| inst.iter().any(|i| i == t))
         }
         let (n, changes) = pass(&mut c, &nads, &installed);
         assert_eq!(n, 2, "a config that does not parse is not counted");

@@ -181,6 +181,11 @@ pub fn wanted(served: &Served, cid: &str) -> Result<Option<Want>, String> {
         let a = e
             .to_attachment(i, &master_ifname, CniVersion::V1_0_0)
             .map_err(|e| e.to_string())?;
+        if a.auxiliary {
+            // Not the pod's network: ADD leaves it out of network-status (docs/multus-compat.md,
+            // "Auxiliary chain").
+            continue;
+        }
         let rec = resultcache::read(cni_dir, &a.network.name, cid, &a.ifname)
             .map_err(|e| format!("result record of {} on {}: {e}", a.status_name, a.ifname))?;
         let Some(rec) = rec else {
@@ -421,6 +426,25 @@ mod tests {
             };
             resultcache::write(dir, &rec).unwrap();
         }
+    }
+
+    /// Issue 22: the auxiliary chain (marked in the cache) is no network of the pod's, as on ADD.
+    #[test]
+    fn the_auxiliary_chain_is_left_out_as_add_leaves_it_out() {
+        let d = tempfile::tempdir().unwrap();
+        add(d.path(), "c1", ("ns1", "p", "uid-1"), 2);
+        let mut a = attachments();
+        a[1].auxiliary = true;
+        let behind = fsutil::WriteBehind::default();
+        cache::write(d.path(), "c1", &a, &behind).unwrap();
+        behind.flush().unwrap();
+        let w = wanted(&served(d.path()), "c1").unwrap().expect("a want");
+        let names: Vec<String> = status::parse(&w.rendered)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names, ["cluster"]);
     }
 
     #[test]

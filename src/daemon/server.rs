@@ -21,8 +21,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
-use plexus_cni::{ErrorReply, codes};
-use plexus_shim::wire;
+use plexus_shim::{transport::Transport, wire};
 use tokio::{
     net::{TcpListener, UnixListener},
     sync::Semaphore,
@@ -260,9 +259,18 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
     r
 }
 
-fn cni_error(status: StatusCode, code: u32, msg: String) -> Response<Body> {
-    let reply = ErrorReply::new(code, msg, "");
-    respond(status, "application/json", reply.to_json())
+/// The daemon's answer to a transport failure: its status and CNI error reply, from the one table.
+fn cni_error(failure: Transport, msg: String) -> Response<Body> {
+    let reply = failure.reply(msg, "");
+    respond(status_of(failure), "application/json", reply.to_json())
+}
+
+/// The HTTP status the daemon answers `failure` with.
+fn status_of(failure: Transport) -> StatusCode {
+    failure
+        .status()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// Make the socket directory (0700) and clear a stale socket; refuse when another daemon answers there.
@@ -491,8 +499,7 @@ async fn route_socket(
         (&Method::POST, wire::CNI_PATH) => cni(req, shared, state, hung_up).await,
         (&Method::GET, p) if p.starts_with("/cache/") => cached(p, shared),
         (&Method::POST, "/delegate") => cni_error(
-            StatusCode::NOT_IMPLEMENTED,
-            codes::INTERNAL,
+            Transport::NoDelegateEndpoint,
             "plexus daemon does not serve Go Multus's /delegate (hot-plug) endpoint".into(),
         ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
@@ -528,7 +535,7 @@ fn readyz(state: &State) -> Response<Body> {
     if state.is_ready() {
         respond(StatusCode::OK, "text/plain", "ready\n")
     } else {
-        respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+        respond(status_of(Transport::NotReady), "text/plain", "not ready\n")
     }
 }
 
@@ -552,8 +559,7 @@ async fn cni(
         Ok(b) => b.to_bytes(),
         Err(e) => {
             return cni_error(
-                StatusCode::BAD_REQUEST,
-                codes::DECODE_FAILURE,
+                Transport::BodyUnreadable,
                 format!("cannot read the request (at most {MAX_BODY} bytes): {e}"),
             );
         }
@@ -562,8 +568,7 @@ async fn cni(
         Ok(r) => r,
         Err(e) => {
             return cni_error(
-                StatusCode::BAD_REQUEST,
-                codes::DECODE_FAILURE,
+                Transport::BadRequest,
                 format!("cannot decode the request: {e}"),
             );
         }
@@ -577,8 +582,7 @@ async fn cni(
     if state.stopping.load(Ordering::SeqCst) {
         shared.metrics.rejected();
         return cni_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            codes::TRY_AGAIN_LATER,
+            Transport::ShuttingDown,
             "plexus daemon is shutting down; try again".into(),
         );
     }
@@ -587,8 +591,7 @@ async fn cni(
         shared.metrics.rejected();
         tracing::warn!(queued, verb, "queue full: request refused");
         return cni_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            codes::TRY_AGAIN_LATER,
+            Transport::QueueFull,
             format!(
                 "plexus daemon is busy: {queued} requests already queued (maxQueue); try again"
             ),
@@ -607,11 +610,7 @@ async fn cni(
         p.map(|p| (p, running))
     };
     let Ok(permit) = permit else {
-        return cni_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            codes::TRY_AGAIN_LATER,
-            "closed".into(),
-        );
+        return cni_error(Transport::SlotsClosed, "closed".into());
     };
     let busy = Count::new(&state.busy);
     shared.metrics.in_flight.inc();
@@ -628,13 +627,10 @@ async fn cni(
         Err(payload) => {
             let e = plexus_netns::panic_message(payload.as_ref());
             tracing::error!(verb, "request handler failed: {e}");
-            let reply = ErrorReply::new(
-                codes::INTERNAL,
-                format!("plexus daemon: request failed: {e}"),
-                "",
-            );
+            let failure = Transport::HandlerPanicked;
+            let reply = failure.reply(format!("plexus daemon: request failed: {e}"), "");
             (
-                handler::Reply::error(500, &verb, &reply),
+                handler::Reply::error(status_of(failure).as_u16(), &verb, &reply),
                 handler::Later::default(),
             )
         }
@@ -744,6 +740,32 @@ async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, state: Arc<St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon answers each transport failure of its own with the status and CNI code of the shim crate's
+    /// table, which the shim reads the same way (a 503 is waited on, the code reaches the runtime).
+    #[tokio::test]
+    async fn transport_failures_are_answered_from_the_table() {
+        let answered: Vec<Transport> = Transport::ALL
+            .into_iter()
+            .filter(|t| t.status().is_some())
+            .collect();
+        assert_eq!(answered.len(), 10, "{answered:?}");
+        for t in answered {
+            let resp = cni_error(t, format!("{t:?}"));
+            assert_eq!(Some(resp.status().as_u16()), t.status(), "{t:?}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let reply = plexus_cni::ErrorReply::parse(&body).unwrap();
+            assert_eq!((reply.code, reply.msg), (t.code(), format!("{t:?}")));
+        }
+        assert_eq!(
+            status_of(Transport::QueueFull),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(Transport::NotReady),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 
     /// After-reply work runs in order on the flusher thread, counts as busy until it ends, and a panic in
     /// one job neither loses the busy count nor stops the next.

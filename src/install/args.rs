@@ -6,7 +6,10 @@
 //! `/host/etc/cni/net.d`), and what it writes into the config for the runtime and plexus, which run on
 //! the host (e.g. `/etc/cni/net.d`). The `--host-*` flags give the host side; see [`Args::path_map`].
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use clap::{ArgAction, Parser, ValueEnum, builder::BoolishValueParser};
 use plexus_cni::CniVersion;
@@ -28,15 +31,19 @@ Install plexus on this node (the DaemonSet's entrypoint). Every step is idempote
 the target directory, fsync, rename) and writes only when the content changes:
 
   1. copy the binary to <cni-bin-dir>/<binary-name> (a running copy is never overwritten in place);
-  2. write a kubeconfig (mode 0600) from the pod's service-account token and CA, with the API server from \
-KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (and KUBERNETES_SERVICE_PROTOCOL, default https);
+  2. write a kubeconfig (mode 0600) with the service-account CA, the API server from \
+KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT (and KUBERNETES_SERVICE_PROTOCOL, default https), and a \
+token of the pod's ServiceAccount bound to this node's Node object, asked of the TokenRequest API with the \
+pod's own token (--host-token, --node-name, --host-token-lifetime). While no such token can be had (the \
+first start with the API refusing, or the last one expired), the pod's own token stands in, with a warning;
   3. wait (at most --wait-timeout) for the primary CNI config in <cni-conf-dir> and, when set, the \
 readiness indicator file;
   4. write <conf-name>: a .conflist with one plexus plugin when the primary's cniVersion is 1.0.0 or \
 later, a .conf before, whose clusterNetwork is the primary and whose capabilities are the primary's, so \
 the runtime passes runtimeConfig on;
   5. watch (every --poll-interval): regenerate the config when the primary changes, rewrite the \
-kubeconfig when the token or CA rotates.
+kubeconfig when the CA changes or the Node-bound token is renewed (at 4/5 of its lifetime; a refused \
+request keeps the current kubeconfig, says why and is retried after 2 s, doubling up to a minute).
 
 Daemon mode (--daemon), for a node running `plexus daemon`: step 1 also copies --shim-binary to \
 <cni-bin-dir>/plexus-shim (before the config is written, so the runtime never runs a missing shim); step 2 \
@@ -82,6 +89,15 @@ impl PluginLogLevel {
             PluginLogLevel::Panic => "panic",
         }
     }
+}
+
+/// Which token the host's kubeconfig carries (`--host-token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostToken {
+    /// A token of the pod's ServiceAccount bound to this node's Node object (TokenRequest).
+    Node,
+    /// The pod's own token (bound to the pod).
+    ServiceAccount,
 }
 
 /// `plexus install` flags.
@@ -210,6 +226,30 @@ pub struct Args {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_value = "false", default_missing_value = "true", value_parser = BoolishValueParser::new(), action = ArgAction::Set, help_heading = "Kubernetes credentials")]
     pub no_kubeconfig: bool,
 
+    /// The token in the kubeconfig: `node` asks the API server (TokenRequest) for a token of this pod's
+    /// ServiceAccount bound to this node's Node object, which outlives the pod and dies with the Node, and
+    /// renews it at 4/5 of its lifetime; `service-account` copies the pod's own token, which stops working
+    /// when the pod is deleted (plexus 0.1's way, for clusters before Kubernetes 1.31).
+    #[arg(
+        long,
+        value_name = "KIND",
+        value_enum,
+        default_value = "node",
+        help_heading = "Kubernetes credentials"
+    )]
+    pub host_token: HostToken,
+
+    /// This node's name, which the Node-bound token names [default: $PLEXUS_NODE_NAME, which the DaemonSet
+    /// sets from spec.nodeName].
+    #[arg(long, value_name = "NAME", value_parser = parse_node_name, help_heading = "Kubernetes credentials")]
+    pub node_name: Option<String>,
+
+    /// How long a Node-bound token lives: a copy taken off the node is useless after that. At least 10m
+    /// (the API server's minimum); the server may issue a shorter one (its
+    /// --service-account-max-token-expiration), whose own expiry then counts. Units: m, h, s.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_token_lifetime, help_heading = "Kubernetes credentials")]
+    pub host_token_lifetime: Duration,
+
     // === Daemon mode ===
     /// Daemon mode, for a node running `plexus daemon`: also install the shim, write a plexus-shim config
     /// (daemonSocketDir, no kubeconfig) and no kubeconfig file; no service-account credentials needed.
@@ -291,6 +331,23 @@ pub struct Args {
     /// [default: not written; plexus is strict].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", value_parser = BoolishValueParser::new(), help_heading = "The generated config")]
     pub strict_capabilities: Option<bool>,
+
+    /// allowedPluginTypes: the plugin types NetworkAttachmentDefinitions may run, comma-separated: each
+    /// plugin of a NAD's config and its ipam type must be listed, or the pod's ADD fails (the node's own
+    /// networks are exempt). An empty value allows none [default: not written; every type is allowed].
+    #[arg(long, value_name = "TYPE,...", value_parser = parse_plugin_types, help_heading = "The generated config")]
+    pub allowed_plugin_types: Option<PluginTypes>,
+
+    /// allowedPluginTypesByNamespace: NAMESPACE=TYPE,... gives the NADs of that namespace this list instead
+    /// of --allowed-plugin-types (it replaces it there, it does not add to it). Repeatable.
+    #[arg(long, value_name = "NS=TYPE,...", value_parser = parse_namespace_plugin_types, help_heading = "The generated config")]
+    pub allowed_plugin_types_by_namespace: Vec<NamespacePluginTypes>,
+
+    /// auxiliaryCNIChainName: after every other network, run the plugin files of this directory (beside the
+    /// cluster network's file) on each pod, as Go Multus does (docs/multus-compat.md, "Auxiliary chain")
+    /// [default: not written; no chain].
+    #[arg(long, value_name = "NAME", value_parser = parse_network_name, help_heading = "The generated config")]
+    pub auxiliary_cni_chain_name: Option<String>,
 
     // === Lifecycle ===
     /// How long to wait for the primary config and the readiness indicator before failing (0: forever).
@@ -390,6 +447,15 @@ impl Args {
         })
     }
 
+    /// The directory the installer makes for the kubeconfig (`<conf dir>/<binary>.d`), when the kubeconfig
+    /// goes to its default place; `None` when `--kubeconfig-host-path` names another.
+    pub fn own_kubeconfig_dir(&self) -> Option<PathBuf> {
+        self.kubeconfig_host_path
+            .is_none()
+            .then(|| self.kubeconfig_host_path().parent().map(Path::to_path_buf))
+            .flatten()
+    }
+
     /// How host paths map to container paths.
     pub fn path_map(&self) -> PathMap {
         PathMap::new(
@@ -403,6 +469,41 @@ impl Args {
             self.host_prefix.clone(),
         )
     }
+}
+
+/// A comma-separated list of plugin types (`--allowed-plugin-types`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginTypes(pub Vec<String>);
+
+/// One `--allowed-plugin-types-by-namespace` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacePluginTypes {
+    /// The NADs' namespace.
+    pub namespace: String,
+    /// Its list.
+    pub types: Vec<String>,
+}
+
+fn parse_plugin_types(s: &str) -> Result<PluginTypes, String> {
+    let mut out: Vec<String> = Vec::new();
+    for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        plexus_cni::validate::plugin_type(t).map_err(|e| e.to_string())?;
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_string());
+        }
+    }
+    Ok(PluginTypes(out))
+}
+
+fn parse_namespace_plugin_types(s: &str) -> Result<NamespacePluginTypes, String> {
+    let (ns, types) = s
+        .split_once('=')
+        .ok_or_else(|| "expected NAMESPACE=TYPE,TYPE,...".to_string())?;
+    crate::names::check_label(ns.trim())?;
+    Ok(NamespacePluginTypes {
+        namespace: ns.trim().to_string(),
+        types: parse_plugin_types(types)?.0,
+    })
 }
 
 fn parse_binary_name(s: &str) -> Result<String, String> {
@@ -469,6 +570,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_token_lifetime(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < super::token::MIN_LIFETIME {
+        return Err("must be at least 10m (the API server issues no shorter token)".into());
+    }
+    Ok(Duration::from_secs(d.as_secs()))
+}
+
+fn parse_node_name(s: &str) -> Result<String, String> {
+    if !crate::names::is_dns_subdomain(s) {
+        return Err(format!("{s:?} is not a Node name (a DNS subdomain)"));
+    }
+    Ok(s.to_string())
 }
 
 fn parse_poll_interval(s: &str) -> Result<Duration, String> {
@@ -601,6 +717,55 @@ mod tests {
     }
 
     #[test]
+    fn auxiliary_chain_flag() {
+        let a = parse(&["--auxiliary-cni-chain-name=vendor-cni-chain"]);
+        assert_eq!(
+            a.auxiliary_cni_chain_name.as_deref(),
+            Some("vendor-cni-chain")
+        );
+        assert_eq!(parse(&[]).auxiliary_cni_chain_name, None);
+    }
+
+    #[test]
+    fn plugin_allow_list_flags() {
+        let a = parse(&[
+            "--allowed-plugin-types=bridge, macvlan,,host-local,bridge",
+            "--allowed-plugin-types-by-namespace=sriov-team=sriov,host-local",
+            "--allowed-plugin-types-by-namespace",
+            "locked=",
+        ]);
+        assert_eq!(
+            a.allowed_plugin_types,
+            Some(PluginTypes(vec![
+                "bridge".into(),
+                "macvlan".into(),
+                "host-local".into()
+            ]))
+        );
+        assert_eq!(
+            a.allowed_plugin_types_by_namespace,
+            [
+                NamespacePluginTypes {
+                    namespace: "sriov-team".into(),
+                    types: vec!["sriov".into(), "host-local".into()]
+                },
+                NamespacePluginTypes {
+                    namespace: "locked".into(),
+                    types: vec![]
+                }
+            ]
+        );
+        let none = parse(&[]);
+        assert_eq!(none.allowed_plugin_types, None);
+        assert!(none.allowed_plugin_types_by_namespace.is_empty());
+        assert_eq!(
+            parse(&["--allowed-plugin-types="]).allowed_plugin_types,
+            Some(PluginTypes(vec![])),
+            "an empty list allows none"
+        );
+    }
+
+    #[test]
     fn conf_name_extension_is_dropped_from_the_stem() {
         assert_eq!(parse(&["--conf-name", "05-x.conf"]).conf_stem(), "05-x");
         assert_eq!(parse(&["--conf-name", "05-x.conflist"]).conf_stem(), "05-x");
@@ -625,6 +790,12 @@ mod tests {
             &["--daemon", "--daemon-socket-dir", "run/x"],
             &["--daemon", "--cni-dir", "var/lib/cni"],
             &["--daemon=maybe"],
+            &["--allowed-plugin-types", "bridge,../sh"],
+            &["--allowed-plugin-types-by-namespace", "bridge,macvlan"],
+            &["--allowed-plugin-types-by-namespace", "Team_A=bridge"],
+            &["--allowed-plugin-types-by-namespace", "a=/bin/sh"],
+            &["--auxiliary-cni-chain-name", "../chain"],
+            &["--auxiliary-cni-chain-name", "a/b"],
         ] {
             let r =
                 Args::try_parse_from(std::iter::once("plexus install").chain(bad.iter().copied()));

@@ -7,7 +7,7 @@
 //!     ▲ read(name)            (version, capabilities)
 //! ```
 //!
-//! Rules (docs/multus-compat.md, "Installation"; specs.md CNI-58, EXT-10):
+//! Rules (docs/multus-compat.md, "Installation"; docs/spec-ids.md, CNI-58, EXT-10):
 //! - candidates are the `.conf`, `.conflist` and `.json` files (libcni's extensions), lexically ordered,
 //!   without dotfiles, without our own output (either extension) and so without backups (`*.bak`,
 //!   `*.cilium_bak`, `*.old` have other extensions);
@@ -21,7 +21,7 @@
 //!   the runtime sends `runtimeConfig`, and `confDir` (never Go Multus's `cniConf` typo).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
 };
 
@@ -321,6 +321,12 @@ pub struct ConfOptions {
     pub log_to_stderr: Option<bool>,
     /// `strictCapabilities`.
     pub strict_capabilities: Option<bool>,
+    /// `allowedPluginTypes` (`None`: not written, every type allowed).
+    pub allowed_plugin_types: Option<Vec<String>>,
+    /// `allowedPluginTypesByNamespace` (written when not empty).
+    pub allowed_plugin_types_by_namespace: BTreeMap<String, Vec<String>>,
+    /// `auxiliaryCNIChainName`.
+    pub auxiliary_cni_chain_name: Option<String>,
 }
 
 /// A generated config.
@@ -416,6 +422,18 @@ pub fn render(primary: &PrimaryInfo, opts: &ConfOptions) -> Result<Rendered, Ren
     }
     if let Some(b) = opts.strict_capabilities {
         plugin.insert("strictCapabilities".into(), Value::Bool(b));
+    }
+    if let Some(types) = &opts.allowed_plugin_types {
+        plugin.insert("allowedPluginTypes".into(), json!(types));
+    }
+    if !opts.allowed_plugin_types_by_namespace.is_empty() {
+        plugin.insert(
+            "allowedPluginTypesByNamespace".into(),
+            json!(opts.allowed_plugin_types_by_namespace),
+        );
+    }
+    if let Some(chain) = &opts.auxiliary_cni_chain_name {
+        plugin.insert("auxiliaryCNIChainName".into(), json!(chain));
     }
 
     let [conf_name, list_name] = output_names(&opts.stem);
@@ -600,6 +618,9 @@ mod tests {
             log_file: None,
             log_to_stderr: None,
             strict_capabilities: None,
+            allowed_plugin_types: None,
+            allowed_plugin_types_by_namespace: BTreeMap::new(),
+            auxiliary_cni_chain_name: None,
         }
     }
 
@@ -771,7 +792,7 @@ mod tests {
         );
         assert!(
             v.get("cniConf").is_none(),
-            "§10 #21: confDir, not the cniConf typo"
+            "confDir, not the cniConf typo (docs/multus-compat.md, \"Installation\")"
         );
         // plexus itself accepts it.
         crate::config::Config::from_bytes(&r.bytes).unwrap();
@@ -822,6 +843,10 @@ mod tests {
         o.strict_capabilities = Some(false);
         o.bin_dir = Some("/opt/extra/bin".into());
         o.kubeconfig = None;
+        o.allowed_plugin_types = Some(vec!["macvlan".into(), "host-local".into()]);
+        o.allowed_plugin_types_by_namespace =
+            BTreeMap::from([("sriov-team".to_string(), vec!["sriov".to_string()])]);
+        o.auxiliary_cni_chain_name = Some("vendor-cni-chain".into());
         let r = render(&p, &o).unwrap();
         assert_eq!(r.cni_version, CniVersion::V1_1_0);
         let doc: Value = serde_json::from_slice(&r.bytes).unwrap();
@@ -834,6 +859,22 @@ mod tests {
         assert_eq!(plugin["logToStderr"], false);
         assert_eq!(plugin["strictCapabilities"], false);
         assert_eq!(plugin["binDir"], "/opt/extra/bin");
+        assert_eq!(
+            plugin["allowedPluginTypes"],
+            json!(["macvlan", "host-local"])
+        );
+        assert_eq!(
+            plugin["allowedPluginTypesByNamespace"],
+            json!({"sriov-team": ["sriov"]})
+        );
+        assert_eq!(plugin["auxiliaryCNIChainName"], "vendor-cni-chain");
+        // plexus accepts them as the runtime passes its entry (with the list's name and version).
+        let mut entry = plugin.clone();
+        entry["cniVersion"] = doc["cniVersion"].clone();
+        entry["name"] = doc["name"].clone();
+        let config =
+            crate::config::Config::from_bytes(&serde_json::to_vec(&entry).unwrap()).unwrap();
+        assert!(config.allowed_plugin_types.restricts());
         assert!(plugin.get("kubeconfig").is_none());
         assert!(
             plugin.get("capabilities").is_none(),

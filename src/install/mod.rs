@@ -6,6 +6,10 @@
 //!  (once)         (token, CA)    (bounded, logged)                    (on change)     (poll)   keep | remove
 //! ```
 //!
+//! The kubeconfig's token is, by default, one of the pod's ServiceAccount bound to this node's Node object,
+//! asked of the TokenRequest API with the pod's own token and renewed before it expires ([`token`]): the
+//! pod's own token dies with the pod, and the host must keep working while the pod restarts.
+//!
 //! With `--daemon` (a node running `plexus daemon`) the shim binary is copied too, no kubeconfig is written
 //! (one a thin install left is removed once the shim's config is in place), and the config is the shim's:
 //! type `plexus-shim`, `daemonSocketDir`, `cniDir`, no `kubeconfig`, and otherwise what the thin plexus
@@ -20,6 +24,7 @@
 pub mod args;
 pub mod conf;
 pub mod files;
+pub mod token;
 
 use std::{
     fs, io,
@@ -27,15 +32,17 @@ use std::{
     process::ExitCode,
     sync::mpsc,
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 
 pub use args::Args;
+use args::HostToken;
 use conf::{ConfOptions, PrimaryInfo, Rendered, Selection};
 use files::Change;
+use token::{ApiIssuer, Backoff, Caller, Issued, Issuer, Request};
 
 /// How often a wait repeats its log line.
 const WAIT_LOG_PERIOD: Duration = Duration::from_secs(10);
@@ -61,6 +68,8 @@ pub struct Env {
     pub service_port: Option<String>,
     /// `KUBERNETES_SERVICE_PROTOCOL`.
     pub service_protocol: Option<String>,
+    /// `PLEXUS_NODE_NAME`: this node, from the downward API (`spec.nodeName`).
+    pub node_name: Option<String>,
 }
 
 impl Env {
@@ -70,6 +79,9 @@ impl Env {
             service_host: std::env::var("KUBERNETES_SERVICE_HOST").ok(),
             service_port: std::env::var("KUBERNETES_SERVICE_PORT").ok(),
             service_protocol: std::env::var("KUBERNETES_SERVICE_PROTOCOL").ok(),
+            node_name: std::env::var("PLEXUS_NODE_NAME")
+                .ok()
+                .filter(|n| !n.is_empty()),
         }
     }
 }
@@ -107,6 +119,9 @@ pub enum Error {
     /// Signal handling could not be set up.
     #[error("cannot set up signal handling: {0}")]
     Signals(String),
+    /// A Node-bound token cannot even be asked for (no node name, no ServiceAccount in the token).
+    #[error("--host-token=node: {0}")]
+    HostToken(String),
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error + use<> {
@@ -120,6 +135,23 @@ fn log(msg: impl AsRef<str>) {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     eprintln!("{now} plexus install: {}", msg.as_ref());
+    #[cfg(test)]
+    tests::LOGGED.with(|l| l.borrow_mut().push(msg.as_ref().to_string()));
+}
+
+/// `t` as RFC 3339 (UTC), for log lines.
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs}s after the epoch"))
 }
 
 // === Signals ===
@@ -186,6 +218,22 @@ enum Readiness {
     NotReady(String),
 }
 
+/// The Node-bound token's state (`--host-token=node`).
+struct HostState {
+    /// Asks the API server.
+    issuer: Box<dyn Issuer>,
+    /// The time (the tests' own clock).
+    clock: Box<dyn Fn() -> SystemTime>,
+    /// What to ask for, settled at the first kubeconfig write.
+    request: Option<Request>,
+    /// The token in the kubeconfig, when it is a Node-bound one.
+    current: Option<Issued>,
+    /// When to ask again after a refusal.
+    backoff: Backoff,
+    /// Whether the pod's own token stands in (said once per stretch).
+    standing_in: bool,
+}
+
 /// The installer's state over one run.
 pub struct Installer {
     args: Args,
@@ -210,6 +258,8 @@ pub struct Installer {
     shadow: Vec<String>,
     /// The skipped meta-plugin configs last logged.
     skipped: Vec<String>,
+    /// The host's Node-bound token.
+    host: HostState,
 }
 
 impl Installer {
@@ -247,6 +297,13 @@ impl Installer {
             log_file: args.log_file.clone(),
             log_to_stderr: args.log_to_stderr,
             strict_capabilities: args.strict_capabilities,
+            allowed_plugin_types: args.allowed_plugin_types.clone().map(|t| t.0),
+            allowed_plugin_types_by_namespace: args
+                .allowed_plugin_types_by_namespace
+                .iter()
+                .map(|n| (n.namespace.clone(), n.types.clone()))
+                .collect(),
+            auxiliary_cni_chain_name: args.auxiliary_cni_chain_name.clone(),
         };
         let mut meta_types: Vec<String> = conf::META_TYPES.iter().map(|s| s.to_string()).collect();
         for t in [&args.binary_name, args.plugin_type()] {
@@ -268,7 +325,27 @@ impl Installer {
             note: None,
             shadow: Vec::new(),
             skipped: Vec::new(),
+            host: HostState {
+                issuer: Box::new(ApiIssuer),
+                clock: Box::new(SystemTime::now),
+                request: None,
+                current: None,
+                backoff: Backoff::default(),
+                standing_in: false,
+            },
         }
+    }
+
+    /// Ask `issuer` for tokens and tell the time by `clock` (tests).
+    #[cfg(test)]
+    fn with_issuer(
+        mut self,
+        issuer: impl Issuer + 'static,
+        clock: impl Fn() -> SystemTime + 'static,
+    ) -> Installer {
+        self.host.issuer = Box::new(issuer);
+        self.host.clock = Box::new(clock);
+        self
     }
 
     fn host_conf(&self, name: &str) -> String {
@@ -393,11 +470,18 @@ impl Installer {
                 self.args.kubeconfig_host_path().display()
             ));
         }
+        // And the directory the thin install made for it, once empty (something else in it stays).
+        if let Some(dir) = self.args.own_kubeconfig_dir() {
+            let dir = self.args.path_map().to_container(&dir);
+            if fs::remove_dir(&dir).is_ok() {
+                log(format!("removed the empty {}", dir.display()));
+            }
+        }
         Ok(())
     }
 
-    fn refresh_kubeconfig(&self, initial: bool) -> Result<(), Error> {
-        let Some(path) = &self.kubeconfig else {
+    fn refresh_kubeconfig(&mut self, initial: bool) -> Result<(), Error> {
+        let Some(path) = self.kubeconfig.clone() else {
             if initial && self.args.daemon {
                 log("writing no kubeconfig (--daemon): plexus daemon uses its own service account");
             } else if initial {
@@ -405,9 +489,10 @@ impl Installer {
             }
             return Ok(());
         };
+        let path = &path;
         let sa = &self.args.service_account_dir;
         let (token_path, ca_path) = (sa.join("token"), sa.join("ca.crt"));
-        let token = fs::read_to_string(&token_path)
+        let pod_token = fs::read_to_string(&token_path)
             .map_err(io_err("read the service-account token", &token_path))?;
         let ca = fs::read(&ca_path).map_err(io_err("read the service-account CA", &ca_path))?;
         let server = conf::api_server_url(
@@ -415,6 +500,10 @@ impl Installer {
             self.env.service_port.as_deref(),
             self.env.service_protocol.as_deref(),
         )?;
+        let token = match self.args.host_token {
+            HostToken::ServiceAccount => pod_token,
+            HostToken::Node => self.node_token(initial, path, &server, &ca, pod_token.trim())?,
+        };
         let text = conf::render_kubeconfig(&server, &ca, &token, &self.args.binary_name)?;
         if let Some(dir) = path.parent() {
             crate::fsutil::ensure_dir(dir, 0o700).map_err(io_err("create directory", dir))?;
@@ -444,6 +533,125 @@ impl Installer {
             Change::Unchanged => {}
         }
         Ok(())
+    }
+
+    /// What to ask the API server for: a token of the pod's own ServiceAccount (named by `pod_token`'s
+    /// subject) bound to this node.
+    fn token_request(&self, pod_token: &str) -> Result<Request, Error> {
+        let node = match (&self.args.node_name, &self.env.node_name) {
+            (Some(n), _) => n.clone(),
+            (None, Some(n)) if crate::names::is_dns_subdomain(n) => n.clone(),
+            (None, Some(n)) => {
+                return Err(Error::HostToken(format!(
+                    "PLEXUS_NODE_NAME {n:?} is not a Node name"
+                )));
+            }
+            (None, None) => {
+                return Err(Error::HostToken(
+                    "this node's name is unknown: set PLEXUS_NODE_NAME from the downward API (spec.nodeName, as \
+                     deploy/daemonset.yaml does) or pass --node-name; --host-token=service-account writes the \
+                     pod's own token instead"
+                        .into(),
+                ));
+            }
+        };
+        let (namespace, service_account) = token::service_account_of(pod_token).map_err(|e| {
+            Error::HostToken(format!(
+                "{e}; --host-token=service-account writes the token into the kubeconfig as it is"
+            ))
+        })?;
+        Ok(Request {
+            namespace,
+            service_account,
+            node,
+            lifetime: self.args.host_token_lifetime,
+        })
+    }
+
+    /// The token for the kubeconfig at `path` with `--host-token=node`: the Node-bound token, asked for at
+    /// start and again at 4/5 of its lifetime (a refusal is logged and retried with backoff; meanwhile the
+    /// current one stays). While there is no live one, the pod's own token stands in, with a warning.
+    fn node_token(
+        &mut self,
+        initial: bool,
+        path: &Path,
+        server: &str,
+        ca: &[u8],
+        pod_token: &str,
+    ) -> Result<String, Error> {
+        let now = (self.host.clock)();
+        if self.host.request.is_none() {
+            let req = self.token_request(pod_token)?;
+            log(format!(
+                "the host's kubeconfig gets {} for {}s, renewed after 4/5 of that (--host-token=node)",
+                req.describe(),
+                req.lifetime.as_secs()
+            ));
+            // A token a previous installer pod left for this node is kept while the API refuses a new one.
+            self.host.current = kubeconfig_token(path)
+                .and_then(|t| Issued::from_claims(&t, &req.node))
+                .filter(|t| t.alive_at(now));
+            self.host.request = Some(req);
+        }
+        let Some(req) = self.host.request.clone() else {
+            unreachable!("the request was settled above");
+        };
+        let due = initial
+            || self
+                .host
+                .current
+                .as_ref()
+                .is_none_or(|t| now >= t.renew_at());
+        if due && self.host.backoff.ready(now) {
+            let caller = Caller {
+                server,
+                ca,
+                token: pod_token,
+            };
+            match self.host.issuer.issue(caller, &req, now) {
+                Ok(t) => {
+                    log(format!(
+                        "obtained {}: it expires at {}, and is renewed from {}",
+                        req.describe(),
+                        rfc3339(t.expires),
+                        rfc3339(t.renew_at())
+                    ));
+                    self.host.current = Some(t);
+                    self.host.backoff.reset();
+                    self.host.standing_in = false;
+                }
+                Err(e) => {
+                    let wait = self.host.backoff.failed(now);
+                    let keep = match self.host.current.as_ref().filter(|t| t.alive_at(now)) {
+                        Some(t) => format!(
+                            "keeping the kubeconfig's current token (it expires at {}); ",
+                            rfc3339(t.expires)
+                        ),
+                        None => String::new(),
+                    };
+                    log(format!(
+                        "cannot get {}: {e}; {keep}asking again in {}s",
+                        req.describe(),
+                        wait.as_secs()
+                    ));
+                }
+            }
+        }
+        if let Some(t) = self.host.current.as_ref().filter(|t| t.alive_at(now)) {
+            return Ok(t.token.clone());
+        }
+        if !self.host.standing_in {
+            log(format!(
+                "warning: no live Node-bound token{}: the kubeconfig gets this pod's own token until one is \
+                 issued, and ADDs on this node fail with 401 if this pod is deleted before that",
+                match &self.host.current {
+                    Some(t) => format!(" (the last one expired at {})", rfc3339(t.expires)),
+                    None => String::new(),
+                }
+            ));
+            self.host.standing_in = true;
+        }
+        Ok(pod_token.to_string())
     }
 
     /// The config directory's entries that are not directories (a missing directory has none).
@@ -709,6 +917,15 @@ impl Installer {
     }
 }
 
+/// The bearer token of the kubeconfig at `path` (one this installer wrote), if any.
+fn kubeconfig_token(path: &Path) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    let kc: serde_json::Value = serde_saphyr::from_str(&text).ok()?;
+    kc.pointer("/users/0/user/token")?
+        .as_str()
+        .map(str::to_string)
+}
+
 /// `--check`: whether the generated config is in place (the readiness probe): a config of this mode's
 /// type (`<binary-name>`, or `plexus-shim` with --daemon).
 pub fn check(args: &Args) -> Result<PathBuf, String> {
@@ -760,7 +977,22 @@ pub fn main(argv: Vec<String>) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::{cell::RefCell, collections::VecDeque, rc::Rc, time::UNIX_EPOCH};
+
+    use serde_json::json;
+
     use super::*;
+    use crate::install::token::{Refused, tests::jwt};
+
+    thread_local! {
+        /// The installer's log lines on this thread (each test runs on its own).
+        pub(super) static LOGGED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The log lines since the last call.
+    fn logged() -> Vec<String> {
+        LOGGED.with(|l| std::mem::take(&mut *l.borrow_mut()))
+    }
 
     struct Node {
         _tmp: tempfile::TempDir,
@@ -791,6 +1023,8 @@ mod tests {
                 "--once".into(),
                 "--wait-timeout=200ms".into(),
                 "--poll-interval=20ms".into(),
+                // The pod's own token, as before; the Node-bound token's tests ask for `node`.
+                "--host-token=service-account".into(),
             ];
             v.extend(extra.iter().map(|s| s.to_string()));
             parse(v).unwrap()
@@ -801,6 +1035,7 @@ mod tests {
                 service_host: Some("10.96.0.1".into()),
                 service_port: Some("443".into()),
                 service_protocol: None,
+                node_name: None,
             }
         }
 
@@ -990,6 +1225,10 @@ mod tests {
             !k.exists(),
             "the thin install's token is not left on the host"
         );
+        assert!(
+            !k.parent().unwrap().exists(),
+            "nor the directory the thin install made for it"
+        );
         // And back: thin mode writes its kubeconfig and type again.
         Installer::new(n.args(&[]), Node::env())
             .run(&Stop::never())
@@ -1048,5 +1287,333 @@ mod tests {
             .run(&Stop::never())
             .unwrap_err();
         assert!(e.to_string().contains("service-account token"), "{e}");
+    }
+
+    // === The Node-bound token (--host-token=node) ===
+
+    /// The pod's own projected token: JWT-shaped, bound to its pod, as the kubelet mounts it.
+    fn pod_token() -> String {
+        jwt(
+            json!({"sub": "system:serviceaccount:kube-system:plexus", "iat": 0, "exp": 4_000_000_000u64,
+                   "kubernetes.io": {"namespace": "kube-system", "pod": {"name": "plexus-abcde"},
+                                     "node": {"name": "node-1"}}}),
+        )
+    }
+
+    /// A token of the Node `node` as the API server issues it, from `iat` for `secs`.
+    fn node_token(node: &str, iat: u64, secs: u64) -> String {
+        jwt(
+            json!({"sub": "system:serviceaccount:kube-system:plexus", "iat": iat, "exp": iat + secs,
+                   "kubernetes.io": {"namespace": "kube-system", "node": {"name": node, "uid": "n-uid"}}}),
+        )
+    }
+
+    /// One TokenRequest the scripted issuer answered: the request and the caller's token.
+    type Asked = Rc<RefCell<Vec<(Request, String)>>>;
+
+    /// An issuer that answers from a script: `Ok(lifetime in seconds)` issues `node-token-<n>`.
+    struct Script {
+        answers: VecDeque<Result<u64, Refused>>,
+        asked: Asked,
+    }
+
+    impl Issuer for Script {
+        fn issue(
+            &mut self,
+            caller: Caller<'_>,
+            req: &Request,
+            now: SystemTime,
+        ) -> Result<Issued, Refused> {
+            let mut asked = self.asked.borrow_mut();
+            asked.push((req.clone(), caller.token.to_string()));
+            let n = asked.len();
+            let answer = self
+                .answers
+                .pop_front()
+                .unwrap_or_else(|| panic!("request {n} was not expected: {req:?}"));
+            answer.map(|secs| Issued {
+                token: format!("node-token-{n}"),
+                issued: now,
+                expires: now + Duration::from_secs(secs),
+            })
+        }
+    }
+
+    /// The time the tests start at.
+    const T0: u64 = 1_800_000_000;
+
+    /// A node whose installer asks for Node-bound tokens, answered by `answers`, at the time in the cell.
+    fn node_mode(
+        n: &Node,
+        extra: &[&str],
+        answers: Vec<Result<u64, Refused>>,
+    ) -> (Installer, Asked, Rc<RefCell<SystemTime>>) {
+        fs::write(n.root.join("sa/token"), pod_token()).unwrap();
+        let mut args = vec!["--host-token=node"];
+        args.extend_from_slice(extra);
+        let env = Env {
+            node_name: Some("node-1".into()),
+            ..Node::env()
+        };
+        let asked: Asked = Rc::default();
+        let now = Rc::new(RefCell::new(UNIX_EPOCH + Duration::from_secs(T0)));
+        let clock = now.clone();
+        let inst = Installer::new(n.args(&args), env).with_issuer(
+            Script {
+                answers: answers.into(),
+                asked: asked.clone(),
+            },
+            move || *clock.borrow(),
+        );
+        (inst, asked, now)
+    }
+
+    fn at(now: &Rc<RefCell<SystemTime>>, secs: u64) {
+        *now.borrow_mut() = UNIX_EPOCH + Duration::from_secs(T0 + secs);
+    }
+
+    fn host_kubeconfig_token(n: &Node) -> String {
+        kubeconfig_token(&n.conf_dir().join("plexus.d/plexus.kubeconfig")).unwrap()
+    }
+
+    fn refused_403() -> Refused {
+        Refused(
+            "the API server refused it: 403 Forbidden: serviceaccounts \"plexus\" is forbidden: User \
+             \"system:serviceaccount:kube-system:plexus\" cannot create resource \"serviceaccounts/token\""
+                .into(),
+        )
+    }
+
+    #[test]
+    fn the_host_gets_a_token_bound_to_its_node_asked_for_with_the_pods_own() {
+        let n = Node::new();
+        fs::write(n.conf_dir().join("10-flannel.conflist"), FLANNEL).unwrap();
+        let (mut inst, asked, _) = node_mode(&n, &[], vec![Ok(3600)]);
+        inst.run(&Stop::never()).unwrap();
+        let want = Request {
+            namespace: "kube-system".into(),
+            service_account: "plexus".into(),
+            node: "node-1".into(),
+            lifetime: Duration::from_secs(3600),
+        };
+        assert_eq!(*asked.borrow(), [(want, pod_token())]);
+        assert_eq!(host_kubeconfig_token(&n), "node-token-1");
+        let log = logged().join("\n");
+        assert!(
+            log.contains(
+                "obtained a token of serviceaccount kube-system/plexus bound to Node node-1: it expires at \
+                 2027-01-15T09:00:00Z, and is renewed from 2027-01-15T08:48:00Z"
+            ),
+            "{log}"
+        );
+        assert!(!log.contains("warning"), "{log}");
+
+        // --node-name wins over PLEXUS_NODE_NAME; the lifetime is a flag.
+        let n = Node::new();
+        fs::write(n.conf_dir().join("10-flannel.conflist"), FLANNEL).unwrap();
+        let (mut inst, asked, _) = node_mode(
+            &n,
+            &["--node-name=node-2", "--host-token-lifetime=2h"],
+            vec![Ok(7200)],
+        );
+        inst.run(&Stop::never()).unwrap();
+        let (req, _) = asked.borrow()[0].clone();
+        assert_eq!(
+            (req.node.as_str(), req.lifetime.as_secs()),
+            ("node-2", 7200)
+        );
+        assert!(
+            parse(["--host-token-lifetime=9m"]).is_err(),
+            "below the API server's minimum"
+        );
+    }
+
+    #[test]
+    fn the_node_token_is_renewed_at_four_fifths_of_its_lifetime() {
+        let n = Node::new();
+        let (mut inst, asked, now) = node_mode(&n, &[], vec![Ok(3600), Ok(3000)]);
+        inst.refresh_kubeconfig(true).unwrap();
+        assert_eq!(host_kubeconfig_token(&n), "node-token-1");
+        for t in [1, 600, 2879] {
+            at(&now, t);
+            inst.refresh_kubeconfig(false).unwrap();
+        }
+        assert_eq!(asked.borrow().len(), 1, "not due before 48 minutes");
+        assert_eq!(host_kubeconfig_token(&n), "node-token-1");
+        at(&now, 2880);
+        inst.refresh_kubeconfig(false).unwrap();
+        assert_eq!(asked.borrow().len(), 2);
+        assert_eq!(host_kubeconfig_token(&n), "node-token-2");
+        assert!(
+            logged()
+                .iter()
+                .any(|l| l.ends_with("the token or CA changed")),
+            "the rewrite is logged"
+        );
+        // The next renewal counts from the new token's own (shorter) lifetime: 2880 + 4/5 of 3000.
+        at(&now, 2880 + 2399);
+        inst.refresh_kubeconfig(false).unwrap();
+        assert_eq!(asked.borrow().len(), 2);
+    }
+
+    #[test]
+    fn a_refused_request_keeps_the_current_kubeconfig_says_why_and_is_retried_with_backoff() {
+        let n = Node::new();
+        let (mut inst, asked, now) = node_mode(
+            &n,
+            &[],
+            vec![
+                Ok(3600),
+                Err(refused_403()),
+                Err(Refused(
+                    "no answer from the API server: connection refused".into(),
+                )),
+                Ok(3600),
+            ],
+        );
+        inst.refresh_kubeconfig(true).unwrap();
+        let k = n.conf_dir().join("plexus.d/plexus.kubeconfig");
+        let before = fs::read(&k).unwrap();
+        logged();
+        at(&now, 2880);
+        inst.refresh_kubeconfig(false).unwrap();
+        assert_eq!(
+            fs::read(&k).unwrap(),
+            before,
+            "the kubeconfig is left alone"
+        );
+        assert_eq!(
+            logged(),
+            [
+                "cannot get a token of serviceaccount kube-system/plexus bound to Node node-1: the API server \
+              refused it: 403 Forbidden: serviceaccounts \"plexus\" is forbidden: User \
+              \"system:serviceaccount:kube-system:plexus\" cannot create resource \"serviceaccounts/token\"; \
+              keeping the kubeconfig's current token (it expires at 2027-01-15T09:00:00Z); asking again in 2s"
+            ]
+        );
+        at(&now, 2881);
+        inst.refresh_kubeconfig(false).unwrap();
+        assert_eq!(asked.borrow().len(), 2, "no request within the backoff");
+        at(&now, 2882);
+        inst.refresh_kubeconfig(false).unwrap();
+        assert_eq!(asked.borrow().len(), 3);
+        assert!(logged()[0].ends_with("asking again in 4s"));
+        assert_eq!(fs::read(&k).unwrap(), before);
+        at(&now, 2886);
+        inst.refresh_kubeconfig(false).unwrap();
+        assert_eq!(asked.borrow().len(), 4);
+        assert_eq!(host_kubeconfig_token(&n), "node-token-4");
+    }
+
+    #[test]
+    fn once_the_node_token_expires_unrenewed_the_pods_own_stands_in_with_a_warning() {
+        let n = Node::new();
+        let refusals = (0..40).map(|_| Err(refused_403()));
+        let (mut inst, _, now) =
+            node_mode(&n, &[], std::iter::once(Ok(3600)).chain(refusals).collect());
+        inst.refresh_kubeconfig(true).unwrap();
+        for t in (2880..3600).step_by(30) {
+            at(&now, t);
+            inst.refresh_kubeconfig(false).unwrap();
+            assert_eq!(host_kubeconfig_token(&n), "node-token-1", "at {t}s");
+        }
+        logged();
+        at(&now, 3600);
+        inst.refresh_kubeconfig(false).unwrap();
+        assert_eq!(host_kubeconfig_token(&n), pod_token());
+        let log = logged();
+        assert!(
+            log.iter().any(|l| l.starts_with(
+                "warning: no live Node-bound token (the last one expired at 2027-01-15T09:00:00Z): the \
+                 kubeconfig gets this pod's own token"
+            )),
+            "{log:?}"
+        );
+    }
+
+    #[test]
+    fn at_the_first_install_a_refused_request_leaves_the_pods_own_token_until_one_is_issued() {
+        let n = Node::new();
+        let (mut inst, asked, now) = node_mode(&n, &[], vec![Err(refused_403()), Ok(3600)]);
+        inst.refresh_kubeconfig(true).unwrap();
+        assert_eq!(host_kubeconfig_token(&n), pod_token());
+        let log = logged();
+        assert!(
+            log.iter().any(|l| l.starts_with(
+                "cannot get a token of serviceaccount kube-system/plexus bound to Node node-1: the API server \
+                 refused it: 403 Forbidden"
+            ) && l.ends_with("asking again in 2s")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter().any(|l| l.starts_with(
+                "warning: no live Node-bound token: the kubeconfig gets this pod's own token"
+            )),
+            "{log:?}"
+        );
+        at(&now, 2);
+        inst.refresh_kubeconfig(false).unwrap();
+        assert_eq!(asked.borrow().len(), 2);
+        assert_eq!(host_kubeconfig_token(&n), "node-token-2");
+    }
+
+    #[test]
+    fn a_restarted_installer_keeps_the_node_token_it_finds_while_the_api_refuses() {
+        let n = Node::new();
+        let k = n.conf_dir().join("plexus.d/plexus.kubeconfig");
+        let write = |token: &str| {
+            fs::create_dir_all(k.parent().unwrap()).unwrap();
+            let text =
+                conf::render_kubeconfig("https://10.96.0.1:443", b"ca", token, "plexus").unwrap();
+            fs::write(&k, text).unwrap();
+        };
+        // This node's token, 10 minutes old: kept, and asked to be renewed at once (a new pod starts).
+        let left = node_token("node-1", T0 - 600, 3600);
+        write(&left);
+        let (mut inst, asked, _) = node_mode(&n, &[], vec![Err(refused_403())]);
+        inst.refresh_kubeconfig(true).unwrap();
+        assert_eq!(asked.borrow().len(), 1);
+        assert_eq!(host_kubeconfig_token(&n), left);
+        assert!(logged().iter().any(|l| l.contains(
+            "keeping the kubeconfig's current token (it expires at 2027-01-15T08:50:00Z)"
+        )));
+        // Another node's token, an expired one, or a pod's: not kept.
+        for other in [
+            node_token("node-2", T0 - 600, 3600),
+            node_token("node-1", T0 - 3600, 3600),
+            pod_token(),
+        ] {
+            write(&other);
+            let (mut inst, _, _) = node_mode(&n, &[], vec![Err(refused_403())]);
+            inst.refresh_kubeconfig(true).unwrap();
+            assert_eq!(host_kubeconfig_token(&n), pod_token());
+        }
+    }
+
+    #[test]
+    fn a_node_token_needs_the_node_name_and_a_service_account_token() {
+        let n = Node::new();
+        let (inst, _, _) = node_mode(&n, &[], vec![]);
+        let mut inst = Installer {
+            env: Node::env(),
+            ..inst
+        };
+        let e = inst.refresh_kubeconfig(true).unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "--host-token=node: this node's name is unknown: set PLEXUS_NODE_NAME from the downward API"
+            ),
+            "{e}"
+        );
+        assert!(!n.conf_dir().join("plexus.d/plexus.kubeconfig").exists());
+
+        let (mut inst, _, _) = node_mode(&n, &[], vec![]);
+        fs::write(n.root.join("sa/token"), "opaque").unwrap();
+        let e = inst.refresh_kubeconfig(true).unwrap_err();
+        assert!(e.to_string().contains("not a JWT"), "{e}");
+        assert!(
+            e.to_string().contains("--host-token=service-account"),
+            "{e}"
+        );
     }
 }

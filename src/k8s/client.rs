@@ -3,8 +3,9 @@
 //! budget with backoff on retriable errors (docs/multus-compat.md, "API client").
 //!
 //! Round trips on ADD: the pod and the node's NADs (`clusterNetwork`/`defaultNetworks` names) are read
-//! together; then every NAD the pod selects, concurrently (never a LIST); then one PATCH of `pods/status`
-//! (events are only collected: they are sent after the reply, see `super::events`).
+//! together; then the NADs the pod selects, [`NAD_READS_IN_FLIGHT`] at a time, stopping at the first that
+//! fails (never a LIST); then one PATCH of `pods/status` (events are only collected: they are sent after
+//! the reply, see `super::events`). A pod over `maxAttachmentsPerPod` is refused before its NADs are read.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::future::join_all;
+use futures::{StreamExt, TryStreamExt, future::join_all, stream};
 use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use kube::{
     Api, Client,
@@ -43,6 +44,32 @@ use crate::{
 #[path = "dra.rs"]
 pub mod dra;
 
+/// The NAD reads of one ADD in flight at once. Pods name one to a few networks, so up to 8 are all read
+/// at once, as before; an annotation of a thousand names (the parser allows 1,024) costs at most 8
+/// reads before the first failure ends the ADD, not a thousand. Over one HTTP/2 connection 8 streams
+/// cost the API server little, and `maxAttachmentsPerPod` (32 by default) bounds a pod whose NADs exist.
+pub const NAD_READS_IN_FLIGHT: usize = 8;
+
+/// `read` of each of `keys`, at most `limit` at once, started in order and answered in order; the first
+/// failure in that order ends it: it is returned, the reads after it that are in flight are dropped
+/// (cancelled) and those not started never start. A later key that fails sooner is never the answer.
+async fn read_in_order<K, T, E, Fut>(
+    keys: impl IntoIterator<Item = K>,
+    limit: usize,
+    read: impl FnMut(K) -> Fut,
+) -> Result<Vec<T>, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    // `buffered` counts answers not yet taken against its limit, so nothing new starts while an earlier
+    // read is still out; `try_collect` stops at the first error and drops the stream, and with it the rest.
+    stream::iter(keys)
+        .map(read)
+        .buffered(limit.max(1))
+        .try_collect()
+        .await
+}
+
 /// A lazily connected API client for one CNI invocation.
 pub struct ApiCluster {
     source: Source,
@@ -53,7 +80,7 @@ pub struct ApiCluster {
     pod: Mutex<Option<Pod>>,
     /// NADs of `multusNamespace` read ahead with the pod: name → spec.config (None: no such NAD).
     prefetched: Mutex<HashMap<String, Option<NadInfo>>>,
-    /// Pods in these namespaces get no network-status (what Go Multus meant to do, §10 #1).
+    /// Pods in these namespaces get no network-status (docs/multus-compat.md, "Network status").
     system_namespaces: Vec<String>,
     /// Whether rejections are recorded as Warning events: on ADD, yes; when DEL rebuilds a pod's networks
     /// the ADD already said so, and a second event would only be noise.
@@ -102,6 +129,12 @@ impl DeferredStatus {
             involved: Some(involved),
             added: Vec::new(),
         }
+    }
+
+    /// The merge patch of `pods/status` this write sends (deploy/admission-policies.yaml must admit it:
+    /// tests/policies.rs).
+    pub fn patch(&self) -> &Value {
+        &self.patch
     }
 
     /// A job as a test writes it.
@@ -770,7 +803,8 @@ impl Cluster for ApiCluster {
                         self.reject("InvalidNetworkSelection", format!("annotation {what}: {e}"))
                     },
                 )?;
-                // Go Multus lets this annotation bypass isolation (§10 #16); plexus does not.
+                // Go Multus lets this annotation bypass isolation; plexus does not (docs/multus-compat.md,
+                // "Annotations").
                 isolation(&sel)?;
                 Some(sel)
             }
@@ -785,11 +819,16 @@ impl Cluster for ApiCluster {
             })?,
             None => Vec::new(),
         };
+        // The node's limit (issue 20), before any NAD the pod names is read.
+        config
+            .check_attachment_limit(&pod_ref.namespace, selections.len())
+            .map_err(|msg| self.reject("TooManyAttachments", msg))?;
         for s in &selections {
             isolation(s)?;
         }
 
-        // Every selected NAD, concurrently; each distinct one read once.
+        // The selected NADs, each distinct one read once, a few at a time, stopping at the first failure
+        // in annotation order (the default-network annotation's first).
         let mut wanted: Vec<(String, String)> = Vec::new();
         for s in default_sel.iter().chain(&selections) {
             let key = (s.namespace.clone(), s.name.clone());
@@ -797,38 +836,36 @@ impl Cluster for ApiCluster {
                 wanted.push(key);
             }
         }
+        let wanted = &wanted;
         let reads = self.run(|client| async move {
-            join_all(wanted.iter().map(|(ns, name)| {
+            read_in_order(wanted, NAD_READS_IN_FLIGHT, |key| {
                 let client = client.clone();
                 async move {
-                    (
-                        (ns.clone(), name.clone()),
-                        self.read_nad(&client, ns, name).await,
-                    )
+                    let (ns, name) = key;
+                    match self.read_nad(&client, ns, name).await {
+                        Ok(Some(info)) => Ok((key.clone(), info)),
+                        Ok(None) => Err((key, None)),
+                        Err(e) => Err((key, Some(e))),
+                    }
                 }
-            }))
+            })
             .await
         })?;
-        let mut nads: HashMap<(String, String), NadInfo> = HashMap::new();
-        for ((ns, name), r) in reads {
-            match r {
-                Ok(Some(info)) => {
-                    nads.insert((ns, name), info);
-                }
-                Ok(None) => {
-                    let msg = format!(
-                        "cannot find a network-attachment-definition ({name}) in namespace ({ns})"
-                    );
-                    return Err(self.reject("NoNetworkFound", msg));
-                }
-                Err(e) => {
-                    return Err(cluster_error(
-                        &format!("reading network-attachment-definition {ns}/{name}"),
-                        &e,
-                    ));
-                }
+        let nads: HashMap<(String, String), NadInfo> = match reads {
+            Ok(found) => found.into_iter().collect(),
+            Err(((ns, name), None)) => {
+                let msg = format!(
+                    "cannot find a network-attachment-definition ({name}) in namespace ({ns})"
+                );
+                return Err(self.reject("NoNetworkFound", msg));
             }
-        }
+            Err(((ns, name), Some(e))) => {
+                return Err(cluster_error(
+                    &format!("reading network-attachment-definition {ns}/{name}"),
+                    &e,
+                ));
+            }
+        };
         let mut out = PodNetworks::default();
         if let Some(sel) = &default_sel {
             let info = nads[&(sel.namespace.clone(), sel.name.clone())].clone();
@@ -1317,6 +1354,274 @@ mod tests {
         assert_eq!(ev.body["reason"], "NoNetworkFound");
         assert_eq!(ev.body["type"], "Warning");
         assert_eq!(ev.body["involvedObject"]["uid"], "uid-1");
+    }
+
+    /// Counts the reads [`read_in_order`] starts and how many are out at once (a read dropped unfinished
+    /// counts as ended).
+    #[derive(Default)]
+    struct Reads {
+        started: std::sync::atomic::AtomicUsize,
+        out: std::sync::atomic::AtomicUsize,
+        most_out: std::sync::atomic::AtomicUsize,
+    }
+
+    struct Out<'a>(&'a Reads);
+
+    impl Drop for Out<'_> {
+        fn drop(&mut self) {
+            self.0.out.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl Reads {
+        /// A read of `key` that takes `turns` scheduler turns and then fails when `fails` says so.
+        async fn read(&self, key: usize, turns: usize, fails: bool) -> Result<usize, usize> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.started.fetch_add(1, SeqCst);
+            let now = self.out.fetch_add(1, SeqCst) + 1;
+            self.most_out.fetch_max(now, SeqCst);
+            let _out = Out(self);
+            for _ in 0..turns {
+                tokio::task::yield_now().await;
+            }
+            if fails { Err(key) } else { Ok(key) }
+        }
+
+        fn started(&self) -> usize {
+            self.started.load(std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn most_out(&self) -> usize {
+            self.most_out.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// Issue 20: the reads run `limit` at a time and come back in order.
+    #[test]
+    fn read_in_order_runs_a_few_at_a_time_and_answers_in_order() {
+        let reads = Reads::default();
+        let keys: Vec<usize> = (0..40).collect();
+        // Later keys finish sooner: the answers still come in key order.
+        let got = block_on(read_in_order(keys.clone(), 8, |k| {
+            reads.read(k, 40 - k, false)
+        }));
+        assert_eq!(got, Ok(keys));
+        assert_eq!(reads.started(), 40);
+        assert_eq!(reads.most_out(), 8, "never more than the limit at once");
+        // A limit of 0 would never start anything: it means 1.
+        let reads = Reads::default();
+        assert_eq!(
+            block_on(read_in_order([1, 2], 0, |k| reads.read(k, 1, false))),
+            Ok(vec![1, 2])
+        );
+        assert_eq!(reads.most_out(), 1);
+    }
+
+    /// Issue 20: a thousand failing reads cost about the limit: the first failure ends it, and the rest
+    /// never start.
+    #[test]
+    fn read_in_order_stops_at_the_first_failure_and_starts_nothing_after_it() {
+        let reads = Reads::default();
+        let got = block_on(read_in_order(0..1000, 8, |k| reads.read(k, 1, true)));
+        assert_eq!(got, Err(0), "the first key's failure");
+        assert!(reads.started() <= 8, "{} reads started", reads.started());
+        // The ones in flight with it were dropped, not waited for.
+        let reads = Reads::default();
+        let got = block_on(read_in_order(0..1000, 8, |k| {
+            reads.read(k, if k == 0 { 0 } else { 1000 }, true)
+        }));
+        assert_eq!(got, Err(0));
+        assert!(reads.started() <= 8, "{} reads started", reads.started());
+    }
+
+    /// Issue 20: the failure returned is the first in key (annotation) order, even when a later key fails
+    /// sooner; keys after the failure that were never needed are never read.
+    #[test]
+    fn read_in_order_answers_the_first_failure_in_order_not_the_fastest() {
+        // Key 2 fails at once, key 1 fails after many turns: the answer is key 1's.
+        let reads = Reads::default();
+        let got = block_on(read_in_order(0..100, 8, |k| match k {
+            1 => reads.read(k, 50, true),
+            2 => reads.read(k, 0, true),
+            _ => reads.read(k, 1, k >= 1),
+        }));
+        assert_eq!(got, Err(1));
+        // Key 1 succeeds slowly, key 3 fails at once: the answer waits for key 1, then is key 3's.
+        let reads = Reads::default();
+        let got = block_on(read_in_order(0..100, 8, |k| match k {
+            1 => reads.read(k, 50, false),
+            3 => reads.read(k, 0, true),
+            _ => reads.read(k, 1, k > 3),
+        }));
+        assert_eq!(got, Err(3));
+        assert!(
+            reads.started() <= 8 + 3,
+            "{} reads started",
+            reads.started()
+        );
+        assert!(reads.most_out() <= 8);
+    }
+
+    /// Issue 20: a pod naming a thousand NADs that do not exist costs at most [`NAD_READS_IN_FLIGHT`]
+    /// NAD reads, and the error names the first of them, in today's words.
+    #[test]
+    fn a_thousand_missing_nads_cost_a_few_reads_and_name_the_first() {
+        let names: Vec<String> = (0..1000).map(|i| format!("ghost-{i:04}")).collect();
+        let annotation = names.join(",");
+        let cfg = config(json!({"maxAttachmentsPerPod": 2000}));
+        let (api, seen) = mock(&cfg, move |s, _| {
+            if s.path.ends_with("/pods/p1") {
+                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": annotation})))
+            } else {
+                status(404, "NotFound")
+            }
+        });
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert_eq!(
+            e,
+            ClusterError::Rejected(
+                "cannot find a network-attachment-definition (ghost-0000) in namespace (ns1)"
+                    .into()
+            )
+        );
+        let reads = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with(&format!("{NADS}/ns1/")))
+            .count();
+        assert!(
+            (1..=NAD_READS_IN_FLIGHT).contains(&reads),
+            "{reads} NAD reads"
+        );
+        assert_eq!(
+            api.take_events()[0].reason.as_deref(),
+            Some("NoNetworkFound")
+        );
+    }
+
+    /// Issue 20: a forbidden NAD read ends the reads too, and is the error (the first in annotation order).
+    #[test]
+    fn a_refused_nad_read_stops_the_others() {
+        let annotation: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
+        let annotation = annotation.join(",");
+        let cfg = config(json!({"maxAttachmentsPerPod": 200}));
+        let (api, seen) = mock(&cfg, move |s, _| {
+            if s.path.ends_with("/pods/p1") {
+                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": annotation})))
+            } else if s.path.ends_with("/n0") {
+                (
+                    200,
+                    nad(
+                        "ns1",
+                        "n0",
+                        Some(r#"{"cniVersion":"1.0.0","type":"bridge"}"#),
+                    ),
+                )
+            } else {
+                status(403, "Forbidden")
+            }
+        });
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert!(
+            matches!(&e, ClusterError::Other(m) if m.starts_with("reading network-attachment-definition ns1/n1:")
+                && m.contains("credentials")),
+            "{e:?}"
+        );
+        let reads = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.path.starts_with(&format!("{NADS}/ns1/")))
+            .count();
+        assert!(reads <= NAD_READS_IN_FLIGHT + 1, "{reads} NAD reads");
+    }
+
+    /// Issue 20: a pod over `maxAttachmentsPerPod` (the node's networks counted) is refused, code 7, naming
+    /// the limit and the key, with a Warning event, before any NAD it names is read.
+    #[test]
+    fn a_pod_over_the_attachment_limit_is_refused_before_its_nads_are_read() {
+        let over = |limit: usize, selected: usize| {
+            let annotation: Vec<String> = (0..selected).map(|i| format!("n{i}")).collect();
+            let annotation = annotation.join(",");
+            let cfg = config(json!({"maxAttachmentsPerPod": limit}));
+            let (api, seen) = mock(&cfg, move |s, _| {
+                if s.path.ends_with("/pods/p1") {
+                    (200, pod(json!({"k8s.v1.cni.cncf.io/networks": annotation})))
+                } else {
+                    let name = s.path.rsplit('/').next().unwrap_or_default().to_string();
+                    (
+                        200,
+                        nad(
+                            "ns1",
+                            &name,
+                            Some(r#"{"cniVersion":"1.0.0","type":"bridge"}"#),
+                        ),
+                    )
+                }
+            });
+            let got = api.pod_networks(&pod_ref(), &cfg);
+            let read: Vec<String> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.path.starts_with(&format!("{NADS}/ns1/")))
+                .map(|s| s.path.clone())
+                .collect();
+            (got, read, api.take_events())
+        };
+        // The cluster network and 3 selected: 4, within 4.
+        let (got, read, _) = over(4, 3);
+        assert_eq!(got.unwrap().networks.len(), 3);
+        assert_eq!(read.len(), 3);
+        // One more is over it.
+        let (got, read, events) = over(4, 4);
+        let e = got.unwrap_err();
+        let ClusterError::Rejected(msg) = &e else {
+            panic!("{e:?}")
+        };
+        for part in [
+            "5 network attachments",
+            "at most 4 per pod",
+            "maxAttachmentsPerPod",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+        assert_eq!(read, Vec::<String>::new(), "no NAD the pod names was read");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].reason.as_deref(), Some("TooManyAttachments"));
+        assert_eq!(events[0].message.as_deref(), Some(msg.as_str()));
+        // The default (32) refuses 32 selected networks after the cluster network.
+        let cfg = config(json!({}));
+        let annotation: Vec<String> = (0..32).map(|i| format!("n{i}")).collect();
+        let annotation = annotation.join(",");
+        let (api, seen) = mock(&cfg, move |s, _| {
+            if s.path.ends_with("/pods/p1") {
+                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": annotation})))
+            } else {
+                status(404, "NotFound")
+            }
+        });
+        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        assert!(
+            matches!(&e, ClusterError::Rejected(m) if m.contains("33 network attachments") && m.contains("at most 32")),
+            "{e:?}"
+        );
+        assert!(
+            !seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.path.starts_with(&format!("{NADS}/ns1/"))),
+            "no NAD the pod names was read"
+        );
     }
 
     /// The core's own Warning events (a NAD naming a missing plugin, issue 16) land on the pod the ADD read;

@@ -341,11 +341,16 @@ fn fingerprint(config: Option<&str>, resource_name: Option<&str>) -> u64 {
     h.finish()
 }
 
-/// The plugin types `config` names, each once, in order; `None` when it does not parse as a network config.
+/// The plugin types `config` names that need a binary (not those plexus serves itself), each once, in
+/// order; `None` when it does not parse as a network config.
 pub fn plugin_types(config: &str) -> Option<Vec<Box<str>>> {
     let network = NetworkConfig::from_bytes(config.as_bytes()).ok()?;
     let mut types: Vec<Box<str>> = Vec::with_capacity(network.plugins.len());
     for p in network.plugins {
+        // plexus serves these itself: no binary is needed.
+        if crate::invoke::is_internal(&p.plugin_type) {
+            continue;
+        }
         if !types.iter().any(|t| **t == *p.plugin_type) {
             types.push(p.plugin_type.into_boxed_str());
         }

@@ -12,7 +12,8 @@
 //! `omitempty`). `ips` are bare addresses (NPWG-48 DECIDE), the gateway key is `gateway` (NPWG-52
 //! DECIDE).
 //!
-//! How [`statuses_for`] reads a result (the NAD client's `CreateNetworkStatuses`, §2.3):
+//! How [`statuses_for`] reads a result (the NAD client's `CreateNetworkStatuses`; docs/multus-compat.md,
+//! "Network status"):
 //! * **One interface:** one entry with every IP of the result; `interface`, `mac` and `mtu` come from
 //!   the interface only when it has a `sandbox` (NPWG-47, NPWG-49); `default` is the network's flag.
 //! * **Several interfaces:** one entry per sandbox interface, in order. An IP goes to the entry of

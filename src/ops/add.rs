@@ -1,18 +1,19 @@
 //! ADD as a transaction: plan, lock, cache, attach one by one; on any failure, detach what was attached in
 //! reverse and report every rollback failure (NPWG-56, NPWG-62, NPWG-64, CNI-32).
 
-use std::{os::unix::fs::MetadataExt, path::Path};
+use std::path::Path;
 
 use plexus_cni::CniResult;
 
 use super::{Ctx, del::teardown};
 use crate::{
     cache,
+    cluster::PodNetworks,
     devices::{self, ResourceMap},
     error::Error,
     exec::ExecError,
     fsutil::WriteBehind,
-    invoke::{CacheWrites, DelegateError, Invoker, RuntimeConf},
+    invoke::{CacheWrites, DelegateError, Invoker, RuntimeConf, is_internal},
     lock::ContainerLock,
     netconf::NetworkConfig,
     plan::{self, Attachment, NetworkRequest},
@@ -60,7 +61,7 @@ fn resolve_devices(
 fn never_started(net: &NetworkConfig, e: &DelegateError) -> bool {
     matches!(e, DelegateError::Exec {
             plugin_type,
-            source: ExecError::NotFound { .. } | ExecError::InvalidType { .. },
+            source: ExecError::NotFound { .. } | ExecError::InvalidType { .. } | ExecError::Unsafe { .. },
         } if net.plugins.first().is_some_and(|p| &p.plugin_type == plugin_type))
 }
 
@@ -68,16 +69,30 @@ fn never_started(net: &NetworkConfig, e: &DelegateError) -> bool {
 /// failure (a selected NAD that does not exist) is `NoNetworkFound`.
 pub const NO_PLUGIN_FOUND: &str = "NoPluginFound";
 
+/// The Warning event's reason for a network whose plugin binary plexus refuses to run (not root's, or
+/// writable by its group or others: `exec::check_binary`).
+pub const PLUGIN_BINARY_REFUSED: &str = "PluginBinaryRefused";
+
 /// Every plugin of every planned network (a conflist's chained plugins too) must be found before anything
 /// runs: a NAD naming a plugin this node lacks (a tenant's typo, another team's leftover) then fails this
-/// pod's ADD alone, with code 7, nothing attached, and a Warning event on the pod.
+/// pod's ADD alone, with code 7, nothing attached, and a Warning event on the pod. So does a binary that
+/// is found but refused.
 fn check_plugins(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
     let dirs = ctx.config.search_path(&ctx.env.path);
     for a in attachments {
-        for p in &a.network.plugins {
+        for p in a
+            .network
+            .plugins
+            .iter()
+            .filter(|p| !is_internal(&p.plugin_type))
+        {
             if let Err(source) = ctx.seams.exec.find(&p.plugin_type, &dirs) {
+                let reason = match source {
+                    ExecError::Unsafe { .. } => PLUGIN_BINARY_REFUSED,
+                    _ => NO_PLUGIN_FOUND,
+                };
                 ctx.seams.cluster.warn_pod(
-                    NO_PLUGIN_FOUND,
+                    reason,
                     crate::error::plugin_missing(&a.status_name, &source),
                 );
                 return Err(Error::PluginMissing {
@@ -86,6 +101,41 @@ fn check_plugins(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error>
                     source,
                 });
             }
+        }
+    }
+    Ok(())
+}
+
+/// The Warning event's reason for a NAD naming a plugin type the node config's allow-list does not permit.
+pub const PLUGIN_NOT_ALLOWED: &str = "PluginTypeNotAllowed";
+
+/// Every type the pod's NADs name (each plugin of a conflist, each `ipam.type`) must be on the node config's
+/// allow-list for the NAD's namespace (docs/security.md, "Plugin allow-list"); checked before anything is
+/// looked up, planned or run. The node's own networks (the cluster network, `defaultNetworks`, static
+/// `delegates`) are the admin's choice and are not checked; a pod's default-network annotation names a NAD
+/// and is.
+fn check_allowed(ctx: &Ctx<'_>, pod_networks: &PodNetworks) -> Result<(), Error> {
+    let list = &ctx.config.allowed_plugin_types;
+    if !list.restricts() {
+        return Ok(());
+    }
+    for n in pod_networks
+        .default_network
+        .iter()
+        .chain(&pod_networks.networks)
+    {
+        // A NAD's status name is `<namespace>/<name>`, both DNS-1123 names (no other '/').
+        let namespace = n.status_name.split_once('/').map_or("", |(ns, _)| ns);
+        if let Err(refusal) = list.check(namespace, &n.network) {
+            ctx.seams.cluster.warn_pod(
+                PLUGIN_NOT_ALLOWED,
+                crate::error::plugin_not_allowed(&n.status_name, &refusal),
+            );
+            return Err(Error::PluginNotAllowed {
+                who: ctx.who(),
+                network: n.status_name.clone(),
+                refusal,
+            });
         }
     }
     Ok(())
@@ -101,14 +151,13 @@ fn refuse_own_netns(ctx: &Ctx<'_>, netns: &Path) -> Result<(), Error> {
     if overridden {
         return Ok(());
     }
-    let ino = |p: &Path| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
-    match (ino(netns), ino(Path::new("/proc/self/ns/net"))) {
-        (Some(a), Some(b)) if a == b => Err(Error::OwnNetns {
+    if ctx.seams.netns.is_own(netns) {
+        return Err(Error::OwnNetns {
             who: ctx.who(),
             netns: netns.to_path_buf(),
-        }),
-        _ => Ok(()),
+        });
     }
+    Ok(())
 }
 
 pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
@@ -136,15 +185,23 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             })?,
         None => Default::default(),
     };
+    check_allowed(ctx, &pod_networks)?;
     let mut requests = ctx.node_networks(pod_networks.default_network)?;
     requests.extend(pod_networks.networks);
     if let Some(pod) = &pod {
         resolve_devices(ctx, pod, &mut requests)?;
     }
+    // After every other network, on the next net<index> (docs/multus-compat.md, "Auxiliary chain").
+    let auxiliary = super::auxiliary::chain(ctx)?;
+    let has_auxiliary = auxiliary.is_some();
+    requests.extend(auxiliary);
     let mut attachments = plan::plan(ctx.env.ifname(), requests).map_err(|source| Error::Plan {
         who: ctx.who(),
         source,
     })?;
+    if has_auxiliary && let Some(last) = attachments.last_mut() {
+        last.auxiliary = true;
+    }
     super::default_route::validate(ctx, &attachments)?;
     check_plugins(ctx, &attachments)?;
     let cid = ctx.env.container_id();
@@ -309,10 +366,16 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
             return Err(rollback(ctx, lock, &behind, attachments, err));
         }
     };
+    // The auxiliary chain is no network of the pod's: no network-status entry, no event.
+    let published = match attached.split_last() {
+        Some(((a, _), rest)) if a.auxiliary => rest,
+        _ => &attached[..],
+    };
     if let Some(pod) = &pod
-        && let Err(source) = ctx.seams.cluster.publish_status(pod, &attached)
+        && let Err(source) = ctx.seams.cluster.publish_status(pod, published)
     {
-        // Consistent with every other failure after delegates ran (§10 #19): roll back.
+        // Consistent with every other failure after delegates ran: roll back (docs/multus-compat.md, "ADD
+        // failures").
         return Err(rollback(
             ctx,
             lock,

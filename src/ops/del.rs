@@ -15,6 +15,7 @@ use crate::{
     cache::{self, ReadOutcome},
     devices,
     error::Error,
+    invoke::is_internal,
     lock::ContainerLock,
     netconf::NetworkConfig,
     plan::{self, Attachment, Requests},
@@ -42,32 +43,45 @@ pub(super) fn load(ctx: &Ctx<'_>, cid: &str, master_ifname: &str) -> Vec<Attachm
                 }
             }
             if broken {
-                fallback(ctx, cid, master_ifname, out)
+                fallback(ctx, cid, master_ifname, out, Rebuild::WithPod)
             } else {
                 out
             }
         }
+        // ADD writes the cache before any delegate runs, so without one plexus attached nothing here that
+        // the result cache does not record: the pod is not read (the kubelet's cleanup repeats DELs of
+        // long-gone sandboxes, whose pods are gone too).
         Ok(ReadOutcome::Missing) => {
             tracing::info!(
                 "[{who}]: no cache for container {cid}; tearing down from the result cache and the config's networks"
             );
-            fallback(ctx, cid, master_ifname, Vec::new())
+            fallback(ctx, cid, master_ifname, Vec::new(), Rebuild::NodeOnly)
         }
         Ok(ReadOutcome::Corrupt(reason)) => {
             tracing::error!(
                 "[{who}]: the cache {} is corrupt ({reason}); tearing down from the result cache and the config's networks instead",
                 cache::path(cni_dir, cid).display()
             );
-            fallback(ctx, cid, master_ifname, Vec::new())
+            fallback(ctx, cid, master_ifname, Vec::new(), Rebuild::WithPod)
         }
         Err(e) => {
             tracing::error!(
                 "[{who}]: cannot read the cache {} ({e}); tearing down from the result cache and the config's networks instead",
                 cache::path(cni_dir, cid).display()
             );
-            fallback(ctx, cid, master_ifname, Vec::new())
+            fallback(ctx, cid, master_ifname, Vec::new(), Rebuild::WithPod)
         }
     }
+}
+
+/// What a DEL without a usable cache rebuilds besides the result cache's records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    /// The node's own networks and, with the pod still in the API, its networks too (a cache that exists
+    /// but cannot be read hid an ADD's attachments).
+    WithPod,
+    /// The node's own networks only (no cache: nothing else was attached).
+    NodeOnly,
 }
 
 /// For [`super::add`]: the current container's attachments.
@@ -82,6 +96,7 @@ fn fallback(
     cid: &str,
     master_ifname: &str,
     mut have: Vec<Attachment>,
+    rebuild: Rebuild,
 ) -> Vec<Attachment> {
     let mut seen: HashSet<(String, String)> = have
         .iter()
@@ -115,11 +130,12 @@ fn fallback(
                 requests_from_capability_args(&rec.capability_args)
             },
             resource_name: None,
+            auxiliary: false,
         });
     }
     // With the pod still in the API, its own networks can be rebuilt too (as Go Multus does); any failure
     // there only narrows what the fallback covers.
-    let pod_networks = match ctx.env.pod() {
+    let pod_networks = match ctx.env.pod().filter(|_| rebuild == Rebuild::WithPod) {
         Some(pod) => ctx
             .seams
             .cluster
@@ -133,10 +149,20 @@ fn fallback(
             }),
         None => Default::default(),
     };
+    // The auxiliary chain as its directory holds it now (it is last, as on ADD); a config that cannot have
+    // one must not stop the other networks' teardown.
+    let auxiliary = super::auxiliary::chain(ctx).unwrap_or_else(|e| {
+        tracing::warn!(
+            "[{}]: the auxiliary chain is left out of the teardown: {e}",
+            ctx.who()
+        );
+        None
+    });
     match ctx
         .node_networks(pod_networks.default_network)
         .and_then(|mut reqs| {
             reqs.extend(pod_networks.networks);
+            reqs.extend(auxiliary);
             plan::plan(master_ifname, reqs).map_err(|source| Error::Plan {
                 who: ctx.who(),
                 source,
@@ -154,6 +180,7 @@ fn fallback(
                     .network
                     .plugins
                     .iter()
+                    .filter(|p| !is_internal(&p.plugin_type))
                     .find(|p| ctx.seams.exec.find(&p.plugin_type, &dirs).is_err());
                 if let Some(p) = missing {
                     tracing::warn!(

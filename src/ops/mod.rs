@@ -8,6 +8,7 @@
 //! ```
 
 mod add;
+mod auxiliary;
 mod check;
 mod default_route;
 mod deferred;

@@ -17,10 +17,11 @@ pub(super) fn status(ctx: &Ctx<'_>) -> Result<(), Error> {
     let invoker = ctx.invoker();
     for n in &networks {
         if let Err(mut source) = invoker.status(&n.network) {
-            // A missing delegate binary means the network is not available on this node (code 50).
+            // A missing (or refused: `exec::check_binary`) delegate binary means the network is not
+            // available on this node (code 50).
             if let DelegateError::Exec {
                 plugin_type,
-                source: ExecError::NotFound { .. },
+                source: ExecError::NotFound { .. } | ExecError::Unsafe { .. },
             } = &source
             {
                 let reply = ErrorReply::new(codes::NOT_AVAILABLE, source.to_string(), "");

@@ -889,6 +889,7 @@ struct FakeCluster {
     published: Mutex<Vec<(String, usize)>>,
     nads_by_name: bool,
     lookups: Mutex<usize>,
+    pod_reads: Mutex<usize>,
     /// Warning events recorded on the pod: (reason, message).
     warnings: Mutex<Vec<(String, String)>>,
 }
@@ -899,6 +900,7 @@ impl Cluster for FakeCluster {
         _: &crate::request::PodRef,
         _: &Config,
     ) -> Result<PodNetworks, ClusterError> {
+        *self.pod_reads.lock().unwrap() += 1;
         Ok(PodNetworks {
             default_network: self.default.clone(),
             networks: self.networks.clone(),
@@ -1172,8 +1174,11 @@ fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
     );
 }
 
+/// Issue 21: ADD writes the cache before any delegate runs, so a DEL with no cache has nothing of the pod's
+/// to tear down beyond the result cache: it never reads the pod (the kubelet repeats DELs of dead sandboxes
+/// whose pods are long gone).
 #[test]
-fn del_without_a_cache_rebuilds_the_pods_networks_from_the_api() {
+fn del_without_a_cache_tears_down_the_node_networks_without_reading_the_pod() {
     let w = World::new();
     let cfg = w.config(
         json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
@@ -1183,6 +1188,25 @@ fn del_without_a_cache_rebuilds_the_pods_networks_from_the_api() {
         ..Default::default()
     };
     w.run("DEL", &cfg, &cluster).unwrap();
+    assert_eq!(w.calls(), [t("DEL", "cluster", "eth0")]);
+    assert_eq!(*cluster.pod_reads.lock().unwrap(), 0);
+}
+
+/// A cache that exists but cannot be read hid an ADD's attachments: with the pod still in the API, its
+/// networks are rebuilt from it, as Go Multus does.
+#[test]
+fn del_with_a_corrupt_cache_rebuilds_the_pods_networks_from_the_api() {
+    let w = World::new();
+    let cfg = w.config(
+        json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
+    );
+    let cluster = FakeCluster {
+        networks: vec![nad("a", None), nad("b", Some("data0"))],
+        ..Default::default()
+    };
+    std::fs::create_dir_all(w.cni_dir()).unwrap();
+    std::fs::write(cache::path(&w.cni_dir(), "c1"), "{not json").unwrap();
+    w.run("DEL", &cfg, &cluster).unwrap();
     assert_eq!(
         w.calls(),
         [
@@ -1191,6 +1215,7 @@ fn del_without_a_cache_rebuilds_the_pods_networks_from_the_api() {
             t("DEL", "cluster", "eth0")
         ]
     );
+    assert_eq!(*cluster.pod_reads.lock().unwrap(), 1);
 }
 
 /// A NAD `ns1/<name>` whose conflist chains `types`.
@@ -1285,4 +1310,174 @@ fn a_nad_naming_a_missing_plugin_fails_add_with_code_7_before_any_delegate() {
     w.run_cid("ADD", "c2", &cfg, &fine).unwrap();
     assert!(fine.warnings.lock().unwrap().is_empty());
     assert_eq!(w.calls().last(), Some(&t("ADD", "a", "net3")));
+}
+
+/// A NAD `ns/<name>` with `config` (its `name` set).
+fn nad_in(ns: &str, name: &str, mut config: Value) -> NetworkRequest {
+    config["name"] = json!(name);
+    let n = crate::netconf::NetworkConfig::from_value(config).unwrap();
+    let mut r = NetworkRequest::plain(n);
+    r.status_name = format!("{ns}/{name}");
+    r
+}
+
+/// Issue 19, item 3: a NAD naming a plugin type outside the node config's `allowedPluginTypes` (here the
+/// IPAM of its second chained plugin) fails the pod's ADD with code 7 naming the pod, the NAD, the type
+/// and the key, and a `PluginTypeNotAllowed` Warning event; the check precedes everything, so no delegate
+/// ran and nothing is left. Allowed NADs, and the node's own networks, are not affected.
+#[test]
+fn a_nad_naming_a_type_outside_the_allow_list_fails_add_with_code_7_and_nothing_runs() {
+    let w = World::new();
+    let cfg = w.config(json!({"allowedPluginTypes": ["macvlan", "host-local", "tuning"]}));
+    let allowed = nad_in(
+        "ns1",
+        "ok",
+        json!({"cniVersion": "1.0.0", "plugins": [
+            {"type": "macvlan", "ipam": {"type": "host-local"}}, {"type": "tuning"}]}),
+    );
+    let refused = nad_in(
+        "ns1",
+        "grab-uplink",
+        json!({"cniVersion": "1.0.0", "plugins": [
+            {"type": "macvlan", "ipam": {"type": "host-local"}},
+            {"type": "tuning", "ipam": {"type": "dhcp"}}]}),
+    );
+    let cluster = FakeCluster {
+        networks: vec![allowed.clone(), refused],
+        ..Default::default()
+    };
+    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    assert_eq!(e.cni_code(), 7, "{e}");
+    let msg = e.to_string();
+    for part in [
+        "ns1/pod1/u1",
+        "ns1/grab-uplink",
+        "plugin type \"dhcp\"",
+        "allowedPluginTypes",
+        "nothing was attached",
+    ] {
+        assert!(msg.contains(part), "names {part}: {msg}");
+    }
+    assert_eq!(
+        w.calls(),
+        vec![],
+        "no delegate ran, not even the cluster network's"
+    );
+    w.nothing_left("c1");
+    assert!(cluster.published.lock().unwrap().is_empty());
+    let warnings = cluster.warnings.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].0, "PluginTypeNotAllowed");
+    for part in ["ns1/grab-uplink", "\"dhcp\"", "allowedPluginTypes"] {
+        assert!(warnings[0].1.contains(part), "{warnings:?}");
+    }
+
+    // The node's own networks (static delegates: bridge, ptp) are not on the list and still run.
+    let fine = FakeCluster {
+        networks: vec![allowed],
+        ..Default::default()
+    };
+    w.run_cid("ADD", "c2", &cfg, &fine).unwrap();
+    assert!(fine.warnings.lock().unwrap().is_empty());
+    assert_eq!(w.calls().first(), Some(&t("ADD", "cluster", "eth0")));
+    assert_eq!(w.calls().last(), Some(&t("ADD", "ok", "net3")));
+}
+
+/// A namespace's list replaces the global one for the NADs of that namespace (the NAD's, not the pod's).
+#[test]
+fn a_namespaces_allow_list_replaces_the_global_one_for_its_nads() {
+    let w = World::new();
+    let cfg = w.config(json!({
+        "allowedPluginTypes": ["macvlan"],
+        "allowedPluginTypesByNamespace": {"sriov-team": ["sriov"]},
+    }));
+    let sriov = |ns: &str| nad_in(ns, "vf", json!({"cniVersion": "1.0.0", "type": "sriov"}));
+    let macvlan = |ns: &str| nad_in(ns, "mv", json!({"cniVersion": "1.0.0", "type": "macvlan"}));
+    let run = |cid: &str, n: NetworkRequest| {
+        let cluster = FakeCluster {
+            networks: vec![n],
+            ..Default::default()
+        };
+        w.run_cid("ADD", cid, &cfg, &cluster)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    run("c1", sriov("sriov-team")).unwrap();
+    run("c2", macvlan("ns1")).unwrap();
+    let e = run("c3", sriov("ns1")).unwrap_err();
+    assert!(
+        e.contains("\"sriov\"") && e.contains("config's allowedPluginTypes;"),
+        "{e}"
+    );
+    let e = run("c4", macvlan("sriov-team")).unwrap_err();
+    assert!(
+        e.contains(r#"allowedPluginTypesByNamespace["sriov-team"]"#),
+        "replaced, not extended: {e}"
+    );
+}
+
+/// The node's own networks are the admin's: a cluster network and `defaultNetworks` that are NADs in
+/// `multusNamespace` run whatever their types, even with an empty list; a pod's default-network annotation
+/// names a NAD of the pod's choosing and is checked.
+#[test]
+fn the_node_networks_are_exempt_and_a_pods_default_network_is_not() {
+    let w = World::new();
+    let cfg = w.config(json!({
+        "clusterNetwork": "cluster-nad", "defaultNetworks": ["extra-nad"],
+        "allowedPluginTypes": [],
+    }));
+    let nads = FakeCluster {
+        nads_by_name: true,
+        ..Default::default()
+    };
+    w.run("ADD", &cfg, &nads).unwrap();
+    assert_eq!(
+        w.calls(),
+        [
+            t("ADD", "cluster-nad", "eth0"),
+            t("ADD", "extra-nad", "net1")
+        ]
+    );
+    assert!(nads.warnings.lock().unwrap().is_empty());
+
+    let overridden = FakeCluster {
+        nads_by_name: true,
+        default: Some(nad_in(
+            "ns1",
+            "my-default",
+            json!({"cniVersion": "1.0.0", "type": "bridge"}),
+        )),
+        ..Default::default()
+    };
+    let e = w.run_cid("ADD", "c2", &cfg, &overridden).unwrap_err();
+    assert_eq!(e.cni_code(), 7, "{e}");
+    assert!(
+        e.to_string().contains("ns1/my-default") && e.to_string().contains("\"bridge\""),
+        "{e}"
+    );
+    w.nothing_left("c2");
+}
+
+/// A plugin binary `exec::check_binary` refuses fails the ADD before anything runs, like a missing one,
+/// with a Warning event that says so (not `NoPluginFound`).
+#[test]
+fn a_refused_plugin_binary_fails_add_before_any_delegate_with_its_own_event() {
+    let w = World::new();
+    let cfg = w.config(json!({}));
+    let cluster = FakeCluster {
+        networks: vec![nad_chain("bad", &["macvlan", "unsafe"])],
+        ..Default::default()
+    };
+    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    assert_eq!(e.cni_code(), 7, "{e}");
+    assert!(
+        e.to_string()
+            .contains("refusing to run /opt/cni/bin/unsafe"),
+        "{e}"
+    );
+    assert_eq!(w.calls(), vec![]);
+    w.nothing_left("c1");
+    let warnings = cluster.warnings.lock().unwrap().clone();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].0, "PluginBinaryRefused");
 }

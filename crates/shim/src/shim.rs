@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::{
     conf::ShimConf,
     http::{self, CallError, Response, Timeouts, bounded},
+    transport::{Transport, UNAVAILABLE_STATUS},
     wire,
 };
 
@@ -165,11 +166,8 @@ pub fn run(inputs: Inputs<'_>) -> Outcome {
     let body = match serde_json::to_vec(&request) {
         Ok(b) => b,
         Err(e) => {
-            return call.fail(ErrorReply::new(
-                codes::INTERNAL,
-                "cannot encode the request",
-                e.to_string(),
-            ));
+            return call
+                .fail(Transport::EncodeFailed.reply("cannot encode the request", e.to_string()));
         }
     };
     match cmd {
@@ -197,6 +195,29 @@ enum Attempt {
     Dropped(String),
 }
 
+/// Why a DEL falls back to the thin `plexus`.
+enum Fallback {
+    /// The daemon could not be reached, or dropped the request.
+    Unreachable(String),
+    /// The daemon's DEL failed with this error.
+    Failed(ErrorReply),
+}
+
+/// The CNI error in a daemon's failed reply (or one describing the reply when it holds none).
+fn daemon_error(resp: &Response) -> ErrorReply {
+    ErrorReply::parse(&resp.body).unwrap_or_else(|| {
+        Transport::UnreadableReply.reply(
+            format!(
+                "plexus daemon answered HTTP {} {}",
+                resp.status, resp.reason
+            )
+            .trim_end()
+            .to_owned(),
+            describe_body(&resp.body),
+        )
+    })
+}
+
 /// One forwarded call.
 struct Call<'a> {
     cmd: String,
@@ -213,7 +234,7 @@ impl Call<'_> {
             read,
         };
         match http::post(&self.socket, wire::CNI_PATH, body, t) {
-            Ok(r) if r.status == 503 => {
+            Ok(r) if r.status == UNAVAILABLE_STATUS => {
                 let why = format!(
                     "the daemon answered 503 (not ready): {}",
                     describe_body(&r.body)
@@ -252,15 +273,13 @@ impl Call<'_> {
                 Attempt::Reply(r) => return Ok(r),
                 Attempt::Unreachable(why) => why,
                 Attempt::ConnectFailed(why) => {
-                    return Err(ErrorReply::new(
-                        codes::TRY_AGAIN_LATER,
+                    return Err(Transport::ConnectFailed.reply(
                         "cannot reach plexus daemon",
                         format!("connecting to {}: {why}", self.socket.display()),
                     ));
                 }
                 Attempt::Dropped(why) => {
-                    return Err(ErrorReply::new(
-                        codes::TRY_AGAIN_LATER,
+                    return Err(Transport::Dropped.reply(
                         "plexus daemon dropped the request",
                         format!(
                             "the connection to {} ended without a complete reply: {why}",
@@ -271,8 +290,7 @@ impl Call<'_> {
             };
             let elapsed = start.elapsed();
             if elapsed >= self.conf.wait {
-                return Err(ErrorReply::new(
-                    codes::TRY_AGAIN_LATER,
+                return Err(Transport::NotReachable.reply(
                     "plexus daemon not reachable",
                     format!(
                         "no answer from plexus daemon at {} after waiting {:.1}s ({attempts} attempts); last error: {last}",
@@ -291,20 +309,27 @@ impl Call<'_> {
             Attempt::Reply(r) => return self.reply(r, None),
             Attempt::Unreachable(why) | Attempt::ConnectFailed(why) | Attempt::Dropped(why) => why,
         };
-        self.fail(ErrorReply::new(
-            codes::NOT_AVAILABLE,
+        self.fail(Transport::StatusUnavailable.reply(
             "plexus daemon not available",
             format!("{}: {why}", self.socket.display()),
         ))
     }
 
     /// DEL: one attempt (a refused connection is tried [`DEL_REFUSED_RETRIES`] more times); a daemon that
-    /// cannot be reached or drops the request leaves the DEL to the thin `plexus`, from the cache.
+    /// cannot be reached or drops the request leaves the DEL to the thin `plexus`, from the cache. So does a
+    /// DEL the daemon failed: the cause may be its own view of the node (a delegate that runs a program its
+    /// container lacks), and a DEL that keeps failing pins the pod; the thin plexus's answer counts.
     fn del(&self, body: &[u8], stdin: &[u8], exe: Option<&Path>) -> Outcome {
         let mut retries = 0;
         let why = loop {
             match self.attempt(body, None) {
-                (Attempt::Reply(r), _) => return self.reply(r, None),
+                (Attempt::Reply(r), _) if (200..300).contains(&r.status) => {
+                    return self.reply(r, None);
+                }
+                (Attempt::Reply(r), _) => {
+                    let reply = daemon_error(&r);
+                    return self.fallback(stdin, exe, &Fallback::Failed(reply));
+                }
                 (Attempt::Unreachable(_), Some(io::ErrorKind::ConnectionRefused))
                     if retries < DEL_REFUSED_RETRIES =>
                 {
@@ -317,22 +342,28 @@ impl Call<'_> {
                 ) => break why,
             }
         };
-        self.fallback(stdin, exe, &why)
+        self.fallback(stdin, exe, &Fallback::Unreachable(why))
     }
 
     /// Run the thin `plexus` with this process's environment and `stdin`; relay its stdout and exit status.
-    fn fallback(&self, stdin: &[u8], exe: Option<&Path>, why: &str) -> Outcome {
+    fn fallback(&self, stdin: &[u8], exe: Option<&Path>, why: &Fallback) -> Outcome {
         let thin = self
             .conf
             .thin_binary
             .clone()
             .or_else(|| exe.and_then(Path::parent).map(|dir| dir.join(THIN_NAME)));
-        let missing = |what: String| {
-            self.fail(ErrorReply::new(
-                codes::TRY_AGAIN_LATER,
+        let missing = |what: String| match why {
+            Fallback::Unreachable(why) => self.fail(Transport::NoFallback.reply(
                 "plexus daemon not reachable and no thin plexus to fall back to",
                 format!("{}: {why}; {what}", self.socket.display()),
-            ))
+            )),
+            // The daemon's own answer stands.
+            Fallback::Failed(reply) => {
+                self.log(&format!(
+                    "cannot do the failed DEL again on the host: {what}"
+                ));
+                self.fail(reply.clone())
+            }
         };
         let Some(thin) = thin else {
             return missing(format!(
@@ -369,8 +400,7 @@ impl Call<'_> {
         }
         let mut outcome = match output {
             Err(e) => {
-                return self.fail(ErrorReply::new(
-                    codes::INTERNAL,
+                return self.fail(Transport::FallbackFailed.reply(
                     "thin plexus fallback failed",
                     format!("waiting for {}: {e}", thin.display()),
                 ));
@@ -382,8 +412,7 @@ impl Call<'_> {
                     code: u8::try_from(code).unwrap_or(1),
                 },
                 None if out.stdout.is_empty() => {
-                    return self.fail(ErrorReply::new(
-                        codes::INTERNAL,
+                    return self.fail(Transport::FallbackFailed.reply(
                         "thin plexus fallback failed",
                         format!(
                             "{} ended without an exit status: {}",
@@ -399,12 +428,20 @@ impl Call<'_> {
                 },
             },
         };
-        outcome.stderr = self.log(&format!(
-            "plexus daemon not reachable at {} ({why}); DEL done by thin plexus {}, exit status {}",
-            self.socket.display(),
-            thin.display(),
-            outcome.code
-        ));
+        outcome.stderr = self.log(&match why {
+            Fallback::Unreachable(why) => format!(
+                "plexus daemon not reachable at {} ({why}); DEL done by thin plexus {}, exit status {}",
+                self.socket.display(),
+                thin.display(),
+                outcome.code
+            ),
+            Fallback::Failed(reply) => format!(
+                "plexus daemon's DEL failed (code {}: {reply}); DEL done again by thin plexus {} on the host, exit status {}",
+                reply.code,
+                thin.display(),
+                outcome.code
+            ),
+        });
         outcome
     }
 
@@ -419,19 +456,7 @@ impl Call<'_> {
                 Err(reply) => self.fail(reply),
             };
         }
-        let reply = ErrorReply::parse(&resp.body).unwrap_or_else(|| {
-            ErrorReply::new(
-                codes::INTERNAL,
-                format!(
-                    "plexus daemon answered HTTP {} {}",
-                    resp.status, resp.reason
-                )
-                .trim_end()
-                .to_owned(),
-                describe_body(&resp.body),
-            )
-        });
-        self.fail(reply)
+        self.fail(daemon_error(&resp))
     }
 
     /// An error reply with the config's `cniVersion`, logged.
@@ -493,7 +518,7 @@ fn spawn(thin: &Path) -> io::Result<std::process::Child> {
 
 /// ADD's `{"Result": <1.0.0 result>}` as the result in `version`, or the error reply.
 fn add_result(body: &[u8], version: CniVersion) -> Result<String, ErrorReply> {
-    let internal = |msg: &str, details: String| ErrorReply::new(codes::INTERNAL, msg, details);
+    let internal = |msg: &str, details: String| Transport::UnreadableReply.reply(msg, details);
     let response: wire::Response = serde_json::from_slice(body).map_err(|e| {
         internal(
             "plexus daemon's ADD reply is not valid",

@@ -291,8 +291,8 @@ fn recv(rx: &Receiver<Recorded>) -> Recorded {
         .expect("the fake daemon got a request")
 }
 
-/// §6.2 "Request": every env var of the shim and its stdin (base64) in a JSON body, POST /cni over
-/// HTTP/1.1 with a fake host and keep-alive off.
+/// The request (docs/daemon.md, "Wire format, and Go Multus's shim"): every env var of the shim and its stdin
+/// (base64) in a JSON body, POST /cni over HTTP/1.1 with a fake host and keep-alive off.
 #[test]
 fn request_line_headers_and_body() {
     let dir = tempfile::tempdir().unwrap();
@@ -326,7 +326,7 @@ fn request_line_headers_and_body() {
     assert_eq!(parsed.config, stdin.as_bytes());
 }
 
-/// §6.2 "Shim behaviour": ADD prints the result converted to the shim conf's cniVersion.
+/// ADD prints the result converted to the shim conf's cniVersion (docs/daemon.md, "The shim").
 #[test]
 fn add_result_is_converted_to_the_conf_version() {
     for (version, chunk) in [("0.3.1", false), ("0.4.0", true), ("1.1.0", true)] {
@@ -368,8 +368,9 @@ fn add_without_a_result_is_999() {
     assert!(e["msg"].as_str().unwrap().contains("no result"), "{e}");
 }
 
-/// CNI error replies keep their code, ADD and DEL alike: Go's shim exits 0 on every DEL (§6.2 "DEL always
-/// exits 0", #1239 in §9.2); plexus does not hide DEL failures.
+/// CNI error replies keep their code, ADD and DEL alike: Go's shim exits 0 on every DEL (Go Multus #1239);
+/// plexus does not hide DEL failures (docs/multus-compat.md, "Daemon mode"). (A failed DEL is first done
+/// again by the thin plexus; with none there, the daemon's error stands.)
 #[test]
 fn error_replies_pass_through_with_their_code_for_add_and_del() {
     for (command, code) in [("ADD", 7), ("DEL", 3)] {
@@ -380,7 +381,8 @@ fn error_replies_pass_through_with_their_code_for_add_and_del() {
             Duration::ZERO,
             vec![chunked("400 Bad Request", &body)],
         );
-        let out = run(&env(command), &conf(dir.path(), "0.4.0", json!({})));
+        let no_thin = json!({"thinBinary": dir.path().join("no-thin-plexus")});
+        let out = run(&env(command), &conf(dir.path(), "0.4.0", no_thin));
         let e = out.error();
         assert_eq!(e["code"], code, "{command}");
         assert_eq!(e["msg"], "daemon says no");
@@ -410,7 +412,8 @@ fn del_check_gc_success_prints_nothing() {
     }
 }
 
-/// §6.2 "Response": on error the daemon may answer a plain-text message; it becomes code 999.
+/// On error the daemon may answer a plain-text message; it becomes code 999 (docs/multus-compat.md, "Daemon
+/// mode").
 #[test]
 fn a_non_cni_error_body_becomes_999() {
     let dir = tempfile::tempdir().unwrap();
@@ -431,7 +434,8 @@ fn a_non_cni_error_body_becomes_999() {
     assert!(details.len() < 1100, "{}", details.len());
 }
 
-/// The daemon is not up yet (§9.3 #1165): ADD waits for the socket instead of failing.
+/// The daemon is not up yet (Go Multus #1165; docs/daemon.md, "The shim"): ADD waits for the socket instead
+/// of failing.
 #[test]
 fn add_waits_for_the_daemon_to_come_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -453,7 +457,8 @@ fn add_waits_for_the_daemon_to_come_up() {
     recv(&rx);
 }
 
-/// A daemon that answers 503 (not ready, §6.2 `/readyz`) is waited for like one that is not there.
+/// A daemon that answers 503 (not ready, `/readyz`; docs/daemon.md, "The shim") is waited for like one that
+/// is not there.
 #[test]
 fn add_retries_while_the_daemon_answers_503() {
     let dir = tempfile::tempdir().unwrap();
@@ -533,7 +538,8 @@ fn add_dropped_mid_request_is_11_without_retry() {
     assert!(out.elapsed < Duration::from_secs(2), "{:?}", out.elapsed);
 }
 
-/// STATUS does not wait (Go's shim waits up to 60 s for `/readyz`, §6.2): code 50 at once.
+/// STATUS does not wait (Go's shim waits up to 60 s for `/readyz`; docs/multus-compat.md,
+/// "Daemon mode"): code 50 at once.
 #[test]
 fn status_with_no_daemon_is_50_immediately() {
     let dir = tempfile::tempdir().unwrap();
@@ -601,8 +607,8 @@ fn write_script(path: &Path, record_dir: &Path, tail: &str) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-/// The daemon is gone (uninstalled, crashed; §6.6 "single point of failure", §9.3 #1146): DEL is done by
-/// the thin plexus beside the shim, from the cache, with the same environment and stdin.
+/// The daemon is gone (uninstalled, crashed; Go Multus #1146; docs/multus-compat.md, "Daemon mode"): DEL is
+/// done by the thin plexus beside the shim, from the cache, with the same environment and stdin.
 #[test]
 fn del_with_no_daemon_runs_the_thin_plexus() {
     let dir = tempfile::tempdir().unwrap();
@@ -650,6 +656,50 @@ fn del_dropped_mid_request_falls_back_to_the_thin_plexus() {
     assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{}", out.stderr);
     recv(&rx);
     assert!(dir.path().join("thin.env").exists());
+}
+
+/// A DEL the daemon failed is done again by the thin plexus on the host (what failed may be the daemon's
+/// own view, e.g. a program missing from its image); the thin plexus's answer is the one the runtime gets.
+#[test]
+fn del_the_daemon_failed_is_done_again_by_the_thin_plexus() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = install(dir.path(), Some("exit 0"));
+    let body =
+        json!({"code": 999, "msg": "iptables: executable file not found in $PATH"}).to_string();
+    let rx = serve(
+        &sock(dir.path()),
+        Duration::ZERO,
+        vec![chunked("400 Bad Request", &body)],
+    );
+    let stdin = conf(dir.path(), "1.0.0", json!({}));
+    let out = run_bin(&shim, &env("DEL"), &stdin);
+    assert_eq!((out.code, out.stdout.as_str()), (0, ""), "{}", out.stderr);
+    recv(&rx);
+    assert_eq!(
+        fs::read_to_string(dir.path().join("thin.stdin")).unwrap(),
+        stdin
+    );
+    assert!(
+        out.stderr.contains("DEL done again by thin plexus") && out.stderr.contains("iptables"),
+        "the log says why: {}",
+        out.stderr
+    );
+    // A thin plexus that fails too: its error is the answer.
+    let dir = tempfile::tempdir().unwrap();
+    let reply = r#"{"cniVersion":"1.0.0","code":5,"msg":"from thin"}"#;
+    let shim = install(dir.path(), Some(&format!("printf '%s' '{reply}'\nexit 1")));
+    let _rx = serve(
+        &sock(dir.path()),
+        Duration::ZERO,
+        vec![chunked("400 Bad Request", &body)],
+    );
+    let out = run_bin(&shim, &env("DEL"), &conf(dir.path(), "1.0.0", json!({})));
+    assert_eq!(
+        (out.code, out.stdout.as_str()),
+        (1, reply),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `thinBinary` names the fallback binary anywhere (here the shim is not copied).

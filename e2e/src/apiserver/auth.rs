@@ -1,7 +1,8 @@
 //! Authentication: the bootstrap token (an admin, in `system:masters`) and ServiceAccount tokens minted
 //! by the TokenRequest API (`POST .../serviceaccounts/{name}/token`), as a real server's bound tokens:
 //! JWT-shaped, with an audience and an expiry, and valid only while the ServiceAccount they were issued
-//! for (same name *and* uid) exists.
+//! for (same name *and* uid) exists, and, for a token bound to an object (`spec.boundObjectRef`: a Pod, a
+//! Secret or a Node), while that object does: deleting the pod revokes its pod's token at once.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -33,6 +34,141 @@ struct Issued {
     uid: String,
     audiences: Vec<String>,
     expires: SystemTime,
+    bound: Option<Bound>,
+}
+
+/// The object a token is bound to (`spec.boundObjectRef`), as found when it was minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bound {
+    /// `pods`, `secrets` or `nodes`.
+    plural: &'static str,
+    /// The object's namespace ("" for a Node).
+    namespace: String,
+    name: String,
+    uid: String,
+}
+
+impl Bound {
+    /// Whether the object still exists with the same uid (a real server also checks the uid: an object
+    /// deleted and made again under the same name does not revive the token).
+    fn exists(&self, store: &Store) -> bool {
+        let Some(rt) = store.resolve("", "v1", self.plural) else {
+            return false;
+        };
+        store
+            .get(&rt, &self.namespace, &self.name)
+            .ok()
+            .and_then(|o| {
+                o.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            })
+            .is_some_and(|uid| uid == self.uid)
+    }
+}
+
+/// The object `reference` (a `spec.boundObjectRef`) names, for a token of ServiceAccount `ns/sa`: checked as
+/// the real server checks it. Pods and Secrets are in the ServiceAccount's namespace, Nodes cluster-scoped;
+/// a pod must run as that ServiceAccount; a missing object is its `404`, another kind (or group) `400`, and a
+/// `uid` that differs from the object's `409`. The token's claims name the object (`kubernetes.io.pod`,
+/// `.secret` or `.node`; a pod's token names the pod's node too).
+fn bound_object(
+    store: &Store,
+    ns: &str,
+    sa: &str,
+    reference: &Value,
+) -> Result<(Bound, Value), ApiError> {
+    let field = |k: &str| {
+        reference
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (api_version, kind, name, uid) = (
+        field("apiVersion"),
+        field("kind"),
+        field("name"),
+        field("uid"),
+    );
+    // The real server takes the group from apiVersion: `v1` (or nothing) is the core group.
+    let plural = match (api_version.as_str(), kind.as_str()) {
+        ("v1" | "", "Pod") => "pods",
+        ("v1" | "", "Secret") => "secrets",
+        ("v1" | "", "Node") => "nodes",
+        _ => {
+            let gv = if api_version.contains('/') {
+                api_version.clone()
+            } else {
+                format!("/{api_version}")
+            };
+            return Err(ApiError::bad_request(format!(
+                "cannot bind token to object of type {gv}, Kind={kind}"
+            )));
+        }
+    };
+    let namespace = if plural == "nodes" { "" } else { ns };
+    let object = match store.resolve("", "v1", plural) {
+        Some(rt) => store.get(&rt, namespace, &name)?,
+        // The stand-in keeps no Secrets: every one is missing.
+        None => {
+            let mut e = ApiError::new(404, format!("{plural} \"{name}\" not found"));
+            e.details = Some(json!({"name": name, "kind": plural}));
+            return Err(e);
+        }
+    };
+    if plural == "pods"
+        && object
+            .pointer("/spec/serviceAccountName")
+            .and_then(Value::as_str)
+            != Some(sa)
+    {
+        return Err(ApiError::bad_request(format!(
+            "cannot bind token for serviceaccount \"{sa}\" to pod running with different serviceaccount name."
+        )));
+    }
+    let actual = object
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if !uid.is_empty() && uid != actual {
+        let mut e = ApiError::new(
+            409,
+            format!(
+                "Operation cannot be fulfilled on {kind} \"{name}\": the UID in the bound object reference ({uid}) \
+                 does not match the UID in record. The object might have been deleted and then recreated"
+            ),
+        );
+        e.details = Some(json!({"name": name, "kind": kind}));
+        return Err(e);
+    }
+    let mut claims = json!({});
+    let singular = &plural[..plural.len() - 1];
+    claims[singular] = json!({"name": name, "uid": actual});
+    if plural == "pods"
+        && let Some(node) = object.pointer("/spec/nodeName").and_then(Value::as_str)
+    {
+        let node_uid = store
+            .resolve("", "v1", "nodes")
+            .and_then(|rt| store.get(&rt, "", node).ok())
+            .and_then(|n| {
+                n.pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(String::from)
+            });
+        claims["node"] = match node_uid {
+            Some(u) => json!({"name": node, "uid": u}),
+            None => json!({"name": node}),
+        };
+    }
+    let bound = Bound {
+        plural,
+        namespace: namespace.to_string(),
+        name,
+        uid: actual,
+    };
+    Ok((bound, claims))
 }
 
 /// The tokens minted so far.
@@ -55,11 +191,12 @@ impl Tokens {
     }
 
     /// The user a bearer token (not the bootstrap one) stands for, if it is a live token of an existing
-    /// ServiceAccount whose audiences include the API server's.
+    /// ServiceAccount whose audiences include the API server's, and its bound object (if any) still exists.
     pub fn authenticate(&self, store: &Store, token: &str) -> Option<UserInfo> {
         let issued = self.lock().get(token).cloned()?;
         if SystemTime::now() >= issued.expires
             || !issued.audiences.iter().any(|a| a == API_AUDIENCE)
+            || issued.bound.as_ref().is_some_and(|b| !b.exists(store))
         {
             return None;
         }
@@ -140,6 +277,13 @@ impl Tokens {
                 "may not specify a duration larger than 2^32 seconds".into(),
             ));
         }
+        let (bound, bound_claims) = match spec.get("boundObjectRef").filter(|b| !b.is_null()) {
+            Some(reference) => {
+                let (b, c) = bound_object(store, ns, name, reference)?;
+                (Some(b), c)
+            }
+            None => (None, json!({})),
+        };
         let audiences: Vec<String> = match spec.get("audiences").and_then(Value::as_array) {
             Some(a) if !a.is_empty() => a
                 .iter()
@@ -150,7 +294,7 @@ impl Tokens {
         let now = SystemTime::now();
         let now_secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let expires = now + Duration::from_secs(seconds as u64);
-        let claims = json!({
+        let mut claims = json!({
             "aud": audiences,
             "exp": now_secs + seconds as u64,
             "iat": now_secs,
@@ -160,6 +304,9 @@ impl Tokens {
             "sub": service_account_user(ns, name),
             "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": name, "uid": uid}},
         });
+        for (k, v) in bound_claims.as_object().into_iter().flatten() {
+            claims["kubernetes.io"][k] = v.clone();
+        }
         let header = json!({"alg": "RS256", "kid": "plexus-standin"});
         let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
         let token = format!(
@@ -177,6 +324,7 @@ impl Tokens {
                     uid,
                     audiences: audiences.clone(),
                     expires,
+                    bound,
                 },
             );
         }

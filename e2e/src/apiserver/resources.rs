@@ -333,6 +333,16 @@ pub fn builtins() -> Vec<ResourceType> {
             S::MetaAndStatus,
             Flavor::Pod,
         ),
+        // Nodes are plain objects (no kubelet reports on them): the suite makes one to bind tokens to.
+        ResourceType::builtin(
+            "",
+            "nodes",
+            "Node",
+            false,
+            &["no"],
+            S::MetaAndStatus,
+            Flavor::Plain,
+        ),
         ResourceType::builtin(
             "",
             "events",

@@ -27,9 +27,9 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
-    core::v1::{Event, Namespace, Pod, ServiceAccount},
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
+    core::v1::{Event, Namespace, Node, Pod, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
     Api, Client,
@@ -149,6 +149,7 @@ struct Made {
     pods: Vec<(String, String)>,
     cluster_roles: Vec<String>,
     cluster_role_bindings: Vec<String>,
+    nodes: Vec<String>,
 }
 
 impl Cluster {
@@ -403,6 +404,44 @@ impl Cluster {
         }
     }
 
+    /// Create Node `name`, owned by the fixture: an object to bind tokens to. No kubelet reports on it (on
+    /// a real server the node controller marks it not ready); nothing is scheduled there. Returns its uid.
+    pub fn create_node(&self, name: &str) -> String {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node: Node = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/created-by": "plexus-e2e"}},
+        }))
+        .expect("node object");
+        let created = self
+            .block("create node", nodes.create(&PostParams::default(), &node))
+            .unwrap_or_else(|e| panic!("create node {name}: {e}"));
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .nodes
+            .push(name.to_string());
+        created.metadata.uid.expect("the server sets metadata.uid")
+    }
+
+    /// Delete Node `name` and wait until the server no longer has it.
+    pub fn delete_node(&self, name: &str) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        self.block(
+            "delete node",
+            nodes.delete(name, &DeleteParams::background()),
+        )
+        .unwrap_or_else(|e| panic!("delete node {name}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.block("get node", nodes.get_opt(name)) {
+                Ok(None) => return,
+                _ if Instant::now() > deadline => panic!("node {name} still there after 30 s"),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
     /// The pod as the server has it now.
     pub fn get_pod(&self, ns: &str, name: &str) -> Pod {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
@@ -550,6 +589,77 @@ impl Cluster {
             .unwrap_or_else(|| panic!("TokenRequest for {ns}/{sa} answered no token"))
     }
 
+    /// A token of ServiceAccount `ns/sa`, valid for `seconds`, bound to the `kind` (`Pod`, `Node`) object
+    /// `name` with uid `uid`: what the kubelet projects into a pod is bound to it this way.
+    pub fn request_bound_token(
+        &self,
+        ns: &str,
+        sa: &str,
+        seconds: i64,
+        kind: &str,
+        name: &str,
+        uid: &str,
+    ) -> String {
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                expiration_seconds: Some(seconds),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some(kind.into()),
+                    name: Some(name.into()),
+                    uid: Some(uid.into()),
+                }),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        };
+        let answer = self
+            .block(
+                "request a bound token",
+                sas.create_token_request(sa, &PostParams::default(), &request),
+            )
+            .unwrap_or_else(|e| panic!("TokenRequest for {ns}/{sa} bound to {kind} {name}: {e}"));
+        answer
+            .status
+            .and_then(|s| s.token)
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| panic!("TokenRequest for {ns}/{sa} answered no token"))
+    }
+
+    /// Create `role` and `binding` in their namespace (they go with it).
+    pub fn create_role_and_binding(&self, role: &Role, binding: &RoleBinding) {
+        let ns = role.metadata.namespace.clone().expect("a namespaced Role");
+        let roles: Api<Role> = Api::namespaced(self.client.clone(), &ns);
+        self.block("create Role", roles.create(&PostParams::default(), role))
+            .unwrap_or_else(|e| panic!("create Role in {ns}: {e}"));
+        let bindings: Api<RoleBinding> = Api::namespaced(self.client.clone(), &ns);
+        self.block(
+            "create RoleBinding",
+            bindings.create(&PostParams::default(), binding),
+        )
+        .unwrap_or_else(|e| panic!("create RoleBinding in {ns}: {e}"));
+    }
+
+    /// Wait until the server refuses the credentials of the kubeconfig at `path` (401): a real server's
+    /// authenticator caches the objects tokens are bound to for a moment.
+    pub fn wait_unauthenticated(&self, path: &Path, ns: &str) {
+        let client = self.rt.block_on(client_for(path));
+        let pods: Api<Pod> = Api::namespaced(client, ns);
+        let started = Instant::now();
+        loop {
+            match self.block("probe credentials", pods.get_opt("plexus-e2e-rbac-probe")) {
+                Err(e) if is_status(&e, 401) => return,
+                r if started.elapsed() > SETTLE_TIMEOUT => panic!(
+                    "the credentials of {} are still accepted after {:?}: {r:?}",
+                    path.display(),
+                    started.elapsed()
+                ),
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
     /// Wait until the credentials of the kubeconfig at `path` are accepted and authorized to read pods
     /// in `ns` (a real server's authenticator and RBAC caches take a moment to see a new ServiceAccount
     /// and binding): GET of a pod that does not exist must answer 404, not 401 or 403.
@@ -615,6 +725,9 @@ impl Cluster {
                 Ok(Err(e)) if is_status(&e, 404) => {}
                 other => eprintln!("cleanup: delete pod {ns}/{name}: {other:?}"),
             }
+        }
+        for name in &made.nodes {
+            self.delete_cluster_scoped::<Node>("Node", name);
         }
         let nss: Api<Namespace> = Api::all(self.client.clone());
         for ns in &made.namespaces {

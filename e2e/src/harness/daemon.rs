@@ -90,6 +90,29 @@ pub fn daemon_command<'a>(
         .stderr(Stdio::inherit())
 }
 
+/// What the daemon's process sees of the filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonView {
+    /// The test's own, as a daemon run on the host sees it.
+    Host,
+    /// As a daemon in its container image sees it: a mount namespace of its own in which the host's
+    /// programs (`/usr/sbin`: `iptables`, `ip`, …) and its network namespaces (`/run/netns`) are hidden,
+    /// and the host's root is mounted at `hostroot` (an existing empty directory), as deploy/daemon mounts
+    /// it. New mounts on the host (the pods' namespaces) still reach `hostroot`, as `HostToContainer`
+    /// propagation does in a pod.
+    Image {
+        /// Where the host's root is mounted in the daemon's view.
+        hostroot: PathBuf,
+    },
+}
+
+/// The shell script that builds [`DaemonView::Image`] and then runs the daemon (`"$@"`).
+const IMAGE_VIEW: &str = r#"set -e
+mount --rbind / "$PLEXUS_E2E_HOSTROOT"
+mount -t tmpfs -o size=64k plexus-e2e-image /usr/sbin
+mount -t tmpfs -o size=64k plexus-e2e-image /run/netns
+exec "$@""#;
+
 /// One `plexus-daemon` process.
 pub struct DaemonProcess {
     child: Option<Child>,
@@ -97,6 +120,7 @@ pub struct DaemonProcess {
     host_netns: String,
     config: PathBuf,
     socket: PathBuf,
+    view: DaemonView,
 }
 
 impl DaemonProcess {
@@ -106,6 +130,17 @@ impl DaemonProcess {
         host_netns: &str,
         config: &Value,
         config_path: &Path,
+    ) -> DaemonProcess {
+        Self::start_in(plexus, host_netns, config, config_path, DaemonView::Host)
+    }
+
+    /// [`DaemonProcess::start`], the daemon seeing the filesystem as `view` says.
+    pub fn start_in(
+        plexus: &Path,
+        host_netns: &str,
+        config: &Value,
+        config_path: &Path,
+        view: DaemonView,
     ) -> DaemonProcess {
         std::fs::write(
             config_path,
@@ -119,6 +154,7 @@ impl DaemonProcess {
             host_netns: host_netns.to_string(),
             config: config_path.to_path_buf(),
             socket: Path::new(socket_dir).join(plexus_shim::wire::SOCKET_NAME),
+            view,
         };
         d.spawn();
         d.wait_ready(Duration::from_secs(30));
@@ -136,13 +172,26 @@ impl DaemonProcess {
     }
 
     fn spawn(&mut self) {
-        let child = daemon_command(
-            &mut Command::new("ip"),
-            &self.host_netns,
-            &self.plexus,
-            &self.config,
-        )
-        .spawn()
+        let mut cmd = Command::new("ip");
+        let child = match &self.view {
+            DaemonView::Host => {
+                daemon_command(&mut cmd, &self.host_netns, &self.plexus, &self.config).spawn()
+            }
+            // `ip netns exec NS unshare … sh -c SCRIPT plexus-e2e-image DAEMON --config CONFIG`: unshare's
+            // mount namespace stays a slave of the host's, so the pods' namespaces still arrive.
+            DaemonView::Image { hostroot } => cmd
+                .args(["netns", "exec", &self.host_netns])
+                .args(["unshare", "--mount", "--propagation", "slave", "--"])
+                .args(["sh", "-c", IMAGE_VIEW, "plexus-e2e-image"])
+                .env("PLEXUS_E2E_HOSTROOT", hostroot)
+                .arg(daemon_binary(&self.plexus))
+                .arg("--config")
+                .arg(&self.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn(),
+        }
         .expect("start plexus daemon");
         self.child = Some(child);
     }

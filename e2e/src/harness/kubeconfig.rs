@@ -99,6 +99,48 @@ pub fn parse_url(url: &str) -> Result<Endpoint, String> {
     Ok(Endpoint { host, port })
 }
 
+/// The CA (PEM) the current cluster trusts: its `certificate-authority-data`, or the file its
+/// `certificate-authority` names (relative to `path`, the kubeconfig's own file).
+pub fn ca_pem(kc: &Value, path: &Path) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let i = current_cluster(kc)?;
+    let cluster = &kc["clusters"][i]["cluster"];
+    if let Some(data) = cluster
+        .get("certificate-authority-data")
+        .and_then(Value::as_str)
+    {
+        return base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| format!("certificate-authority-data is not base64: {e}"));
+    }
+    if let Some(file) = cluster.get("certificate-authority").and_then(Value::as_str) {
+        let file = path.parent().unwrap_or(Path::new("/")).join(file);
+        return fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()));
+    }
+    Err("the current cluster names no CA (certificate-authority or -data)".into())
+}
+
+/// The current cluster's `tls-server-name`, if it sets one.
+pub fn tls_server_name(kc: &Value) -> Option<String> {
+    let i = current_cluster(kc).ok()?;
+    kc["clusters"][i]["cluster"]["tls-server-name"]
+        .as_str()
+        .map(String::from)
+}
+
+/// The bearer token of the current context's user, if it has one inline.
+pub fn token(kc: &Value) -> Option<String> {
+    let ctx_name = kc["current-context"].as_str()?;
+    let ctx = kc["contexts"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == ctx_name)?;
+    let user = ctx["context"]["user"].as_str()?;
+    kc["users"].as_array()?.iter().find(|u| u["name"] == user)?["user"]["token"]
+        .as_str()
+        .map(String::from)
+}
+
 /// Make a file reference relative to the kubeconfig's directory absolute (the copy lives elsewhere).
 fn absolutize(v: &mut Value, key: &str, dir: &Path) {
     if let Some(p) = v.get(key).and_then(Value::as_str)
@@ -188,6 +230,23 @@ pub fn write(path: &Path, kc: &Value) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn ca_and_token_of_the_current_context() {
+        let kc = json!({
+            "current-context": "b",
+            "contexts": [{"name": "b", "context": {"cluster": "cb", "user": "u"}}],
+            "clusters": [{"name": "cb", "cluster": {"server": "https://b.invalid:6443",
+                                                     "certificate-authority-data": "Y2EtcGVt"}}],
+            "users": [{"name": "u", "user": {"token": "t"}}],
+        });
+        assert_eq!(ca_pem(&kc, Path::new("/x/config")).unwrap(), b"ca-pem");
+        assert_eq!(token(&kc).as_deref(), Some("t"));
+        let mut file = kc.clone();
+        file["clusters"][0]["cluster"] = json!({"certificate-authority": "no-such-ca.crt"});
+        let e = ca_pem(&file, Path::new("/nonexistent/config")).unwrap_err();
+        assert!(e.contains("/nonexistent/no-such-ca.crt"), "{e}");
+    }
 
     #[test]
     fn urls() {

@@ -6,7 +6,7 @@
 
 use k8s_openapi::api::{
     core::v1::ServiceAccount,
-    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Subject},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject},
 };
 
 /// `deploy/serviceaccount.yaml`.
@@ -15,6 +15,11 @@ pub const SERVICE_ACCOUNT_YAML: &str = include_str!("../../../deploy/serviceacco
 pub const CLUSTER_ROLE_YAML: &str = include_str!("../../../deploy/clusterrole.yaml");
 /// `deploy/clusterrolebinding.yaml`.
 pub const CLUSTER_ROLE_BINDING_YAML: &str = include_str!("../../../deploy/clusterrolebinding.yaml");
+/// `deploy/role-host-token.yaml`: the installer's own API call, a Node-bound token of its ServiceAccount.
+pub const HOST_TOKEN_ROLE_YAML: &str = include_str!("../../../deploy/role-host-token.yaml");
+/// `deploy/rolebinding-host-token.yaml`.
+pub const HOST_TOKEN_ROLE_BINDING_YAML: &str =
+    include_str!("../../../deploy/rolebinding-host-token.yaml");
 /// `deploy/daemon/clusterrole-daemon.yaml`: what daemon mode adds (list and watch pods and NADs).
 pub const DAEMON_CLUSTER_ROLE_YAML: &str =
     include_str!("../../../deploy/daemon/clusterrole-daemon.yaml");
@@ -38,6 +43,29 @@ pub fn deploy_cluster_role() -> ClusterRole {
 /// The ClusterRoleBinding of `deploy/clusterrolebinding.yaml`.
 pub fn deploy_cluster_role_binding() -> ClusterRoleBinding {
     parse("clusterrolebinding.yaml", CLUSTER_ROLE_BINDING_YAML)
+}
+
+/// The Role of `deploy/role-host-token.yaml`, moved to namespace `ns` (its resourceNames name deploy's
+/// ServiceAccount, which the suite makes in each test namespace).
+pub fn host_token_role(ns: &str) -> Role {
+    let mut r: Role = parse("role-host-token.yaml", HOST_TOKEN_ROLE_YAML);
+    r.metadata.namespace = Some(ns.to_string());
+    r
+}
+
+/// The RoleBinding of `deploy/rolebinding-host-token.yaml`, moved to namespace `ns`, binding Role `role` to
+/// ServiceAccount `ns/sa`.
+pub fn host_token_role_binding(ns: &str, role: &str, sa: &str) -> RoleBinding {
+    let mut b: RoleBinding = parse("rolebinding-host-token.yaml", HOST_TOKEN_ROLE_BINDING_YAML);
+    b.metadata.namespace = Some(ns.to_string());
+    b.role_ref.name = role.to_string();
+    b.subjects = Some(vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: sa.to_string(),
+        namespace: Some(ns.to_string()),
+        api_group: None,
+    }]);
+    b
 }
 
 /// The ClusterRole of `deploy/daemon/clusterrole-daemon.yaml`.
@@ -184,6 +212,18 @@ mod tests {
             "get"
         ));
         assert!(grants(&rules, "", "events", "create"));
+        let token_role = host_token_role("ns1");
+        assert_eq!(token_role.metadata.namespace.as_deref(), Some("ns1"));
+        assert_eq!(
+            token_role.rules.unwrap()[0].resource_names,
+            deploy_service_account().metadata.name.map(|n| vec![n])
+        );
+        let tb = host_token_role_binding("ns1", "r", "plexus");
+        assert_eq!(
+            (tb.role_ref.kind.as_str(), tb.role_ref.name.as_str()),
+            ("Role", "r")
+        );
+        assert_eq!(tb.subjects.unwrap()[0].namespace.as_deref(), Some("ns1"));
         let b = deploy_cluster_role_binding();
         assert_eq!(b.role_ref.kind, "ClusterRole");
         assert_eq!(Some(b.role_ref.name), role.metadata.name);

@@ -144,6 +144,12 @@ impl World {
         Self::build(test, plexus, role, daemon_mode())
     }
 
+    /// [`World::new`] in thin mode whatever `E2E_MODE` says (what only thin mode has: the installer's host
+    /// kubeconfig).
+    pub fn thin(test: &str, plexus: &Path) -> World {
+        Self::build(test, plexus, None, false)
+    }
+
     /// [`World::new`] in daemon mode whatever `E2E_MODE` says (the daemon's own scenarios).
     pub fn with_daemon(test: &str, plexus: &Path) -> World {
         Self::build(test, plexus, None, true)

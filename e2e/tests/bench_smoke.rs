@@ -1,8 +1,8 @@
 //! Keeps the benchmark program (`plexus-bench`, issues 5 and 8) from rotting: one tiny run of it, K=0 only,
 //! both modes (thin, and daemon: `plexus daemon` behind the shim, with a 4-pod storm after a restart),
 //! against the fresh `plexus-under-test` and `plexus-shim-under-test` builds (no release build here),
-//! checked for tables and sane numbers. The real measurements are made with the command in BENCHMARKS.md,
-//! not by the test suite.
+//! and the scale phase at 100 NADs, checked for tables and sane numbers. The real measurements are made
+//! with the command in BENCHMARKS.md, not by the test suite.
 
 use std::process::Command;
 
@@ -120,6 +120,27 @@ fn bench_quick_run_prints_a_sane_table() {
     } else {
         // No cgroup v1 memory controller: said so, not faked.
         assert!(storm["cgroup_unavailable"].is_string(), "{storm:#}");
+    }
+    // The scale phase (issue 20), --quick: 100 NADs, 4 pods on the node, a 20-name annotation.
+    let scale = &report["scale"];
+    if report["standin"] == true {
+        let row = &scale["rows"][0];
+        assert_eq!(row["nads"], 100, "{scale:#}");
+        assert_eq!(row["failures"], Value::Array(vec![]), "{scale:#}");
+        assert_eq!(row["cached"], 100, "{scale:#}");
+        assert_eq!(row["add_nad_reads_max"], 0, "{scale:#}");
+        assert!(ms(&row["add"]["median_ms"]) > 0.0, "{scale:#}");
+        assert!(row["rss_kib"].as_u64().unwrap_or(0) > 0, "{scale:#}");
+        // The long annotation's NADs are read one GET each, in both modes (issue 20's item 1 bounds
+        // how many of them are sent).
+        let fanout = scale["fanout"].as_array().expect("fanout rows");
+        assert_eq!(fanout.len(), 2, "thin and this build's daemon: {scale:#}");
+        for f in fanout {
+            let gets = f["requests"]["get_nad"].as_u64().unwrap_or(0);
+            assert!((1..=20).contains(&gets), "{f:#}");
+        }
+    } else {
+        assert!(scale["skipped"].is_string(), "{scale:#}");
     }
     let names: Vec<&str> = report["targets"]
         .as_array()

@@ -716,6 +716,92 @@ fn status_write_before_the_reply_is_the_thin_contract() {
     w.assert_clean(&sb);
 }
 
+/// What the daemon's socket shows of NAD `ns/name` (`GET /cache/...`).
+fn cached_nad(daemon: &DaemonProcess, ns: &str, name: &str) -> Value {
+    let path = format!("/cache/network-attachment-definitions/{ns}/{name}");
+    let (code, body) = daemon.get(&path).expect("the daemon answers");
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// Issue 20: the daemon holds whole only the NADs its node's pods select. A NAD no pod of the node selects
+/// is held compact (its plugin types, no config); once a pod selects one, the daemon loads it before any
+/// ADD, the ADD reads no NAD from the API, and the watch keeps the loaded copy current.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn only_the_nads_the_nodes_pods_select_are_held_whole() {
+    let test = "only_the_nads_the_nodes_pods_select_are_held_whole";
+    let mut w = world(test);
+    let other = w.cluster.create_namespace("other-tenant");
+    w.cluster.create_nad(
+        &other,
+        "unused",
+        Some(&json!({"cniVersion": "1.0.0", "type": "macvlan", "master": "eth0"})),
+    );
+    w.nad("used", &w.macvlan(MACVLAN_SUBNET));
+    let daemon = w.daemon.as_ref().unwrap();
+    for (ns, name) in [(&other, "unused"), (&w.ns, "used")] {
+        daemon.wait_cached("network-attachment-definitions", ns, name);
+        let held = cached_nad(daemon, ns, name);
+        assert_eq!(
+            held["cache"],
+            json!({"loaded": false, "plugins": ["macvlan"]}),
+            "no pod selects {ns}/{name}: {held}"
+        );
+        assert!(held.get("spec").is_none(), "no config held: {held}");
+    }
+
+    // A pod of the node selects `used`: loaded before its ADD, the other NAD still compact.
+    let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "used")]);
+    daemon.wait_cached("pods", &w.ns, &sb.pod.name);
+    daemon.wait_nad_loaded(&w.ns, "used");
+    let held = cached_nad(daemon, &w.ns, "used");
+    assert!(
+        held["spec"]["config"]
+            .as_str()
+            .is_some_and(|c| c.contains("macvlan")),
+        "{held}"
+    );
+    assert_eq!(
+        cached_nad(daemon, &other, "unused")["cache"]["loaded"],
+        false
+    );
+
+    let rt = w.runtime(json!({}));
+    if let Some(server) = w.cluster.standin() {
+        server.clear_requests();
+    }
+    w.add_ok(&rt, &sb);
+    if let Some(server) = w.cluster.standin() {
+        let reads = server.count_requests("GET", "/network-attachment-definitions/");
+        assert_eq!(reads, 0, "the ADD read its NAD from the cache");
+    }
+
+    // A change to the loaded NAD reaches the daemon's copy.
+    let mut changed = w.macvlan(MACVLAN_SUBNET);
+    changed["mtu"] = json!(1400);
+    w.cluster.set_nad_config(&w.ns, "used", &changed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = cached_nad(daemon, &w.ns, "used");
+        if held["spec"]["config"]
+            .as_str()
+            .is_some_and(|c| c.contains("1400"))
+        {
+            assert_eq!(held["cache"]["loaded"], true);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change never reached the daemon: {held}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
+    assert_no_leak(&w, &sb);
+}
+
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn metrics_count_verbs_delegates_and_cache_hits() {
@@ -726,7 +812,7 @@ fn metrics_count_verbs_delegates_and_cache_hits() {
     let rt = w.runtime(json!({}));
     let daemon = w.daemon.as_ref().unwrap();
     daemon.wait_cached("pods", &w.ns, &sb.pod.name);
-    daemon.wait_cached("network-attachment-definitions", &w.ns, "a");
+    daemon.wait_nad_loaded(&w.ns, "a");
     w.add_ok(&rt, &sb);
     // The status write follows the ADD's records; a DEL arriving first would make it moot (superseded).
     w.wait_status_writes();

@@ -647,6 +647,44 @@ async fn nads_need_their_crd() {
     assert_eq!(c.get(NADS).await.unwrap().status, 404);
 }
 
+/// Bulk set-up: many objects under one lock, listed in pages as a watch's initial list reads them; a bad
+/// object stops the bulk create, and what came before it stays.
+#[tokio::test]
+async fn create_all_makes_many_nads_at_once() {
+    let (server, c) = start().await;
+    server.install_nad_crd().unwrap();
+    let nad = |i: usize| {
+        json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+               "metadata": {"name": format!("n{i:04}"), "namespace": "default"},
+               "spec": {"config": "{\"cniVersion\":\"1.0.0\",\"type\":\"macvlan\"}"}})
+    };
+    assert_eq!(server.create_all((0..1200).map(nad)).unwrap(), 1200);
+    let mut seen = Vec::new();
+    let mut next = String::new();
+    loop {
+        let page = c
+            .get(&format!("{NADS}?limit=500{next}"))
+            .await
+            .unwrap()
+            .json();
+        seen.extend(names(&page));
+        match page["metadata"]["continue"].as_str() {
+            Some(token) => next = format!("&continue={token}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 1200);
+    assert_eq!((seen[0].as_str(), seen[1199].as_str()), ("n0000", "n1199"));
+    let mut bad = nad(2000);
+    bad["spec"]["config"] = json!({"type": "macvlan"});
+    let err = server
+        .create_all([nad(1500), bad, nad(1501)])
+        .expect_err("spec.config must be a string");
+    assert_eq!(err.code, 422, "{err:?}");
+    assert_eq!(c.get(&format!("{NADS}/n1500")).await.unwrap().status, 200);
+    assert_eq!(c.get(&format!("{NADS}/n1501")).await.unwrap().status, 404);
+}
+
 #[tokio::test]
 async fn events_in_both_apis() {
     let (_server, c) = start().await;

@@ -1287,7 +1287,7 @@ fn add_with_three_secondaries_makes_few_api_requests() {
     if let Some(d) = &w.daemon {
         d.wait_cached("pods", &w.ns, &sb.pod.name);
         for n in ["a", "b", "c"] {
-            d.wait_cached("network-attachment-definitions", &w.ns, n);
+            d.wait_nad_loaded(&w.ns, n);
         }
     }
     server.clear_requests();
@@ -1480,7 +1480,7 @@ fn unavailable_api_beyond_the_budget_fails_with_try_again_later() {
         // reply (statusWrite: afterReply). A 503 storm on the status write does not fail it: the write is
         // retried with backoff and lands once the API answers again.
         d.wait_cached("pods", &w.ns, &sb.pod.name);
-        d.wait_cached("network-attachment-definitions", &w.ns, "macvlan-net");
+        d.wait_nad_loaded(&w.ns, "macvlan-net");
         let status_path = format!("{pod_path}/status");
         server.inject(FaultSpec::status(503).on("PATCH", &status_path));
         server.clear_requests();

@@ -75,6 +75,7 @@ pub struct Metrics {
     cache_staleness: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     cache_restarts: Family<Labels, Gauge>,
     cache_synced: Gauge,
+    cache_nads_loaded: Gauge,
     ready: Gauge,
     status_writes: Family<Labels, Counter>,
     status_delay: Histogram,
@@ -104,6 +105,7 @@ impl Metrics {
             cache_staleness: Family::default(),
             cache_restarts: Family::default(),
             cache_synced: Gauge::default(),
+            cache_nads_loaded: Gauge::default(),
             ready: Gauge::default(),
             status_writes: Family::default(),
             status_delay: latency(),
@@ -165,6 +167,12 @@ impl Metrics {
             "plexus_cache_synced",
             "1 once both watch caches hold their initial list",
             m.cache_synced.clone(),
+        );
+        r.register(
+            "plexus_cache_nads_loaded",
+            "NADs whose config the daemon holds: those the node's pods select or its requests read within the \
+             hour; every other NAD is held compact (plexus_cache_objects counts them all)",
+            m.cache_nads_loaded.clone(),
         );
         r.register(
             "plexus_ready",
@@ -263,6 +271,8 @@ impl Metrics {
                 self.cache_restarts.get_or_create(&l).set(restarts as i64);
             }
             self.cache_synced.set(i64::from(s.synced));
+            self.cache_nads_loaded
+                .set(i64::try_from(s.nads_loaded).unwrap_or(i64::MAX));
         }
         self.ready.set(i64::from(ready));
         let mut out = String::new();

@@ -193,7 +193,21 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     }
     let client = client(&config).await?;
     let metrics = Metrics::new();
-    let cache = NodeCache::start(&client, &config.node_name);
+    // A default-network annotation without a namespace names a NAD of multusNamespace: the daemon's own
+    // setting when it lays one over the requests, else the default.
+    let multus_namespace = config
+        .overlay
+        .get("multusNamespace")
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(crate::config::DEFAULT_MULTUS_NAMESPACE)
+        .to_string();
+    let cache = NodeCache::start(
+        &client,
+        &config.node_name,
+        &multus_namespace,
+        Some(metrics.clone()),
+    );
     tracing::info!(
         node = %config.node_name,
         socket = %config.socket_path().display(),

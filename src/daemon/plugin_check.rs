@@ -1,11 +1,11 @@
 //! The daemon's report of cached NADs that name a plugin this node does not have (issue 16): the gauge
 //! `plexus_nads_missing_plugins` and one log line per such NAD, computed on a thread of its own, off the
-//! request path. STATUS never looks at NADs (any user may create one); a pod that selects such a NAD fails
-//! its own ADD with code 7 (`ops::add`).
+//! request path, from the plugin types the NAD cache keeps of every NAD (`k8s::nadcache`), loaded or not.
+//! STATUS never looks at NADs (any user may create one); a pod that selects such a NAD fails its own ADD
+//! with code 7 (`ops::add`).
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    hash::{DefaultHasher, Hash, Hasher},
+    collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex},
     thread,
@@ -14,9 +14,7 @@ use std::{
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::{
-    exec::find_in_path_with, hostroot::HostRoot, k8s::watch::NodeCache, netconf::NetworkConfig,
-};
+use crate::{exec::find_in_path_with, hostroot::HostRoot, k8s::watch::NodeCache};
 
 /// How often the NADs are checked again though none changed: plugins may be installed (or removed) at any
 /// time, and nothing tells the daemon.
@@ -61,91 +59,68 @@ pub enum Change {
     },
 }
 
-/// What the last pass knew of one NAD.
-#[derive(Debug)]
-struct Known {
-    /// Of its `spec.config` (a changed config is parsed again and reported again).
-    hash: u64,
-    /// Its plugins' types; `None` when the config does not parse (its ADD says why).
-    types: Option<Vec<String>>,
-    /// It named a plugin not installed.
-    missing: bool,
-}
-
-/// The per-NAD state between passes, so each NAD is reported once, not once per pass.
+/// The NADs reported missing, so each is reported once, not once per pass: namespace → name → the
+/// fingerprint of its config when reported (a changed config is reported again).
 #[derive(Debug, Default)]
 pub struct Checker {
-    known: HashMap<String, Known>,
-}
-
-fn hash(config: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    config.hash(&mut h);
-    h.finish()
-}
-
-fn plugin_types(config: &str) -> Option<Vec<String>> {
-    let network = NetworkConfig::from_bytes(config.as_bytes()).ok()?;
-    let mut types: Vec<String> = Vec::with_capacity(network.plugins.len());
-    for p in network.plugins {
-        // plexus serves these itself: no binary is needed.
-        if crate::invoke::is_internal(&p.plugin_type) {
-            continue;
-        }
-        if !types.contains(&p.plugin_type) {
-            types.push(p.plugin_type);
-        }
-    }
-    Some(types)
+    missing: HashMap<String, HashMap<String, u64>>,
 }
 
 impl Checker {
-    /// One pass over every cached NAD's config (by `namespace/name`): how many name a plugin `installed`
-    /// says is absent, and the changes to log. A config that does not parse is not counted.
-    pub fn pass(
+    fn was_missing(&self, ns: &str, name: &str) -> Option<u64> {
+        self.missing.get(ns)?.get(name).copied()
+    }
+
+    /// One pass over every NAD the cache holds, as `(namespace, name, fingerprint, plugin types)` (`None`
+    /// types: no config, or one that does not parse, which is not counted): how many name a plugin
+    /// `installed` says is absent, and the changes to log, in `namespace/name` order. Nothing is kept of the
+    /// NADs that name no missing plugin.
+    pub fn pass<'a>(
         &mut self,
-        configs: &BTreeMap<String, String>,
+        nads: impl IntoIterator<Item = (&'a str, &'a str, u64, Option<&'a [Box<str>]>)>,
         installed: &mut dyn FnMut(&str) -> bool,
     ) -> (usize, Vec<Change>) {
-        let mut count = 0;
+        let mut now: HashMap<String, HashMap<String, u64>> = HashMap::new();
         let mut changes = Vec::new();
-        self.known.retain(|nad, _| configs.contains_key(nad));
-        for (nad, config) in configs {
-            let h = hash(config);
-            let before = self.known.get(nad);
-            let changed = before.is_none_or(|k| k.hash != h);
-            let was_missing = before.is_some_and(|k| k.missing);
-            let types = match before {
-                Some(k) if !changed => k.types.clone(),
-                _ => plugin_types(config),
-            };
+        for (ns, name, fp, types) in nads {
             let missing: Vec<String> = types
-                .iter()
+                .into_iter()
                 .flatten()
                 .filter(|t| !installed(t))
-                .cloned()
+                .map(|t| t.to_string())
                 .collect();
-            if !missing.is_empty() {
-                count += 1;
-                if changed || !was_missing {
-                    changes.push(Change::Missing {
-                        nad: nad.clone(),
-                        plugins: missing.clone(),
+            let before = self.was_missing(ns, name);
+            if missing.is_empty() {
+                if before.is_some() {
+                    changes.push(Change::Usable {
+                        nad: format!("{ns}/{name}"),
                     });
                 }
-            } else if was_missing {
-                changes.push(Change::Usable { nad: nad.clone() });
+                continue;
             }
-            self.known.insert(
-                nad.clone(),
-                Known {
-                    hash: h,
-                    types,
-                    missing: !missing.is_empty(),
-                },
-            );
+            if before != Some(fp) {
+                changes.push(Change::Missing {
+                    nad: format!("{ns}/{name}"),
+                    plugins: missing,
+                });
+            }
+            now.entry(ns.to_string())
+                .or_default()
+                .insert(name.to_string(), fp);
         }
+        // A NAD deleted meanwhile is forgotten: created again, it is reported again.
+        self.missing = now;
+        let count = self.missing.values().map(HashMap::len).sum();
+        changes.sort_by(|a, b| a.nad().cmp(b.nad()));
         (count, changes)
+    }
+}
+
+impl Change {
+    fn nad(&self) -> &str {
+        match self {
+            Change::Missing { nad, .. } | Change::Usable { nad } => nad,
+        }
     }
 }
 
@@ -194,19 +169,23 @@ pub fn spawn(
                 {
                     continue;
                 }
-                let configs = cache.nad_configs();
                 let mut seen: HashMap<String, bool> = HashMap::new();
-                let mut installed = |t: &str| {
-                    *seen.entry(t.to_string()).or_insert_with(|| {
+                let mut installed = |t: &str| match seen.get(t) {
+                    Some(found) => *found,
+                    None => *seen.entry(t.to_string()).or_insert_with(|| {
                         // Where the delegates run: the host's root, when they run there.
                         find_in_path_with(t, &dirs, |p| match &host_root {
                             Some(root) => root.resolve(p),
                             None => p.to_path_buf(),
                         })
                         .is_ok()
-                    })
+                    }),
                 };
-                let (count, found) = checker.pass(&configs, &mut installed);
+                // Under the cache's read lock, nothing copied: with tens of thousands of NADs a copy would
+                // be the thread's largest allocation.
+                let (count, found) = cache
+                    .nad_cache()
+                    .with_each(|nads| checker.pass(nads, &mut installed));
                 gauge.set(i64::try_from(count).unwrap_or(i64::MAX));
                 log(found, &dirs);
                 last = Some((changes, dirs, Instant::now()));
@@ -216,7 +195,10 @@ pub fn spawn(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::k8s::nadcache::{NadCache, WatchedNad};
 
     fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -239,6 +221,24 @@ mod tests {
     }
 
     /// `passthru` is served by plexus (docs/multus-compat.md, "Auxiliary chain"): no binary is missing.
+    /// One pass over `nads` (`namespace/name` → config) as the NAD watch puts them in the cache.
+    fn pass_over(
+        c: &mut Checker,
+        nads: &BTreeMap<String, String>,
+        installed: &mut dyn FnMut(&str) -> bool,
+    ) -> (usize, Vec<Change>) {
+        let cache = NadCache::default();
+        for (k, config) in nads {
+            let (ns, name) = k.split_once('/').unwrap();
+            let nad: WatchedNad = serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": ns, "name": name}, "spec": {"config": config}
+            }))
+            .unwrap();
+            cache.apply(&nad);
+        }
+        cache.with_each(|it| c.pass(it, installed))
+    }
+
     #[test]
     fn passthru_needs_no_binary() {
         let mut c = Checker::default();
@@ -246,7 +246,10 @@ mod tests {
             "a/p",
             r#"{"cniVersion":"1.0.0","plugins":[{"type":"passthru"},{"type":"macvlan"}]}"#,
         )]);
-        assert_eq!(c.pass(&nads, &mut |t| t == "macvlan"), (0, vec![]));
+        assert_eq!(
+            pass_over(&mut c, &nads, &mut |t| t == "macvlan"),
+            (0, vec![])
+        );
     }
 
     #[test]
@@ -264,7 +267,7 @@ mod tests {
             nads: &BTreeMap<String, String>,
             inst: &[String],
         ) -> (usize, Vec<Change>) {
-            c.pass(nads, &mut |t| inst.iter().any(|i| i == t))
+            pass_over(c, nads, &mut |t| inst.iter().any(|i| i == t))
         }
         let (n, changes) = pass(&mut c, &nads, &installed);
         assert_eq!(n, 2, "a config that does not parse is not counted");

@@ -513,15 +513,16 @@ async fn route_socket(
 }
 
 /// `GET /cache/pods/<ns>/<name>` and `GET /cache/network-attachment-definitions/<ns>/<name>`: 200 with
-/// the object as cached (trimmed), 404 when the watch has not seen it; for operators ("why did this ADD
-/// read the API?") and the e2e suite.
+/// the object as cached (trimmed; a NAD's `cache.loaded` says whether its config is held), 404 when the
+/// watch has not seen it; for operators ("why did this ADD read the API?") and the e2e suite.
 fn cached(path: &str, shared: &Shared) -> Response<Body> {
     let parts: Vec<&str> = path.trim_start_matches("/cache/").split('/').collect();
     let found = match (shared.cache.as_deref(), parts.as_slice()) {
         (Some(c), ["pods", ns, name]) => c.pod(ns, name).and_then(|p| serde_json::to_vec(&*p).ok()),
-        (Some(c), ["network-attachment-definitions", ns, name]) => {
-            c.nad(ns, name).and_then(|n| serde_json::to_vec(&*n).ok())
-        }
+        (Some(c), ["network-attachment-definitions", ns, name]) => c
+            .nad_cache()
+            .view(ns, name)
+            .and_then(|v| serde_json::to_vec(&v).ok()),
         _ => None,
     };
     match found {

@@ -28,6 +28,7 @@ use super::{
     annotations::{self, Selection},
     events::event,
     nad::NetworkAttachmentDefinition,
+    nadcache::Lookup,
     status,
     watch::{NodeCache, nad_fields},
 };
@@ -512,13 +513,20 @@ impl ApiCluster {
         if !crate::names::is_dns_subdomain(name) {
             return Ok(None);
         }
-        // The daemon's cache answers for NADs it has seen; one it has not (just created, or absent) is
-        // asked of the API, so a miss is never taken for "does not exist".
+        // The daemon's cache answers for the NADs it holds loaded (those this node uses); one it holds
+        // compact, or has not seen (just created, or absent), is asked of the API, so a miss is never taken
+        // for "does not exist". What is read then loads it (`NodeCache::offer_nad`).
         if let Some(cache) = &self.cache {
-            let hit = cache.nad(namespace, name);
+            let hit = match cache.nad(namespace, name) {
+                Lookup::Loaded(nad) => Some(NadInfo {
+                    config: nad.config.clone(),
+                    resource_name: nad.resource_name.clone(),
+                }),
+                Lookup::Compact | Lookup::Unknown => None,
+            };
             self.note_lookup("network-attachment-definition", hit.is_some());
-            if let Some(nad) = hit {
-                return Ok(Some(NadInfo::of(&nad)));
+            if hit.is_some() {
+                return Ok(hit);
             }
         }
         let api = Self::nad_api(client, namespace);
@@ -526,7 +534,12 @@ impl ApiCluster {
             .retry("get network-attachment-definition", || api.get(name))
             .await
         {
-            Ok(obj) => Ok(Some(NadInfo::of(&obj))),
+            Ok(obj) => {
+                if let Some(cache) = &self.cache {
+                    cache.offer_nad(namespace, name, &obj);
+                }
+                Ok(Some(NadInfo::of(&obj)))
+            }
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
@@ -1938,5 +1951,67 @@ mod tests {
         let cfg = config(json!({}));
         let (api, _) = mock(&cfg, |_, _| status(404, "NotFound"));
         api.publish_status(&pod_ref(), &attached()).unwrap();
+    }
+
+    /// Daemon mode (issue 20): a NAD a pod of the node selects is loaded in the watch cache and served with
+    /// no API read; one held compact (no pod selects it) is read from the API once, which loads it, so the
+    /// next request reads neither.
+    #[test]
+    fn a_loaded_nad_costs_no_api_read_and_a_compact_one_is_read_once() {
+        use crate::k8s::nadcache::WatchedNad;
+        let cfg = config(json!({}));
+        let cache = Arc::new(NodeCache::detached());
+        cache.nad_cache().select(std::collections::HashSet::from([(
+            "ns1".into(),
+            "net-a".into(),
+        )]));
+        // What the NAD watch reports: the same objects the API serves.
+        for path in [
+            "kube-system/network-attachment-definitions/cluster-nad",
+            "ns1/network-attachment-definitions/net-a",
+            "other/network-attachment-definitions/net-b",
+        ] {
+            let seen = Seen {
+                method: Method::GET,
+                path: format!("{NADS}/{path}"),
+                content_type: String::new(),
+                body: Value::Null,
+            };
+            let nad: WatchedNad = serde_json::from_value(standard(&seen, 0).1).unwrap();
+            cache.nad_cache().apply(&nad);
+        }
+        assert_eq!(cache.nad_cache().loaded(), 1, "only net-a is loaded");
+        let nad_reads = |seen: &Mutex<Vec<Seen>>| -> Vec<String> {
+            let mut v: Vec<String> = seen
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.path.starts_with(NADS))
+                .map(|s| s.path.rsplit('/').next().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+
+        let (mut api, seen) = mock(&cfg, standard);
+        api.cache = Some(cache.clone());
+        let nets = api.pod_networks(&pod_ref(), &cfg).unwrap();
+        assert_eq!(nets.networks.len(), 3);
+        assert_eq!(
+            nets.networks[0].resource_name.as_deref(),
+            Some("intel.com/vf"),
+            "the loaded copy keeps resourceName"
+        );
+        assert_eq!(
+            nad_reads(&seen),
+            ["cluster-nad", "net-b"],
+            "net-a from the cache"
+        );
+        assert_eq!(cache.nad_cache().loaded(), 3, "what was read is loaded");
+
+        let (mut api, seen) = mock(&cfg, standard);
+        api.cache = Some(cache.clone());
+        api.pod_networks(&pod_ref(), &cfg).unwrap();
+        assert!(nad_reads(&seen).is_empty(), "{:?}", nad_reads(&seen));
     }
 }

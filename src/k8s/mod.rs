@@ -4,6 +4,7 @@ pub mod annotations;
 pub mod client;
 pub mod events;
 pub mod nad;
+pub mod nadcache;
 pub mod status;
 pub mod tls;
 pub mod transport;

@@ -1,21 +1,22 @@
-//! The watch caches the daemon reads from: this node's pods (field selector `spec.nodeName`) and every
-//! NetworkAttachmentDefinition, kept by kube-runtime reflectors and trimmed to the fields plexus reads, so
-//! memory grows with the pods of one node and the NADs' configs, nothing else.
+//! The watch caches the daemon reads from: this node's pods (field selector `spec.nodeName`, a kube-runtime
+//! reflector trimmed to the fields plexus reads) and every NetworkAttachmentDefinition, held compact except
+//! those the node's pods select ([`super::nadcache`]), so memory grows with one node's pods and the NADs
+//! they use, not with the cluster.
 
 use std::{
-    collections::BTreeMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::{
     Api, Client,
-    api::{ApiResource, DynamicObject},
+    api::DynamicObject,
     runtime::{
         WatchStreamExt,
         reflector::{self, ObjectRef, Store},
@@ -24,7 +25,21 @@ use kube::{
 };
 use serde_json::Value;
 
-use super::{annotations, nad::NetworkAttachmentDefinition};
+use super::{
+    annotations,
+    client::{ApiObserver, ApiOutcome},
+    nadcache::{Lookup, NadCache, NadKey, RETAIN, WatchedNad},
+};
+
+/// How long the NAD watch waits for the pod watch's first list before it lists anyway: with the pods known
+/// first, the NAD list loads the NADs they select as it goes, without a GET for each.
+const PODS_FIRST: Duration = Duration::from_secs(5);
+/// NADs loaded at once for pods that select them (one GET each).
+const LOAD_CONCURRENCY: usize = 4;
+/// How long one such GET may take.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often unused loaded NADs are looked for ([`RETAIN`]).
+const SWEEP_PERIOD: Duration = Duration::from_secs(60);
 
 /// The pod annotations plexus reads; the others are dropped from the cache. network-status is kept for
 /// the daemon's reconcile, which compares it with what the node attached.
@@ -58,21 +73,77 @@ pub fn trim_pod(pod: &mut Pod) {
     });
 }
 
-/// Reduce a NAD to its identity, its `resourceName` annotation and `spec.config`.
-pub fn trim_nad(nad: &mut DynamicObject) {
-    let m = &mut nad.metadata;
-    m.managed_fields = None;
-    m.labels = None;
-    m.owner_references = None;
-    m.finalizers = None;
-    if let Some(a) = m.annotations.as_mut() {
-        a.retain(|k, _| k == annotations::RESOURCE_NAME_ANNOTATION);
-    }
-    let config = nad.data.get("spec").and_then(|s| s.get("config")).cloned();
-    nad.data = match config {
-        Some(c) => serde_json::json!({ "spec": { "config": c } }),
-        None => serde_json::json!({ "spec": {} }),
+/// The NADs `pod` selects: its networks annotation's (the pod's namespace by default) and its
+/// default-network annotation's (`multus_namespace` by default). An annotation that does not parse selects
+/// nothing here (its ADD says why).
+pub fn selected_nads(pod: &Pod, multus_namespace: &str) -> Vec<NadKey> {
+    let Some(a) = pod.metadata.annotations.as_ref() else {
+        return Vec::new();
     };
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let mut out: Vec<NadKey> = Vec::new();
+    let networks = a
+        .get(annotations::NETWORKS_ANNOTATION)
+        .and_then(|v| annotations::parse_networks(v, ns).ok())
+        .unwrap_or_default();
+    let default = a
+        .get(annotations::DEFAULT_NETWORK_ANNOTATION)
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| annotations::parse_default_network(v, multus_namespace).ok());
+    for s in default.into_iter().chain(networks) {
+        let k = (s.namespace, s.name);
+        if !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// What the node's pods select, pod by pod, kept in step with the pod watch.
+#[derive(Debug, Default)]
+struct Selections {
+    by_pod: HashMap<(String, String), Vec<NadKey>>,
+    /// During a (re-)list: what it reported so far; it replaces `by_pod` when it ends.
+    listing: Option<HashMap<(String, String), Vec<NadKey>>>,
+}
+
+impl Selections {
+    /// Take in one pod event; whether what the node selects may have changed.
+    fn event(&mut self, ev: &watcher::Event<Pod>, multus_namespace: &str) -> bool {
+        let key = |p: &Pod| {
+            (
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap_or_default(),
+            )
+        };
+        match ev {
+            watcher::Event::Init => {
+                self.listing = Some(HashMap::new());
+                false
+            }
+            watcher::Event::InitApply(p) => {
+                if let Some(l) = self.listing.as_mut() {
+                    l.insert(key(p), selected_nads(p, multus_namespace));
+                }
+                false
+            }
+            watcher::Event::InitDone => {
+                if let Some(l) = self.listing.take() {
+                    self.by_pod = l;
+                }
+                true
+            }
+            watcher::Event::Apply(p) => {
+                let sel = selected_nads(p, multus_namespace);
+                self.by_pod.insert(key(p), sel.clone()) != Some(sel)
+            }
+            watcher::Event::Delete(p) => self.by_pod.remove(&key(p)).is_some_and(|s| !s.is_empty()),
+        }
+    }
+
+    fn all(&self) -> HashSet<NadKey> {
+        self.by_pod.values().flatten().cloned().collect()
+    }
 }
 
 /// One watched kind's health.
@@ -116,8 +187,10 @@ impl Feed {
 pub struct CacheStats {
     /// Pods of this node.
     pub pods: usize,
-    /// NADs.
+    /// NADs (every NAD of the cluster, most of them compact).
     pub nads: usize,
+    /// NADs loaded: held whole for the node's pods and requests.
+    pub nads_loaded: usize,
     /// Seconds since the pod watch last heard from the API (`None`: never).
     pub pods_staleness: Option<f64>,
     /// Seconds since the NAD watch last heard from the API.
@@ -128,56 +201,108 @@ pub struct CacheStats {
     pub errors: (u64, u64),
 }
 
-/// The two caches. Cheap to share (`Arc`); lookups never wait.
+/// The two caches. Cheap to share (`Arc`); lookups never wait on the API.
 pub struct NodeCache {
     pods: Store<Pod>,
-    nads: Store<DynamicObject>,
-    nad_resource: ApiResource,
+    nads: Arc<NadCache>,
     pod_feed: Arc<Feed>,
     nad_feed: Arc<Feed>,
 }
 
 impl NodeCache {
-    /// Start watching (on the current tokio runtime) the pods of `node` and every NAD.
-    pub fn start(client: &Client, node: &str) -> Arc<NodeCache> {
-        let nad_resource = ApiResource::erase::<NetworkAttachmentDefinition>(&());
+    /// Start watching (on the current tokio runtime) the pods of `node` and every NAD. NADs the pods select
+    /// are loaded (default-network names resolve in `multus_namespace`); the loads' GETs are told to
+    /// `observer`.
+    pub fn start(
+        client: &Client,
+        node: &str,
+        multus_namespace: &str,
+        observer: Option<Arc<dyn ApiObserver>>,
+    ) -> Arc<NodeCache> {
         let (pods, pod_writer) = reflector::store::<Pod>();
-        let nad_writer = reflector::store::Writer::<DynamicObject>::new(nad_resource.clone());
-        let nads = nad_writer.as_reader();
         let cache = Arc::new(NodeCache {
             pods,
-            nads,
-            nad_resource: nad_resource.clone(),
+            nads: Arc::new(NadCache::default()),
             pod_feed: Arc::new(Feed::default()),
             nad_feed: Arc::new(Feed::default()),
         });
+        let (load_tx, load_rx) = tokio::sync::mpsc::unbounded_channel::<NadKey>();
 
         let pod_api: Api<Pod> = Api::all(client.clone());
         let pod_cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         let pod_stream = watcher(pod_api, pod_cfg).default_backoff().modify(trim_pod);
+        let mut selections = Selections::default();
+        let (nads, multus_namespace) = (cache.nads.clone(), multus_namespace.to_string());
         tokio::spawn(drive(
             "pods",
             reflector::reflector(pod_writer, pod_stream),
             cache.pod_feed.clone(),
+            move |ev| {
+                if selections.event(ev, &multus_namespace) {
+                    for k in nads.select(selections.all()) {
+                        let _ = load_tx.send(k);
+                    }
+                }
+            },
         ));
 
-        let nad_api: Api<DynamicObject> = Api::all_with(client.clone(), &nad_resource);
-        let nad_stream = watcher(nad_api, watcher::Config::default())
-            .default_backoff()
-            .modify(trim_nad);
-        tokio::spawn(drive(
-            "network-attachment-definitions",
-            reflector::reflector(nad_writer, nad_stream),
-            cache.nad_feed.clone(),
-        ));
+        let nad_api: Api<WatchedNad> = Api::all(client.clone());
+        let nad_stream = watcher(nad_api, watcher::Config::default()).default_backoff();
+        let (nads, pod_lists) = (cache.nads.clone(), cache.pod_lists());
+        let nad_feed = cache.nad_feed.clone();
+        tokio::spawn(async move {
+            let mut pod_lists = pod_lists;
+            let _ = tokio::time::timeout(PODS_FIRST, pod_lists.wait_for(|n| *n > 0)).await;
+            drive(
+                "network-attachment-definitions",
+                nad_stream,
+                nad_feed,
+                move |ev| match ev {
+                    watcher::Event::Init => nads.list_started(),
+                    watcher::Event::InitApply(n) | watcher::Event::Apply(n) => nads.apply(n),
+                    watcher::Event::Delete(n) => nads.delete(n),
+                    watcher::Event::InitDone => nads.list_done(),
+                },
+            )
+            .await
+        });
+        tokio::spawn(load(client.clone(), cache.nads.clone(), load_rx, observer));
+        let nads = cache.nads.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(SWEEP_PERIOD);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let n = nads.sweep(Instant::now(), RETAIN);
+                if n > 0 {
+                    tracing::debug!("unloaded {n} NAD(s) no pod of the node selects");
+                }
+            }
+        });
         cache
+    }
+
+    /// Caches that no watch feeds (tests fill them directly).
+    #[cfg(test)]
+    pub(crate) fn detached() -> NodeCache {
+        NodeCache {
+            pods: reflector::store::<Pod>().0,
+            nads: Arc::new(NadCache::default()),
+            pod_feed: Arc::new(Feed::default()),
+            nad_feed: Arc::new(Feed::default()),
+        }
+    }
+
+    /// The NAD cache itself.
+    pub fn nad_cache(&self) -> &NadCache {
+        &self.nads
     }
 
     /// Wait until both initial lists arrived, at most `limit`; says whether they did.
     pub async fn wait_synced(&self, limit: Duration) -> bool {
         let both = async {
             let _ = self.pods.wait_until_ready().await;
-            let _ = self.nads.wait_until_ready().await;
+            let _ = self.nad_feed.lists.subscribe().wait_for(|n| *n > 0).await;
         };
         tokio::time::timeout(limit, both).await.is_ok()
     }
@@ -197,30 +322,21 @@ impl NodeCache {
         self.pods.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// The cached NAD, if the watch has seen it.
-    pub fn nad(&self, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
-        self.nads
-            .get(&ObjectRef::new_with(name, self.nad_resource.clone()).within(namespace))
+    /// What the cache holds of a NAD: loaded (a request needs no API read), compact, or unknown.
+    pub fn nad(&self, namespace: &str, name: &str) -> Lookup {
+        self.nads.get(namespace, name)
     }
 
-    /// How many events the NAD watch has had: when it is unchanged, so is the NAD store (the daemon's
+    /// A NAD a request read from the API: loaded when it is what the watch last reported.
+    pub fn offer_nad(&self, namespace: &str, name: &str, nad: &DynamicObject) {
+        let (config, resource_name) = nad_fields(nad);
+        self.nads.offer(namespace, name, config, resource_name);
+    }
+
+    /// How many events the NAD watch has had: when it is unchanged, so is the NAD cache (the daemon's
     /// missing-plugin report passes again only then, or on its period).
     pub fn nad_changes(&self) -> u64 {
         self.nad_feed.changes.load(Ordering::Relaxed)
-    }
-
-    /// Every cached NAD's `spec.config`, by `namespace/name` (the daemon's missing-plugin report).
-    pub fn nad_configs(&self) -> BTreeMap<String, String> {
-        self.nads
-            .state()
-            .iter()
-            .filter_map(|n| {
-                let config = n.data.get("spec")?.get("config")?.as_str()?;
-                let ns = n.metadata.namespace.as_deref().unwrap_or_default();
-                let name = n.metadata.name.as_deref().unwrap_or_default();
-                Some((format!("{ns}/{name}"), config.to_string()))
-            })
-            .collect()
     }
 
     /// Sizes and freshness.
@@ -228,6 +344,7 @@ impl NodeCache {
         CacheStats {
             pods: self.pods.len(),
             nads: self.nads.len(),
+            nads_loaded: self.nads.loaded(),
             pods_staleness: self.pod_feed.staleness().map(|d| d.as_secs_f64()),
             nads_staleness: self.nad_feed.staleness().map(|d| d.as_secs_f64()),
             synced: self.synced(),
@@ -239,16 +356,69 @@ impl NodeCache {
     }
 }
 
-/// Drive one reflector: record each event's time, mark the initial list, log errors (the watcher backs
-/// off and restarts by itself).
-async fn drive<S, K>(what: &'static str, stream: S, feed: Arc<Feed>)
-where
+/// Load the NADs the pod watch asks for (`rx`), a few at once: one GET each, kept when it matches the NAD
+/// watch ([`NadCache::offer`]). A NAD loaded, unselected or deleted meanwhile is skipped; a failed GET is
+/// left to the request that needs the NAD (it reads it itself).
+async fn load(
+    client: Client,
+    nads: Arc<NadCache>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<NadKey>,
+    observer: Option<Arc<dyn ApiObserver>>,
+) {
+    let keys =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|k| (k, rx)) });
+    keys.for_each_concurrent(LOAD_CONCURRENCY, |(ns, name)| {
+        let (client, nads, observer) = (client.clone(), nads.clone(), observer.clone());
+        async move {
+            if !nads.needs_load(&ns, &name) {
+                return;
+            }
+            let api: Api<WatchedNad> = Api::namespaced(client, &ns);
+            let started = std::time::Instant::now();
+            let got = tokio::time::timeout(LOAD_TIMEOUT, api.get(&name)).await;
+            if let Some(o) = &observer {
+                let outcome = match &got {
+                    Ok(Ok(_)) => ApiOutcome::Ok,
+                    Ok(Err(kube::Error::Api(s))) => ApiOutcome::Status(s.code),
+                    _ => ApiOutcome::Failed,
+                };
+                o.api_request(
+                    "load network-attachment-definition",
+                    started.elapsed(),
+                    outcome,
+                );
+            }
+            match got {
+                Ok(Ok(nad)) => {
+                    let (config, resource_name) = (
+                        nad.config().map(str::to_string),
+                        nad.resource_name().map(str::to_string),
+                    );
+                    nads.offer(&ns, &name, config, resource_name);
+                }
+                Ok(Err(e)) => tracing::debug!("loading NAD {ns}/{name}: {e}"),
+                Err(_) => tracing::debug!("loading NAD {ns}/{name}: no answer in {LOAD_TIMEOUT:?}"),
+            }
+        }
+    })
+    .await;
+}
+
+/// Drive one watch: hand each event to `apply`, record its time, mark the initial list, log errors (the
+/// watcher backs off and restarts by itself).
+async fn drive<S, K>(
+    what: &'static str,
+    stream: S,
+    feed: Arc<Feed>,
+    mut apply: impl FnMut(&watcher::Event<K>),
+) where
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
     let mut stream = std::pin::pin!(stream);
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(ev) => {
+                apply(&ev);
                 feed.touch();
                 feed.changes.fetch_add(1, Ordering::Relaxed);
                 if matches!(ev, watcher::Event::InitDone) {
@@ -357,22 +527,27 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        rt.block_on(drive("pods", futures::stream::iter(events), feed.clone()));
+        let mut applied = 0;
+        rt.block_on(drive(
+            "pods",
+            futures::stream::iter(events),
+            feed.clone(),
+            |_| applied += 1,
+        ));
+        assert_eq!(applied, 6, "every event reaches its cache");
         assert_eq!(*lists.borrow(), 2);
         assert!(feed.synced.load(Ordering::Relaxed));
     }
 
     #[test]
-    fn a_nad_keeps_its_config_and_resource_name() {
-        let mut nad: DynamicObject = serde_json::from_value(serde_json::json!({
+    fn a_nad_read_from_the_api_gives_its_config_and_resource_name() {
+        let nad: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
             "metadata": {"name": "a", "namespace": "ns",
-                "annotations": {"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov", "other": "x"},
-                "managedFields": [{}]},
+                "annotations": {"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov", "other": "x"}},
             "spec": {"config": "{\"type\":\"macvlan\"}", "extra": 1}
         }))
         .unwrap();
-        trim_nad(&mut nad);
         assert_eq!(
             nad_fields(&nad),
             (
@@ -380,14 +555,69 @@ mod tests {
                 Some("intel.com/sriov".to_string())
             )
         );
-        assert_eq!(nad.metadata.annotations.as_ref().unwrap().len(), 1);
-        assert!(nad.data["spec"].get("extra").is_none());
-        let mut empty: DynamicObject = serde_json::from_value(serde_json::json!({
+        let empty: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
             "metadata": {"name": "b", "namespace": "ns"}
         }))
         .unwrap();
-        trim_nad(&mut empty);
         assert_eq!(nad_fields(&empty), (None, None));
+    }
+
+    fn pod_selecting(ns: &str, name: &str, networks: &str, default: Option<&str>) -> Pod {
+        let mut a = serde_json::json!({ annotations::NETWORKS_ANNOTATION: networks });
+        if let Some(d) = default {
+            a[annotations::DEFAULT_NETWORK_ANNOTATION] = serde_json::json!(d);
+        }
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns, "annotations": a}
+        }))
+        .unwrap()
+    }
+
+    fn keys(pairs: &[(&str, &str)]) -> HashSet<NadKey> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_nads_a_pod_selects() {
+        let p = pod_selecting("ns", "p", "a,other/b@data0,a", Some("cluster"));
+        assert_eq!(
+            selected_nads(&p, "kube-system"),
+            [
+                ("kube-system".to_string(), "cluster".to_string()),
+                ("ns".to_string(), "a".to_string()),
+                ("other".to_string(), "b".to_string())
+            ]
+        );
+        assert!(selected_nads(&pod_selecting("ns", "p", "bad name!", None), "x").is_empty());
+        assert!(selected_nads(&Pod::default(), "x").is_empty());
+    }
+
+    /// What the node selects follows the pod watch: a list replaces it whole, a change or deletion of one
+    /// pod changes it, and a pod event that changes no selection asks for nothing.
+    #[test]
+    fn the_node_selections_follow_the_pod_watch() {
+        let mut s = Selections::default();
+        let p1 = pod_selecting("ns", "p1", "a,b", None);
+        let p2 = pod_selecting("ns", "p2", "c", None);
+        assert!(!s.event(&watcher::Event::Init, "d"));
+        assert!(!s.event(&watcher::Event::InitApply(p1.clone()), "d"));
+        assert!(s.event(&watcher::Event::InitDone, "d"));
+        assert_eq!(s.all(), keys(&[("ns", "a"), ("ns", "b")]));
+        assert!(s.event(&watcher::Event::Apply(p2.clone()), "d"));
+        assert!(
+            !s.event(&watcher::Event::Apply(p2.clone()), "d"),
+            "unchanged"
+        );
+        assert_eq!(s.all(), keys(&[("ns", "a"), ("ns", "b"), ("ns", "c")]));
+        assert!(s.event(&watcher::Event::Delete(p1), "d"));
+        assert_eq!(s.all(), keys(&[("ns", "c")]));
+        // A re-list that no longer reports p2 (deleted while the watch was down).
+        s.event(&watcher::Event::Init, "d");
+        assert!(s.event(&watcher::Event::InitDone, "d"));
+        assert!(s.all().is_empty());
     }
 }

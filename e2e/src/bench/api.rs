@@ -294,6 +294,17 @@ impl Api {
         }
     }
 
+    /// Delete pod `ns/name` (stand-in only: the scale phase's set-up; a real server is not used there).
+    pub fn delete_pod(&self, ns: &str, name: &str) -> Result<(), String> {
+        let s = self.standin().ok_or("delete_pod: stand-in only")?;
+        s.with_store(|st| {
+            let rt = st.resolve("", "v1", "pods").ok_or("no pods type")?;
+            st.delete(&rt, ns, name, None)
+                .map(|_| ())
+                .map_err(|e| format!("delete pod {ns}/{name}: {e}"))
+        })
+    }
+
     /// One annotation of pod `ns/name`.
     pub fn pod_annotation(&self, ns: &str, name: &str, key: &str) -> Option<String> {
         match self {

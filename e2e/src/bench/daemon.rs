@@ -68,13 +68,15 @@ const MIB: u64 = 1024 * 1024;
 /// `GET path` on the daemon socket (the harness's client).
 pub use plexus_e2e::harness::daemon::socket_get as http_get;
 use plexus_e2e::harness::daemon::{
-    daemon_binary, daemon_command, wait_after_reply, wait_status_writes,
+    daemon_binary, daemon_command, wait_after_reply, wait_nad_loaded, wait_status_writes,
 };
 
 /// One `plexus daemon` process in the bench's host namespace.
 pub struct Daemon {
     child: Option<Child>,
     plexus: PathBuf,
+    /// The daemon binary when it is not the one [`daemon_binary`] finds (the scale phase's baseline).
+    bin: Option<PathBuf>,
     netns: String,
     config: PathBuf,
     socket: PathBuf,
@@ -84,6 +86,17 @@ pub struct Daemon {
 impl Daemon {
     /// Write the daemon's config for `b` and start it (not waiting: see [`Daemon::wait_ready`]).
     pub fn start(b: &Bench, opts: &Opts) -> Result<Daemon, String> {
+        Self::start_with(b, opts, None, &serde_json::Map::new())
+    }
+
+    /// [`Daemon::start`] with daemon binary `bin` instead of the one [`daemon_binary`] finds, and `extra`
+    /// laid over its config after `--daemon-config`.
+    pub fn start_with(
+        b: &Bench,
+        opts: &Opts,
+        bin: Option<&Path>,
+        extra: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Daemon, String> {
         let log = match &opts.plexus_log {
             Some(p) => PathBuf::from(format!("{}.daemon", p.display())),
             None => b.root().join("daemon.log"),
@@ -100,7 +113,7 @@ impl Daemon {
             "cacheSyncTimeoutSeconds": 20,
             "shutdownTimeoutSeconds": 30,
         });
-        for (k, v) in &opts.daemon_config {
+        for (k, v) in opts.daemon_config.iter().chain(extra) {
             config[k] = v.clone();
         }
         let path = b.root().join("daemon.json");
@@ -109,6 +122,7 @@ impl Daemon {
         let mut d = Daemon {
             child: None,
             plexus: fs::canonicalize(&b.plexus).unwrap_or_else(|_| b.plexus.clone()),
+            bin: bin.map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())),
             netns: b.host.name.clone(),
             config: path,
             socket: b.socket_dir().join(plexus_shim::wire::SOCKET_NAME),
@@ -143,7 +157,15 @@ impl Daemon {
             cmd.arg("nsenter")
                 .arg(format!("--net=/run/netns/{}", self.netns))
                 .arg("--")
-                .arg(daemon_binary(&self.plexus))
+                .arg(self.binary())
+                .arg("--config")
+                .arg(&self.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+        } else if let Some(bin) = &self.bin {
+            cmd.args(["netns", "exec", &self.netns])
+                .arg(bin)
                 .arg("--config")
                 .arg(&self.config)
                 .stdin(Stdio::null())
@@ -157,6 +179,13 @@ impl Daemon {
             .map_err(|e| format!("start plexus daemon: {e}"))?;
         self.child = Some(child);
         Ok(())
+    }
+
+    /// The daemon binary it runs.
+    pub fn binary(&self) -> PathBuf {
+        self.bin
+            .clone()
+            .unwrap_or_else(|| daemon_binary(&self.plexus))
     }
 
     /// The socket.
@@ -205,7 +234,7 @@ impl Daemon {
         let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
         // plexus-daemon, or plexus itself where the daemon binary is a wrapper running `plexus daemon` (a
         // build from before plexus-daemon, measured against a newer one).
-        let daemon = daemon_binary(&self.plexus);
+        let daemon = self.binary();
         let daemon = fs::canonicalize(&daemon).unwrap_or(daemon);
         if exe != daemon && exe != self.plexus {
             return Err(format!(
@@ -251,12 +280,13 @@ impl Daemon {
         wait_after_reply(&self.socket, CACHED_LIMIT)
     }
 
-    /// Wait until the daemon's caches hold `pod` and its K NADs (in the pod's namespace).
+    /// Wait until the daemon's caches hold `pod` and its K NADs (in the pod's namespace) loaded: an ADD of
+    /// the pod then reads nothing from the API before its reply.
     pub fn wait_pod_cached(&self, pod: &Pod) -> Result<(), String> {
         let ns = &pod.info.namespace;
         self.wait_cached("pods", ns, &pod.info.name)?;
         for i in 1..=pod.k {
-            self.wait_cached("network-attachment-definitions", ns, &nad_name(i))?;
+            wait_nad_loaded(&self.socket, ns, &nad_name(i), CACHED_LIMIT)?;
         }
         Ok(())
     }

@@ -22,7 +22,9 @@
 //!
 //! In daemon mode (`--mode daemon`, or `both`, the default; see [`daemon`]) the runtime runs `plexus-shim`
 //! and `plexus daemon` serves it: the same per-K rows against the same floor, API reads per ADD in steady
-//! state, the shim's peak RSS and size, and a storm of pods after a daemon restart under a memory limit.
+//! state, the shim's peak RSS and size, and a storm of pods after a daemon restart under a memory limit;
+//! then the scale phase ([`scale`]): the daemon with tens of thousands of NADs in the cluster, and one pod
+//! naming a thousand missing NADs.
 //!
 //! [`Invoker`]: plexus::invoke::Invoker
 
@@ -34,6 +36,7 @@ mod opts;
 mod phases;
 mod profile;
 mod report;
+mod scale;
 mod setup;
 mod stats;
 mod system;
@@ -140,6 +143,10 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         }
         None => (None, Vec::new()),
     };
+    let scale = match &bench.daemon_runner {
+        Some(runner) if !opts.scale.is_empty() => Some(scale::measure(&bench, runner, opts)?),
+        _ => None,
+    };
     let Thin {
         per_k,
         events_probe,
@@ -174,6 +181,7 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         unrelated_nads,
         burst,
         daemon,
+        scale,
         final_leaks,
         forwarded_connections: bench.api.forwarded_connections(),
         targets: Vec::new(),

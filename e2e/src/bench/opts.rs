@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub const USAGE: &str = "usage: plexus-bench [--quick] [--mode thin|daemon|both] [--runs N] [--warmup N] [--ks 0,1,3,8]
                     [--burst PODS] [--unrelated-nads N] [--rss-runs N] [--rt-runs N] [--latency-ms MS]
                     [--storm PODS] [--storm-memory-mib MIB] [--daemon-config JSON] [--json PATH]
+                    [--scale LIST] [--scale-pods N] [--fanout-names N] [--baseline-daemon PATH]
 
 Measures plexus (ADD/DEL latency against the bare delegates, API requests and round trips, peak RSS,
 binary size, a concurrent burst, the effect of unrelated NADs) on real network namespaces with
@@ -36,6 +37,14 @@ or the real one named by E2E_KUBECONFIG.
   --daemon-config JSON  daemon mode: keys laid over the daemon config the bench writes, e.g.
                       '{\"maxConcurrency\":2}' (one limit of 2 for every verb: the defaults before DEL had
                       slots of its own, on 2 cores) or '{\"maxDelConcurrency\":50}'
+  --scale LIST        daemon mode: NADs in the cluster for the scale phase (issue 20; stand-in only),
+                      ascending (default 1000,10000,50000; --quick: 100; 0 skips): the daemon started
+                      fresh at each, its start-to-ready time and memory, ADD of a K=3 pod
+  --scale-pods N      pods on the node in the scale phase, selecting 3 NADs each (default 250; --quick: 4)
+  --fanout-names N    the scale phase first ADDs a pod naming N NADs that do not exist, in thin mode and
+                      through each daemon, and counts its API requests (default 1000; --quick: 20; 0 skips)
+  --baseline-daemon PATH  another plexus-daemon binary measured in the scale phase beside this build's
+                      (an older build: old and new in one paired run)
   --json PATH         also write the results as JSON
   --quick             a smoke run: small defaults for everything not given
 
@@ -93,6 +102,14 @@ pub struct Opts {
     pub storm_memory_mib: u64,
     /// `--daemon-config`: keys laid over the daemon's config.
     pub daemon_config: serde_json::Map<String, serde_json::Value>,
+    /// The scale phase's numbers of NADs, ascending (empty: skipped).
+    pub scale: Vec<usize>,
+    /// Pods on the node in the scale phase.
+    pub scale_pods: usize,
+    /// Names in the scale phase's long annotation (0: skipped).
+    pub fanout_names: usize,
+    /// A daemon binary measured beside this build's in the scale phase.
+    pub baseline_daemon: Option<PathBuf>,
     /// Where to write JSON.
     pub json: Option<PathBuf>,
     /// `--quick`.
@@ -122,6 +139,8 @@ impl Opts {
         let mut ks = vec![0, 1, 3, 8];
         let mut latency_ms = 50;
         let mut json = None;
+        let (mut scale, mut scale_pods, mut fanout_names, mut baseline_daemon) =
+            (None::<Vec<usize>>, None, None, None);
         let (mut wrap, mut plexus_log) = (None, None);
         let (mut quick, mut help) = (false, false);
         let num = |flag: &str, v: Option<String>| -> Result<usize, String> {
@@ -168,6 +187,26 @@ impl Opts {
                     }
                 }
                 "--json" => json = Some(PathBuf::from(it.next().ok_or("--json needs a path")?)),
+                "--scale" => {
+                    let v = it.next().ok_or("--scale needs a value")?;
+                    let mut list: Vec<usize> = v
+                        .split(',')
+                        .map(|n| {
+                            n.trim()
+                                .parse::<usize>()
+                                .map_err(|e| format!("--scale: {e}"))
+                        })
+                        .collect::<Result<_, _>>()?;
+                    list.retain(|&n| n > 0);
+                    scale = Some(list);
+                }
+                "--scale-pods" => scale_pods = Some(num("--scale-pods", it.next())?),
+                "--fanout-names" => fanout_names = Some(num("--fanout-names", it.next())?),
+                "--baseline-daemon" => {
+                    baseline_daemon = Some(PathBuf::from(
+                        it.next().ok_or("--baseline-daemon needs a path")?,
+                    ))
+                }
                 "--wrap" => wrap = Some(it.next().ok_or("--wrap needs a command")?),
                 "--plexus-log" => {
                     plexus_log = Some(PathBuf::from(it.next().ok_or("--plexus-log needs a path")?))
@@ -198,6 +237,16 @@ impl Opts {
             rss_runs: pick(rss, 3, 1),
             rt_runs: pick(rt, 3, 1),
             latency_ms,
+            scale: scale.unwrap_or_else(|| {
+                if quick {
+                    vec![100]
+                } else {
+                    vec![1000, 10_000, 50_000]
+                }
+            }),
+            scale_pods: pick(scale_pods, 250, 4),
+            fanout_names: pick(fanout_names, 1000, 20),
+            baseline_daemon,
             json,
             quick,
             wrap,
@@ -209,6 +258,28 @@ impl Opts {
         }
         if opts.storm_memory_mib < 8 {
             return Err("--storm-memory-mib must be at least 8".into());
+        }
+        let mut sorted = opts.scale.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted != opts.scale {
+            return Err("--scale: give each number once, ascending".into());
+        }
+        if let Some(&first) = opts.scale.first()
+            && first < MAX_K + super::scale::SCALE_K * opts.scale_pods
+        {
+            return Err(format!(
+                "--scale: at least {} NADs (the bench's {MAX_K} and {} for --scale-pods {})",
+                MAX_K + super::scale::SCALE_K * opts.scale_pods,
+                super::scale::SCALE_K * opts.scale_pods,
+                opts.scale_pods
+            ));
+        }
+        if opts.fanout_names > plexus::k8s::annotations::MAX_ELEMENTS {
+            return Err(format!(
+                "--fanout-names: at most {} (the annotation's own limit)",
+                plexus::k8s::annotations::MAX_ELEMENTS
+            ));
         }
         if opts.runs == 0 {
             return Err("--runs must be at least 1".into());
@@ -246,6 +317,30 @@ mod tests {
         assert!(parse(&["--mode"]).is_err());
         assert!(parse(&["--storm", "251"]).is_err());
         assert!(parse(&["--storm-memory-mib", "4"]).is_err());
+    }
+
+    #[test]
+    fn scale_phase_options() {
+        let o = parse(&[]).unwrap();
+        assert_eq!(
+            (o.scale.clone(), o.scale_pods, o.fanout_names),
+            (vec![1000, 10_000, 50_000], 250, 1000)
+        );
+        let o = parse(&["--quick"]).unwrap();
+        assert_eq!(
+            (o.scale.clone(), o.scale_pods, o.fanout_names),
+            (vec![100], 4, 20)
+        );
+        let o = parse(&["--scale", "0"]).unwrap();
+        assert!(o.scale.is_empty(), "0 skips");
+        let o = parse(&["--baseline-daemon", "/tmp/old", "--scale", "800,2000"]).unwrap();
+        assert_eq!(o.baseline_daemon, Some(PathBuf::from("/tmp/old")));
+        assert!(parse(&["--scale", "2000,800"]).is_err(), "ascending");
+        assert!(
+            parse(&["--scale", "100"]).is_err(),
+            "room for 250 pods' NADs"
+        );
+        assert!(parse(&["--fanout-names", "1025"]).is_err());
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct Report {
     pub burst: Option<BurstResult>,
     /// Daemon mode (issue 8).
     pub daemon: Option<DaemonReport>,
+    /// The scale phase (issue 20).
+    pub scale: Option<super::scale::ScaleReport>,
     /// What was left at the very end, after every phase.
     pub final_leaks: Vec<String>,
     /// Connections the forwarder accepted (real API server only).
@@ -377,6 +379,10 @@ impl Report {
             if let Some(d) = &self.daemon {
                 daemon_markdown(&mut s, d, st);
             }
+            if let Some(r) = &self.scale {
+                let _ = writeln!(s);
+                super::scale::markdown(&mut s, r);
+            }
             self.markdown_end(&mut s);
             return s;
         }
@@ -536,6 +542,10 @@ impl Report {
         if let Some(d) = &self.daemon {
             let _ = writeln!(s);
             daemon_markdown(&mut s, d, st);
+        }
+        if let Some(r) = &self.scale {
+            let _ = writeln!(s);
+            super::scale::markdown(&mut s, r);
         }
         self.markdown_end(&mut s);
         s

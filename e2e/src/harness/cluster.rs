@@ -33,7 +33,10 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client,
-    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+        PostParams,
+    },
     config::{KubeConfigOptions, Kubeconfig},
 };
 use serde_json::{Value, json};
@@ -323,6 +326,18 @@ impl Cluster {
             Api::namespaced_with(self.client.clone(), ns, &nad_resource());
         self.block("create NAD", nads.create(&PostParams::default(), &obj))
             .unwrap_or_else(|e| panic!("create NAD {ns}/{name}: {e}"));
+    }
+
+    /// Replace the `spec.config` of NAD `ns/name` with `config` (a JSON merge patch).
+    pub fn set_nad_config(&self, ns: &str, name: &str, config: &Value) {
+        let nads: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), ns, &nad_resource());
+        let patch = json!({"spec": {"config": config.to_string()}});
+        self.block(
+            "patch NAD",
+            nads.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .unwrap_or_else(|e| panic!("patch NAD {ns}/{name}: {e}"));
     }
 
     /// Create pod `ns/name` with `annotations`, bound to [`NO_SUCH_NODE`] with one trivial container.

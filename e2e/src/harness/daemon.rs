@@ -238,6 +238,15 @@ impl DaemonProcess {
         }
     }
 
+    /// Wait until the daemon holds NAD `ns/name` loaded, its config and all, so an ADD selecting it reads
+    /// nothing from the API (a NAD no pod of the node selects is held compact: docs/daemon.md, "The NAD
+    /// cache"), at most 10 s.
+    pub fn wait_nad_loaded(&self, ns: &str, name: &str) {
+        if let Err(e) = wait_nad_loaded(&self.socket, ns, name, Duration::from_secs(10)) {
+            panic!("{e}");
+        }
+    }
+
     /// Wait until every network-status write the daemon does after its replies (`statusWrite: afterReply`,
     /// its default) has ended (`plexus_status_writes_pending` is 0), at most `limit`.
     pub fn wait_status_writes(&self, limit: Duration) {
@@ -289,6 +298,35 @@ impl DaemonProcess {
 impl Drop for DaemonProcess {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Whether a `GET /cache/network-attachment-definitions/...` body says the NAD is loaded. A daemon from
+/// before the compact cache (issue 20) says nothing: it held every NAD whole.
+pub fn nad_loaded(body: &str) -> bool {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .is_some_and(|v| v["cache"]["loaded"].as_bool().unwrap_or(true))
+}
+
+/// Wait until the daemon on `socket` holds NAD `ns/name` loaded ([`nad_loaded`]); an error after `limit`.
+pub fn wait_nad_loaded(socket: &Path, ns: &str, name: &str, limit: Duration) -> Result<(), String> {
+    let path = format!("/cache/network-attachment-definitions/{ns}/{name}");
+    let started = Instant::now();
+    loop {
+        let got = socket_get(socket, &path);
+        if got
+            .as_ref()
+            .is_some_and(|(code, body)| *code == 200 && nad_loaded(body))
+        {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            return Err(format!(
+                "the daemon did not load NAD {ns}/{name} within {limit:?} (last answer: {got:?})"
+            ));
+        }
+        thread::sleep(Duration::from_millis(5));
     }
 }
 

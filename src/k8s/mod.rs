@@ -5,6 +5,7 @@ pub mod client;
 pub mod events;
 pub mod nad;
 pub mod nadcache;
+pub mod observe;
 pub mod status;
 pub mod tls;
 pub mod transport;

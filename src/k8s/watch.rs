@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use super::{
     annotations,
-    client::{ApiObserver, ApiOutcome},
     nadcache::{Lookup, NadCache, NadKey, RETAIN, WatchedNad},
+    observe::{ApiObserver, ApiOutcome},
 };
 
 /// How long the NAD watch waits for the pod watch's first list before it lists anyway: with the pods known

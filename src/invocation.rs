@@ -1,5 +1,5 @@
-//! One CNI invocation from its environment and config to what the process prints and how it exits: the
-//! core that the thin binary ([`crate::cli`]) and the daemon's requests (`crate::daemon::handler`) share.
+//! One CNI invocation from its environment and config to its typed [`Answer`]: the core that the thin binary
+//! ([`crate::cli`]) and the daemon's requests (`crate::daemon::handler`) share, each rendering the answer.
 
 use plexus_cni::ErrorReply;
 
@@ -21,26 +21,21 @@ pub const ABOUT: &str = concat!(
     ": meta-plugin that delegates to other CNI plugins (CNI spec 0.1.0 to 1.1.0)"
 );
 
-/// What the process prints and how it exits.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Outcome {
-    /// Stdout (one JSON document, or nothing).
-    pub stdout: Vec<u8>,
-    /// Stderr text from the edge itself (logs go through `tracing`).
-    pub stderr: String,
-    /// Exit status.
-    pub code: u8,
-    /// Events to send once the reply is out (a `k8s::events::Batch`), by a detached child.
-    pub events: Option<Vec<u8>>,
+/// How an invocation ended, for its edge to render: the thin binary prints it, the daemon answers its
+/// socket with it.
+#[derive(Debug)]
+pub enum Answer {
+    /// No `CNI_COMMAND`: the about text ([`ABOUT`]) goes to stderr, and the exit status is 0.
+    About,
+    /// Success, with the operation's typed reply.
+    Done(ops::Done),
+    /// Failure, as the CNI error reply ([`Error::to_reply`]).
+    Failed(ErrorReply),
 }
 
-/// An error reply as the outcome: on stdout, exit status 1.
-pub(crate) fn failure(reply: ErrorReply) -> Outcome {
-    Outcome {
-        stdout: reply.to_json().into_bytes(),
-        stderr: String::new(),
-        code: 1,
-        events: None,
+impl Answer {
+    fn failed(e: Error, cni_version: &str) -> Answer {
+        Answer::Failed(e.to_reply(cni_version))
     }
 }
 
@@ -49,8 +44,8 @@ pub type ClusterFactory<'a> = &'a dyn Fn(&Config, Command) -> Option<Box<dyn Clu
 
 /// One invocation as run by [`run`].
 pub struct Ran {
-    /// What to print and how to exit (`events` is left to the caller).
-    pub outcome: Outcome,
+    /// How it ended.
+    pub answer: Answer,
     /// The command, once the environment parsed.
     pub command: Option<Command>,
     /// The cluster seam the operation ran against (its collected events not yet taken).
@@ -87,39 +82,28 @@ pub fn run(
     init_logging: bool,
     after_reply: Option<&ops::AfterReply>,
 ) -> Ran {
-    let done = |outcome: Outcome, command: Option<Command>| Ran {
-        outcome,
+    let done = |answer: Answer, command: Option<Command>| Ran {
+        answer,
         command,
         cluster: None,
     };
     let env = match CniEnv::from_vars(vars) {
         Ok(Some(env)) => env,
-        Ok(None) => {
-            let about = Outcome {
-                stdout: Vec::new(),
-                stderr: format!("{ABOUT}\n"),
-                code: 0,
-                events: None,
-            };
-            return done(about, None);
-        }
-        Err(e) => return done(failure(Error::from(e).to_reply("")), None),
+        Ok(None) => return done(Answer::About, None),
+        Err(e) => return done(Answer::failed(Error::from(e), ""), None),
     };
     let command = Some(env.command);
     if env.command == Command::Version {
-        let version = Outcome {
-            stdout: ops::version_reply(stdin),
-            stderr: String::new(),
-            code: 0,
-            events: None,
+        let version = ops::Done {
+            reply: ops::Reply::Version(ops::version_reply(stdin)),
         };
-        return done(version, command);
+        return done(Answer::Done(version), command);
     }
     let config = match Config::from_bytes(stdin) {
         Ok(c) => c,
         Err(e) => {
             let version = plexus_cni::version::declared_version(stdin).unwrap_or_default();
-            return done(failure(Error::from(e).to_reply(&version)), command);
+            return done(Answer::failed(Error::from(e), &version), command);
         }
     };
     if init_logging {
@@ -137,17 +121,12 @@ pub fn run(
         kubelet: &kubelet,
         after_reply,
     };
-    let outcome = match ops::execute(&env, &config, &seams) {
-        Ok(stdout) => Outcome {
-            stdout,
-            stderr: String::new(),
-            code: 0,
-            events: None,
-        },
-        Err(e) => failure(e.to_reply(config.cni_version.as_str())),
+    let answer = match ops::execute(&env, &config, &seams) {
+        Ok(done) => Answer::Done(done),
+        Err(e) => Answer::failed(e, config.cni_version.as_str()),
     };
     Ran {
-        outcome,
+        answer,
         command,
         cluster: api,
     }

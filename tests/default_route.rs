@@ -236,7 +236,7 @@ impl World {
             kubelet: &NoKubelet,
             after_reply: None,
         };
-        ops::execute(&env, &self.config, &seams)
+        ops::execute(&env, &self.config, &seams).map(|d| d.reply.to_stdout())
     }
 
     /// ADD, requiring success; the returned result.

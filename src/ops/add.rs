@@ -7,7 +7,7 @@ use std::path::Path;
 
 use plexus_cni::CniResult;
 
-use super::{Ctx, attached, default_route, teardown, transaction::Transaction};
+use super::{Ctx, Versioned, attached, default_route, teardown, transaction::Transaction};
 use crate::{
     cache,
     cluster::PodNetworks,
@@ -161,7 +161,7 @@ fn refuse_own_netns(ctx: &Ctx<'_>, netns: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
+pub(super) fn add(ctx: &Ctx<'_>) -> Result<Versioned, Error> {
     let netns = ctx.env.netns.clone().unwrap_or_default();
     refuse_own_netns(ctx, &netns)?;
     ctx.wait_ready(false)?;
@@ -363,19 +363,20 @@ fn finish(
     netns: &Path,
     pod: Option<&PodRef>,
     attached: &mut [(Attachment, CniResult)],
-) -> Result<Vec<u8>, Error> {
+) -> Result<Versioned, Error> {
     match default_route::apply(ctx, netns, attached)? {
         Some(r) => tx.record_final(attached, &r.changed, Some(&r.filter_flags))?,
         None => tx.record_final(attached, &[], None)?,
     }
     let (master, master_result) = &attached[0];
-    let reply = master_result
-        .to_json(ctx.config.cni_version)
-        .map_err(|source| Error::Result {
-            who: ctx.who(),
-            network: master.status_name.clone(),
-            version: ctx.config.cni_version.to_string(),
-            source,
+    let reply =
+        Versioned::new(master_result.clone(), ctx.config.cni_version).map_err(|source| {
+            Error::Result {
+                who: ctx.who(),
+                network: master.status_name.clone(),
+                version: ctx.config.cni_version.to_string(),
+                source,
+            }
         })?;
     // The auxiliary chain is no network of the pod's: no network-status entry, no event.
     let published = match attached.split_last() {
@@ -393,5 +394,5 @@ fn finish(
                 source,
             })?;
     }
-    Ok(reply.into_bytes())
+    Ok(reply)
 }

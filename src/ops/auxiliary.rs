@@ -153,7 +153,7 @@ mod tests {
             kubelet: &NoKubelet,
             after_reply: None,
         };
-        execute(&env, config, &seams).unwrap()
+        execute(&env, config, &seams).unwrap().reply.to_stdout()
     }
 
     /// Issue 22: even when a chain plugin answers with an interface, the chain is no network of the pod's:

@@ -276,7 +276,7 @@ mod tests {
                 kubelet: &NoKubelet,
                 after_reply,
             };
-            execute(&env, &config, &seams)
+            execute(&env, &config, &seams).map(|d| d.reply.to_stdout())
         }
 
         fn cached_routes(&self, network: &str, ifname: &str) -> Value {

@@ -144,7 +144,7 @@ impl World {
             kubelet,
             after_reply: None,
         };
-        execute(&env, &self.config(), &seams)
+        execute(&env, &self.config(), &seams).map(|d| d.reply.to_stdout())
     }
 
     /// The ADD request configs, by network name.

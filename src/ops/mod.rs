@@ -17,6 +17,7 @@ mod check;
 mod default_route;
 mod deferred;
 mod del;
+mod done;
 mod gc;
 mod status;
 mod teardown;
@@ -66,6 +67,8 @@ pub struct Seams<'a> {
     pub after_reply: Option<&'a AfterReply>,
 }
 
+pub use done::{Done, Reply, Versioned};
+
 /// One operation's context.
 pub(crate) struct Ctx<'a> {
     pub env: &'a CniEnv,
@@ -76,8 +79,9 @@ pub(crate) struct Ctx<'a> {
 /// VERSION: echo the config's version and list ours (CNI-21); stdin need not be a valid config.
 pub use plexus_cni::version::version_reply;
 
-/// Run a command (other than VERSION) with a validated config. Returns what goes on stdout on success.
-pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Vec<u8>, Error> {
+/// Run a command (other than VERSION) with a validated config. Returns the typed reply for the edge to
+/// render.
+pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Done, Error> {
     let ctx = Ctx { env, config, seams };
     let gate = |needs: CniVersion| {
         if config.cni_version < needs {
@@ -93,18 +97,20 @@ pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Vec<u
     let started = Instant::now();
     tracing::info!(command = %env.command, container = env.container_id.as_deref().unwrap_or(""), who = %env.who(), "start");
     let out = match env.command {
-        Command::Version => Ok(Vec::new()),
-        Command::Add => add::add(&ctx),
-        Command::Del => del::del(&ctx).map(|()| Vec::new()),
+        Command::Version => Ok(Done::empty()),
+        Command::Add => add::add(&ctx).map(|added| Done {
+            reply: Reply::Added(added),
+        }),
+        Command::Del => del::del(&ctx).map(|()| Done::empty()),
         Command::Check => gate(CniVersion::V0_4_0)
             .and_then(|()| check::check(&ctx))
-            .map(|()| Vec::new()),
+            .map(|()| Done::empty()),
         Command::Status => gate(CniVersion::V1_1_0)
             .and_then(|()| status::status(&ctx))
-            .map(|()| Vec::new()),
+            .map(|()| Done::empty()),
         Command::Gc => gate(CniVersion::V1_1_0)
             .and_then(|()| gc::gc(&ctx))
-            .map(|()| Vec::new()),
+            .map(|()| Done::empty()),
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &out {

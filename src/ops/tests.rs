@@ -85,7 +85,7 @@ impl World {
         ])
         .unwrap()
         .unwrap();
-        execute(&env, config, &self.seams(cluster, after_reply))
+        execute(&env, config, &self.seams(cluster, after_reply)).map(|d| d.reply.to_stdout())
     }
 
     /// This world's fake processes and netns, `cluster`, no kubelet, and `after_reply`.
@@ -1111,6 +1111,7 @@ fn run_with_args(
             after_reply: None,
         },
     )
+    .map(|d| d.reply.to_stdout())
 }
 
 #[test]

@@ -166,7 +166,7 @@ impl<'c, 'a> Transaction<'c, 'a> {
     /// the lock) finds them in place (or a DEL takes them over, `deferred`); a failure then cannot fail
     /// the ADD: it is logged, and DEL works without prevResult. The thin binary flushes them now (a
     /// failure rolls back) and releases the lock.
-    pub fn commit(mut self, reply: Vec<u8>) -> Result<Vec<u8>, Error> {
+    pub fn commit<T>(mut self, reply: T) -> Result<T, Error> {
         let ctx = self.ctx;
         // `add` records the final results first; a record still held must not be lost.
         if let Err((_, source)) = self.submit_held() {
@@ -335,7 +335,7 @@ mod tests {
             attached[1].1.routes.clear();
             tx.record_final(&attached, &[false, true, false], Some(&[(true, false); 3]))
                 .unwrap();
-            tx.commit(Vec::new()).unwrap();
+            tx.commit(()).unwrap();
         });
         let routes = |v: Value| v["routes"].as_array().map_or(0, Vec::len);
         assert_eq!(

@@ -81,20 +81,18 @@ fn failure(reply: &ErrorReply) -> Outcome {
 }
 
 /// Run one CNI invocation with real processes and netns, and the cluster `cluster` makes.
-pub fn invoke(
+pub fn invoke<C: Cluster>(
     vars: Vec<(String, String)>,
     stdin: &mut dyn Read,
-    cluster: ClusterFactory<'_>,
+    cluster: ClusterFactory<'_, C>,
 ) -> Outcome {
     let mut bytes = Vec::new();
     if let Err(e) = stdin.read_to_end(&mut bytes) {
         return failure(&Error::Stdin(e).to_reply(""));
     }
-    let ran = run(vars, &bytes, Host::OWN, cluster, true, None);
+    let ran = run(vars, &bytes, Host::OWN, cluster, true, false);
     let mut out = Outcome::of(&ran.answer);
-    if let Some(api) = ran.cluster {
-        out.events = Batch::encode(&bytes, api.take_events());
-    }
+    out.events = Batch::encode(&bytes, ran.events);
     out
 }
 
@@ -183,8 +181,7 @@ pub fn main() -> ExitCode {
         .map(|(k, v)| (lossy(k), lossy(v)))
         .collect();
     let out = invoke(vars, &mut io::stdin().lock(), &|config, command| {
-        ApiCluster::from_config(config)
-            .map(|c| Box::new(c.with_events(command == Command::Add)) as Box<dyn Cluster>)
+        ApiCluster::from_config(config).map(|c| c.with_events(command == Command::Add))
     });
     if !out.stderr.is_empty() {
         let _ = io::stderr().write_all(out.stderr.as_bytes());

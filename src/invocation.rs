@@ -1,6 +1,7 @@
 //! One CNI invocation from its environment and config to its typed [`Answer`]: the core that the thin binary
 //! ([`crate::cli`]) and the daemon's requests (`crate::daemon::handler`) share, each rendering the answer.
 
+use k8s_openapi::api::core::v1::Event;
 use plexus_cni::ErrorReply;
 
 use crate::{
@@ -39,17 +40,19 @@ impl Answer {
     }
 }
 
-/// Makes the cluster seam for a validated config (`None`: no Kubernetes).
-pub type ClusterFactory<'a> = &'a dyn Fn(&Config, Command) -> Option<Box<dyn Cluster>>;
+/// Makes the cluster seam `C` for a validated config (`None`: no Kubernetes).
+pub type ClusterFactory<'a, C> = &'a dyn Fn(&Config, Command) -> Option<C>;
 
 /// One invocation as run by [`run`].
-pub struct Ran {
-    /// How it ended.
+pub struct Ran<C> {
+    /// How it ended; a success carries the work left for after the reply ([`ops::Done`]).
     pub answer: Answer,
     /// The command, once the environment parsed.
     pub command: Option<Command>,
-    /// The cluster seam the operation ran against (its collected events not yet taken).
-    pub cluster: Option<Box<dyn Cluster>>,
+    /// The cluster seam the operation ran against (the daemon sends the deferred work through it).
+    pub cluster: Option<C>,
+    /// The events the operation collected (success or failure), to send after the reply.
+    pub events: Vec<Event>,
 }
 
 /// What a run reaches directly: how delegates run and how pod network namespaces are opened. The thin
@@ -73,19 +76,21 @@ impl Host<'static> {
 /// Run one CNI invocation: environment `vars`, the config `stdin`, delegates and namespaces through `host`,
 /// the cluster `cluster` makes. The thin binary and the daemon (one request each) both come through here;
 /// `init_logging` sets the process's logging from the config (the thin binary; the daemon has its own);
-/// `after_reply` takes work for after the reply (the daemon, see [`ops::Seams::after_reply`]).
-pub fn run(
+/// `defer_work` leaves work for after the reply in the answer (the daemon, see
+/// [`ops::Seams::defer_work`]).
+pub fn run<C: Cluster>(
     vars: Vec<(String, String)>,
     stdin: &[u8],
     host: Host<'_>,
-    cluster: ClusterFactory<'_>,
+    cluster: ClusterFactory<'_, C>,
     init_logging: bool,
-    after_reply: Option<&ops::AfterReply>,
-) -> Ran {
+    defer_work: bool,
+) -> Ran<C> {
     let done = |answer: Answer, command: Option<Command>| Ran {
         answer,
         command,
         cluster: None,
+        events: Vec::new(),
     };
     let env = match CniEnv::from_vars(vars) {
         Ok(Some(env)) => env,
@@ -94,9 +99,7 @@ pub fn run(
     };
     let command = Some(env.command);
     if env.command == Command::Version {
-        let version = ops::Done {
-            reply: ops::Reply::Version(ops::version_reply(stdin)),
-        };
+        let version = ops::Done::answer(ops::Reply::Version(ops::version_reply(stdin)));
         return done(Answer::Done(version), command);
     }
     let config = match Config::from_bytes(stdin) {
@@ -117,17 +120,107 @@ pub fn run(
     let seams = Seams {
         exec: host.exec,
         netns: host.netns,
-        cluster: api.as_deref().unwrap_or(&NoCluster),
+        cluster: match &api {
+            Some(c) => c,
+            None => &NoCluster,
+        },
         kubelet: &kubelet,
-        after_reply,
+        defer_work,
     };
     let answer = match ops::execute(&env, &config, &seams) {
         Ok(done) => Answer::Done(done),
         Err(e) => Answer::failed(e, config.cni_version.as_str()),
     };
+    // Whatever the outcome: a failed ADD's Warning events are sent too.
+    let events = seams.cluster.take_events();
     Ran {
         answer,
         command,
         cluster: api,
+        events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plexus_cni::CniResult;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        cluster::{ClusterError, DeferredStatus, PodNetworks},
+        plan::{Attachment, NetworkRequest},
+        request::PodRef,
+        testing::TestHost,
+    };
+
+    /// A cluster that has collected one Warning event, and publishes nothing.
+    struct Warned;
+
+    impl Cluster for Warned {
+        fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
+            Ok(PodNetworks::default())
+        }
+        fn network_by_name(
+            &self,
+            _: &Config,
+            _: &str,
+        ) -> Result<Option<NetworkRequest>, ClusterError> {
+            Ok(None)
+        }
+        fn publish_status(
+            &self,
+            _: &PodRef,
+            _: &[(Attachment, CniResult)],
+        ) -> Result<Option<DeferredStatus>, ClusterError> {
+            Ok(None)
+        }
+        fn take_events(&self) -> Vec<Event> {
+            vec![Event {
+                reason: Some("Seen".into()),
+                ..Default::default()
+            }]
+        }
+    }
+
+    /// The events an operation collected come back as a value whatever its outcome (a failed ADD's
+    /// Warning is sent too), with the failure as its CNI error reply in the config's version.
+    #[test]
+    fn events_come_back_with_the_answer_on_failure_too() {
+        let h = TestHost::new();
+        h.exec.fail("cluster", "ADD", 7, "boom");
+        let config = json!({
+            "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
+            "cniDir": h.cni_dir(), "binDir": "/opt/cni/bin",
+            "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]
+        });
+        let vars = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/test-pod"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/usr/lib/cni"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec();
+        let host = Host {
+            exec: &h.exec,
+            netns: &h.netns,
+        };
+        let ran = run(
+            vars,
+            &serde_json::to_vec(&config).unwrap(),
+            host,
+            &|_, _| Some(Warned),
+            false,
+            false,
+        );
+        let Answer::Failed(reply) = &ran.answer else {
+            panic!("the ADD fails: {:?}", ran.answer);
+        };
+        assert_eq!((reply.code, reply.cni_version.as_str()), (7, "1.0.0"));
+        assert_eq!(ran.events.len(), 1);
+        assert_eq!(ran.events[0].reason.as_deref(), Some("Seen"));
+        assert_eq!(ran.command, Some(Command::Add));
     }
 }

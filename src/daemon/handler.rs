@@ -3,7 +3,9 @@
 //! ([`crate::invocation::run`]), and its typed answer is put in the wire format
 //! (docs/daemon.md, "Wire format, and Go Multus's shim").
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Event;
 
 use plexus_cni::{CniVersion, ErrorReply};
 use plexus_shim::{
@@ -13,7 +15,7 @@ use plexus_shim::{
 
 use super::Shared;
 use crate::{
-    cluster::Cluster,
+    cluster::DeferredStatus,
     exec::{Exec, ProcessExec},
     hostroot::{HOST_PATH, HostExec, HostNetns},
     invocation::{self, Answer, Host},
@@ -51,11 +53,15 @@ impl Reply {
 /// What a request leaves for after its reply.
 #[derive(Default)]
 pub struct Later {
-    /// The cluster whose events (and deferred status write) are still to be sent.
+    /// The cluster the request ran against: the status write and the events are sent through it.
     pub api: Option<Arc<ApiCluster>>,
     /// ADD's durable writes, holding the container's lock, or DEL's unlinks of its trash
-    /// (`ops::Seams::after_reply`).
-    pub finish: Option<Box<dyn FnOnce() + Send>>,
+    /// ([`ops::Done::after_reply`]).
+    pub finish: Option<ops::AfterReply>,
+    /// ADD's network-status write (`statusWrite: afterReply`, [`ops::Done::status`]).
+    pub status: Option<Box<DeferredStatus>>,
+    /// The events the request collected.
+    pub events: Vec<Event>,
 }
 
 /// Run one request. Returns the reply and what is left for after it.
@@ -71,7 +77,6 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
         vars.push(("PATH".into(), path.unwrap_or_else(|| HOST_PATH.into())));
     }
     let config = shared.config.overlay_on(&req.config);
-    let slot: Mutex<Option<Arc<ApiCluster>>> = Mutex::new(None);
     let cni_path: Vec<std::path::PathBuf> = vars
         .iter()
         .find(|(k, _)| k == "CNI_PATH")
@@ -82,13 +87,13 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
                 .collect()
         })
         .unwrap_or_default();
-    let factory = |config: &crate::config::Config, command: Command| -> Option<Box<dyn Cluster>> {
+    let factory = |config: &crate::config::Config, command: Command| -> Option<Arc<ApiCluster>> {
         if command == Command::Add {
             shared.served.note(config);
         }
         // The missing-plugin report looks where the requests look (`super::plugin_check`).
         shared.search_path.observe(config.search_path(&cni_path));
-        let api = Arc::new(
+        Some(Arc::new(
             ApiCluster::shared(
                 shared.handle.clone(),
                 shared.client.clone(),
@@ -101,11 +106,7 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
                 command == Command::Add
                     && shared.config.status_write == super::config::StatusWrite::AfterReply,
             ),
-        );
-        if let Ok(mut s) = slot.lock() {
-            *s = Some(api.clone());
-        }
-        Some(Box::new(api))
+        ))
     };
     // Delegates and namespaces through the host's root when the daemon runs in a container (`chrootDir`).
     let (host_exec, host_netns);
@@ -121,13 +122,17 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
         inner,
         metrics: &shared.metrics,
     };
-    let after_reply = crate::ops::AfterReply::default();
     let host = Host { exec: &exec, netns };
-    let ran = invocation::run(vars, &config, host, &factory, false, Some(&after_reply));
-    drop(ran.cluster);
+    let mut ran = invocation::run(vars, &config, host, &factory, false, true);
+    let (finish, status) = match &mut ran.answer {
+        Answer::Done(done) => (done.after_reply.take(), done.status.take()),
+        _ => (None, None),
+    };
     let later = Later {
-        api: slot.into_inner().ok().flatten(),
-        finish: after_reply.into_inner().ok().flatten(),
+        api: ran.cluster,
+        finish,
+        status,
+        events: ran.events,
     };
     (to_wire(ran.command, &ran.answer), later)
 }
@@ -187,9 +192,9 @@ mod tests {
     /// A successful ADD whose result `json` is given in `version`.
     fn added(json: &str, version: CniVersion) -> Answer {
         let result = CniResult::parse(json.as_bytes(), version).unwrap();
-        Answer::Done(ops::Done {
-            reply: ops::Reply::Added(ops::Versioned::new(result, version).unwrap()),
-        })
+        Answer::Done(ops::Done::answer(ops::Reply::Added(Box::new(
+            ops::Versioned::new(result, version).unwrap(),
+        ))))
     }
 
     #[test]
@@ -262,9 +267,9 @@ mod tests {
     fn a_request_without_a_command_is_an_error_and_version_is_answered_raw() {
         let r = to_wire(None, &Answer::About);
         assert_eq!(ErrorReply::parse(&r.body).unwrap().code, codes::INVALID_ENV);
-        let version = Answer::Done(ops::Done {
-            reply: ops::Reply::Version(br#"{"cniVersion":"1.1.0"}"#.to_vec()),
-        });
+        let version = Answer::Done(ops::Done::answer(ops::Reply::Version(
+            br#"{"cniVersion":"1.1.0"}"#.to_vec(),
+        )));
         let r = to_wire(Some(Command::Version), &version);
         assert_eq!(
             (r.status, r.body.as_slice()),

@@ -121,14 +121,14 @@ mod tests {
             &self,
             _: &PodRef,
             attached: &[(Attachment, CniResult)],
-        ) -> Result<(), ClusterError> {
+        ) -> Result<Option<crate::cluster::DeferredStatus>, ClusterError> {
             let mut p = self.0.lock().unwrap();
             p.extend(
                 attached
                     .iter()
                     .map(|(a, _)| (a.status_name.clone(), a.ifname.clone())),
             );
-            Ok(())
+            Ok(None)
         }
     }
 
@@ -151,7 +151,7 @@ mod tests {
             netns: &h.netns,
             cluster,
             kubelet: &NoKubelet,
-            after_reply: None,
+            defer_work: false,
         };
         execute(&env, config, &seams).unwrap().reply.to_stdout()
     }

@@ -1,23 +1,50 @@
 //! What a successful operation hands its edge: the typed reply (ADD's result in a known version, the VERSION
 //! answer, or nothing) that the thin binary prints and the daemon puts on its socket, each rendering it
-//! its own way, without reading back what the other would print.
+//! its own way, and the work left for after the reply, as values the edge schedules.
 
 use plexus_cni::{CniResult, CniVersion, result::ResultError};
 use serde_json::Value;
 
+use crate::cluster::DeferredStatus;
+
+/// Work an operation leaves for after its reply (daemon mode), for the edge to run off the request's
+/// thread (the daemon's after-reply thread): ADD's durable writes, holding the container's lock until they
+/// end (they run when the job is called or dropped); DEL's unlinks of the files it moved into the trash.
+pub type AfterReply = Box<dyn FnOnce() + Send>;
+
 /// A successful operation.
-#[derive(Debug)]
 pub struct Done {
     /// What the operation answers.
     pub reply: Reply,
+    /// Daemon mode (`Seams::defer_work`): the work left for after the reply.
+    pub after_reply: Option<AfterReply>,
+    /// Daemon mode with `statusWrite: afterReply`: ADD's network-status write, to send after the reply.
+    pub status: Option<Box<DeferredStatus>>,
 }
 
 impl Done {
-    /// A success with nothing to print (DEL, CHECK, STATUS, GC).
+    /// A success with nothing to print (DEL, CHECK, STATUS, GC) and nothing left to do.
     pub fn empty() -> Done {
+        Done::answer(Reply::Empty)
+    }
+
+    /// A success answering `reply`, with nothing left to do.
+    pub fn answer(reply: Reply) -> Done {
         Done {
-            reply: Reply::Empty,
+            reply,
+            after_reply: None,
+            status: None,
         }
+    }
+}
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Done")
+            .field("reply", &self.reply)
+            .field("after_reply", &self.after_reply.is_some())
+            .field("status", &self.status)
+            .finish()
     }
 }
 
@@ -27,7 +54,7 @@ pub enum Reply {
     /// DEL, CHECK, STATUS, GC: nothing.
     Empty,
     /// ADD: the cluster network's result, in the config's version.
-    Added(Versioned),
+    Added(Box<Versioned>),
     /// VERSION: the version reply, as `plexus_cni::version` renders it.
     Version(Vec<u8>),
 }
@@ -106,7 +133,7 @@ mod tests {
             r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/p"}],"ips":[{"address":"10.1.0.5/16","interface":0}]}"#,
         );
         for v in [CniVersion::V0_3_1, CniVersion::V0_4_0, CniVersion::V1_1_0] {
-            let reply = Reply::Added(Versioned::new(r.clone(), v).unwrap());
+            let reply = Reply::Added(Box::new(Versioned::new(r.clone(), v).unwrap()));
             assert_eq!(reply.to_stdout(), r.to_json(v).unwrap().into_bytes(), "{v}");
         }
         assert!(Reply::Empty.to_stdout().is_empty());

@@ -7,11 +7,13 @@ use std::{
     process::ExitCode,
 };
 
+use plexus_cni::ErrorReply;
+
 use crate::{
     cluster::Cluster,
     config::Config,
     error::Error,
-    invocation::{ClusterFactory, Host, Outcome, failure, run},
+    invocation::{ABOUT, Answer, ClusterFactory, Host, run},
     k8s::{
         client::ApiCluster,
         events::{self, Batch},
@@ -33,21 +35,64 @@ fn lossy(v: OsString) -> String {
         .unwrap_or_else(|v| v.to_string_lossy().into_owned())
 }
 
+/// What the process prints and how it exits.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Stdout (one JSON document, or nothing).
+    pub stdout: Vec<u8>,
+    /// Stderr text from the edge itself (logs go through `tracing`).
+    pub stderr: String,
+    /// Exit status.
+    pub code: u8,
+    /// Events to send once the reply is out (a `k8s::events::Batch`), by a detached child.
+    pub events: Option<Vec<u8>>,
+}
+
+impl Outcome {
+    /// The answer as this process prints it: a success's reply in the config's version (exit 0), an error
+    /// reply (exit 1), or the about text on stderr.
+    fn of(answer: &Answer) -> Outcome {
+        match answer {
+            Answer::About => Outcome {
+                stdout: Vec::new(),
+                stderr: format!("{ABOUT}\n"),
+                code: 0,
+                events: None,
+            },
+            Answer::Done(done) => Outcome {
+                stdout: done.reply.to_stdout(),
+                stderr: String::new(),
+                code: 0,
+                events: None,
+            },
+            Answer::Failed(reply) => failure(reply),
+        }
+    }
+}
+
+/// An error reply as the outcome: on stdout, exit status 1.
+fn failure(reply: &ErrorReply) -> Outcome {
+    Outcome {
+        stdout: reply.to_json().into_bytes(),
+        stderr: String::new(),
+        code: 1,
+        events: None,
+    }
+}
+
 /// Run one CNI invocation with real processes and netns, and the cluster `cluster` makes.
-pub fn invoke(
+pub fn invoke<C: Cluster>(
     vars: Vec<(String, String)>,
     stdin: &mut dyn Read,
-    cluster: ClusterFactory<'_>,
+    cluster: ClusterFactory<'_, C>,
 ) -> Outcome {
     let mut bytes = Vec::new();
     if let Err(e) = stdin.read_to_end(&mut bytes) {
-        return failure(Error::Stdin(e).to_reply(""));
+        return failure(&Error::Stdin(e).to_reply(""));
     }
-    let ran = run(vars, &bytes, Host::OWN, cluster, true, None);
-    let mut out = ran.outcome;
-    if let Some(api) = ran.cluster {
-        out.events = Batch::encode(&bytes, api.take_events());
-    }
+    let ran = run(vars, &bytes, Host::OWN, cluster, true, false);
+    let mut out = Outcome::of(&ran.answer);
+    out.events = Batch::encode(&bytes, ran.events);
     out
 }
 
@@ -136,8 +181,7 @@ pub fn main() -> ExitCode {
         .map(|(k, v)| (lossy(k), lossy(v)))
         .collect();
     let out = invoke(vars, &mut io::stdin().lock(), &|config, command| {
-        ApiCluster::from_config(config)
-            .map(|c| Box::new(c.with_events(command == Command::Add)) as Box<dyn Cluster>)
+        ApiCluster::from_config(config).map(|c| c.with_events(command == Command::Add))
     });
     if !out.stderr.is_empty() {
         let _ = io::stderr().write_all(out.stderr.as_bytes());

@@ -1,7 +1,9 @@
 //! The Kubernetes seam: what the core asks of the cluster. The thin binary's API-server implementation
 //! arrives with the Kubernetes issue; [`NoCluster`] serves runs without a kubeconfig (file-based networks).
 
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use plexus_cni::CniResult;
+use serde_json::Value;
 
 use crate::{
     config::Config,
@@ -17,6 +19,21 @@ pub struct PodNetworks {
     pub default_network: Option<NetworkRequest>,
     /// The selected networks (`k8s.v1.cni.cncf.io/networks`), in annotation order.
     pub networks: Vec<NetworkRequest>,
+}
+
+/// A network-status write put off until after ADD's reply (daemon mode, `statusWrite: "afterReply"`):
+/// the merge patch, and the `AddedInterface` events to post once it lands. [`Cluster::publish_status`]
+/// returns it to the caller, which sends it once the reply is out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeferredStatus {
+    /// The pod.
+    pub pod: PodRef,
+    /// The pod as an event's involved object (for a Warning when the write never lands).
+    pub involved: Option<ObjectReference>,
+    /// The merge patch of `pods/status` (made by the API adapter, `crate::k8s::client`).
+    pub(crate) patch: Value,
+    /// Posted after the write.
+    pub added: Vec<Event>,
 }
 
 /// A cluster lookup that failed.
@@ -44,12 +61,13 @@ pub trait Cluster {
         config: &Config,
         name: &str,
     ) -> Result<Option<NetworkRequest>, ClusterError>;
-    /// Record the outcome of a successful ADD (the network-status annotation).
+    /// Record the outcome of a successful ADD (the network-status annotation). `Some`: the write is not
+    /// sent but returned, for the caller to send after the reply (daemon mode).
     fn publish_status(
         &self,
         pod: &PodRef,
         attached: &[(Attachment, CniResult)],
-    ) -> Result<(), ClusterError>;
+    ) -> Result<Option<DeferredStatus>, ClusterError>;
     /// Device IDs per resource name of the pod's allocated DRA resource claims: devices whose attributes
     /// carry `k8s.cni.cncf.io/resourceName` and `k8s.cni.cncf.io/deviceID` (docs/devices.md), and the
     /// pod's claims that have no ResourceClaim. Asked on ADD after
@@ -60,9 +78,10 @@ pub trait Cluster {
     /// Record a Warning event with `reason` and `message` on the pod [`Cluster::pod_networks`] read, to be
     /// sent with the invocation's other events; nothing when no pod was read or events are off.
     fn warn_pod(&self, _reason: &str, _message: String) {}
-    /// The events this invocation has collected (and forgets them): the edge sends them after the reply
-    /// (`k8s::events`), so they never delay it.
-    fn take_events(&self) -> Vec<k8s_openapi::api::core::v1::Event> {
+    /// The events this invocation has collected (and forgets them): `crate::invocation::run` takes them
+    /// once the operation ended, and its edge sends them after the reply (`k8s::events`), so they never
+    /// delay it.
+    fn take_events(&self) -> Vec<Event> {
         Vec::new()
     }
 }
@@ -83,7 +102,7 @@ impl<T: Cluster + ?Sized> Cluster for std::sync::Arc<T> {
         &self,
         pod: &PodRef,
         attached: &[(Attachment, CniResult)],
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<DeferredStatus>, ClusterError> {
         (**self).publish_status(pod, attached)
     }
     fn dra_devices(&self, pod: &PodRef) -> Result<DraDevices, ClusterError> {
@@ -92,7 +111,7 @@ impl<T: Cluster + ?Sized> Cluster for std::sync::Arc<T> {
     fn warn_pod(&self, reason: &str, message: String) {
         (**self).warn_pod(reason, message)
     }
-    fn take_events(&self) -> Vec<k8s_openapi::api::core::v1::Event> {
+    fn take_events(&self) -> Vec<Event> {
         (**self).take_events()
     }
 }
@@ -114,7 +133,7 @@ impl Cluster for NoCluster {
         &self,
         _: &PodRef,
         _: &[(Attachment, CniResult)],
-    ) -> Result<(), ClusterError> {
-        Ok(())
+    ) -> Result<Option<DeferredStatus>, ClusterError> {
+        Ok(None)
     }
 }

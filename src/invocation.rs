@@ -1,6 +1,7 @@
-//! One CNI invocation from its environment and config to what the process prints and how it exits: the
-//! core that the thin binary ([`crate::cli`]) and the daemon's requests (`crate::daemon::handler`) share.
+//! One CNI invocation from its environment and config to its typed [`Answer`]: the core that the thin binary
+//! ([`crate::cli`]) and the daemon's requests (`crate::daemon::handler`) share, each rendering the answer.
 
+use k8s_openapi::api::core::v1::Event;
 use plexus_cni::ErrorReply;
 
 use crate::{
@@ -21,40 +22,37 @@ pub const ABOUT: &str = concat!(
     ": meta-plugin that delegates to other CNI plugins (CNI spec 0.1.0 to 1.1.0)"
 );
 
-/// What the process prints and how it exits.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Outcome {
-    /// Stdout (one JSON document, or nothing).
-    pub stdout: Vec<u8>,
-    /// Stderr text from the edge itself (logs go through `tracing`).
-    pub stderr: String,
-    /// Exit status.
-    pub code: u8,
-    /// Events to send once the reply is out (a `k8s::events::Batch`), by a detached child.
-    pub events: Option<Vec<u8>>,
+/// How an invocation ended, for its edge to render: the thin binary prints it, the daemon answers its
+/// socket with it.
+#[derive(Debug)]
+pub enum Answer {
+    /// No `CNI_COMMAND`: the about text ([`ABOUT`]) goes to stderr, and the exit status is 0.
+    About,
+    /// Success, with the operation's typed reply.
+    Done(ops::Done),
+    /// Failure, as the CNI error reply ([`Error::to_reply`]).
+    Failed(ErrorReply),
 }
 
-/// An error reply as the outcome: on stdout, exit status 1.
-pub(crate) fn failure(reply: ErrorReply) -> Outcome {
-    Outcome {
-        stdout: reply.to_json().into_bytes(),
-        stderr: String::new(),
-        code: 1,
-        events: None,
+impl Answer {
+    fn failed(e: Error, cni_version: &str) -> Answer {
+        Answer::Failed(e.to_reply(cni_version))
     }
 }
 
-/// Makes the cluster seam for a validated config (`None`: no Kubernetes).
-pub type ClusterFactory<'a> = &'a dyn Fn(&Config, Command) -> Option<Box<dyn Cluster>>;
+/// Makes the cluster seam `C` for a validated config (`None`: no Kubernetes).
+pub type ClusterFactory<'a, C> = &'a dyn Fn(&Config, Command) -> Option<C>;
 
 /// One invocation as run by [`run`].
-pub struct Ran {
-    /// What to print and how to exit (`events` is left to the caller).
-    pub outcome: Outcome,
+pub struct Ran<C> {
+    /// How it ended; a success carries the work left for after the reply ([`ops::Done`]).
+    pub answer: Answer,
     /// The command, once the environment parsed.
     pub command: Option<Command>,
-    /// The cluster seam the operation ran against (its collected events not yet taken).
-    pub cluster: Option<Box<dyn Cluster>>,
+    /// The cluster seam the operation ran against (the daemon sends the deferred work through it).
+    pub cluster: Option<C>,
+    /// The events the operation collected (success or failure), to send after the reply.
+    pub events: Vec<Event>,
 }
 
 /// What a run reaches directly: how delegates run and how pod network namespaces are opened. The thin
@@ -78,48 +76,37 @@ impl Host<'static> {
 /// Run one CNI invocation: environment `vars`, the config `stdin`, delegates and namespaces through `host`,
 /// the cluster `cluster` makes. The thin binary and the daemon (one request each) both come through here;
 /// `init_logging` sets the process's logging from the config (the thin binary; the daemon has its own);
-/// `after_reply` takes work for after the reply (the daemon, see [`ops::Seams::after_reply`]).
-pub fn run(
+/// `defer_work` leaves work for after the reply in the answer (the daemon, see
+/// [`ops::Seams::defer_work`]).
+pub fn run<C: Cluster>(
     vars: Vec<(String, String)>,
     stdin: &[u8],
     host: Host<'_>,
-    cluster: ClusterFactory<'_>,
+    cluster: ClusterFactory<'_, C>,
     init_logging: bool,
-    after_reply: Option<&ops::AfterReply>,
-) -> Ran {
-    let done = |outcome: Outcome, command: Option<Command>| Ran {
-        outcome,
+    defer_work: bool,
+) -> Ran<C> {
+    let done = |answer: Answer, command: Option<Command>| Ran {
+        answer,
         command,
         cluster: None,
+        events: Vec::new(),
     };
     let env = match CniEnv::from_vars(vars) {
         Ok(Some(env)) => env,
-        Ok(None) => {
-            let about = Outcome {
-                stdout: Vec::new(),
-                stderr: format!("{ABOUT}\n"),
-                code: 0,
-                events: None,
-            };
-            return done(about, None);
-        }
-        Err(e) => return done(failure(Error::from(e).to_reply("")), None),
+        Ok(None) => return done(Answer::About, None),
+        Err(e) => return done(Answer::failed(Error::from(e), ""), None),
     };
     let command = Some(env.command);
     if env.command == Command::Version {
-        let version = Outcome {
-            stdout: ops::version_reply(stdin),
-            stderr: String::new(),
-            code: 0,
-            events: None,
-        };
-        return done(version, command);
+        let version = ops::Done::answer(ops::Reply::Version(ops::version_reply(stdin)));
+        return done(Answer::Done(version), command);
     }
     let config = match Config::from_bytes(stdin) {
         Ok(c) => c,
         Err(e) => {
             let version = plexus_cni::version::declared_version(stdin).unwrap_or_default();
-            return done(failure(Error::from(e).to_reply(&version)), command);
+            return done(Answer::failed(Error::from(e), &version), command);
         }
     };
     if init_logging {
@@ -133,22 +120,107 @@ pub fn run(
     let seams = Seams {
         exec: host.exec,
         netns: host.netns,
-        cluster: api.as_deref().unwrap_or(&NoCluster),
-        kubelet: &kubelet,
-        after_reply,
-    };
-    let outcome = match ops::execute(&env, &config, &seams) {
-        Ok(stdout) => Outcome {
-            stdout,
-            stderr: String::new(),
-            code: 0,
-            events: None,
+        cluster: match &api {
+            Some(c) => c,
+            None => &NoCluster,
         },
-        Err(e) => failure(e.to_reply(config.cni_version.as_str())),
+        kubelet: &kubelet,
+        defer_work,
     };
+    let answer = match ops::execute(&env, &config, &seams) {
+        Ok(done) => Answer::Done(done),
+        Err(e) => Answer::failed(e, config.cni_version.as_str()),
+    };
+    // Whatever the outcome: a failed ADD's Warning events are sent too.
+    let events = seams.cluster.take_events();
     Ran {
-        outcome,
+        answer,
         command,
         cluster: api,
+        events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use plexus_cni::CniResult;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        cluster::{ClusterError, DeferredStatus, PodNetworks},
+        plan::{Attachment, NetworkRequest},
+        request::PodRef,
+        testing::TestHost,
+    };
+
+    /// A cluster that has collected one Warning event, and publishes nothing.
+    struct Warned;
+
+    impl Cluster for Warned {
+        fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
+            Ok(PodNetworks::default())
+        }
+        fn network_by_name(
+            &self,
+            _: &Config,
+            _: &str,
+        ) -> Result<Option<NetworkRequest>, ClusterError> {
+            Ok(None)
+        }
+        fn publish_status(
+            &self,
+            _: &PodRef,
+            _: &[(Attachment, CniResult)],
+        ) -> Result<Option<DeferredStatus>, ClusterError> {
+            Ok(None)
+        }
+        fn take_events(&self) -> Vec<Event> {
+            vec![Event {
+                reason: Some("Seen".into()),
+                ..Default::default()
+            }]
+        }
+    }
+
+    /// The events an operation collected come back as a value whatever its outcome (a failed ADD's
+    /// Warning is sent too), with the failure as its CNI error reply in the config's version.
+    #[test]
+    fn events_come_back_with_the_answer_on_failure_too() {
+        let h = TestHost::new();
+        h.exec.fail("cluster", "ADD", 7, "boom");
+        let config = json!({
+            "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
+            "cniDir": h.cni_dir(), "binDir": "/opt/cni/bin",
+            "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]
+        });
+        let vars = [
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", "/run/netns/test-pod"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/usr/lib/cni"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .to_vec();
+        let host = Host {
+            exec: &h.exec,
+            netns: &h.netns,
+        };
+        let ran = run(
+            vars,
+            &serde_json::to_vec(&config).unwrap(),
+            host,
+            &|_, _| Some(Warned),
+            false,
+            false,
+        );
+        let Answer::Failed(reply) = &ran.answer else {
+            panic!("the ADD fails: {:?}", ran.answer);
+        };
+        assert_eq!((reply.code, reply.cni_version.as_str()), (7, "1.0.0"));
+        assert_eq!(ran.events.len(), 1);
+        assert_eq!(ran.events[0].reason.as_deref(), Some("Seen"));
+        assert_eq!(ran.command, Some(Command::Add));
     }
 }

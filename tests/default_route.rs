@@ -111,10 +111,10 @@ impl Cluster for World {
         &self,
         _: &PodRef,
         attached: &[(Attachment, CniResult)],
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<plexus::cluster::DeferredStatus>, ClusterError> {
         // As the API client builds it.
         *self.status.lock().unwrap() = Some(status::render_attached(attached, |_| None));
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -234,9 +234,9 @@ impl World {
             netns: &KernelNetns,
             cluster: self,
             kubelet: &NoKubelet,
-            after_reply: None,
+            defer_work: false,
         };
-        ops::execute(&env, &self.config, &seams)
+        ops::execute(&env, &self.config, &seams).map(|d| d.reply.to_stdout())
     }
 
     /// ADD, requiring success; the returned result.

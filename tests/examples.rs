@@ -771,10 +771,10 @@ impl Cluster for ExampleCluster {
         &self,
         _: &PodRef,
         attached: &[(Attachment, CniResult)],
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<plexus::cluster::DeferredStatus>, ClusterError> {
         // As the API client builds it.
         *self.status.lock().unwrap() = Some(status::render_attached(attached, |_| None));
-        Ok(())
+        Ok(None)
     }
 }
 
@@ -942,7 +942,7 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
         netns: &KernelNetns,
         cluster: &cluster,
         kubelet: &plexus::devices::kubelet::NoKubelet,
-        after_reply: None,
+        defer_work: false,
     };
     let attachments = check_pod(pod, nads).unwrap();
 

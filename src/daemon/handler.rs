@@ -1,11 +1,13 @@
 //! One `/cni` request, run in place on the thread that read it (`block_in_place`): the shim's environment
 //! and config (with the daemon's keys laid over it) run through the same core as the thin binary
-//! ([`crate::invocation::run`]), and the outcome is put in the wire format
+//! ([`crate::invocation::run`]), and its typed answer is put in the wire format
 //! (docs/daemon.md, "Wire format, and Go Multus's shim").
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use plexus_cni::{CniResult, CniVersion, ErrorReply};
+use k8s_openapi::api::core::v1::Event;
+
+use plexus_cni::{CniVersion, ErrorReply};
 use plexus_shim::{
     transport::{CNI_ERROR_STATUS, Transport},
     wire,
@@ -13,12 +15,13 @@ use plexus_shim::{
 
 use super::Shared;
 use crate::{
-    cluster::Cluster,
+    cluster::DeferredStatus,
     exec::{Exec, ProcessExec},
     hostroot::{HOST_PATH, HostExec, HostNetns},
-    invocation::{self, Host, Outcome},
+    invocation::{self, Answer, Host},
     k8s::client::ApiCluster,
     netns::{KernelNetns, NetnsProbe},
+    ops,
     request::Command,
 };
 
@@ -50,11 +53,15 @@ impl Reply {
 /// What a request leaves for after its reply.
 #[derive(Default)]
 pub struct Later {
-    /// The cluster whose events (and deferred status write) are still to be sent.
+    /// The cluster the request ran against: the status write and the events are sent through it.
     pub api: Option<Arc<ApiCluster>>,
     /// ADD's durable writes, holding the container's lock, or DEL's unlinks of its trash
-    /// (`ops::Seams::after_reply`).
-    pub finish: Option<Box<dyn FnOnce() + Send>>,
+    /// ([`ops::Done::after_reply`]).
+    pub finish: Option<ops::AfterReply>,
+    /// ADD's network-status write (`statusWrite: afterReply`, [`ops::Done::status`]).
+    pub status: Option<Box<DeferredStatus>>,
+    /// The events the request collected.
+    pub events: Vec<Event>,
 }
 
 /// Run one request. Returns the reply and what is left for after it.
@@ -70,7 +77,6 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
         vars.push(("PATH".into(), path.unwrap_or_else(|| HOST_PATH.into())));
     }
     let config = shared.config.overlay_on(&req.config);
-    let slot: Mutex<Option<Arc<ApiCluster>>> = Mutex::new(None);
     let cni_path: Vec<std::path::PathBuf> = vars
         .iter()
         .find(|(k, _)| k == "CNI_PATH")
@@ -81,13 +87,13 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
                 .collect()
         })
         .unwrap_or_default();
-    let factory = |config: &crate::config::Config, command: Command| -> Option<Box<dyn Cluster>> {
+    let factory = |config: &crate::config::Config, command: Command| -> Option<Arc<ApiCluster>> {
         if command == Command::Add {
             shared.served.note(config);
         }
         // The missing-plugin report looks where the requests look (`super::plugin_check`).
         shared.search_path.observe(config.search_path(&cni_path));
-        let api = Arc::new(
+        Some(Arc::new(
             ApiCluster::shared(
                 shared.handle.clone(),
                 shared.client.clone(),
@@ -100,11 +106,7 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
                 command == Command::Add
                     && shared.config.status_write == super::config::StatusWrite::AfterReply,
             ),
-        );
-        if let Ok(mut s) = slot.lock() {
-            *s = Some(api.clone());
-        }
-        Some(Box::new(api))
+        ))
     };
     // Delegates and namespaces through the host's root when the daemon runs in a container (`chrootDir`).
     let (host_exec, host_netns);
@@ -120,41 +122,43 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
         inner,
         metrics: &shared.metrics,
     };
-    let after_reply = crate::ops::AfterReply::default();
     let host = Host { exec: &exec, netns };
-    let ran = invocation::run(vars, &config, host, &factory, false, Some(&after_reply));
-    drop(ran.cluster);
-    let later = Later {
-        api: slot.into_inner().ok().flatten(),
-        finish: after_reply.into_inner().ok().flatten(),
+    let mut ran = invocation::run(vars, &config, host, &factory, false, true);
+    let (finish, status) = match &mut ran.answer {
+        Answer::Done(done) => (done.after_reply.take(), done.status.take()),
+        _ => (None, None),
     };
-    (to_wire(ran.command, &ran.outcome), later)
+    let later = Later {
+        api: ran.cluster,
+        finish,
+        status,
+        events: ran.events,
+    };
+    (to_wire(ran.command, &ran.answer), later)
 }
 
-/// Put an outcome in the wire format: ADD's result under `Result` in CNI 1.0.0 or later (Go's `cni100`
+/// Put an answer in the wire format: ADD's result under `Result` in CNI 1.0.0 or later (Go's `cni100`
 /// type reads both; a 1.1.0 result keeps its 1.1 fields), other verbs an empty body; errors are `400` with
 /// the CNI error reply, code and all.
-pub fn to_wire(command: Option<Command>, out: &Outcome) -> Reply {
+pub fn to_wire(command: Option<Command>, answer: &Answer) -> Reply {
     let verb = command.map_or_else(|| "NONE".to_string(), |c| c.to_string());
-    if out.code != 0 {
-        let reply = ErrorReply::parse(&out.stdout).unwrap_or_else(|| {
-            Transport::Unrenderable.reply(String::from_utf8_lossy(&out.stdout).into_owned(), "")
-        });
-        return Reply::error(CNI_ERROR_STATUS, &verb, &reply);
-    }
-    let body = match command {
-        None => {
+    let done = match answer {
+        Answer::Failed(reply) => return Reply::error(CNI_ERROR_STATUS, &verb, reply),
+        Answer::About => {
             let failure = Transport::NoCommand;
             let reply = failure.reply("CNI_COMMAND is not set in the request's env", "");
             return Reply::error(status(failure), &verb, &reply);
         }
+        Answer::Done(done) => done,
+    };
+    let body = match &done.reply {
         // VERSION is answered by the shim itself; a Go shim never sends it. Answer it anyway, raw.
-        Some(Command::Version) => out.stdout.clone(),
-        Some(Command::Add) => match add_body(&out.stdout) {
-            Ok(body) => body,
-            Err(msg) => return internal(&verb, msg),
+        ops::Reply::Version(bytes) => bytes.clone(),
+        ops::Reply::Added(result) => match result.at_least(wire::WIRE_RESULT_VERSION) {
+            Ok(v) => serde_json::to_vec(&wire::Response { result: Some(v) }).unwrap_or_default(),
+            Err(e) => return internal(&verb, format!("cannot render the result: {e}")),
         },
-        Some(_) => Vec::new(),
+        ops::Reply::Empty => Vec::new(),
     };
     Reply {
         status: 200,
@@ -162,37 +166,6 @@ pub fn to_wire(command: Option<Command>, out: &Outcome) -> Reply {
         verb,
         result: "ok".into(),
     }
-}
-
-/// ADD's body: `{"Result": ...}`. A result that names the wire version or a later one is the core's own
-/// rendering of a parsed result, and goes in as it is (with no second parse and render on the reply's
-/// path); an older or unnamed one is converted up to the wire version.
-fn add_body(stdout: &[u8]) -> Result<Vec<u8>, String> {
-    #[derive(serde::Deserialize)]
-    struct Named<'a> {
-        #[serde(rename = "cniVersion", borrow, default)]
-        cni_version: Option<std::borrow::Cow<'a, str>>,
-    }
-    let named = serde_json::from_slice::<Named<'_>>(stdout)
-        .ok()
-        .and_then(|n| n.cni_version)
-        .and_then(|v| v.parse::<CniVersion>().ok());
-    // An object only: a derived struct would also read a JSON array.
-    let object = stdout.trim_ascii_start().first() == Some(&b'{');
-    if object && named.is_some_and(|v| v >= wire::WIRE_RESULT_VERSION) {
-        let mut body = Vec::with_capacity(stdout.len() + 12);
-        body.extend_from_slice(br#"{"Result":"#);
-        body.extend_from_slice(stdout);
-        body.push(b'}');
-        return Ok(body);
-    }
-    let result = CniResult::parse(stdout, wire::WIRE_RESULT_VERSION)
-        .map_err(|e| format!("ADD produced no valid result: {e}"))?;
-    let version = result.cni_version.max(wire::WIRE_RESULT_VERSION);
-    let v = result
-        .to_value(version)
-        .map_err(|e| format!("cannot render the result: {e}"))?;
-    Ok(serde_json::to_vec(&wire::Response { result: Some(v) }).unwrap_or_default())
 }
 
 fn internal(verb: &str, msg: String) -> Reply {
@@ -214,23 +187,23 @@ fn status(failure: Transport) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plexus_cni::codes;
+    use plexus_cni::{CniResult, codes};
 
-    fn ok(stdout: &str) -> Outcome {
-        Outcome {
-            stdout: stdout.as_bytes().to_vec(),
-            stderr: String::new(),
-            code: 0,
-            events: None,
-        }
+    /// A successful ADD whose result `json` is given in `version`.
+    fn added(json: &str, version: CniVersion) -> Answer {
+        let result = CniResult::parse(json.as_bytes(), version).unwrap();
+        Answer::Done(ops::Done::answer(ops::Reply::Added(Box::new(
+            ops::Versioned::new(result, version).unwrap(),
+        ))))
     }
 
     #[test]
     fn add_result_goes_under_result_in_1_0_0_or_later() {
         let r = to_wire(
             Some(Command::Add),
-            &ok(
+            &added(
                 r#"{"cniVersion":"0.3.1","interfaces":[{"name":"eth0"}],"ips":[{"version":"4","address":"10.1.0.5/16","interface":0}]}"#,
+                CniVersion::V0_3_1,
             ),
         );
         assert_eq!(r.status, 200);
@@ -240,52 +213,49 @@ mod tests {
         assert!(v["Result"]["ips"][0].get("version").is_none());
         let r = to_wire(
             Some(Command::Add),
-            &ok(r#"{"cniVersion":"1.1.0","ips":[]}"#),
+            &added(r#"{"cniVersion":"1.1.0","ips":[]}"#, CniVersion::V1_1_0),
         );
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["Result"]["cniVersion"], "1.1.0");
         assert_eq!((r.verb.as_str(), r.result.as_str()), ("ADD", "ok"));
     }
 
+    /// The body is what the thin binary prints, under `Result`, byte for byte, for a result given in the
+    /// wire version; one given in an older version holds what the runtime would read from it.
     #[test]
-    fn a_result_in_the_wire_version_goes_in_as_rendered_and_an_unnamed_one_is_converted() {
+    fn a_result_in_the_wire_version_goes_in_as_the_thin_binary_prints_it() {
         let rendered = r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/var/run/netns/p"}],"ips":[{"address":"10.1.0.5/16","interface":0}],"dns":{}}"#;
-        let r = to_wire(Some(Command::Add), &ok(rendered));
+        let answer = added(rendered, CniVersion::V1_0_0);
+        let Answer::Done(done) = &answer else {
+            unreachable!()
+        };
+        let printed = String::from_utf8(done.reply.to_stdout()).unwrap();
+        let r = to_wire(Some(Command::Add), &answer);
         assert_eq!(r.status, 200);
         assert_eq!(
             String::from_utf8(r.body).unwrap(),
-            format!(r#"{{"Result":{rendered}}}"#)
+            format!(r#"{{"Result":{printed}}}"#)
         );
-        // No version named: read as the wire version, and named in the reply.
+        // Given in 0.2.0: one address of each family and no interfaces, as the runtime would have read it.
         let r = to_wire(
             Some(Command::Add),
-            &ok(r#"{"ips":[{"address":"10.1.0.5/16"}]}"#),
+            &added(
+                r#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0"}],"ips":[{"address":"10.1.0.5/16"},{"address":"10.2.0.5/16"}]}"#,
+                CniVersion::V0_2_0,
+            ),
         );
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["Result"]["cniVersion"], "1.0.0");
-        assert_eq!(v["Result"]["ips"][0]["address"], "10.1.0.5/16");
-        // A version this build does not know, or a result that is not an object, is refused, not passed on.
-        for bad in [r#"{"cniVersion":"9.9.9"}"#, r#"["1.0.0"]"#] {
-            let r = to_wire(Some(Command::Add), &ok(bad));
-            assert_eq!(
-                ErrorReply::parse(&r.body).unwrap().code,
-                codes::INTERNAL,
-                "{bad}"
-            );
-        }
+        assert_eq!(v["Result"]["ips"].as_array().unwrap().len(), 1);
+        assert!(v["Result"].get("interfaces").is_none());
     }
 
     #[test]
     fn other_verbs_answer_an_empty_200_and_errors_keep_their_code() {
-        let r = to_wire(Some(Command::Del), &ok(""));
+        let r = to_wire(Some(Command::Del), &Answer::Done(ops::Done::empty()));
         assert_eq!((r.status, r.body.len()), (200, 0));
-        let failed = Outcome {
-            stdout: br#"{"cniVersion":"1.0.0","code":7,"msg":"network x: bad","details":"d"}"#
-                .to_vec(),
-            stderr: String::new(),
-            code: 1,
-            events: None,
-        };
+        let failed =
+            Answer::Failed(ErrorReply::new(7, "network x: bad", "d").with_cni_version("1.0.0"));
         let r = to_wire(Some(Command::Del), &failed);
         assert_eq!(r.status, 400);
         let e = ErrorReply::parse(&r.body).unwrap();
@@ -294,11 +264,16 @@ mod tests {
     }
 
     #[test]
-    fn an_add_without_a_result_or_without_a_command_is_an_error() {
-        let r = to_wire(Some(Command::Add), &ok("not json"));
-        assert_eq!(r.status, 400);
-        assert_eq!(ErrorReply::parse(&r.body).unwrap().code, codes::INTERNAL);
-        let r = to_wire(None, &ok(""));
+    fn a_request_without_a_command_is_an_error_and_version_is_answered_raw() {
+        let r = to_wire(None, &Answer::About);
         assert_eq!(ErrorReply::parse(&r.body).unwrap().code, codes::INVALID_ENV);
+        let version = Answer::Done(ops::Done::answer(ops::Reply::Version(
+            br#"{"cniVersion":"1.1.0"}"#.to_vec(),
+        )));
+        let r = to_wire(Some(Command::Version), &version);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &br#"{"cniVersion":"1.1.0"}"#[..])
+        );
     }
 }

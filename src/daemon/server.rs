@@ -27,7 +27,11 @@ use tokio::{
     sync::Semaphore,
 };
 
-use super::{Shared, handler, room::MemoryRoom};
+use super::{
+    Shared,
+    handler::{self, Later},
+    room::MemoryRoom,
+};
 
 /// The largest request body taken (a network config with every NAD inlined is far smaller).
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -635,7 +639,12 @@ async fn cni(
             )
         }
     };
-    let api = later.api;
+    let Later {
+        api,
+        finish,
+        status,
+        events,
+    } = later;
     if verb == "DEL" {
         // Also after the DEL: a reconcile may have queued a write of the container while the DEL waited
         // for its lock.
@@ -647,7 +656,7 @@ async fn cni(
     // waits for the ADD's writes: the result records are what a restarted daemon writes a lost status from
     // (`super::reconcile`).
     let (flushed_tx, flushed) = tokio::sync::oneshot::channel::<()>();
-    if let Some(finish) = later.finish {
+    if let Some(finish) = finish {
         let finish: Box<dyn FnOnce() + Send> = Box::new(move || {
             finish();
             let _ = flushed_tx.send(());
@@ -672,9 +681,9 @@ async fn cni(
     // client has hung up after the reply. Pending from here on, so the drain waits for it.
     if let Some(api) = &api
         && reply.status == 200
-        && let Some(job) = api.take_deferred_status()
+        && let Some(job) = status
     {
-        let write = shared.status.submit(api.clone(), &container, job);
+        let write = shared.status.submit(api.clone(), &container, *job);
         let hung_up = hung_up.clone();
         tokio::spawn(async move {
             // Dropped unsent by a panic in the writes: the write goes ahead anyway.
@@ -684,16 +693,15 @@ async fn cni(
         });
     }
     // Other events go out after the reply, off the critical path; the drain waits for them too.
-    if let Some(api) = api {
-        let events = crate::cluster::Cluster::take_events(&*api);
-        if !events.is_empty() {
-            let held = Held::new(state);
-            tokio::spawn(async move {
-                client_gone(hung_up).await;
-                api.post_events(events).await;
-                drop(held);
-            });
-        }
+    if let Some(api) = api
+        && !events.is_empty()
+    {
+        let held = Held::new(state);
+        tokio::spawn(async move {
+            client_gone(hung_up).await;
+            api.post_events(events).await;
+            drop(held);
+        });
     }
     drop(busy);
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

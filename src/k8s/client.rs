@@ -91,24 +91,14 @@ pub struct ApiCluster {
     cache: Option<Arc<NodeCache>>,
     /// Told of every API request (the daemon's metrics).
     observer: Option<Arc<dyn ApiObserver>>,
-    /// Daemon mode with `statusWrite: afterReply`: ADD's network-status write is kept here, for the daemon
-    /// to send after the reply, instead of being sent before it.
-    deferred: Option<Mutex<Option<DeferredStatus>>>,
+    /// Daemon mode with `statusWrite: afterReply`: ADD's network-status write is returned to the caller
+    /// ([`Cluster::publish_status`]), for the daemon to send after the reply, instead of being sent before it.
+    defer_status: bool,
 }
 
-/// A network-status write put off until after ADD's reply (daemon mode, `statusWrite: "afterReply"`):
-/// the merge patch, and the `AddedInterface` events to post once it lands. The daemon's status writer
-/// (`crate::daemon::status_writer`) sends it with [`ApiCluster::patch_status_once`] and retries.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeferredStatus {
-    /// The pod.
-    pub pod: PodRef,
-    /// The pod as an event's involved object (for a Warning when the write never lands).
-    pub involved: Option<ObjectReference>,
-    patch: Value,
-    /// Posted after the write.
-    pub added: Vec<Event>,
-}
+/// The daemon's status writer (`crate::daemon::status_writer`) sends one with
+/// [`ApiCluster::patch_status_once`] and retries.
+pub use crate::cluster::DeferredStatus;
 
 impl DeferredStatus {
     /// The write of `rendered` (a network-status annotation value) on `pod`, guarded by the pod's `uid`: a
@@ -252,16 +242,11 @@ fn cluster_error(what: &str, e: &kube::Error) -> ClusterError {
 }
 
 impl ApiCluster {
-    /// Keep ADD's network-status write for the caller to send after the reply
-    /// ([`ApiCluster::take_deferred_status`]) instead of sending it before (daemon mode only).
+    /// Return ADD's network-status write to the caller, to send after the reply (from
+    /// [`Cluster::publish_status`]), instead of sending it before (daemon mode only).
     pub fn defer_status(mut self, defer: bool) -> ApiCluster {
-        self.deferred = defer.then(|| Mutex::new(None));
+        self.defer_status = defer;
         self
-    }
-
-    /// The network-status write a successful ADD left for after its reply (and forget it).
-    pub fn take_deferred_status(&self) -> Option<DeferredStatus> {
-        self.deferred.as_ref()?.lock().ok()?.take()
     }
 
     /// One attempt at a deferred network-status write, within the per-request timeout (the caller retries;
@@ -330,7 +315,7 @@ impl ApiCluster {
             system_namespaces: config.system_namespaces.clone(),
             events: true,
             pending: Mutex::new(Vec::new()),
-            deferred: None,
+            defer_status: false,
             cache: None,
             observer: None,
         }
@@ -390,7 +375,7 @@ impl ApiCluster {
             system_namespaces: Vec::new(),
             events: true,
             pending: Mutex::new(Vec::new()),
-            deferred: None,
+            defer_status: false,
             cache: None,
             observer,
         }
@@ -917,22 +902,19 @@ impl Cluster for ApiCluster {
         &self,
         pod_ref: &PodRef,
         attached: &[(Attachment, CniResult)],
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<DeferredStatus>, ClusterError> {
         if self.system_namespaces.contains(&pod_ref.namespace) {
-            return Ok(());
+            return Ok(None);
         }
         let (patch, added) = self.status_write(attached);
-        if let Some(slot) = &self.deferred {
-            // Daemon mode, after the reply: the write (and the events that follow it) leave with the job.
-            if let Ok(mut s) = slot.lock() {
-                *s = Some(DeferredStatus {
-                    pod: pod_ref.clone(),
-                    involved: self.pod_ref_for_events(),
-                    patch,
-                    added,
-                });
-            }
-            return Ok(());
+        if self.defer_status {
+            // Daemon mode, after the reply: the write (and the events that follow it) go back to the caller.
+            return Ok(Some(DeferredStatus {
+                pod: pod_ref.clone(),
+                involved: self.pod_ref_for_events(),
+                patch,
+                added,
+            }));
         }
         let result = self.run(|client| async move {
             let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ref.namespace);
@@ -960,7 +942,7 @@ impl Cluster for ApiCluster {
             };
             write.await
         })?;
-        self.status_written(pod_ref, result, added)
+        self.status_written(pod_ref, result, added).map(|()| None)
     }
 }
 

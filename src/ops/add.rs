@@ -7,10 +7,12 @@ use std::path::Path;
 
 use plexus_cni::CniResult;
 
-use super::{Ctx, attached, default_route, teardown, transaction::Transaction};
+use super::{
+    Ctx, Done, Reply, Versioned, attached, default_route, teardown, transaction::Transaction,
+};
 use crate::{
     cache,
-    cluster::PodNetworks,
+    cluster::{DeferredStatus, PodNetworks},
     devices::{self, ResourceMap},
     error::Error,
     exec::ExecError,
@@ -161,7 +163,7 @@ fn refuse_own_netns(ctx: &Ctx<'_>, netns: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
+pub(super) fn add(ctx: &Ctx<'_>) -> Result<Done, Error> {
     let netns = ctx.env.netns.clone().unwrap_or_default();
     refuse_own_netns(ctx, &netns)?;
     ctx.wait_ready(false)?;
@@ -197,7 +199,11 @@ pub(super) fn add(ctx: &Ctx<'_>) -> Result<Vec<u8>, Error> {
     let done = attach_all(ctx, &mut tx, &netns, links, &attachments, &runtime)
         .and_then(|mut attached| finish(ctx, &mut tx, &netns, pod.as_ref(), &mut attached));
     match done {
-        Ok(reply) => tx.commit(reply),
+        Ok((reply, status)) => tx.commit(reply).map(|(reply, after_reply)| Done {
+            reply: Reply::Added(Box::new(reply)),
+            after_reply,
+            status: status.map(Box::new),
+        }),
         Err(err) => Err(tx.rollback(err)),
     }
 }
@@ -356,42 +362,46 @@ fn attach(
 
 /// After every delegate succeeded: move the default route where the pod asked (NPWG-34), so the results
 /// say so before they are recorded (once, final); the reply (the cluster network's result, in the config's
-/// version: docs/multus-compat.md, "Result version"); the pod's network status. Any failure rolls back.
+/// version: docs/multus-compat.md, "Result version"); the pod's network status (sent, or returned to send
+/// after the reply: daemon mode with `statusWrite: afterReply`). Any failure rolls back.
 fn finish(
     ctx: &Ctx<'_>,
     tx: &mut Transaction<'_, '_>,
     netns: &Path,
     pod: Option<&PodRef>,
     attached: &mut [(Attachment, CniResult)],
-) -> Result<Vec<u8>, Error> {
+) -> Result<(Versioned, Option<DeferredStatus>), Error> {
     match default_route::apply(ctx, netns, attached)? {
         Some(r) => tx.record_final(attached, &r.changed, Some(&r.filter_flags))?,
         None => tx.record_final(attached, &[], None)?,
     }
     let (master, master_result) = &attached[0];
-    let reply = master_result
-        .to_json(ctx.config.cni_version)
-        .map_err(|source| Error::Result {
-            who: ctx.who(),
-            network: master.status_name.clone(),
-            version: ctx.config.cni_version.to_string(),
-            source,
+    let reply =
+        Versioned::new(master_result.clone(), ctx.config.cni_version).map_err(|source| {
+            Error::Result {
+                who: ctx.who(),
+                network: master.status_name.clone(),
+                version: ctx.config.cni_version.to_string(),
+                source,
+            }
         })?;
     // The auxiliary chain is no network of the pod's: no network-status entry, no event.
     let published = match attached.split_last() {
         Some(((a, _), rest)) if a.auxiliary => rest,
         _ => &attached[..],
     };
-    if let Some(pod) = pod {
-        // Consistent with every other failure after delegates ran: roll back (docs/multus-compat.md, "ADD
-        // failures"). The thin binary's PATCH overlaps the records' fsyncs.
-        ctx.seams
-            .cluster
-            .publish_status(pod, published)
-            .map_err(|source| Error::Cluster {
-                who: ctx.who(),
-                source,
-            })?;
-    }
-    Ok(reply.into_bytes())
+    let Some(pod) = pod else {
+        return Ok((reply, None));
+    };
+    // Consistent with every other failure after delegates ran: roll back (docs/multus-compat.md, "ADD
+    // failures"). The thin binary's PATCH overlaps the records' fsyncs.
+    let status = ctx
+        .seams
+        .cluster
+        .publish_status(pod, published)
+        .map_err(|source| Error::Cluster {
+            who: ctx.who(),
+            source,
+        })?;
+    Ok((reply, status))
 }

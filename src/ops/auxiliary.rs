@@ -121,14 +121,14 @@ mod tests {
             &self,
             _: &PodRef,
             attached: &[(Attachment, CniResult)],
-        ) -> Result<(), ClusterError> {
+        ) -> Result<Option<crate::cluster::DeferredStatus>, ClusterError> {
             let mut p = self.0.lock().unwrap();
             p.extend(
                 attached
                     .iter()
                     .map(|(a, _)| (a.status_name.clone(), a.ifname.clone())),
             );
-            Ok(())
+            Ok(None)
         }
     }
 
@@ -151,9 +151,9 @@ mod tests {
             netns: &h.netns,
             cluster,
             kubelet: &NoKubelet,
-            after_reply: None,
+            defer_work: false,
         };
-        execute(&env, config, &seams).unwrap()
+        execute(&env, config, &seams).unwrap().reply.to_stdout()
     }
 
     /// Issue 22: even when a chain plugin answers with an interface, the chain is no network of the pod's:

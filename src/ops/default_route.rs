@@ -146,6 +146,9 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::super::{AfterReply, Seams, execute};
+
+    /// Where a daemon-mode run puts the work it left for after the reply.
+    type Later = std::cell::RefCell<Option<AfterReply>>;
     use crate::{
         cache,
         cluster::{Cluster, ClusterError, PodNetworks},
@@ -188,14 +191,14 @@ mod tests {
             &self,
             _: &PodRef,
             attached: &[(Attachment, CniResult)],
-        ) -> Result<(), ClusterError> {
+        ) -> Result<Option<crate::cluster::DeferredStatus>, ClusterError> {
             let mut g = self.gateways.lock().unwrap();
             for (a, r) in attached {
                 for s in crate::k8s::status::statuses_for(r, &a.status_name, a.master, None) {
                     g.push((s.interface, s.gateway));
                 }
             }
-            Ok(())
+            Ok(None)
         }
     }
 
@@ -239,12 +242,12 @@ mod tests {
             self.run_with(command, pod, None)
         }
 
-        /// As the daemon runs it: work left for after the reply goes to `after_reply`.
+        /// As the daemon runs it (`later` given): the work left for after the reply goes to `later`.
         fn run_with(
             &self,
             command: &str,
             pod: &Pod,
-            after_reply: Option<&AfterReply>,
+            later: Option<&Later>,
         ) -> Result<Vec<u8>, Error> {
             let config = Config::from_bytes(
                 &serde_json::to_vec(&json!({
@@ -274,9 +277,13 @@ mod tests {
                 netns: &self.netns,
                 cluster: pod,
                 kubelet: &NoKubelet,
-                after_reply,
+                defer_work: later.is_some(),
             };
-            execute(&env, &config, &seams)
+            let done = execute(&env, &config, &seams)?;
+            if let Some(later) = later {
+                *later.borrow_mut() = done.after_reply;
+            }
+            Ok(done.reply.to_stdout())
         }
 
         fn cached_routes(&self, network: &str, ifname: &str) -> Value {
@@ -372,7 +379,7 @@ mod tests {
     fn a_daemon_add_with_a_request_writes_the_final_records_after_the_reply() {
         let w = World::new();
         let p = pod(&[Some(&["192.0.2.1"])]);
-        let later = AfterReply::default();
+        let later = Later::default();
         w.run_with("ADD", &p, Some(&later)).unwrap();
         assert_eq!(w.netns.route_edits.lock().unwrap().len(), 1);
         assert!(
@@ -383,11 +390,7 @@ mod tests {
             !cache::path(&w.cni_dir(), "c1").exists(),
             "the cache only staged before the reply"
         );
-        let job = later
-            .lock()
-            .unwrap()
-            .take()
-            .expect("work for after the reply");
+        let job = later.take().expect("work for after the reply");
         job();
         let count = |v: &Value| v.as_array().map_or(0, Vec::len);
         assert_eq!(count(&w.cached_routes("cluster", "eth0")), 0);

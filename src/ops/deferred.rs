@@ -90,16 +90,14 @@ impl Drop for Job {
     }
 }
 
-/// Leave `behind`'s writes and `lock` for after the reply: the job goes into `slot`. A slot that cannot
-/// take it (poisoned) runs the writes now.
+/// Leave `behind`'s writes and `lock` for after the reply: the job to run then (or drop: it runs anyway).
 pub(super) fn leave(
-    slot: &AfterReply,
     cni_dir: &Path,
     cid: &str,
     who: String,
     behind: WriteBehind,
     lock: ContainerLock,
-) {
+) -> AfterReply {
     let key = (cni_dir.to_path_buf(), cid.to_string());
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
     let entry = Arc::new(Entry {
@@ -114,9 +112,7 @@ pub(super) fn leave(
         entry,
         who,
     };
-    if let Ok(mut s) = slot.lock() {
-        *s = Some(Box::new(move || drop(job)));
-    }
+    Box::new(move || drop(job))
 }
 
 /// What is left of the writes (with the lock) that an ADD of `cid` left for after its reply; the caller
@@ -156,14 +152,12 @@ mod tests {
                 .submit(d.path().join(name), b"x".to_vec(), 0o600)
                 .unwrap();
         }
-        let slot = AfterReply::default();
-        leave(&slot, d.path(), "c1", "test".into(), behind, lock);
+        let job = leave(d.path(), "c1", "test".into(), behind, lock);
         let entry = pending()
             .get(&(d.path().to_path_buf(), "c1".to_string()))
             .unwrap()
             .1
             .clone();
-        let job = slot.lock().unwrap().take().unwrap();
         let thread = std::thread::spawn(job);
         started.recv().unwrap();
         // The first write is running: the DEL asks for the rest and waits for that write only.
@@ -201,9 +195,8 @@ mod tests {
         behind
             .submit(d.path().join("r"), b"x".to_vec(), 0o600)
             .unwrap();
-        let slot = AfterReply::default();
-        leave(&slot, d.path(), "c1", "test".into(), behind, lock);
-        slot.lock().unwrap().take().unwrap()();
+        let job = leave(d.path(), "c1", "test".into(), behind, lock);
+        job();
         assert!(d.path().join("r").exists());
         assert!(take_over(d.path(), "c1").is_none());
         drop(ContainerLock::acquire(d.path(), "c1", Duration::ZERO).unwrap());

@@ -8,10 +8,11 @@ use std::{
     sync::{LazyLock, Mutex},
 };
 
-use super::{Ctx, attached, teardown};
+use super::{AfterReply, Ctx, attached, teardown};
 use crate::{cache, error::Error, lock::ContainerLock, trash::Trash};
 
-pub(super) fn del(ctx: &Ctx<'_>) -> Result<(), Error> {
+/// DEL; daemon mode: with the unlinks of its trash for after the reply.
+pub(super) fn del(ctx: &Ctx<'_>) -> Result<Option<AfterReply>, Error> {
     if let Some(p) = &ctx.config.readiness_indicator
         && !p.exists()
     {
@@ -27,7 +28,7 @@ pub(super) fn del(ctx: &Ctx<'_>) -> Result<(), Error> {
     let lock = lock_or_take_over(ctx)?;
     // Daemon mode: the container's files are moved into the trash (no disk wait) and unlinked after the
     // reply; the thin binary unlinks them now, as before.
-    let trash = ctx.seams.after_reply.map(|_| Trash::new(cni_dir));
+    let trash = ctx.seams.defer_work.then(|| Trash::new(cni_dir));
     let attachments = attached::load(ctx, cid, ctx.env.ifname());
     let result = teardown::container(
         ctx,
@@ -37,9 +38,17 @@ pub(super) fn del(ctx: &Ctx<'_>) -> Result<(), Error> {
         trash.as_ref(),
     );
     let removed = forget(ctx, &result, lock, trash.as_ref());
-    empty_trash(ctx, trash);
-    removed?;
-    result
+    let later = empty_trash(ctx, trash);
+    match removed.and(result) {
+        Ok(()) => Ok(later),
+        Err(e) => {
+            // A failure has no after-reply work: the unlinks are done before the error reply.
+            if let Some(job) = later {
+                job();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The container's lock. Daemon mode: an ADD of this container whose writes still wait for the after-reply
@@ -51,8 +60,9 @@ fn lock_or_take_over(ctx: &Ctx<'_>) -> Result<ContainerLock, Error> {
     let cni_dir = &ctx.config.cni_dir;
     let taken = ctx
         .seams
-        .after_reply
-        .and_then(|_| super::deferred::take_over(cni_dir, cid));
+        .defer_work
+        .then(|| super::deferred::take_over(cni_dir, cid))
+        .flatten();
     match taken {
         Some(d) => {
             if let Err(e) = d.behind.flush_unsynced() {
@@ -111,22 +121,20 @@ fn forget(
     })
 }
 
-/// Daemon mode: the trash's unlinks go to after the reply. The thin binary empties what a daemon killed
-/// after a DEL's reply left in the trash (usually nothing there: one failed opendir).
-fn empty_trash(ctx: &Ctx<'_>, trash: Option<Trash>) {
+/// Daemon mode: the trash's unlinks, returned for after the reply. The thin binary empties what a daemon
+/// killed after a DEL's reply left in the trash (usually nothing there: one failed opendir).
+fn empty_trash(ctx: &Ctx<'_>, trash: Option<Trash>) -> Option<AfterReply> {
     let cni_dir = &ctx.config.cni_dir;
-    match (ctx.seams.after_reply, trash) {
+    match (ctx.seams.defer_work, trash) {
         // The first DEL of a cniDir in this process also empties what an earlier daemon, killed before
         // its unlinks, left there (the daemon's start does so only for the cniDir its config names).
-        (Some(slot), Some(trash)) if !trash.is_empty() || first_del_in(cni_dir) => {
-            // (A poisoned slot drops the closure: the trash is then emptied by the next DEL or GC.)
-            if let Ok(mut s) = slot.lock() {
-                *s = Some(Box::new(move || trash.empty()));
-            }
+        (true, Some(trash)) if !trash.is_empty() || first_del_in(cni_dir) => {
+            Some(Box::new(move || trash.empty()))
         }
-        (Some(_), _) => {}
-        (None, _) => {
+        (true, _) => None,
+        (false, _) => {
             crate::trash::sweep(cni_dir);
+            None
         }
     }
 }

@@ -68,12 +68,12 @@ impl Cluster for FakeCluster {
         &self,
         _: &PodRef,
         attached: &[(Attachment, CniResult)],
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<crate::cluster::DeferredStatus>, ClusterError> {
         let mut p = self.published.lock().unwrap();
         for (a, _) in attached {
             p.push((a.status_name.clone(), info::read(a)));
         }
-        Ok(())
+        Ok(None)
     }
     fn dra_devices(&self, _: &PodRef) -> Result<DraDevices, ClusterError> {
         Ok(self.dra.clone())
@@ -142,9 +142,9 @@ impl World {
             netns: &self.netns,
             cluster,
             kubelet,
-            after_reply: None,
+            defer_work: false,
         };
-        execute(&env, &self.config(), &seams)
+        execute(&env, &self.config(), &seams).map(|d| d.reply.to_stdout())
     }
 
     /// The ADD request configs, by network name.

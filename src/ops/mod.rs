@@ -17,6 +17,7 @@ mod check;
 mod default_route;
 mod deferred;
 mod del;
+mod done;
 mod gc;
 mod status;
 mod teardown;
@@ -43,11 +44,6 @@ use crate::{
     request::{CniEnv, Command},
 };
 
-/// Work an operation leaves for after its reply (daemon mode): the caller takes it out once the reply is
-/// on its way and runs it off the request's thread (the daemon's after-reply thread). ADD leaves its
-/// durable writes and the container's lock; DEL the unlinks of the files it moved into the trash.
-pub type AfterReply = std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>;
-
 /// The outside world an operation runs against.
 pub struct Seams<'a> {
     /// Process execution.
@@ -58,13 +54,16 @@ pub struct Seams<'a> {
     pub cluster: &'a dyn Cluster,
     /// The kubelet's device allocations (asked only for networks whose NAD names a resource).
     pub kubelet: &'a dyn PodResources,
-    /// Daemon mode: where a successful ADD leaves its durable writes (the cache's fsync and rename, the
-    /// result records; deferred until then) and the container's lock, for after the reply; a CHECK of the
-    /// container waits for the lock, so it reads the records in place, and a DEL takes the writes over if
-    /// they have not started. A DEL leaves the unlinks of the container's files, which it moved into
-    /// `<cniDir>/.trash` ([`crate::trash`]). `None` (the thin binary, which exits anyway): done before.
-    pub after_reply: Option<&'a AfterReply>,
+    /// Daemon mode: work is left for after the reply, in [`Done::after_reply`]. A successful ADD leaves
+    /// its durable writes (the cache's fsync and rename, the result records; deferred until then) and the
+    /// container's lock; a CHECK of the container waits for the lock, so it reads the records in place, and
+    /// a DEL takes the writes over if they have not started. A DEL leaves the unlinks of the container's
+    /// files, which it moved into `<cniDir>/.trash` ([`crate::trash`]). `false` (the thin binary, which
+    /// exits anyway): done before the reply.
+    pub defer_work: bool,
 }
+
+pub use done::{AfterReply, Done, Reply, Versioned};
 
 /// One operation's context.
 pub(crate) struct Ctx<'a> {
@@ -76,8 +75,9 @@ pub(crate) struct Ctx<'a> {
 /// VERSION: echo the config's version and list ours (CNI-21); stdin need not be a valid config.
 pub use plexus_cni::version::version_reply;
 
-/// Run a command (other than VERSION) with a validated config. Returns what goes on stdout on success.
-pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Vec<u8>, Error> {
+/// Run a command (other than VERSION) with a validated config. Returns the typed reply for the edge to
+/// render.
+pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Done, Error> {
     let ctx = Ctx { env, config, seams };
     let gate = |needs: CniVersion| {
         if config.cni_version < needs {
@@ -93,18 +93,21 @@ pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Vec<u
     let started = Instant::now();
     tracing::info!(command = %env.command, container = env.container_id.as_deref().unwrap_or(""), who = %env.who(), "start");
     let out = match env.command {
-        Command::Version => Ok(Vec::new()),
+        Command::Version => Ok(Done::empty()),
         Command::Add => add::add(&ctx),
-        Command::Del => del::del(&ctx).map(|()| Vec::new()),
+        Command::Del => del::del(&ctx).map(|after_reply| Done {
+            after_reply,
+            ..Done::empty()
+        }),
         Command::Check => gate(CniVersion::V0_4_0)
             .and_then(|()| check::check(&ctx))
-            .map(|()| Vec::new()),
+            .map(|()| Done::empty()),
         Command::Status => gate(CniVersion::V1_1_0)
             .and_then(|()| status::status(&ctx))
-            .map(|()| Vec::new()),
+            .map(|()| Done::empty()),
         Command::Gc => gate(CniVersion::V1_1_0)
             .and_then(|()| gc::gc(&ctx))
-            .map(|()| Vec::new()),
+            .map(|()| Done::empty()),
     };
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match &out {

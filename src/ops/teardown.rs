@@ -112,7 +112,7 @@ mod tests {
         h.exec.fail("a", "DEL", 11, "a failed");
         let info = h.dir.path().join("info");
         std::fs::create_dir_all(&info).unwrap();
-        let err = with_ctx(&h, None, |ctx, mut list| {
+        let err = with_ctx(&h, false, |ctx, mut list| {
             for a in list.iter_mut() {
                 let file = info.join(&a.network.name);
                 std::fs::write(&file, "{}").unwrap();

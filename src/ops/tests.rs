@@ -15,6 +15,9 @@ use crate::{
     testing::TestHost,
 };
 
+/// Where a daemon-mode run of the tests puts the work it left for after the reply ([`Done::after_reply`]).
+type Later = std::cell::RefCell<Option<AfterReply>>;
+
 struct World(TestHost);
 
 impl std::ops::Deref for World {
@@ -63,15 +66,31 @@ impl World {
         self.run_with(command, cid, config, cluster, None)
     }
 
-    /// As the daemon runs it: work left for after the reply goes to `after_reply`.
+    /// As the daemon runs it (`later` given): the work left for after the reply goes to `later`.
     fn run_with(
         &self,
         command: &str,
         cid: &str,
         config: &Config,
         cluster: &dyn Cluster,
-        after_reply: Option<&AfterReply>,
+        later: Option<&Later>,
     ) -> Result<Vec<u8>, Error> {
+        let done = self.run_done(command, cid, config, cluster, later.is_some())?;
+        if let Some(later) = later {
+            *later.borrow_mut() = done.after_reply;
+        }
+        Ok(done.reply.to_stdout())
+    }
+
+    /// Run `command` on container `cid` of pod `ns1/pod1`: what the operation hands its edge.
+    fn run_done(
+        &self,
+        command: &str,
+        cid: &str,
+        config: &Config,
+        cluster: &dyn Cluster,
+        defer_work: bool,
+    ) -> Result<Done, Error> {
         let env = CniEnv::from_vars([
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", cid),
@@ -85,21 +104,17 @@ impl World {
         ])
         .unwrap()
         .unwrap();
-        execute(&env, config, &self.seams(cluster, after_reply))
+        execute(&env, config, &self.seams(cluster, defer_work))
     }
 
-    /// This world's fake processes and netns, `cluster`, no kubelet, and `after_reply`.
-    fn seams<'a>(
-        &'a self,
-        cluster: &'a dyn Cluster,
-        after_reply: Option<&'a AfterReply>,
-    ) -> Seams<'a> {
+    /// This world's fake processes and netns, `cluster`, no kubelet; `defer_work` as the daemon's.
+    fn seams<'a>(&'a self, cluster: &'a dyn Cluster, defer_work: bool) -> Seams<'a> {
         Seams {
             exec: &self.exec,
             netns: &self.netns,
             cluster,
             kubelet: &NoKubelet,
-            after_reply,
+            defer_work,
         }
     }
 
@@ -319,14 +334,10 @@ fn del_tears_down_from_the_staged_cache_of_a_killed_add() {
 fn a_daemon_add_ends_its_durable_writes_after_the_reply_under_the_lock() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    let later = AfterReply::default();
+    let later = Later::default();
     w.run_with("ADD", "c1", &cfg, &NoCluster, Some(&later))
         .unwrap();
-    let finish = later
-        .lock()
-        .unwrap()
-        .take()
-        .expect("work left for after the reply");
+    let finish = later.take().expect("work left for after the reply");
     let locked = lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::from_millis(50));
     assert!(locked.is_err(), "the container's lock is still held");
     // Nothing durable yet but the staged cache, which DEL would read if the daemon died now.
@@ -370,13 +381,11 @@ fn a_daemon_del_answers_before_its_unlinks_and_its_files_are_out_of_reach_alread
     let cfg = w.config(json!({}));
     w.run("ADD", &cfg, &NoCluster).unwrap();
     w.exec.clear();
-    let later = AfterReply::default();
+    let later = Later::default();
     w.run_with("DEL", "c1", &cfg, &NoCluster, Some(&later))
         .unwrap();
     assert_eq!(w.calls(), reverse_teardown());
     let unlink = later
-        .lock()
-        .unwrap()
         .take()
         .expect("DEL leaves its unlinks for after the reply");
     // Answered: nothing of the container is where DEL, GC or a new ADD would look, the lock is free.
@@ -403,7 +412,7 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     let cfg = w.config(json!({}));
     let killed_after_del = |cid: &str| {
         w.run_cid("ADD", cid, &cfg, &NoCluster).unwrap();
-        let later = AfterReply::default();
+        let later = Later::default();
         w.run_with("DEL", cid, &cfg, &NoCluster, Some(&later))
             .unwrap();
         // The process dies: its after-reply work never runs.
@@ -419,11 +428,11 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     // The next daemon DEL's work after its reply.
     killed_after_del("c3");
     w.run_cid("ADD", "c4", &cfg, &NoCluster).unwrap();
-    let later = AfterReply::default();
+    let later = Later::default();
     w.run_with("DEL", "c4", &cfg, &NoCluster, Some(&later))
         .unwrap();
     assert_eq!(trash_files(&w).len(), 8);
-    later.lock().unwrap().take().unwrap()();
+    later.take().unwrap()();
     assert_eq!(trash_files(&w), Vec::<String>::new());
     // GC.
     killed_after_del("c5");
@@ -432,7 +441,7 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     let env = CniEnv::from_vars([("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")])
         .unwrap()
         .unwrap();
-    let seams = w.seams(&NoCluster, None);
+    let seams = w.seams(&NoCluster, false);
     execute(&env, &gc, &seams).unwrap();
     assert_eq!(trash_files(&w), Vec::<String>::new());
     // A daemon's start (what it runs on its after-reply thread).
@@ -446,22 +455,15 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     let cfg = w.config(json!({}));
     fs::create_dir_all(crate::trash::dir(&w.cni_dir())).unwrap();
     fs::write(crate::trash::dir(&w.cni_dir()).join("c1.1-1"), b"x").unwrap();
-    let later = AfterReply::default();
+    let later = Later::default();
     w.run_with("DEL", "never-added", &cfg, &NoCluster, Some(&later))
         .unwrap();
-    later
-        .lock()
-        .unwrap()
-        .take()
-        .expect("the first DEL sweeps the trash")();
+    later.take().expect("the first DEL sweeps the trash")();
     assert_eq!(trash_files(&w), Vec::<String>::new());
-    let later = AfterReply::default();
+    let later = Later::default();
     w.run_with("DEL", "never-added", &cfg, &NoCluster, Some(&later))
         .unwrap();
-    assert!(
-        later.lock().unwrap().is_none(),
-        "nothing to do after this one"
-    );
+    assert!(later.borrow().is_none(), "nothing to do after this one");
 }
 
 /// Daemon mode: a DEL right after its container's ADD, whose durable writes still wait for the
@@ -472,12 +474,12 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
 fn a_del_right_after_its_add_takes_over_the_adds_queued_writes_instead_of_waiting() {
     let w = World::new();
     let cfg = w.config(json!({"lockTimeoutSeconds": 1}));
-    let add_later = AfterReply::default();
+    let add_later = Later::default();
     w.run_with("ADD", "c1", &cfg, &NoCluster, Some(&add_later))
         .unwrap();
-    let add_job = add_later.lock().unwrap().take().expect("ADD's writes");
+    let add_job = add_later.take().expect("ADD's writes");
     w.exec.clear();
-    let del_later = AfterReply::default();
+    let del_later = Later::default();
     let started = std::time::Instant::now();
     w.run_with("DEL", "c1", &cfg, &NoCluster, Some(&del_later))
         .expect("DEL does not wait for the ADD's writes (nor time out on its lock)");
@@ -499,7 +501,7 @@ fn a_del_right_after_its_add_takes_over_the_adds_queued_writes_instead_of_waitin
     // The records and the cache went to the trash with the DEL; the ADD's job writes nothing now.
     add_job();
     w.nothing_left("c1");
-    del_later.lock().unwrap().take().unwrap()();
+    del_later.take().unwrap()();
     assert_eq!(trash_files(&w), Vec::<String>::new());
     assert!(
         fs::read_dir(w.cni_dir())
@@ -509,10 +511,10 @@ fn a_del_right_after_its_add_takes_over_the_adds_queued_writes_instead_of_waitin
         "no temp file either"
     );
     // Once the ADD's job has started (here: ended), a DEL takes the lock as usual and reads the records.
-    let add_later = AfterReply::default();
+    let add_later = Later::default();
     w.run_with("ADD", "c2", &cfg, &NoCluster, Some(&add_later))
         .unwrap();
-    add_later.lock().unwrap().take().unwrap()();
+    add_later.take().unwrap()();
     w.exec.clear();
     w.run_with("DEL", "c2", &cfg, &NoCluster, None).unwrap();
     assert!(
@@ -530,10 +532,10 @@ fn a_del_right_after_its_add_takes_over_the_adds_queued_writes_instead_of_waitin
 fn an_adds_after_reply_job_dropped_unrun_still_writes_and_frees_the_lock() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    let later = AfterReply::default();
+    let later = Later::default();
     w.run_with("ADD", "c1", &cfg, &NoCluster, Some(&later))
         .unwrap();
-    drop(later.lock().unwrap().take());
+    drop(later.take());
     drop(lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::ZERO).unwrap());
     assert!(cache::path(&w.cni_dir(), "c1").exists());
     assert_eq!(resultcache::list(&w.cni_dir(), Some("c1")).len(), 3);
@@ -838,7 +840,7 @@ fn gc_tears_down_stale_containers_and_honours_the_runtime_list() {
             netns: &w.netns,
             cluster: &NoCluster,
             kubelet: &NoKubelet,
-            after_reply: None,
+            defer_work: false,
         },
     )
     .unwrap();
@@ -892,6 +894,8 @@ struct FakeCluster {
     pod_reads: Mutex<usize>,
     /// Warning events recorded on the pod: (reason, message).
     warnings: Mutex<Vec<(String, String)>>,
+    /// Return the status write instead of "sending" it (the daemon's `statusWrite: afterReply`).
+    defer_status: bool,
 }
 
 impl Cluster for FakeCluster {
@@ -924,7 +928,7 @@ impl Cluster for FakeCluster {
         &self,
         pod: &crate::request::PodRef,
         attached: &[(Attachment, CniResult)],
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Option<crate::cluster::DeferredStatus>, ClusterError> {
         if self.fail_publish {
             return Err(ClusterError::Unavailable("api down".into()));
         }
@@ -932,7 +936,12 @@ impl Cluster for FakeCluster {
             .lock()
             .unwrap()
             .push((pod.to_string(), attached.len()));
-        Ok(())
+        Ok(self.defer_status.then(|| crate::cluster::DeferredStatus {
+            pod: pod.clone(),
+            involved: None,
+            patch: json!({"attached": attached.len()}),
+            added: Vec::new(),
+        }))
     }
 
     fn warn_pod(&self, reason: &str, message: String) {
@@ -1079,7 +1088,7 @@ fn own_netns_is_refused_code_8() {
     ])
     .unwrap()
     .unwrap();
-    let seams = w.seams(&NoCluster, None);
+    let seams = w.seams(&NoCluster, false);
     assert_eq!(execute(&env, &cfg, &seams).unwrap_err().cni_code(), 8);
     let _ = Path::new("");
 }
@@ -1108,9 +1117,10 @@ fn run_with_args(
             netns: &w.netns,
             cluster,
             kubelet: &NoKubelet,
-            after_reply: None,
+            defer_work: false,
         },
     )
+    .map(|d| d.reply.to_stdout())
 }
 
 #[test]
@@ -1163,7 +1173,7 @@ fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
             netns: &w.netns,
             cluster: &cluster,
             kubelet: &NoKubelet,
-            after_reply: None,
+            defer_work: false,
         },
     )
     .unwrap();
@@ -1486,7 +1496,7 @@ fn a_refused_plugin_binary_fails_add_before_any_delegate_with_its_own_event() {
 /// 1.0.0 bridge; container `c1` of pod `ns1/pod1`), the planned attachments of those networks passed along.
 pub(super) fn with_ctx<R>(
     host: &TestHost,
-    after_reply: Option<&AfterReply>,
+    defer_work: bool,
     f: impl FnOnce(&Ctx<'_>, Vec<Attachment>) -> R,
 ) -> R {
     let delegates: Vec<Value> = ["a", "b", "c"]
@@ -1519,7 +1529,7 @@ pub(super) fn with_ctx<R>(
         netns: &host.netns,
         cluster: &NoCluster,
         kubelet: &NoKubelet,
-        after_reply,
+        defer_work,
     };
     let ctx = Ctx {
         env: &env,
@@ -1528,4 +1538,55 @@ pub(super) fn with_ctx<R>(
     };
     let attachments = plan::plan("eth0", ctx.node_networks(None).unwrap()).unwrap();
     f(&ctx, attachments)
+}
+
+/// The typed contract: ADD hands its edge the cluster network's result given in the config's version (what
+/// the thin binary prints), and in daemon mode the work for after the reply and the status write as
+/// values; the thin binary's run leaves neither.
+#[test]
+fn done_carries_the_result_in_the_configs_version_and_the_deferred_work_as_values() {
+    let w = World::new();
+    let cfg = w.config(json!({"cniVersion": "0.4.0"}));
+    let cluster = FakeCluster {
+        defer_status: true,
+        ..Default::default()
+    };
+    let done = w.run_done("ADD", "c1", &cfg, &cluster, true).unwrap();
+    let Reply::Added(result) = &done.reply else {
+        panic!("ADD answers a result: {done:?}");
+    };
+    assert_eq!(result.version(), CniVersion::V0_4_0);
+    assert_eq!(result.result().interfaces[0].name, "eth0");
+    let printed: Value = serde_json::from_slice(&done.reply.to_stdout()).unwrap();
+    assert_eq!(
+        printed,
+        result.result().to_value(CniVersion::V0_4_0).unwrap()
+    );
+    assert_eq!(printed["cniVersion"], "0.4.0");
+    let status = done
+        .status
+        .as_ref()
+        .expect("the status write, to send after the reply");
+    assert_eq!(status.pod.to_string(), "ns1/pod1/u1");
+    assert_eq!(status.patch, json!({"attached": 3}));
+    // The writes wait for the job, under the container's lock.
+    assert!(lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::ZERO).is_err());
+    assert!(resultcache::list(&w.cni_dir(), Some("c1")).is_empty());
+    (done.after_reply.expect("ADD's writes for after the reply"))();
+    assert_eq!(resultcache::list(&w.cni_dir(), Some("c1")).len(), 3);
+    // DEL: nothing to print; its trash's unlinks for after the reply.
+    let done = w.run_done("DEL", "c1", &cfg, &NoCluster, true).unwrap();
+    assert_eq!(done.reply, Reply::Empty);
+    (done.after_reply.expect("DEL's unlinks"))();
+    w.nothing_left("c1");
+
+    // The thin binary: everything done before the reply, nothing left over.
+    let cluster = FakeCluster::default();
+    let done = w.run_done("ADD", "c2", &cfg, &cluster, false).unwrap();
+    assert!(matches!(&done.reply, Reply::Added(r) if r.version() == CniVersion::V0_4_0));
+    assert!(done.after_reply.is_none() && done.status.is_none());
+    assert_eq!(resultcache::list(&w.cni_dir(), Some("c2")).len(), 3);
+    let done = w.run_done("DEL", "c2", &cfg, &NoCluster, false).unwrap();
+    assert!(done.after_reply.is_none() && done.reply == Reply::Empty);
+    w.nothing_left("c2");
 }

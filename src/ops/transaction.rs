@@ -6,7 +6,7 @@
 
 use plexus_cni::CniResult;
 
-use super::{Ctx, teardown};
+use super::{AfterReply, Ctx, teardown};
 use crate::{
     cache,
     error::Error,
@@ -44,7 +44,7 @@ impl<'c, 'a> Transaction<'c, 'a> {
         // lock is released, and defers the writes to that flush: no thread per write, and no fsync
         // competing with the delegates for the node's CPUs and disk. The thin binary overlaps them with
         // the delegates.
-        let behind = if ctx.seams.after_reply.is_some() {
+        let behind = if ctx.seams.defer_work {
             WriteBehind::deferred()
         } else {
             WriteBehind::default()
@@ -164,9 +164,9 @@ impl<'c, 'a> Transaction<'c, 'a> {
     /// Succeed with `reply`. Daemon mode: the writes (the cache's fsync and rename, the result records)
     /// run after the reply, under the container's lock, so a DEL or CHECK of the container (which takes
     /// the lock) finds them in place (or a DEL takes them over, `deferred`); a failure then cannot fail
-    /// the ADD: it is logged, and DEL works without prevResult. The thin binary flushes them now (a
-    /// failure rolls back) and releases the lock.
-    pub fn commit(mut self, reply: Vec<u8>) -> Result<Vec<u8>, Error> {
+    /// the ADD: it is logged, and DEL works without prevResult. They are returned as the job for after
+    /// the reply. The thin binary flushes them now (a failure rolls back) and releases the lock.
+    pub fn commit<T>(mut self, reply: T) -> Result<(T, Option<AfterReply>), Error> {
         let ctx = self.ctx;
         // `add` records the final results first; a record still held must not be lost.
         if let Err((_, source)) = self.submit_held() {
@@ -178,16 +178,16 @@ impl<'c, 'a> Transaction<'c, 'a> {
             };
             return Err(self.rollback(err));
         }
-        if let Some(slot) = ctx.seams.after_reply {
+        if ctx.seams.defer_work {
             let (cni_dir, cid) = (&ctx.config.cni_dir, ctx.env.container_id());
-            super::deferred::leave(slot, cni_dir, cid, ctx.who(), self.behind, self.lock);
-            return Ok(reply);
+            let job = super::deferred::leave(cni_dir, cid, ctx.who(), self.behind, self.lock);
+            return Ok((reply, Some(job)));
         }
         if let Err(err) = self.flush() {
             return Err(self.rollback(err));
         }
         drop(self.lock);
-        Ok(reply)
+        Ok((reply, None))
     }
 
     /// Undo the undo list in reverse ([`teardown::current`]). When every DEL succeeds, nothing of the ADD
@@ -275,7 +275,7 @@ mod tests {
     #[test]
     fn rollback_undoes_the_undo_list_in_reverse_and_leaves_nothing() {
         let h = TestHost::new();
-        let err = with_ctx(&h, None, |ctx, list| {
+        let err = with_ctx(&h, false, |ctx, list| {
             let mut tx = Transaction::begin(ctx, lock(ctx), &list, false).unwrap();
             run(ctx, &mut tx, &list[0]);
             run(ctx, &mut tx, &list[1]);
@@ -297,7 +297,7 @@ mod tests {
     fn a_failed_rollback_tries_every_del_keeps_the_cache_and_reports_both() {
         let h = TestHost::new();
         h.exec.fail("b", "DEL", 11, "del failed");
-        let err = with_ctx(&h, None, |ctx, list| {
+        let err = with_ctx(&h, false, |ctx, list| {
             let mut tx = Transaction::begin(ctx, lock(ctx), &list, false).unwrap();
             for a in &list {
                 run(ctx, &mut tx, a);
@@ -322,7 +322,7 @@ mod tests {
                 .unwrap()
                 .and_then(|r| r.result)
         };
-        with_ctx(&h, None, |ctx, list| {
+        with_ctx(&h, false, |ctx, list| {
             let mut tx = Transaction::begin(ctx, lock(ctx), &list, true).unwrap();
             let mut attached = Vec::new();
             for a in &list {
@@ -335,7 +335,7 @@ mod tests {
             attached[1].1.routes.clear();
             tx.record_final(&attached, &[false, true, false], Some(&[(true, false); 3]))
                 .unwrap();
-            tx.commit(Vec::new()).unwrap();
+            tx.commit(()).unwrap();
         });
         let routes = |v: Value| v["routes"].as_array().map_or(0, Vec::len);
         assert_eq!(
@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn a_rollback_writes_the_held_records_first_so_each_del_has_its_prev_result() {
         let h = TestHost::new();
-        let results = with_ctx(&h, None, |ctx, list| {
+        let results = with_ctx(&h, false, |ctx, list| {
             let mut tx = Transaction::begin(ctx, lock(ctx), &list, true).unwrap();
             let results: Vec<Value> = list[..2]
                 .iter()

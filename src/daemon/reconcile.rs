@@ -25,7 +25,7 @@ use crate::{
     config::Config,
     fsutil,
     k8s::{
-        annotations::NETWORK_STATUS_ANNOTATION,
+        annotations::{NETWORK_STATUS_ANNOTATION, PodAnnotations},
         client::{ApiCluster, DeferredStatus},
         status,
     },
@@ -310,11 +310,9 @@ pub async fn run(shared: Arc<Shared>, served: Arc<ServedDirs>) {
             |ns, name| {
                 let p = cache.pod(ns, name)?;
                 let uid = p.metadata.uid.clone()?;
-                let current = p
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(NETWORK_STATUS_ANNOTATION).cloned());
+                let current = PodAnnotations::of(p.metadata.annotations.as_ref())
+                    .get(NETWORK_STATUS_ANNOTATION)
+                    .map(str::to_string);
                 Some((uid, current))
             },
             |ns, name| shared.status.is_pending(ns, name),

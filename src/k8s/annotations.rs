@@ -910,6 +910,50 @@ pub fn is_static_pod(annotations: &BTreeMap<String, String>) -> bool {
         .is_some_and(|source| source != "api")
 }
 
+/// The pod annotations plexus reads, and only those. The API client reads a pod's annotations through this
+/// type and the daemon's watch cache keeps exactly [`PodAnnotations::KEYS`], so a pod reads the same in thin
+/// and daemon mode. Reading a key missing from the list is a bug that debug builds (every test) stop at,
+/// rather than one that only the daemon's trimmed copy would hide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodAnnotations(BTreeMap<String, String>);
+
+impl PodAnnotations {
+    /// Every pod annotation plexus reads. network-status is the daemon's reconcile's (what the node attached,
+    /// against what the pod says).
+    pub const KEYS: [&'static str; 4] = [
+        NETWORKS_ANNOTATION,
+        DEFAULT_NETWORK_ANNOTATION,
+        CONFIG_SOURCE_ANNOTATION,
+        NETWORK_STATUS_ANNOTATION,
+    ];
+
+    /// The annotations plexus reads among `all` (a pod's `metadata.annotations`).
+    pub fn of(all: Option<&BTreeMap<String, String>>) -> PodAnnotations {
+        let mut kept = all.cloned().unwrap_or_default();
+        Self::keep_only(&mut kept);
+        PodAnnotations(kept)
+    }
+
+    /// Drop every annotation plexus does not read from `all` (the daemon's watch cache).
+    pub fn keep_only(all: &mut BTreeMap<String, String>) {
+        all.retain(|k, _| Self::KEYS.contains(&k.as_str()));
+    }
+
+    /// The value of `key`, one of [`PodAnnotations::KEYS`].
+    pub fn get(&self, key: &'static str) -> Option<&str> {
+        debug_assert!(
+            Self::KEYS.contains(&key),
+            "pod annotation {key} is read but not in PodAnnotations::KEYS: the daemon's cache drops it"
+        );
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// [`is_static_pod`].
+    pub fn is_static_pod(&self) -> bool {
+        is_static_pod(&self.0)
+    }
+}
+
 /// Namespace isolation (NPWG-65, EXT-5): with `isolation` on, a pod may only select networks in
 /// its own namespace or in one of `global`.
 pub fn check_isolation(

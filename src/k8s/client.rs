@@ -8,7 +8,7 @@
 //! the reply, see `super::events`). A pod over `maxAttachmentsPerPod` is refused before its NADs are read.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
@@ -736,11 +736,10 @@ impl Cluster for ApiCluster {
                 ));
             }
         };
-        let pod_annotations: BTreeMap<String, String> =
-            pod.metadata.annotations.clone().unwrap_or_default();
+        let pod_annotations = annotations::PodAnnotations::of(pod.metadata.annotations.as_ref());
         if let (Some(want), Some(got)) = (&pod_ref.uid, &pod.metadata.uid)
             && want != got
-            && !annotations::is_static_pod(&pod_annotations)
+            && !pod_annotations.is_static_pod()
         {
             return Err(ClusterError::Other(format!(
                 "expected pod UID {want:?} but got {got:?} from the Kubernetes API"

@@ -41,15 +41,6 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often unused loaded NADs are looked for ([`RETAIN`]).
 const SWEEP_PERIOD: Duration = Duration::from_secs(60);
 
-/// The pod annotations plexus reads; the others are dropped from the cache. network-status is kept for
-/// the daemon's reconcile, which compares it with what the node attached.
-const POD_ANNOTATIONS: [&str; 4] = [
-    annotations::NETWORKS_ANNOTATION,
-    annotations::DEFAULT_NETWORK_ANNOTATION,
-    annotations::CONFIG_SOURCE_ANNOTATION,
-    annotations::NETWORK_STATUS_ANNOTATION,
-];
-
 /// Reduce a pod to what plexus reads: identity, the network annotations, the node, and the DRA claims.
 pub fn trim_pod(pod: &mut Pod) {
     let m = &mut pod.metadata;
@@ -58,8 +49,9 @@ pub fn trim_pod(pod: &mut Pod) {
     m.owner_references = None;
     m.finalizers = None;
     m.generate_name = None;
+    // Exactly the annotations the core reads (the same list), so both modes see the same pod.
     if let Some(a) = m.annotations.as_mut() {
-        a.retain(|k, _| POD_ANNOTATIONS.contains(&k.as_str()));
+        annotations::PodAnnotations::keep_only(a);
     }
     pod.spec = pod.spec.take().map(|s| PodSpec {
         node_name: s.node_name,
@@ -77,9 +69,7 @@ pub fn trim_pod(pod: &mut Pod) {
 /// default-network annotation's (`multus_namespace` by default). An annotation that does not parse selects
 /// nothing here (its ADD says why).
 pub fn selected_nads(pod: &Pod, multus_namespace: &str) -> Vec<NadKey> {
-    let Some(a) = pod.metadata.annotations.as_ref() else {
-        return Vec::new();
-    };
+    let a = annotations::PodAnnotations::of(pod.metadata.annotations.as_ref());
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let mut out: Vec<NadKey> = Vec::new();
     let networks = a
@@ -457,6 +447,41 @@ pub fn nad_fields(nad: &DynamicObject) -> (Option<String>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use annotations::PodAnnotations;
+
+    /// Issue 17: the daemon's trimmed pod reads as the API's whole pod does, whatever else it carries:
+    /// every annotation the core reads survives the trim, and what it reads is the same.
+    #[test]
+    fn thin_and_daemon_modes_read_the_same_pod() {
+        let mut all: std::collections::BTreeMap<String, String> = (0..20)
+            .map(|i| (format!("example.com/other-{i}"), "x".repeat(i)))
+            .collect();
+        for (i, k) in PodAnnotations::KEYS.iter().enumerate() {
+            all.insert(k.to_string(), format!("value {i}"));
+        }
+        let mut pod = Pod::default();
+        pod.metadata.annotations = Some(all);
+        let whole = PodAnnotations::of(pod.metadata.annotations.as_ref());
+        trim_pod(&mut pod);
+        let trimmed = PodAnnotations::of(pod.metadata.annotations.as_ref());
+        assert_eq!(trimmed, whole);
+        for k in PodAnnotations::KEYS {
+            assert!(trimmed.get(k).is_some(), "{k} survives the trim");
+        }
+        assert_eq!(
+            pod.metadata.annotations.map(|a| a.len()),
+            Some(PodAnnotations::KEYS.len()),
+            "nothing else is kept"
+        );
+    }
+
+    /// Reading an annotation the list does not name is caught in every test run, thin or daemon.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "not in PodAnnotations::KEYS")]
+    fn reading_an_unlisted_annotation_is_a_bug() {
+        PodAnnotations::default().get("example.com/unlisted");
+    }
 
     #[test]
     fn a_pod_keeps_only_what_plexus_reads() {

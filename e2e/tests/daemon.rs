@@ -768,11 +768,14 @@ fn only_the_nads_the_nodes_pods_select_are_held_whole() {
     );
 
     let rt = w.runtime(json!({}));
-    if let Some(server) = w.cluster.standin() {
+    let server = w
+        .cluster
+        .standin_part(test, "no NAD read by the ADD, counted at the stand-in");
+    if let Some(server) = server {
         server.clear_requests();
     }
     w.add_ok(&rt, &sb);
-    if let Some(server) = w.cluster.standin() {
+    if let Some(server) = server {
         let reads = server.count_requests("GET", "/network-attachment-definitions/");
         assert_eq!(reads, 0, "the ADD read its NAD from the cache");
     }

@@ -436,7 +436,9 @@ fn a_thousand_missing_nads_cost_a_few_api_requests() {
     let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, &names.join(","))]);
     // Above the 1,001 attachments this pod asks for: only the reads are bounded here.
     let rt = w.runtime(json!({"maxAttachmentsPerPod": 1024}));
-    let server = w.cluster.standin();
+    let server = w
+        .cluster
+        .standin_part(test, "the request count, taken at the stand-in");
     if let Some(server) = server {
         server.clear_requests();
     }
@@ -459,11 +461,10 @@ fn a_thousand_missing_nads_cost_a_few_api_requests() {
         "{warnings:?}"
     );
 
-    if standin_only(test, "the request count is taken at the stand-in") {
+    if let Some(server) = server {
         // plexus's own requests (not the test's reads of the events), without the daemon's watches
         // (long-lived, started before).
         let log: Vec<_> = server
-            .unwrap()
             .requests_by_user()
             .into_iter()
             .filter(|(r, user)| {
@@ -528,7 +529,9 @@ fn a_pod_over_the_attachment_limit_is_refused_before_any_nad_read_or_delegate() 
     // The cluster network, the default network and two from the annotation: 4, over 3.
     let rt = w.runtime(json!({"maxAttachmentsPerPod": 3, "defaultNetworks": [default]}));
     let sb = w.sandbox("web", &[(NETWORKS_ANNOTATION, "rec-net,rec-net")]);
-    let server = w.cluster.standin();
+    let server = w
+        .cluster
+        .standin_part(test, "no NAD read and no PATCH, counted at the stand-in");
     if let Some(server) = server {
         server.clear_requests();
     }
@@ -552,8 +555,8 @@ fn a_pod_over_the_attachment_limit_is_refused_before_any_nad_read_or_delegate() 
             .any(|(r, m)| r == "TooManyAttachments" && m.contains("maxAttachmentsPerPod")),
         "{warnings:?}"
     );
-    if standin_only(test, "the requests are counted at the stand-in") {
-        let log = server.unwrap().requests();
+    if let Some(server) = server {
+        let log = server.requests();
         let nad_reads: Vec<String> = log
             .iter()
             .filter(|r| {
@@ -563,7 +566,7 @@ fn a_pod_over_the_attachment_limit_is_refused_before_any_nad_read_or_delegate() 
             .map(|r| format!("{} {}", r.method, r.path))
             .collect();
         assert_eq!(nad_reads, Vec::<String>::new(), "no NAD was read");
-        assert_eq!(server.unwrap().count_requests("PATCH", ""), 0);
+        assert_eq!(server.count_requests("PATCH", ""), 0);
     }
     w.assert_no_status(&sb);
     w.assert_clean(&sb);
@@ -1539,25 +1542,20 @@ fn del_of_a_sandbox_plexus_never_attached_reads_nothing_from_the_api() {
     let sb = w.sandbox("gone", &[(NETWORKS_ANNOTATION, "a")]);
     w.cluster.delete_pod(&w.ns, &sb.pod.name);
     let pod_path = format!("/namespaces/{}/pods/{}", w.ns, sb.pod.name);
-    let pod_reads = || {
-        w.cluster
-            .standin()
-            .map(|api| api.count_requests("GET", &pod_path))
-    };
-    let before = pod_reads();
+    let server = w
+        .cluster
+        .standin_part(test, "the DELs' pod reads, counted at the stand-in");
+    let before = server.map(|api| api.count_requests("GET", &pod_path));
     let rt = w.runtime(json!({}));
     w.del_ok(&rt, &sb);
     w.del_ok(&rt, &sb);
-    match (before, pod_reads()) {
-        (Some(before), Some(after)) => assert_eq!(
-            after - before,
+    if let (Some(api), Some(before)) = (server, before) {
+        assert_eq!(
+            api.count_requests("GET", &pod_path) - before,
             0,
             "the DELs read pod {pod_path}\nplexus log:\n{}",
             w.log()
-        ),
-        _ => {
-            standin_only(test, "counting the API requests a DEL makes");
-        }
+        );
     }
     w.assert_clean(&sb);
 }

@@ -198,6 +198,16 @@ impl Cluster {
         self.standin.as_ref()
     }
 
+    /// For the part of `test` that needs the stand-in (`what`: counting its requests, say) while the rest runs
+    /// against any server: the stand-in, or, against a real server, `None` after saying which part is left
+    /// out there. (A test that needs the stand-in throughout returns at [`standin_only`].)
+    pub fn standin_part(&self, test: &str, what: &str) -> Option<&ApiServer> {
+        if self.standin.is_none() {
+            eprintln!("{test}: against a real API server, without the stand-in-only part: {what}");
+        }
+        self.standin.as_ref()
+    }
+
     /// Whether this is a real API server.
     pub fn is_real(&self) -> bool {
         self.standin.is_none()

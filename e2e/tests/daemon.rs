@@ -671,15 +671,7 @@ fn status_write_before_the_reply_is_the_thin_contract() {
     // The same daemon, restarted with statusWrite: beforeReply.
     let mut config = w.daemon_config();
     config["statusWrite"] = json!("beforeReply");
-    if let Some(mut d) = w.daemon.take() {
-        d.stop();
-    }
-    w.daemon = Some(DaemonProcess::start(
-        &plexus(),
-        &w.host.name,
-        &config,
-        &w.root().join("daemon-before-reply.json"),
-    ));
+    w.restart_daemon(&plexus(), &config, DaemonView::Host);
     let daemon = w.daemon.as_ref().unwrap();
     w.nad("macvlan-net", &w.macvlan(MACVLAN_SUBNET));
     let rt = w.runtime(json!({"apiTimeoutSeconds": 1, "apiBudgetSeconds": 2}));
@@ -890,15 +882,7 @@ fn a_full_queue_pushes_back_and_every_add_still_finishes() {
     let mut config = w.daemon_config();
     config["maxConcurrency"] = json!(1);
     config["maxQueue"] = json!(1);
-    let mut old = w.daemon.take().unwrap();
-    old.stop();
-    drop(old);
-    w.daemon = Some(DaemonProcess::start(
-        &plexus(),
-        &w.host.name,
-        &config,
-        &w.root().join("daemon.json"),
-    ));
+    w.restart_daemon(&plexus(), &config, DaemonView::Host);
     let pods: Vec<Arc<Sandbox>> = (0..4)
         .map(|i| Arc::new(w.sandbox(&format!("p{i}"), &[(NETWORKS_ANNOTATION, "slow")])))
         .collect();
@@ -1071,18 +1055,11 @@ fn masquerading_cluster_with_portmap(w: &World) -> Value {
 fn restart_in_image(w: &mut World, chroot: bool) {
     let hostroot = w.root().join("hostroot");
     std::fs::create_dir_all(&hostroot).expect("create the hostroot mount point");
-    drop(w.daemon.take());
     let mut config = w.daemon_config();
     if chroot {
         config["chrootDir"] = json!(hostroot);
     }
-    w.daemon = Some(DaemonProcess::start_in(
-        &plexus(),
-        &w.host.name,
-        &config,
-        &w.root().join("daemon.json"),
-        DaemonView::Image { hostroot },
-    ));
+    w.restart_daemon(&plexus(), &config, DaemonView::Image { hostroot });
 }
 
 /// The runtime's attachment parameters for `sb` with host port `port` mapped to 80, `CNI_NETNS` as `netns`.
@@ -1192,15 +1169,7 @@ fn the_auxiliary_chain_named_in_the_daemon_config_runs_for_every_pod() {
     let mut w = world(test);
     let mut config = w.daemon_config();
     config["auxiliaryCNIChainName"] = json!("vendor-cni-chain");
-    if let Some(mut d) = w.daemon.take() {
-        d.stop();
-    }
-    w.daemon = Some(DaemonProcess::start(
-        &plexus(),
-        &w.host.name,
-        &config,
-        &w.root().join("daemon-aux.json"),
-    ));
+    w.restart_daemon(&plexus(), &config, DaemonView::Host);
     w.write(
         "vendor-cni-chain/10-tuning.conf",
         &json!({"type": "tuning", "dataDir": w.tuning_dir(),

@@ -32,7 +32,7 @@ use tempfile::TempDir;
 
 use super::{
     cluster::{Cluster, NO_SUCH_NODE, PodInfo},
-    daemon::{DaemonProcess, daemon_mode, shim_binary},
+    daemon::{DaemonProcess, DaemonView, daemon_mode, shim_binary},
     forward::Forwarder,
     kubeconfig,
     netns::Netns,
@@ -243,6 +243,21 @@ impl World {
             ));
         }
         w
+    }
+
+    /// Daemon mode: stop this world's daemon and start `plexus`'s with `config` (usually
+    /// [`World::daemon_config`] with a key changed), seeing the filesystem as `view` says; wait until ready.
+    pub fn restart_daemon(&mut self, plexus: &Path, config: &Value, view: DaemonView) {
+        if let Some(mut old) = self.daemon.take() {
+            old.stop();
+        }
+        self.daemon = Some(DaemonProcess::start_in(
+            plexus,
+            &self.host.name,
+            config,
+            &self.root().join("daemon.json"),
+            view,
+        ));
     }
 
     /// The daemon config of daemon mode: this world's socket, kubeconfig and log, the suite's node.

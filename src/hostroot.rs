@@ -6,6 +6,7 @@ use std::{
     collections::VecDeque,
     ffi::OsString,
     path::{Component, Path, PathBuf},
+    sync::Arc,
 };
 
 use plexus_netns::{DefaultRouteEdit, DefaultRouteReport, NetnsError, RouteInfo};
@@ -83,6 +84,19 @@ fn names(p: &Path) -> impl Iterator<Item = OsString> + '_ {
         Component::ParentDir => Some("..".into()),
         _ => None,
     })
+}
+
+/// How a daemon reaches delegates and pod network namespaces: through the host's root `root` when it has
+/// one (`chrootDir`), else in its own filesystem. Chosen once, at start, for every request and the
+/// missing-plugin report alike.
+pub fn seams(root: Option<&HostRoot>) -> (Arc<dyn Exec>, Arc<dyn NetnsProbe>) {
+    match root {
+        Some(root) => (
+            Arc::new(HostExec { root: root.clone() }),
+            Arc::new(HostNetns { root: root.clone() }),
+        ),
+        None => (Arc::new(exec::ProcessExec), Arc::new(KernelNetns)),
+    }
 }
 
 /// Delegates found in the host's search path and run chrooted into the host's root, so they see what they

@@ -16,11 +16,9 @@ use plexus_shim::{
 use super::Shared;
 use crate::{
     cluster::DeferredStatus,
-    exec::{Exec, ProcessExec},
-    hostroot::{HOST_PATH, HostExec, HostNetns},
+    hostroot::HOST_PATH,
     invocation::{self, Answer, Host},
     k8s::client::ApiCluster,
-    netns::{KernelNetns, NetnsProbe},
     ops,
     request::Command,
 };
@@ -108,21 +106,14 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
             ),
         ))
     };
-    // Delegates and namespaces through the host's root when the daemon runs in a container (`chrootDir`).
-    let (host_exec, host_netns);
-    let (inner, netns): (&dyn Exec, &dyn NetnsProbe) = match &shared.config.host_root {
-        Some(root) => {
-            host_exec = HostExec { root: root.clone() };
-            host_netns = HostNetns { root: root.clone() };
-            (&host_exec, &host_netns)
-        }
-        None => (&ProcessExec, &KernelNetns),
-    };
     let exec = super::metrics::MeteredExec {
-        inner,
+        inner: shared.exec.as_ref(),
         metrics: &shared.metrics,
     };
-    let host = Host { exec: &exec, netns };
+    let host = Host {
+        exec: &exec,
+        netns: shared.netns.as_ref(),
+    };
     let mut ran = invocation::run(vars, &config, host, &factory, false, true);
     let (finish, status) = match &mut ran.answer {
         Answer::Done(done) => (done.after_reply.take(), done.status.take()),

@@ -47,6 +47,10 @@ pub struct Shared {
     pub served: Arc<reconcile::ServedDirs>,
     /// Where the requests say the node's plugins are (for the missing-plugin report).
     pub search_path: Arc<plugin_check::SearchPath>,
+    /// Runs the delegates (chrooted into the host's root with `chrootDir`).
+    pub exec: Arc<dyn crate::exec::Exec>,
+    /// Opens the pods' network namespaces (through the host's root with `chrootDir`).
+    pub netns: Arc<dyn crate::netns::NetnsProbe>,
 }
 
 const USAGE: &str = "usage: plexus-daemon [--config PATH]
@@ -222,11 +226,12 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         &config.socket_dir,
     )));
     let search_path = Arc::new(plugin_check::SearchPath::default());
+    let (exec, netns) = crate::hostroot::seams(config.host_root.as_ref());
     if let Err(e) = plugin_check::spawn(
         cache.clone(),
         search_path.clone(),
         metrics.nads_missing_plugins.clone(),
-        config.host_root.clone(),
+        exec.clone(),
     ) {
         tracing::warn!("cannot start the missing-plugin report's thread: {e}");
     }
@@ -239,6 +244,8 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
         metrics,
         served: served.clone(),
         search_path,
+        exec,
+        netns,
     });
     // A status write lost with an earlier daemon (killed between a reply and its write) is written now.
     tokio::spawn(reconcile::run(shared.clone(), served));

@@ -14,7 +14,7 @@ use std::{
 
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::{exec::find_in_path_with, hostroot::HostRoot, k8s::watch::NodeCache};
+use crate::{exec::Exec, k8s::watch::NodeCache};
 
 /// How often the NADs are checked again though none changed: plugins may be installed (or removed) at any
 /// time, and nothing tells the daemon.
@@ -148,7 +148,7 @@ pub fn spawn(
     cache: Arc<NodeCache>,
     search_path: Arc<SearchPath>,
     gauge: Gauge,
-    host_root: Option<HostRoot>,
+    exec: Arc<dyn Exec>,
 ) -> std::io::Result<thread::JoinHandle<()>> {
     thread::Builder::new()
         .name("plexus-nadcheck".into())
@@ -172,14 +172,10 @@ pub fn spawn(
                 let mut seen: HashMap<String, bool> = HashMap::new();
                 let mut installed = |t: &str| match seen.get(t) {
                     Some(found) => *found,
-                    None => *seen.entry(t.to_string()).or_insert_with(|| {
-                        // Where the delegates run: the host's root, when they run there.
-                        find_in_path_with(t, &dirs, |p| match &host_root {
-                            Some(root) => root.resolve(p),
-                            None => p.to_path_buf(),
-                        })
-                        .is_ok()
-                    }),
+                    // Looked up as the requests' delegates are (in the host's root, when they run there).
+                    None => *seen
+                        .entry(t.to_string())
+                        .or_insert_with(|| exec.find(t, &dirs).is_ok()),
                 };
                 // Under the cache's read lock, nothing copied: with tens of thousands of NADs a copy would
                 // be the thread's largest allocation.

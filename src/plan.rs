@@ -28,32 +28,103 @@ pub struct Requests {
     pub device_info_file: Option<String>,
 }
 
+/// A request of one attachment that reaches its delegate as a capability argument: the one table of
+/// capability keys, used for ADD's `runtimeConfig`, and read back from the result records on DEL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// `ips` (NPWG-21).
+    Ips,
+    /// `mac` (NPWG-23).
+    Mac,
+    /// `infinibandGUID`, from the annotation's `infiniband-guid` (NPWG-35).
+    InfinibandGuid,
+    /// `portMappings` (NPWG-30).
+    PortMappings,
+    /// `bandwidth` (NPWG-32).
+    Bandwidth,
+    /// `deviceID` (NPWG-37).
+    DeviceId,
+    /// `CNIDeviceInfoFile` (NPWG-70).
+    DeviceInfoFile,
+}
+
+impl Capability {
+    /// Every capability, in the order its arguments are given.
+    pub const ALL: [Capability; 7] = [
+        Capability::Ips,
+        Capability::Mac,
+        Capability::InfinibandGuid,
+        Capability::PortMappings,
+        Capability::Bandwidth,
+        Capability::DeviceId,
+        Capability::DeviceInfoFile,
+    ];
+
+    /// The key a plugin declares under `capabilities` and receives under `runtimeConfig` (CONVENTIONS).
+    pub const fn key(self) -> &'static str {
+        match self {
+            Capability::Ips => "ips",
+            Capability::Mac => "mac",
+            Capability::InfinibandGuid => "infinibandGUID",
+            Capability::PortMappings => "portMappings",
+            Capability::Bandwidth => "bandwidth",
+            Capability::DeviceId => "deviceID",
+            Capability::DeviceInfoFile => "CNIDeviceInfoFile",
+        }
+    }
+}
+
 impl Requests {
+    /// The value `self` gives capability `c`, if it asks for it.
+    pub fn capability(&self, c: Capability) -> Option<Value> {
+        let text = |s: &Option<String>| s.as_ref().map(|s| Value::from(s.as_str()));
+        match c {
+            Capability::Ips => (!self.ips.is_empty()).then(|| Value::from(self.ips.clone())),
+            Capability::Mac => text(&self.mac),
+            Capability::InfinibandGuid => text(&self.infiniband_guid),
+            Capability::PortMappings => self.port_mappings.clone(),
+            Capability::Bandwidth => self.bandwidth.clone(),
+            Capability::DeviceId => text(&self.device_id),
+            Capability::DeviceInfoFile => text(&self.device_info_file),
+        }
+    }
+
     /// The capability each request needs, with its `runtimeConfig` key and value (CONVENTIONS).
     pub fn capability_args(&self) -> Vec<(&'static str, Value)> {
-        let mut out = Vec::new();
-        if !self.ips.is_empty() {
-            out.push(("ips", Value::from(self.ips.clone())));
+        Capability::ALL
+            .into_iter()
+            .filter_map(|c| Some((c.key(), self.capability(c)?)))
+            .collect()
+    }
+
+    /// A secondary's requests as its capability arguments recorded them ([`Requests::capability_args`]
+    /// read back); a value of the wrong type is no request. Gateways are not capabilities: `None`.
+    pub fn from_capability_args(args: &Map<String, Value>) -> Requests {
+        let mut r = Requests::default();
+        for c in Capability::ALL {
+            let Some(v) = args.get(c.key()) else { continue };
+            let text = || v.as_str().map(str::to_string);
+            match c {
+                Capability::Ips => {
+                    r.ips = v
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_string)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }
+                Capability::Mac => r.mac = text(),
+                Capability::InfinibandGuid => r.infiniband_guid = text(),
+                Capability::PortMappings => r.port_mappings = Some(v.clone()),
+                Capability::Bandwidth => r.bandwidth = Some(v.clone()),
+                Capability::DeviceId => r.device_id = text(),
+                Capability::DeviceInfoFile => r.device_info_file = text(),
+            }
         }
-        if let Some(mac) = &self.mac {
-            out.push(("mac", Value::from(mac.clone())));
-        }
-        if let Some(guid) = &self.infiniband_guid {
-            out.push(("infinibandGUID", Value::from(guid.clone())));
-        }
-        if let Some(pm) = &self.port_mappings {
-            out.push(("portMappings", pm.clone()));
-        }
-        if let Some(bw) = &self.bandwidth {
-            out.push(("bandwidth", bw.clone()));
-        }
-        if let Some(id) = &self.device_id {
-            out.push(("deviceID", Value::from(id.clone())));
-        }
-        if let Some(path) = &self.device_info_file {
-            out.push(("CNIDeviceInfoFile", Value::from(path.clone())));
-        }
-        out
+        r
     }
 }
 
@@ -321,6 +392,70 @@ pub fn delegate_args(runtime: &CniArgs, requests: &Requests) -> CniArgs {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn every_request() -> Requests {
+        Requests {
+            mac: Some("02:00:00:00:00:01".into()),
+            ips: vec!["192.0.2.10/24".into(), "2001:db8::10/64".into()],
+            infiniband_guid: Some("00:11:22:33:44:55:66:77".into()),
+            port_mappings: Some(json!([{"hostPort": 8080, "containerPort": 80}])),
+            bandwidth: Some(json!({"egressRate": 5})),
+            device_id: Some("0000:03:00.1".into()),
+            gateways: None,
+            device_info_file: Some("/var/run/k8s.cni.cncf.io/devinfo/x.json".into()),
+        }
+    }
+
+    #[test]
+    fn every_request_but_gateways_is_a_capability_and_reads_back_from_its_arguments() {
+        let r = every_request();
+        let args = r.capability_args();
+        assert_eq!(
+            args.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            Capability::ALL.map(Capability::key),
+            "one argument per capability, in the table's order"
+        );
+        let recorded: Map<String, Value> = args.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        assert_eq!(Requests::from_capability_args(&recorded), r);
+        // Gateways are plexus's own (routes), never a delegate's capability.
+        let with_gw = Requests {
+            gateways: Some(vec!["192.0.2.1".into()]),
+            ..Requests::default()
+        };
+        assert!(with_gw.capability_args().is_empty());
+        assert_eq!(Requests::default().capability_args(), vec![]);
+    }
+
+    #[test]
+    fn capability_keys_are_the_conventions_keys_and_distinct() {
+        let keys = Capability::ALL.map(Capability::key);
+        assert_eq!(
+            keys,
+            [
+                "ips",
+                "mac",
+                "infinibandGUID",
+                "portMappings",
+                "bandwidth",
+                "deviceID",
+                "CNIDeviceInfoFile"
+            ]
+        );
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+    }
+
+    #[test]
+    fn recorded_arguments_of_the_wrong_type_are_no_request() {
+        let recorded = json!({"mac": 7, "ips": "192.0.2.1", "deviceID": null, "other": "x"});
+        let Value::Object(recorded) = recorded else {
+            unreachable!()
+        };
+        assert_eq!(
+            Requests::from_capability_args(&recorded),
+            Requests::default()
+        );
+    }
 
     fn req(name: &str, ifname: Option<&str>) -> NetworkRequest {
         let n = NetworkConfig::from_value(

@@ -85,7 +85,7 @@ impl Cluster for World {
                 .find(|(n, _)| *n == s.name)
                 .map(|(_, c)| c.clone())
                 .ok_or_else(|| ClusterError::Rejected(format!("no NAD {}", s.name)))?;
-            let mut requests = s.requests();
+            let mut requests = s.requests.clone();
             if let Some((_, gws)) = forced.iter().find(|(n, _)| *n == s.name) {
                 requests.gateways = Some(gws.clone());
             }

@@ -245,7 +245,8 @@ fn resolve<'a>(sel: &Selection, nads: &'a [ExampleNad]) -> Result<&'a ExampleNad
 
 /// The capabilities a selection requests (the `runtimeConfig` keys it makes).
 fn requested_capabilities(sel: &Selection) -> Vec<&'static str> {
-    sel.requests()
+    sel.requests
+        .clone()
         .capability_args()
         .into_iter()
         .map(|(c, _)| c)
@@ -274,7 +275,7 @@ fn network_request(sel: &Selection, config: NetworkConfig) -> NetworkRequest {
         network: config.with_name_if_missing(&sel.name).unwrap(),
         status_name: sel.qualified_name(),
         ifname_request: sel.interface.clone(),
-        requests: sel.requests(),
+        requests: sel.requests.clone(),
         resource_name: None,
     }
 }
@@ -339,21 +340,21 @@ fn every_example_pod_selects_example_nads_that_declare_what_it_requests() {
 fn only(sel: &Selection, cap: &str) -> Selection {
     let mut s = sel.clone();
     if cap != "ips" {
-        s.ips.clear();
+        s.requests.ips.clear();
     }
     if cap != "mac" {
-        s.mac = None;
+        s.requests.mac = None;
     }
     if cap != "portMappings" {
-        s.port_mappings = None;
+        s.requests.port_mappings = None;
     }
     if cap != "bandwidth" {
-        s.bandwidth = None;
+        s.requests.bandwidth = None;
     }
     if cap != "deviceID" {
-        s.device_id = None;
+        s.requests.device_id = None;
     }
-    s.infiniband_guid = None;
+    s.requests.infiniband_guid = None;
     assert_eq!(requested_capabilities(&s), [cap], "{sel:?}");
     s
 }
@@ -617,7 +618,7 @@ fn host_device_networks_say_which_device() {
                 for s in pod.selections() {
                     if resolve(s, &nads).is_ok_and(|m| m.file == n.file) {
                         assert!(
-                            s.device_id.is_some(),
+                            s.requests.device_id.is_some(),
                             "{}: selects {} without a deviceID",
                             pod.file,
                             n.qualified()
@@ -705,7 +706,7 @@ fn addresses_are_documentation_ranges_and_only_a_replacement_cluster_network_rou
     // Requested addresses are documentation addresses outside every host-local range.
     for pod in &pods {
         for s in pod.selections() {
-            for ip in &s.ips {
+            for ip in &s.requests.ips {
                 let net: IpNet = ip.parse().unwrap_or_else(|_| {
                     panic!("{}: static IPAM needs a prefix length: {ip}", pod.file)
                 });
@@ -718,7 +719,7 @@ fn addresses_are_documentation_ranges_and_only_a_replacement_cluster_network_rou
                     );
                 }
             }
-            if let Some(mac) = &s.mac {
+            if let Some(mac) = &s.requests.mac {
                 let first = u8::from_str_radix(&mac[..2], 16).unwrap();
                 assert!(
                     first & 2 == 2,
@@ -1144,7 +1145,7 @@ fn every_example_pod_gets_its_networks_from_the_real_plugins() {
     let mut verified = BTreeSet::new();
     for pod in &pods {
         // A deviceID names real hardware (a PCI address) that a namespace cannot provide.
-        if pod.selections().any(|s| s.device_id.is_some()) {
+        if pod.selections().any(|s| s.requests.device_id.is_some()) {
             skipped.push(pod.file.clone());
             continue;
         }

@@ -37,7 +37,7 @@ fn check(value: &str) {
                 "{} elements accepted",
                 list.len()
             );
-            assert!(list.iter().filter(|s| s.default_route.is_some()).count() <= 1);
+            assert!(list.iter().filter(|s| s.requests.gateways.is_some()).count() <= 1);
             for s in list {
                 check_selection(s);
             }
@@ -84,11 +84,10 @@ fn check_selection(s: &Selection) {
     if let Some(ifname) = &s.interface {
         validate::interface_name(ifname).unwrap_or_else(|e| panic!("accepted {ifname:?}: {e}"));
     }
-    if let Some(mac) = &s.mac {
+    if let Some(mac) = &s.requests.mac {
         assert_eq!(mac.len(), 17, "{mac}");
         assert_eq!(mac, &mac.to_ascii_lowercase());
     }
-    let _ = s.requests();
     assert_eq!(s.qualified_name(), format!("{}/{}", s.namespace, s.name));
 }
 
@@ -103,22 +102,20 @@ fn to_json(s: &Selection) -> Value {
         }
     };
     opt("interface", s.interface.as_ref().map(|v| json!(v)));
-    opt("ips", (!s.ips.is_empty()).then(|| json!(s.ips)));
-    opt("mac", s.mac.as_ref().map(|v| json!(v)));
+    opt("ips", (!s.requests.ips.is_empty()).then(|| json!(s.requests.ips)));
+    opt("mac", s.requests.mac.as_ref().map(|v| json!(v)));
     opt(
         "infiniband-guid",
-        s.infiniband_guid.as_ref().map(|v| json!(v)),
+        s.requests.infiniband_guid.as_ref().map(|v| json!(v)),
     );
-    opt("portMappings", s.port_mappings.clone());
-    opt("bandwidth", s.bandwidth.clone());
+    opt("portMappings", s.requests.port_mappings.clone());
+    opt("bandwidth", s.requests.bandwidth.clone());
     opt(
         "default-route",
-        s.default_route
-            .as_ref()
-            .map(|g| json!(g.iter().map(ToString::to_string).collect::<Vec<_>>())),
+        s.requests.gateways.as_ref().map(|g| json!(g)),
     );
     opt("cni-args", s.cni_args.clone().map(Value::Object));
-    opt("deviceID", s.device_id.as_ref().map(|v| json!(v)));
+    opt("deviceID", s.requests.device_id.as_ref().map(|v| json!(v)));
     opt(
         "ipam-claim-reference",
         s.ipam_claim_reference.as_ref().map(|v| json!(v)),

@@ -82,22 +82,13 @@ pub struct Selection {
     pub name: String,
     /// `interface` (NPWG-25), legacy `interfaceRequest` (EXT-2), or `@ifname` (EXT-1).
     pub interface: Option<String>,
-    /// `ips`: addresses with optional prefix, as given (NPWG-21).
-    pub ips: Vec<String>,
-    /// `mac`, in lower-case colon form (NPWG-23).
-    pub mac: Option<String>,
-    /// `infiniband-guid`, in lower-case colon form (NPWG-35).
-    pub infiniband_guid: Option<String>,
-    /// `portMappings`, validated, as given (NPWG-30).
-    pub port_mappings: Option<Value>,
-    /// `bandwidth`, validated, as given (NPWG-32).
-    pub bandwidth: Option<Value>,
-    /// `default-route` gateways; `Some(vec![])` for an explicit empty list (NPWG-34).
-    pub default_route: Option<Vec<IpAddr>>,
+    /// What the element asks of its attachment: `ips` (NPWG-21), `mac` (NPWG-23), `infiniband-guid`
+    /// (NPWG-35), `portMappings` (NPWG-30), `bandwidth` (NPWG-32), `default-route` (NPWG-34, an explicit
+    /// empty list is `Some(vec![])`) and `deviceID` (EXT-3, NPWG-37), validated and canonical.
+    pub requests: Requests,
     /// `cni-args`, merged into the delegate's `args.cni` (NPWG-28, NPWG-29).
     pub cni_args: Option<Map<String, Value>>,
     /// `deviceID` (EXT-3, NPWG-37).
-    pub device_id: Option<String>,
     /// `ipam-claim-reference` (NPWG-36).
     pub ipam_claim_reference: Option<String>,
     /// Keys that were ignored, one message each (unknown undotted keys, NPWG-18).
@@ -108,23 +99,6 @@ impl Selection {
     /// `namespace/name`, the status name of the attachment (NPWG-46).
     pub fn qualified_name(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
-    }
-
-    /// What the element asks of its attachment, for capability arguments and the cache.
-    pub fn requests(&self) -> Requests {
-        Requests {
-            mac: self.mac.clone(),
-            ips: self.ips.clone(),
-            infiniband_guid: self.infiniband_guid.clone(),
-            port_mappings: self.port_mappings.clone(),
-            bandwidth: self.bandwidth.clone(),
-            device_id: self.device_id.clone(),
-            gateways: self
-                .default_route
-                .as_ref()
-                .map(|gws| gws.iter().map(IpAddr::to_string).collect()),
-            device_info_file: None,
-        }
     }
 }
 
@@ -475,11 +449,11 @@ fn parse_json(value: &str, default_ns: &str) -> Result<Vec<Selection>, Annotatio
     let mut out: Vec<Selection> = Vec::with_capacity(elements.len());
     for (index, element) in elements.iter().enumerate() {
         let selection = parse_element(index, element, default_ns)?;
-        if selection.default_route.is_some()
+        if selection.requests.gateways.is_some()
             && let Some((first, earlier)) = out
                 .iter()
                 .enumerate()
-                .find(|(_, s)| s.default_route.is_some())
+                .find(|(_, s)| s.requests.gateways.is_some())
         {
             return Err(AnnotationError::Element {
                 index,
@@ -595,7 +569,7 @@ fn parse_element(index: usize, v: &Value, default_ns: &str) -> Result<Selection,
                     return Err(at.err(field, format!("must be a string, got {}", show(item))));
                 };
                 check_ip_with_prefix(s).map_err(|r| at.err(field, r))?;
-                selection.ips.push(s.clone());
+                selection.requests.ips.push(s.clone());
             }
         }
         Some(other) => {
@@ -610,29 +584,32 @@ fn parse_element(index: usize, v: &Value, default_ns: &str) -> Result<Selection,
     }
 
     if let Some(mac) = opt_str(&at, obj, "mac")? {
-        selection.mac = Some(check_mac(mac).map_err(|r| at.err("mac", r))?);
+        selection.requests.mac = Some(check_mac(mac).map_err(|r| at.err("mac", r))?);
     }
     if let Some(guid) = opt_str(&at, obj, "infiniband-guid")? {
-        selection.infiniband_guid =
+        selection.requests.infiniband_guid =
             Some(check_guid(guid).map_err(|r| at.err("infiniband-guid", r))?);
     }
     match obj.get("portMappings") {
         None | Some(Value::Null) => {}
         Some(pm) => {
             check_port_mappings(&at, pm)?;
-            selection.port_mappings = Some(pm.clone());
+            selection.requests.port_mappings = Some(pm.clone());
         }
     }
     match obj.get("bandwidth") {
         None | Some(Value::Null) => {}
         Some(bw) => {
             check_bandwidth(&at, bw)?;
-            selection.bandwidth = Some(bw.clone());
+            selection.requests.bandwidth = Some(bw.clone());
         }
     }
     match obj.get("default-route") {
         None | Some(Value::Null) => {}
-        Some(gws) => selection.default_route = Some(check_default_route(&at, gws)?),
+        Some(gws) => {
+            let gws = check_default_route(&at, gws)?;
+            selection.requests.gateways = Some(gws.iter().map(IpAddr::to_string).collect());
+        }
     }
     match obj.get("cni-args") {
         None | Some(Value::Null) => {}
@@ -647,7 +624,7 @@ fn parse_element(index: usize, v: &Value, default_ns: &str) -> Result<Selection,
             ));
         }
     }
-    selection.device_id = opt_str(&at, obj, "deviceID")?.map(str::to_string);
+    selection.requests.device_id = opt_str(&at, obj, "deviceID")?.map(str::to_string);
     if let Some(claim) = opt_str(&at, obj, "ipam-claim-reference")? {
         check_subdomain(claim).map_err(|r| {
             at.err(
@@ -1173,23 +1150,23 @@ mod tests {
         assert_eq!(s.name, "macvlan");
         assert_eq!(s.qualified_name(), "other/macvlan");
         assert_eq!(s.interface.as_deref(), Some("ext0"));
-        assert_eq!(s.ips, ["192.0.2.10/24", "2001:db8::10", "198.51.100.1"]);
-        assert_eq!(s.mac.as_deref(), Some("02:ab:cd:00:00:01"));
         assert_eq!(
-            s.infiniband_guid.as_deref(),
+            s.requests.ips,
+            ["192.0.2.10/24", "2001:db8::10", "198.51.100.1"]
+        );
+        assert_eq!(s.requests.mac.as_deref(), Some("02:ab:cd:00:00:01"));
+        assert_eq!(
+            s.requests.infiniband_guid.as_deref(),
             Some("c2:11:22:33:44:55:66:77")
         );
-        assert_eq!(s.port_mappings, Some(v[0]["portMappings"].clone()));
-        assert_eq!(s.bandwidth, Some(v[0]["bandwidth"].clone()));
+        assert_eq!(s.requests.port_mappings, Some(v[0]["portMappings"].clone()));
+        assert_eq!(s.requests.bandwidth, Some(v[0]["bandwidth"].clone()));
         assert_eq!(
-            s.default_route,
-            Some(vec![
-                "192.0.2.1".parse().unwrap(),
-                "2001:db8::1".parse().unwrap()
-            ])
+            s.requests.gateways,
+            Some(vec!["192.0.2.1".into(), "2001:db8::1".into()])
         );
         assert_eq!(s.cni_args, v[0]["cni-args"].as_object().cloned());
-        assert_eq!(s.device_id.as_deref(), Some("0000:03:00.1"));
+        assert_eq!(s.requests.device_id.as_deref(), Some("0000:03:00.1"));
         assert_eq!(s.ipam_claim_reference.as_deref(), Some("pod.net.ext0"));
         // Dotted unknown keys are ignored silently (NPWG-18).
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
@@ -1217,7 +1194,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            s.requests(),
+            s.requests,
             Requests {
                 mac: Some("02:00:00:00:00:01".into()),
                 ips: vec!["192.0.2.10/24".into()],
@@ -1230,13 +1207,10 @@ mod tests {
             }
         );
         assert_eq!(
-            one(json!({"default-route": []}))
-                .unwrap()
-                .requests()
-                .gateways,
+            one(json!({"default-route": []})).unwrap().requests.gateways,
             Some(vec![])
         );
-        assert_eq!(sel(NS, "a", None).requests(), Requests::default());
+        assert_eq!(sel(NS, "a", None).requests, Requests::default());
     }
 
     #[test]
@@ -1527,7 +1501,7 @@ mod tests {
     fn valid_field_variants() {
         for mac in ["02-00-00-00-00-01", "0200.0000.0001", "02:00:00:00:00:01"] {
             assert_eq!(
-                one(json!({"mac": mac})).unwrap().mac.as_deref(),
+                one(json!({"mac": mac})).unwrap().requests.mac.as_deref(),
                 Some("02:00:00:00:00:01"),
                 "{mac}"
             );
@@ -1535,6 +1509,7 @@ mod tests {
         assert_eq!(
             one(json!({"infiniband-guid": "0011.2233.4455.6677"}))
                 .unwrap()
+                .requests
                 .infiniband_guid
                 .as_deref(),
             Some("00:11:22:33:44:55:66:77")
@@ -1552,18 +1527,21 @@ mod tests {
             json!({"ingressRate": 9_223_372_036_854_775_807u64, "ingressBurst": 1}),
         ] {
             assert_eq!(
-                one(json!({"bandwidth": bw.clone()})).unwrap().bandwidth,
+                one(json!({"bandwidth": bw.clone()}))
+                    .unwrap()
+                    .requests
+                    .bandwidth,
                 Some(bw)
             );
         }
         assert_eq!(
-            one(json!({"default-route": []})).unwrap().default_route,
+            one(json!({"default-route": []})).unwrap().requests.gateways,
             Some(vec![])
         );
         // An empty ips list is no request; ips with an IPAMClaim is accepted
         // (docs/multus-compat.md, "Annotations").
         let s = one(json!({"ips": ["192.0.2.1"], "ipam-claim-reference": "claim-1"})).unwrap();
-        assert_eq!(s.ips, ["192.0.2.1"]);
+        assert_eq!(s.requests.ips, ["192.0.2.1"]);
         assert_eq!(s.ipam_claim_reference.as_deref(), Some("claim-1"));
     }
 
@@ -1691,7 +1669,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.qualified_name(), "kube-system/calico");
-        assert_eq!(s.ips, ["192.0.2.5"]);
+        assert_eq!(s.requests.ips, ["192.0.2.5"]);
         assert_eq!(
             parse_default_network("a,b", "kube-system")
                 .unwrap_err()

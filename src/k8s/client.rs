@@ -664,7 +664,7 @@ impl ApiCluster {
             network,
             status_name: qualified,
             ifname_request: sel.interface.clone(),
-            requests: sel.requests(),
+            requests: sel.requests.clone(),
             resource_name: nad.resource_name,
         })
     }

@@ -4,8 +4,6 @@
 
 use std::collections::HashSet;
 
-use serde_json::{Map, Value};
-
 use super::Ctx;
 use crate::{
     cache::{self, ReadOutcome},
@@ -120,7 +118,7 @@ fn fallback(
             requests: if master {
                 Requests::default()
             } else {
-                requests_from_capability_args(&rec.capability_args)
+                Requests::from_capability_args(&rec.capability_args)
             },
             resource_name: None,
             auxiliary: false,
@@ -197,28 +195,4 @@ fn rebuilt(ctx: &Ctx<'_>, master_ifname: &str, rebuild: Rebuild) -> Result<Vec<A
         who: ctx.who(),
         source,
     })
-}
-
-/// A secondary's requests as libcni recorded them in its capability arguments.
-pub(crate) fn requests_from_capability_args(args: &Map<String, Value>) -> Requests {
-    let s = |k: &str| args.get(k).and_then(Value::as_str).map(str::to_string);
-    Requests {
-        mac: s("mac"),
-        ips: args
-            .get("ips")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        infiniband_guid: s("infinibandGUID"),
-        port_mappings: args.get("portMappings").cloned(),
-        bandwidth: args.get("bandwidth").cloned(),
-        device_id: s("deviceID"),
-        gateways: None,
-        device_info_file: s("CNIDeviceInfoFile"),
-    }
 }

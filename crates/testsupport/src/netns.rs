@@ -97,6 +97,20 @@ impl Netns {
         ip(&v)
     }
 
+    /// Run `cmd` (a program and its arguments) inside this namespace (`ip netns exec`), at most `limit`,
+    /// and require success; returns stdout.
+    pub fn exec(&self, cmd: &[&str], limit: Duration) -> String {
+        let out = run_bounded(
+            Command::new("ip")
+                .args(["netns", "exec", &self.name])
+                .args(cmd),
+            b"",
+            limit,
+        );
+        assert_eq!(out.code, 0, "{cmd:?} in {}: {out:?}", self.name);
+        out.stdout
+    }
+
     /// Add veth pair `a`–`b`, both ends here and up (a master for macvlan that reaches nothing outside).
     pub fn add_veth_pair(&self, a: &str, b: &str) {
         self.ip(&format!("link add {a} type veth peer name {b}"));

@@ -33,40 +33,74 @@ pub struct Output {
     pub stderr: String,
 }
 
+/// What a finished child left, as bytes.
+#[derive(Debug)]
+pub struct RawOutput {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// Whether it ran out of time and was killed.
+    pub timed_out: bool,
+    /// Stdout (empty when not piped).
+    pub stdout: Vec<u8>,
+    /// Stderr (empty when not piped).
+    pub stderr: Vec<u8>,
+}
+
+/// Feed `stdin` to `child` (when its stdin is piped) and collect what it prints on piped stdout and stderr
+/// until it exits; after `timeout` it is killed and reaped (`timed_out`).
+pub fn finish_bounded(mut child: Child, stdin: &[u8], timeout: Duration) -> RawOutput {
+    // Stdin and both outputs on their own threads: a child that fills one pipe never stalls the others,
+    // and one that exits without reading (EPIPE) is fine.
+    let writer = child.stdin.take().map(|mut input| {
+        let data = stdin.to_vec();
+        thread::spawn(move || {
+            let _ = input.write_all(&data);
+        })
+    });
+    let out = child.stdout.take().map(read_all);
+    let err = child.stderr.take().map(read_all);
+    let (status, timed_out) = match wait_bounded(&mut child, timeout) {
+        Some(status) => (status, false),
+        None => (child.wait().expect("reap a killed child"), true),
+    };
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let collect = |h: Option<thread::JoinHandle<Vec<u8>>>| {
+        h.map(|h| h.join().unwrap_or_default()).unwrap_or_default()
+    };
+    RawOutput {
+        status,
+        timed_out,
+        stdout: collect(out),
+        stderr: collect(err),
+    }
+}
+
+/// Read `r` to its end on a thread.
+fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = r.read_to_end(&mut b);
+        b
+    })
+}
+
 /// Run `cmd` with `stdin`; kill it and panic after `timeout`.
 pub fn run_bounded(cmd: &mut Command, stdin: &[u8], timeout: Duration) -> Output {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut input = child.stdin.take().expect("piped stdin");
-    let data = stdin.to_vec();
-    // Stdin and both outputs on their own threads: a child that fills one pipe never stalls the others.
-    let writer = thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = read_all(child.stdout.take().expect("piped stdout"));
-    let err = read_all(child.stderr.take().expect("piped stderr"));
-    let Some(status) = wait_bounded(&mut child, timeout) else {
-        panic!("{cmd:?} did not finish within {timeout:?}");
-    };
-    let _ = writer.join();
+    let out = finish_bounded(child, stdin, timeout);
+    assert!(!out.timed_out, "{cmd:?} did not finish within {timeout:?}");
     Output {
-        code: status.code().unwrap_or(-1),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-/// Read `r` to its end on a thread (lossy UTF-8).
-fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = r.read_to_end(&mut b);
-        String::from_utf8_lossy(&b).into_owned()
-    })
 }
 
 /// Run `ip <args>` (at most [`IP_TIMEOUT`]) and require success; returns stdout.

@@ -29,7 +29,6 @@ use std::{
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
 use netns_support::{CNI_PATH, Netns, TIMEOUT};
-use plexus_testsupport::{leaks::files_under, proc::wait_for};
 use plexus::{
     cluster::{Cluster, ClusterError, PodNetworks},
     config::Config,
@@ -49,6 +48,7 @@ use plexus::{
     request::{CniEnv, PodRef},
 };
 use plexus_cni::CniResult;
+use plexus_testsupport::{leaks::files_under, proc::wait_for};
 use serde_json::{Map, Value, json};
 
 /// plexus's default `multusNamespace`: the default namespace of the default-network annotation.
@@ -1071,7 +1071,9 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
         "{}: state left after DEL: {left:?}",
         pod.file
     );
-    wait_for(Duration::from_secs(15), || host_links(&host) == links_before);
+    wait_for(Duration::from_secs(15), || {
+        host_links(&host) == links_before
+    });
     assert_eq!(
         host_links(&host),
         links_before,

@@ -14,16 +14,16 @@ use std::{fs, path::PathBuf, time::Duration};
 use netns_support::{
     CLUSTER_SUBNET, CNI_PATH, Fixture, MACVLAN_SUBNET, Netns, PLEXUS, PTP_SUBNET, Reservation,
 };
-use plexus_testsupport::{
-    proc::ipw,
-    result::{in_subnet, result_address},
-};
 use plexus::{
     exec::ProcessExec,
     invoke::{Invoker, RuntimeConf},
     netconf::NetworkConfig,
 };
 use plexus_cni::{CniArgs, CniResult, CniVersion};
+use plexus_testsupport::{
+    proc::ipw,
+    result::{in_subnet, result_address},
+};
 use serde_json::{Map, Value, json};
 
 /// The standard ADD → (CHECK) → DEL cycle with plexus's config at `version`.

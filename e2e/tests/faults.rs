@@ -31,15 +31,14 @@ use plexus_e2e::{
         chaos::{
             Mount, assert_bounded, assert_no_leak, assert_no_leak_of, chain, front,
             install_recorder, outliving, recorded, recorder, recorders_for, spawn_plexus,
-            wait_until,
         },
         cluster::standin_only,
-        forward::closed_port,
         kubeconfig,
         runtime::CniRuntime,
         world::{BRIDGE_SUBNET, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, Sandbox, World},
     },
 };
+use plexus_testsupport::{forward::closed_port, proc::wait_until};
 use serde_json::{Value, json};
 
 /// The plexus binary under test: `E2E_PLEXUS_BIN`, else the fresh build of this package.

@@ -16,12 +16,12 @@ use std::{
     time::Duration,
 };
 
+use plexus_testsupport::{leaks, netns::check_environment};
 pub use plexus_testsupport::{
     leaks::Reservation,
     netns::{MASTER, MASTER_PEER, Netns, PLUGIN_DIR as CNI_PATH},
     proc::run_bounded,
 };
-use plexus_testsupport::{leaks, netns::check_environment};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -40,7 +40,9 @@ pub const PTP_SUBNET: &str = "203.0.113.0/24";
 /// Skip-free precondition check with a clear message: these tests need root and the Debian plugins.
 pub fn require_environment() {
     if let Err(e) = check_environment(&["bridge", "macvlan", "ptp", "host-local", "tuning"]) {
-        panic!("the netns tests cannot run: {e}; run `sudo bash scripts/test.sh` (it installs the plugins)");
+        panic!(
+            "the netns tests cannot run: {e}; run `sudo bash scripts/test.sh` (it installs the plugins)"
+        );
     }
 }
 

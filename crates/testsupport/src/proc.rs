@@ -60,8 +60,8 @@ pub fn finish_bounded(mut child: Child, stdin: &[u8], timeout: Duration) -> RawO
     let out = child.stdout.take().map(read_all);
     let err = child.stderr.take().map(read_all);
     let (status, timed_out) = match wait_bounded(&mut child, timeout) {
-        Some(status) => (status, false),
-        None => (child.wait().expect("reap a killed child"), true),
+        Ok(status) => (status, false),
+        Err(killed) => (killed, true),
     };
     if let Some(w) = writer {
         let _ = w.join();
@@ -165,32 +165,30 @@ pub fn wait_until(what: &str, limit: Duration, ready: impl FnMut() -> bool) {
     );
 }
 
-/// Wait for `child` to exit, at most `limit`. After that SIGKILL it, reap it and return `None`: a bounded
-/// wait never leaves a process behind.
-pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+/// Wait for `child` to exit, at most `limit`: its status. After that it is SIGKILLed and reaped, and the
+/// error holds the status it then ended with: a bounded wait never leaves a process behind.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Result<ExitStatus, ExitStatus> {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().expect("wait for a child") {
-            return Some(status);
+            return Ok(status);
         }
         if started.elapsed() > limit {
             let _ = child.kill();
-            let _ = child.wait();
-            return None;
+            return Err(child.wait().expect("reap a killed child"));
         }
         thread::sleep(POLL);
     }
 }
 
-/// Send `sig` to `child` and wait for it to exit, at most `grace`: its status. After that it is SIGKILLed
-/// and reaped, and the error holds the status it then ended with.
+/// Send `sig` to `child` and wait for it to exit, at most `grace` ([`wait_bounded`]: SIGKILL after that).
 pub fn signal_and_wait(
     child: &mut Child,
     sig: Signal,
     grace: Duration,
-) -> Result<ExitStatus, Option<ExitStatus>> {
+) -> Result<ExitStatus, ExitStatus> {
     let _ = kill(Pid::from_raw(child.id() as i32), sig);
-    wait_bounded(child, grace).ok_or_else(|| child.try_wait().ok().flatten())
+    wait_bounded(child, grace)
 }
 
 /// A running process, as `/proc` shows it.

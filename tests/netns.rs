@@ -22,7 +22,7 @@ use plexus::{
 use plexus_cni::{CniArgs, CniResult, CniVersion};
 use plexus_testsupport::{
     proc::ipw,
-    result::{in_subnet, result_address},
+    result::{in_subnet, interface_sandbox, result_address},
 };
 use serde_json::{Map, Value, json};
 
@@ -39,14 +39,11 @@ fn full_cycle(version: &str) {
     let eth0 = result_address(&result, "eth0")
         .unwrap_or_else(|| panic!("no eth0 address in the result: {result:#}"));
     assert!(in_subnet(&eth0, CLUSTER_SUBNET), "{result:#}");
-    let sandbox = result["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "eth0")
-        .unwrap()["sandbox"]
-        .clone();
-    assert_eq!(sandbox, json!(f.pod.path()), "{result:#}");
+    assert_eq!(
+        interface_sandbox(&result, "eth0"),
+        json!(f.pod.path()),
+        "{result:#}"
+    );
     let has_ip_version = version.starts_with("0.");
     for ipc in result["ips"].as_array().unwrap() {
         assert_eq!(

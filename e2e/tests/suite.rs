@@ -47,7 +47,7 @@ use plexus_e2e::{
 };
 use plexus_testsupport::{
     forward::closed_port,
-    result::{in_subnet, result_address},
+    result::{in_subnet, interface_sandbox, result_address},
 };
 use serde_json::{Value, json};
 
@@ -82,14 +82,11 @@ fn assert_result_is_eth0(w: &World, sb: &Sandbox, result: &Value, subnet: &str) 
     assert_eq!(result["cniVersion"], "1.0.0", "{result:#}");
     let eth0 = result_address(result, "eth0").unwrap_or_else(|| panic!("no eth0 in {result:#}"));
     assert_eq!(pod_address(w, sb, "eth0", subnet), eth0, "{result:#}");
-    let sandbox = result["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "eth0")
-        .unwrap()["sandbox"]
-        .clone();
-    assert_eq!(sandbox, json!(sb.path()), "{result:#}");
+    assert_eq!(
+        interface_sandbox(result, "eth0"),
+        json!(sb.path()),
+        "{result:#}"
+    );
 }
 
 /// After a failed ADD: nothing attached, nothing on disk; then the runtime's DEL (CNI-23) succeeds and

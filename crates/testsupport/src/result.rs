@@ -23,3 +23,12 @@ pub fn in_subnet(addr: &IpNet, subnet: &str) -> bool {
     let s: IpNet = subnet.parse().expect("a subnet");
     s.contains(&addr.addr()) && addr.prefix_len() == s.prefix_len()
 }
+
+/// The `sandbox` of interface `ifname` in a result (`Null` when the interface or its sandbox is missing).
+pub fn interface_sandbox(result: &Value, ifname: &str) -> Value {
+    result["interfaces"]
+        .as_array()
+        .and_then(|ifaces| ifaces.iter().find(|i| i["name"] == ifname))
+        .map(|i| i["sandbox"].clone())
+        .unwrap_or(Value::Null)
+}

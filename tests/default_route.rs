@@ -121,19 +121,8 @@ impl Cluster for World {
 /// Switch off IPv6 duplicate address detection in `ns` (for links made or moved there from now on).
 fn no_dad(ns: &Netns) {
     for conf in ["all", "default"] {
-        let out = netns_support::run_bounded(
-            std::process::Command::new("ip").args([
-                "netns",
-                "exec",
-                &ns.name,
-                "sh",
-                "-c",
-                &format!("echo 0 > /proc/sys/net/ipv6/conf/{conf}/accept_dad"),
-            ]),
-            b"",
-            netns_support::TIMEOUT,
-        );
-        assert_eq!(out.code, 0, "accept_dad in {}: {out:?}", ns.name);
+        let set = format!("echo 0 > /proc/sys/net/ipv6/conf/{conf}/accept_dad");
+        ns.exec(&["sh", "-c", &set], netns_support::TIMEOUT);
     }
 }
 
@@ -405,7 +394,7 @@ fn gateways_of_both_families_take_the_default_routes_from_eth0() {
     // CHECK: the delegates' CHECK with the rewritten results, then plexus's own look at the default routes
     // (the reference plugins' CHECK does not notice a default route that came back).
     w.check(cid, ann);
-    netns_support::ipw(&format!(
+    plexus_testsupport::proc::ipw(&format!(
         "-n {} route add default via 192.0.2.1 dev eth0 metric 50",
         w.f.pod.name
     ));

@@ -22,15 +22,13 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::Command,
     sync::Mutex,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
-use netns_support::{CNI_PATH, Netns, TIMEOUT, ip, ipw, run_bounded};
+use netns_support::{CNI_PATH, Netns, TIMEOUT};
 use plexus::{
     cluster::{Cluster, ClusterError, PodNetworks},
     config::Config,
@@ -50,6 +48,7 @@ use plexus::{
     request::{CniEnv, PodRef},
 };
 use plexus_cni::CniResult;
+use plexus_testsupport::{leaks::files_under, proc::wait_for};
 use serde_json::{Map, Value, json};
 
 /// plexus's default `multusNamespace`: the default namespace of the default-network annotation.
@@ -798,19 +797,6 @@ fn localise(text: &[u8], dir: &Path) -> NetworkConfig {
     NetworkConfig::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
 }
 
-/// Run `cmd` in the host namespace and return its stdout.
-fn in_host(host: &Netns, cmd: &[&str]) -> String {
-    let out = run_bounded(
-        Command::new("ip")
-            .args(["netns", "exec", &host.name])
-            .args(cmd),
-        b"",
-        TIMEOUT,
-    );
-    assert_eq!(out.code, 0, "{cmd:?} in {}: {out:?}", host.name);
-    out.stdout
-}
-
 /// The veths and ifbs of a namespace, sorted.
 fn host_links(host: &Netns) -> Vec<String> {
     let mut v: Vec<String> = plexus_netns::links(&host.path())
@@ -823,24 +809,16 @@ fn host_links(host: &Netns) -> Vec<String> {
     v
 }
 
-/// Files under `dir`, recursively (relative), skipping host-local's lock and last_reserved_ip files.
+/// Files under `dir`, recursively, skipping host-local's lock and last_reserved_ip files.
 fn state_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(state_files(&p));
-        } else {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name != "lock" && !name.starts_with("last_reserved_ip") {
-                out.push(p.display().to_string());
-            }
-        }
-    }
-    out
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name != "lock" && !name.starts_with("last_reserved_ip")
+        })
+        .map(|p| p.display().to_string())
+        .collect()
 }
 
 fn plexus_run(command: &str, pod: &ExamplePod, netns: &Path, config: &Config, seams: &Seams<'_>) {
@@ -879,13 +857,7 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
     let root = dir.path();
     // The node's NICs the examples name: eth1 (macvlan master), eth2 (host-device). veths stand in.
     for nic in ["eth1", "eth2"] {
-        ipw(&format!(
-            "-n {} link add {nic} type veth peer name {nic}-peer",
-            host.name
-        ));
-        for l in [nic.to_string(), format!("{nic}-peer")] {
-            ip(&["-n", &host.name, "link", "set", &l, "up"]);
-        }
+        host.add_veth_pair(nic, &format!("{nic}-peer"));
     }
     let links_before = host_links(&host);
 
@@ -976,8 +948,8 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
         expected_links,
         "{ctx}"
     );
-    let nat_rules = in_host(&host, &["iptables", "-t", "nat", "-S"]);
-    let qdiscs = in_host(&host, &["tc", "qdisc", "show"]);
+    let nat_rules = host.exec(&["iptables", "-t", "nat", "-S"], TIMEOUT);
+    let qdiscs = host.exec(&["tc", "qdisc", "show"], TIMEOUT);
     for (a, st) in attachments.iter().zip(&statuses) {
         assert_eq!(st.name, a.status_name, "{ctx}");
         assert_eq!(st.interface, a.ifname, "{ctx}");
@@ -1089,7 +1061,7 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
     }
 
     plexus_run("DEL", pod, &podns.path(), &config, &seams);
-    let links: Vec<String> = podns.links();
+    let links: Vec<String> = podns.link_names();
     assert_eq!(links, ["lo"], "{}: pod links after DEL", pod.file);
     let left = state_files(root.join("ipam").as_path())
         .into_iter()
@@ -1100,17 +1072,16 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
         "{}: state left after DEL: {left:?}",
         pod.file
     );
-    let started = Instant::now();
-    while host_links(&host) != links_before && started.elapsed() < Duration::from_secs(15) {
-        thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(Duration::from_secs(15), || {
+        host_links(&host) == links_before
+    });
     assert_eq!(
         host_links(&host),
         links_before,
         "{}: host links after DEL (eth2 back, no veth or ifb left)",
         pod.file
     );
-    let nat_rules = in_host(&host, &["iptables", "-t", "nat", "-S"]);
+    let nat_rules = host.exec(&["iptables", "-t", "nat", "-S"], TIMEOUT);
     assert!(
         !nat_rules.contains("-j DNAT"),
         "{}: DNAT rules left after DEL:\n{nat_rules}",

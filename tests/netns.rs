@@ -13,7 +13,6 @@ use std::{fs, path::PathBuf, time::Duration};
 
 use netns_support::{
     CLUSTER_SUBNET, CNI_PATH, Fixture, MACVLAN_SUBNET, Netns, PLEXUS, PTP_SUBNET, Reservation,
-    in_subnet, ipw, result_address,
 };
 use plexus::{
     exec::ProcessExec,
@@ -21,6 +20,10 @@ use plexus::{
     netconf::NetworkConfig,
 };
 use plexus_cni::{CniArgs, CniResult, CniVersion};
+use plexus_testsupport::{
+    proc::ipw,
+    result::{in_subnet, interface_sandbox, result_address},
+};
 use serde_json::{Map, Value, json};
 
 /// The standard ADD → (CHECK) → DEL cycle with plexus's config at `version`.
@@ -36,14 +39,11 @@ fn full_cycle(version: &str) {
     let eth0 = result_address(&result, "eth0")
         .unwrap_or_else(|| panic!("no eth0 address in the result: {result:#}"));
     assert!(in_subnet(&eth0, CLUSTER_SUBNET), "{result:#}");
-    let sandbox = result["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "eth0")
-        .unwrap()["sandbox"]
-        .clone();
-    assert_eq!(sandbox, json!(f.pod.path()), "{result:#}");
+    assert_eq!(
+        interface_sandbox(&result, "eth0"),
+        json!(f.pod.path()),
+        "{result:#}"
+    );
     let has_ip_version = version.starts_with("0.");
     for ipc in result["ips"].as_array().unwrap() {
         assert_eq!(
@@ -58,7 +58,7 @@ fn full_cycle(version: &str) {
     );
 
     // What the pod sees.
-    assert_eq!(f.pod.links(), ["eth0", "lo", "net1", "net2"]);
+    assert_eq!(f.pod.link_names(), ["eth0", "lo", "net1", "net2"]);
     let addrs = f.pod.addresses();
     assert_eq!(addrs["eth0"], [eth0], "{addrs:?}");
     assert_eq!(addrs["net1"].len(), 1, "{addrs:?}");
@@ -176,7 +176,7 @@ fn invalid_ipam_in_third_delegate_rolls_back_the_others_and_del_finishes() {
     r.error_code();
     assert!(r.msg().contains("ptp-net"), "{r:#?}");
     // The rollback went on past ptp's failing DEL: the other two networks are gone.
-    assert_eq!(f.pod.links(), ["lo"]);
+    assert_eq!(f.pod.link_names(), ["lo"]);
     assert_eq!(f.reservations(), []);
     // The cache stays for the runtime's DEL (the rollback was incomplete); that DEL reports ptp's error
     // again but removes everything plexus kept.
@@ -433,7 +433,7 @@ fn plexus_chained_before_tuning_through_the_libcni_runner() {
     let eth0 = result_address(&result, "eth0").expect("eth0 address from plexus");
     assert!(in_subnet(&eth0, CLUSTER_SUBNET), "{result:#}");
     // plexus's networks and tuning's changes are visible in the pod.
-    assert_eq!(f.pod.links(), ["eth0", "lo", "net1"]);
+    assert_eq!(f.pod.link_names(), ["eth0", "lo", "net1"]);
     assert_eq!(f.pod.addresses()["eth0"], [eth0]);
     assert!(in_subnet(&f.pod.addresses()["net1"][0], MACVLAN_SUBNET));
     assert_eq!(f.pod.link("eth0").mtu, Some(1400));
@@ -495,10 +495,10 @@ fn gc_tears_down_containers_the_runtime_no_longer_lists() {
     let held = f.reservations();
     assert_eq!(held.len(), 3, "{held:?}");
     assert!(held.iter().all(|r| r.owner == "gc-live"), "{held:?}");
-    assert_eq!(other.links(), ["eth0", "lo", "net1", "net2"]);
+    assert_eq!(other.link_names(), ["eth0", "lo", "net1", "net2"]);
 
     f.del_ok("gc-live", Some(&other.path()), &cfg);
-    assert_eq!(other.links(), ["lo"]);
+    assert_eq!(other.link_names(), ["lo"]);
     f.assert_clean("gc-live");
     f.assert_clean("gc-gone");
 }

@@ -25,7 +25,7 @@ use plexus_e2e::{
     harness::{
         chaos::{
             assert_no_leak, assert_no_leak_of, chain, front, install_recorder, outliving, recorder,
-            recorders_for, records, spawn_plexus, wait_until,
+            recorders_for, records, spawn_plexus,
         },
         cluster::standin_only,
         daemon::{DaemonProcess, DaemonView},
@@ -33,6 +33,7 @@ use plexus_e2e::{
         world::{CLUSTER_BRIDGE, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, Sandbox, World},
     },
 };
+use plexus_testsupport::proc::wait_until;
 use serde_json::{Value, json};
 
 fn plexus() -> PathBuf {
@@ -958,7 +959,7 @@ fn a_daemon_killed_right_after_a_dels_reply_leaves_only_trash_that_its_restart_e
         sys::signal::{Signal, kill},
         unistd::Pid,
     };
-    use plexus_e2e::harness::chaos::files_naming;
+    use plexus_testsupport::leaks::files_naming;
     let test =
         "a_daemon_killed_right_after_a_dels_reply_leaves_only_trash_that_its_restart_empties";
     let mut w = world(test);

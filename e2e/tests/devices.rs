@@ -29,13 +29,12 @@ use plexus::k8s::annotations::{NETWORK_STATUS_ANNOTATION, NETWORKS_ANNOTATION};
 use plexus_e2e::{
     harness::{
         cluster::{Cluster, PodInfo, nad_resource},
-        kubeconfig,
-        netns::Netns,
-        proc::run_bounded,
-        rbac,
+        kubeconfig, rbac,
+        world::netns,
     },
     podresources::{Allocations, PodResourcesStandin, pod},
 };
+use plexus_testsupport::{netns::Netns, proc::run_bounded};
 use serde_json::{Value, json};
 
 /// The plexus binary under test.
@@ -119,7 +118,7 @@ impl Node {
             client,
             ns,
             kubeconfig: path,
-            netns: Netns::new("devpod"),
+            netns: netns("devpod"),
             dir,
         }
     }

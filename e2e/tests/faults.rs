@@ -31,15 +31,14 @@ use plexus_e2e::{
         chaos::{
             Mount, assert_bounded, assert_no_leak, assert_no_leak_of, chain, front,
             install_recorder, outliving, recorded, recorder, recorders_for, spawn_plexus,
-            wait_until,
         },
         cluster::standin_only,
-        forward::closed_port,
         kubeconfig,
         runtime::CniRuntime,
         world::{BRIDGE_SUBNET, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, Sandbox, World},
     },
 };
+use plexus_testsupport::{forward::closed_port, proc::wait_until, result::interface_sandbox};
 use serde_json::{Value, json};
 
 /// The plexus binary under test: `E2E_PLEXUS_BIN`, else the fresh build of this package.
@@ -921,15 +920,7 @@ fn a_hundred_containers_added_and_deleted_concurrently_never_cross_talk() {
                 let (sb, a) = &pods[i];
                 let result = w.add_ok(&rt, sb);
                 // The runtime's result is this pod's eth0, in this pod's namespace.
-                assert_eq!(
-                    result["interfaces"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .find(|i| i["name"] == "eth0")
-                        .unwrap()["sandbox"],
-                    json!(sb.path())
-                );
+                assert_eq!(interface_sandbox(&result, "eth0"), json!(sb.path()));
                 let mut want = vec![(CLUSTER_NETWORK.to_string(), "eth0", true)];
                 for (n, net) in a.split(',').filter(|s| !s.is_empty()).enumerate() {
                     let ifname = ["net1", "net2"][n];

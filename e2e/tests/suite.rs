@@ -37,7 +37,6 @@ use plexus_e2e::{
     harness::{
         chaos::{chain, install_recorder, recorder, records},
         cluster::standin_only,
-        forward::closed_port,
         kubeconfig, rbac,
         runtime::{CniRuntime, Op, kubelet_args, run_network},
         world::{
@@ -45,6 +44,10 @@ use plexus_e2e::{
             Sandbox, World,
         },
     },
+};
+use plexus_testsupport::{
+    forward::closed_port,
+    result::{in_subnet, interface_sandbox, result_address},
 };
 use serde_json::{Value, json};
 
@@ -57,26 +60,6 @@ fn plexus() -> PathBuf {
 
 fn world(test: &str) -> World {
     World::new(test, &plexus())
-}
-
-/// The address of `ifname` in a CNI 1.0.0 result.
-fn result_address(result: &Value, ifname: &str) -> Option<IpNet> {
-    let idx = result["interfaces"]
-        .as_array()?
-        .iter()
-        .position(|i| i["name"] == ifname)?;
-    result["ips"]
-        .as_array()?
-        .iter()
-        .find(|ip| ip["interface"].as_u64() == Some(idx as u64))?["address"]
-        .as_str()?
-        .parse()
-        .ok()
-}
-
-fn in_subnet(addr: &IpNet, subnet: &str) -> bool {
-    let s: IpNet = subnet.parse().unwrap();
-    s.contains(&addr.addr()) && addr.prefix_len() == s.prefix_len()
 }
 
 /// The single address of `ifname` in the pod, which must lie in `subnet`.
@@ -99,14 +82,11 @@ fn assert_result_is_eth0(w: &World, sb: &Sandbox, result: &Value, subnet: &str) 
     assert_eq!(result["cniVersion"], "1.0.0", "{result:#}");
     let eth0 = result_address(result, "eth0").unwrap_or_else(|| panic!("no eth0 in {result:#}"));
     assert_eq!(pod_address(w, sb, "eth0", subnet), eth0, "{result:#}");
-    let sandbox = result["interfaces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["name"] == "eth0")
-        .unwrap()["sandbox"]
-        .clone();
-    assert_eq!(sandbox, json!(sb.path()), "{result:#}");
+    assert_eq!(
+        interface_sandbox(result, "eth0"),
+        json!(sb.path()),
+        "{result:#}"
+    );
 }
 
 /// After a failed ADD: nothing attached, nothing on disk; then the runtime's DEL (CNI-23) succeeds and

@@ -40,6 +40,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use plexus_testsupport::proc::finish_bounded;
 use serde_json::{Map, Value, json};
 
 /// Every CNI version plexus speaks, oldest first.
@@ -69,42 +70,9 @@ pub fn plexus_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_plexus"))
 }
 
-/// The `plexus-recorder` binary: next to plexus, else built once with `$CARGO build -p plexus-recorder`.
+/// The `plexus-recorder` binary: next to plexus, else built once (plexus-testsupport's `recorder_bin`).
 pub fn recorder_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let plexus = plexus_bin();
-        let dir = plexus.parent().expect("plexus binary has a directory");
-        let found = dir.join("plexus-recorder");
-        if found.is_file() {
-            return found;
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-p", "plexus-recorder", "--bin", "plexus-recorder"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(profile) => {
-                cmd.args(["--profile", profile]);
-            }
-        }
-        let out = cmd.output().expect("run cargo to build plexus-recorder");
-        assert!(
-            out.status.success(),
-            "building plexus-recorder failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            found.is_file(),
-            "cargo built plexus-recorder but it is not at {}",
-            found.display()
-        );
-        found
-    })
+    plexus_testsupport::proc::recorder_bin(&plexus_bin())
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -633,33 +601,14 @@ impl<'h> Invocation<'h> {
     pub fn run(self) -> Output {
         let mut cmd = self.command();
         let started = Instant::now();
-        let mut child = cmd.spawn().expect("spawn plexus");
-        let pid = child.id();
-        let mut stdin = child.stdin.take().expect("stdin pipe");
-        let input = self.stdin.clone();
-        let writer = thread::spawn(move || {
-            // plexus may exit without reading (bad environment): EPIPE is fine.
-            let _ = stdin.write_all(&input);
-        });
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        let out = match rx.recv_timeout(WATCHDOG) {
-            Ok(r) => r.expect("wait for plexus"),
-            Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                panic!(
-                    "plexus {:?} did not finish within {WATCHDOG:?}",
-                    self.command
-                );
-            }
-        };
+        let child = cmd.spawn().expect("spawn plexus");
+        let out = finish_bounded(child, &self.stdin, WATCHDOG);
+        assert!(
+            !out.timed_out,
+            "plexus {:?} did not finish within {WATCHDOG:?}",
+            self.command
+        );
         let elapsed = started.elapsed();
-        let _ = writer.join();
         let output = Output {
             command: self.command.clone().unwrap_or_default(),
             status: out.status,

@@ -20,11 +20,11 @@ use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    thread,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
-use nix::{sys::signal::Signal, unistd::Pid};
+use nix::sys::signal::Signal;
+use plexus_testsupport::proc::{finish_bounded, signal_and_wait, wait_for};
 use serde_json::Value;
 
 /// How long a test waits for the installer to do something before failing.
@@ -81,13 +81,9 @@ pub fn read_json(path: &Path) -> Value {
 }
 
 /// Wait until `f` holds, or panic with `what` and `context()`.
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool, context: impl Fn() -> String) {
-    let start = Instant::now();
-    while !f() {
-        if start.elapsed() > PATIENCE {
-            panic!("timed out waiting for {what}\n{}", context());
-        }
-        thread::sleep(Duration::from_millis(20));
+pub fn wait_until(what: &str, f: impl FnMut() -> bool, context: impl Fn() -> String) {
+    if !wait_for(PATIENCE, f) {
+        panic!("timed out waiting for {what}\n{}", context());
     }
 }
 
@@ -206,31 +202,19 @@ impl Node {
 
     /// Run `plexus install <extra>` to the end (it must stop by itself); its status and stderr.
     pub fn run(&self, extra: &[&str]) -> (ExitStatus, String) {
-        let mut child = self
+        let child = self
             .command(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn plexus install");
-        let start = Instant::now();
-        loop {
-            if let Some(_status) = child.try_wait().unwrap() {
-                let out = child.wait_with_output().unwrap();
-                return (
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).into_owned(),
-                );
-            }
-            if start.elapsed() > PATIENCE {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "plexus install {extra:?} did not finish:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        let out = finish_bounded(child, b"", PATIENCE);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.timed_out,
+            "plexus install {extra:?} did not finish:\n{stderr}"
+        );
+        (out.status, stderr)
     }
 
     /// Start the watching installer, its stderr going to `install.log`.
@@ -279,19 +263,8 @@ impl Running<'_> {
     /// Send `sig` and wait for the installer to exit.
     pub fn signal(mut self, sig: Signal) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(Pid::from_raw(child.id() as i32), sig).unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if start.elapsed() > PATIENCE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("plexus install ignored {sig}:\n{}", self.node.log());
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        signal_and_wait(&mut child, sig, PATIENCE)
+            .unwrap_or_else(|_| panic!("plexus install ignored {sig}:\n{}", self.node.log()))
     }
 
     /// Whether it is still running.

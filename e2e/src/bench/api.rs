@@ -6,24 +6,14 @@
 //!   node's loopback. The bench creates its objects in the server's store directly and reads the server's
 //!   request log to count plexus's requests.
 //! - **Real** (`E2E_KUBECONFIG`): the harness's [`Cluster`] creates the objects through the API; plexus
-//!   reaches the server through [`Forwarder`], a TCP forwarder whose listening socket lives in the host
-//!   namespace (blocking accept, one thread per direction). Requests are not counted (TLS passes
-//!   through untouched); the forwarder counts connections.
+//!   reaches the server through [`Forwarder`] (plexus-testsupport's, the suite's too), a TCP forwarder
+//!   whose listening socket lives in the host namespace. Requests are not counted (TLS passes through
+//!   untouched); the forwarder counts connections.
 //!
 //! Either way plexus runs as it is deployed: with a token (TokenRequest API) of `deploy/`'s
 //! ServiceAccount bound to `deploy/`'s ClusterRole, never with the bench's own admin credentials.
 
-use std::{
-    io,
-    net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream},
-    path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    thread,
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
 use plexus_e2e::{
     apiserver::{ApiServer, Config as StandinConfig, FaultSpec, RequestRecord},
@@ -32,6 +22,7 @@ use plexus_e2e::{
         kubeconfig, rbac,
     },
 };
+use plexus_testsupport::forward::Forwarder;
 use serde_json::{Value, json};
 
 /// The API server and what plexus needs to reach it.
@@ -362,83 +353,6 @@ impl Drop for Api {
             rt.block_on(s.shutdown());
         }
     }
-}
-
-/// A TCP forwarder from 127.0.0.1 inside a namespace to an address in the machine's namespace.
-#[derive(Debug)]
-pub struct Forwarder {
-    port: u16,
-    stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
-}
-
-impl Forwarder {
-    /// Listen on 127.0.0.1:0 in the namespace at `netns`, forward to `upstream`.
-    pub fn start(netns: &Path, upstream: SocketAddr) -> io::Result<Forwarder> {
-        let listener = plexus_netns::run_in_netns(netns, || {
-            TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
-        })
-        .map_err(io::Error::other)??;
-        let port = listener.local_addr()?.port();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (s, a) = (stop.clone(), accepted.clone());
-        // Blocking accept: no polling delay on the measured path. The thread ends with the process.
-        thread::Builder::new()
-            .name("bench-fwd".into())
-            .spawn(move || {
-                for client in listener.incoming() {
-                    if s.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(client) = client else { continue };
-                    a.fetch_add(1, Ordering::SeqCst);
-                    thread::spawn(move || {
-                        let Ok(server) =
-                            TcpStream::connect_timeout(&upstream, Duration::from_secs(5))
-                        else {
-                            let _ = client.shutdown(Shutdown::Both);
-                            return;
-                        };
-                        let _ = client.set_nodelay(true);
-                        let _ = server.set_nodelay(true);
-                        pipe(&client, &server);
-                        pipe(&server, &client);
-                    });
-                }
-            })?;
-        Ok(Forwarder {
-            port,
-            stop,
-            accepted,
-        })
-    }
-
-    /// The port (127.0.0.1 inside the namespace).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn pipe(from: &TcpStream, to: &TcpStream) {
-    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
-        return;
-    };
-    thread::spawn(move || {
-        let _ = io::copy(&mut from, &mut to);
-        let _ = to.shutdown(Shutdown::Write);
-    });
 }
 
 /// A k8s-openapi object as JSON, for the stand-in's `create`.

@@ -37,11 +37,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
+use nix::{sys::signal::Signal, unistd::Pid};
 use plexus_e2e::harness::cluster::NO_SUCH_NODE;
+use plexus_testsupport::proc::signal_and_wait;
 use serde::Serialize;
 use serde_json::json;
 
@@ -299,21 +297,8 @@ impl Daemon {
     /// SIGTERM and wait for the graceful shutdown (at most 60 s, then SIGKILL).
     pub fn stop(&mut self) -> Result<ExitStatus, String> {
         let mut child = self.child.take().ok_or("the daemon is not running")?;
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let started = Instant::now();
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return Ok(status),
-                Ok(None) => {}
-                Err(e) => return Err(format!("wait for the daemon: {e}")),
-            }
-            if started.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("the daemon did not stop within 60 s of SIGTERM; killed".into());
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        signal_and_wait(&mut child, Signal::SIGTERM, Duration::from_secs(60))
+            .map_err(|_| "the daemon did not stop within 60 s of SIGTERM; killed".to_string())
     }
 
     /// The last `n` lines of its log (for error messages).

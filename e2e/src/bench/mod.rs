@@ -80,19 +80,8 @@ pub fn main() -> ExitCode {
 }
 
 fn require_environment() -> Result<(), String> {
-    if plexus_e2e::harness::proc::effective_uid() != Some(0) {
-        return Err("needs root (it creates network namespaces): run it with sudo".into());
-    }
-    for p in ["bridge", "macvlan", "host-local"] {
-        let path = std::path::Path::new(plexus_e2e::harness::runtime::CNI_BIN).join(p);
-        if !path.is_file() {
-            return Err(format!(
-                "{} is missing: install containernetworking-plugins",
-                path.display()
-            ));
-        }
-    }
-    Ok(())
+    plexus_testsupport::netns::check_environment(&["bridge", "macvlan", "host-local"])
+        .map_err(|e| format!("{e}: run it with sudo"))
 }
 
 /// Run every phase.

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use plexus_e2e::harness::netns::Netns;
+use plexus_e2e::harness::world::netns;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -351,7 +351,7 @@ fn fanout(
     let info = b.api.create_pod(&b.ns, "scale-fanout", &names.join(","))?;
     let pod = Pod {
         info,
-        netns: Netns::new("bench-pod"),
+        netns: netns("bench-pod"),
         k: 0,
     };
     let exec: Arc<dyn plexus::exec::Exec> = Arc::new(plexus::exec::ProcessExec);

@@ -10,10 +10,8 @@
 
 use std::{
     fs,
-    net::IpAddr,
     path::{Path, PathBuf},
     sync::Arc,
-    thread,
     time::{Duration, Instant},
 };
 
@@ -24,9 +22,13 @@ use plexus::{
 };
 use plexus_e2e::harness::{
     cluster::PodInfo,
-    netns::Netns,
-    proc::random_hex,
     runtime::{CNI_BIN, PLUGIN_PATH, kubelet_args},
+    world::netns,
+};
+use plexus_testsupport::{
+    leaks::{files_under, reservations},
+    netns::Netns,
+    proc::{processes_of, random_hex, wait_for},
 };
 use serde_json::{Map, Value, json};
 use tempfile::TempDir;
@@ -294,12 +296,8 @@ impl Bench {
             .tempdir()
             .map_err(|e| format!("tempdir: {e}"))?;
         let root = dir.path().to_path_buf();
-        let host = Netns::new("bench-host");
-        host.ip(&format!(
-            "link add {MASTER} type veth peer name {MASTER_PEER}"
-        ));
-        host.ip(&format!("link set {MASTER} up"));
-        host.ip(&format!("link set {MASTER_PEER} up"));
+        let host = netns("bench-host");
+        host.add_veth_pair(MASTER, MASTER_PEER);
         for d in [
             "net.d",
             "cni",
@@ -438,7 +436,7 @@ impl Bench {
         let info = self.api.create_pod(ns, name, &networks_annotation(k))?;
         Ok(Pod {
             info,
-            netns: Netns::new("bench-pod"),
+            netns: netns("bench-pod"),
             k,
         })
     }
@@ -463,14 +461,10 @@ impl Bench {
                 out.push(e);
             }
         }
-        for ip in files_under(&self.root().join("ipam"))
-            .into_iter()
-            .filter(|f| {
-                f.file_name()
-                    .is_some_and(|n| n.to_string_lossy().parse::<IpAddr>().is_ok())
-            })
-        {
-            out.push(format!("host-local reservation {}", ip.display()));
+        let ipam = self.root().join("ipam");
+        for r in reservations(&ipam) {
+            let file = ipam.join(&r.network).join(r.ip.to_string());
+            out.push(format!("host-local reservation {}", file.display()));
         }
         for d in ["cni", "runtime-cache", "floor-cache"] {
             for f in files_under(&self.root().join(d)) {
@@ -485,13 +479,8 @@ impl Bench {
                 .filter(|l| !allowed.contains(&l.as_str()))
                 .collect()
         };
-        let started = Instant::now();
-        let mut left = extra();
-        while !left.is_empty() && started.elapsed() < Duration::from_secs(5) {
-            thread::sleep(Duration::from_millis(50));
-            left = extra();
-        }
-        for l in left {
+        wait_for(Duration::from_secs(5), || extra().is_empty());
+        for l in extra() {
             out.push(format!("host netns link {l}"));
         }
         for pid in processes_of(&self.plexus) {
@@ -506,34 +495,4 @@ impl Bench {
         }
         out
     }
-}
-
-/// Regular files under `dir`, recursively.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        match e.file_type() {
-            Ok(t) if t.is_dir() => out.extend(files_under(&p)),
-            Ok(_) => out.push(p),
-            Err(_) => {}
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Pids whose executable is `bin`.
-fn processes_of(bin: &Path) -> Vec<u32> {
-    let bin = fs::canonicalize(bin).unwrap_or_else(|_| bin.to_path_buf());
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == bin))
-        .collect()
 }

@@ -9,49 +9,22 @@ use std::{
     io::Read,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::OnceLock,
     thread,
     time::{Duration, Instant},
 };
 
 use plexus::invoke::request_config;
+pub use plexus_testsupport::proc::RECORDER;
+use plexus_testsupport::{
+    leaks::files_naming,
+    proc::{Process, processes_with_env, recorder_bin, run_bounded, wait_bounded, wait_for},
+};
 use serde_json::{Value, json};
 
 use super::{
-    proc::run_bounded,
     runtime::{CniRuntime, PLUGIN_PATH},
     world::{Sandbox, World},
 };
-
-/// The recording delegate's plugin type.
-pub const RECORDER: &str = "plexus-recorder";
-
-/// The `plexus-recorder` binary: next to the binary under test, else built once with
-/// `$CARGO build -p plexus-recorder` (a dependency's binaries are not built for another package's tests).
-pub fn recorder_bin(plexus: &Path) -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = plexus.parent().expect("the plexus binary has a directory");
-        let found = dir.join(RECORDER);
-        if !found.is_file() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", RECORDER, "--bin", RECORDER])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-                cmd.arg("--release");
-            }
-            let out = cmd.output().expect("run cargo to build plexus-recorder");
-            assert!(
-                out.status.success(),
-                "building plexus-recorder failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(found.is_file(), "no plexus-recorder at {}", found.display());
-        found
-    })
-}
 
 /// Make the recorder available to plexus as a delegate: a link in the runtime's plugin directory (on
 /// `CNI_PATH`). Returns the file its invocations are recorded in.
@@ -209,20 +182,14 @@ pub fn spawn_plexus(w: &World, rt: &CniRuntime, sb: &Sandbox, command: &str) -> 
 impl Running {
     /// Wait for it to finish; panic (after killing it) when it runs longer than `limit`.
     pub fn wait(mut self, limit: Duration) -> Finished {
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for plexus") {
-                return Finished {
-                    code: status.code(),
-                    stdout: self.out.join().unwrap_or_default(),
-                    took: self.started.elapsed(),
-                };
-            }
-            if self.started.elapsed() > limit {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("plexus did not finish within {limit:?}: it hangs");
-            }
-            thread::sleep(Duration::from_millis(5));
+        let left = limit.saturating_sub(self.started.elapsed());
+        let Ok(status) = wait_bounded(&mut self.child, left) else {
+            panic!("plexus did not finish within {limit:?}: it hangs");
+        };
+        Finished {
+            code: status.code(),
+            stdout: self.out.join().unwrap_or_default(),
+            took: self.started.elapsed(),
         }
     }
 
@@ -245,18 +212,6 @@ impl Running {
     }
 }
 
-/// Wait (up to `limit`) until `ready()` holds; panic naming `what` otherwise.
-pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(
-            started.elapsed() < limit,
-            "{what}: not reached within {limit:?}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Assert an invocation that should end within `limit` (its configured timeouts plus a margin) did: a
 /// bound on hanging, not a measurement of speed.
 pub fn assert_bounded(what: &str, took: Duration, limit: Duration) {
@@ -268,68 +223,36 @@ pub fn assert_bounded(what: &str, took: Duration, limit: Duration) {
 
 // === Leaks beyond World::assert_clean ===
 
-/// Every file under `dir` (recursively) whose name contains `needle`.
-pub fn files_naming(dir: &Path, needle: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_naming(&p, needle));
-        } else if e.file_name().to_string_lossy().contains(needle) {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Processes (other than the recorder, the test's own instrument) whose environment has
 /// `CNI_CONTAINERID=<cid>`: plexus or plugins still running for the container.
 pub fn processes_for(cid: &str) -> Vec<String> {
-    let needle = format!("CNI_CONTAINERID={cid}");
-    let mut out = Vec::new();
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(env) = fs::read(e.path().join("environ")) else {
-            continue;
-        };
-        if !env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
-            continue;
-        }
-        let exe = fs::read_link(e.path().join("exe"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        if !exe.ends_with(RECORDER) {
-            out.push(format!("pid {name} {exe}"));
-        }
-    }
-    out
+    running_for(cid)
+        .into_iter()
+        .filter(|p| !is_recorder(p))
+        .map(|p| {
+            let exe = p.exe.map(|e| e.display().to_string()).unwrap_or_default();
+            format!("pid {} {exe}", p.pid)
+        })
+        .collect()
 }
 
 /// The recorder processes still running for `cid`.
 pub fn recorders_for(cid: &str) -> Vec<i32> {
-    let needle = format!("CNI_CONTAINERID={cid}");
-    let Ok(rd) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter_map(|e| {
-            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
-            let env = fs::read(e.path().join("environ")).ok()?;
-            let exe = fs::read_link(e.path().join("exe")).ok()?;
-            (env.split(|b| *b == 0).any(|v| v == needle.as_bytes())
-                && exe.to_string_lossy().ends_with(RECORDER))
-            .then_some(pid)
-        })
+    running_for(cid)
+        .into_iter()
+        .filter(is_recorder)
+        .map(|p| p.pid as i32)
         .collect()
+}
+
+fn running_for(cid: &str) -> Vec<Process> {
+    processes_with_env(&format!("CNI_CONTAINERID={cid}"))
+}
+
+fn is_recorder(p: &Process) -> bool {
+    p.exe
+        .as_ref()
+        .is_some_and(|e| e.to_string_lossy().ends_with(RECORDER))
 }
 
 /// The processes running for `cid` now, the recorder included (pids), after which this waits (up to 30 s)
@@ -342,12 +265,7 @@ pub fn outliving(cid: &str) -> Vec<String> {
             .iter()
             .map(|p| format!("pid {p} {RECORDER}")),
     );
-    let started = Instant::now();
-    while !(processes_for(cid).is_empty() && recorders_for(cid).is_empty())
-        && started.elapsed() < Duration::from_secs(30)
-    {
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(Duration::from_secs(30), || running_for(cid).is_empty());
     now
 }
 
@@ -394,10 +312,9 @@ pub fn assert_no_leak_of(w: &World, sb: &Sandbox) {
         w.log()
     );
     // A plugin still running could yet create what the checks above did not find.
-    let started = Instant::now();
-    while !processes_for(&sb.cid).is_empty() && started.elapsed() < Duration::from_secs(10) {
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(Duration::from_secs(10), || {
+        processes_for(&sb.cid).is_empty()
+    });
     assert_eq!(
         processes_for(&sb.cid),
         Vec::<String>::new(),

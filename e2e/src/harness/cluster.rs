@@ -42,9 +42,9 @@ use kube::{
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use super::proc::random_hex;
 use super::rbac;
 use crate::apiserver::{ApiServer, Config as StandinConfig};
+use plexus_testsupport::proc::random_hex;
 
 /// The environment variable naming a real API server's kubeconfig.
 pub const KUBECONFIG_ENV: &str = "E2E_KUBECONFIG";

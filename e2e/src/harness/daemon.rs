@@ -12,10 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use nix::{
-    sys::signal::{Signal, kill},
-    unistd::Pid,
-};
+use nix::sys::signal::Signal;
+use plexus_testsupport::proc::signal_and_wait;
 use serde_json::Value;
 
 /// Whether this run is in daemon mode (`E2E_MODE=daemon`).
@@ -266,18 +264,8 @@ impl DaemonProcess {
     /// SIGTERM and wait (at most 40 s, then SIGKILL): the graceful shutdown.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if started.elapsed() > Duration::from_secs(40) {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
+        let stopped = signal_and_wait(&mut child, Signal::SIGTERM, Duration::from_secs(40));
+        Some(stopped.unwrap_or_else(|killed| killed))
     }
 
     /// SIGKILL: a crash.

@@ -3,23 +3,20 @@
 //!
 //! - [`daemon`]: daemon mode (`E2E_MODE=daemon`): a `plexus daemon` per world and the shim in front.
 //! - [`cluster`]: which API server, and the test's objects there ([`cluster::Cluster`]).
-//! - [`forward`]: the TCP forwarder that lets plexus, inside the test's host namespace, reach the API.
 //! - [`kubeconfig`]: plexus's kubeconfig, pointing at the forwarder, with a ServiceAccount token.
 //! - [`rbac`]: plexus's identity as `deploy/` defines it (ServiceAccount, ClusterRole, binding).
 //! - [`runtime`]: the container runtime's side, with libcni's semantics (plexus's `Invoker`).
-//! - [`netns`]: network namespaces that clean up after themselves.
 //! - [`world`]: one test's world, tying these together, with the checks every scenario ends with.
-//! - [`proc`]: bounded child processes.
 //! - [`chaos`]: node-side faults (misbehaving delegates, a SIGKILLed plexus, unwritable caches) and the
 //!   leak checks of the fault matrix.
+//!
+//! Network namespaces, bounded processes, the leak listings and the API forwarder are
+//! `plexus-testsupport`'s, shared with plexus's own integration tests.
 
 pub mod chaos;
 pub mod cluster;
 pub mod daemon;
-pub mod forward;
 pub mod kubeconfig;
-pub mod netns;
-pub mod proc;
 pub mod rbac;
 pub mod runtime;
 pub mod world;

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use super::cluster::PodInfo;
 
 /// Where Debian's containernetworking-plugins installs the plugins.
-pub const CNI_BIN: &str = "/usr/lib/cni";
+pub const CNI_BIN: &str = plexus_testsupport::netns::PLUGIN_DIR;
 /// The time limit of one plugin invocation.
 pub const PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// The `PATH` plugins get (portmap runs iptables, the wrapper runs ip).
@@ -180,23 +180,8 @@ impl CniRuntime {
 
     /// The runtime's cached result files for container `cid`.
     pub fn cached_results(&self, cid: &str) -> Vec<PathBuf> {
-        results_for(&self.cache_dir, cid)
+        plexus_testsupport::leaks::results_for(&self.cache_dir, cid)
     }
-}
-
-/// Files `<cache_dir>/results/*-<cid>-*` (libcni's result cache entries of container `cid`).
-pub fn results_for(cache_dir: &Path, cid: &str) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(cache_dir.join("results")) else {
-        return Vec::new();
-    };
-    let needle = format!("-{cid}-");
-    let mut v: Vec<PathBuf> = rd
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(&needle))
-        .map(|e| e.path())
-        .collect();
-    v.sort();
-    v
 }
 
 /// `CNI_ARGS` as a Kubernetes CRI runtime sends them (CNI-51).

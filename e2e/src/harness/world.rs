@@ -15,11 +15,8 @@
 
 use std::{
     fs,
-    net::IpAddr,
     path::{Path, PathBuf},
-    process::Command,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use k8s_openapi::api::{core::v1::Event, rbac::v1::ClusterRole};
@@ -27,26 +24,29 @@ use plexus::{
     invoke::RuntimeConf,
     k8s::{annotations::NETWORK_STATUS_ANNOTATION, status},
 };
+use plexus_testsupport::{
+    forward::Forwarder,
+    leaks::{plexus_files, reservations, results_for},
+    netns::{Netns, check_environment},
+    proc::random_hex,
+};
+pub use plexus_testsupport::{
+    leaks::Reservation,
+    netns::{MASTER, MASTER_PEER},
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use super::{
     cluster::{Cluster, NO_SUCH_NODE, PodInfo},
     daemon::{DaemonProcess, DaemonView, daemon_mode, shim_binary},
-    forward::Forwarder,
-    kubeconfig,
-    netns::Netns,
-    proc::{effective_uid, random_hex, run_bounded},
-    rbac,
-    runtime::{
-        CNI_BIN, CniFailure, CniRuntime, pod_runtime_conf, results_for, write_plexus_wrapper,
-    },
+    kubeconfig, rbac,
+    runtime::{CNI_BIN, CniFailure, CniRuntime, pod_runtime_conf, write_plexus_wrapper},
 };
 
-/// The macvlan master in the host namespace (one end of a veth pair that lives only there).
-pub const MASTER: &str = "mvmaster0";
-/// The other end of the master's veth pair.
-pub const MASTER_PEER: &str = "mvpeer0";
+/// The name prefix of every network namespace the suite (and the bench) creates:
+/// `plexus-e2e-<pid>-<n>-<role>`.
+pub const NETNS_PREFIX: &str = "plexus-e2e-";
 /// The cluster network's bridge.
 pub const CLUSTER_BRIDGE: &str = "e2ecl0";
 /// The cluster network's name (its status name: it comes from a file, not a NAD).
@@ -60,24 +60,22 @@ pub const BRIDGE_SUBNET: &str = "203.0.113.0/24";
 
 /// Check the machine can run the suite: root, and Debian's plugins.
 pub fn require_environment() {
-    assert_eq!(
-        effective_uid(),
-        Some(0),
-        "the end-to-end suite needs root (it creates network namespaces); run it with sudo"
-    );
-    for p in [
+    let plugins = [
         "bridge",
         "macvlan",
         "host-local",
         "static",
         "tuning",
         "portmap",
-    ] {
-        assert!(
-            Path::new(CNI_BIN).join(p).is_file(),
-            "{CNI_BIN}/{p} is missing: install containernetworking-plugins"
-        );
+    ];
+    if let Err(e) = check_environment(&plugins) {
+        panic!("the end-to-end suite cannot run: {e}; run it with sudo");
     }
+}
+
+/// A network namespace of the suite's ([`NETNS_PREFIX`]) for `role`, deleted on drop.
+pub fn netns(role: &str) -> Netns {
+    Netns::with_prefix(NETNS_PREFIX, role)
 }
 
 /// A pod sandbox: the API pod, its network namespace, and the runtime's container ID.
@@ -95,17 +93,6 @@ impl Sandbox {
     pub fn path(&self) -> PathBuf {
         self.netns.path()
     }
-}
-
-/// A host-local reservation.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Reservation {
-    /// The host-local network directory.
-    pub network: String,
-    /// The address reserved.
-    pub ip: IpAddr,
-    /// The container that holds it.
-    pub owner: String,
 }
 
 /// A test's world (see the module docs).
@@ -159,12 +146,8 @@ impl World {
         require_environment();
         let mut cluster = Cluster::start();
         let ns = cluster.create_namespace("");
-        let host = Netns::new("host");
-        host.ip(&format!(
-            "link add {MASTER} type veth peer name {MASTER_PEER}"
-        ));
-        host.ip(&format!("link set {MASTER} up"));
-        host.ip(&format!("link set {MASTER_PEER} up"));
+        let host = netns("host");
+        host.add_veth_pair(MASTER, MASTER_PEER);
         let dir = tempfile::Builder::new()
             .prefix("plexus-e2e-")
             .tempdir()
@@ -451,7 +434,7 @@ impl World {
         let pod = self.cluster.create_pod(ns, name, annotations);
         Sandbox {
             cid: format!("{name}-{}", random_hex()),
-            netns: Netns::new("pod"),
+            netns: netns("pod"),
             pod,
         }
     }
@@ -650,57 +633,17 @@ impl World {
 
     /// The NAT rules in the host namespace (`iptables -t nat -S`).
     pub fn host_nat_rules(&self) -> String {
-        let out = run_bounded(
-            Command::new("ip").args([
-                "netns",
-                "exec",
-                &self.host.name,
-                "iptables",
-                "-w",
-                "5",
-                "-t",
-                "nat",
-                "-S",
-            ]),
-            b"",
+        self.host.exec(
+            &["iptables", "-w", "5", "-t", "nat", "-S"],
             Duration::from_secs(30),
-        );
-        assert_eq!(out.code, 0, "iptables -t nat -S: {}", out.stderr);
-        out.stdout
+        )
     }
 
     // === Leaks ===
 
     /// Every host-local reservation in the test's data directories.
     pub fn reservations(&self) -> Vec<Reservation> {
-        let mut out = Vec::new();
-        let Ok(nets) = fs::read_dir(self.ipam_dir()) else {
-            return out;
-        };
-        for net in nets.flatten() {
-            let Ok(files) = fs::read_dir(net.path()) else {
-                continue;
-            };
-            for f in files.flatten() {
-                let name = f.file_name().to_string_lossy().into_owned();
-                if let Ok(ip) = name.parse::<IpAddr>() {
-                    let owner = fs::read_to_string(f.path())
-                        .unwrap_or_default()
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
-                    out.push(Reservation {
-                        network: net.file_name().to_string_lossy().into_owned(),
-                        ip,
-                        owner,
-                    });
-                }
-            }
-        }
-        out.sort();
-        out
+        reservations(&self.ipam_dir())
     }
 
     /// What is left on disk for container `cid`: plexus's cache and lock file, its delegates' and the
@@ -708,30 +651,21 @@ impl World {
     /// anything of it still in the trash.
     pub fn leftovers(&self, cid: &str) -> Vec<PathBuf> {
         self.wait_after_reply();
-        let mut out: Vec<PathBuf> = [
-            self.cni_dir().join(cid),
-            self.cni_dir().join(".locks").join(cid),
-        ]
-        .into_iter()
-        .filter(|p| p.exists())
-        .collect();
+        // The entries of `dir` itself (files or directories) whose names contain the container id.
+        let naming = |dir: PathBuf| -> Vec<PathBuf> {
+            let Ok(rd) = fs::read_dir(dir) else {
+                return Vec::new();
+            };
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(cid))
+                .map(|e| e.path())
+                .collect()
+        };
+        let mut out = plexus_files(&self.cni_dir(), cid);
         // A daemon DEL's files until its work after the reply unlinked them.
-        if let Ok(rd) = fs::read_dir(self.cni_dir().join(".trash")) {
-            out.extend(
-                rd.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().contains(cid))
-                    .map(|e| e.path()),
-            );
-        }
-        out.extend(results_for(&self.cni_dir(), cid));
+        out.extend(naming(self.cni_dir().join(".trash")));
         out.extend(results_for(&self.runtime_cache(), cid));
-        if let Ok(rd) = fs::read_dir(self.tuning_dir()) {
-            out.extend(
-                rd.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().contains(cid))
-                    .map(|e| e.path()),
-            );
-        }
+        out.extend(naming(self.tuning_dir()));
         out
     }
 
@@ -762,14 +696,9 @@ impl World {
             sb.cid,
             log()
         );
-        let started = Instant::now();
-        while self.host.veths() != [MASTER, MASTER_PEER]
-            && started.elapsed() < Duration::from_secs(10)
-        {
-            thread::sleep(Duration::from_millis(50));
-        }
         assert_eq!(
-            self.host.veths(),
+            self.host
+                .settled_veths(&[MASTER, MASTER_PEER], Duration::from_secs(10)),
             [MASTER, MASTER_PEER],
             "{}: host netns veths{}",
             self.test,

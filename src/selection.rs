@@ -184,8 +184,14 @@ pub fn network_for(
     on_disk: &dyn Fn(&str) -> Result<NetworkConfig, String>,
 ) -> Result<NetworkRequest, ClusterError> {
     let qualified = sel.qualified_name();
-    let rejected = |reason: String| ClusterError::Rejected(format!("network {qualified}: {reason}"));
-    let network = match nad.config.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+    let rejected =
+        |reason: String| ClusterError::Rejected(format!("network {qualified}: {reason}"));
+    let network = match nad
+        .config
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
         Some(c) => NetworkConfig::from_bytes(c.as_bytes())
             .and_then(|n| n.with_name_if_missing(&sel.name))
             .map_err(|e| rejected(format!("invalid spec.config: {e}")))?,
@@ -220,12 +226,18 @@ pub fn pod_networks(
 ) -> Result<PodNetworks, ClusterError> {
     let request = |sel: &Selection| {
         let key = (sel.namespace.clone(), sel.name.clone());
-        let nad = nads.get(&key).ok_or_else(|| ClusterError::from(missing_nad(&key)))?;
+        let nad = nads
+            .get(&key)
+            .ok_or_else(|| ClusterError::from(missing_nad(&key)))?;
         network_for(config, sel, nad, on_disk)
     };
     Ok(PodNetworks {
         default_network: wanted.default_network.as_ref().map(request).transpose()?,
-        networks: wanted.networks.iter().map(request).collect::<Result<_, _>>()?,
+        networks: wanted
+            .networks
+            .iter()
+            .map(request)
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -238,7 +250,8 @@ mod tests {
     use super::*;
 
     fn config(extra: Value) -> Config {
-        let mut v = json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad"});
+        let mut v =
+            json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad"});
         for (k, val) in extra.as_object().unwrap() {
             v[k] = val.clone();
         }
@@ -276,7 +289,10 @@ mod tests {
     fn selections_in_order_each_nad_read_once_default_first() {
         let cfg = config(json!({}));
         let a = annotations(&[
-            (annotations::NETWORKS_ANNOTATION, "net-a,other/net-b@data0,net-a"),
+            (
+                annotations::NETWORKS_ANNOTATION,
+                "net-a,other/net-b@data0,net-a",
+            ),
             (annotations::DEFAULT_NETWORK_ANNOTATION, "cluster-nad"),
         ]);
         let wanted = select("ns1", &a, &cfg).unwrap();
@@ -290,7 +306,10 @@ mod tests {
                 key("other", "net-b")
             ]
         );
-        assert_eq!(select("ns1", &annotations(&[]), &cfg).unwrap(), Wanted::default());
+        assert_eq!(
+            select("ns1", &annotations(&[]), &cfg).unwrap(),
+            Wanted::default()
+        );
     }
 
     #[test]
@@ -332,7 +351,10 @@ mod tests {
             e.message.contains("mac") && e.message.contains("element 0"),
             "{e:?}"
         );
-        assert!(e.message.starts_with("annotation k8s.v1.cni.cncf.io/networks: "));
+        assert!(
+            e.message
+                .starts_with("annotation k8s.v1.cni.cncf.io/networks: ")
+        );
         let e = ClusterError::from(e);
         assert!(matches!(e, ClusterError::Rejected(_)), "code 7: {e:?}");
     }
@@ -341,12 +363,27 @@ mod tests {
     /// the key.
     #[test]
     fn a_pod_over_the_attachment_limit_is_refused() {
-        let names = |n: usize| (0..n).map(|i| format!("n{i}")).collect::<Vec<_>>().join(",");
+        let names = |n: usize| {
+            (0..n)
+                .map(|i| format!("n{i}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         let cfg = config(json!({"maxAttachmentsPerPod": 4}));
-        assert_eq!(select("ns1", &networks(&names(3)), &cfg).unwrap().networks.len(), 3);
+        assert_eq!(
+            select("ns1", &networks(&names(3)), &cfg)
+                .unwrap()
+                .networks
+                .len(),
+            3
+        );
         let e = select("ns1", &networks(&names(4)), &cfg).unwrap_err();
         assert_eq!(e.reason, TOO_MANY_ATTACHMENTS);
-        for part in ["5 network attachments", "at most 4 per pod", "maxAttachmentsPerPod"] {
+        for part in [
+            "5 network attachments",
+            "at most 4 per pod",
+            "maxAttachmentsPerPod",
+        ] {
             assert!(e.message.contains(part), "{part}: {e:?}");
         }
         let e = select("ns1", &networks(&names(32)), &config(json!({}))).unwrap_err();
@@ -365,7 +402,10 @@ mod tests {
             infra_container_id: None,
         };
         let e = check_uid(&pod, Some("uid-1"), &annotations(&[])).unwrap_err();
-        assert!(matches!(&e, ClusterError::Other(m) if m.contains("expected pod UID")), "{e:?}");
+        assert!(
+            matches!(&e, ClusterError::Other(m) if m.contains("expected pod UID")),
+            "{e:?}"
+        );
         let static_pod = annotations(&[(annotations::CONFIG_SOURCE_ANNOTATION, "file")]);
         assert!(check_uid(&pod, Some("uid-1"), &static_pod).is_ok(), "#773");
         assert!(check_uid(&pod, Some("someone-else"), &annotations(&[])).is_ok());
@@ -419,8 +459,10 @@ mod tests {
         let asked = std::cell::RefCell::new(Vec::new());
         let on_disk = |name: &str| {
             asked.borrow_mut().push(name.to_string());
-            NetworkConfig::from_value(json!({"cniVersion": "1.0.0", "name": name, "type": "ondisk"}))
-                .map_err(|e| e.to_string())
+            NetworkConfig::from_value(
+                json!({"cniVersion": "1.0.0", "name": name, "type": "ondisk"}),
+            )
+            .map_err(|e| e.to_string())
         };
         for config in [None, Some("  ")] {
             let empty = Nad {

@@ -384,9 +384,9 @@ fn the_selection_policy_imports_nothing_that_does_io() {
     let impure: Vec<String> = refs
         .iter()
         .filter(|r| {
-            !PURE
-                .iter()
-                .any(|p| r.len() >= p.len() && r[..p.len()].iter().zip(p.iter()).all(|(a, b)| a == b))
+            !PURE.iter().any(|p| {
+                r.len() >= p.len() && r[..p.len()].iter().zip(p.iter()).all(|(a, b)| a == b)
+            })
         })
         .map(|r| r.join("::"))
         .collect();

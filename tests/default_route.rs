@@ -501,10 +501,15 @@ fn two_networks_asking_are_refused_before_anything_is_attached() {
 
     // Requests that reach the plan another way are refused there too: the default-network annotation
     // (replacing the cluster network) asks as well.
-    *w.default_network.lock().unwrap() =
-        Some(format!(r#"[{{"namespace": "{NAMESPACE}", "name": "mv", "default-route": ["198.51.100.1"]}}]"#));
+    *w.default_network.lock().unwrap() = Some(format!(
+        r#"[{{"namespace": "{NAMESPACE}", "name": "mv", "default-route": ["198.51.100.1"]}}]"#
+    ));
     let e = w
-        .run("ADD", "twice2", r#"[{"name": "mvgw", "default-route": []}]"#)
+        .run(
+            "ADD",
+            "twice2",
+            r#"[{"name": "mvgw", "default-route": []}]"#,
+        )
         .unwrap_err();
     assert_eq!(e.cni_code(), 7, "{e}");
     assert_eq!(

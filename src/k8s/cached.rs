@@ -75,9 +75,12 @@ impl<C: Cluster> Cached<C> {
     /// A NAD read from the API loads it (`NodeCache::offer_nad`).
     fn offer(&self, (namespace, name): &NadKey, nad: &Nad) {
         if let Some(cache) = &self.cache {
-            cache
-                .nad_cache()
-                .offer(namespace, name, nad.config.clone(), nad.resource_name.clone());
+            cache.nad_cache().offer(
+                namespace,
+                name,
+                nad.config.clone(),
+                nad.resource_name.clone(),
+            );
         }
     }
 }

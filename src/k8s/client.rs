@@ -933,9 +933,6 @@ mod tests {
         assert!(reads.most_out() <= 8);
     }
 
-    /// Issue 20: a pod naming a thousand NADs that do not exist costs at most [`NAD_READS_IN_FLIGHT`]
-    /// NAD reads, and the error names the first of them, in today's words.
-
     fn nad_key(ns: &str, name: &str) -> NadKey {
         (ns.into(), name.into())
     }

@@ -13,9 +13,7 @@ use serde_json::{Value, json};
 
 use super::{annotations::NETWORK_STATUS_ANNOTATION, status};
 use crate::{
-    cluster::{
-        Cluster, ClusterError, DeferredStatus, Nad, NadKey, NadsError, Reads, Written,
-    },
+    cluster::{Cluster, ClusterError, DeferredStatus, Nad, NadKey, NadsError, Reads, Written},
     devices::DraDevices,
     request::PodRef,
 };
@@ -42,7 +40,13 @@ impl MemoryApi {
     }
 
     /// With pod `namespace/name` of UID `uid` and `annotations`.
-    pub fn with_pod(mut self, namespace: &str, name: &str, uid: &str, annotations: &[(&str, &str)]) -> Self {
+    pub fn with_pod(
+        mut self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        annotations: &[(&str, &str)],
+    ) -> Self {
         let annotations: BTreeMap<String, String> = annotations
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -119,12 +123,18 @@ impl MemoryApi {
 
     /// The NAD reads asked, in order.
     pub fn nad_reads(&self) -> Vec<NadKey> {
-        self.nad_reads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.nad_reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The network-status writes sent or handed back, in order.
     pub fn status_writes(&self) -> Vec<DeferredStatus> {
-        self.writes.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The network-status annotation of each write, read back: the pod and its entries.

@@ -363,8 +363,7 @@ pub fn render(statuses: &[NetworkStatus]) -> String {
 /// nothing else. With the pod's `uid`, the write is a precondition: a recreated pod of the same name is
 /// never written to.
 pub fn patch(rendered: String, uid: Option<String>) -> Value {
-    let mut metadata =
-        serde_json::json!({"annotations": {super::annotations::NETWORK_STATUS_ANNOTATION: rendered}});
+    let mut metadata = serde_json::json!({"annotations": {super::annotations::NETWORK_STATUS_ANNOTATION: rendered}});
     if let Some(uid) = uid {
         metadata["uid"] = Value::String(uid);
     }

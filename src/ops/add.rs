@@ -218,9 +218,9 @@ fn plan_attachments(
 ) -> Result<(Vec<Attachment>, Vec<RuntimeConf>), Error> {
     let pod_networks = match pod {
         Some(p) => ctx.kube.pod_networks(p).map_err(|source| Error::Cluster {
-                who: ctx.who(),
-                source,
-            })?,
+            who: ctx.who(),
+            source,
+        })?,
         None => Default::default(),
     };
     check_allowed(ctx, &pod_networks)?;

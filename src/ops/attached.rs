@@ -169,12 +169,12 @@ fn rebuilt(ctx: &Ctx<'_>, master_ifname: &str, rebuild: Rebuild) -> Result<Vec<A
     // there only narrows what the fallback covers.
     let pod_networks = match ctx.env.pod().filter(|_| rebuild == Rebuild::WithPod) {
         Some(pod) => ctx.kube.pod_networks(&pod).unwrap_or_else(|e| {
-                tracing::warn!(
-                    "[{}]: cannot read the pod's networks for teardown: {e}",
-                    ctx.who()
-                );
-                Default::default()
-            }),
+            tracing::warn!(
+                "[{}]: cannot read the pod's networks for teardown: {e}",
+                ctx.who()
+            );
+            Default::default()
+        }),
         None => Default::default(),
     };
     // The auxiliary chain as its directory holds it now (it is last, as on ADD); a config that cannot have

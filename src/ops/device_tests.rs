@@ -73,7 +73,8 @@ fn cluster(nads: &[Nad], dra: DraDevices) -> MemoryApi {
         .with_pod("ns1", "pod1", "u1", &[(NETWORKS_ANNOTATION, &annotation)])
         .with_dra(dra);
     for n in nads {
-        let config = json!({"cniVersion": "1.0.0", "name": n.name, "type": "sriov", "capabilities": n.caps});
+        let config =
+            json!({"cniVersion": "1.0.0", "name": n.name, "type": "sriov", "capabilities": n.caps});
         let data = cluster::Nad {
             config: Some(config.to_string()),
             resource_name: n.resource.clone(),

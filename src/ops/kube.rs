@@ -9,7 +9,9 @@ use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use plexus_cni::CniResult;
 
 use crate::{
-    cluster::{Cluster, ClusterError, DeferredStatus, Nad, NadKey, NadsError, PodNetworks, Written},
+    cluster::{
+        Cluster, ClusterError, DeferredStatus, Nad, NadKey, NadsError, PodNetworks, Written,
+    },
     confdir,
     config::Config,
     devices::DraDevices,
@@ -64,8 +66,9 @@ impl<'a> Kube<'a> {
             return Ok(PodNetworks::default());
         };
         let config = self.config;
-        let (askable, unaskable): (Vec<String>, Vec<String>) =
-            selection::node_nad_names(config).into_iter().partition(|n| selection::may_be_nad(n));
+        let (askable, unaskable): (Vec<String>, Vec<String>) = selection::node_nad_names(config)
+            .into_iter()
+            .partition(|n| selection::may_be_nad(n));
         let keys: Vec<NadKey> = askable
             .iter()
             .map(|n| (config.multus_namespace.clone(), n.clone()))
@@ -190,8 +193,12 @@ impl<'a> Kube<'a> {
                 .filter(|(_, r)| !r.interfaces.is_empty() || !r.ips.is_empty())
                 .map(|(a, r)| {
                     let ips: Vec<String> = r.ips.iter().map(|ip| ip.address.to_string()).collect();
-                    let message =
-                        format!("Add {} [{}] from {}", a.ifname, ips.join(","), a.status_name);
+                    let message = format!(
+                        "Add {} [{}] from {}",
+                        a.ifname,
+                        ips.join(","),
+                        a.status_name
+                    );
                     event(pod, "Normal", "AddedInterface", message)
                 })
                 .collect(),
@@ -229,7 +236,8 @@ mod tests {
     use crate::k8s::{annotations::NETWORKS_ANNOTATION, memory::MemoryApi};
 
     fn config(extra: Value) -> Config {
-        let mut v = json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad"});
+        let mut v =
+            json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad"});
         for (k, val) in extra.as_object().unwrap() {
             v[k] = val.clone();
         }
@@ -279,7 +287,11 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            [("ns1/net-a", None), ("ns1/net-b", Some("data0")), ("ns1/net-a", None)]
+            [
+                ("ns1/net-a", None),
+                ("ns1/net-b", Some("data0")),
+                ("ns1/net-a", None)
+            ]
         );
         let read = [
             key("kube-system", "cluster-nad"),
@@ -293,7 +305,11 @@ mod tests {
         // Not read ahead: read now; absent: confDir's.
         assert!(kube.network_by_name("not-a-nad").unwrap().is_none());
         assert!(kube.network_by_name("../a?b").unwrap().is_none());
-        assert_eq!(api.nad_reads().len(), 4, "a name no NAD can have is not asked");
+        assert_eq!(
+            api.nad_reads().len(),
+            4,
+            "a name no NAD can have is not asked"
+        );
         assert_eq!(api.pod_reads(), 1);
     }
 
@@ -368,16 +384,23 @@ mod tests {
         kube.warn_pod("NoPluginFound", "too early".into());
         assert!(kube.take_events().is_empty(), "no pod read yet");
         kube.pod_networks(&pod_ref()).unwrap();
-        kube.warn_pod("NoPluginFound", "network \"ns1/a\" cannot be attached".into());
+        kube.warn_pod(
+            "NoPluginFound",
+            "network \"ns1/a\" cannot be attached".into(),
+        );
         let events = kube.take_events();
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].involved_object.uid.as_deref(), Some("uid-1"));
 
-        let api = MemoryApi::new().with_pod("ns1", "p1", "uid-1", &[(NETWORKS_ANNOTATION, "ghost")]);
+        let api =
+            MemoryApi::new().with_pod("ns1", "p1", "uid-1", &[(NETWORKS_ANNOTATION, "ghost")]);
         let kube = Kube::new(Some(&api), &cfg, false);
         assert!(kube.pod_networks(&pod_ref()).is_err());
         kube.warn_pod("NoPluginFound", "off".into());
-        assert!(kube.take_events().is_empty(), "DEL's fallback read records nothing");
+        assert!(
+            kube.take_events().is_empty(),
+            "DEL's fallback read records nothing"
+        );
     }
 
     #[test]
@@ -392,7 +415,9 @@ mod tests {
         kube.warn_pod("X", "y".into());
         assert!(kube.take_events().is_empty(), "no event on another pod");
         let api = MemoryApi::new().failing_pod_reads(ClusterError::Unavailable("down".into()));
-        let e = Kube::new(Some(&api), &cfg, true).pod_networks(&pod_ref()).unwrap_err();
+        let e = Kube::new(Some(&api), &cfg, true)
+            .pod_networks(&pod_ref())
+            .unwrap_err();
         assert_eq!(e, ClusterError::Unavailable("down".into()));
     }
 
@@ -407,13 +432,17 @@ mod tests {
         .unwrap();
         let cfg = config(json!({"confDir": d.path()}));
         let api = api("net-a", &[]).with_nad("ns1", "net-a", Value::Null);
-        let nets = Kube::new(Some(&api), &cfg, true).pod_networks(&pod_ref()).unwrap();
+        let nets = Kube::new(Some(&api), &cfg, true)
+            .pod_networks(&pod_ref())
+            .unwrap();
         assert_eq!(nets.networks[0].network.plugins[0].plugin_type, "ondisk");
     }
 
     fn attached() -> Vec<(Attachment, CniResult)> {
-        let net = NetworkConfig::from_value(json!({"cniVersion": "1.0.0", "name": "c", "type": "bridge"}))
-            .unwrap();
+        let net = NetworkConfig::from_value(
+            json!({"cniVersion": "1.0.0", "name": "c", "type": "bridge"}),
+        )
+        .unwrap();
         let mut req = NetworkRequest::plain(net);
         req.status_name = "c".into();
         let a = crate::plan::plan("eth0", vec![req]).unwrap().remove(0);
@@ -439,9 +468,20 @@ mod tests {
         let writes = api.status_writes();
         assert_eq!(writes.len(), 1);
         let p = writes[0].patch();
-        assert_eq!(p["metadata"]["uid"], "uid-1", "the UID guards against a recreated pod");
-        let keys: Vec<_> = p["metadata"]["annotations"].as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["k8s.v1.cni.cncf.io/network-status"], "touches only that annotation");
+        assert_eq!(
+            p["metadata"]["uid"], "uid-1",
+            "the UID guards against a recreated pod"
+        );
+        let keys: Vec<_> = p["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(
+            keys,
+            ["k8s.v1.cni.cncf.io/network-status"],
+            "touches only that annotation"
+        );
         assert!(p.get("spec").is_none() && p.get("status").is_none());
         let written = &api.statuses()[0].1;
         assert_eq!(written[0].ips, ["10.1.0.5"]);
@@ -449,14 +489,23 @@ mod tests {
         let events = kube.take_events();
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].reason.as_deref(), Some("AddedInterface"));
-        assert_eq!(events[0].message.as_deref(), Some("Add eth0 [10.1.0.5/24] from c"));
+        assert_eq!(
+            events[0].message.as_deref(),
+            Some("Add eth0 [10.1.0.5/24] from c")
+        );
 
         let api = api_deferring();
         let kube = Kube::new(Some(&api), &cfg, true);
         kube.pod_networks(&pod_ref()).unwrap();
-        let job = kube.publish_status(&pod_ref(), &attached()).unwrap().unwrap();
+        let job = kube
+            .publish_status(&pod_ref(), &attached())
+            .unwrap()
+            .unwrap();
         assert_eq!(job.added.len(), 1, "the events wait for the write");
-        assert_eq!(job.involved.as_ref().and_then(|i| i.uid.as_deref()), Some("uid-1"));
+        assert_eq!(
+            job.involved.as_ref().and_then(|i| i.uid.as_deref()),
+            Some("uid-1")
+        );
         assert!(kube.take_events().is_empty());
     }
 

@@ -61,7 +61,12 @@ impl World {
         Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
     }
 
-    fn run(&self, command: &str, config: &Config, cluster: Option<&dyn Cluster>) -> Result<Vec<u8>, Error> {
+    fn run(
+        &self,
+        command: &str,
+        config: &Config,
+        cluster: Option<&dyn Cluster>,
+    ) -> Result<Vec<u8>, Error> {
         self.run_cid(command, "c1", config, cluster)
     }
 
@@ -912,7 +917,11 @@ struct Nad {
 impl Nad {
     /// How the networks annotation names it.
     fn selection(&self) -> String {
-        let at = self.ifname.as_ref().map(|i| format!("@{i}")).unwrap_or_default();
+        let at = self
+            .ifname
+            .as_ref()
+            .map(|i| format!("@{i}"))
+            .unwrap_or_default();
         format!("{}/{}{at}", self.namespace, self.name)
     }
 }
@@ -1000,8 +1009,8 @@ fn cluster_seam_pod_networks_default_override_and_status() {
 fn status_publish_failure_rolls_back() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    let cluster = pod_api(&[], None)
-        .failing_status_writes(ClusterError::Unavailable("api down".into()));
+    let cluster =
+        pod_api(&[], None).failing_status_writes(ClusterError::Unavailable("api down".into()));
     let e = w.run("ADD", &cfg, Some(&cluster)).unwrap_err();
     assert_eq!(e.cni_code(), 11);
     assert_eq!(w.calls().iter().filter(|c| c.0 == "DEL").count(), 4);
@@ -1542,7 +1551,9 @@ fn done_carries_the_result_in_the_configs_version_and_the_deferred_work_as_value
 
     // The thin binary: everything done before the reply, nothing left over.
     let cluster = pod_api(&[], None);
-    let done = w.run_done("ADD", "c2", &cfg, Some(&cluster), false).unwrap();
+    let done = w
+        .run_done("ADD", "c2", &cfg, Some(&cluster), false)
+        .unwrap();
     assert!(matches!(&done.reply, Reply::Added(r) if r.version() == CniVersion::V0_4_0));
     assert!(done.after_reply.is_none() && done.status.is_none());
     assert_eq!(resultcache::list(&w.cni_dir(), Some("c2")).len(), 3);

@@ -245,18 +245,11 @@ pub fn pod_networks(
 mod tests {
     use std::collections::BTreeMap;
 
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
 
-    fn config(extra: Value) -> Config {
-        let mut v =
-            json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad"});
-        for (k, val) in extra.as_object().unwrap() {
-            v[k] = val.clone();
-        }
-        Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
-    }
+    use crate::testing::kube_config as config;
 
     fn annotations(pairs: &[(&str, &str)]) -> PodAnnotations {
         let all: BTreeMap<String, String> = pairs

@@ -72,6 +72,18 @@ impl<C: Cluster> Cached<C> {
         hit
     }
 
+    /// Each of `keys` as the cache answers it, and those it does not (to ask the API), in order.
+    fn lookup(&self, keys: &[NadKey]) -> (Vec<Option<Nad>>, Vec<NadKey>) {
+        let hits: Vec<Option<Nad>> = keys.iter().map(|k| self.nad(k)).collect();
+        let misses = keys
+            .iter()
+            .zip(&hits)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        (hits, misses)
+    }
+
     /// A NAD read from the API loads it (`NodeCache::offer_nad`).
     fn offer(&self, (namespace, name): &NadKey, nad: &Nad) {
         if let Some(cache) = &self.cache {
@@ -88,13 +100,7 @@ impl<C: Cluster> Cached<C> {
 impl<C: Cluster> Cluster for Cached<C> {
     fn read(&self, pod_ref: Option<&PodRef>, keys: &[NadKey]) -> Reads {
         let pod = pod_ref.and_then(|p| self.pod(p));
-        let hits: Vec<Option<Nad>> = keys.iter().map(|k| self.nad(k)).collect();
-        let misses: Vec<NadKey> = keys
-            .iter()
-            .zip(&hits)
-            .filter(|(_, hit)| hit.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let (hits, misses) = self.lookup(keys);
         let ask_pod = pod_ref.filter(|_| pod.is_none());
         let asked = if ask_pod.is_none() && misses.is_empty() {
             Reads::default()
@@ -122,13 +128,7 @@ impl<C: Cluster> Cluster for Cached<C> {
     }
 
     fn read_nads_in_order(&self, keys: &[NadKey]) -> Result<Vec<Nad>, NadsError> {
-        let hits: Vec<Option<Nad>> = keys.iter().map(|k| self.nad(k)).collect();
-        let misses: Vec<NadKey> = keys
-            .iter()
-            .zip(&hits)
-            .filter(|(_, hit)| hit.is_none())
-            .map(|(k, _)| k.clone())
-            .collect();
+        let (hits, misses) = self.lookup(keys);
         // A hit never fails, so the first failure among the misses is the first in order.
         let read = if misses.is_empty() {
             Vec::new()

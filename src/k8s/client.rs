@@ -715,13 +715,13 @@ mod tests {
         (ApiCluster::with_client(client, rt, config), seen)
     }
 
+    /// Requests given up after a second, all of them after two.
     fn config(extra: Value) -> Config {
-        let mut v = json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad",
-                           "apiTimeoutSeconds": 1, "apiBudgetSeconds": 2});
+        let mut v = json!({"apiTimeoutSeconds": 1, "apiBudgetSeconds": 2});
         for (k, val) in extra.as_object().unwrap() {
             v[k] = val.clone();
         }
-        Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
+        crate::testing::kube_config(v)
     }
 
     fn status(code: u16, reason: &str) -> (u16, Value) {
@@ -747,14 +747,7 @@ mod tests {
                "spec": spec})
     }
 
-    fn pod_ref() -> PodRef {
-        PodRef {
-            namespace: "ns1".into(),
-            name: "p1".into(),
-            uid: Some("uid-1".into()),
-            infra_container_id: None,
-        }
-    }
+    use crate::testing::pod_ref;
 
     const NADS: &str = "/apis/k8s.cni.cncf.io/v1/namespaces";
 

@@ -235,23 +235,9 @@ mod tests {
     use super::*;
     use crate::k8s::{annotations::NETWORKS_ANNOTATION, memory::MemoryApi};
 
-    fn config(extra: Value) -> Config {
-        let mut v =
-            json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad"});
-        for (k, val) in extra.as_object().unwrap() {
-            v[k] = val.clone();
-        }
-        Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
-    }
+    use crate::testing::kube_config as config;
 
-    fn pod_ref() -> PodRef {
-        PodRef {
-            namespace: "ns1".into(),
-            name: "p1".into(),
-            uid: Some("uid-1".into()),
-            infra_container_id: None,
-        }
-    }
+    use crate::testing::pod_ref;
 
     fn bridge() -> Value {
         json!({"cniVersion": "1.0.0", "type": "bridge"})

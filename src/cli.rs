@@ -19,7 +19,6 @@ use crate::{
         events::{self, Batch},
     },
     logging,
-    request::Command,
 };
 
 const USAGE: &str = "usage: plexus [--version | --help | crd | install [FLAGS] | daemon [FLAGS]]
@@ -180,8 +179,8 @@ pub fn main() -> ExitCode {
     let vars: Vec<(String, String)> = std::env::vars_os()
         .map(|(k, v)| (lossy(k), lossy(v)))
         .collect();
-    let out = invoke(vars, &mut io::stdin().lock(), &|config, command| {
-        ApiCluster::from_config(config).map(|c| c.with_events(command == Command::Add))
+    let out = invoke(vars, &mut io::stdin().lock(), &|config, _| {
+        ApiCluster::from_config(config)
     });
     if !out.stderr.is_empty() {
         let _ = io::stderr().write_all(out.stderr.as_bytes());

@@ -1,16 +1,13 @@
-//! The Kubernetes seam: what the core asks of the cluster. The thin binary's API-server implementation
-//! arrives with the Kubernetes issue; [`NoCluster`] serves runs without a kubeconfig (file-based networks).
+//! The Kubernetes seam: the few things plexus asks of the API (read the pod, read NADs, write the pod's
+//! network-status, read DRA allocations), as a narrow trait. Which networks a pod gets is decided outside it,
+//! by the pure policy (`crate::selection`) the core (`crate::ops`) drives over these reads. The HTTP adapter
+//! is `crate::k8s::client`, the daemon's watch cache a layer around it (`crate::k8s::cached`), and
+//! `crate::k8s::memory` the one in-memory double the tests share.
 
-use k8s_openapi::api::core::v1::{Event, ObjectReference};
-use plexus_cni::CniResult;
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use serde_json::Value;
 
-use crate::{
-    config::Config,
-    devices::DraDevices,
-    plan::{Attachment, NetworkRequest},
-    request::PodRef,
-};
+use crate::{devices::DraDevices, plan::NetworkRequest, request::PodRef};
 
 /// What a pod asks for beyond the node's configured networks.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,16 +18,29 @@ pub struct PodNetworks {
     pub networks: Vec<NetworkRequest>,
 }
 
-/// A network-status write put off until after ADD's reply (daemon mode, `statusWrite: "afterReply"`):
-/// the merge patch, and the `AddedInterface` events to post once it lands. [`Cluster::publish_status`]
-/// returns it to the caller, which sends it once the reply is out.
+/// A NetworkAttachmentDefinition's namespace and name.
+pub type NadKey = (String, String);
+
+/// What plexus keeps of a NAD: its `spec.config` (absent or empty: a network in `confDir` of the NAD's
+/// name) and its `resourceName` annotation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Nad {
+    /// `spec.config`, as written.
+    pub config: Option<String>,
+    /// The `k8s.v1.cni.cncf.io/resourceName` annotation.
+    pub resource_name: Option<String>,
+}
+
+/// A network-status write: the merge patch of `pods/status` and the `AddedInterface` events to post once
+/// it lands. The core builds it; [`Cluster::write_status`] sends it, or (daemon mode,
+/// `statusWrite: "afterReply"`) hands it back for the caller to send after the reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeferredStatus {
     /// The pod.
     pub pod: PodRef,
     /// The pod as an event's involved object (for a Warning when the write never lands).
     pub involved: Option<ObjectReference>,
-    /// The merge patch of `pods/status` (made by the API adapter, `crate::k8s::client`).
+    /// The merge patch of `pods/status` (`crate::k8s::status::patch`).
     pub(crate) patch: Value,
     /// Posted after the write.
     pub added: Vec<Event>,
@@ -50,90 +60,65 @@ pub enum ClusterError {
     Other(String),
 }
 
-/// The cluster as the core sees it. Implementations must be cheap to call more than once per operation.
+/// What one [`Cluster::read`] found: the pod (when asked for) and each NAD asked for, in order
+/// (`Ok(None)`: no such NAD).
+#[derive(Debug, Clone, Default)]
+pub struct Reads {
+    /// The pod, when one was asked for.
+    pub pod: Option<Result<Pod, ClusterError>>,
+    /// One answer per NAD asked for, in the order asked.
+    pub nads: Vec<Result<Option<Nad>, ClusterError>>,
+}
+
+/// Why [`Cluster::read_nads_in_order`] stopped: the first NAD in order that is missing, or whose read
+/// failed (the error names it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NadsError {
+    /// No such NAD.
+    Missing(NadKey),
+    /// The read failed.
+    Failed(ClusterError),
+}
+
+/// How a [`Cluster::write_status`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// The write landed.
+    Sent,
+    /// The pod is gone (404): nothing to record.
+    PodGone,
+    /// Not sent: the caller sends it after the reply (daemon mode, `statusWrite: "afterReply"`).
+    Deferred,
+}
+
+/// What plexus asks of the Kubernetes API. Calls block (an implementation drives its own runtime);
+/// failures come back as [`ClusterError`]s naming what was read.
 pub trait Cluster {
-    /// The pod's own networks.
-    fn pod_networks(&self, pod: &PodRef, config: &Config) -> Result<PodNetworks, ClusterError>;
-    /// A network named in `clusterNetwork`/`defaultNetworks`, looked up as a NAD in `multusNamespace`;
-    /// `Ok(None)` sends the lookup on to `confDir`.
-    fn network_by_name(
-        &self,
-        config: &Config,
-        name: &str,
-    ) -> Result<Option<NetworkRequest>, ClusterError>;
-    /// Record the outcome of a successful ADD (the network-status annotation). `Some`: the write is not
-    /// sent but returned, for the caller to send after the reply (daemon mode).
-    fn publish_status(
-        &self,
-        pod: &PodRef,
-        attached: &[(Attachment, CniResult)],
-    ) -> Result<Option<DeferredStatus>, ClusterError>;
-    /// Device IDs per resource name of the pod's allocated DRA resource claims: devices whose attributes
+    /// Read the pod (when `pod` is given) and the NADs `nads`, all at once.
+    fn read(&self, pod: Option<&PodRef>, nads: &[NadKey]) -> Reads;
+    /// Read the NADs `keys` in order, a few at a time (`crate::k8s::client::NAD_READS_IN_FLIGHT`), stopping
+    /// at the first that is missing or fails: the reads after it are not started (or are dropped).
+    fn read_nads_in_order(&self, keys: &[NadKey]) -> Result<Vec<Nad>, NadsError>;
+    /// Send a network-status write (retrying a conflict within the budget), or hand it back.
+    fn write_status(&self, job: &DeferredStatus) -> Result<Written, ClusterError>;
+    /// Device IDs per resource name of `pod`'s allocated DRA resource claims: devices whose attributes
     /// carry `k8s.cni.cncf.io/resourceName` and `k8s.cni.cncf.io/deviceID` (docs/devices.md), and the
-    /// pod's claims that have no ResourceClaim. Asked on ADD after
-    /// [`Cluster::pod_networks`], only when some network names a resource.
-    fn dra_devices(&self, _pod: &PodRef) -> Result<DraDevices, ClusterError> {
-        Ok(DraDevices::default())
-    }
-    /// Record a Warning event with `reason` and `message` on the pod [`Cluster::pod_networks`] read, to be
-    /// sent with the invocation's other events; nothing when no pod was read or events are off.
-    fn warn_pod(&self, _reason: &str, _message: String) {}
-    /// The events this invocation has collected (and forgets them): `crate::invocation::run` takes them
-    /// once the operation ended, and its edge sends them after the reply (`k8s::events`), so they never
-    /// delay it.
-    fn take_events(&self) -> Vec<Event> {
-        Vec::new()
-    }
+    /// pod's claims that have no ResourceClaim.
+    fn dra_devices(&self, pod_ref: &PodRef, pod: &Pod) -> Result<DraDevices, ClusterError>;
 }
 
-/// A shared cluster (the daemon keeps one to send its events after the reply).
+/// A shared cluster (the daemon keeps its HTTP client to send the status write and events after the reply).
 impl<T: Cluster + ?Sized> Cluster for std::sync::Arc<T> {
-    fn pod_networks(&self, pod: &PodRef, config: &Config) -> Result<PodNetworks, ClusterError> {
-        (**self).pod_networks(pod, config)
+    fn read(&self, pod: Option<&PodRef>, nads: &[NadKey]) -> Reads {
+        (**self).read(pod, nads)
     }
-    fn network_by_name(
-        &self,
-        config: &Config,
-        name: &str,
-    ) -> Result<Option<NetworkRequest>, ClusterError> {
-        (**self).network_by_name(config, name)
+    fn read_nads_in_order(&self, keys: &[NadKey]) -> Result<Vec<Nad>, NadsError> {
+        (**self).read_nads_in_order(keys)
     }
-    fn publish_status(
-        &self,
-        pod: &PodRef,
-        attached: &[(Attachment, CniResult)],
-    ) -> Result<Option<DeferredStatus>, ClusterError> {
-        (**self).publish_status(pod, attached)
+    fn write_status(&self, job: &DeferredStatus) -> Result<Written, ClusterError> {
+        (**self).write_status(job)
     }
-    fn dra_devices(&self, pod: &PodRef) -> Result<DraDevices, ClusterError> {
-        (**self).dra_devices(pod)
-    }
-    fn warn_pod(&self, reason: &str, message: String) {
-        (**self).warn_pod(reason, message)
-    }
-    fn take_events(&self) -> Vec<Event> {
-        (**self).take_events()
-    }
-}
-
-/// No Kubernetes: no pod networks, names resolve in `confDir` only, nothing is published.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoCluster;
-
-impl Cluster for NoCluster {
-    fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
-        Ok(PodNetworks::default())
-    }
-
-    fn network_by_name(&self, _: &Config, _: &str) -> Result<Option<NetworkRequest>, ClusterError> {
-        Ok(None)
-    }
-
-    fn publish_status(
-        &self,
-        _: &PodRef,
-        _: &[(Attachment, CniResult)],
-    ) -> Result<Option<DeferredStatus>, ClusterError> {
-        Ok(None)
+    fn dra_devices(&self, pod_ref: &PodRef, pod: &Pod) -> Result<DraDevices, ClusterError> {
+        (**self).dra_devices(pod_ref, pod)
     }
 }

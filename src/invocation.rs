@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::Event;
 use plexus_cni::ErrorReply;
 
 use crate::{
-    cluster::{Cluster, NoCluster},
+    cluster::Cluster,
     config::Config,
     error::Error,
     exec::Exec,
@@ -120,19 +120,16 @@ pub fn run<C: Cluster>(
     let seams = Seams {
         exec: host.exec,
         netns: host.netns,
-        cluster: match &api {
-            Some(c) => c,
-            None => &NoCluster,
-        },
+        cluster: api.as_ref().map(|c| c as &dyn Cluster),
         kubelet: &kubelet,
         defer_work,
     };
-    let answer = match ops::execute(&env, &config, &seams) {
+    let ops::Outcome { result, events } = ops::run(&env, &config, &seams);
+    // Whatever the outcome: a failed ADD's Warning events are sent too.
+    let answer = match result {
         Ok(done) => Answer::Done(done),
         Err(e) => Answer::failed(e, config.cni_version.as_str()),
     };
-    // Whatever the outcome: a failed ADD's Warning events are sent too.
-    let events = seams.cluster.take_events();
     Ran {
         answer,
         command,
@@ -143,52 +140,16 @@ pub fn run<C: Cluster>(
 
 #[cfg(test)]
 mod tests {
-    use plexus_cni::CniResult;
     use serde_json::json;
 
     use super::*;
-    use crate::{
-        cluster::{ClusterError, DeferredStatus, PodNetworks},
-        plan::{Attachment, NetworkRequest},
-        request::PodRef,
-        testing::TestHost,
-    };
-
-    /// A cluster that has collected one Warning event, and publishes nothing.
-    struct Warned;
-
-    impl Cluster for Warned {
-        fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
-            Ok(PodNetworks::default())
-        }
-        fn network_by_name(
-            &self,
-            _: &Config,
-            _: &str,
-        ) -> Result<Option<NetworkRequest>, ClusterError> {
-            Ok(None)
-        }
-        fn publish_status(
-            &self,
-            _: &PodRef,
-            _: &[(Attachment, CniResult)],
-        ) -> Result<Option<DeferredStatus>, ClusterError> {
-            Ok(None)
-        }
-        fn take_events(&self) -> Vec<Event> {
-            vec![Event {
-                reason: Some("Seen".into()),
-                ..Default::default()
-            }]
-        }
-    }
+    use crate::{k8s::memory::MemoryApi, testing::TestHost};
 
     /// The events an operation collected come back as a value whatever its outcome (a failed ADD's
     /// Warning is sent too), with the failure as its CNI error reply in the config's version.
     #[test]
     fn events_come_back_with_the_answer_on_failure_too() {
         let h = TestHost::new();
-        h.exec.fail("cluster", "ADD", 7, "boom");
         let config = json!({
             "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
             "cniDir": h.cni_dir(), "binDir": "/opt/cni/bin",
@@ -200,6 +161,7 @@ mod tests {
             ("CNI_NETNS", "/run/netns/test-pod"),
             ("CNI_IFNAME", "eth0"),
             ("CNI_PATH", "/usr/lib/cni"),
+            ("CNI_ARGS", "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .to_vec();
@@ -211,7 +173,15 @@ mod tests {
             vars,
             &serde_json::to_vec(&config).unwrap(),
             host,
-            &|_, _| Some(Warned),
+            // The pod selects a NAD that does not exist: refused, with a Warning event.
+            &|_, _| {
+                Some(MemoryApi::new().with_pod(
+                    "ns1",
+                    "pod1",
+                    "u1",
+                    &[("k8s.v1.cni.cncf.io/networks", "ghost")],
+                ))
+            },
             false,
             false,
         );
@@ -220,7 +190,8 @@ mod tests {
         };
         assert_eq!((reply.code, reply.cni_version.as_str()), (7, "1.0.0"));
         assert_eq!(ran.events.len(), 1);
-        assert_eq!(ran.events[0].reason.as_deref(), Some("Seen"));
+        assert_eq!(ran.events[0].reason.as_deref(), Some("NoNetworkFound"));
+        assert_eq!(ran.events[0].type_.as_deref(), Some("Warning"));
         assert_eq!(ran.command, Some(Command::Add));
     }
 }

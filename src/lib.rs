@@ -34,6 +34,7 @@ pub mod plan;
 pub mod request;
 pub mod resultcache;
 pub mod routes;
+pub mod selection;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod trash;

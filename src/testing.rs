@@ -282,3 +282,23 @@ impl TestHost {
         self.dir.path().join("cni")
     }
 }
+
+/// A node config for the Kubernetes path's tests: CNI 1.0.0, the cluster network the NAD `cluster-nad`,
+/// with `extra`'s keys laid over it.
+pub fn kube_config(extra: Value) -> crate::config::Config {
+    let mut v = json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad"});
+    for (k, val) in extra.as_object().expect("an object") {
+        v[k] = val.clone();
+    }
+    crate::config::Config::from_bytes(&serde_json::to_vec(&v).expect("JSON")).expect("a config")
+}
+
+/// Pod `ns1/p1` of UID `uid-1`, as the runtime names it.
+pub fn pod_ref() -> crate::request::PodRef {
+    crate::request::PodRef {
+        namespace: "ns1".into(),
+        name: "p1".into(),
+        uid: Some("uid-1".into()),
+        infra_container_id: None,
+    }
+}

@@ -1,8 +1,8 @@
 //! `default-route` (NPWG-34) in real network namespaces with Debian's bridge and macvlan plugins.
 //!
-//! plexus runs in process (`ops::execute`) with the real netns seam and a Kubernetes seam that parses the
-//! pod's `k8s.v1.cni.cncf.io/networks` annotation with plexus's own parser and resolves the NADs of this
-//! file; the delegates run through wrapper scripts inside a "host" namespace the test makes (where the
+//! plexus runs in process (`ops::execute`) with the real netns seam and the in-memory Kubernetes API
+//! (`plexus::k8s::memory`) holding the pod, with its `k8s.v1.cni.cncf.io/networks` annotation, and the
+//! NADs of this file; the delegates run through wrapper scripts inside a "host" namespace the test makes (where the
 //! bridge, its host-side veths and the macvlan master, a veth, live), on a "pod" namespace. The cluster
 //! network is a bridge with host-local IPv4 and IPv6 ranges and a default route of each family on `eth0`.
 //! Each test compares the pod's default routes without the key ("before") and with it ("after"), checks
@@ -21,25 +21,23 @@ use std::{
     sync::Mutex,
 };
 
+use plexus::k8s::{
+    annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION},
+    memory::MemoryApi,
+};
+
 use netns_support::{CNI_PATH, Fixture, MASTER, Netns, Reservation};
 use plexus::{
-    cluster::{Cluster, ClusterError, PodNetworks},
     config::Config,
     devices::kubelet::NoKubelet,
     error::Error,
     exec::ProcessExec,
-    k8s::{
-        annotations::{NETWORKS_ANNOTATION, parse_networks},
-        status::{self, NetworkStatus},
-    },
-    netconf::NetworkConfig,
+    k8s::status::NetworkStatus,
     netns::KernelNetns,
     ops::{self, Seams},
-    plan::{Attachment, NetworkRequest},
-    request::{CniEnv, PodRef},
+    request::CniEnv,
     resultcache,
 };
-use plexus_cni::CniResult;
 use plexus_netns::IpFamily;
 use serde_json::{Value, json};
 
@@ -57,65 +55,15 @@ fn v6(gw: &str, dev: &str) -> DefaultRoute {
     (IpFamily::V6, gw.into(), dev.into())
 }
 
-/// The test's world: the fixture's namespaces and directories, the NADs, the pod's annotation, and what
-/// plexus published.
+/// The test's world: the fixture's namespaces and directories, the NADs, the pod's default-network
+/// annotation (when set), and what plexus published.
 struct World {
     f: Fixture,
     config: Config,
     nads: Vec<(String, Value)>,
-    annotation: Mutex<String>,
-    /// Skip the parser and give these networks' requests `default-route` gateways directly.
-    force_gateways: Mutex<Vec<(String, Vec<String>)>>,
-    status: Mutex<Option<String>>,
-}
-
-impl Cluster for World {
-    fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
-        let annotation = self.annotation.lock().unwrap().clone();
-        // As the API client does: fail closed on an invalid annotation (DECIDE-A1).
-        let selections = parse_networks(&annotation, NAMESPACE).map_err(|e| {
-            ClusterError::Rejected(format!("annotation {NETWORKS_ANNOTATION}: {e}"))
-        })?;
-        let forced = self.force_gateways.lock().unwrap().clone();
-        let mut networks = Vec::new();
-        for s in selections {
-            let config = self
-                .nads
-                .iter()
-                .find(|(n, _)| *n == s.name)
-                .map(|(_, c)| c.clone())
-                .ok_or_else(|| ClusterError::Rejected(format!("no NAD {}", s.name)))?;
-            let mut requests = s.requests.clone();
-            if let Some((_, gws)) = forced.iter().find(|(n, _)| *n == s.name) {
-                requests.gateways = Some(gws.clone());
-            }
-            networks.push(NetworkRequest {
-                network: NetworkConfig::from_value(config).unwrap(),
-                status_name: s.qualified_name(),
-                ifname_request: s.interface.clone(),
-                requests,
-                resource_name: None,
-            });
-        }
-        Ok(PodNetworks {
-            default_network: None,
-            networks,
-        })
-    }
-
-    fn network_by_name(&self, _: &Config, _: &str) -> Result<Option<NetworkRequest>, ClusterError> {
-        Ok(None)
-    }
-
-    fn publish_status(
-        &self,
-        _: &PodRef,
-        attached: &[(Attachment, CniResult)],
-    ) -> Result<Option<plexus::cluster::DeferredStatus>, ClusterError> {
-        // As the API client builds it.
-        *self.status.lock().unwrap() = Some(status::render_attached(attached, |_| None));
-        Ok(None)
-    }
+    /// The pod's `v1.multus-cni.io/default-network` annotation.
+    default_network: Mutex<Option<String>>,
+    status: Mutex<Option<Vec<NetworkStatus>>>,
 }
 
 /// Switch off IPv6 duplicate address detection in `ns` (for links made or moved there from now on).
@@ -194,16 +142,23 @@ impl World {
             f,
             config,
             nads,
-            annotation: Mutex::new(String::new()),
-            force_gateways: Mutex::new(Vec::new()),
+            default_network: Mutex::new(None),
             status: Mutex::new(None),
         }
     }
 
     /// Run plexus `command` for container `cid` with the pod annotated `annotation`.
     fn run(&self, command: &str, cid: &str, annotation: &str) -> Result<Vec<u8>, Error> {
-        *self.annotation.lock().unwrap() = annotation.to_string();
         *self.status.lock().unwrap() = None;
+        let default_network = self.default_network.lock().unwrap().clone();
+        let mut annotations = vec![(NETWORKS_ANNOTATION, annotation)];
+        if let Some(d) = &default_network {
+            annotations.push((DEFAULT_NETWORK_ANNOTATION, d));
+        }
+        let mut api = MemoryApi::new().with_pod(NAMESPACE, POD, "uid-1", &annotations);
+        for (name, config) in &self.nads {
+            api = api.with_nad(NAMESPACE, name, config.clone());
+        }
         let args = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={NAMESPACE};K8S_POD_NAME={POD};K8S_POD_INFRA_CONTAINER_ID={cid}"
         );
@@ -221,11 +176,13 @@ impl World {
         let seams = Seams {
             exec: &ProcessExec,
             netns: &KernelNetns,
-            cluster: self,
+            cluster: Some(&api),
             kubelet: &NoKubelet,
             defer_work: false,
         };
-        ops::execute(&env, &self.config, &seams).map(|d| d.reply.to_stdout())
+        let out = ops::execute(&env, &self.config, &seams).map(|d| d.reply.to_stdout());
+        *self.status.lock().unwrap() = api.statuses().pop().map(|(_, entries)| entries);
+        out
     }
 
     /// ADD, requiring success; the returned result.
@@ -270,13 +227,12 @@ impl World {
 
     /// Interface → `gateway` of the published network-status.
     fn status_gateways(&self) -> Vec<(String, Vec<String>)> {
-        let rendered = self
+        let entries = self
             .status
             .lock()
             .unwrap()
             .clone()
             .expect("a network-status");
-        let entries: Vec<NetworkStatus> = status::parse(&rendered).unwrap();
         entries
             .into_iter()
             .map(|e| (e.interface, e.gateway))
@@ -532,13 +488,17 @@ fn two_networks_asking_are_refused_before_anything_is_attached() {
     }
     nothing_attached(&w, "twice");
 
-    // Requests that reach the plan another way are refused there too.
-    *w.force_gateways.lock().unwrap() = vec![
-        ("mv".into(), gws(&["198.51.100.1"])),
-        ("mvgw".into(), vec![]),
-    ];
+    // Requests that reach the plan another way are refused there too: the default-network annotation
+    // (replacing the cluster network) asks as well.
+    *w.default_network.lock().unwrap() = Some(format!(
+        r#"[{{"namespace": "{NAMESPACE}", "name": "mv", "default-route": ["198.51.100.1"]}}]"#
+    ));
     let e = w
-        .run("ADD", "twice2", r#"[{"name": "mv"}, {"name": "mvgw"}]"#)
+        .run(
+            "ADD",
+            "twice2",
+            r#"[{"name": "mvgw", "default-route": []}]"#,
+        )
         .unwrap_err();
     assert_eq!(e.cni_code(), 7, "{e}");
     assert_eq!(

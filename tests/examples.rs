@@ -22,7 +22,6 @@ use std::{
     fs,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    sync::Mutex,
     time::Duration,
 };
 
@@ -30,7 +29,6 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
 use netns_support::{CNI_PATH, Netns, TIMEOUT};
 use plexus::{
-    cluster::{Cluster, ClusterError, PodNetworks},
     config::Config,
     exec::ProcessExec,
     k8s::{
@@ -38,19 +36,21 @@ use plexus::{
             DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, Selection, parse_default_network,
             parse_networks,
         },
+        memory::MemoryApi,
         nad::NetworkAttachmentDefinition,
-        status::{self, NetworkStatus},
+        status::NetworkStatus,
     },
     netconf::NetworkConfig,
     netns::KernelNetns,
     ops::{self, Seams},
     plan::{self, Attachment, NetworkRequest},
-    request::{CniEnv, PodRef},
+    request::CniEnv,
 };
-use plexus_cni::CniResult;
 use plexus_testsupport::{leaks::files_under, proc::wait_for};
 use serde_json::{Map, Value, json};
 
+/// The UID of every example pod (the runtime names it, and plexus checks the pod read has it).
+const POD_UID: &str = "00000000-0000-0000-0000-000000000001";
 /// plexus's default `multusNamespace`: the default namespace of the default-network annotation.
 const MULTUS_NAMESPACE: &str = "kube-system";
 /// The cluster network the examples run with (the demo's, a bridge conflist).
@@ -126,6 +126,8 @@ struct ExamplePod {
     name: String,
     /// The networks annotation as written (`None` without one).
     networks_value: Option<String>,
+    /// The default-network annotation as written (`None` without one).
+    default_network_value: Option<String>,
     networks: Vec<Selection>,
     default_network: Option<Selection>,
 }
@@ -213,6 +215,7 @@ fn example_pods() -> Vec<ExamplePod> {
             file,
             name: pod.metadata.name.clone().expect("a pod has a name"),
             namespace,
+            default_network_value: ann.get(DEFAULT_NETWORK_ANNOTATION).cloned(),
             networks_value,
             networks,
             default_network,
@@ -752,32 +755,6 @@ fn addresses_are_documentation_ranges_and_only_a_replacement_cluster_network_rou
 
 // === With root: the real plugins ===
 
-/// The Kubernetes seam for one example pod: its resolved networks, and the network-status plexus publishes.
-struct ExampleCluster {
-    networks: PodNetworks,
-    status: Mutex<Option<String>>,
-}
-
-impl Cluster for ExampleCluster {
-    fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
-        Ok(self.networks.clone())
-    }
-
-    fn network_by_name(&self, _: &Config, _: &str) -> Result<Option<NetworkRequest>, ClusterError> {
-        Ok(None)
-    }
-
-    fn publish_status(
-        &self,
-        _: &PodRef,
-        attached: &[(Attachment, CniResult)],
-    ) -> Result<Option<plexus::cluster::DeferredStatus>, ClusterError> {
-        // As the API client builds it.
-        *self.status.lock().unwrap() = Some(status::render_attached(attached, |_| None));
-        Ok(None)
-    }
-}
-
 /// A network config with its state directories moved under `dir` (host-local's `dataDir`, tuning's backups):
 /// what demo.sh's path rewriting does. Nothing else changes.
 fn localise(text: &[u8], dir: &Path) -> NetworkConfig {
@@ -824,7 +801,7 @@ fn state_files(dir: &Path) -> Vec<String> {
 fn plexus_run(command: &str, pod: &ExamplePod, netns: &Path, config: &Config, seams: &Seams<'_>) {
     let cid = format!("example-{}", pod.name);
     let args = format!(
-        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={cid};K8S_POD_UID=00000000-0000-0000-0000-000000000001",
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={cid};K8S_POD_UID={POD_UID}",
         pod.namespace, pod.name
     );
     let vars: Vec<(String, String)> = [
@@ -899,21 +876,25 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
     )
     .unwrap();
 
-    let request = |sel: &Selection| {
+    // The API holds the pod with its annotations as written, and the NADs it selects (their state
+    // directories localised).
+    let mut annotations = Vec::new();
+    if let Some(v) = &pod.networks_value {
+        annotations.push((NETWORKS_ANNOTATION, v.as_str()));
+    }
+    if let Some(v) = &pod.default_network_value {
+        annotations.push((DEFAULT_NETWORK_ANNOTATION, v.as_str()));
+    }
+    let mut cluster = MemoryApi::new().with_pod(&pod.namespace, &pod.name, POD_UID, &annotations);
+    for sel in pod.selections() {
         let nad = resolve(sel, nads).unwrap();
-        network_request(sel, localise(nad.text.as_bytes(), root))
-    };
-    let cluster = ExampleCluster {
-        networks: PodNetworks {
-            default_network: pod.default_network.as_ref().map(request),
-            networks: pod.networks.iter().map(request).collect(),
-        },
-        status: Mutex::new(None),
-    };
+        let config = String::from_utf8(localise(nad.text.as_bytes(), root).bytes).unwrap();
+        cluster = cluster.with_nad(&nad.namespace, &nad.name, Value::String(config));
+    }
     let seams = Seams {
         exec: &ProcessExec,
         netns: &KernelNetns,
-        cluster: &cluster,
+        cluster: Some(&cluster),
         kubelet: &plexus::devices::kubelet::NoKubelet,
         defer_work: false,
     };
@@ -922,14 +903,13 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
     plexus_run("ADD", pod, &podns.path(), &config, &seams);
 
     // network-status: one entry per attachment, on the planned interface, the cluster network's default.
-    let rendered = cluster
-        .status
-        .lock()
-        .unwrap()
-        .clone()
+    let (_, statuses) = cluster
+        .statuses()
+        .pop()
         .unwrap_or_else(|| panic!("{}: no network-status published", pod.file));
+    let statuses: Vec<NetworkStatus> = statuses;
+    let rendered = serde_json::to_string(&statuses).unwrap();
     eprintln!("{}: network-status {rendered}", pod.file);
-    let statuses: Vec<NetworkStatus> = status::parse(&rendered).unwrap();
     let ctx = format!("{}: network-status {rendered}", pod.file);
     assert_eq!(statuses.len(), attachments.len(), "{ctx}");
     let pod_links: BTreeMap<String, plexus_netns::LinkInfo> = plexus_netns::links(&podns.path())

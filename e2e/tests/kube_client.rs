@@ -255,11 +255,10 @@ async fn watches(which: Which) {
     assert_protocol(which, &server);
 }
 
-/// The ADD path's reads through plexus's `ApiCluster`: the pod and the cluster network's NAD together,
-/// then eight selected NADs at once. The stand-in runs on a runtime of its own (`ApiCluster` blocks on
+/// The ADD path's reads through plexus's `ApiCluster` (as the core drives it, `plexus::ops::pod_networks`):
+/// the pod and the cluster network's NAD together, then eight selected NADs at once. The stand-in runs on a runtime of its own (`ApiCluster` blocks on
 /// its own). Returns the networks found and the stand-in's connection counts.
 fn add_reads(http1_only: bool) -> (usize, plexus_e2e::apiserver::Connections, usize) {
-    use plexus::cluster::Cluster;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -301,7 +300,7 @@ fn add_reads(http1_only: bool) -> (usize, plexus_e2e::apiserver::Connections, us
         uid: web["metadata"]["uid"].as_str().map(String::from),
         infra_container_id: None,
     };
-    let found = cluster.pod_networks(&pod_ref, &config).unwrap();
+    let found = plexus::ops::pod_networks(&cluster, &pod_ref, &config).unwrap();
     let requests = server.count_requests("GET", "");
     (found.networks.len(), server.connections(), requests)
 }

@@ -18,7 +18,7 @@ use crate::{
     cluster::DeferredStatus,
     hostroot::HOST_PATH,
     invocation::{self, Answer, Host},
-    k8s::client::ApiCluster,
+    k8s::{cached::Cached, client::ApiCluster},
     ops,
     request::Command,
 };
@@ -85,27 +85,30 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
                 .collect()
         })
         .unwrap_or_default();
-    let factory = |config: &crate::config::Config, command: Command| -> Option<Arc<ApiCluster>> {
-        if command == Command::Add {
-            shared.served.note(config);
-        }
-        // The missing-plugin report looks where the requests look (`super::plugin_check`).
-        shared.search_path.observe(config.search_path(&cni_path));
-        Some(Arc::new(
-            ApiCluster::shared(
+    let factory =
+        |config: &crate::config::Config, command: Command| -> Option<Cached<Arc<ApiCluster>>> {
+            if command == Command::Add {
+                shared.served.note(config);
+            }
+            // The missing-plugin report looks where the requests look (`super::plugin_check`).
+            shared.search_path.observe(config.search_path(&cni_path));
+            let api = ApiCluster::shared(
                 shared.handle.clone(),
                 shared.client.clone(),
-                shared.cache.clone(),
                 Some(shared.metrics.clone()),
                 config,
             )
-            .with_events(command == Command::Add)
             .defer_status(
                 command == Command::Add
                     && shared.config.status_write == super::config::StatusWrite::AfterReply,
-            ),
-        ))
-    };
+            );
+            // The watch caches (and their lookup metrics) in front of the API.
+            Some(Cached::new(
+                Arc::new(api),
+                shared.cache.clone(),
+                Some(shared.metrics.clone()),
+            ))
+        };
     let exec = super::metrics::MeteredExec {
         inner: shared.exec.as_ref(),
         metrics: &shared.metrics,
@@ -120,7 +123,7 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
         _ => (None, None),
     };
     let later = Later {
-        api: ran.cluster,
+        api: ran.cluster.map(|c| c.inner),
         finish,
         status,
         events: ran.events,

@@ -7,7 +7,7 @@
 //! ```text
 //!   runtime ─exec─► plexus-shim ─HTTP/unix─► server ─► queue (maxQueue) ─► maxConcurrency × handler in place
 //!                                                         └► handler ─► invocation::run ─► ops (delegates, netns)
-//!                                                                        └► ApiCluster (shared client, cache)
+//!                                                                        └► Cached(ApiCluster) (cache, client)
 //! ```
 
 pub mod config;

@@ -1,16 +1,17 @@
-//! The Kubernetes API implementation of the [`Cluster`] seam: one kube-rs client per invocation, built lazily
-//! (DEL from a cache never touches the API), every call bounded by a per-request timeout and an overall
-//! budget with backoff on retriable errors (docs/multus-compat.md, "API client").
+//! The Kubernetes API implementation of the [`Cluster`] seam over HTTP: one kube-rs client per invocation,
+//! built lazily (DEL from a cache never touches the API), every call bounded by a per-request timeout and an
+//! overall budget with backoff on retriable errors (docs/multus-compat.md, "API client"). It only reads and
+//! writes; which networks a pod gets is `crate::selection`'s, and the daemon's caches are a layer around it
+//! (`super::cached`).
 //!
-//! Round trips on ADD: the pod and the node's NADs (`clusterNetwork`/`defaultNetworks` names) are read
-//! together; then the NADs the pod selects, [`NAD_READS_IN_FLIGHT`] at a time, stopping at the first that
-//! fails (never a LIST); then one PATCH of `pods/status` (events are only collected: they are sent after
-//! the reply, see `super::events`). A pod over `maxAttachmentsPerPod` is refused before its NADs are read.
+//! Round trips on ADD, as the core asks them: the pod and the node's NADs together; then the NADs the pod
+//! selects, [`NAD_READS_IN_FLIGHT`] at a time, stopping at the first that fails (never a LIST); then one
+//! PATCH of `pods/status`. Events are sent by the edges after the reply ([`ApiCluster::send_events`],
+//! [`ApiCluster::post_events`]).
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -21,22 +22,11 @@ use kube::{
     api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use plexus_cni::CniResult;
-use serde_json::{Value, json};
 
-use super::{
-    annotations::{self, Selection},
-    events::event,
-    nad::NetworkAttachmentDefinition,
-    nadcache::Lookup,
-    status,
-    watch::{NodeCache, nad_fields},
-};
+use super::{nad::NetworkAttachmentDefinition, status, watch::nad_fields};
 use crate::{
-    cluster::{Cluster, ClusterError, PodNetworks},
-    confdir,
-    config::{Config, NetworkRef, Primary},
-    plan::{Attachment, NetworkRequest},
+    cluster::{Cluster, ClusterError, Nad, NadKey, NadsError, Reads, Written},
+    config::Config,
     request::PodRef,
 };
 
@@ -76,23 +66,10 @@ pub struct ApiCluster {
     timeout: Duration,
     deadline: Instant,
     conn: OnceLock<Result<(tokio::runtime::Runtime, Client), ClusterError>>,
-    /// The pod as read on ADD (for the UID precondition of the status write and for events).
-    pod: Mutex<Option<Pod>>,
-    /// NADs of `multusNamespace` read ahead with the pod: name → spec.config (None: no such NAD).
-    prefetched: Mutex<HashMap<String, Option<NadInfo>>>,
-    /// Pods in these namespaces get no network-status (docs/multus-compat.md, "Network status").
-    system_namespaces: Vec<String>,
-    /// Whether rejections are recorded as Warning events: on ADD, yes; when DEL rebuilds a pod's networks
-    /// the ADD already said so, and a second event would only be noise.
-    events: bool,
-    /// Events collected for sending after the reply (`super::events`).
-    pending: Mutex<Vec<Event>>,
-    /// The daemon's watch caches: pods and NADs are read from them first (issue 8).
-    cache: Option<Arc<NodeCache>>,
     /// Told of every API request (the daemon's metrics).
     observer: Option<Arc<dyn ApiObserver>>,
-    /// Daemon mode with `statusWrite: afterReply`: ADD's network-status write is returned to the caller
-    /// ([`Cluster::publish_status`]), for the daemon to send after the reply, instead of being sent before it.
+    /// Daemon mode with `statusWrite: afterReply`: ADD's network-status write is handed back
+    /// ([`Cluster::write_status`]), for the daemon to send after the reply, instead of being sent before it.
     defer_status: bool,
 }
 
@@ -103,7 +80,7 @@ pub use crate::cluster::DeferredStatus;
 impl DeferredStatus {
     /// The write of `rendered` (a network-status annotation value) on `pod`, guarded by the pod's `uid`: a
     /// pod recreated under the same name is never written to. The reconcile of a restarted daemon builds
-    /// its writes here; ADD's go through the same patch ([`status_patch`]).
+    /// its writes here; ADD's go through the same patch ([`status::patch`]).
     pub fn rendered(pod: PodRef, uid: &str, rendered: String) -> DeferredStatus {
         let involved = ObjectReference {
             api_version: Some("v1".into()),
@@ -114,7 +91,7 @@ impl DeferredStatus {
             ..Default::default()
         };
         DeferredStatus {
-            patch: status_patch(rendered, Some(uid.to_string())),
+            patch: status::patch(rendered, Some(uid.to_string())),
             pod,
             involved: Some(involved),
             added: Vec::new(),
@@ -123,7 +100,7 @@ impl DeferredStatus {
 
     /// The merge patch of `pods/status` this write sends (deploy/admission-policies.yaml must admit it:
     /// tests/policies.rs).
-    pub fn patch(&self) -> &Value {
+    pub fn patch(&self) -> &serde_json::Value {
         &self.patch
     }
 
@@ -132,7 +109,7 @@ impl DeferredStatus {
     pub(crate) fn new(
         pod: PodRef,
         involved: Option<ObjectReference>,
-        patch: Value,
+        patch: serde_json::Value,
         added: Vec<Event>,
     ) -> DeferredStatus {
         DeferredStatus {
@@ -142,16 +119,6 @@ impl DeferredStatus {
             added,
         }
     }
-}
-
-/// The merge patch of `pods/status` that sets the network-status annotation to `rendered`. With the pod's
-/// `uid`, the write is a precondition: a recreated pod of the same name is never written to.
-fn status_patch(rendered: String, uid: Option<String>) -> Value {
-    let mut metadata = json!({"annotations": {annotations::NETWORK_STATUS_ANNOTATION: rendered}});
-    if let Some(uid) = uid {
-        metadata["uid"] = Value::String(uid);
-    }
-    json!({ "metadata": metadata })
 }
 
 /// What to do after a failed network-status write.
@@ -192,21 +159,12 @@ enum Source {
     Client(Client, tokio::runtime::Runtime),
 }
 
-/// What plexus keeps of a NAD.
-#[derive(Debug, Clone, PartialEq)]
-struct NadInfo {
-    config: Option<String>,
-    resource_name: Option<String>,
-}
-
-impl NadInfo {
-    /// What plexus keeps of `nad` (from the API or the daemon's cache).
-    fn of(nad: &DynamicObject) -> NadInfo {
-        let (config, resource_name) = nad_fields(nad);
-        NadInfo {
-            config,
-            resource_name,
-        }
+/// What plexus keeps of `nad`.
+fn nad_of(nad: &DynamicObject) -> Nad {
+    let (config, resource_name) = nad_fields(nad);
+    Nad {
+        config,
+        resource_name,
     }
 }
 
@@ -283,12 +241,6 @@ impl ApiCluster {
         }
     }
 
-    /// Record rejections as Warning events (the default) or not.
-    pub fn with_events(mut self, events: bool) -> ApiCluster {
-        self.events = events;
-        self
-    }
-
     /// The client for `config`: from its `kubeconfig`, else in-cluster settings when the process runs in a
     /// pod; `None` when neither applies (then plexus runs file-based networks only).
     pub fn from_config(config: &Config) -> Option<ApiCluster> {
@@ -310,51 +262,22 @@ impl ApiCluster {
             timeout: config.api_timeout,
             deadline: Instant::now() + config.api_budget,
             conn: OnceLock::new(),
-            pod: Mutex::new(None),
-            prefetched: Mutex::new(HashMap::new()),
-            system_namespaces: config.system_namespaces.clone(),
-            events: true,
-            pending: Mutex::new(Vec::new()),
             defer_status: false,
-            cache: None,
             observer: None,
         }
     }
 
-    /// The daemon's cluster for one request: its shared client (driven by `handle`; call from a blocking
-    /// thread), its watch caches, and its metrics.
+    /// The daemon's client for one request: its shared client (driven by `handle`; call from a blocking
+    /// thread) and its metrics. Its watch caches go around it (`super::cached::Cached`).
     pub fn shared(
         handle: tokio::runtime::Handle,
         client: Client,
-        cache: Option<Arc<NodeCache>>,
         observer: Option<Arc<dyn ApiObserver>>,
         config: &Config,
     ) -> ApiCluster {
         let mut c = Self::new(Source::Shared(handle, client), config);
-        c.cache = cache;
         c.observer = observer;
         c
-    }
-
-    fn note_lookup(&self, kind: &'static str, hit: bool) {
-        if let Some(o) = &self.observer {
-            o.cache_lookup(kind, hit);
-        }
-    }
-
-    /// The cached pod when the watch has seen it with the UID the runtime names (a pod recreated under the
-    /// same name may not have reached the cache yet: then the API is asked).
-    fn cached_pod(&self, pod_ref: &PodRef) -> Option<Pod> {
-        let cache = self.cache.as_ref()?;
-        let hit = cache
-            .pod(&pod_ref.namespace, &pod_ref.name)
-            .filter(|p| match (&pod_ref.uid, &p.metadata.uid) {
-                (Some(want), Some(got)) => want == got,
-                _ => true,
-            })
-            .map(|p| (*p).clone());
-        self.note_lookup("pod", hit.is_some());
-        hit
     }
 
     /// The daemon's own writer of network-status (the reconcile after a restart, not any one request):
@@ -370,13 +293,7 @@ impl ApiCluster {
             timeout,
             deadline: Instant::now(),
             conn: OnceLock::new(),
-            pod: Mutex::new(None),
-            prefetched: Mutex::new(HashMap::new()),
-            system_namespaces: Vec::new(),
-            events: true,
-            pending: Mutex::new(Vec::new()),
             defer_status: false,
-            cache: None,
             observer,
         }
     }
@@ -475,56 +392,41 @@ impl ApiCluster {
         client: &Client,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<NadInfo>, kube::Error> {
+    ) -> Result<Option<Nad>, kube::Error> {
         // No NAD has a name that is not a DNS-1123 subdomain; asking would put ".." or "a?b" in a URL
-        // path (hostile input, issue 6). Such a node network is looked up in confDir only.
+        // path (hostile input, issue 6).
         if !crate::names::is_dns_subdomain(name) {
             return Ok(None);
-        }
-        // The daemon's cache answers for the NADs it holds loaded (those this node uses); one it holds
-        // compact, or has not seen (just created, or absent), is asked of the API, so a miss is never taken
-        // for "does not exist". What is read then loads it (`NodeCache::offer_nad`).
-        if let Some(cache) = &self.cache {
-            let hit = match cache.nad(namespace, name) {
-                Lookup::Loaded(nad) => Some(NadInfo {
-                    config: nad.config.clone(),
-                    resource_name: nad.resource_name.clone(),
-                }),
-                Lookup::Compact | Lookup::Unknown => None,
-            };
-            self.note_lookup("network-attachment-definition", hit.is_some());
-            if hit.is_some() {
-                return Ok(hit);
-            }
         }
         let api = Self::nad_api(client, namespace);
         match self
             .retry("get network-attachment-definition", || api.get(name))
             .await
         {
-            Ok(obj) => {
-                if let Some(cache) = &self.cache {
-                    cache.offer_nad(namespace, name, &obj);
-                }
-                Ok(Some(NadInfo::of(&obj)))
-            }
+            Ok(obj) => Ok(Some(nad_of(&obj))),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }
+}
 
-    fn pod_ref_for_events(&self) -> Option<ObjectReference> {
-        let pod = self.pod.lock().ok()?.clone()?;
-        Some(ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: pod.metadata.name.clone(),
-            namespace: pod.metadata.namespace.clone(),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
-            ..Default::default()
-        })
+/// A failed NAD read as the seam's error, naming the NAD.
+fn nad_error(namespace: &str, name: &str, e: &kube::Error) -> ClusterError {
+    cluster_error(
+        &format!("reading network-attachment-definition {namespace}/{name}"),
+        e,
+    )
+}
+
+/// A failed pod read as the seam's error, naming the pod.
+fn pod_error(pod: &PodRef, e: &kube::Error) -> ClusterError {
+    if not_found(e) {
+        return ClusterError::Other(format!(
+            "pod {}/{} not found in the Kubernetes API",
+            pod.namespace, pod.name
+        ));
     }
+    cluster_error(&format!("reading pod {}/{}", pod.namespace, pod.name), e)
 }
 
 /// Warn when a kubeconfig (it holds a token) is readable by other users.
@@ -609,12 +511,6 @@ impl ApiCluster {
         }
     }
 
-    fn defer(&self, ev: Event) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.push(ev);
-        }
-    }
-
     async fn send_event(&self, client: &Client, ev: Event) {
         let ns = ev.metadata.namespace.clone().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(client.clone(), &ns);
@@ -625,384 +521,100 @@ impl ApiCluster {
             tracing::warn!("cannot record event {:?}: {}", ev.reason, describe(&e));
         }
     }
-
-    /// Build the request for one selected NAD.
-    fn network_for(
-        &self,
-        config: &Config,
-        sel: &Selection,
-        nad: NadInfo,
-    ) -> Result<NetworkRequest, ClusterError> {
-        let qualified = sel.qualified_name();
-        let rejected =
-            |reason: String| ClusterError::Rejected(format!("network {qualified}: {reason}"));
-        let network = match nad
-            .config
-            .as_deref()
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-        {
-            Some(c) => crate::netconf::NetworkConfig::from_bytes(c.as_bytes())
-                .and_then(|n| n.with_name_if_missing(&sel.name))
-                .map_err(|e| rejected(format!("invalid spec.config: {e}")))?,
-            // NPWG-7/10: an empty spec names a network on disk.
-            None => confdir::find_by_name(&config.conf_dir, &sel.name)
-                .map_err(|e| rejected(e.to_string()))?,
-        };
-        let network = network
-            .with_version_if_missing(config.cni_version)
-            .map_err(|e| rejected(e.to_string()))?;
-        let network = match &sel.cni_args {
-            Some(args) => annotations::inject_cni_args(&network, args)
-                .map_err(|e| rejected(format!("cni-args: {e}")))?,
-            None => network,
-        };
-        for w in &sel.warnings {
-            tracing::warn!("network {qualified}: {w}");
-        }
-        Ok(NetworkRequest {
-            network,
-            status_name: qualified,
-            ifname_request: sel.interface.clone(),
-            requests: sel.requests.clone(),
-            resource_name: nad.resource_name,
-        })
-    }
-}
-
-impl ApiCluster {
-    /// Record a Warning event on the pod (best effort) and return the rejection it explains.
-    fn reject(&self, reason: &str, msg: String) -> ClusterError {
-        Cluster::warn_pod(self, reason, msg.clone());
-        ClusterError::Rejected(msg)
-    }
 }
 
 impl Cluster for ApiCluster {
-    fn pod_networks(&self, pod_ref: &PodRef, config: &Config) -> Result<PodNetworks, ClusterError> {
-        // Names of the node's networks that may be NADs in multusNamespace, read together with the pod.
-        let mut node_names: Vec<String> = Vec::new();
-        if let Primary::ClusterNetwork(NetworkRef::Name(n)) = &config.primary {
-            node_names.push(n.clone());
-        }
-        for r in &config.default_networks {
-            if let NetworkRef::Name(n) = r
-                && !node_names.contains(n)
-            {
-                node_names.push(n.clone());
-            }
-        }
-        let names = &node_names;
-        let (pod, prefetched) = self.run(|client| async move {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ref.namespace);
-            let cached = self.cached_pod(pod_ref);
+    fn read(&self, pod_ref: Option<&PodRef>, keys: &[NadKey]) -> Reads {
+        let read = self.run(|client| async move {
             let get_pod = async {
-                match cached {
-                    Some(p) => Ok(p),
-                    None => self.retry("get pod", || pods.get(&pod_ref.name)).await,
+                match pod_ref {
+                    Some(p) => {
+                        let pods: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
+                        let got = self.retry("get pod", || pods.get(&p.name)).await;
+                        Some(got.map_err(|e| pod_error(p, &e)))
+                    }
+                    None => None,
                 }
             };
-            let get_nads = join_all(
-                names
-                    .iter()
-                    .map(|n| self.read_nad(&client, &config.multus_namespace, n)),
-            );
-            tokio::join!(get_pod, get_nads)
-        })?;
-        {
-            let mut cache = self
-                .prefetched
-                .lock()
-                .map_err(|_| ClusterError::Other("poisoned".into()))?;
-            for (name, r) in node_names.iter().zip(prefetched) {
-                // A failed read is retried by `network_by_name` (and fails there with a clear error).
-                if let Ok(v) = r {
-                    cache.insert(name.clone(), v);
+            let get_nads = join_all(keys.iter().map(|(ns, name)| {
+                let client = &client;
+                async move {
+                    self.read_nad(client, ns, name)
+                        .await
+                        .map_err(|e| nad_error(ns, name, &e))
                 }
-            }
+            }));
+            tokio::join!(get_pod, get_nads)
+        });
+        match read {
+            Ok((pod, nads)) => Reads { pod, nads },
+            // No client: every read fails the same way.
+            Err(e) => Reads {
+                pod: pod_ref.map(|_| Err(e.clone())),
+                nads: keys.iter().map(|_| Err(e.clone())).collect(),
+            },
         }
-        let pod = match pod {
-            Ok(p) => p,
-            Err(e) if not_found(&e) => {
-                return Err(ClusterError::Other(format!(
-                    "pod {}/{} not found in the Kubernetes API",
-                    pod_ref.namespace, pod_ref.name
-                )));
-            }
-            Err(e) => {
-                return Err(cluster_error(
-                    &format!("reading pod {}/{}", pod_ref.namespace, pod_ref.name),
-                    &e,
-                ));
-            }
-        };
-        let pod_annotations = annotations::PodAnnotations::of(pod.metadata.annotations.as_ref());
-        if let (Some(want), Some(got)) = (&pod_ref.uid, &pod.metadata.uid)
-            && want != got
-            && !pod_annotations.is_static_pod()
-        {
-            return Err(ClusterError::Other(format!(
-                "expected pod UID {want:?} but got {got:?} from the Kubernetes API"
-            )));
-        }
-        if let Ok(mut slot) = self.pod.lock() {
-            *slot = Some(pod);
-        }
+    }
 
-        // A refusal names the network and leaves a Warning event on the pod, like every other rejection.
-        let isolation = |sel: &Selection| {
-            annotations::check_isolation(
-                &pod_ref.namespace,
-                &sel.namespace,
-                config.namespace_isolation,
-                &config.global_namespaces,
-            )
-            .map_err(|e| {
-                let msg = format!("network {}: {e}", sel.qualified_name());
-                self.reject("InvalidNetworkSelection", msg)
-            })
-        };
-        let default_sel = match pod_annotations.get(annotations::DEFAULT_NETWORK_ANNOTATION) {
-            Some(v) if !v.trim().is_empty() => {
-                let sel = annotations::parse_default_network(v, &config.multus_namespace).map_err(
-                    |e| {
-                        let what = annotations::DEFAULT_NETWORK_ANNOTATION;
-                        self.reject("InvalidNetworkSelection", format!("annotation {what}: {e}"))
-                    },
-                )?;
-                // Go Multus lets this annotation bypass isolation; plexus does not (docs/multus-compat.md,
-                // "Annotations").
-                isolation(&sel)?;
-                Some(sel)
-            }
-            _ => None,
-        };
-        let selections = match pod_annotations.get(annotations::NETWORKS_ANNOTATION) {
-            // Fail closed, with a Warning event on the pod (DECIDE-A1; docs/multus-compat.md,
-            // "Invalid annotations").
-            Some(v) => annotations::parse_networks(v, &pod_ref.namespace).map_err(|e| {
-                let what = annotations::NETWORKS_ANNOTATION;
-                self.reject("InvalidNetworkSelection", format!("annotation {what}: {e}"))
-            })?,
-            None => Vec::new(),
-        };
-        // The node's limit (issue 20), before any NAD the pod names is read.
-        config
-            .check_attachment_limit(&pod_ref.namespace, selections.len())
-            .map_err(|msg| self.reject("TooManyAttachments", msg))?;
-        for s in &selections {
-            isolation(s)?;
-        }
-
-        // The selected NADs, each distinct one read once, a few at a time, stopping at the first failure
-        // in annotation order (the default-network annotation's first).
-        let mut wanted: Vec<(String, String)> = Vec::new();
-        for s in default_sel.iter().chain(&selections) {
-            let key = (s.namespace.clone(), s.name.clone());
-            if !wanted.contains(&key) {
-                wanted.push(key);
-            }
-        }
-        let wanted = &wanted;
-        let reads = self.run(|client| async move {
-            read_in_order(wanted, NAD_READS_IN_FLIGHT, |key| {
+    fn read_nads_in_order(&self, keys: &[NadKey]) -> Result<Vec<Nad>, NadsError> {
+        self.run(|client| async move {
+            read_in_order(keys, NAD_READS_IN_FLIGHT, |key| {
                 let client = client.clone();
                 async move {
                     let (ns, name) = key;
                     match self.read_nad(&client, ns, name).await {
-                        Ok(Some(info)) => Ok((key.clone(), info)),
-                        Ok(None) => Err((key, None)),
-                        Err(e) => Err((key, Some(e))),
+                        Ok(Some(nad)) => Ok(nad),
+                        Ok(None) => Err(NadsError::Missing(key.clone())),
+                        Err(e) => Err(NadsError::Failed(nad_error(ns, name, &e))),
                     }
                 }
             })
             .await
-        })?;
-        let nads: HashMap<(String, String), NadInfo> = match reads {
-            Ok(found) => found.into_iter().collect(),
-            Err(((ns, name), None)) => {
-                let msg = format!(
-                    "cannot find a network-attachment-definition ({name}) in namespace ({ns})"
-                );
-                return Err(self.reject("NoNetworkFound", msg));
-            }
-            Err(((ns, name), Some(e))) => {
-                return Err(cluster_error(
-                    &format!("reading network-attachment-definition {ns}/{name}"),
-                    &e,
-                ));
-            }
-        };
-        let mut out = PodNetworks::default();
-        if let Some(sel) = &default_sel {
-            let info = nads[&(sel.namespace.clone(), sel.name.clone())].clone();
-            out.default_network = Some(self.network_for(config, sel, info)?);
-        }
-        for sel in &selections {
-            let info = nads[&(sel.namespace.clone(), sel.name.clone())].clone();
-            out.networks.push(self.network_for(config, sel, info)?);
-        }
-        Ok(out)
+        })
+        .map_err(NadsError::Failed)?
     }
 
-    fn network_by_name(
-        &self,
-        config: &Config,
-        name: &str,
-    ) -> Result<Option<NetworkRequest>, ClusterError> {
-        let cached = self
-            .prefetched
-            .lock()
-            .ok()
-            .and_then(|c| c.get(name).cloned());
-        let info = match cached {
-            Some(info) => info,
-            None => self
-                .run(|client| async move {
-                    self.read_nad(&client, &config.multus_namespace, name).await
-                })?
-                .map_err(|e| {
-                    cluster_error(
-                        &format!(
-                            "reading network-attachment-definition {}/{name}",
-                            config.multus_namespace
-                        ),
-                        &e,
-                    )
-                })?,
-        };
-        let Some(info) = info else { return Ok(None) };
-        let sel = Selection {
-            namespace: config.multus_namespace.clone(),
-            name: name.to_string(),
-            ..Selection::default()
-        };
-        self.network_for(config, &sel, info).map(Some)
-    }
-
-    fn warn_pod(&self, reason: &str, message: String) {
-        if let Some(pod) = self.pod_ref_for_events().filter(|_| self.events) {
-            self.defer(event(&pod, "Warning", reason, message));
-        }
-    }
-
-    fn take_events(&self) -> Vec<Event> {
-        self.pending
-            .lock()
-            .map(|mut p| std::mem::take(&mut *p))
-            .unwrap_or_default()
-    }
-
-    fn dra_devices(&self, pod_ref: &PodRef) -> Result<crate::devices::DraDevices, ClusterError> {
-        self.read_dra_devices(pod_ref)
-    }
-
-    fn publish_status(
+    fn dra_devices(
         &self,
         pod_ref: &PodRef,
-        attached: &[(Attachment, CniResult)],
-    ) -> Result<Option<DeferredStatus>, ClusterError> {
-        if self.system_namespaces.contains(&pod_ref.namespace) {
-            return Ok(None);
-        }
-        let (patch, added) = self.status_write(attached);
+        pod: &Pod,
+    ) -> Result<crate::devices::DraDevices, ClusterError> {
+        self.read_dra_devices(pod_ref, pod)
+    }
+
+    fn write_status(&self, job: &crate::cluster::DeferredStatus) -> Result<Written, ClusterError> {
         if self.defer_status {
             // Daemon mode, after the reply: the write (and the events that follow it) go back to the caller.
-            return Ok(Some(DeferredStatus {
-                pod: pod_ref.clone(),
-                involved: self.pod_ref_for_events(),
-                patch,
-                added,
-            }));
+            return Ok(Written::Deferred);
         }
+        let pod_ref = &job.pod;
         let result = self.run(|client| async move {
             let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ref.namespace);
             let params = PatchParams::default();
-            let merge = Patch::Merge(&patch);
-            let write = async {
-                let mut pause = Duration::from_millis(50);
-                loop {
-                    let r = self
-                        .retry("patch pod status", || {
-                            pods.patch_status(&pod_ref.name, &params, &merge)
-                        })
-                        .await;
-                    match r {
-                        // A conflict is worth another try within the budget.
-                        Err(kube::Error::Api(s))
-                            if s.code == 409 && Instant::now() + pause < self.deadline =>
-                        {
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(Duration::from_secs(1));
-                        }
-                        other => return other.map(|_| ()),
+            let merge = Patch::Merge(&job.patch);
+            let mut pause = Duration::from_millis(50);
+            loop {
+                let r = self
+                    .retry("patch pod status", || {
+                        pods.patch_status(&pod_ref.name, &params, &merge)
+                    })
+                    .await;
+                match r {
+                    // A conflict is worth another try within the budget.
+                    Err(kube::Error::Api(s))
+                        if s.code == 409 && Instant::now() + pause < self.deadline =>
+                    {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(1));
                     }
+                    other => return other.map(|_| ()),
                 }
-            };
-            write.await
+            }
         })?;
-        self.status_written(pod_ref, result, added).map(|()| None)
-    }
-}
-
-impl ApiCluster {
-    /// The merge patch of `pods/status` that records `attached`, and the `AddedInterface` events to post
-    /// once it is written.
-    fn status_write(&self, attached: &[(Attachment, CniResult)]) -> (Value, Vec<Event>) {
-        let rendered = status::render_attached(attached, crate::devices::info::read); // NPWG-73
-        let uid = self
-            .pod
-            .lock()
-            .ok()
-            .and_then(|p| p.as_ref().and_then(|p| p.metadata.uid.clone()));
-        let patch = status_patch(rendered, uid);
-        // Sent only when the status is written: a failed ADD is rolled back, nothing was added.
-        let added: Vec<Event> = match self.pod_ref_for_events() {
-            Some(pod) => attached
-                .iter()
-                .filter(|(_, r)| !r.interfaces.is_empty() || !r.ips.is_empty())
-                .map(|(a, r)| {
-                    let ips: Vec<String> = r.ips.iter().map(|ip| ip.address.to_string()).collect();
-                    event(
-                        &pod,
-                        "Normal",
-                        "AddedInterface",
-                        format!(
-                            "Add {} [{}] from {}",
-                            a.ifname,
-                            ips.join(","),
-                            a.status_name
-                        ),
-                    )
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        (patch, added)
-    }
-
-    /// The end of a synchronous status write: the events go out after the reply; a pod that is gone needs
-    /// none; other failures become the ADD's error.
-    fn status_written(
-        &self,
-        pod_ref: &PodRef,
-        result: Result<(), kube::Error>,
-        added: Vec<Event>,
-    ) -> Result<(), ClusterError> {
         match result {
-            Ok(()) => {
-                added.into_iter().for_each(|ev| self.defer(ev));
-                Ok(())
-            }
+            Ok(()) => Ok(Written::Sent),
             // The pod is already gone: the runtime will tear the sandbox down; nothing to record.
-            Err(e) if not_found(&e) => {
-                tracing::warn!(
-                    "pod {}/{} is gone; network-status not written",
-                    pod_ref.namespace,
-                    pod_ref.name
-                );
-                Ok(())
-            }
+            Err(e) if not_found(&e) => Ok(Written::PodGone),
             // Conflicts retried for the whole budget: try again later (code 11), as for 429/5xx.
             Err(e @ kube::Error::Api(_)) if is_conflict(&e) => {
                 Err(ClusterError::Unavailable(format!(
@@ -1029,14 +641,14 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use http::{Method, Request, Response};
     use kube::client::Body;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
-    use crate::config::Config;
+    use crate::{cluster::DeferredStatus, config::Config, k8s::events::event};
 
     /// One request as the mock API saw it.
     #[derive(Debug, Clone)]
@@ -1103,13 +715,13 @@ mod tests {
         (ApiCluster::with_client(client, rt, config), seen)
     }
 
+    /// Requests given up after a second, all of them after two.
     fn config(extra: Value) -> Config {
-        let mut v = json!({"cniVersion": "1.0.0", "name": "plexus", "clusterNetwork": "cluster-nad",
-                           "apiTimeoutSeconds": 1, "apiBudgetSeconds": 2});
+        let mut v = json!({"apiTimeoutSeconds": 1, "apiBudgetSeconds": 2});
         for (k, val) in extra.as_object().unwrap() {
             v[k] = val.clone();
         }
-        Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
+        crate::testing::kube_config(v)
     }
 
     fn status(code: u16, reason: &str) -> (u16, Value) {
@@ -1135,14 +747,7 @@ mod tests {
                "spec": spec})
     }
 
-    fn pod_ref() -> PodRef {
-        PodRef {
-            namespace: "ns1".into(),
-            name: "p1".into(),
-            uid: Some("uid-1".into()),
-            infra_container_id: None,
-        }
-    }
+    use crate::testing::pod_ref;
 
     const NADS: &str = "/apis/k8s.cni.cncf.io/v1/namespaces";
 
@@ -1182,89 +787,6 @@ mod tests {
     }
 
     #[test]
-    fn pod_networks_reads_pod_and_nads_and_builds_requests() {
-        let cfg = config(json!({}));
-        let (api, api_seen) = mock(&cfg, standard);
-        let nets = api.pod_networks(&pod_ref(), &cfg).unwrap();
-        let names: Vec<_> = nets
-            .networks
-            .iter()
-            .map(|n| {
-                (
-                    n.status_name.as_str(),
-                    n.network.name.as_str(),
-                    n.ifname_request.as_deref(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            names,
-            [
-                ("ns1/net-a", "net-a", None),
-                ("other/net-b", "b-conf", Some("data0")),
-                ("ns1/net-a", "net-a", None)
-            ]
-        );
-        assert_eq!(
-            nets.networks[0].resource_name.as_deref(),
-            Some("intel.com/vf")
-        );
-        // NPWG-11: the NAD name was injected where the config had none.
-        assert_eq!(nets.networks[0].network.value["name"], "net-a");
-        // Every NAD read once, by GET (never a LIST), and the cluster NAD was read with the pod.
-        let seen = api_seen.lock().unwrap();
-        assert!(seen.iter().all(|s| s.method == Method::GET));
-        assert_eq!(
-            seen.iter().filter(|s| s.path.ends_with("/net-a")).count(),
-            1
-        );
-        assert!(seen.iter().any(|s| s.path.ends_with("/cluster-nad")));
-        let before = seen.len();
-        drop(seen);
-        let cluster = api.network_by_name(&cfg, "cluster-nad").unwrap().unwrap();
-        assert_eq!(cluster.network.plugins[0].plugin_type, "bridge");
-        assert_eq!(cluster.status_name, "kube-system/cluster-nad");
-        assert_eq!(
-            api_seen.lock().unwrap().len(),
-            before,
-            "served from the read-ahead: no extra round trip"
-        );
-    }
-
-    #[test]
-    fn network_by_name_without_read_ahead_reads_once_and_404_means_confdir() {
-        let cfg = config(json!({}));
-        let (api, seen) = mock(&cfg, standard);
-        assert!(api.network_by_name(&cfg, "cluster-nad").unwrap().is_some());
-        assert!(api.network_by_name(&cfg, "not-a-nad").unwrap().is_none());
-        let paths: Vec<_> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.path.clone())
-            .collect();
-        assert_eq!(paths.len(), 2);
-        assert!(paths[1].ends_with("/kube-system/network-attachment-definitions/not-a-nad"));
-    }
-
-    /// What the edge does after the reply: nothing was POSTed while the operation ran; then the collected
-    /// events are sent (by the detached child in the binary).
-    fn send_after_reply(api: &ApiCluster, seen: &Mutex<Vec<Seen>>) {
-        assert!(
-            !seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|s| s.method == Method::POST),
-            "events wait for the reply"
-        );
-        let events = api.take_events();
-        assert!(!events.is_empty(), "events were collected");
-        api.send_events(events);
-        assert!(api.take_events().is_empty(), "taken once");
-    }
-
-    #[test]
     fn events_are_sent_in_the_order_they_happened() {
         let cfg = config(json!({}));
         let (api, seen) = mock(&cfg, |s, _| (201, s.body.clone()));
@@ -1291,45 +813,16 @@ mod tests {
         );
     }
 
-    #[test]
-    fn missing_nad_is_rejected_with_a_warning_event() {
-        let cfg = config(json!({}));
-        let (api, seen) = mock(&cfg, |s, _| {
-            if s.path.ends_with("/pods/p1") {
-                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": "ghost"})))
-            } else if s.method == Method::POST {
-                (201, s.body.clone())
-            } else {
-                status(404, "NotFound")
-            }
-        });
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
-        assert!(
-            matches!(&e, ClusterError::Rejected(m) if m.contains("ghost") && m.contains("ns1")),
-            "{e:?}"
-        );
-        send_after_reply(&api, &seen);
-        let seen = seen.lock().unwrap();
-        let ev = seen
-            .iter()
-            .find(|s| s.method == Method::POST)
-            .expect("an event was sent");
-        assert_eq!(ev.path, "/api/v1/namespaces/ns1/events");
-        assert_eq!(ev.body["reason"], "NoNetworkFound");
-        assert_eq!(ev.body["type"], "Warning");
-        assert_eq!(ev.body["involvedObject"]["uid"], "uid-1");
-    }
-
     /// Counts the reads [`read_in_order`] starts and how many are out at once (a read dropped unfinished
     /// counts as ended).
     #[derive(Default)]
-    struct Reads {
+    struct Counted {
         started: std::sync::atomic::AtomicUsize,
         out: std::sync::atomic::AtomicUsize,
         most_out: std::sync::atomic::AtomicUsize,
     }
 
-    struct Out<'a>(&'a Reads);
+    struct Out<'a>(&'a Counted);
 
     impl Drop for Out<'_> {
         fn drop(&mut self) {
@@ -1337,7 +830,7 @@ mod tests {
         }
     }
 
-    impl Reads {
+    impl Counted {
         /// A read of `key` that takes `turns` scheduler turns and then fails when `fails` says so.
         async fn read(&self, key: usize, turns: usize, fails: bool) -> Result<usize, usize> {
             use std::sync::atomic::Ordering::SeqCst;
@@ -1370,7 +863,7 @@ mod tests {
     /// Issue 20: the reads run `limit` at a time and come back in order.
     #[test]
     fn read_in_order_runs_a_few_at_a_time_and_answers_in_order() {
-        let reads = Reads::default();
+        let reads = Counted::default();
         let keys: Vec<usize> = (0..40).collect();
         // Later keys finish sooner: the answers still come in key order.
         let got = block_on(read_in_order(keys.clone(), 8, |k| {
@@ -1380,7 +873,7 @@ mod tests {
         assert_eq!(reads.started(), 40);
         assert_eq!(reads.most_out(), 8, "never more than the limit at once");
         // A limit of 0 would never start anything: it means 1.
-        let reads = Reads::default();
+        let reads = Counted::default();
         assert_eq!(
             block_on(read_in_order([1, 2], 0, |k| reads.read(k, 1, false))),
             Ok(vec![1, 2])
@@ -1392,12 +885,12 @@ mod tests {
     /// never start.
     #[test]
     fn read_in_order_stops_at_the_first_failure_and_starts_nothing_after_it() {
-        let reads = Reads::default();
+        let reads = Counted::default();
         let got = block_on(read_in_order(0..1000, 8, |k| reads.read(k, 1, true)));
         assert_eq!(got, Err(0), "the first key's failure");
         assert!(reads.started() <= 8, "{} reads started", reads.started());
         // The ones in flight with it were dropped, not waited for.
-        let reads = Reads::default();
+        let reads = Counted::default();
         let got = block_on(read_in_order(0..1000, 8, |k| {
             reads.read(k, if k == 0 { 0 } else { 1000 }, true)
         }));
@@ -1410,7 +903,7 @@ mod tests {
     #[test]
     fn read_in_order_answers_the_first_failure_in_order_not_the_fastest() {
         // Key 2 fails at once, key 1 fails after many turns: the answer is key 1's.
-        let reads = Reads::default();
+        let reads = Counted::default();
         let got = block_on(read_in_order(0..100, 8, |k| match k {
             1 => reads.read(k, 50, true),
             2 => reads.read(k, 0, true),
@@ -1418,7 +911,7 @@ mod tests {
         }));
         assert_eq!(got, Err(1));
         // Key 1 succeeds slowly, key 3 fails at once: the answer waits for key 1, then is key 3's.
-        let reads = Reads::default();
+        let reads = Counted::default();
         let got = block_on(read_in_order(0..100, 8, |k| match k {
             1 => reads.read(k, 50, false),
             3 => reads.read(k, 0, true),
@@ -1433,54 +926,92 @@ mod tests {
         assert!(reads.most_out() <= 8);
     }
 
+    fn nad_key(ns: &str, name: &str) -> NadKey {
+        (ns.into(), name.into())
+    }
+
+    /// The pod and the node's NADs in one go, each a GET (never a LIST); a NAD that does not exist is
+    /// `None`, and a name no NAD can have is never put in a URL.
+    #[test]
+    fn read_gets_the_pod_and_the_nads_together() {
+        let cfg = config(json!({}));
+        let (api, seen) = mock(&cfg, standard);
+        let keys = [
+            nad_key("kube-system", "cluster-nad"),
+            nad_key("kube-system", "not-a-nad"),
+            nad_key("kube-system", "../a?b"),
+        ];
+        let reads = api.read(Some(&pod_ref()), &keys);
+        let pod = reads.pod.unwrap().unwrap();
+        assert_eq!(pod.metadata.uid.as_deref(), Some("uid-1"));
+        assert_eq!(reads.nads.len(), 3);
+        let cluster = reads.nads[0].clone().unwrap().unwrap();
+        assert_eq!(
+            cluster.config.as_deref(),
+            Some(r#"{"cniVersion":"1.0.0","type":"bridge"}"#)
+        );
+        assert_eq!(cluster.resource_name.as_deref(), Some("intel.com/vf"));
+        assert_eq!(reads.nads[1], Ok(None), "404: not a NAD (then confDir)");
+        assert_eq!(reads.nads[2], Ok(None));
+        let seen = seen.lock().unwrap();
+        assert!(seen.iter().all(|s| s.method == Method::GET));
+        let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths.len(), 3, "{paths:?}");
+        assert!(paths.contains(&"/api/v1/namespaces/ns1/pods/p1"));
+        assert!(!paths.iter().any(|p| p.contains("a?b") || p.contains("..")));
+        drop(seen);
+        // No pod asked: the NADs only.
+        let (api, seen) = mock(&cfg, standard);
+        let reads = api.read(None, &keys[..1]);
+        assert!(reads.pod.is_none());
+        assert!(matches!(&reads.nads[0], Ok(Some(_))));
+        assert_eq!(seen.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_selected_nads_are_read_in_order_and_a_missing_one_is_named() {
+        let cfg = config(json!({}));
+        let (api, seen) = mock(&cfg, standard);
+        let got = api
+            .read_nads_in_order(&[nad_key("ns1", "net-a"), nad_key("other", "net-b")])
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[1].config.as_deref(),
+            Some(r#"{"cniVersion":"1.0.0","name":"b-conf","type":"ptp"}"#)
+        );
+        assert_eq!(seen.lock().unwrap().len(), 2);
+        let e = api
+            .read_nads_in_order(&[nad_key("ns1", "net-a"), nad_key("ns1", "ghost")])
+            .unwrap_err();
+        assert_eq!(e, NadsError::Missing(nad_key("ns1", "ghost")));
+    }
+
     /// Issue 20: a pod naming a thousand NADs that do not exist costs at most [`NAD_READS_IN_FLIGHT`]
-    /// NAD reads, and the error names the first of them, in today's words.
+    /// NAD reads, and the answer names the first of them.
     #[test]
     fn a_thousand_missing_nads_cost_a_few_reads_and_name_the_first() {
-        let names: Vec<String> = (0..1000).map(|i| format!("ghost-{i:04}")).collect();
-        let annotation = names.join(",");
-        let cfg = config(json!({"maxAttachmentsPerPod": 2000}));
-        let (api, seen) = mock(&cfg, move |s, _| {
-            if s.path.ends_with("/pods/p1") {
-                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": annotation})))
-            } else {
-                status(404, "NotFound")
-            }
-        });
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
-        assert_eq!(
-            e,
-            ClusterError::Rejected(
-                "cannot find a network-attachment-definition (ghost-0000) in namespace (ns1)"
-                    .into()
-            )
-        );
-        let reads = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.path.starts_with(&format!("{NADS}/ns1/")))
-            .count();
+        let cfg = config(json!({}));
+        let keys: Vec<NadKey> = (0..1000)
+            .map(|i| nad_key("ns1", &format!("ghost-{i:04}")))
+            .collect();
+        let (api, seen) = mock(&cfg, |_, _| status(404, "NotFound"));
+        let e = api.read_nads_in_order(&keys).unwrap_err();
+        assert_eq!(e, NadsError::Missing(nad_key("ns1", "ghost-0000")));
+        let reads = seen.lock().unwrap().len();
         assert!(
             (1..=NAD_READS_IN_FLIGHT).contains(&reads),
             "{reads} NAD reads"
-        );
-        assert_eq!(
-            api.take_events()[0].reason.as_deref(),
-            Some("NoNetworkFound")
         );
     }
 
     /// Issue 20: a forbidden NAD read ends the reads too, and is the error (the first in annotation order).
     #[test]
     fn a_refused_nad_read_stops_the_others() {
-        let annotation: Vec<String> = (0..100).map(|i| format!("n{i}")).collect();
-        let annotation = annotation.join(",");
-        let cfg = config(json!({"maxAttachmentsPerPod": 200}));
+        let cfg = config(json!({}));
+        let keys: Vec<NadKey> = (0..100).map(|i| nad_key("ns1", &format!("n{i}"))).collect();
         let (api, seen) = mock(&cfg, move |s, _| {
-            if s.path.ends_with("/pods/p1") {
-                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": annotation})))
-            } else if s.path.ends_with("/n0") {
+            if s.path.ends_with("/n0") {
                 (
                     200,
                     nad(
@@ -1493,173 +1024,21 @@ mod tests {
                 status(403, "Forbidden")
             }
         });
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        let e = api.read_nads_in_order(&keys).unwrap_err();
         assert!(
-            matches!(&e, ClusterError::Other(m) if m.starts_with("reading network-attachment-definition ns1/n1:")
+            matches!(&e, NadsError::Failed(ClusterError::Other(m)) if m.starts_with("reading network-attachment-definition ns1/n1:")
                 && m.contains("credentials")),
             "{e:?}"
         );
-        let reads = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.path.starts_with(&format!("{NADS}/ns1/")))
-            .count();
+        let reads = seen.lock().unwrap().len();
         assert!(reads <= NAD_READS_IN_FLIGHT + 1, "{reads} NAD reads");
-    }
-
-    /// Issue 20: a pod over `maxAttachmentsPerPod` (the node's networks counted) is refused, code 7, naming
-    /// the limit and the key, with a Warning event, before any NAD it names is read.
-    #[test]
-    fn a_pod_over_the_attachment_limit_is_refused_before_its_nads_are_read() {
-        let over = |limit: usize, selected: usize| {
-            let annotation: Vec<String> = (0..selected).map(|i| format!("n{i}")).collect();
-            let annotation = annotation.join(",");
-            let cfg = config(json!({"maxAttachmentsPerPod": limit}));
-            let (api, seen) = mock(&cfg, move |s, _| {
-                if s.path.ends_with("/pods/p1") {
-                    (200, pod(json!({"k8s.v1.cni.cncf.io/networks": annotation})))
-                } else {
-                    let name = s.path.rsplit('/').next().unwrap_or_default().to_string();
-                    (
-                        200,
-                        nad(
-                            "ns1",
-                            &name,
-                            Some(r#"{"cniVersion":"1.0.0","type":"bridge"}"#),
-                        ),
-                    )
-                }
-            });
-            let got = api.pod_networks(&pod_ref(), &cfg);
-            let read: Vec<String> = seen
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|s| s.path.starts_with(&format!("{NADS}/ns1/")))
-                .map(|s| s.path.clone())
-                .collect();
-            (got, read, api.take_events())
-        };
-        // The cluster network and 3 selected: 4, within 4.
-        let (got, read, _) = over(4, 3);
-        assert_eq!(got.unwrap().networks.len(), 3);
-        assert_eq!(read.len(), 3);
-        // One more is over it.
-        let (got, read, events) = over(4, 4);
-        let e = got.unwrap_err();
-        let ClusterError::Rejected(msg) = &e else {
-            panic!("{e:?}")
-        };
-        for part in [
-            "5 network attachments",
-            "at most 4 per pod",
-            "maxAttachmentsPerPod",
-        ] {
-            assert!(msg.contains(part), "{part}: {msg}");
-        }
-        assert_eq!(read, Vec::<String>::new(), "no NAD the pod names was read");
-        assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!(events[0].reason.as_deref(), Some("TooManyAttachments"));
-        assert_eq!(events[0].message.as_deref(), Some(msg.as_str()));
-        // The default (32) refuses 32 selected networks after the cluster network.
-        let cfg = config(json!({}));
-        let annotation: Vec<String> = (0..32).map(|i| format!("n{i}")).collect();
-        let annotation = annotation.join(",");
-        let (api, seen) = mock(&cfg, move |s, _| {
-            if s.path.ends_with("/pods/p1") {
-                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": annotation})))
-            } else {
-                status(404, "NotFound")
-            }
-        });
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
-        assert!(
-            matches!(&e, ClusterError::Rejected(m) if m.contains("33 network attachments") && m.contains("at most 32")),
-            "{e:?}"
-        );
-        assert!(
-            !seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|s| s.path.starts_with(&format!("{NADS}/ns1/"))),
-            "no NAD the pod names was read"
-        );
-    }
-
-    /// The core's own Warning events (a NAD naming a missing plugin, issue 16) land on the pod the ADD read;
-    /// before any pod was read there is nothing to put them on.
-    #[test]
-    fn a_warning_from_the_core_goes_on_the_pod_read() {
-        let cfg = config(json!({}));
-        let (api, _) = mock(&cfg, standard);
-        api.warn_pod("NoPluginFound", "too early".into());
-        assert!(api.take_events().is_empty(), "no pod read yet");
-        api.pod_networks(&pod_ref(), &cfg).unwrap();
-        api.warn_pod(
-            "NoPluginFound",
-            "network \"ns1/a\" cannot be attached".into(),
-        );
-        let events = api.take_events();
-        assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!(events[0].reason.as_deref(), Some("NoPluginFound"));
-        assert_eq!(events[0].type_.as_deref(), Some("Warning"));
-        assert_eq!(events[0].involved_object.uid.as_deref(), Some("uid-1"));
-        let api = api.with_events(false);
-        api.warn_pod("NoPluginFound", "off".into());
-        assert!(api.take_events().is_empty(), "events off (DEL)");
-    }
-
-    #[test]
-    fn no_warning_events_when_events_are_off() {
-        let cfg = config(json!({}));
-        let (api, seen) = mock(&cfg, |s, _| {
-            if s.path.ends_with("/pods/p1") {
-                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": "ghost"})))
-            } else {
-                status(404, "NotFound")
-            }
-        });
-        let api = api.with_events(false);
-        assert!(api.pod_networks(&pod_ref(), &cfg).is_err());
-        assert!(api.take_events().is_empty());
-        assert!(
-            !seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|s| s.method == Method::POST),
-            "DEL's fallback read records nothing"
-        );
-    }
-
-    #[test]
-    fn uid_mismatch_fails_unless_static() {
-        let cfg = config(json!({}));
-        let mut r = pod_ref();
-        r.uid = Some("someone-else".into());
-        let (api, _) = mock(&cfg, standard);
-        let e = api.pod_networks(&r, &cfg).unwrap_err();
-        assert!(e.to_string().contains("expected pod UID"), "{e}");
-        let (api, _) = mock(&cfg, |s, n| {
-            if s.path.ends_with("/pods/p1") {
-                (200, pod(json!({"kubernetes.io/config.source": "file"})))
-            } else {
-                standard(s, n)
-            }
-        });
-        assert!(
-            api.pod_networks(&r, &cfg).is_ok(),
-            "static pods are exempt (#773)"
-        );
     }
 
     #[test]
     fn pod_not_found_names_the_pod() {
         let cfg = config(json!({}));
         let (api, _) = mock(&cfg, |_, _| status(404, "NotFound"));
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        let e = api.read(Some(&pod_ref()), &[]).pod.unwrap().unwrap_err();
         assert_eq!(
             e,
             ClusterError::Other("pod ns1/p1 not found in the Kubernetes API".into())
@@ -1676,7 +1055,7 @@ mod tests {
                 standard(s, n)
             }
         });
-        api.pod_networks(&pod_ref(), &cfg).unwrap();
+        api.read(Some(&pod_ref()), &[]).pod.unwrap().unwrap();
         assert_eq!(
             seen.lock()
                 .unwrap()
@@ -1687,8 +1066,14 @@ mod tests {
         );
         let (api, _) = mock(&cfg, |_, _| status(500, "InternalError"));
         let started = Instant::now();
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        let reads = api.read(Some(&pod_ref()), &[nad_key("kube-system", "cluster-nad")]);
+        let e = reads.pod.unwrap().unwrap_err();
         assert!(matches!(e, ClusterError::Unavailable(_)), "{e:?}");
+        assert!(
+            matches!(&reads.nads[0], Err(ClusterError::Unavailable(m)) if m.starts_with("reading network-attachment-definition kube-system/cluster-nad")),
+            "{:?}",
+            reads.nads
+        );
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "bounded by apiBudgetSeconds"
@@ -1699,149 +1084,21 @@ mod tests {
     fn unauthorized_says_so() {
         let cfg = config(json!({}));
         let (api, _) = mock(&cfg, |_, _| status(401, "Unauthorized"));
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
+        let e = api.read(Some(&pod_ref()), &[]).pod.unwrap().unwrap_err();
         assert!(e.to_string().contains("credentials"), "{e}");
     }
 
-    #[test]
-    fn namespace_isolation_covers_both_annotations() {
-        let cfg = config(json!({"namespaceIsolation": true}));
-        let (api, seen) = mock(&cfg, |s, n| {
-            if s.method == Method::POST {
-                (201, s.body.clone())
-            } else {
-                standard(s, n)
-            }
-        });
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
-        assert!(
-            matches!(&e, ClusterError::Rejected(m) if m.contains("namespace isolation") && m.contains("other/net-b")),
-            "names the network: {e:?}"
-        );
-        send_after_reply(&api, &seen);
-        let seen = seen.lock().unwrap();
-        let ev = seen
-            .iter()
-            .find(|s| s.method == Method::POST)
-            .expect("a Warning event");
-        assert_eq!(ev.body["type"], "Warning");
-        assert!(ev.body["message"].as_str().unwrap().contains("other/net-b"));
-        drop(seen);
-        let (api, _) = mock(&cfg, |s, n| {
-            if s.path.ends_with("/pods/p1") {
-                (
-                    200,
-                    pod(json!({"v1.multus-cni.io/default-network": "kube-system/cluster-nad"})),
-                )
-            } else {
-                standard(s, n)
-            }
-        });
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
-        assert!(
-            e.to_string().contains("namespace isolation"),
-            "the default-network annotation obeys isolation too: {e}"
-        );
-        let cfg = config(json!({"namespaceIsolation": true, "globalNamespaces": "kube-system"}));
-        let (api, _) = mock(&cfg, |s, n| {
-            if s.path.ends_with("/pods/p1") {
-                (
-                    200,
-                    pod(json!({"v1.multus-cni.io/default-network": "cluster-nad"})),
-                )
-            } else {
-                standard(s, n)
-            }
-        });
-        let nets = api.pod_networks(&pod_ref(), &cfg).unwrap();
-        assert_eq!(
-            nets.default_network.unwrap().status_name,
-            "kube-system/cluster-nad"
-        );
-    }
-
-    #[test]
-    fn invalid_annotation_is_rejected_naming_the_element_with_a_warning_event() {
-        let cfg = config(json!({}));
-        let (api, seen) = mock(&cfg, |s, n| {
-            if s.path.ends_with("/pods/p1") {
-                let bad = r#"[{"name":"net-a","mac":"zz"}]"#;
-                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": bad})))
-            } else if s.method == Method::POST {
-                (201, s.body.clone())
-            } else {
-                standard(s, n)
-            }
-        });
-        let e = api.pod_networks(&pod_ref(), &cfg).unwrap_err();
-        assert!(
-            matches!(&e, ClusterError::Rejected(m) if m.contains("mac") && m.contains("element 0")),
-            "{e:?}"
-        );
-        send_after_reply(&api, &seen);
-        let seen = seen.lock().unwrap();
-        let ev = seen
-            .iter()
-            .find(|s| s.method == Method::POST)
-            .expect("a Warning event");
-        assert_eq!(ev.body["type"], "Warning");
-        assert_eq!(ev.body["reason"], "InvalidNetworkSelection");
-        assert!(ev.body["message"].as_str().unwrap().contains("element 0"));
-    }
-
-    #[test]
-    fn empty_spec_config_is_found_in_conf_dir() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(
-            d.path().join("a.conf"),
-            r#"{"cniVersion":"1.0.0","name":"net-a","type":"ondisk"}"#,
-        )
-        .unwrap();
-        let cfg = config(json!({"confDir": d.path()}));
-        let (api, _) = mock(&cfg, |s, n| {
-            if s.path.ends_with("/net-a") {
-                (200, nad("ns1", "net-a", None))
-            } else if s.path.ends_with("/pods/p1") {
-                (200, pod(json!({"k8s.v1.cni.cncf.io/networks": "net-a"})))
-            } else {
-                standard(s, n)
-            }
-        });
-        let nets = api.pod_networks(&pod_ref(), &cfg).unwrap();
-        assert_eq!(nets.networks[0].network.plugins[0].plugin_type, "ondisk");
-    }
-
-    fn attached() -> Vec<(Attachment, CniResult)> {
-        let net = crate::netconf::NetworkConfig::from_value(
-            json!({"cniVersion": "1.0.0", "name": "c", "type": "bridge"}),
-        )
-        .unwrap();
-        let mut req = NetworkRequest::plain(net);
-        req.status_name = "c".into();
-        let a = crate::plan::plan("eth0", vec![req]).unwrap().remove(0);
-        let r = CniResult::from_value(
-            &json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x", "mac": "02:00:00:00:00:01"}],
-                    "ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0.1", "interface": 0}],
-                    "routes": [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}]}),
-            plexus_cni::CniVersion::V1_0_0,
-        )
-        .unwrap();
-        vec![(a, r)]
+    /// A network-status write of pod ns1/p1 as the core builds it.
+    fn job() -> DeferredStatus {
+        DeferredStatus::rendered(pod_ref(), "uid-1", r#"[{"name":"c"}]"#.into())
     }
 
     #[test]
     fn a_status_patch_that_keeps_conflicting_is_try_again_later() {
         // Issue 6: a 409 on every status PATCH is retried until apiBudgetSeconds runs out, then code 11.
         let cfg = config(json!({}));
-        let (api, seen) = mock(&cfg, |s, n| {
-            if s.method == Method::PATCH {
-                status(409, "Conflict")
-            } else {
-                standard(s, n)
-            }
-        });
-        api.pod_networks(&pod_ref(), &cfg).unwrap();
-        let e = api.publish_status(&pod_ref(), &attached()).unwrap_err();
+        let (api, seen) = mock(&cfg, |_, _| status(409, "Conflict"));
+        let e = api.write_status(&job()).unwrap_err();
         assert!(matches!(e, ClusterError::Unavailable(_)), "{e:?}");
         assert!(e.to_string().contains("409"), "{e}");
         let patches = seen
@@ -1854,75 +1111,47 @@ mod tests {
     }
 
     #[test]
-    fn status_is_one_merge_patch_of_pods_status_with_events_alongside() {
+    fn status_is_one_merge_patch_of_pods_status() {
         let cfg = config(json!({}));
         let (api, seen) = mock(&cfg, |s, n| {
             if s.method == Method::PATCH && n == 0 {
                 status(409, "Conflict")
-            } else if s.method == Method::PATCH || s.method == Method::POST {
-                (200, pod(json!({})))
             } else {
-                standard(s, n)
+                (200, pod(json!({})))
             }
         });
-        api.pod_networks(&pod_ref(), &cfg).unwrap();
-        api.publish_status(&pod_ref(), &attached()).unwrap();
-        send_after_reply(&api, &seen);
+        assert_eq!(api.write_status(&job()), Ok(Written::Sent));
         let seen = seen.lock().unwrap();
         let patches: Vec<_> = seen.iter().filter(|s| s.method == Method::PATCH).collect();
         assert_eq!(patches.len(), 2, "one retry after the conflict");
+        assert_eq!(seen.len(), 2, "nothing else: the edges post the events");
         let p = patches[1];
         assert_eq!(p.path, "/api/v1/namespaces/ns1/pods/p1/status");
         assert_eq!(p.content_type, "application/merge-patch+json");
+        assert_eq!(&p.body, job().patch());
         assert_eq!(
             p.body["metadata"]["uid"], "uid-1",
             "the UID guards against a recreated pod"
         );
-        let keys: Vec<_> = p.body["metadata"]["annotations"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .cloned()
-            .collect();
-        assert_eq!(
-            keys,
-            ["k8s.v1.cni.cncf.io/network-status"],
-            "touches only that annotation"
-        );
-        let written: Vec<status::NetworkStatus> = status::parse(
-            p.body["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(written[0].ips, ["10.1.0.5"]);
-        assert!(written[0].default);
-        assert!(p.body.get("spec").is_none() && p.body.get("status").is_none());
-        let ev = seen
-            .iter()
-            .find(|s| s.method == Method::POST)
-            .expect("AddedInterface event");
-        assert_eq!(ev.body["reason"], "AddedInterface");
-        assert_eq!(ev.body["message"], "Add eth0 [10.1.0.5/24] from c");
     }
 
     #[test]
-    fn status_skipped_for_system_namespaces_and_tolerates_a_gone_pod() {
-        let cfg = config(json!({"systemNamespaces": ["ns1"]}));
-        let (api, seen) = mock(&cfg, standard);
-        api.publish_status(&pod_ref(), &attached()).unwrap();
-        assert!(seen.lock().unwrap().is_empty());
+    fn a_status_write_tolerates_a_gone_pod_and_is_handed_back_when_deferred() {
         let cfg = config(json!({}));
         let (api, _) = mock(&cfg, |_, _| status(404, "NotFound"));
-        api.publish_status(&pod_ref(), &attached()).unwrap();
+        assert_eq!(api.write_status(&job()), Ok(Written::PodGone));
+        let (api, seen) = mock(&cfg, standard);
+        let api = api.defer_status(true);
+        assert_eq!(api.write_status(&job()), Ok(Written::Deferred));
+        assert!(seen.lock().unwrap().is_empty());
     }
 
     /// Daemon mode (issue 20): a NAD a pod of the node selects is loaded in the watch cache and served with
     /// no API read; one held compact (no pod selects it) is read from the API once, which loads it, so the
-    /// next request reads neither.
+    /// next request reads neither. A pod the watch has seen is not read either.
     #[test]
     fn a_loaded_nad_costs_no_api_read_and_a_compact_one_is_read_once() {
-        use crate::k8s::nadcache::WatchedNad;
+        use crate::k8s::{cached::Cached, nadcache::WatchedNad, watch::NodeCache};
         let cfg = config(json!({}));
         let cache = Arc::new(NodeCache::detached());
         cache.nad_cache().select(std::collections::HashSet::from([(
@@ -1956,13 +1185,16 @@ mod tests {
             v.sort();
             v
         };
+        let ahead = [nad_key("kube-system", "cluster-nad")];
+        let selected = [nad_key("ns1", "net-a"), nad_key("other", "net-b")];
 
-        let (mut api, seen) = mock(&cfg, standard);
-        api.cache = Some(cache.clone());
-        let nets = api.pod_networks(&pod_ref(), &cfg).unwrap();
-        assert_eq!(nets.networks.len(), 3);
+        let (api, seen) = mock(&cfg, standard);
+        let api = Cached::new(api, Some(cache.clone()), None);
+        let reads = api.read(Some(&pod_ref()), &ahead);
+        assert!(matches!(&reads.nads[0], Ok(Some(_))));
+        let nads = api.read_nads_in_order(&selected).unwrap();
         assert_eq!(
-            nets.networks[0].resource_name.as_deref(),
+            nads[0].resource_name.as_deref(),
             Some("intel.com/vf"),
             "the loaded copy keeps resourceName"
         );
@@ -1973,9 +1205,10 @@ mod tests {
         );
         assert_eq!(cache.nad_cache().loaded(), 3, "what was read is loaded");
 
-        let (mut api, seen) = mock(&cfg, standard);
-        api.cache = Some(cache.clone());
-        api.pod_networks(&pod_ref(), &cfg).unwrap();
+        let (api, seen) = mock(&cfg, standard);
+        let api = Cached::new(api, Some(cache.clone()), None);
+        api.read(None, &ahead);
+        api.read_nads_in_order(&selected).unwrap();
         assert!(nad_reads(&seen).is_empty(), "{:?}", nad_reads(&seen));
     }
 }

@@ -174,14 +174,15 @@ pub fn device_map(
 }
 
 impl ApiCluster {
-    /// The pod's DRA devices (see the module docs). Uses the pod read by `pod_networks` (in daemon mode
-    /// the watch cache's, trimmed to the fields read here); no claims, no request.
-    pub(super) fn read_dra_devices(&self, pod_ref: &PodRef) -> Result<DraDevices, ClusterError> {
-        let Some(pod) = self.pod.lock().ok().and_then(|p| p.clone()) else {
-            return Ok(DraDevices::default());
-        };
-        let names = claim_names(&pod);
-        let missing = ungenerated_claims(&pod);
+    /// The DRA devices (see the module docs) of `pod`, as the core read it (in daemon mode the watch
+    /// cache's, trimmed to the fields read here); no claims, no request.
+    pub(super) fn read_dra_devices(
+        &self,
+        pod_ref: &PodRef,
+        pod: &Pod,
+    ) -> Result<DraDevices, ClusterError> {
+        let names = claim_names(pod);
+        let missing = ungenerated_claims(pod);
         if names.is_empty() {
             return Ok(DraDevices {
                 devices: ResourceMap::new(),

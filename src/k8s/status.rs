@@ -359,6 +359,17 @@ pub fn render(statuses: &[NetworkStatus]) -> String {
     format!("[{}]", entries.join(","))
 }
 
+/// The merge patch of `pods/status` that sets the network-status annotation to `rendered` and touches
+/// nothing else. With the pod's `uid`, the write is a precondition: a recreated pod of the same name is
+/// never written to.
+pub fn patch(rendered: String, uid: Option<String>) -> Value {
+    let mut metadata = serde_json::json!({"annotations": {super::annotations::NETWORK_STATUS_ANNOTATION: rendered}});
+    if let Some(uid) = uid {
+        metadata["uid"] = Value::String(uid);
+    }
+    serde_json::json!({ "metadata": metadata })
+}
+
 /// Read an annotation value back (e.g. one written by Go Multus).
 pub fn parse(value: &str) -> Result<Vec<NetworkStatus>, serde_json::Error> {
     serde_json::from_str(value)

@@ -42,7 +42,7 @@ fn resolve_devices(
         Ok(m) => devices::merge(&mut map, m),
         Err(e) => unavailable.push(e.to_string()),
     }
-    match ctx.seams.cluster.dra_devices(pod) {
+    match ctx.kube.dra_devices(pod) {
         Ok(dra) => {
             devices::merge(&mut map, dra.devices);
             unavailable.extend(dra.missing.into_iter().map(|m| format!("DRA: {m}")));
@@ -94,7 +94,7 @@ fn check_plugins(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error>
                     ExecError::Unsafe { .. } => PLUGIN_BINARY_REFUSED,
                     _ => NO_PLUGIN_FOUND,
                 };
-                ctx.seams.cluster.warn_pod(
+                ctx.kube.warn_pod(
                     reason,
                     crate::error::plugin_missing(&a.status_name, &source),
                 );
@@ -130,7 +130,7 @@ fn check_allowed(ctx: &Ctx<'_>, pod_networks: &PodNetworks) -> Result<(), Error>
         // A NAD's status name is `<namespace>/<name>`, both DNS-1123 names (no other '/').
         let namespace = n.status_name.split_once('/').map_or("", |(ns, _)| ns);
         if let Err(refusal) = list.check(namespace, &n.network) {
-            ctx.seams.cluster.warn_pod(
+            ctx.kube.warn_pod(
                 PLUGIN_NOT_ALLOWED,
                 crate::error::plugin_not_allowed(&n.status_name, &refusal),
             );
@@ -217,14 +217,10 @@ fn plan_attachments(
     netns: &Path,
 ) -> Result<(Vec<Attachment>, Vec<RuntimeConf>), Error> {
     let pod_networks = match pod {
-        Some(p) => ctx
-            .seams
-            .cluster
-            .pod_networks(p, ctx.config)
-            .map_err(|source| Error::Cluster {
-                who: ctx.who(),
-                source,
-            })?,
+        Some(p) => ctx.kube.pod_networks(p).map_err(|source| Error::Cluster {
+            who: ctx.who(),
+            source,
+        })?,
         None => Default::default(),
     };
     check_allowed(ctx, &pod_networks)?;
@@ -396,8 +392,7 @@ fn finish(
     // Consistent with every other failure after delegates ran: roll back (docs/multus-compat.md, "ADD
     // failures"). The thin binary's PATCH overlaps the records' fsyncs.
     let status = ctx
-        .seams
-        .cluster
+        .kube
         .publish_status(pod, published)
         .map_err(|source| Error::Cluster {
             who: ctx.who(),

@@ -166,17 +166,13 @@ fn rebuilt(ctx: &Ctx<'_>, master_ifname: &str, rebuild: Rebuild) -> Result<Vec<A
     // With the pod still in the API, its own networks can be rebuilt too (as Go Multus does); any failure
     // there only narrows what the fallback covers.
     let pod_networks = match ctx.env.pod().filter(|_| rebuild == Rebuild::WithPod) {
-        Some(pod) => ctx
-            .seams
-            .cluster
-            .pod_networks(&pod, ctx.config)
-            .unwrap_or_else(|e| {
-                tracing::warn!(
-                    "[{}]: cannot read the pod's networks for teardown: {e}",
-                    ctx.who()
-                );
-                Default::default()
-            }),
+        Some(pod) => ctx.kube.pod_networks(&pod).unwrap_or_else(|e| {
+            tracing::warn!(
+                "[{}]: cannot read the pod's networks for teardown: {e}",
+                ctx.who()
+            );
+            Default::default()
+        }),
         None => Default::default(),
     };
     // The auxiliary chain as its directory holds it now (it is last, as on ADD); a config that cannot have

@@ -86,51 +86,18 @@ pub(super) fn chain(ctx: &Ctx<'_>) -> Result<Option<NetworkRequest>, Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use plexus_cni::CniResult;
     use serde_json::{Value, json};
 
     use super::*;
     use crate::{
-        cluster::{Cluster, ClusterError, PodNetworks},
+        cluster::Cluster,
         config::Config,
         devices::kubelet::NoKubelet,
+        k8s::memory::MemoryApi,
         ops::{Seams, execute},
-        plan::Attachment,
-        request::{CniEnv, PodRef},
+        request::CniEnv,
         testing::{TestHost, fake_result},
     };
-
-    /// Records what ADD publishes as network-status (names and interfaces).
-    #[derive(Default)]
-    struct Published(Mutex<Vec<(String, String)>>);
-
-    impl Cluster for Published {
-        fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
-            Ok(PodNetworks::default())
-        }
-        fn network_by_name(
-            &self,
-            _: &Config,
-            _: &str,
-        ) -> Result<Option<NetworkRequest>, ClusterError> {
-            Ok(None)
-        }
-        fn publish_status(
-            &self,
-            _: &PodRef,
-            attached: &[(Attachment, CniResult)],
-        ) -> Result<Option<crate::cluster::DeferredStatus>, ClusterError> {
-            let mut p = self.0.lock().unwrap();
-            p.extend(
-                attached
-                    .iter()
-                    .map(|(a, _)| (a.status_name.clone(), a.ifname.clone())),
-            );
-            Ok(None)
-        }
-    }
 
     fn run(h: &TestHost, command: &str, config: &Config, cluster: &dyn Cluster) -> Vec<u8> {
         let env = CniEnv::from_vars([
@@ -149,7 +116,7 @@ mod tests {
         let seams = Seams {
             exec: &h.exec,
             netns: &h.netns,
-            cluster,
+            cluster: Some(cluster),
             kubelet: &NoKubelet,
             defer_work: false,
         };
@@ -185,7 +152,7 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let published = Published::default();
+        let published = MemoryApi::new().with_pod("ns1", "pod1", "u1", &[]);
         run(&h, "ADD", &config, &published);
         let calls: Vec<(String, String)> = h
             .exec
@@ -200,10 +167,12 @@ mod tests {
                 ("aux".into(), "net1".into())
             ]
         );
-        assert_eq!(
-            *published.0.lock().unwrap(),
-            [("cluster".to_string(), "eth0".to_string())]
-        );
+        let statuses: Vec<(String, String)> = published.statuses()[0]
+            .1
+            .iter()
+            .map(|s| (s.name.clone(), s.interface.clone()))
+            .collect();
+        assert_eq!(statuses, [("cluster".to_string(), "eth0".to_string())]);
         let cache: Value =
             serde_json::from_slice(&std::fs::read(h.cni_dir().join("c1")).unwrap()).unwrap();
         assert_eq!(cache[1]["plexusAuxiliaryChain"], true, "{cache}");

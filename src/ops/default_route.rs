@@ -140,8 +140,6 @@ pub(super) fn verify(ctx: &Ctx<'_>, netns: &Path, attachments: &[Attachment]) ->
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use plexus_netns::{DefaultRouteEdit, Errno, IpFamily, MAIN_TABLE, RouteInfo};
     use serde_json::{Value, json};
 
@@ -151,12 +149,13 @@ mod tests {
     type Later = std::cell::RefCell<Option<AfterReply>>;
     use crate::{
         cache,
-        cluster::{Cluster, ClusterError, PodNetworks},
         config::Config,
         devices::kubelet::NoKubelet,
-        netconf::NetworkConfig,
-        plan::NetworkRequest,
-        request::{CniEnv, PodRef},
+        k8s::{
+            annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION},
+            memory::MemoryApi,
+        },
+        request::CniEnv,
         resultcache,
         testing::TestHost,
     };
@@ -165,63 +164,50 @@ mod tests {
 
     const NETNS: &str = "/run/netns/test-pod";
 
-    /// The pod's networks, and the `gateway` of each network-status entry published.
-    struct Pod {
-        networks: Vec<NetworkRequest>,
-        gateways: Mutex<Vec<(String, Vec<String>)>>,
+    /// The pod `ns1/pod1` selecting NADs `mv0`, `mv1`, … (macvlans), each with the `default-route`
+    /// gateways given.
+    type Pod = MemoryApi;
+
+    /// The selection of NAD `mv<i>` with `gws` as its `default-route`.
+    fn element(i: usize, gws: Option<&[&str]>) -> Value {
+        let mut e = json!({"namespace": "ns1", "name": format!("mv{i}")});
+        if let Some(g) = gws {
+            e["default-route"] = json!(g);
+        }
+        e
     }
 
-    impl Cluster for Pod {
-        fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
-            Ok(PodNetworks {
-                default_network: None,
-                networks: self.networks.clone(),
-            })
+    /// The API with NADs `mv0`… and the pod annotated with `annotations`.
+    fn api(n: usize, annotations: &[(&str, &str)]) -> Pod {
+        let mut api = MemoryApi::new().with_pod("ns1", "pod1", "u1", annotations);
+        for i in 0..n {
+            let name = format!("mv{i}");
+            api = api.with_nad(
+                "ns1",
+                &name,
+                json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan"}),
+            );
         }
-
-        fn network_by_name(
-            &self,
-            _: &Config,
-            _: &str,
-        ) -> Result<Option<NetworkRequest>, ClusterError> {
-            Ok(None)
-        }
-
-        fn publish_status(
-            &self,
-            _: &PodRef,
-            attached: &[(Attachment, CniResult)],
-        ) -> Result<Option<crate::cluster::DeferredStatus>, ClusterError> {
-            let mut g = self.gateways.lock().unwrap();
-            for (a, r) in attached {
-                for s in crate::k8s::status::statuses_for(r, &a.status_name, a.master, None) {
-                    g.push((s.interface, s.gateway));
-                }
-            }
-            Ok(None)
-        }
+        api
     }
 
     fn pod(gateways: &[Option<&[&str]>]) -> Pod {
-        let networks = gateways
+        let elements: Vec<Value> = gateways
             .iter()
             .enumerate()
-            .map(|(i, gws)| {
-                let name = format!("mv{i}");
-                let n = NetworkConfig::from_value(
-                    json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan"}),
-                )
-                .unwrap();
-                let mut r = NetworkRequest::plain(n);
-                r.status_name = format!("ns1/{name}");
-                r.requests.gateways = gws.map(|g| g.iter().map(|s| s.to_string()).collect());
-                r
-            })
+            .map(|(i, gws)| element(i, *gws))
             .collect();
-        Pod {
-            networks,
-            gateways: Mutex::new(Vec::new()),
-        }
+        let annotation = Value::from(elements).to_string();
+        api(gateways.len(), &[(NETWORKS_ANNOTATION, &annotation)])
+    }
+
+    /// Interface → `gateway` of each network-status entry published.
+    fn gateways(p: &Pod) -> Vec<(String, Vec<String>)> {
+        p.statuses()
+            .into_iter()
+            .flat_map(|(_, entries)| entries)
+            .map(|s| (s.interface, s.gateway))
+            .collect()
     }
 
     struct World(TestHost);
@@ -275,7 +261,7 @@ mod tests {
             let seams = Seams {
                 exec: &self.exec,
                 netns: &self.netns,
-                cluster: pod,
+                cluster: Some(pod),
                 kubelet: &NoKubelet,
                 defer_work: later.is_some(),
             };
@@ -337,7 +323,7 @@ mod tests {
             json!([{"dst": "0.0.0.0/0", "gw": "192.0.2.1"}])
         );
         assert_eq!(
-            p.gateways.lock().unwrap().clone(),
+            gateways(&p),
             [
                 ("eth0".to_string(), vec![]),
                 ("net1".to_string(), vec!["192.0.2.1".to_string()])
@@ -434,13 +420,22 @@ mod tests {
         assert_eq!(dels, ["mv0", "cluster"]);
         assert!(!cache::path(&w.cni_dir(), "c1").exists());
         assert!(resultcache::list(&w.cni_dir(), Some("c1")).is_empty());
-        assert!(p.gateways.lock().unwrap().is_empty(), "no status published");
+        assert!(gateways(&p).is_empty(), "no status published");
     }
 
     #[test]
     fn two_requests_are_refused_before_any_delegate_runs() {
         let w = World::new();
-        let p = pod(&[Some(&["192.0.2.1"]), Some(&[])]);
+        // The annotation parser allows one element to ask; the default-network annotation asks too.
+        let default = Value::from(vec![element(0, Some(&["192.0.2.1"]))]).to_string();
+        let networks = Value::from(vec![element(1, Some(&[]))]).to_string();
+        let p = api(
+            2,
+            &[
+                (DEFAULT_NETWORK_ANNOTATION, &default),
+                (NETWORKS_ANNOTATION, &networks),
+            ],
+        );
         let e = w.run("ADD", &p).unwrap_err();
         assert_eq!(e.cni_code(), 7);
         assert_eq!(

@@ -4,19 +4,17 @@
 
 use std::{path::Path, sync::Mutex};
 
-use plexus_cni::CniResult;
 use serde_json::{Value, json};
 
 use super::{Seams, execute};
 use crate::{
-    cluster::{Cluster, ClusterError, PodNetworks},
+    cluster::{self, Cluster},
     config::Config,
     devices::{
-        DraDevices, ResourceMap, info,
+        DraDevices, ResourceMap,
         kubelet::{KubeletError, PodResources},
     },
-    netconf::NetworkConfig,
-    plan::{Attachment, NetworkRequest},
+    k8s::{annotations::NETWORKS_ANNOTATION, memory::MemoryApi},
     request::{CniEnv, PodRef},
     testing::TestHost,
 };
@@ -47,49 +45,52 @@ fn kubelet(pairs: &[(&str, &[&str])]) -> FakeKubelet {
     }
 }
 
-/// The pod's NADs, its DRA devices, and what was published (status name → device-info read then).
-struct FakeCluster {
-    networks: Vec<NetworkRequest>,
-    dra: DraDevices,
-    published: Mutex<Vec<(String, Option<Value>)>>,
-}
-
-impl Cluster for FakeCluster {
-    fn pod_networks(&self, _: &PodRef, _: &Config) -> Result<PodNetworks, ClusterError> {
-        Ok(PodNetworks {
-            default_network: None,
-            networks: self.networks.clone(),
-        })
-    }
-    fn network_by_name(&self, _: &Config, _: &str) -> Result<Option<NetworkRequest>, ClusterError> {
-        Ok(None)
-    }
-    fn publish_status(
-        &self,
-        _: &PodRef,
-        attached: &[(Attachment, CniResult)],
-    ) -> Result<Option<crate::cluster::DeferredStatus>, ClusterError> {
-        let mut p = self.published.lock().unwrap();
-        for (a, _) in attached {
-            p.push((a.status_name.clone(), info::read(a)));
-        }
-        Ok(None)
-    }
-    fn dra_devices(&self, _: &PodRef) -> Result<DraDevices, ClusterError> {
-        Ok(self.dra.clone())
-    }
+/// A NAD `ns1/<name>` the pod selects: its resource, the capabilities its plugin declares, and the
+/// selection's element of the networks annotation (add request keys to it).
+#[derive(Clone)]
+struct Nad {
+    name: String,
+    resource: Option<String>,
+    caps: Value,
+    element: Value,
 }
 
 /// A NAD network `ns1/<name>` naming `resource`, whose plugin declares `caps`.
-fn nad(name: &str, resource: Option<&str>, caps: Value) -> NetworkRequest {
-    let n = NetworkConfig::from_value(
-        json!({"cniVersion": "1.0.0", "name": name, "type": "sriov", "capabilities": caps}),
-    )
-    .unwrap();
-    let mut r = NetworkRequest::plain(n);
-    r.status_name = format!("ns1/{name}");
-    r.resource_name = resource.map(str::to_string);
-    r
+fn nad(name: &str, resource: Option<&str>, caps: Value) -> Nad {
+    Nad {
+        name: name.into(),
+        resource: resource.map(str::to_string),
+        caps,
+        element: json!({"name": name}),
+    }
+}
+
+/// The API of pod `ns1/pod1` selecting `nads`, its DRA devices `dra`.
+fn cluster(nads: &[Nad], dra: DraDevices) -> MemoryApi {
+    let elements: Vec<Value> = nads.iter().map(|n| n.element.clone()).collect();
+    let annotation = Value::from(elements).to_string();
+    let mut api = MemoryApi::new()
+        .with_pod("ns1", "pod1", "u1", &[(NETWORKS_ANNOTATION, &annotation)])
+        .with_dra(dra);
+    for n in nads {
+        let config =
+            json!({"cniVersion": "1.0.0", "name": n.name, "type": "sriov", "capabilities": n.caps});
+        let data = cluster::Nad {
+            config: Some(config.to_string()),
+            resource_name: n.resource.clone(),
+        };
+        api = api.with_nad_data("ns1", &n.name, data);
+    }
+    api
+}
+
+/// What was published: each network-status entry's name and device-info.
+fn published(api: &MemoryApi) -> Vec<(String, Option<Value>)> {
+    api.statuses()
+        .into_iter()
+        .flat_map(|(_, entries)| entries)
+        .map(|e| (e.name, e.device_info))
+        .collect()
 }
 
 struct World(TestHost);
@@ -122,7 +123,7 @@ impl World {
     fn run(
         &self,
         command: &str,
-        cluster: &dyn Cluster,
+        cluster: Option<&dyn Cluster>,
         kubelet: &dyn PodResources,
     ) -> Result<Vec<u8>, crate::error::Error> {
         let env = CniEnv::from_vars([
@@ -167,15 +168,14 @@ fn write(path: &Path, v: &Value) {
 fn devices_reach_delegates_status_and_are_cleaned_up_on_del_npwg_13_70_73() {
     let w = World::new();
     let all = json!({"deviceID": true, "CNIDeviceInfoFile": true});
-    let cluster = FakeCluster {
-        networks: vec![
+    let cluster = cluster(
+        &[
             nad("a", Some("intel.com/vf"), all.clone()),
             nad("b", Some("mlx/rdma"), json!({})),
             nad("c", Some("intel.com/vf"), all.clone()),
         ],
-        dra: DraDevices::default(),
-        published: Mutex::default(),
-    };
+        DraDevices::default(),
+    );
     let k = kubelet(&[
         ("intel.com/vf", &["0000:03:00.3", "0000:03:00.2"]),
         ("mlx/rdma", &["0000:81:00.1"]),
@@ -186,7 +186,7 @@ fn devices_reach_delegates_status_and_are_cleaned_up_on_del_npwg_13_70_73() {
         &dp,
     );
 
-    w.run("ADD", &cluster, &k).unwrap();
+    w.run("ADD", Some(&cluster), &k).unwrap();
     assert_eq!(*k.asked.lock().unwrap(), 1);
 
     // Sorted IDs, one per attachment in order (NPWG-13).
@@ -213,7 +213,7 @@ fn devices_reach_delegates_status_and_are_cleaned_up_on_del_npwg_13_70_73() {
         serde_json::from_slice::<Value>(&std::fs::read(&a_file).unwrap()).unwrap(),
         dp
     );
-    let published = cluster.published.lock().unwrap().clone();
+    let published = published(&cluster);
     assert_eq!(published[1], ("ns1/a".to_string(), Some(dp.clone())));
     assert_eq!(
         published[3],
@@ -231,7 +231,7 @@ fn devices_reach_delegates_status_and_are_cleaned_up_on_del_npwg_13_70_73() {
         a_file.display().to_string()
     );
     w.exec.clear();
-    w.run("DEL", &crate::cluster::NoCluster, &k).unwrap();
+    w.run("DEL", None, &k).unwrap();
     assert!(!a_file.exists(), "DEL removes the CNI device-info file");
     let del_a = w
         .exec
@@ -250,17 +250,13 @@ fn devices_reach_delegates_status_and_are_cleaned_up_on_del_npwg_13_70_73() {
 fn no_resource_no_kubelet_and_annotation_device_id_ext_3() {
     let w = World::new();
     let mut plain = nad("a", None, json!({"deviceID": true}));
-    plain.requests.device_id = Some("0000:05:00.1".into());
-    let cluster = FakeCluster {
-        networks: vec![plain],
-        dra: DraDevices::default(),
-        published: Mutex::default(),
-    };
+    plain.element["deviceID"] = json!("0000:05:00.1");
+    let cluster = cluster(&[plain], DraDevices::default());
     let k = FakeKubelet {
         answer: Err("down".into()),
         asked: Mutex::new(0),
     };
-    w.run("ADD", &cluster, &k).unwrap();
+    w.run("ADD", Some(&cluster), &k).unwrap();
     assert_eq!(
         *k.asked.lock().unwrap(),
         0,
@@ -274,16 +270,15 @@ fn no_resource_no_kubelet_and_annotation_device_id_ext_3() {
 #[test]
 fn unavailable_kubelet_fails_only_a_network_that_needs_it_and_leaves_nothing() {
     let w = World::new();
-    let cluster = FakeCluster {
-        networks: vec![nad("a", Some("intel.com/vf"), json!({}))],
-        dra: DraDevices::default(),
-        published: Mutex::default(),
-    };
+    let cluster = cluster(
+        &[nad("a", Some("intel.com/vf"), json!({}))],
+        DraDevices::default(),
+    );
     let k = FakeKubelet {
         answer: Err("down".into()),
         asked: Mutex::new(0),
     };
-    let e = w.run("ADD", &cluster, &k).unwrap_err();
+    let e = w.run("ADD", Some(&cluster), &k).unwrap_err();
     assert_eq!(e.cni_code(), 7);
     let msg = e.to_string();
     assert!(
@@ -299,29 +294,28 @@ fn unavailable_kubelet_fails_only_a_network_that_needs_it_and_leaves_nothing() {
 #[test]
 fn dra_devices_join_the_kubelet_s() {
     let w = World::new();
-    let cluster = FakeCluster {
-        networks: vec![
+    let cluster = cluster(
+        &[
             nad("a", Some("example.com/nic"), json!({})),
             nad("b", Some("example.com/nic"), json!({})),
         ],
-        dra: DraDevices {
+        DraDevices {
             devices: [("example.com/nic".to_string(), vec!["pci-2".to_string()])].into(),
             missing: Vec::new(),
         },
-        published: Mutex::default(),
-    };
+    );
     // The kubelet is down, but DRA alone covers the first network only.
     let down = FakeKubelet {
         answer: Err("down".into()),
         asked: Mutex::new(0),
     };
-    let e = w.run("ADD", &cluster, &down).unwrap_err();
+    let e = w.run("ADD", Some(&cluster), &down).unwrap_err();
     assert!(
         e.to_string().contains("\"ns1/b\"") && e.to_string().contains("all taken"),
         "{e}"
     );
     let k = kubelet(&[("example.com/nic", &["pci-1"])]);
-    w.run("ADD", &cluster, &k).unwrap();
+    w.run("ADD", Some(&cluster), &k).unwrap();
     assert_eq!(w.add_stdin("a")["deviceID"], "pci-1");
     assert_eq!(w.add_stdin("b")["deviceID"], "pci-2");
 }
@@ -332,15 +326,14 @@ fn dra_devices_join_the_kubelet_s() {
 fn a_missing_dra_claim_is_named_when_a_network_lacks_its_device() {
     let w = World::new();
     let missing = "pod claim \"nic\" (template \"nic-t\"): no ResourceClaim was generated for it";
-    let cluster = FakeCluster {
-        networks: vec![nad("a", Some("example.com/nic"), json!({}))],
-        dra: DraDevices {
+    let cluster = cluster(
+        &[nad("a", Some("example.com/nic"), json!({}))],
+        DraDevices {
             devices: ResourceMap::new(),
             missing: vec![missing.to_string()],
         },
-        published: Mutex::default(),
-    };
-    let e = w.run("ADD", &cluster, &kubelet(&[])).unwrap_err();
+    );
+    let e = w.run("ADD", Some(&cluster), &kubelet(&[])).unwrap_err();
     assert_eq!(e.cni_code(), 7);
     assert!(
         e.to_string().ends_with(&format!(
@@ -351,7 +344,7 @@ fn a_missing_dra_claim_is_named_when_a_network_lacks_its_device() {
     assert!(w.exec.calls().is_empty(), "nothing ran");
     // A network whose device is there does not care.
     let k = kubelet(&[("example.com/nic", &["pci-1"])]);
-    w.run("ADD", &cluster, &k).unwrap();
+    w.run("ADD", Some(&cluster), &k).unwrap();
     assert_eq!(w.add_stdin("a")["deviceID"], "pci-1");
 }
 
@@ -359,31 +352,23 @@ fn a_missing_dra_claim_is_named_when_a_network_lacks_its_device() {
 fn infiniband_guid_reaches_declaring_plugins_only_npwg_35() {
     let w = World::new();
     let mut ib = nad("ib", None, json!({"infinibandGUID": true}));
-    ib.requests.infiniband_guid = Some("c2:11:22:33:44:55:66:77".into());
-    let cluster = FakeCluster {
-        networks: vec![ib.clone()],
-        dra: DraDevices::default(),
-        published: Mutex::default(),
-    };
+    ib.element["infiniband-guid"] = json!("c2:11:22:33:44:55:66:77");
+    let cluster = cluster(&[ib.clone()], DraDevices::default());
     let k = kubelet(&[]);
-    w.run("ADD", &cluster, &k).unwrap();
+    w.run("ADD", Some(&cluster), &k).unwrap();
     assert_eq!(
         w.add_stdin("ib")["runtimeConfig"],
         json!({"infinibandGUID": "c2:11:22:33:44:55:66:77"})
     );
-    w.run("DEL", &crate::cluster::NoCluster, &k).unwrap();
+    w.run("DEL", None, &k).unwrap();
 
     // A network whose plugins do not declare the capability refuses the request
     // (docs/multus-compat.md, "Capability checks").
     let mut undeclared = nad("plain", None, json!({}));
-    undeclared.requests.infiniband_guid = ib.requests.infiniband_guid.clone();
-    let cluster = FakeCluster {
-        networks: vec![undeclared],
-        dra: DraDevices::default(),
-        published: Mutex::default(),
-    };
+    undeclared.element["infiniband-guid"] = ib.element["infiniband-guid"].clone();
+    let cluster = self::cluster(&[undeclared], DraDevices::default());
     w.exec.clear();
-    let e = w.run("ADD", &cluster, &k).unwrap_err();
+    let e = w.run("ADD", Some(&cluster), &k).unwrap_err();
     assert_eq!(e.cni_code(), 7);
     assert!(
         e.to_string().contains(

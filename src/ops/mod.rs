@@ -19,6 +19,7 @@ mod deferred;
 mod del;
 mod done;
 mod gc;
+mod kube;
 mod status;
 mod teardown;
 mod transaction;
@@ -29,10 +30,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use k8s_openapi::api::core::v1::Event;
 use plexus_cni::CniVersion;
 
 use crate::{
-    cluster::Cluster,
+    cluster::{Cluster, ClusterError, PodNetworks},
     confdir,
     config::{Config, NetworkRef, Primary},
     devices::kubelet::PodResources,
@@ -41,7 +43,7 @@ use crate::{
     invoke::{Invoker, RuntimeConf},
     netns::NetnsProbe,
     plan::{self, Attachment, NetworkRequest},
-    request::{CniEnv, Command},
+    request::{CniEnv, Command, PodRef},
 };
 
 /// The outside world an operation runs against.
@@ -50,8 +52,8 @@ pub struct Seams<'a> {
     pub exec: &'a dyn Exec,
     /// Netns inspection.
     pub netns: &'a dyn NetnsProbe,
-    /// Kubernetes.
-    pub cluster: &'a dyn Cluster,
+    /// The Kubernetes API (none: no Kubernetes, file-based networks only).
+    pub cluster: Option<&'a dyn Cluster>,
     /// The kubelet's device allocations (asked only for networks whose NAD names a resource).
     pub kubelet: &'a dyn PodResources,
     /// Daemon mode: work is left for after the reply, in [`Done::after_reply`]. A successful ADD leaves
@@ -70,15 +72,48 @@ pub(crate) struct Ctx<'a> {
     pub env: &'a CniEnv,
     pub config: &'a Config,
     pub seams: &'a Seams<'a>,
+    /// The pod in the API, as this operation reads it, and the events it collects.
+    pub kube: kube::Kube<'a>,
+}
+
+/// How an operation ended, and the events it collected on the way (a failed ADD's Warning events too), for
+/// the edge to post after the reply.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The typed reply, or the failure.
+    pub result: Result<Done, Error>,
+    /// Events about the pod, in the order they happened.
+    pub events: Vec<Event>,
 }
 
 /// VERSION: echo the config's version and list ours (CNI-21); stdin need not be a valid config.
 pub use plexus_cni::version::version_reply;
 
-/// Run a command (other than VERSION) with a validated config. Returns the typed reply for the edge to
-/// render.
+/// Run a command (other than VERSION) with a validated config, for a caller that posts no events (they
+/// are dropped: see [`run`]). Returns the typed reply for the edge to render.
 pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Done, Error> {
-    let ctx = Ctx { env, config, seams };
+    run(env, config, seams).result
+}
+
+/// The networks the pod `pod` selects, as ADD resolves them over `cluster` (a Warning event a rejection
+/// leaves is dropped).
+pub fn pod_networks(
+    cluster: &dyn Cluster,
+    pod: &PodRef,
+    config: &Config,
+) -> Result<PodNetworks, ClusterError> {
+    kube::Kube::new(Some(cluster), config, false).pod_networks(pod)
+}
+
+/// Run a command (other than VERSION) with a validated config: the typed reply for the edge to render,
+/// and the events to post after it.
+pub fn run(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Outcome {
+    let ctx = Ctx {
+        env,
+        config,
+        seams,
+        kube: kube::Kube::new(seams.cluster, config, env.command == Command::Add),
+    };
     let gate = |needs: CniVersion| {
         if config.cni_version < needs {
             Err(Error::VersionGate {
@@ -116,7 +151,10 @@ pub fn execute(env: &CniEnv, config: &Config, seams: &Seams<'_>) -> Result<Done,
             tracing::error!(command = %env.command, elapsed_ms, code = e.cni_code(), "failed: {e}")
         }
     }
-    out
+    Outcome {
+        result: out,
+        events: ctx.kube.take_events(),
+    }
 }
 
 impl Ctx<'_> {
@@ -195,9 +233,8 @@ impl Ctx<'_> {
                 let may_use_api = self.env.pod().is_some()
                     || matches!(self.env.command, Command::Status | Command::Gc);
                 let nad = if may_use_api {
-                    self.seams
-                        .cluster
-                        .network_by_name(self.config, name)
+                    self.kube
+                        .network_by_name(name)
                         .map_err(|source| Error::Cluster {
                             who: self.who(),
                             source,

@@ -1,24 +1,28 @@
 //! Operation tests over the fakes: ordering, interfaces, rollback, teardown from cache or fallback, CHECK,
 //! STATUS, GC, and the cluster seam.
 
-use std::{fs, path::Path, sync::Mutex};
+use std::{cell::RefCell, fs, path::Path};
 
-use plexus_cni::CniResult;
 use serde_json::{Value, json};
 
 use super::*;
 use crate::{
     cache,
-    cluster::{ClusterError, NoCluster, PodNetworks},
+    cluster::ClusterError,
     devices::kubelet::NoKubelet,
+    k8s::{annotations, memory::MemoryApi},
     lock, resultcache,
     testing::TestHost,
 };
 
+/// No Kubernetes.
+const NO_CLUSTER: Option<&dyn Cluster> = None;
+
 /// Where a daemon-mode run of the tests puts the work it left for after the reply ([`Done::after_reply`]).
 type Later = std::cell::RefCell<Option<AfterReply>>;
 
-struct World(TestHost);
+/// The fakes, and the Warning events (reason, message) the last run collected.
+struct World(TestHost, RefCell<Vec<(String, String)>>);
 
 impl std::ops::Deref for World {
     type Target = TestHost;
@@ -29,7 +33,12 @@ impl std::ops::Deref for World {
 
 impl World {
     fn new() -> World {
-        World(TestHost::new())
+        World(TestHost::new(), RefCell::new(Vec::new()))
+    }
+
+    /// The Warning events of the last run.
+    fn warnings(&self) -> Vec<(String, String)> {
+        self.1.borrow().clone()
     }
 
     fn conf_dir(&self) -> std::path::PathBuf {
@@ -52,7 +61,12 @@ impl World {
         Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
     }
 
-    fn run(&self, command: &str, config: &Config, cluster: &dyn Cluster) -> Result<Vec<u8>, Error> {
+    fn run(
+        &self,
+        command: &str,
+        config: &Config,
+        cluster: Option<&dyn Cluster>,
+    ) -> Result<Vec<u8>, Error> {
         self.run_cid(command, "c1", config, cluster)
     }
 
@@ -61,7 +75,7 @@ impl World {
         command: &str,
         cid: &str,
         config: &Config,
-        cluster: &dyn Cluster,
+        cluster: Option<&dyn Cluster>,
     ) -> Result<Vec<u8>, Error> {
         self.run_with(command, cid, config, cluster, None)
     }
@@ -72,7 +86,7 @@ impl World {
         command: &str,
         cid: &str,
         config: &Config,
-        cluster: &dyn Cluster,
+        cluster: Option<&dyn Cluster>,
         later: Option<&Later>,
     ) -> Result<Vec<u8>, Error> {
         let done = self.run_done(command, cid, config, cluster, later.is_some())?;
@@ -88,7 +102,7 @@ impl World {
         command: &str,
         cid: &str,
         config: &Config,
-        cluster: &dyn Cluster,
+        cluster: Option<&dyn Cluster>,
         defer_work: bool,
     ) -> Result<Done, Error> {
         let env = CniEnv::from_vars([
@@ -104,11 +118,21 @@ impl World {
         ])
         .unwrap()
         .unwrap();
-        execute(&env, config, &self.seams(cluster, defer_work))
+        let out = run(&env, config, &self.seams(cluster, defer_work));
+        *self.1.borrow_mut() = out
+            .events
+            .iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .map(|e| {
+                let s = |v: &Option<String>| v.clone().unwrap_or_default();
+                (s(&e.reason), s(&e.message))
+            })
+            .collect();
+        out.result
     }
 
     /// This world's fake processes and netns, `cluster`, no kubelet; `defer_work` as the daemon's.
-    fn seams<'a>(&'a self, cluster: &'a dyn Cluster, defer_work: bool) -> Seams<'a> {
+    fn seams<'a>(&'a self, cluster: Option<&'a dyn Cluster>, defer_work: bool) -> Seams<'a> {
         Seams {
             exec: &self.exec,
             netns: &self.netns,
@@ -166,7 +190,7 @@ fn reverse_teardown() -> Vec<(String, String, String)> {
 fn add_runs_in_order_and_returns_the_cluster_result_in_the_config_version() {
     let w = World::new();
     let cfg = w.config(json!({"cniVersion": "0.3.1"}));
-    let out = w.run("ADD", &cfg, &NoCluster).unwrap();
+    let out = w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(
         w.calls(),
         [
@@ -194,7 +218,7 @@ fn delegate_args_and_runtime_config_npwg_66() {
             {"cniVersion": "1.0.0", "name": "second", "type": "portmap", "capabilities": {"portMappings": true}}
         ]
     }));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     let calls = w.exec.calls();
     assert_eq!(
         calls[0].stdin["runtimeConfig"]["portMappings"][0]["hostPort"],
@@ -217,7 +241,7 @@ fn rollback_at_each_position_leaves_nothing() {
         let w = World::new();
         let cfg = w.config(json!({}));
         w.exec.fail(failing, "ADD", 7, "injected");
-        let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+        let err = w.run("ADD", &cfg, NO_CLUSTER).unwrap_err();
         assert_eq!(err.cni_code(), 7, "position {pos}");
         assert!(
             err.to_string()
@@ -264,7 +288,7 @@ fn a_cache_that_cannot_be_written_fails_add_before_any_delegate_and_leaves_nothi
     // A directory where the cache's temp file goes makes the atomic write fail, as ENOSPC or EROFS would.
     let tmp = w.cni_dir().join(format!(".c1.tmp.{}", std::process::id()));
     fs::create_dir_all(&tmp).unwrap();
-    let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    let err = w.run("ADD", &cfg, NO_CLUSTER).unwrap_err();
     assert_eq!(err.cni_code(), 5, "{err}");
     assert!(err.to_string().contains("ns1/pod1"), "names the pod: {err}");
     assert_eq!(w.calls(), vec![], "no delegate ran");
@@ -278,7 +302,7 @@ fn del_removes_temp_files_of_writes_a_killed_plexus_interrupted() {
     // `.<name>.tmp.<pid>`; the container's DEL removes its own, and only its own.
     let w = World::new();
     let cfg = w.config(json!({}));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     let results = w.cni_dir().join("results");
     let mine = [
         w.cni_dir().join(".c1.tmp.4242"),
@@ -293,7 +317,7 @@ fn del_removes_temp_files_of_writes_a_killed_plexus_interrupted() {
     for p in mine.iter().chain(&others) {
         fs::write(p, b"{\"partial").unwrap();
     }
-    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.run("DEL", &cfg, NO_CLUSTER).unwrap();
     for p in &mine {
         assert!(!p.exists(), "{} left behind", p.display());
     }
@@ -310,11 +334,11 @@ fn del_removes_temp_files_of_writes_a_killed_plexus_interrupted() {
 fn del_tears_down_from_the_staged_cache_of_a_killed_add() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     let cache_file = cache::path(&w.cni_dir(), "c1");
     fs::rename(&cache_file, w.cni_dir().join(".c1.tmp.4242")).unwrap();
     w.exec.clear();
-    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.run("DEL", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(w.calls(), reverse_teardown());
     w.nothing_left("c1");
     assert!(
@@ -335,7 +359,7 @@ fn a_daemon_add_ends_its_durable_writes_after_the_reply_under_the_lock() {
     let w = World::new();
     let cfg = w.config(json!({}));
     let later = Later::default();
-    w.run_with("ADD", "c1", &cfg, &NoCluster, Some(&later))
+    w.run_with("ADD", "c1", &cfg, NO_CLUSTER, Some(&later))
         .unwrap();
     let finish = later.take().expect("work left for after the reply");
     let locked = lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::from_millis(50));
@@ -351,10 +375,10 @@ fn a_daemon_add_ends_its_durable_writes_after_the_reply_under_the_lock() {
     drop(lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::from_millis(50)).unwrap());
     assert!(cache::path(&w.cni_dir(), "c1").exists());
     assert_eq!(resultcache::list(&w.cni_dir(), Some("c1")).len(), 3);
-    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.run("DEL", &cfg, NO_CLUSTER).unwrap();
     w.nothing_left("c1");
     // The thin binary's ADD ends them before it answers: the lock is free and the records in place.
-    w.run_with("ADD", "c2", &cfg, &NoCluster, None).unwrap();
+    w.run_with("ADD", "c2", &cfg, NO_CLUSTER, None).unwrap();
     drop(lock::ContainerLock::acquire(&w.cni_dir(), "c2", Duration::from_millis(50)).unwrap());
     assert_eq!(resultcache::list(&w.cni_dir(), Some("c2")).len(), 3);
 }
@@ -379,10 +403,10 @@ fn trash_files(w: &World) -> Vec<String> {
 fn a_daemon_del_answers_before_its_unlinks_and_its_files_are_out_of_reach_already() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     w.exec.clear();
     let later = Later::default();
-    w.run_with("DEL", "c1", &cfg, &NoCluster, Some(&later))
+    w.run_with("DEL", "c1", &cfg, NO_CLUSTER, Some(&later))
         .unwrap();
     assert_eq!(w.calls(), reverse_teardown());
     let unlink = later
@@ -398,8 +422,8 @@ fn a_daemon_del_answers_before_its_unlinks_and_its_files_are_out_of_reach_alread
     unlink();
     assert_eq!(trash_files(&w), Vec::<String>::new());
     // The thin binary unlinks before it answers, as always: nothing in the trash, nothing left for later.
-    w.run("ADD", &cfg, &NoCluster).unwrap();
-    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
+    w.run("DEL", &cfg, NO_CLUSTER).unwrap();
     w.nothing_left("c1");
     assert_eq!(trash_files(&w), Vec::<String>::new());
 }
@@ -411,9 +435,9 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     let w = World::new();
     let cfg = w.config(json!({}));
     let killed_after_del = |cid: &str| {
-        w.run_cid("ADD", cid, &cfg, &NoCluster).unwrap();
+        w.run_cid("ADD", cid, &cfg, NO_CLUSTER).unwrap();
         let later = Later::default();
-        w.run_with("DEL", cid, &cfg, &NoCluster, Some(&later))
+        w.run_with("DEL", cid, &cfg, NO_CLUSTER, Some(&later))
             .unwrap();
         // The process dies: its after-reply work never runs.
         drop(later);
@@ -422,14 +446,14 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     };
     // The thin binary's DEL of another container.
     killed_after_del("c1");
-    w.run_cid("ADD", "c2", &cfg, &NoCluster).unwrap();
-    w.run_cid("DEL", "c2", &cfg, &NoCluster).unwrap();
+    w.run_cid("ADD", "c2", &cfg, NO_CLUSTER).unwrap();
+    w.run_cid("DEL", "c2", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(trash_files(&w), Vec::<String>::new());
     // The next daemon DEL's work after its reply.
     killed_after_del("c3");
-    w.run_cid("ADD", "c4", &cfg, &NoCluster).unwrap();
+    w.run_cid("ADD", "c4", &cfg, NO_CLUSTER).unwrap();
     let later = Later::default();
-    w.run_with("DEL", "c4", &cfg, &NoCluster, Some(&later))
+    w.run_with("DEL", "c4", &cfg, NO_CLUSTER, Some(&later))
         .unwrap();
     assert_eq!(trash_files(&w).len(), 8);
     later.take().unwrap()();
@@ -441,7 +465,7 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     let env = CniEnv::from_vars([("CNI_COMMAND", "GC"), ("CNI_PATH", "/usr/lib/cni")])
         .unwrap()
         .unwrap();
-    let seams = w.seams(&NoCluster, false);
+    let seams = w.seams(NO_CLUSTER, false);
     execute(&env, &gc, &seams).unwrap();
     assert_eq!(trash_files(&w), Vec::<String>::new());
     // A daemon's start (what it runs on its after-reply thread).
@@ -456,12 +480,12 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     fs::create_dir_all(crate::trash::dir(&w.cni_dir())).unwrap();
     fs::write(crate::trash::dir(&w.cni_dir()).join("c1.1-1"), b"x").unwrap();
     let later = Later::default();
-    w.run_with("DEL", "never-added", &cfg, &NoCluster, Some(&later))
+    w.run_with("DEL", "never-added", &cfg, NO_CLUSTER, Some(&later))
         .unwrap();
     later.take().expect("the first DEL sweeps the trash")();
     assert_eq!(trash_files(&w), Vec::<String>::new());
     let later = Later::default();
-    w.run_with("DEL", "never-added", &cfg, &NoCluster, Some(&later))
+    w.run_with("DEL", "never-added", &cfg, NO_CLUSTER, Some(&later))
         .unwrap();
     assert!(later.borrow().is_none(), "nothing to do after this one");
 }
@@ -475,13 +499,13 @@ fn a_del_right_after_its_add_takes_over_the_adds_queued_writes_instead_of_waitin
     let w = World::new();
     let cfg = w.config(json!({"lockTimeoutSeconds": 1}));
     let add_later = Later::default();
-    w.run_with("ADD", "c1", &cfg, &NoCluster, Some(&add_later))
+    w.run_with("ADD", "c1", &cfg, NO_CLUSTER, Some(&add_later))
         .unwrap();
     let add_job = add_later.take().expect("ADD's writes");
     w.exec.clear();
     let del_later = Later::default();
     let started = std::time::Instant::now();
-    w.run_with("DEL", "c1", &cfg, &NoCluster, Some(&del_later))
+    w.run_with("DEL", "c1", &cfg, NO_CLUSTER, Some(&del_later))
         .expect("DEL does not wait for the ADD's writes (nor time out on its lock)");
     assert!(
         started.elapsed() < Duration::from_millis(900),
@@ -512,11 +536,11 @@ fn a_del_right_after_its_add_takes_over_the_adds_queued_writes_instead_of_waitin
     );
     // Once the ADD's job has started (here: ended), a DEL takes the lock as usual and reads the records.
     let add_later = Later::default();
-    w.run_with("ADD", "c2", &cfg, &NoCluster, Some(&add_later))
+    w.run_with("ADD", "c2", &cfg, NO_CLUSTER, Some(&add_later))
         .unwrap();
     add_later.take().unwrap()();
     w.exec.clear();
-    w.run_with("DEL", "c2", &cfg, &NoCluster, None).unwrap();
+    w.run_with("DEL", "c2", &cfg, NO_CLUSTER, None).unwrap();
     assert!(
         w.exec
             .calls()
@@ -533,7 +557,7 @@ fn an_adds_after_reply_job_dropped_unrun_still_writes_and_frees_the_lock() {
     let w = World::new();
     let cfg = w.config(json!({}));
     let later = Later::default();
-    w.run_with("ADD", "c1", &cfg, &NoCluster, Some(&later))
+    w.run_with("ADD", "c1", &cfg, NO_CLUSTER, Some(&later))
         .unwrap();
     drop(later.take());
     drop(lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::ZERO).unwrap());
@@ -547,7 +571,7 @@ fn failed_rollback_keeps_the_cache_and_reports_both() {
     let cfg = w.config(json!({}));
     w.exec.fail("third", "ADD", 7, "add failed");
     w.exec.fail("cluster", "DEL", 11, "del failed");
-    let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    let err = w.run("ADD", &cfg, NO_CLUSTER).unwrap_err();
     assert_eq!(err.cni_code(), 7);
     let m = err.to_string();
     assert!(
@@ -568,7 +592,7 @@ fn a_failed_link_dump_fails_the_add_before_any_delegate() {
         .dump_fails
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let cfg = w.config(json!({}));
-    let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    let err = w.run("ADD", &cfg, NO_CLUSTER).unwrap_err();
     assert_eq!(err.cni_code(), 4);
     let msg = err.to_string();
     assert!(
@@ -584,7 +608,7 @@ fn existing_interface_fails_that_attachment_code_102() {
     let w = World::new();
     w.netns.existing.lock().unwrap().insert("net2".into());
     let cfg = w.config(json!({}));
-    let err = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    let err = w.run("ADD", &cfg, NO_CLUSTER).unwrap_err();
     assert_eq!(err.cni_code(), 102);
     assert!(
         !w.calls().contains(&t("ADD", "third", "net2")),
@@ -598,23 +622,23 @@ fn existing_interface_fails_that_attachment_code_102() {
 fn del_reverses_removes_everything_and_is_idempotent() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     w.exec.clear();
-    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.run("DEL", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(w.calls(), reverse_teardown());
     w.nothing_left("c1");
-    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.run("DEL", &cfg, NO_CLUSTER).unwrap();
 }
 
 #[test]
 fn del_tries_every_delegate_and_aggregates() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     w.exec.fail("third", "DEL", 7, "third broke");
     w.exec.fail("cluster", "DEL", 5, "cluster broke");
     w.exec.clear();
-    let err = w.run("DEL", &cfg, &NoCluster).unwrap_err();
+    let err = w.run("DEL", &cfg, NO_CLUSTER).unwrap_err();
     assert!(err.to_string().contains("third broke") && err.to_string().contains("cluster broke"));
     assert_eq!(w.calls().len(), 4, "every delegate was tried");
     assert!(
@@ -627,16 +651,16 @@ fn del_tries_every_delegate_and_aggregates() {
 fn retry_delete_on_error_keeps_the_cache() {
     let w = World::new();
     let cfg = w.config(json!({"retryDeleteOnError": true}));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     w.exec.fail("second", "DEL", 11, "busy");
-    assert!(w.run("DEL", &cfg, &NoCluster).is_err());
+    assert!(w.run("DEL", &cfg, NO_CLUSTER).is_err());
     assert!(cache::path(&w.cni_dir(), "c1").exists());
     let w2 = World::new();
     let cfg2 = w2.config(json!({"retryDeleteOnError": true}));
-    w2.run("ADD", &cfg2, &NoCluster).unwrap();
+    w2.run("ADD", &cfg2, NO_CLUSTER).unwrap();
     w2.exec
         .fail("second", "DEL", 11, "open /x: no such file or directory");
-    assert!(w2.run("DEL", &cfg2, &NoCluster).is_err());
+    assert!(w2.run("DEL", &cfg2, NO_CLUSTER).is_err());
     assert!(
         !cache::path(&w2.cni_dir(), "c1").exists(),
         "an already-gone error does not keep the cache"
@@ -661,14 +685,14 @@ fn corrupt_cache_never_skips_teardown() {
     let cfg = w.config(
         json!({"delegates": null, "clusterNetwork": "cluster", "defaultNetworks": ["extra"]}),
     );
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     let p = cache::path(&w.cni_dir(), "c1");
     let body = fs::read(&p).unwrap();
     fs::write(&p, &body[..body.len() / 2]).unwrap();
     // The result cache of one attachment is gone too: the config supplies it.
     resultcache::remove(&w.cni_dir(), "extra", "c1", "net1").unwrap();
     w.exec.clear();
-    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.run("DEL", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(
         w.calls(),
         [t("DEL", "extra", "net1"), t("DEL", "cluster", "eth0")]
@@ -680,9 +704,9 @@ fn corrupt_cache_never_skips_teardown() {
 fn add_over_an_earlier_add_tears_that_down_first() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     w.exec.clear();
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     let calls = w.calls();
     assert_eq!(calls[0], t("DEL", "third", "net2"));
     assert_eq!(calls.iter().filter(|c| c.0 == "DEL").count(), 4);
@@ -696,7 +720,7 @@ fn add_over_an_earlier_add_dumps_the_links_again_after_the_teardown() {
     use std::sync::atomic::Ordering;
     let w = World::new();
     let cfg = w.config(json!({}));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(w.netns.dumped.load(Ordering::SeqCst), 1, "one dump per ADD");
     w.exec.clear();
     // Before the teardown the earlier ADD's interfaces are there; after it they are gone.
@@ -706,7 +730,7 @@ fn add_over_an_earlier_add_dumps_the_links_again_after_the_teardown() {
         .lock()
         .unwrap()
         .extend([earlier, vec!["lo".to_string()]]);
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(w.netns.dumped.load(Ordering::SeqCst), 3);
     assert_eq!(w.calls().iter().filter(|c| c.0 == "ADD").count(), 4);
 }
@@ -715,10 +739,10 @@ fn add_over_an_earlier_add_dumps_the_links_again_after_the_teardown() {
 fn check_runs_every_cached_delegate_and_unknown_is_code_3() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    assert_eq!(w.run("CHECK", &cfg, &NoCluster).unwrap_err().cni_code(), 3);
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    assert_eq!(w.run("CHECK", &cfg, NO_CLUSTER).unwrap_err().cni_code(), 3);
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     w.exec.clear();
-    w.run("CHECK", &cfg, &NoCluster).unwrap();
+    w.run("CHECK", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(
         w.calls(),
         [
@@ -735,7 +759,7 @@ fn check_runs_every_cached_delegate_and_unknown_is_code_3() {
             .all(|c| c.stdin.get("prevResult").is_some())
     );
     w.exec.fail("second", "CHECK", 7, "net1 is broken");
-    let e = w.run("CHECK", &cfg, &NoCluster).unwrap_err();
+    let e = w.run("CHECK", &cfg, NO_CLUSTER).unwrap_err();
     assert!(e.to_string().contains("net1 is broken"));
 }
 
@@ -743,7 +767,7 @@ fn check_runs_every_cached_delegate_and_unknown_is_code_3() {
 fn check_gate_below_0_4_0() {
     let w = World::new();
     let cfg = w.config(json!({"cniVersion": "0.3.1"}));
-    let e = w.run("CHECK", &cfg, &NoCluster).unwrap_err();
+    let e = w.run("CHECK", &cfg, NO_CLUSTER).unwrap_err();
     assert_eq!(e.cni_code(), 1);
     assert!(w.calls().is_empty());
 }
@@ -755,21 +779,21 @@ fn status_reaches_node_networks_and_passes_codes_through() {
         {"cniVersion": "1.1.0", "name": "cluster", "type": "bridge"},
         {"cniVersion": "1.1.0", "name": "second", "type": "macvlan"}
     ]}));
-    w.run("STATUS", &cfg, &NoCluster).unwrap();
+    w.run("STATUS", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(
         w.calls(),
         [t("STATUS", "cluster", ""), t("STATUS", "second", "")]
     );
     w.exec.fail("cluster", "STATUS", 51, "limited");
     assert_eq!(
-        w.run("STATUS", &cfg, &NoCluster).unwrap_err().cni_code(),
+        w.run("STATUS", &cfg, NO_CLUSTER).unwrap_err().cni_code(),
         51
     );
     assert_eq!(
         w.run(
             "STATUS",
             &w.config(json!({"cniVersion": "1.0.0"})),
-            &NoCluster
+            NO_CLUSTER
         )
         .unwrap_err()
         .cni_code(),
@@ -781,7 +805,7 @@ fn status_reaches_node_networks_and_passes_codes_through() {
 fn status_without_its_cluster_network_is_not_available_code_50() {
     let w = World::new();
     let cfg = w.config(json!({"cniVersion": "1.1.0", "delegates": null, "clusterNetwork": "gone"}));
-    let e = w.run("STATUS", &cfg, &NoCluster).unwrap_err();
+    let e = w.run("STATUS", &cfg, NO_CLUSTER).unwrap_err();
     assert_eq!(e.cni_code(), 50, "{e}");
     assert!(e.to_string().contains("\"gone\""), "{e}");
 }
@@ -791,7 +815,7 @@ fn readiness_indicator_gates_add_and_status() {
     let w = World::new();
     let ready = w.dir.path().join("ready");
     let cfg = w.config(json!({"cniVersion": "1.1.0", "readinessindicatorfile": ready, "readinessIndicatorTimeoutSeconds": 0.3}));
-    let e = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    let e = w.run("ADD", &cfg, NO_CLUSTER).unwrap_err();
     assert_eq!(e.cni_code(), 11);
     assert!(
         e.to_string()
@@ -799,13 +823,13 @@ fn readiness_indicator_gates_add_and_status() {
     );
     assert!(w.calls().is_empty());
     assert_eq!(
-        w.run("STATUS", &cfg, &NoCluster).unwrap_err().cni_code(),
+        w.run("STATUS", &cfg, NO_CLUSTER).unwrap_err().cni_code(),
         50
     );
     // DEL does not wait.
-    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.run("DEL", &cfg, NO_CLUSTER).unwrap();
     fs::write(&ready, b"").unwrap();
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
 }
 
 #[test]
@@ -815,8 +839,8 @@ fn gc_tears_down_stale_containers_and_honours_the_runtime_list() {
         {"cniVersion": "1.1.0", "name": "cluster", "type": "bridge"},
         {"cniVersion": "1.1.0", "name": "second", "type": "macvlan"}
     ]}));
-    w.run_cid("ADD", "live", &cfg, &NoCluster).unwrap();
-    w.run_cid("ADD", "stale", &cfg, &NoCluster).unwrap();
+    w.run_cid("ADD", "live", &cfg, NO_CLUSTER).unwrap();
+    w.run_cid("ADD", "stale", &cfg, NO_CLUSTER).unwrap();
     // A leftover result record with no plexus cache (e.g. from an interrupted DEL).
     let mut orphan = resultcache::read(&w.cni_dir(), "second", "live", "net1")
         .unwrap()
@@ -838,7 +862,7 @@ fn gc_tears_down_stale_containers_and_honours_the_runtime_list() {
         &Seams {
             exec: &w.exec,
             netns: &w.netns,
-            cluster: &NoCluster,
+            cluster: None,
             kubelet: &NoKubelet,
             defer_work: false,
         },
@@ -881,86 +905,69 @@ fn gc_tears_down_stale_containers_and_honours_the_runtime_list() {
     assert!(cache::path(&w.cni_dir(), "live").exists());
 }
 
-/// A cluster that adds pod networks, replaces the default network, records published status and counts
-/// NAD lookups by name (answered with a NAD of that name when `nads_by_name`).
-#[derive(Default)]
-struct FakeCluster {
-    networks: Vec<NetworkRequest>,
-    default: Option<NetworkRequest>,
-    fail_publish: bool,
-    published: Mutex<Vec<(String, usize)>>,
-    nads_by_name: bool,
-    lookups: Mutex<usize>,
-    pod_reads: Mutex<usize>,
-    /// Warning events recorded on the pod: (reason, message).
-    warnings: Mutex<Vec<(String, String)>>,
-    /// Return the status write instead of "sending" it (the daemon's `statusWrite: afterReply`).
-    defer_status: bool,
+/// A NAD the pod selects: its namespace and name, its config, and the interface the selection asks for.
+#[derive(Clone)]
+struct Nad {
+    namespace: String,
+    name: String,
+    config: Value,
+    ifname: Option<String>,
 }
 
-impl Cluster for FakeCluster {
-    fn pod_networks(
-        &self,
-        _: &crate::request::PodRef,
-        _: &Config,
-    ) -> Result<PodNetworks, ClusterError> {
-        *self.pod_reads.lock().unwrap() += 1;
-        Ok(PodNetworks {
-            default_network: self.default.clone(),
-            networks: self.networks.clone(),
-        })
-    }
-
-    fn network_by_name(
-        &self,
-        _: &Config,
-        name: &str,
-    ) -> Result<Option<NetworkRequest>, ClusterError> {
-        *self.lookups.lock().unwrap() += 1;
-        Ok(self.nads_by_name.then(|| {
-            let mut r = nad(name, None);
-            r.status_name = format!("kube-system/{name}");
-            r
-        }))
-    }
-
-    fn publish_status(
-        &self,
-        pod: &crate::request::PodRef,
-        attached: &[(Attachment, CniResult)],
-    ) -> Result<Option<crate::cluster::DeferredStatus>, ClusterError> {
-        if self.fail_publish {
-            return Err(ClusterError::Unavailable("api down".into()));
-        }
-        self.published
-            .lock()
-            .unwrap()
-            .push((pod.to_string(), attached.len()));
-        Ok(self.defer_status.then(|| crate::cluster::DeferredStatus {
-            pod: pod.clone(),
-            involved: None,
-            patch: json!({"attached": attached.len()}),
-            added: Vec::new(),
-        }))
-    }
-
-    fn warn_pod(&self, reason: &str, message: String) {
-        self.warnings
-            .lock()
-            .unwrap()
-            .push((reason.to_string(), message));
+impl Nad {
+    /// How the networks annotation names it.
+    fn selection(&self) -> String {
+        let at = self
+            .ifname
+            .as_ref()
+            .map(|i| format!("@{i}"))
+            .unwrap_or_default();
+        format!("{}/{}{at}", self.namespace, self.name)
     }
 }
 
-fn nad(name: &str, ifname: Option<&str>) -> NetworkRequest {
-    let n = crate::netconf::NetworkConfig::from_value(
-        json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan"}),
-    )
-    .unwrap();
-    let mut r = NetworkRequest::plain(n);
-    r.status_name = format!("ns1/{name}");
-    r.ifname_request = ifname.map(str::to_string);
-    r
+/// The API of pod `ns1/pod1` (UID `u1`) selecting `networks` and, with `default`, replacing the cluster
+/// network; every NAD they name exists.
+fn pod_api(networks: &[Nad], default: Option<&Nad>) -> MemoryApi {
+    let selected: Vec<String> = networks.iter().map(Nad::selection).collect();
+    let selected = selected.join(",");
+    let mut annotations = vec![(annotations::NETWORKS_ANNOTATION, selected.as_str())];
+    let default_name = default.map(Nad::selection);
+    if let Some(d) = &default_name {
+        annotations.push((annotations::DEFAULT_NETWORK_ANNOTATION, d.as_str()));
+    }
+    let mut api = MemoryApi::new().with_pod("ns1", "pod1", "u1", &annotations);
+    for n in networks.iter().chain(default) {
+        api = api.with_nad(&n.namespace, &n.name, n.config.clone());
+    }
+    api
+}
+
+/// The API of pod `ns1/pod1` selecting nothing, with NAD `kube-system/<name>` (a macvlan) for each of
+/// `node_nads`.
+fn node_nads_api(node_nads: &[&str]) -> MemoryApi {
+    let mut api = MemoryApi::new().with_pod("ns1", "pod1", "u1", &[]);
+    for name in node_nads {
+        api = api.with_nad("kube-system", name, nad(name, None).config);
+    }
+    api
+}
+
+/// What was published: the pod and the number of network-status entries, per write.
+fn published(api: &MemoryApi) -> Vec<(String, usize)> {
+    api.statuses()
+        .into_iter()
+        .map(|(pod, entries)| (pod.to_string(), entries.len()))
+        .collect()
+}
+
+fn nad(name: &str, ifname: Option<&str>) -> Nad {
+    Nad {
+        namespace: "ns1".into(),
+        name: name.into(),
+        config: json!({"cniVersion": "1.0.0", "name": name, "type": "macvlan"}),
+        ifname: ifname.map(str::to_string),
+    }
 }
 
 #[test]
@@ -969,11 +976,8 @@ fn cluster_seam_pod_networks_default_override_and_status() {
     let cfg = w.config(
         json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
     );
-    let cluster = FakeCluster {
-        networks: vec![nad("a", None), nad("b", Some("data0"))],
-        ..Default::default()
-    };
-    w.run("ADD", &cfg, &cluster).unwrap();
+    let cluster = pod_api(&[nad("a", None), nad("b", Some("data0"))], None);
+    w.run("ADD", &cfg, Some(&cluster)).unwrap();
     assert_eq!(
         w.calls(),
         [
@@ -982,13 +986,10 @@ fn cluster_seam_pod_networks_default_override_and_status() {
             t("ADD", "b", "data0")
         ]
     );
-    assert_eq!(
-        *cluster.published.lock().unwrap(),
-        [("ns1/pod1/u1".to_string(), 3)]
-    );
+    assert_eq!(published(&cluster), [("ns1/pod1/u1".to_string(), 3)]);
     // DEL needs no cluster at all: it works from the cache.
     w.exec.clear();
-    w.run("DEL", &cfg, &NoCluster).unwrap();
+    w.run("DEL", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(
         w.calls(),
         [
@@ -999,11 +1000,8 @@ fn cluster_seam_pod_networks_default_override_and_status() {
     );
 
     let w = World::new();
-    let cluster = FakeCluster {
-        default: Some(nad("override", None)),
-        ..Default::default()
-    };
-    w.run("ADD", &cfg, &cluster).unwrap();
+    let cluster = pod_api(&[], Some(&nad("override", None)));
+    w.run("ADD", &cfg, Some(&cluster)).unwrap();
     assert_eq!(w.calls(), [t("ADD", "override", "eth0")]);
 }
 
@@ -1011,11 +1009,9 @@ fn cluster_seam_pod_networks_default_override_and_status() {
 fn status_publish_failure_rolls_back() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    let cluster = FakeCluster {
-        fail_publish: true,
-        ..Default::default()
-    };
-    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    let cluster =
+        pod_api(&[], None).failing_status_writes(ClusterError::Unavailable("api down".into()));
+    let e = w.run("ADD", &cfg, Some(&cluster)).unwrap_err();
     assert_eq!(e.cni_code(), 11);
     assert_eq!(w.calls().iter().filter(|c| c.0 == "DEL").count(), 4);
     w.nothing_left("c1");
@@ -1036,7 +1032,7 @@ fn system_namespaces_skip_default_networks() {
     )
     .unwrap();
     let cfg = w.config(json!({"delegates": null, "clusterNetwork": "cluster", "defaultNetworks": ["extra"], "systemNamespaces": ["ns1"]}));
-    w.run("ADD", &cfg, &NoCluster).unwrap();
+    w.run("ADD", &cfg, NO_CLUSTER).unwrap();
     assert_eq!(w.calls(), [t("ADD", "cluster", "eth0")]);
 }
 
@@ -1044,7 +1040,7 @@ fn system_namespaces_skip_default_networks() {
 fn unknown_cluster_network_names_the_directory() {
     let w = World::new();
     let cfg = w.config(json!({"delegates": null, "clusterNetwork": "nope"}));
-    let e = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    let e = w.run("ADD", &cfg, NO_CLUSTER).unwrap_err();
     assert_eq!(e.cni_code(), 7);
     assert!(
         e.to_string().contains(&w.conf_dir().display().to_string()),
@@ -1062,7 +1058,7 @@ fn result_that_cannot_be_given_in_the_config_version_rolls_back() {
         "ADD",
         br#"{"cniVersion":"1.0.0","interfaces":[{"name":"eth0"}]}"#,
     );
-    let e = w.run("ADD", &cfg, &NoCluster).unwrap_err();
+    let e = w.run("ADD", &cfg, NO_CLUSTER).unwrap_err();
     assert_eq!(e.cni_code(), 1);
     w.nothing_left("c1");
 }
@@ -1088,7 +1084,7 @@ fn own_netns_is_refused_code_8() {
     ])
     .unwrap()
     .unwrap();
-    let seams = w.seams(&NoCluster, false);
+    let seams = w.seams(NO_CLUSTER, false);
     assert_eq!(execute(&env, &cfg, &seams).unwrap_err().cni_code(), 8);
     let _ = Path::new("");
 }
@@ -1098,7 +1094,7 @@ fn run_with_args(
     command: &str,
     args: &str,
     cfg: &Config,
-    cluster: &dyn Cluster,
+    cluster: Option<&dyn Cluster>,
 ) -> Result<Vec<u8>, Error> {
     let env = CniEnv::from_vars([
         ("CNI_COMMAND", command),
@@ -1134,13 +1130,11 @@ fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
     .unwrap();
     let cfg =
         w.config(json!({"cniVersion": "1.1.0", "delegates": null, "clusterNetwork": "cluster"}));
-    let cluster = FakeCluster {
-        nads_by_name: true,
-        ..Default::default()
-    };
-    run_with_args(&w, "ADD", "IgnoreUnknown=1", &cfg, &cluster).unwrap();
+    let cluster = node_nads_api(&["cluster"]);
+    let lookups = || cluster.nad_reads().len();
+    run_with_args(&w, "ADD", "IgnoreUnknown=1", &cfg, Some(&cluster)).unwrap();
     assert_eq!(
-        *cluster.lookups.lock().unwrap(),
+        lookups(),
         0,
         "a non-Kubernetes runtime's ADD never reaches the API"
     );
@@ -1154,11 +1148,11 @@ fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
         "ADD",
         "K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1",
         &cfg,
-        &cluster,
+        Some(&cluster),
     )
     .unwrap();
     assert_eq!(
-        *cluster.lookups.lock().unwrap(),
+        lookups(),
         1,
         "a Kubernetes pod's ADD looks the name up as a NAD first"
     );
@@ -1171,14 +1165,14 @@ fn no_api_access_without_kubernetes_pod_keys_but_status_may_use_it() {
         &Seams {
             exec: &w.exec,
             netns: &w.netns,
-            cluster: &cluster,
+            cluster: Some(&cluster),
             kubelet: &NoKubelet,
             defer_work: false,
         },
     )
     .unwrap();
     assert_eq!(
-        *cluster.lookups.lock().unwrap(),
+        lookups(),
         2,
         "STATUS carries no pod keys but may resolve a NAD"
     );
@@ -1193,13 +1187,10 @@ fn del_without_a_cache_tears_down_the_node_networks_without_reading_the_pod() {
     let cfg = w.config(
         json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
     );
-    let cluster = FakeCluster {
-        networks: vec![nad("a", None), nad("b", Some("data0"))],
-        ..Default::default()
-    };
-    w.run("DEL", &cfg, &cluster).unwrap();
+    let cluster = pod_api(&[nad("a", None), nad("b", Some("data0"))], None);
+    w.run("DEL", &cfg, Some(&cluster)).unwrap();
     assert_eq!(w.calls(), [t("DEL", "cluster", "eth0")]);
-    assert_eq!(*cluster.pod_reads.lock().unwrap(), 0);
+    assert_eq!(cluster.pod_reads(), 0);
 }
 
 /// A cache that exists but cannot be read hid an ADD's attachments: with the pod still in the API, its
@@ -1210,13 +1201,10 @@ fn del_with_a_corrupt_cache_rebuilds_the_pods_networks_from_the_api() {
     let cfg = w.config(
         json!({"delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]}),
     );
-    let cluster = FakeCluster {
-        networks: vec![nad("a", None), nad("b", Some("data0"))],
-        ..Default::default()
-    };
+    let cluster = pod_api(&[nad("a", None), nad("b", Some("data0"))], None);
     std::fs::create_dir_all(w.cni_dir()).unwrap();
     std::fs::write(cache::path(&w.cni_dir(), "c1"), "{not json").unwrap();
-    w.run("DEL", &cfg, &cluster).unwrap();
+    w.run("DEL", &cfg, Some(&cluster)).unwrap();
     assert_eq!(
         w.calls(),
         [
@@ -1225,19 +1213,16 @@ fn del_with_a_corrupt_cache_rebuilds_the_pods_networks_from_the_api() {
             t("DEL", "cluster", "eth0")
         ]
     );
-    assert_eq!(*cluster.pod_reads.lock().unwrap(), 1);
+    assert_eq!(cluster.pod_reads(), 1);
 }
 
 /// A NAD `ns1/<name>` whose conflist chains `types`.
-fn nad_chain(name: &str, types: &[&str]) -> NetworkRequest {
+fn nad_chain(name: &str, types: &[&str]) -> Nad {
     let plugins: Vec<Value> = types.iter().map(|t| json!({"type": t})).collect();
-    let n = crate::netconf::NetworkConfig::from_value(
-        json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins}),
-    )
-    .unwrap();
-    let mut r = NetworkRequest::plain(n);
-    r.status_name = format!("ns1/{name}");
-    r
+    Nad {
+        config: json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins}),
+        ..nad(name, None)
+    }
 }
 
 /// Issue 16: STATUS answers for what the node serves every pod (the readiness indicator, the cluster
@@ -1250,22 +1235,22 @@ fn status_answers_for_the_node_networks_never_for_nads() {
         {"cniVersion": "1.1.0", "name": "cluster", "type": "bridge"}
     ]}));
     // The cluster's NADs (two tenants'), each naming a plugin this node does not have.
-    let cluster = FakeCluster {
-        networks: vec![
+    let cluster = pod_api(
+        &[
             nad_chain("tenant-a", &["missing"]),
             nad_chain("tenant-b", &["macvlan", "missing"]),
         ],
-        ..Default::default()
-    };
-    w.run("STATUS", &cfg, &cluster).unwrap();
+        None,
+    );
+    w.run("STATUS", &cfg, Some(&cluster)).unwrap();
     assert_eq!(w.calls(), [t("STATUS", "cluster", "")]);
-    assert!(cluster.warnings.lock().unwrap().is_empty());
+    assert!(w.warnings().is_empty());
     // A node network whose plugin is missing still makes the node unavailable (code 50), naming it.
     let cfg = w.config(json!({"cniVersion": "1.1.0", "delegates": [
         {"cniVersion": "1.1.0", "name": "cluster", "type": "bridge"},
         {"cniVersion": "1.1.0", "name": "extra", "type": "missing"}
     ]}));
-    let e = w.run("STATUS", &cfg, &cluster).unwrap_err();
+    let e = w.run("STATUS", &cfg, Some(&cluster)).unwrap_err();
     assert_eq!(e.cni_code(), 50, "{e}");
     assert!(
         e.to_string().contains("extra") && e.to_string().contains("\"missing\""),
@@ -1280,11 +1265,11 @@ fn status_answers_for_the_node_networks_never_for_nads() {
 fn a_nad_naming_a_missing_plugin_fails_add_with_code_7_before_any_delegate() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    let cluster = FakeCluster {
-        networks: vec![nad("a", None), nad_chain("bad", &["macvlan", "missing"])],
-        ..Default::default()
-    };
-    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    let cluster = pod_api(
+        &[nad("a", None), nad_chain("bad", &["macvlan", "missing"])],
+        None,
+    );
+    let e = w.run("ADD", &cfg, Some(&cluster)).unwrap_err();
     assert_eq!(e.cni_code(), 7, "{e}");
     let msg = e.to_string();
     for part in ["ns1/pod1/u1", "ns1/bad", "\"missing\""] {
@@ -1292,8 +1277,8 @@ fn a_nad_naming_a_missing_plugin_fails_add_with_code_7_before_any_delegate() {
     }
     assert_eq!(w.calls(), vec![], "no delegate ran");
     w.nothing_left("c1");
-    assert!(cluster.published.lock().unwrap().is_empty());
-    let warnings = cluster.warnings.lock().unwrap().clone();
+    assert!(published(&cluster).is_empty());
+    let warnings = w.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].0, "NoPluginFound");
     assert!(
@@ -1303,7 +1288,8 @@ fn a_nad_naming_a_missing_plugin_fails_add_with_code_7_before_any_delegate() {
 
     // The runtime's DEL after the failed ADD (CNI-23) succeeds: nothing records the NAD's network, and a
     // DEL of it could only fail for the missing plugin, on every retry.
-    w.run("DEL", &cfg, &cluster).unwrap();
+    w.run("DEL", &cfg, Some(&cluster)).unwrap();
+    assert!(w.warnings().is_empty(), "DEL leaves no event");
     assert!(
         w.calls().iter().all(|c| c.1 != "bad"),
         "nothing of the NAD ran: {:?}",
@@ -1313,22 +1299,21 @@ fn a_nad_naming_a_missing_plugin_fails_add_with_code_7_before_any_delegate() {
     w.exec.clear();
 
     // A pod that selects only the other NAD is not affected.
-    let fine = FakeCluster {
-        networks: vec![nad("a", None)],
-        ..Default::default()
-    };
-    w.run_cid("ADD", "c2", &cfg, &fine).unwrap();
-    assert!(fine.warnings.lock().unwrap().is_empty());
+    let fine = pod_api(&[nad("a", None)], None);
+    w.run_cid("ADD", "c2", &cfg, Some(&fine)).unwrap();
+    assert!(w.warnings().is_empty());
     assert_eq!(w.calls().last(), Some(&t("ADD", "a", "net3")));
 }
 
 /// A NAD `ns/<name>` with `config` (its `name` set).
-fn nad_in(ns: &str, name: &str, mut config: Value) -> NetworkRequest {
+fn nad_in(ns: &str, name: &str, mut config: Value) -> Nad {
     config["name"] = json!(name);
-    let n = crate::netconf::NetworkConfig::from_value(config).unwrap();
-    let mut r = NetworkRequest::plain(n);
-    r.status_name = format!("{ns}/{name}");
-    r
+    Nad {
+        namespace: ns.into(),
+        name: name.into(),
+        config,
+        ifname: None,
+    }
 }
 
 /// Issue 19, item 3: a NAD naming a plugin type outside the node config's `allowedPluginTypes` (here the
@@ -1352,11 +1337,8 @@ fn a_nad_naming_a_type_outside_the_allow_list_fails_add_with_code_7_and_nothing_
             {"type": "macvlan", "ipam": {"type": "host-local"}},
             {"type": "tuning", "ipam": {"type": "dhcp"}}]}),
     );
-    let cluster = FakeCluster {
-        networks: vec![allowed.clone(), refused],
-        ..Default::default()
-    };
-    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    let cluster = pod_api(&[allowed.clone(), refused], None);
+    let e = w.run("ADD", &cfg, Some(&cluster)).unwrap_err();
     assert_eq!(e.cni_code(), 7, "{e}");
     let msg = e.to_string();
     for part in [
@@ -1374,8 +1356,8 @@ fn a_nad_naming_a_type_outside_the_allow_list_fails_add_with_code_7_and_nothing_
         "no delegate ran, not even the cluster network's"
     );
     w.nothing_left("c1");
-    assert!(cluster.published.lock().unwrap().is_empty());
-    let warnings = cluster.warnings.lock().unwrap().clone();
+    assert!(published(&cluster).is_empty());
+    let warnings = w.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].0, "PluginTypeNotAllowed");
     for part in ["ns1/grab-uplink", "\"dhcp\"", "allowedPluginTypes"] {
@@ -1383,12 +1365,9 @@ fn a_nad_naming_a_type_outside_the_allow_list_fails_add_with_code_7_and_nothing_
     }
 
     // The node's own networks (static delegates: bridge, ptp) are not on the list and still run.
-    let fine = FakeCluster {
-        networks: vec![allowed],
-        ..Default::default()
-    };
-    w.run_cid("ADD", "c2", &cfg, &fine).unwrap();
-    assert!(fine.warnings.lock().unwrap().is_empty());
+    let fine = pod_api(&[allowed], None);
+    w.run_cid("ADD", "c2", &cfg, Some(&fine)).unwrap();
+    assert!(w.warnings().is_empty());
     assert_eq!(w.calls().first(), Some(&t("ADD", "cluster", "eth0")));
     assert_eq!(w.calls().last(), Some(&t("ADD", "ok", "net3")));
 }
@@ -1403,12 +1382,9 @@ fn a_namespaces_allow_list_replaces_the_global_one_for_its_nads() {
     }));
     let sriov = |ns: &str| nad_in(ns, "vf", json!({"cniVersion": "1.0.0", "type": "sriov"}));
     let macvlan = |ns: &str| nad_in(ns, "mv", json!({"cniVersion": "1.0.0", "type": "macvlan"}));
-    let run = |cid: &str, n: NetworkRequest| {
-        let cluster = FakeCluster {
-            networks: vec![n],
-            ..Default::default()
-        };
-        w.run_cid("ADD", cid, &cfg, &cluster)
+    let run = |cid: &str, n: Nad| {
+        let cluster = pod_api(&[n], None);
+        w.run_cid("ADD", cid, &cfg, Some(&cluster))
             .map(|_| ())
             .map_err(|e| e.to_string())
     };
@@ -1436,11 +1412,8 @@ fn the_node_networks_are_exempt_and_a_pods_default_network_is_not() {
         "clusterNetwork": "cluster-nad", "defaultNetworks": ["extra-nad"],
         "allowedPluginTypes": [],
     }));
-    let nads = FakeCluster {
-        nads_by_name: true,
-        ..Default::default()
-    };
-    w.run("ADD", &cfg, &nads).unwrap();
+    let nads = node_nads_api(&["cluster-nad", "extra-nad"]);
+    w.run("ADD", &cfg, Some(&nads)).unwrap();
     assert_eq!(
         w.calls(),
         [
@@ -1448,18 +1421,18 @@ fn the_node_networks_are_exempt_and_a_pods_default_network_is_not() {
             t("ADD", "extra-nad", "net1")
         ]
     );
-    assert!(nads.warnings.lock().unwrap().is_empty());
+    assert!(w.warnings().is_empty());
 
-    let overridden = FakeCluster {
-        nads_by_name: true,
-        default: Some(nad_in(
-            "ns1",
-            "my-default",
-            json!({"cniVersion": "1.0.0", "type": "bridge"}),
-        )),
-        ..Default::default()
-    };
-    let e = w.run_cid("ADD", "c2", &cfg, &overridden).unwrap_err();
+    let my_default = nad_in(
+        "ns1",
+        "my-default",
+        json!({"cniVersion": "1.0.0", "type": "bridge"}),
+    );
+    let mut overridden = pod_api(&[], Some(&my_default));
+    for name in ["cluster-nad", "extra-nad"] {
+        overridden = overridden.with_nad("kube-system", name, nad(name, None).config);
+    }
+    let e = w.run_cid("ADD", "c2", &cfg, Some(&overridden)).unwrap_err();
     assert_eq!(e.cni_code(), 7, "{e}");
     assert!(
         e.to_string().contains("ns1/my-default") && e.to_string().contains("\"bridge\""),
@@ -1474,11 +1447,8 @@ fn the_node_networks_are_exempt_and_a_pods_default_network_is_not() {
 fn a_refused_plugin_binary_fails_add_before_any_delegate_with_its_own_event() {
     let w = World::new();
     let cfg = w.config(json!({}));
-    let cluster = FakeCluster {
-        networks: vec![nad_chain("bad", &["macvlan", "unsafe"])],
-        ..Default::default()
-    };
-    let e = w.run("ADD", &cfg, &cluster).unwrap_err();
+    let cluster = pod_api(&[nad_chain("bad", &["macvlan", "unsafe"])], None);
+    let e = w.run("ADD", &cfg, Some(&cluster)).unwrap_err();
     assert_eq!(e.cni_code(), 7, "{e}");
     assert!(
         e.to_string()
@@ -1487,7 +1457,7 @@ fn a_refused_plugin_binary_fails_add_before_any_delegate_with_its_own_event() {
     );
     assert_eq!(w.calls(), vec![]);
     w.nothing_left("c1");
-    let warnings = cluster.warnings.lock().unwrap().clone();
+    let warnings = w.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].0, "PluginBinaryRefused");
 }
@@ -1527,7 +1497,7 @@ pub(super) fn with_ctx<R>(
     let seams = Seams {
         exec: &host.exec,
         netns: &host.netns,
-        cluster: &NoCluster,
+        cluster: None,
         kubelet: &NoKubelet,
         defer_work,
     };
@@ -1535,6 +1505,7 @@ pub(super) fn with_ctx<R>(
         env: &env,
         config: &config,
         seams: &seams,
+        kube: kube::Kube::new(None, &config, true),
     };
     let attachments = plan::plan("eth0", ctx.node_networks(None).unwrap()).unwrap();
     f(&ctx, attachments)
@@ -1547,11 +1518,8 @@ pub(super) fn with_ctx<R>(
 fn done_carries_the_result_in_the_configs_version_and_the_deferred_work_as_values() {
     let w = World::new();
     let cfg = w.config(json!({"cniVersion": "0.4.0"}));
-    let cluster = FakeCluster {
-        defer_status: true,
-        ..Default::default()
-    };
-    let done = w.run_done("ADD", "c1", &cfg, &cluster, true).unwrap();
+    let cluster = pod_api(&[], None).deferring_status();
+    let done = w.run_done("ADD", "c1", &cfg, Some(&cluster), true).unwrap();
     let Reply::Added(result) = &done.reply else {
         panic!("ADD answers a result: {done:?}");
     };
@@ -1568,25 +1536,28 @@ fn done_carries_the_result_in_the_configs_version_and_the_deferred_work_as_value
         .as_ref()
         .expect("the status write, to send after the reply");
     assert_eq!(status.pod.to_string(), "ns1/pod1/u1");
-    assert_eq!(status.patch, json!({"attached": 3}));
+    assert_eq!(cluster.status_writes(), [(**status).clone()]);
+    assert_eq!(published(&cluster), [("ns1/pod1/u1".to_string(), 3)]);
     // The writes wait for the job, under the container's lock.
     assert!(lock::ContainerLock::acquire(&w.cni_dir(), "c1", Duration::ZERO).is_err());
     assert!(resultcache::list(&w.cni_dir(), Some("c1")).is_empty());
     (done.after_reply.expect("ADD's writes for after the reply"))();
     assert_eq!(resultcache::list(&w.cni_dir(), Some("c1")).len(), 3);
     // DEL: nothing to print; its trash's unlinks for after the reply.
-    let done = w.run_done("DEL", "c1", &cfg, &NoCluster, true).unwrap();
+    let done = w.run_done("DEL", "c1", &cfg, NO_CLUSTER, true).unwrap();
     assert_eq!(done.reply, Reply::Empty);
     (done.after_reply.expect("DEL's unlinks"))();
     w.nothing_left("c1");
 
     // The thin binary: everything done before the reply, nothing left over.
-    let cluster = FakeCluster::default();
-    let done = w.run_done("ADD", "c2", &cfg, &cluster, false).unwrap();
+    let cluster = pod_api(&[], None);
+    let done = w
+        .run_done("ADD", "c2", &cfg, Some(&cluster), false)
+        .unwrap();
     assert!(matches!(&done.reply, Reply::Added(r) if r.version() == CniVersion::V0_4_0));
     assert!(done.after_reply.is_none() && done.status.is_none());
     assert_eq!(resultcache::list(&w.cni_dir(), Some("c2")).len(), 3);
-    let done = w.run_done("DEL", "c2", &cfg, &NoCluster, false).unwrap();
+    let done = w.run_done("DEL", "c2", &cfg, NO_CLUSTER, false).unwrap();
     assert!(done.after_reply.is_none() && done.reply == Reply::Empty);
     w.nothing_left("c2");
 }

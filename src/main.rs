@@ -1,5 +1,5 @@
 //! The `plexus` CNI binary: a thin entry over the library.
 
 fn main() -> std::process::ExitCode {
-    plexus::cli::main()
+    plexus::edges::cli::main()
 }

@@ -363,30 +363,22 @@ fn the_cycle_finder_finds_cycles() {
     assert!(refs.contains(&vec!["k8s".to_string(), "client".into(), "X".into()]));
 }
 
-/// Issue 17, item 2: the policy of which networks a pod gets is pure. `src/selection.rs` reads only the
-/// pure modules (the annotation parser, the config, network configs, the plan's types, the seam's types):
+/// Issue 17, item 2: the policy of which networks a pod gets is pure. `src/pure/selection.rs` reads only the
+/// pure layer (the annotation parser, the config, network configs, the plan's types, the cluster's data):
 /// nothing of the API client, the daemon, the core that does I/O, or the filesystem helpers.
 #[test]
 fn the_selection_policy_imports_nothing_that_does_io() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/selection.rs");
-    let text = fs::read_to_string(&path).expect("the pure policy lives in src/selection.rs");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/pure/selection.rs");
+    let text = fs::read_to_string(&path).expect("the pure policy lives in src/pure/selection.rs");
     // The policy, not its tests (they may use the crate's test support).
     let text = text
         .split("#[cfg(test)]")
         .next()
         .unwrap_or_default()
         .to_string();
-    let refs = references(&["selection".to_string()], &code(&text));
+    let refs = references(&["pure".to_string(), "selection".to_string()], &code(&text));
     assert!(!refs.is_empty(), "the reader found its imports");
-    const PURE: &[&[&str]] = &[
-        &["cluster"],
-        &["config"],
-        &["k8s", "annotations"],
-        &["names"],
-        &["netconf"],
-        &["plan"],
-        &["request"],
-    ];
+    const PURE: &[&[&str]] = &[&["pure"]];
     let impure: Vec<String> = refs
         .iter()
         .filter(|r| {
@@ -428,11 +420,56 @@ fn the_kubernetes_seam_has_one_test_double() {
     assert_eq!(
         found,
         [
-            "src/cluster.rs",
-            "src/k8s/cached.rs",
-            "src/k8s/client.rs",
-            "src/k8s/memory.rs"
+            "src/seams/cluster.rs",
+            "src/seams/k8s/cached.rs",
+            "src/seams/k8s/client.rs",
+            "src/seams/k8s/memory.rs"
         ],
         "implementations of the Kubernetes seam"
     );
+}
+
+/// The layers of `src/`, lowest first (README, "Layout"): a module uses its own layer and the ones below it,
+/// never one above. The pure core reaches nothing else; the edges may reach everything.
+const LAYERS: &[&str] = &["pure", "store", "seams", "ops", "edges"];
+
+/// The edges of the crate's top-level graph that reach up a layer, or leave the layers.
+fn upward(top: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+    let rank = |m: &str| LAYERS.iter().position(|l| *l == m);
+    let mut wrong = Vec::new();
+    for (from, tos) in top {
+        let Some(rf) = rank(from) else {
+            wrong.push(format!("{from}: not in a layer"));
+            continue;
+        };
+        for to in tos {
+            match rank(to) {
+                Some(rt) if rt <= rf => {}
+                _ => wrong.push(format!("{from} → {to}")),
+            }
+        }
+    }
+    wrong
+}
+
+#[test]
+fn every_module_sits_in_a_layer_and_reaches_only_down() {
+    let g = graphs();
+    let top = g.get("").expect("the crate's top-level module graph");
+    let wrong = upward(top);
+    assert!(wrong.is_empty(), "references up the layers:\n{wrong:#?}");
+    let found: BTreeSet<&str> = top.keys().map(String::as_str).collect();
+    assert_eq!(found, LAYERS.iter().copied().collect::<BTreeSet<_>>());
+}
+
+/// The layer check sees a reference up a layer, and a module outside the layers.
+#[test]
+fn the_layer_check_sees_upward_references() {
+    let mut top: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    top.entry("seams".into()).or_default().insert("pure".into());
+    top.entry("ops".into()).or_default().insert("seams".into());
+    assert!(upward(&top).is_empty());
+    top.entry("store".into()).or_default().insert("ops".into());
+    top.entry("misc".into()).or_default();
+    assert_eq!(upward(&top), ["misc: not in a layer", "store → ops"]);
 }

@@ -1590,9 +1590,11 @@ fn gc_sends_no_gc_before_1_1_0_but_still_deletes_stale_attachments() {
 #[test]
 fn plexus_first_in_a_conflist_hands_its_result_to_the_next_plugin() {
     use plexus::{
-        exec::ProcessExec,
-        invoke::{Invoker, RuntimeConf},
-        netconf::NetworkConfig,
+        pure::netconf::NetworkConfig,
+        seams::{
+            exec::ProcessExec,
+            invoke::{Invoker, RuntimeConf},
+        },
     };
     for v in VERSIONS.iter().filter(|v| has_lists(v)) {
         let ctx = format!("cniVersion {v}");
@@ -1627,7 +1629,7 @@ fn plexus_first_in_a_conflist_hands_its_result_to_the_next_plugin() {
             .collect(),
             timeout: Duration::from_secs(30),
             cache_dir: runtime_cache.clone(),
-            cache_writes: plexus::invoke::CacheWrites::LikeLibcni,
+            cache_writes: plexus::seams::invoke::CacheWrites::LikeLibcni,
         };
         let rt = RuntimeConf {
             container_id: CID.into(),
@@ -2025,7 +2027,7 @@ fn an_unusable_log_file_does_not_fail_the_operation() {
 // ---------------------------------------------------------------------------------------------------
 
 /// The runtime kills plexus, not its delegates: the delegate plexus was running goes on alone. It holds
-/// the container's lock (inherited as fd `plexus::exec::LOCK_FD`) until it exits, so the runtime's DEL,
+/// the container's lock (inherited as fd `plexus::seams::exec::LOCK_FD`) until it exits, so the runtime's DEL,
 /// issued at once, waits for it instead of tearing down while it still works.
 #[test]
 fn an_orphaned_delegate_keeps_the_containers_lock_and_del_waits_for_it() {
@@ -2060,7 +2062,7 @@ fn an_orphaned_delegate_keeps_the_containers_lock_and_del_waits_for_it() {
     plexus.wait().expect("reap plexus");
 
     // The orphan runs on, holding the lock file's descriptor, locked: a new open of the file cannot lock it.
-    let fd = format!("/proc/{}/fd/{}", orphan.pid, plexus::exec::LOCK_FD);
+    let fd = format!("/proc/{}/fd/{}", orphan.pid, plexus::seams::exec::LOCK_FD);
     let target = fs::metadata(&fd).map(|m| (m.dev(), m.ino()));
     let lock = fs::File::open(h.lock_file(CID)).expect("the lock file exists");
     assert_eq!(

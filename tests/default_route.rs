@@ -1,7 +1,7 @@
 //! `default-route` (NPWG-34) in real network namespaces with Debian's bridge and macvlan plugins.
 //!
 //! plexus runs in process (`ops::execute`) with the real netns seam and the in-memory Kubernetes API
-//! (`plexus::k8s::memory`) holding the pod, with its `k8s.v1.cni.cncf.io/networks` annotation, and the
+//! (`plexus::seams::k8s::memory`) holding the pod, with its `k8s.v1.cni.cncf.io/networks` annotation, and the
 //! NADs of this file; the delegates run through wrapper scripts inside a "host" namespace the test makes (where the
 //! bridge, its host-side veths and the macvlan master, a veth, live), on a "pod" namespace. The cluster
 //! network is a bridge with host-local IPv4 and IPv6 ranges and a default route of each family on `eth0`.
@@ -21,22 +21,17 @@ use std::{
     sync::Mutex,
 };
 
-use plexus::k8s::{
-    annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION},
-    memory::MemoryApi,
+use plexus::{
+    pure::annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION},
+    seams::k8s::memory::MemoryApi,
 };
 
 use netns_support::{CNI_PATH, Fixture, MASTER, Netns, Reservation};
 use plexus::{
-    config::Config,
-    devices::kubelet::NoKubelet,
-    error::Error,
-    exec::ProcessExec,
-    k8s::status::NetworkStatus,
-    netns::KernelNetns,
-    ops::{self, Seams},
-    request::CniEnv,
-    resultcache,
+    ops::{self, Seams, error::Error},
+    pure::{config::Config, request::CniEnv, status::NetworkStatus},
+    seams::{devices::kubelet::NoKubelet, exec::ProcessExec, netns::KernelNetns},
+    store::resultcache,
 };
 use plexus_netns::IpFamily;
 use serde_json::{Value, json};

@@ -29,22 +29,23 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
 use netns_support::{CNI_PATH, Netns, TIMEOUT};
 use plexus::{
-    config::Config,
-    exec::ProcessExec,
-    k8s::{
+    ops::{self, Seams},
+    pure::{
         annotations::{
             DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION, Selection, parse_default_network,
             parse_networks,
         },
-        memory::MemoryApi,
-        nad::NetworkAttachmentDefinition,
+        config::Config,
+        netconf::NetworkConfig,
+        plan::{self, Attachment, NetworkRequest},
+        request::CniEnv,
         status::NetworkStatus,
     },
-    netconf::NetworkConfig,
-    netns::KernelNetns,
-    ops::{self, Seams},
-    plan::{self, Attachment, NetworkRequest},
-    request::CniEnv,
+    seams::{
+        exec::ProcessExec,
+        k8s::{memory::MemoryApi, nad::NetworkAttachmentDefinition},
+        netns::KernelNetns,
+    },
 };
 use plexus_testsupport::{leaks::files_under, proc::wait_for};
 use serde_json::{Map, Value, json};
@@ -895,7 +896,7 @@ fn run_example(pod: &ExamplePod, nads: &[ExampleNad]) -> BTreeSet<&'static str> 
         exec: &ProcessExec,
         netns: &KernelNetns,
         cluster: Some(&cluster),
-        kubelet: &plexus::devices::kubelet::NoKubelet,
+        kubelet: &plexus::seams::devices::kubelet::NoKubelet,
         defer_work: false,
     };
     let attachments = check_pod(pod, nads).unwrap();

@@ -139,7 +139,7 @@ fn generates_the_config_from_conf_and_conflist_primaries_of_every_version() {
             assert_eq!(mode(&n.conf(ours)), 0o644, "{ctx}");
             // plexus accepts what the runtime will hand it.
             let given = serde_json::to_vec(&as_runtime_gives_it(&conf)).unwrap();
-            let cfg = plexus::config::Config::from_bytes(&given)
+            let cfg = plexus::pure::config::Config::from_bytes(&given)
                 .unwrap_or_else(|e| panic!("{ctx}: plexus rejects the generated config: {e}"));
             assert_eq!(cfg.cni_version.as_str(), v, "{ctx}");
             assert!(
@@ -206,7 +206,7 @@ fn the_version_can_be_overridden_and_options_are_written() {
     assert_eq!(p["binDir"], "/opt/extra/bin");
     assert_eq!(p["strictCapabilities"], false);
     let given = serde_json::to_vec(&as_runtime_gives_it(&conf)).unwrap();
-    let cfg = plexus::config::Config::from_bytes(&given).unwrap();
+    let cfg = plexus::pure::config::Config::from_bytes(&given).unwrap();
     assert!(cfg.namespace_isolation && !cfg.strict_capabilities);
     assert_eq!(cfg.global_namespaces, ["default", "shared"]);
 }
@@ -792,7 +792,7 @@ fn help_documents_every_flag() {
         .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    let cmd = plexus::install::Args::command();
+    let cmd = plexus::edges::install::Args::command();
     for arg in cmd.get_arguments() {
         if let Some(long) = arg.get_long() {
             assert!(

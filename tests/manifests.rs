@@ -31,7 +31,7 @@ use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
-use plexus::k8s::nad::NetworkAttachmentDefinition;
+use plexus::seams::k8s::nad::NetworkAttachmentDefinition;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
@@ -187,20 +187,20 @@ fn check_content(ctx: &str, m: &Manifest) {
     match m {
         Manifest::Nad(nad) => {
             if let Some(config) = nad.spec.config.as_deref().filter(|c| !c.trim().is_empty()) {
-                plexus::netconf::NetworkConfig::from_bytes(config.as_bytes()).unwrap_or_else(|e| {
-                    panic!("{ctx}: spec.config is not a valid CNI config: {e}")
-                });
+                plexus::pure::netconf::NetworkConfig::from_bytes(config.as_bytes()).unwrap_or_else(
+                    |e| panic!("{ctx}: spec.config is not a valid CNI config: {e}"),
+                );
             }
         }
         Manifest::Pod(pod) => {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
             let ann = pod.metadata.annotations.clone().unwrap_or_default();
-            if let Some(v) = ann.get(plexus::k8s::annotations::NETWORKS_ANNOTATION) {
-                plexus::k8s::annotations::parse_networks(v, ns)
+            if let Some(v) = ann.get(plexus::pure::annotations::NETWORKS_ANNOTATION) {
+                plexus::pure::annotations::parse_networks(v, ns)
                     .unwrap_or_else(|e| panic!("{ctx}: networks annotation: {e}"));
             }
-            if let Some(v) = ann.get(plexus::k8s::annotations::DEFAULT_NETWORK_ANNOTATION) {
-                plexus::k8s::annotations::parse_default_network(v, "kube-system")
+            if let Some(v) = ann.get(plexus::pure::annotations::DEFAULT_NETWORK_ANNOTATION) {
+                plexus::pure::annotations::parse_default_network(v, "kube-system")
                     .unwrap_or_else(|e| panic!("{ctx}: default-network annotation: {e}"));
             }
         }
@@ -300,11 +300,11 @@ fn kustomizations_name_existing_files_inside_their_directory() {
 
 #[test]
 fn the_deploy_crd_is_the_generated_one() {
-    // kustomize cannot load ../crds/, so deploy/ carries a copy; it must stay what src/k8s/nad.rs generates.
+    // kustomize cannot load ../crds/, so deploy/ carries a copy; it must stay what src/seams/k8s/nad.rs generates.
     let copy =
         fs::read_to_string(repo().join("deploy/network-attachment-definitions.yaml")).unwrap();
     assert!(
-        copy == plexus::k8s::nad::crd_yaml(),
+        copy == plexus::seams::k8s::nad::crd_yaml(),
         "deploy/network-attachment-definitions.yaml is out of date; regenerate it with \
          `cargo run -- crd > deploy/network-attachment-definitions.yaml`"
     );
@@ -358,7 +358,7 @@ fn the_daemonset() -> DaemonSet {
 
 /// `plexus install` arguments of a command line `[/usr/local/bin/plexus, install, …]`, parsed by the real
 /// clap definition.
-fn install_args(cmd: &[String], ctx: &str) -> plexus::install::Args {
+fn install_args(cmd: &[String], ctx: &str) -> plexus::edges::install::Args {
     assert!(
         cmd.len() >= 2 && cmd[1] == "install",
         "{ctx}: runs `plexus install`: {cmd:?}"
@@ -367,7 +367,7 @@ fn install_args(cmd: &[String], ctx: &str) -> plexus::install::Args {
         cmd[0].ends_with("/plexus"),
         "{ctx}: runs the plexus binary: {cmd:?}"
     );
-    plexus::install::parse(&cmd[2..])
+    plexus::edges::install::parse(&cmd[2..])
         .unwrap_or_else(|e| panic!("{ctx}: {cmd:?} does not parse:\n{e}"))
 }
 
@@ -481,7 +481,7 @@ fn the_daemonset_runs_plexus_install_with_flags_that_parse_and_mounts_that_match
 /// reads its stderr unless the call fails).
 #[test]
 fn both_daemonsets_give_the_plugin_a_log_level_and_a_log_file() {
-    use plexus::install::args::PluginLogLevel;
+    use plexus::edges::install::args::PluginLogLevel;
     for dir in [THIN, DAEMON] {
         let ds = the_daemonset_of(dir);
         let pod = ds.spec.template.spec.as_ref().unwrap();
@@ -612,7 +612,10 @@ fn the_installers_role_grants_only_tokens_of_its_own_service_account() {
 
     let install = container(pod, "install");
     let args = install_args(&container_command(install), "deploy/daemonset.yaml");
-    assert_eq!(args.host_token, plexus::install::args::HostToken::Node);
+    assert_eq!(
+        args.host_token,
+        plexus::edges::install::args::HostToken::Node
+    );
     assert!(
         args.node_name.is_none(),
         "the node comes from the downward API"
@@ -770,7 +773,7 @@ fn the_daemon_variant_copies_deploys_manifests_unchanged() {
     )
     .unwrap();
     assert!(
-        copy == plexus::k8s::nad::crd_yaml(),
+        copy == plexus::seams::k8s::nad::crd_yaml(),
         "{DAEMON}/network-attachment-definitions.yaml is out of date; regenerate it with \
          `cargo run -- crd > {DAEMON}/network-attachment-definitions.yaml`"
     );
@@ -1058,7 +1061,7 @@ fn the_daemon_config_is_json_with_documented_keys() {
     }
     // `plexus daemon` itself accepts it, with the node name from the downward API's variable.
     let env = |k: &str| (k == "PLEXUS_NODE_NAME").then(|| "node-1".to_string());
-    let parsed = plexus::daemon::config::DaemonConfig::from_bytes(
+    let parsed = plexus::edges::daemon::config::DaemonConfig::from_bytes(
         &serde_json::to_vec(&config).unwrap(),
         "daemon.json",
         &env,
@@ -1304,7 +1307,7 @@ fn the_recommended_plugin_allow_lists_parse_and_agree() {
         .unwrap_or_else(|e| panic!("the ConfigMap's commented keys are not JSON: {e}\n{object}"));
     let mut config = json.clone();
     config["nodeName"] = "n".into();
-    plexus::daemon::config::DaemonConfig::from_bytes(
+    plexus::edges::daemon::config::DaemonConfig::from_bytes(
         &serde_json::to_vec(&config).unwrap(),
         "the ConfigMap's commented keys",
         &|_| None,

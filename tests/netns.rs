@@ -15,9 +15,11 @@ use netns_support::{
     CLUSTER_SUBNET, CNI_PATH, Fixture, MACVLAN_SUBNET, Netns, PLEXUS, PTP_SUBNET, Reservation,
 };
 use plexus::{
-    exec::ProcessExec,
-    invoke::{Invoker, RuntimeConf},
-    netconf::NetworkConfig,
+    pure::netconf::NetworkConfig,
+    seams::{
+        exec::ProcessExec,
+        invoke::{Invoker, RuntimeConf},
+    },
 };
 use plexus_cni::{CniArgs, CniResult, CniVersion};
 use plexus_testsupport::{
@@ -401,7 +403,7 @@ fn plexus_chained_before_tuning_through_the_libcni_runner() {
                     base_env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
                     timeout: Duration::from_secs(120),
                     cache_dir,
-                    cache_writes: plexus::invoke::CacheWrites::LikeLibcni,
+                    cache_writes: plexus::seams::invoke::CacheWrites::LikeLibcni,
                 };
                 match op {
                     "ADD" => inv
@@ -421,7 +423,7 @@ fn plexus_chained_before_tuning_through_the_libcni_runner() {
         .unwrap();
     // tuning received plexus's result as prevResult and passed it on: the chain's result is the cluster
     // network's (bridge's) result as plexus cached it.
-    let bridge = plexus::resultcache::read(&f.cni_dir(), "cluster", "chained-1", "eth0")
+    let bridge = plexus::store::resultcache::read(&f.cni_dir(), "cluster", "chained-1", "eth0")
         .unwrap()
         .expect("plexus cached the bridge result")
         .result

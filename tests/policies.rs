@@ -18,8 +18,8 @@ use k8s_openapi::api::{
     core::v1::ServiceAccount,
 };
 use plexus::{
-    k8s::{annotations::NETWORK_STATUS_ANNOTATION, client::DeferredStatus, events},
-    request::PodRef,
+    pure::{annotations::NETWORK_STATUS_ANNOTATION, request::PodRef},
+    seams::k8s::{client::DeferredStatus, events},
 };
 use serde_json::{Value, json};
 

@@ -18,7 +18,7 @@ use std::{
 };
 
 use base64::Engine;
-use plexus::{invoke::RuntimeConf, k8s::annotations::NETWORKS_ANNOTATION};
+use plexus::{pure::annotations::NETWORKS_ANNOTATION, seams::invoke::RuntimeConf};
 use plexus_cni::ErrorReply;
 use plexus_e2e::{
     apiserver::FaultSpec,
@@ -618,7 +618,7 @@ fn a_status_write_lost_with_a_killed_daemon_is_written_by_the_next() {
                     .pod_annotation(
                         &w.ns,
                         &kept.pod.name,
-                        plexus::k8s::annotations::NETWORK_STATUS_ANNOTATION,
+                        plexus::pure::annotations::NETWORK_STATUS_ANNOTATION,
                     )
                     .is_some()
             },
@@ -641,7 +641,7 @@ fn a_status_write_lost_with_a_killed_daemon_is_written_by_the_next() {
             let pod = w.cluster.get_pod(&w.ns, &new.name);
             assert_eq!(pod.metadata.uid.as_deref(), Some(new.uid.as_str()));
             let status = pod.metadata.annotations.and_then(|a| {
-                a.get(plexus::k8s::annotations::NETWORK_STATUS_ANNOTATION)
+                a.get(plexus::pure::annotations::NETWORK_STATUS_ANNOTATION)
                     .cloned()
             });
             assert_eq!(
@@ -684,7 +684,7 @@ fn status_write_before_the_reply_is_the_thin_contract() {
     let written = w.cluster.pod_annotation(
         &sb.pod.namespace,
         &sb.pod.name,
-        plexus::k8s::annotations::NETWORK_STATUS_ANNOTATION,
+        plexus::pure::annotations::NETWORK_STATUS_ANNOTATION,
     );
     assert!(written.is_some(), "network-status written before the reply");
     w.del_ok(&rt, &sb);

@@ -25,7 +25,7 @@ use kube::{
     api::{DynamicObject, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
-use plexus::k8s::annotations::{NETWORK_STATUS_ANNOTATION, NETWORKS_ANNOTATION};
+use plexus::pure::annotations::{NETWORK_STATUS_ANNOTATION, NETWORKS_ANNOTATION};
 use plexus_e2e::{
     harness::{
         cluster::{Cluster, PodInfo, nad_resource},
@@ -587,7 +587,7 @@ fn the_podresources_binary_serves_a_seed_and_stops_on_sigterm() {
         .build()
         .unwrap();
     let map = rt
-        .block_on(plexus::devices::podresources::pod_devices(
+        .block_on(plexus::seams::devices::podresources::pod_devices(
             &socket,
             "ns",
             "p",

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use plexus::k8s::annotations::NETWORKS_ANNOTATION;
+use plexus::pure::annotations::NETWORKS_ANNOTATION;
 use plexus_e2e::{
     apiserver::FaultSpec,
     harness::{

@@ -5,15 +5,15 @@
 //! `v1.multus-cni.io/default-network` annotation; the node's own networks (`clusterNetwork`,
 //! `defaultNetworks` from `multusNamespace`) are not the pod's choice and stay allowed. A refusal
 //! is CNI code 7 naming the pod, the network and the rule, leaves a Warning event and nothing else.
-//! The decision itself is unit-tested in `src/k8s/annotations.rs` (`check_isolation`) and
-//! `src/k8s/client.rs`; these tests prove the whole path with real plugins and an API server.
+//! The decision itself is unit-tested in `src/pure/annotations.rs` (`check_isolation`) and
+//! `src/seams/k8s/client.rs`; these tests prove the whole path with real plugins and an API server.
 //!
 //! Run (as root): `cargo test -p plexus-e2e --test isolation -- --include-ignored` (with
 //! `E2E_KUBECONFIG` against a real API server; nothing here needs the stand-in).
 
 use std::path::PathBuf;
 
-use plexus::k8s::annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
+use plexus::pure::annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION};
 use plexus_e2e::harness::{
     runtime::{CniFailure, CniRuntime},
     world::{BRIDGE_SUBNET, CLUSTER_NETWORK, MACVLAN_SUBNET, Sandbox, World},

@@ -2,7 +2,7 @@
 //! kubeconfig file it writes: TLS with its CA, bearer token, typed and dynamic
 //! APIs, status patches, errors, watches, discovery. Each runs twice: with
 //! kube's own client (HTTP/1.1) and with the one plexus builds
-//! (`plexus::k8s::transport`, HTTP/2 by ALPN). Last, plexus's `ApiCluster`
+//! (`plexus::seams::k8s::transport`, HTTP/2 by ALPN). Last, plexus's `ApiCluster`
 //! itself: an ADD's reads share one connection over HTTP/2, and a server
 //! that offers only HTTP/1.1 still serves them.
 
@@ -33,7 +33,7 @@ enum Which {
 fn build(which: Which, config: Config) -> Client {
     match which {
         Which::Kube => Client::try_from(config).expect("kube client"),
-        Which::Plexus => plexus::k8s::transport::client(&config).expect("plexus client"),
+        Which::Plexus => plexus::seams::k8s::transport::client(&config).expect("plexus client"),
     }
 }
 
@@ -286,15 +286,15 @@ fn add_reads(http1_only: bool) -> (usize, plexus_e2e::apiserver::Connections, us
     let web = server.create(web).unwrap();
     server.clear_requests();
 
-    let config = plexus::config::Config::from_bytes(
+    let config = plexus::pure::config::Config::from_bytes(
         json!({"cniVersion": "1.0.0", "name": "plexus", "kubeconfig": path,
                "clusterNetwork": "cluster-nad", "apiTimeoutSeconds": 5})
         .to_string()
         .as_bytes(),
     )
     .unwrap();
-    let cluster = plexus::k8s::client::ApiCluster::from_config(&config).unwrap();
-    let pod_ref = plexus::request::PodRef {
+    let cluster = plexus::seams::k8s::client::ApiCluster::from_config(&config).unwrap();
+    let pod_ref = plexus::pure::request::PodRef {
         namespace: "default".into(),
         name: "web".into(),
         uid: web["metadata"]["uid"].as_str().map(String::from),

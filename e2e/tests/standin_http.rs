@@ -1147,7 +1147,7 @@ async fn http2_requests_share_a_connection_and_a_drop_resets_only_its_own() {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap();
-    let client = plexus::k8s::transport::client(&config).unwrap();
+    let client = plexus::seams::k8s::transport::client(&config).unwrap();
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "default");
     pods.get("x").await.unwrap();
     let before = server.connections();

@@ -25,12 +25,12 @@ use std::{
 
 use ipnet::IpNet;
 use plexus::{
-    k8s::{
+    pure::{
         annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION},
-        client::NAD_READS_IN_FLIGHT,
+        netconf::NetworkConfig,
     },
-    netconf::NetworkConfig,
-    resultcache::encode_bytes,
+    seams::k8s::client::NAD_READS_IN_FLIGHT,
+    store::resultcache::encode_bytes,
 };
 use plexus_e2e::{
     apiserver::FaultSpec,

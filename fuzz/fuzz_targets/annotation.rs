@@ -1,5 +1,5 @@
 //! The pod's `k8s.v1.cni.cncf.io/networks` and `v1.multus-cni.io/default-network` annotations, both
-//! forms (`src/k8s/annotations.rs`, NPWG-14 to NPWG-36, EXT-1 to EXT-4).
+//! forms (`src/pure/annotations.rs`, NPWG-14 to NPWG-36, EXT-1 to EXT-4).
 //!
 //! Invariants: no panic; an accepted value keeps the limits and yields only valid names, namespaces
 //! and interface names; every accepted selection, written back in the JSON form (and, when it has
@@ -9,12 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use plexus::{
-    k8s::annotations::{
-        self, AnnotationError, MAX_ANNOTATION_BYTES, MAX_ELEMENTS, Selection, inject_cni_args,
-    },
-    netconf::NetworkConfig,
-};
+use plexus::pure::{annotations::{self, AnnotationError, MAX_ANNOTATION_BYTES, MAX_ELEMENTS, Selection, inject_cni_args}, netconf::NetworkConfig};
 use plexus_cni::validate;
 use serde_json::{Map, Value, json};
 

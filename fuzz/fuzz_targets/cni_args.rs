@@ -1,5 +1,5 @@
 //! `CNI_ARGS` (`crates/cni/src/args.rs`, CNI-49, CNI-51) and the whole `CNI_*` environment it arrives
-//! in (`src/request.rs`, CNI-7, CNI-8, CNI-53).
+//! in (`src/pure/request.rs`, CNI-7, CNI-8, CNI-53).
 //!
 //! Input: newline-separated `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`, `CNI_ARGS`,
 //! `CNI_PATH` values (a missing line is an unset variable); the whole input is also tried as one
@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use plexus::request::{CNI_VARS, CniEnv, Command};
+use plexus::pure::request::{CNI_VARS, CniEnv, Command};
 use plexus_cni::{CniArgs, validate};
 
 fuzz_target!(|data: &[u8]| {

@@ -1,4 +1,4 @@
-//! The plexus config on stdin: raw parse and validation (`src/config/`; docs/multus-compat.md,
+//! The plexus config on stdin: raw parse and validation (`src/pure/config/`; docs/multus-compat.md,
 //! "Config keys").
 //!
 //! Invariants: no panic; an accepted config has a name, absolute clean directories, a supported
@@ -10,10 +10,7 @@
 use std::path::Component;
 
 use libfuzzer_sys::fuzz_target;
-use plexus::{
-    config::{Config, Primary, RawConfig},
-    error::Error,
-};
+use plexus::{pure::config::{Config, Primary, RawConfig}, ops::error::Error};
 use plexus_cni::{ErrorReply, codes, validate};
 
 fuzz_target!(|data: &[u8]| {

@@ -1,5 +1,5 @@
-//! NetworkAttachmentDefinition objects as the API returns them (`src/k8s/nad.rs`) and their
-//! `spec.config` taken the way the API client takes it (`src/k8s/client.rs` `network_for`: trimmed,
+//! NetworkAttachmentDefinition objects as the API returns them (`src/seams/k8s/nad.rs`) and their
+//! `spec.config` taken the way the API client takes it (`src/seams/k8s/client.rs` `network_for`: trimmed,
 //! named after the NAD when it has no name, given the plexus config's version, `cni-args` merged).
 //!
 //! Invariants: no panic; a NAD object that deserialises serialises back to the same object; every
@@ -9,10 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use plexus::{
-    k8s::{annotations, nad::NetworkAttachmentDefinition},
-    netconf::{Kind, NetworkConfig},
-};
+use plexus::{pure::{annotations, netconf::{Kind, NetworkConfig}}, seams::k8s::nad::NetworkAttachmentDefinition};
 use plexus_cni::{CniVersion, validate};
 use serde_json::{Map, Value, json};
 

@@ -1,4 +1,4 @@
-//! Delegate network configs, a conf or a conflist (`src/netconf.rs`; a NAD's `spec.config`, a
+//! Delegate network configs, a conf or a conflist (`src/pure/netconf.rs`; a NAD's `spec.config`, a
 //! `delegates` entry, a file in `confDir`; CNI-1, CNI-3, CNI-52).
 //!
 //! Invariants: no panic; a refusal's message is short (it never echoes a large value); an accepted config keeps its bytes, has a valid name or none, plugin types
@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use plexus::netconf::{Kind, NetworkConfig};
+use plexus::pure::netconf::{Kind, NetworkConfig};
 use plexus_cni::{CniVersion, validate};
 use serde_json::Value;
 

@@ -11,17 +11,20 @@ use super::{
     Ctx, Done, Reply, Versioned, attached, default_route, teardown, transaction::Transaction,
 };
 use crate::{
-    cache,
-    cluster::{DeferredStatus, PodNetworks},
-    devices::{self, ResourceMap},
-    error::Error,
-    exec::ExecError,
-    invoke::{DelegateError, Invoker, RuntimeConf, is_internal},
-    lock::ContainerLock,
-    netconf::NetworkConfig,
-    netns::LinkNames,
-    plan::{self, Attachment, NetworkRequest},
-    request::PodRef,
+    ops::error::Error,
+    pure::{
+        netconf::NetworkConfig,
+        plan::{self, Attachment, NetworkRequest},
+        request::PodRef,
+    },
+    seams::{
+        cluster::{DeferredStatus, PodNetworks},
+        devices::{self, ResourceMap},
+        exec::ExecError,
+        invoke::{DelegateError, Invoker, RuntimeConf, is_internal},
+        netns::LinkNames,
+    },
+    store::{cache, lock::ContainerLock},
 };
 
 /// Give every network whose NAD names a resource the pod's next device of it (NPWG-13;
@@ -96,7 +99,7 @@ fn check_plugins(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error>
                 };
                 ctx.kube.warn_pod(
                     reason,
-                    crate::error::plugin_missing(&a.status_name, &source),
+                    crate::ops::error::plugin_missing(&a.status_name, &source),
                 );
                 return Err(Error::PluginMissing {
                     who: ctx.who(),
@@ -132,7 +135,7 @@ fn check_allowed(ctx: &Ctx<'_>, pod_networks: &PodNetworks) -> Result<(), Error>
         if let Err(refusal) = list.check(namespace, &n.network) {
             ctx.kube.warn_pod(
                 PLUGIN_NOT_ALLOWED,
-                crate::error::plugin_not_allowed(&n.status_name, &refusal),
+                crate::ops::error::plugin_not_allowed(&n.status_name, &refusal),
             );
             return Err(Error::PluginNotAllowed {
                 who: ctx.who(),

@@ -6,12 +6,16 @@ use std::collections::HashSet;
 
 use super::Ctx;
 use crate::{
-    cache::{self, ReadOutcome},
-    error::Error,
-    invoke::is_internal,
-    netconf::NetworkConfig,
-    plan::{self, Attachment, Requests},
-    resultcache,
+    ops::error::Error,
+    pure::{
+        netconf::NetworkConfig,
+        plan::{self, Attachment, Requests},
+    },
+    seams::invoke::is_internal,
+    store::{
+        cache::{self, ReadOutcome},
+        resultcache,
+    },
 };
 
 /// The attachments of container `cid`: from its cache, else rebuilt from what the node still knows.

@@ -13,12 +13,14 @@ use serde_json::json;
 
 use super::Ctx;
 use crate::{
-    confdir,
-    config::{NetworkRef, Primary},
-    error::Error,
-    invoke::PASSTHRU,
-    netconf::{NetConfError, NetworkConfig},
-    plan::NetworkRequest,
+    ops::error::Error,
+    pure::{
+        config::{NetworkRef, Primary},
+        netconf::{NetConfError, NetworkConfig},
+        plan::NetworkRequest,
+    },
+    seams::invoke::PASSTHRU,
+    store::confdir,
 };
 
 /// Go's `filepath.Dir`: everything before the last `/`, cleaned (`/a/b/` gives `/a/b`, `x` gives `.`), so
@@ -27,7 +29,7 @@ fn go_dir(p: &Path) -> PathBuf {
     let bytes = p.as_os_str().as_bytes();
     match bytes.iter().rposition(|b| *b == b'/') {
         Some(0) => PathBuf::from("/"),
-        Some(i) => crate::config::clean(Path::new(OsStr::from_bytes(&bytes[..i]))),
+        Some(i) => crate::pure::config::clean(Path::new(OsStr::from_bytes(&bytes[..i]))),
         None => PathBuf::from("."),
     }
 }
@@ -90,13 +92,14 @@ mod tests {
 
     use super::*;
     use crate::{
-        cluster::Cluster,
-        config::Config,
-        devices::kubelet::NoKubelet,
-        k8s::memory::MemoryApi,
         ops::{Seams, execute},
-        request::CniEnv,
-        testing::{TestHost, fake_result},
+        pure::{config::Config, request::CniEnv},
+        seams::{
+            cluster::Cluster,
+            devices::kubelet::NoKubelet,
+            k8s::memory::MemoryApi,
+            testing::{TestHost, fake_result},
+        },
     };
 
     fn run(h: &TestHost, command: &str, config: &Config, cluster: &dyn Cluster) -> Vec<u8> {

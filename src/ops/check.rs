@@ -4,10 +4,12 @@
 
 use super::Ctx;
 use crate::{
-    cache::{self, CachedDelegate, ReadOutcome},
-    error::Error,
-    invoke::DelegateError,
-    lock::ContainerLock,
+    ops::error::Error,
+    seams::invoke::DelegateError,
+    store::{
+        cache::{self, CachedDelegate, ReadOutcome},
+        lock::ContainerLock,
+    },
 };
 
 pub(super) fn check(ctx: &Ctx<'_>) -> Result<(), Error> {

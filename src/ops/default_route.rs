@@ -2,7 +2,7 @@
 //! after every delegate succeeded, the default routes move in the pod's namespace (the netns seam) and the
 //! results are made to say so, before ADD writes them to the result cache (its [`super::transaction`]
 //! holds the records until then) and sets the container cache's gateway-filter flags; CHECK verifies the
-//! pod's default routes against the cached results. The decisions are [`crate::routes`]'s (pure).
+//! pod's default routes against the cached results. The decisions are [`crate::pure::routes`]'s (pure).
 
 use std::path::Path;
 
@@ -10,10 +10,12 @@ use plexus_cni::CniResult;
 
 use super::Ctx;
 use crate::{
-    error::Error,
-    plan::Attachment,
-    resultcache,
-    routes::{self, RouteError},
+    ops::error::Error,
+    pure::{
+        plan::Attachment,
+        routes::{self, RouteError},
+    },
+    store::resultcache,
 };
 
 /// Refuse an invalid request (two networks asking, a bad gateway) before anything is attached.
@@ -148,16 +150,13 @@ mod tests {
     /// Where a daemon-mode run puts the work it left for after the reply.
     type Later = std::cell::RefCell<Option<AfterReply>>;
     use crate::{
-        cache,
-        config::Config,
-        devices::kubelet::NoKubelet,
-        k8s::{
+        pure::{
             annotations::{DEFAULT_NETWORK_ANNOTATION, NETWORKS_ANNOTATION},
-            memory::MemoryApi,
+            config::Config,
+            request::CniEnv,
         },
-        request::CniEnv,
-        resultcache,
-        testing::TestHost,
+        seams::{devices::kubelet::NoKubelet, k8s::memory::MemoryApi, testing::TestHost},
+        store::{cache, resultcache},
     };
 
     use super::*;

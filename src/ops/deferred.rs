@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::AfterReply;
-use crate::{fsutil::WriteBehind, lock::ContainerLock};
+use crate::store::{fsutil::WriteBehind, lock::ContainerLock};
 
 /// An ADD's writes still to do, and the lock it still holds.
 pub(super) struct Deferred {

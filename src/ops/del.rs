@@ -9,7 +9,10 @@ use std::{
 };
 
 use super::{AfterReply, Ctx, attached, teardown};
-use crate::{cache, error::Error, lock::ContainerLock, trash::Trash};
+use crate::{
+    ops::error::Error,
+    store::{cache, lock::ContainerLock, trash::Trash},
+};
 
 /// DEL; daemon mode: with the unlinks of its trash for after the reply.
 pub(super) fn del(ctx: &Ctx<'_>) -> Result<Option<AfterReply>, Error> {
@@ -133,7 +136,7 @@ fn empty_trash(ctx: &Ctx<'_>, trash: Option<Trash>) -> Option<AfterReply> {
         }
         (true, _) => None,
         (false, _) => {
-            crate::trash::sweep(cni_dir);
+            crate::store::trash::sweep(cni_dir);
             None
         }
     }

@@ -1,4 +1,4 @@
-//! Tests of ADD and DEL with devices (`crate::devices`), over the fakes: the kubelet and DRA seams, IDs into
+//! Tests of ADD and DEL with devices (`crate::seams::devices`), over the fakes: the kubelet and DRA seams, IDs into
 //! the delegate configs and runtimeConfig, device-info files copied, published and removed (NPWG-13,
 //! NPWG-70..73, EXT-3).
 
@@ -8,15 +8,20 @@ use serde_json::{Value, json};
 
 use super::{Seams, execute};
 use crate::{
-    cluster::{self, Cluster},
-    config::Config,
-    devices::{
-        DraDevices, ResourceMap,
-        kubelet::{KubeletError, PodResources},
+    pure::{
+        annotations::NETWORKS_ANNOTATION,
+        config::Config,
+        request::{CniEnv, PodRef},
     },
-    k8s::{annotations::NETWORKS_ANNOTATION, memory::MemoryApi},
-    request::{CniEnv, PodRef},
-    testing::TestHost,
+    seams::{
+        cluster::{self, Cluster},
+        devices::{
+            DraDevices, ResourceMap,
+            kubelet::{KubeletError, PodResources},
+        },
+        k8s::memory::MemoryApi,
+        testing::TestHost,
+    },
 };
 
 /// The kubelet as a fixed answer, counting the questions.
@@ -125,7 +130,7 @@ impl World {
         command: &str,
         cluster: Option<&dyn Cluster>,
         kubelet: &dyn PodResources,
-    ) -> Result<Vec<u8>, crate::error::Error> {
+    ) -> Result<Vec<u8>, crate::ops::error::Error> {
         let env = CniEnv::from_vars([
             ("CNI_COMMAND", command),
             ("CNI_CONTAINERID", "c1"),

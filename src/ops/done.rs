@@ -5,7 +5,7 @@
 use plexus_cni::{CniResult, CniVersion, result::ResultError};
 use serde_json::Value;
 
-use crate::cluster::DeferredStatus;
+use crate::seams::cluster::DeferredStatus;
 
 /// Work an operation leaves for after its reply (daemon mode), for the edge to run off the request's
 /// thread (the daemon's after-reply thread): ADD's durable writes, holding the container's lock until they

@@ -9,13 +9,13 @@ use plexus_cni::GcAttachment;
 
 use super::{Ctx, attached, teardown};
 use crate::{
-    cache,
-    error::Error,
-    lock,
-    lock::ContainerLock,
-    netconf::NetworkConfig,
-    plan::Attachment,
-    resultcache::{self, CachedAttachment},
+    ops::error::Error,
+    pure::{netconf::NetworkConfig, plan::Attachment},
+    store::{
+        cache, lock,
+        lock::ContainerLock,
+        resultcache::{self, CachedAttachment},
+    },
 };
 
 pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
@@ -38,7 +38,7 @@ pub(super) fn gc(ctx: &Ctx<'_>) -> Result<(), Error> {
     let remaining: HashSet<String> = cache::containers(cni_dir).into_iter().collect();
     lock::remove_stale(cni_dir, &|id| live.contains(id) || remaining.contains(id));
     // 4. What a daemon killed after a DEL's reply left in the trash (docs/daemon.md).
-    crate::trash::sweep(cni_dir);
+    crate::store::trash::sweep(cni_dir);
 
     if errors.is_empty() {
         Ok(())

@@ -1,5 +1,5 @@
 //! What one operation knows of the pod in Kubernetes: it reads through the [`Cluster`] seam, decides with
-//! the pure policy (`crate::selection`), and keeps the pod it read (for the status write's UID guard, the
+//! the pure policy (`crate::pure::selection`), and keeps the pod it read (for the status write's UID guard, the
 //! DRA reads and the events), the node's NADs read ahead with it, and the events it collected, which go
 //! back beside the answer (`super::run`) for the edge to post after the reply.
 
@@ -9,17 +9,23 @@ use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use plexus_cni::CniResult;
 
 use crate::{
-    cluster::{
-        Cluster, ClusterError, DeferredStatus, Nad, NadKey, NadsError, PodNetworks, Written,
+    pure::{
+        annotations::PodAnnotations,
+        config::Config,
+        netconf::NetworkConfig,
+        plan::{Attachment, NetworkRequest},
+        request::PodRef,
+        selection::{self, Rejection},
+        status,
     },
-    confdir,
-    config::Config,
-    devices::DraDevices,
-    k8s::{annotations::PodAnnotations, events::event, status},
-    netconf::NetworkConfig,
-    plan::{Attachment, NetworkRequest},
-    request::PodRef,
-    selection::{self, Rejection},
+    seams::{
+        cluster::{
+            Cluster, ClusterError, DeferredStatus, Nad, NadKey, NadsError, PodNetworks, Written,
+        },
+        devices::DraDevices,
+        k8s::events::event,
+    },
+    store::confdir,
 };
 
 /// The operation's view of the pod in the API (none without Kubernetes).
@@ -179,7 +185,7 @@ impl<'a> Kube<'a> {
         if self.config.system_namespaces.contains(&pod_ref.namespace) {
             return Ok(None);
         }
-        let rendered = status::render_attached(attached, crate::devices::info::read); // NPWG-73
+        let rendered = status::render_attached(attached, crate::seams::devices::info::read); // NPWG-73
         let uid = self
             .pod
             .borrow()
@@ -233,11 +239,11 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::k8s::{annotations::NETWORKS_ANNOTATION, memory::MemoryApi};
+    use crate::{pure::annotations::NETWORKS_ANNOTATION, seams::k8s::memory::MemoryApi};
 
-    use crate::testing::kube_config as config;
+    use crate::pure::config::testing::kube_config as config;
 
-    use crate::testing::pod_ref;
+    use crate::seams::testing::pod_ref;
 
     fn bridge() -> Value {
         json!({"cniVersion": "1.0.0", "type": "bridge"})
@@ -431,7 +437,9 @@ mod tests {
         .unwrap();
         let mut req = NetworkRequest::plain(net);
         req.status_name = "c".into();
-        let a = crate::plan::plan("eth0", vec![req]).unwrap().remove(0);
+        let a = crate::pure::plan::plan("eth0", vec![req])
+            .unwrap()
+            .remove(0);
         let r = CniResult::from_value(
             &json!({"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x", "mac": "02:00:00:00:00:01"}],
                     "ips": [{"address": "10.1.0.5/24", "gateway": "10.1.0.1", "interface": 0}],

@@ -18,7 +18,9 @@ mod default_route;
 mod deferred;
 mod del;
 mod done;
+pub mod error;
 mod gc;
+pub mod invocation;
 mod kube;
 mod status;
 mod teardown;
@@ -34,16 +36,20 @@ use k8s_openapi::api::core::v1::Event;
 use plexus_cni::CniVersion;
 
 use crate::{
-    cluster::{Cluster, ClusterError, PodNetworks},
-    confdir,
-    config::{Config, NetworkRef, Primary},
-    devices::kubelet::PodResources,
-    error::Error,
-    exec::Exec,
-    invoke::{Invoker, RuntimeConf},
-    netns::NetnsProbe,
-    plan::{self, Attachment, NetworkRequest},
-    request::{CniEnv, Command, PodRef},
+    ops::error::Error,
+    pure::{
+        config::{Config, NetworkRef, Primary},
+        plan::{self, Attachment, NetworkRequest},
+        request::{CniEnv, Command, PodRef},
+    },
+    seams::{
+        cluster::{Cluster, ClusterError, PodNetworks},
+        devices::kubelet::PodResources,
+        exec::Exec,
+        invoke::{Invoker, RuntimeConf},
+        netns::NetnsProbe,
+    },
+    store::confdir,
 };
 
 /// The outside world an operation runs against.
@@ -60,7 +66,7 @@ pub struct Seams<'a> {
     /// its durable writes (the cache's fsync and rename, the result records; deferred until then) and the
     /// container's lock; a CHECK of the container waits for the lock, so it reads the records in place, and
     /// a DEL takes the writes over if they have not started. A DEL leaves the unlinks of the container's
-    /// files, which it moved into `<cniDir>/.trash` ([`crate::trash`]). `false` (the thin binary, which
+    /// files, which it moved into `<cniDir>/.trash` ([`crate::store::trash`]). `false` (the thin binary, which
     /// exits anyway): done before the reply.
     pub defer_work: bool,
 }
@@ -174,7 +180,7 @@ impl Ctx<'_> {
                 .collect(),
             timeout: self.config.delegate_timeout,
             cache_dir: self.config.cni_dir.clone(),
-            cache_writes: crate::invoke::CacheWrites::Durable,
+            cache_writes: crate::seams::invoke::CacheWrites::Durable,
         }
     }
 

@@ -6,7 +6,10 @@
 use plexus_cni::{ErrorReply, codes};
 
 use super::Ctx;
-use crate::{error::Error, exec::ExecError, invoke::DelegateError};
+use crate::{
+    ops::error::Error,
+    seams::{exec::ExecError, invoke::DelegateError},
+};
 
 pub(super) fn status(ctx: &Ctx<'_>) -> Result<(), Error> {
     ctx.wait_ready(true)?;

@@ -6,7 +6,12 @@
 use std::path::Path;
 
 use super::Ctx;
-use crate::{cache, devices, error::Error, plan::Attachment, trash::Trash};
+use crate::{
+    ops::error::Error,
+    pure::plan::Attachment,
+    seams::devices,
+    store::{cache, trash::Trash},
+};
 
 /// DEL `attachments` of container `cid` in reverse order, trying every one (NPWG-63); each result record
 /// moved into `trash` (when given) instead of unlinked.
@@ -83,7 +88,7 @@ pub(super) fn remove_interrupted_writes(cni_dir: &Path, cid: &str, trash: Option
     };
     for (dir, exact) in [
         (cni_dir.to_path_buf(), true),
-        (crate::resultcache::results_dir(cni_dir), false),
+        (crate::store::resultcache::results_dir(cni_dir), false),
     ] {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
@@ -93,7 +98,7 @@ pub(super) fn remove_interrupted_writes(cni_dir: &Path, cid: &str, trash: Option
                 tracing::debug!("removing {} (an interrupted write)", e.path().display());
                 let _ = match trash {
                     Some(t) => t.discard(&e.path()),
-                    None => crate::fsutil::remove_if_exists(&e.path()),
+                    None => crate::store::fsutil::remove_if_exists(&e.path()),
                 };
             }
         }
@@ -103,7 +108,7 @@ pub(super) fn remove_interrupted_writes(cni_dir: &Path, cid: &str, trash: Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ops::tests::with_ctx, testing::TestHost};
+    use crate::{ops::tests::with_ctx, seams::testing::TestHost};
 
     #[test]
     fn every_attachment_is_deleted_in_reverse_past_failures_and_all_are_reported() {
@@ -142,7 +147,7 @@ mod tests {
     #[test]
     fn interrupted_writes_of_the_container_alone_are_removed() {
         let d = tempfile::tempdir().unwrap();
-        let results = crate::resultcache::results_dir(d.path());
+        let results = crate::store::resultcache::results_dir(d.path());
         std::fs::create_dir_all(&results).unwrap();
         let files = [
             d.path().join(".c1.tmp.42"),

@@ -7,12 +7,12 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::{
-    cache,
-    cluster::ClusterError,
-    devices::kubelet::NoKubelet,
-    k8s::{annotations, memory::MemoryApi},
-    lock, resultcache,
-    testing::TestHost,
+    pure::annotations,
+    seams::{
+        cluster::ClusterError, devices::kubelet::NoKubelet, k8s::memory::MemoryApi,
+        testing::TestHost,
+    },
+    store::{cache, lock, resultcache},
 };
 
 /// No Kubernetes.
@@ -385,7 +385,7 @@ fn a_daemon_add_ends_its_durable_writes_after_the_reply_under_the_lock() {
 
 /// The files under `cniDir/.trash`.
 fn trash_files(w: &World) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(crate::trash::dir(&w.cni_dir()))
+    let mut v: Vec<String> = fs::read_dir(crate::store::trash::dir(&w.cni_dir()))
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -470,15 +470,15 @@ fn what_a_daemon_killed_after_a_dels_reply_leaves_is_finished_by_the_next_del_gc
     assert_eq!(trash_files(&w), Vec::<String>::new());
     // A daemon's start (what it runs on its after-reply thread).
     killed_after_del("c6");
-    assert_eq!(crate::trash::sweep(&w.cni_dir()), 4);
+    assert_eq!(crate::store::trash::sweep(&w.cni_dir()), 4);
     assert_eq!(trash_files(&w), Vec::<String>::new());
 
     // A new daemon's first DEL in a cniDir empties it even with nothing of its own to move (here: a
     // container it never saw); later ones with nothing to move leave no work.
     let w = World::new();
     let cfg = w.config(json!({}));
-    fs::create_dir_all(crate::trash::dir(&w.cni_dir())).unwrap();
-    fs::write(crate::trash::dir(&w.cni_dir()).join("c1.1-1"), b"x").unwrap();
+    fs::create_dir_all(crate::store::trash::dir(&w.cni_dir())).unwrap();
+    fs::write(crate::store::trash::dir(&w.cni_dir()).join("c1.1-1"), b"x").unwrap();
     let later = Later::default();
     w.run_with("DEL", "never-added", &cfg, NO_CLUSTER, Some(&later))
         .unwrap();

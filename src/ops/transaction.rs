@@ -8,13 +8,15 @@ use plexus_cni::CniResult;
 
 use super::{AfterReply, Ctx, teardown};
 use crate::{
-    cache,
-    error::Error,
-    fsutil::WriteBehind,
-    invoke::DelegateError,
-    lock::ContainerLock,
-    plan::Attachment,
-    resultcache::{self, CachedAttachment},
+    ops::error::Error,
+    pure::plan::Attachment,
+    seams::invoke::DelegateError,
+    store::{
+        cache,
+        fsutil::WriteBehind,
+        lock::ContainerLock,
+        resultcache::{self, CachedAttachment},
+    },
 };
 
 /// One ADD's writes, lock and undo list, from the staged cache to its commit or rollback.
@@ -237,7 +239,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::{lock, ops::tests::with_ctx, testing::TestHost};
+    use crate::{ops::tests::with_ctx, seams::testing::TestHost, store::lock};
 
     fn lock(ctx: &Ctx<'_>) -> ContainerLock {
         ContainerLock::acquire(

@@ -182,7 +182,7 @@ impl Node {
             .arg("--poll-interval=50ms")
             .arg("--wait-timeout=20s")
             // The pod's own token goes into the kubeconfig, as the token-rotation tests expect; the
-            // Node-bound token (the default) is tested in src/install and by the e2e suite.
+            // Node-bound token (the default) is tested in src/edges/install and by the e2e suite.
             .arg("--host-token=service-account")
             .args(extra)
             .env_clear()

@@ -8,7 +8,7 @@
 //! from `/proc/<pid>/status`: the high-water mark of plexus's own resident set, the value the kernel
 //! would put into plexus's own `ru_maxrss`. Delegates are plexus's children and not traced. Only the
 //! dedicated RSS runs use this (tracing costs a little time); latency runs use plexus's own
-//! [`ProcessExec`](plexus::exec::ProcessExec).
+//! [`ProcessExec`](plexus::seams::exec::ProcessExec).
 
 use std::{
     io::{Read, Write},
@@ -26,7 +26,7 @@ use nix::{
     },
     unistd::Pid,
 };
-use plexus::exec::{Exec, ExecError, ExecOutput, ExecRequest, find_in_path};
+use plexus::seams::exec::{Exec, ExecError, ExecOutput, ExecRequest, find_in_path};
 use plexus_cni::ErrorReply;
 
 /// What `/proc/<pid>/status` said about a process's memory as it exited (KiB).

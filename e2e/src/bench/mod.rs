@@ -26,7 +26,7 @@
 //! then the scale phase ([`scale`]): the daemon with tens of thousands of NADs in the cluster, and one pod
 //! naming a thousand missing NADs.
 //!
-//! [`Invoker`]: plexus::invoke::Invoker
+//! [`Invoker`]: plexus::seams::invoke::Invoker
 
 mod analysis;
 mod api;

@@ -275,10 +275,10 @@ impl Opts {
                 opts.scale_pods
             ));
         }
-        if opts.fanout_names > plexus::k8s::annotations::MAX_ELEMENTS {
+        if opts.fanout_names > plexus::pure::annotations::MAX_ELEMENTS {
             return Err(format!(
                 "--fanout-names: at most {} (the annotation's own limit)",
-                plexus::k8s::annotations::MAX_ELEMENTS
+                plexus::pure::annotations::MAX_ELEMENTS
             ));
         }
         if opts.runs == 0 {

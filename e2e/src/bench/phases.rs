@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use plexus::exec::{Exec, ProcessExec};
+use plexus::seams::exec::{Exec, ProcessExec};
 use plexus_e2e::apiserver::{FaultSpec, RequestRecord};
 use serde::Serialize;
 use serde_json::{Value, json};

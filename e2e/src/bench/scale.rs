@@ -286,7 +286,7 @@ fn one(
         failures.push(e);
     }
     let memory_ready = daemon.memory();
-    let exec: Arc<dyn plexus::exec::Exec> = Arc::new(plexus::exec::ProcessExec);
+    let exec: Arc<dyn plexus::seams::exec::Exec> = Arc::new(plexus::seams::exec::ProcessExec);
     let (mut times, mut reads_max) = (Vec::new(), 0);
     for i in 0..opts.warmup + opts.runs {
         let rt = probe.rt(&Bench::cid("scale"));
@@ -354,7 +354,7 @@ fn fanout(
         netns: netns("bench-pod"),
         k: 0,
     };
-    let exec: Arc<dyn plexus::exec::Exec> = Arc::new(plexus::exec::ProcessExec);
+    let exec: Arc<dyn plexus::seams::exec::Exec> = Arc::new(plexus::seams::exec::ProcessExec);
     let run = |runner: &Runner, mode: &str| -> FanoutRow {
         let rt = pod.rt(&Bench::cid("fanout"));
         b.api.clear_requests();

@@ -16,9 +16,11 @@ use std::{
 };
 
 use plexus::{
-    exec::Exec,
-    invoke::{DelegateError, Invoker, RuntimeConf},
-    netconf::NetworkConfig,
+    pure::netconf::NetworkConfig,
+    seams::{
+        exec::Exec,
+        invoke::{DelegateError, Invoker, RuntimeConf},
+    },
 };
 use plexus_e2e::harness::{
     cluster::PodInfo,
@@ -115,7 +117,7 @@ impl Runner {
                 timeout: PLUGIN_TIMEOUT,
                 cache_dir: cache,
                 // What libcni does, for plexus's own result and for the floor's.
-                cache_writes: plexus::invoke::CacheWrites::LikeLibcni,
+                cache_writes: plexus::seams::invoke::CacheWrites::LikeLibcni,
             };
             let started = Instant::now();
             let r = match op {
@@ -142,7 +144,7 @@ impl Runner {
         let (rt, cache) = (rt.clone(), self.floor_cache.clone());
         let search_path = vec![PathBuf::from(CNI_BIN)];
         plexus_netns::run_in_netns(&self.host, move || {
-            let exec = plexus::exec::ProcessExec;
+            let exec = plexus::seams::exec::ProcessExec;
             let inv = Invoker {
                 exec: &exec,
                 search_path,
@@ -150,7 +152,7 @@ impl Runner {
                 timeout: PLUGIN_TIMEOUT,
                 cache_dir: cache,
                 // What libcni does, for plexus's own result and for the floor's.
-                cache_writes: plexus::invoke::CacheWrites::LikeLibcni,
+                cache_writes: plexus::seams::invoke::CacheWrites::LikeLibcni,
             };
             let conf = |ifname: &str| RuntimeConf {
                 ifname: ifname.to_string(),
@@ -276,7 +278,7 @@ impl Bench {
         for i in 0..runs {
             let bytes = vec![b'a' + (i % 26) as u8; 2048];
             let t = std::time::Instant::now();
-            plexus::fsutil::atomic_write(&file, &bytes, 0o600)
+            plexus::store::fsutil::atomic_write(&file, &bytes, 0o600)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
             v.push(t.elapsed());
         }

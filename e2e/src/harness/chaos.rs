@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use plexus::invoke::request_config;
+use plexus::seams::invoke::request_config;
 pub use plexus_testsupport::proc::RECORDER;
 use plexus_testsupport::{
     leaks::files_naming,

@@ -18,9 +18,11 @@ use std::{
 };
 
 use plexus::{
-    exec::ProcessExec,
-    invoke::{DelegateError, Invoker, RuntimeConf},
-    netconf::NetworkConfig,
+    pure::netconf::NetworkConfig,
+    seams::{
+        exec::ProcessExec,
+        invoke::{DelegateError, Invoker, RuntimeConf},
+    },
 };
 use plexus_cni::CniArgs;
 use serde_json::{Map, Value};
@@ -111,7 +113,7 @@ pub fn run_network(
             base_env: vec![("PATH".into(), PLUGIN_PATH.into())],
             timeout: PLUGIN_TIMEOUT,
             cache_dir,
-            cache_writes: plexus::invoke::CacheWrites::LikeLibcni,
+            cache_writes: plexus::seams::invoke::CacheWrites::LikeLibcni,
         };
         let out = match op {
             Op::Add => inv

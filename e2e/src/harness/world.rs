@@ -21,8 +21,8 @@ use std::{
 
 use k8s_openapi::api::{core::v1::Event, rbac::v1::ClusterRole};
 use plexus::{
-    invoke::RuntimeConf,
-    k8s::{annotations::NETWORK_STATUS_ANNOTATION, status},
+    pure::{annotations::NETWORK_STATUS_ANNOTATION, status},
+    seams::invoke::RuntimeConf,
 };
 use plexus_testsupport::{
     forward::Forwarder,

@@ -1,7 +1,7 @@
 //! A kubelet PodResources stand-in: the `v1.PodResourcesLister` gRPC service (`Get` and `List`) on a unix
 //! socket, serving the device allocations a test gives it, so plexus's device lookup (issue 7) runs
 //! against the real protocol without a kubelet. It speaks the same prost messages plexus's client does
-//! ([`plexus::devices::podresources::proto`]); `Get` can be switched off to answer `Unimplemented` like
+//! ([`plexus::seams::devices::podresources::proto`]); `Get` can be switched off to answer `Unimplemented` like
 //! a kubelet before Kubernetes 1.27. `plexus-podresources` runs it as a process.
 
 use std::{
@@ -13,7 +13,7 @@ use std::{
 
 use hyper::{body::Incoming, server::conn::http2, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use plexus::devices::podresources::{GET_PATH, LIST_PATH, proto};
+use plexus::seams::devices::podresources::{GET_PATH, LIST_PATH, proto};
 use serde::Deserialize;
 use tokio::{net::UnixListener, sync::oneshot};
 use tonic::{Request, Response, Status, server::UnaryService};

@@ -497,10 +497,13 @@ mod tests {
     #[test]
     fn a_host_without_ca_roots_still_connects() {
         let empty = tempfile::tempdir().unwrap();
+        // The test's name as libtest knows it: this module's path without the crate's name.
+        let (_, here) = module_path!().split_once("::").unwrap();
+        let child = format!("{here}::child_without_system_roots");
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "k8s::tls::tests::child_without_system_roots",
+                child.as_str(),
                 "--include-ignored",
                 "--test-threads=1",
             ])

@@ -30,6 +30,7 @@ pub mod names;
 pub mod netconf;
 pub mod netns;
 pub mod ops;
+pub mod panicked;
 pub mod plan;
 pub mod request;
 pub mod resultcache;

@@ -38,8 +38,15 @@ pub fn recorder_bin(plexus: &Path) -> &'static Path {
             let mut cmd = Command::new(cargo);
             cmd.args(["build", "-p", RECORDER, "--bin", RECORDER])
                 .current_dir(env!("CARGO_MANIFEST_DIR"));
-            if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-                cmd.arg("--release");
+            // The profile plexus was built with (release-thin for the shipped plexus): its directory's name.
+            match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => {}
+                Some("release") => {
+                    cmd.arg("--release");
+                }
+                Some(profile) => {
+                    cmd.args(["--profile", profile]);
+                }
             }
             let out = cmd.output().expect("run cargo to build plexus-recorder");
             assert!(

@@ -1239,7 +1239,10 @@ fn the_image_ships_the_thin_plexus_built_to_abort_and_the_daemon_built_to_unwind
     );
     assert!(
         builds(&["install", "target/release-thin/plexus /out/plexus "])
-            && builds(&["install", "target/release/plexus-daemon /out/plexus-daemon "]),
+            && builds(&[
+                "install",
+                "target/release/plexus-daemon /out/plexus-daemon "
+            ]),
         "deploy/Containerfile does not install the binaries of those builds"
     );
 }

@@ -60,7 +60,9 @@ fn run(case: &str) -> (String, Option<i32>) {
 fn check_panic_reply(case: &str, message: &str) -> Result<(), String> {
     let (stdout, code) = run(case);
     if code != Some(1) {
-        return Err(format!("{case}: exit status {code:?}, want 1 (stdout {stdout:?})"));
+        return Err(format!(
+            "{case}: exit status {code:?}, want 1 (stdout {stdout:?})"
+        ));
     }
     // Exactly one JSON document: a stream reader finds one value and nothing after it.
     let docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&stdout)
@@ -68,7 +70,10 @@ fn check_panic_reply(case: &str, message: &str) -> Result<(), String> {
         .collect::<Result<_, _>>()
         .map_err(|e| format!("{case}: stdout is not JSON ({e}): {stdout:?}"))?;
     let [reply] = docs.as_slice() else {
-        return Err(format!("{case}: {} JSON documents on stdout: {stdout:?}", docs.len()));
+        return Err(format!(
+            "{case}: {} JSON documents on stdout: {stdout:?}",
+            docs.len()
+        ));
     };
     let msg = reply["msg"].as_str().unwrap_or_default();
     let details = reply["details"].as_str().unwrap_or_default();
@@ -87,10 +92,14 @@ fn check_panic_reply(case: &str, message: &str) -> Result<(), String> {
 fn check_after_reply() -> Result<(), String> {
     let (stdout, code) = run("after-reply");
     if stdout != r#"{"cniVersion":"1.0.0"}"# {
-        return Err(format!("after-reply: stdout {stdout:?}, want the reply alone"));
+        return Err(format!(
+            "after-reply: stdout {stdout:?}, want the reply alone"
+        ));
     }
     if code != Some(7) {
-        return Err(format!("after-reply: exit status {code:?}, want the process's own 7"));
+        return Err(format!(
+            "after-reply: exit status {code:?}, want the process's own 7"
+        ));
     }
     Ok(())
 }

@@ -125,7 +125,10 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
             );
             Some(daemon.path)
         } else {
-            eprintln!("plexus-bench: daemon mode: the daemon beside {}", binary.path.display());
+            eprintln!(
+                "plexus-bench: daemon mode: the daemon beside {}",
+                binary.path.display()
+            );
             None
         };
         Some((shim, daemon))

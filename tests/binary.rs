@@ -2119,9 +2119,11 @@ fn plexus_daemon_is_an_alias_for_the_daemon_binary_beside_it() {
     assert!(out.stdout.is_empty());
 
     // A plexus alone in its directory: a clear error, not a daemon.
-    let d = tempfile::tempdir().unwrap();
+    // A hard link in a directory beside it, not a copy: a copy's write descriptor, inherited by a process
+    // another test forks meanwhile, makes the exec fail with ETXTBSY.
+    let d = tempfile::tempdir_in(plexus.parent().unwrap()).unwrap();
     let alone = d.path().join("plexus");
-    fs::copy(plexus, &alone).unwrap();
+    fs::hard_link(plexus, &alone).unwrap();
     let out = std::process::Command::new(&alone)
         .args(["daemon", "--help"])
         .output()

@@ -1200,6 +1200,56 @@ fn the_image_ships_the_shim_where_the_installer_looks_for_it() {
     );
 }
 
+/// The `key = value` lines of one `[section]` of a TOML file (no nesting needed for Cargo.toml's profiles).
+fn toml_section<'a>(text: &'a str, section: &str) -> Vec<&'a str> {
+    text.lines()
+        .skip_while(|l| l.trim() != section)
+        .skip(1)
+        .take_while(|l| !l.starts_with('['))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn the_image_ships_the_thin_plexus_built_to_abort_and_the_daemon_built_to_unwind() {
+    // Issue 17: the thin binary aborts on a panic (its hook still replies: tests/panic_reply.rs), which takes
+    // its unwind tables and landing pads out; the daemon must unwind to survive a request's panic.
+    let cargo = fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let thin = toml_section(&cargo, "[profile.release-thin]");
+    assert!(
+        thin.contains(&r#"inherits = "release""#) && thin.contains(&r#"panic = "abort""#),
+        "Cargo.toml [profile.release-thin]: {thin:?}"
+    );
+    let release = toml_section(&cargo, "[profile.release]");
+    assert!(
+        !release.iter().any(|l| l.starts_with("panic")),
+        "Cargo.toml [profile.release] must unwind (plexus-daemon): {release:?}"
+    );
+    let containerfile = fs::read_to_string(repo().join("deploy/Containerfile")).unwrap();
+    let builds = |needle: &[&str]| {
+        containerfile
+            .lines()
+            .any(|l| needle.iter().all(|n| l.contains(n)))
+    };
+    assert!(
+        builds(&["cargo build", "--profile release-thin", "--bin plexus "]),
+        "deploy/Containerfile does not build plexus with the release-thin profile"
+    );
+    assert!(
+        builds(&["cargo build", "--release", "--bin plexus-daemon"]),
+        "deploy/Containerfile does not build plexus-daemon with the release profile"
+    );
+    assert!(
+        builds(&["install", "target/release-thin/plexus /out/plexus "])
+            && builds(&[
+                "install",
+                "target/release/plexus-daemon /out/plexus-daemon "
+            ]),
+        "deploy/Containerfile does not install the binaries of those builds"
+    );
+}
+
 /// `kubectl` on PATH, if any.
 fn kubectl() -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)

@@ -57,8 +57,15 @@ fn recorder() -> &'static Path {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.args(["build", "-p", "plexus-recorder", "--bin", "plexus-recorder"]);
-            if dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
+            // The profile plexus was built with (release-thin for the shipped plexus): its directory's name.
+            match dir.file_name().and_then(|n| n.to_str()) {
+                Some("debug") | None => {}
+                Some("release") => {
+                    cmd.arg("--release");
+                }
+                Some(profile) => {
+                    cmd.args(["--profile", profile]);
+                }
             }
             let out = cmd.output().expect("run cargo");
             assert!(

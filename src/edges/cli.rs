@@ -9,6 +9,7 @@ use std::{
 
 use plexus_cni::ErrorReply;
 
+use super::panicked;
 use crate::{
     ops::{
         error::Error,
@@ -183,11 +184,25 @@ pub fn main() -> ExitCode {
     let vars: Vec<(String, String)> = std::env::vars_os()
         .map(|(k, v)| (lossy(k), lossy(v)))
         .collect();
-    let out = invoke(vars, &mut io::stdin().lock(), &|config, _| {
-        ApiCluster::from_config(config)
-    });
+    let mut stdin = Vec::new();
+    let out = match io::stdin().lock().read_to_end(&mut stdin) {
+        Err(e) => failure(&Error::Stdin(e).to_reply("")),
+        Ok(_) => {
+            // Built panic = "abort" (Cargo.toml): no unwinding turns a panic into an error reply any more.
+            panicked::reply_to_panics(panicked::PanicContext::new(&vars, &stdin));
+            invoke(vars, &mut stdin.as_slice(), &|config, _| {
+                ApiCluster::from_config(config)
+            })
+        }
+    };
     if !out.stderr.is_empty() {
         let _ = io::stderr().write_all(out.stderr.as_bytes());
+    }
+    if !panicked::take_stdout() {
+        // Another thread panicked and is printing its error reply; it ends the process.
+        loop {
+            std::thread::park();
+        }
     }
     let mut stdout = io::stdout().lock();
     // A closed stdout (the runtime gave up) is not worth a panic.

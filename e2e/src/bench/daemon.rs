@@ -73,7 +73,8 @@ use plexus_e2e::harness::daemon::{
 pub struct Daemon {
     child: Option<Child>,
     plexus: PathBuf,
-    /// The daemon binary when it is not the one [`daemon_binary`] finds (the scale phase's baseline).
+    /// The daemon binary when it is not the one [`daemon_binary`] finds (the bench's own build, or the scale
+    /// phase's baseline).
     bin: Option<PathBuf>,
     netns: String,
     config: PathBuf,
@@ -120,7 +121,9 @@ impl Daemon {
         let mut d = Daemon {
             child: None,
             plexus: fs::canonicalize(&b.plexus).unwrap_or_else(|_| b.plexus.clone()),
-            bin: bin.map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())),
+            bin: bin
+                .or(b.daemon.as_deref())
+                .map(|p| fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())),
             netns: b.host.name.clone(),
             config: path,
             socket: b.socket_dir().join(plexus_shim::wire::SOCKET_NAME),

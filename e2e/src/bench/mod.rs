@@ -102,20 +102,36 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
             shim.path.display(),
             shim.origin
         );
-        // The harness runs the daemon binary it finds (E2E_DAEMON_BIN, or beside plexus): fresh from here.
-        let daemon = system::daemon_binary()?;
-        eprintln!(
-            "plexus-bench: daemon mode: daemon {} ({})",
-            daemon.path.display(),
-            daemon.origin
-        );
-        Some(shim)
+        // The bench's own plexus build is not beside the daemon's (another cargo profile): it builds the daemon
+        // too and hands its path to every daemon it starts. A plexus given by E2E_PLEXUS_BIN comes with its
+        // daemon (E2E_DAEMON_BIN, or the one beside it, as the harness finds it).
+        let daemon = if binary.release_build || std::env::var_os("E2E_DAEMON_BIN").is_some() {
+            let daemon = system::daemon_binary()?;
+            eprintln!(
+                "plexus-bench: daemon mode: daemon {} ({})",
+                daemon.path.display(),
+                daemon.origin
+            );
+            Some(daemon.path)
+        } else {
+            eprintln!(
+                "plexus-bench: daemon mode: the daemon beside {}",
+                binary.path.display()
+            );
+            None
+        };
+        Some((shim, daemon))
     } else {
         None
+    };
+    let (shim, daemon) = match shim {
+        Some((shim, daemon)) => (Some(shim), daemon),
+        None => (None, None),
     };
     let build_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let mut bench = Bench::setup(&binary.path, shim.as_ref().map(|s| s.path.as_path()), opts)?;
+    bench.daemon = daemon;
     let busy_before = system::busy_while_idle();
     let cache_write = bench.cache_write_cost(opts.runs.max(10))?;
     eprintln!("plexus-bench: API server: {}", bench.api.describe());

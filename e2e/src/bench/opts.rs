@@ -13,8 +13,9 @@ binary size, a concurrent burst, the effect of unrelated NADs) on real network n
 Debian's CNI plugins; in daemon mode (issue 8) the same latency rows with the runtime calling
 plexus-shim and `plexus daemon` serving it, API reads per ADD, the shim's peak RSS and size, and a
 storm of pods right after a daemon restart with the daemon in a memory-limited cgroup. Needs root.
-The plexus binary is E2E_PLEXUS_BIN when set, else the bench builds it with
-`cargo build --release -p plexus` (the root Cargo.toml's release profile); the shim likewise is
+The plexus binary is E2E_PLEXUS_BIN when set, else the bench builds it as it ships, with
+`cargo build --profile release-thin -p plexus --bin plexus` (the root Cargo.toml); the daemon is
+E2E_DAEMON_BIN or `cargo build --release -p plexus --bin plexus-daemon`; the shim likewise is
 E2E_SHIM_BIN or, linked statically as it ships,
 `cargo rustc --release -p plexus-shim --bin plexus-shim -- -C target-feature=+crt-static -C relocation-model=static`.
 The API server is an in-process stand-in (listening on loopback inside the bench's host namespace),

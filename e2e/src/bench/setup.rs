@@ -264,6 +264,9 @@ pub struct Bench {
     pub daemon_runner: Option<Runner>,
     /// Daemon mode: the shim binary measured.
     pub shim: Option<PathBuf>,
+    /// Daemon mode: the daemon binary the bench built, which is not beside `plexus` (another cargo profile);
+    /// `None`: the one the harness finds (`E2E_DAEMON_BIN`, or beside `plexus`).
+    pub daemon: Option<PathBuf>,
     dir: TempDir,
 }
 
@@ -413,6 +416,7 @@ impl Bench {
             plexus: plexus.to_path_buf(),
             daemon_runner,
             shim: shim.map(Path::to_path_buf),
+            daemon: None,
             dir,
         })
     }

@@ -134,16 +134,20 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// `E2E_PLEXUS_BIN`, or a release build of package `plexus` made now with cargo (the root
-/// Cargo.toml's `[profile.release]`), found from cargo's own report of the artifact.
+/// `E2E_PLEXUS_BIN`, or a build of the thin `plexus` made now with cargo as it ships (the root Cargo.toml's
+/// `[profile.release-thin]`: release, but `panic = "abort"`), found from cargo's own report of the artifact.
 pub fn plexus_binary() -> Result<Binary, String> {
-    binary("E2E_PLEXUS_BIN", "plexus", "plexus", &[])
+    binary("E2E_PLEXUS_BIN", THIN_PROFILE, "plexus", "plexus", &[])
 }
 
-/// `E2E_DAEMON_BIN`, or a release build of `plexus-daemon` made now (beside the `plexus` of
-/// [`plexus_binary`], where the harness looks for it).
+/// The cargo profile the thin `plexus` ships built with (deploy/Containerfile builds it the same way).
+pub const THIN_PROFILE: &str = "release-thin";
+
+/// `E2E_DAEMON_BIN`, or a release build of `plexus-daemon` made now (`[profile.release]`: it unwinds, so a
+/// request's panic fails that request only). It is not beside the thin `plexus`, which another profile
+/// builds: the bench hands its path to every daemon it starts.
 pub fn daemon_binary() -> Result<Binary, String> {
-    binary("E2E_DAEMON_BIN", "plexus", "plexus-daemon", &[])
+    binary("E2E_DAEMON_BIN", "release", "plexus", "plexus-daemon", &[])
 }
 
 /// `E2E_SHIM_BIN`, or a release build of package `plexus-shim` (binary `plexus-shim`) made now, as for
@@ -151,6 +155,7 @@ pub fn daemon_binary() -> Result<Binary, String> {
 pub fn shim_binary() -> Result<Binary, String> {
     binary(
         "E2E_SHIM_BIN",
+        "release",
         "plexus-shim",
         "plexus-shim",
         SHIM_RUSTC_FLAGS,
@@ -168,9 +173,16 @@ pub const SHIM_RUSTC_FLAGS: &[&str] = &[
     "relocation-model=static",
 ];
 
-/// The file named by `var`, else the artifact of `cargo build --release -p <package> --bin <bin>` (with
-/// `rustc_flags`: `cargo rustc ... -- <rustc_flags>`, which pass them to that binary's own compile and link only).
-fn binary(var: &str, package: &str, bin: &str, rustc_flags: &[&str]) -> Result<Binary, String> {
+/// The file named by `var`, else the artifact of `cargo build --profile <profile> -p <package> --bin <bin>`
+/// (with `rustc_flags`: `cargo rustc ... -- <rustc_flags>`, which pass them to that binary's own compile and
+/// link only).
+fn binary(
+    var: &str,
+    profile: &str,
+    package: &str,
+    bin: &str,
+    rustc_flags: &[&str],
+) -> Result<Binary, String> {
     if let Some(p) = std::env::var_os(var).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(p);
         if !path.is_file() {
@@ -191,11 +203,11 @@ fn binary(var: &str, package: &str, bin: &str, rustc_flags: &[&str]) -> Result<B
         format!(" -- {}", rustc_flags.join(" "))
     };
     eprintln!(
-        "plexus-bench: building {bin}: cargo {verb} --release -p {package} --bin {bin}{extra} (manifest {})",
+        "plexus-bench: building {bin}: cargo {verb} --profile {profile} -p {package} --bin {bin}{extra} (manifest {})",
         manifest.display()
     );
     let mut cmd = Command::new(&cargo);
-    cmd.args([verb, "--release", "-p", package, "--bin", bin])
+    cmd.args([verb, "--profile", profile, "-p", package, "--bin", bin])
         .arg("--manifest-path")
         .arg(&manifest)
         .args(["--message-format", "json-render-diagnostics"]);
@@ -214,7 +226,7 @@ fn binary(var: &str, package: &str, bin: &str, rustc_flags: &[&str]) -> Result<B
         })?;
     if !out.status.success() {
         return Err(format!(
-            "cargo {verb} --release -p {package} failed ({})",
+            "cargo {verb} --profile {profile} -p {package} failed ({})",
             out.status
         ));
     }
@@ -232,7 +244,9 @@ fn binary(var: &str, package: &str, bin: &str, rustc_flags: &[&str]) -> Result<B
         .ok_or_else(|| format!("cargo reported no {bin} executable"))?;
     finish(
         path,
-        format!("cargo {verb} --release -p {package}{extra} (root Cargo.toml [profile.release])"),
+        format!(
+            "cargo {verb} --profile {profile} -p {package}{extra} (root Cargo.toml [profile.{profile}])"
+        ),
         true,
     )
 }

@@ -228,6 +228,8 @@ fn plan_attachments(
     };
     check_allowed(ctx, &pod_networks)?;
     let mut requests = ctx.node_networks(pod_networks.default_network)?;
+    // Which attachments the pod's networks annotation selected: recorded in the cache for hot-plug.
+    let pod_range = requests.len()..requests.len() + pod_networks.networks.len();
     requests.extend(pod_networks.networks);
     if let Some(pod) = pod {
         resolve_devices(ctx, pod, &mut requests)?;
@@ -242,6 +244,9 @@ fn plan_attachments(
     })?;
     if has_auxiliary && let Some(last) = attachments.last_mut() {
         last.auxiliary = true;
+    }
+    for a in &mut attachments[pod_range] {
+        a.pod_network = true;
     }
     default_route::validate(ctx, &attachments)?;
     check_plugins(ctx, &attachments)?;

@@ -122,6 +122,22 @@ pub struct CachedDelegate {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub auxiliary_chain: bool,
+    /// plexus: this entry is one of the pod's networks annotation's (only these are hot-plugged;
+    /// docs/daemon.md, "Hot-plug").
+    #[serde(
+        rename = "plexusPodNetwork",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub pod_network: bool,
+    /// plexus: the daemon's hot-plug attached this entry to the running sandbox; one without a result record
+    /// is an interrupted hot-plug (undone by the next reconcile), not an unfinished ADD.
+    #[serde(
+        rename = "plexusHotplugged",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub hotplugged: bool,
 }
 
 /// The outcome of reading a container's cache.
@@ -238,6 +254,8 @@ impl CachedDelegate {
             bandwidth_request: r.bandwidth.clone(),
             device_info_file: r.device_info_file.clone(),
             auxiliary_chain: a.auxiliary,
+            pod_network: a.pod_network,
+            hotplugged: a.hotplugged,
         }
     }
 
@@ -296,6 +314,8 @@ impl CachedDelegate {
             },
             resource_name: some(&self.resource_name),
             auxiliary: self.auxiliary_chain,
+            pod_network: self.pod_network,
+            hotplugged: self.hotplugged,
         })
     }
 

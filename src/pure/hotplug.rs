@@ -11,8 +11,8 @@ use crate::pure::{
     plan::{Attachment, NetworkRequest, Requests},
 };
 
-/// The Warning event's reason for a selection hot-plug will not carry out.
-pub const HOTPLUG_REFUSED: &str = "HotplugRefused";
+/// The Warning event's reason for a hot-plug that failed or was refused (the message says which, and why).
+pub const HOTPLUG_FAILED: &str = "HotplugFailed";
 
 /// What to change on a running sandbox.
 #[derive(Debug, Clone, Default, PartialEq)]

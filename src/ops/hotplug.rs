@@ -152,12 +152,16 @@ enum Loaded {
     Gone,
     /// Its ADD has not finished (only its staged cache, or an entry the runtime's ADD made has no record).
     Unfinished,
+    /// Its cache is from before hot-plug: which entries are the pod's networks is not known.
+    Legacy,
     /// Its attachments, in attach order.
     Here(Vec<Attachment>),
 }
 
 const GONE: &str = "its cache is gone: the sandbox is being deleted";
 const UNFINISHED: &str = "its ADD has not finished";
+const LEGACY: &str =
+    "its cache is from a plexus without hot-plug (it does not say which networks are the pod's)";
 
 fn lock(ctx: &Ctx<'_>) -> Result<ContainerLock, Error> {
     ContainerLock::acquire(
@@ -184,6 +188,9 @@ fn load(ctx: &Ctx<'_>) -> Result<Loaded, Error> {
     let entries = match cache::read(cni_dir, cid).map_err(cache_error)? {
         ReadOutcome::Missing => return Ok(Loaded::Gone),
         ReadOutcome::Found(_) if !path.is_file() => return Ok(Loaded::Unfinished),
+        ReadOutcome::Found(entries) if entries.iter().any(|e| e.pod_network.is_none()) => {
+            return Ok(Loaded::Legacy);
+        }
         ReadOutcome::Found(entries) => entries,
         ReadOutcome::Corrupt(reason) => {
             return Err(Error::CacheCorrupt {
@@ -256,6 +263,7 @@ fn settle(ctx: &Ctx<'_>) -> Result<Result<Vec<Attachment>, &'static str>, Error>
             return Ok(Err(GONE));
         }
         Loaded::Unfinished => return Ok(Err(UNFINISHED)),
+        Loaded::Legacy => return Ok(Err(LEGACY)),
         Loaded::Here(list) => list,
     };
     let mut kept = Vec::with_capacity(list.len());
@@ -424,6 +432,7 @@ fn run(ctx: &Ctx<'_>, changes: &mut Vec<Event>) -> Result<Hotplugged, Error> {
             return Ok(Hotplugged::Skipped(GONE.into()));
         }
         Loaded::Unfinished => return Ok(Hotplugged::Skipped(UNFINISHED.into())),
+        Loaded::Legacy => return Ok(Hotplugged::Skipped(LEGACY.into())),
     };
     let mut current = Vec::with_capacity(list.len());
     for a in list.into_iter().filter(|a| !a.auxiliary) {

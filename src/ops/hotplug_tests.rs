@@ -109,7 +109,7 @@ fn cached(h: &TestHost) -> Vec<(String, String, bool, bool)> {
                     e.name,
                     e.if_name.unwrap_or_default(),
                     e.hotplugged,
-                    e.pod_network,
+                    e.pod_network.expect("always written"),
                 )
             })
             .collect(),
@@ -286,6 +286,28 @@ fn a_sandbox_gone_or_not_yet_up_is_left_alone() {
     let r = hotplug(&h, "a");
     assert!(
         matches!(&r.result, Ok(Hotplugged::Skipped(why)) if why.contains("not finished")),
+        "{:?}",
+        r.result
+    );
+    assert!(calls(&h).is_empty());
+}
+
+/// A cache from before hot-plug does not say which entries are the pod's: such a sandbox is left alone
+/// (re-attaching what it has, or detaching the node's networks, would be wrong).
+#[test]
+fn a_sandbox_from_before_hot_plug_is_left_alone() {
+    let h = TestHost::new();
+    runtime(&h, "ADD", Some(&api("a")));
+    calls(&h);
+    let path = cache::path(&h.cni_dir(), "c1");
+    let mut entries: Vec<Value> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for e in &mut entries {
+        e.as_object_mut().unwrap().remove("plexusPodNetwork");
+    }
+    std::fs::write(&path, serde_json::to_vec(&entries).unwrap()).unwrap();
+    let r = hotplug(&h, "a,b");
+    assert!(
+        matches!(&r.result, Ok(Hotplugged::Skipped(why)) if why.contains("without hot-plug")),
         "{:?}",
         r.result
     );

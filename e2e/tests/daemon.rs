@@ -1335,3 +1335,57 @@ fn networks_are_hot_plugged_into_a_running_pod() {
     w.del_ok(&rt, &sb);
     w.assert_clean(&sb);
 }
+
+/// Issue 18: hot-plug is off unless the daemon config turns it on: a running pod's annotation change
+/// leaves its sandbox as it is, and the log says so once, however many changes follow.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn with_hot_plug_off_an_annotation_change_changes_nothing_and_is_logged_once() {
+    let w = world("with_hot_plug_off_an_annotation_change_changes_nothing_and_is_logged_once");
+    let daemon = w.daemon.as_ref().unwrap();
+    w.nad("a", &w.macvlan(MACVLAN_SUBNET));
+    let rt = w.runtime(json!({}));
+    let sb = w.sandbox("cold", &[]);
+    w.add_ok(&rt, &sb);
+    const SAID: &str = "hot-plug is off";
+    let said = || {
+        std::fs::read_to_string(w.daemon_log_file())
+            .unwrap_or_default()
+            .matches(SAID)
+            .count()
+    };
+    let cached_annotation = || {
+        let path = format!("/cache/pods/{}/{}", w.ns, sb.pod.name);
+        daemon
+            .get(&path)
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|p| {
+                p["metadata"]["annotations"][NETWORKS_ANNOTATION]
+                    .as_str()
+                    .map(str::to_string)
+            })
+    };
+    for (i, networks) in ["a", "a,a", "a@data0"].into_iter().enumerate() {
+        w.cluster
+            .set_pod_annotation(&w.ns, &sb.pod.name, NETWORKS_ANNOTATION, networks);
+        // The watch has handed the change to the queue.
+        wait_until(
+            "the daemon sees the change",
+            Duration::from_secs(10),
+            || cached_annotation().as_deref() == Some(networks),
+        );
+        if i == 0 {
+            wait_until(
+                "the log says hot-plug is off",
+                Duration::from_secs(10),
+                || said() > 0,
+            );
+        }
+    }
+    assert_eq!(said(), 1, "said once\n{}", w.log());
+    assert_eq!(sb.netns.link_names(), ["eth0", "lo"]);
+    assert_eq!(cached_ifnames(&w, &sb.cid), ["eth0"]);
+    w.assert_status(&sb, &[(CLUSTER_NETWORK, "eth0", true)]);
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
+}

@@ -1267,7 +1267,9 @@ fn networks_are_hot_plugged_into_a_running_pod() {
     w.assert_status(&sb, &[(CLUSTER_NETWORK, "eth0", true)]);
     let (a, b) = (nad_name(&w.ns, "a"), nad_name(&w.ns, "b"));
 
-    let steps: [(&str, &[&str], &[(&str, &str)]); 3] = [
+    // The annotation, then the pod's links and its secondary networks' (network, interface) after it.
+    type Step<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let steps: [Step; 3] = [
         ("a", &["eth0", "lo", "net1"], &[(&a, "net1")]),
         (
             "a,b@data0",

@@ -821,10 +821,13 @@ mod tests {
             seen.event(&watcher::Event::Apply(p("a"))).is_empty(),
             "another update"
         );
-        assert_eq!(seen.event(&watcher::Event::Apply(p("a,b"))), [key.clone()]);
+        assert_eq!(
+            seen.event(&watcher::Event::Apply(p("a,b"))),
+            vec![key.clone()]
+        );
         seen.event(&watcher::Event::Init);
         seen.event(&watcher::Event::InitApply(p("b")));
-        assert_eq!(seen.event(&watcher::Event::InitDone), [key.clone()]);
+        assert_eq!(seen.event(&watcher::Event::InitDone), vec![key.clone()]);
         let other = pod_selecting("ns", "p2", "x", None);
         assert!(
             seen.event(&watcher::Event::Apply(other)).is_empty(),

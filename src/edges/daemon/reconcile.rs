@@ -51,7 +51,7 @@ pub struct Served {
     /// One API request's time limit, in milliseconds.
     pub api_timeout_ms: u64,
     /// The last ADD's network config (the daemon's keys laid over it; the runtime's per-call
-    /// `runtimeConfig` and `prevResult` left out): what hot-plug runs the pod's networks with
+    /// `runtimeConfig`, `prevResult` and `args` left out): what hot-plug runs the pod's networks with
     /// (docs/daemon.md, "Hot-plug"). `None` in a file from before hot-plug.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
@@ -64,8 +64,10 @@ impl Served {
             .ok()
             .map(|mut v| {
                 if let Some(o) = v.as_object_mut() {
-                    o.remove("runtimeConfig");
-                    o.remove("prevResult");
+                    // Per call, not the network's: kept, they would rewrite the file on every ADD.
+                    for key in ["runtimeConfig", "prevResult", "args"] {
+                        o.remove(key);
+                    }
                 }
                 v
             });

@@ -30,11 +30,13 @@ use crate::{
 /// Give every network whose NAD names a resource the pod's next device of it (NPWG-13;
 /// docs/multus-compat.md, "Devices"): the kubelet's device-plugin allocations and the pod's DRA
 /// claims, merged and sorted. Neither is asked unless some network names a resource; a source that
-/// fails matters only when a resource is then missing, and the error says why.
-fn resolve_devices(
+/// fails matters only when a resource is then missing, and the error says why. Devices in `taken` (a
+/// running sandbox's, for a hot-plug) are never handed out again.
+pub(super) fn resolve_devices(
     ctx: &Ctx<'_>,
     pod: &PodRef,
     requests: &mut [NetworkRequest],
+    taken: &[String],
 ) -> Result<(), Error> {
     if !devices::any_resource(requests) {
         return Ok(());
@@ -53,6 +55,9 @@ fn resolve_devices(
         Err(e) => unavailable.push(format!("DRA resource claims: {e}")),
     }
     devices::merge(&mut map, ResourceMap::new());
+    for ids in map.values_mut() {
+        ids.retain(|id| !taken.contains(id));
+    }
     tracing::debug!(?map, "the pod's devices");
     let why = (!unavailable.is_empty()).then(|| unavailable.join("; "));
     devices::assign(requests, &map, why.as_deref()).map_err(|source| Error::Devices {
@@ -83,7 +88,7 @@ pub const PLUGIN_BINARY_REFUSED: &str = "PluginBinaryRefused";
 /// runs: a NAD naming a plugin this node lacks (a tenant's typo, another team's leftover) then fails this
 /// pod's ADD alone, with code 7, nothing attached, and a Warning event on the pod. So does a binary that
 /// is found but refused.
-fn check_plugins(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
+pub(super) fn check_plugins(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
     let dirs = ctx.config.search_path(&ctx.env.path);
     for a in attachments {
         for p in a
@@ -120,7 +125,7 @@ pub const PLUGIN_NOT_ALLOWED: &str = "PluginTypeNotAllowed";
 /// looked up, planned or run. The node's own networks (the cluster network, `defaultNetworks`, static
 /// `delegates`) are the admin's choice and are not checked; a pod's default-network annotation names a NAD
 /// and is.
-fn check_allowed(ctx: &Ctx<'_>, pod_networks: &PodNetworks) -> Result<(), Error> {
+pub(super) fn check_allowed(ctx: &Ctx<'_>, pod_networks: &PodNetworks) -> Result<(), Error> {
     let list = &ctx.config.allowed_plugin_types;
     if !list.restricts() {
         return Ok(());
@@ -228,9 +233,11 @@ fn plan_attachments(
     };
     check_allowed(ctx, &pod_networks)?;
     let mut requests = ctx.node_networks(pod_networks.default_network)?;
+    // Which attachments the pod's networks annotation selected: recorded in the cache for hot-plug.
+    let pod_range = requests.len()..requests.len() + pod_networks.networks.len();
     requests.extend(pod_networks.networks);
     if let Some(pod) = pod {
-        resolve_devices(ctx, pod, &mut requests)?;
+        resolve_devices(ctx, pod, &mut requests, &[])?;
     }
     // After every other network, on the next net<index> (docs/multus-compat.md, "Auxiliary chain").
     let auxiliary = super::auxiliary::chain(ctx)?;
@@ -242,6 +249,9 @@ fn plan_attachments(
     })?;
     if has_auxiliary && let Some(last) = attachments.last_mut() {
         last.auxiliary = true;
+    }
+    for a in &mut attachments[pod_range] {
+        a.pod_network = true;
     }
     default_route::validate(ctx, &attachments)?;
     check_plugins(ctx, &attachments)?;
@@ -339,7 +349,7 @@ fn attach_all(
 
 /// One delegate's ADD. Whatever may have run joins `tx`'s undo list: the failed delegate may have done
 /// part of its work (a conflist halts midway), unless it never started.
-fn attach(
+pub(super) fn attach(
     tx: &mut Transaction<'_, '_>,
     invoker: &Invoker<'_>,
     a: &Attachment,

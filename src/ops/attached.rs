@@ -126,6 +126,8 @@ fn fallback(
             },
             resource_name: None,
             auxiliary: false,
+            pod_network: false,
+            hotplugged: false,
         });
     }
     match rebuilt(ctx, master_ifname, rebuild) {

@@ -150,6 +150,12 @@ impl<'a> Kube<'a> {
         }
     }
 
+    /// An event of `type_` on the pod read, for the caller to send (`None` before any pod was read).
+    pub fn pod_event(&self, type_: &str, reason: &str, message: String) -> Option<Event> {
+        self.involved()
+            .map(|pod| event(&pod, type_, reason, message))
+    }
+
     fn reject(&self, r: Rejection) -> ClusterError {
         self.warn_pod(r.reason, r.message.clone());
         ClusterError::from(r)

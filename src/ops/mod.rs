@@ -20,6 +20,7 @@ mod del;
 mod done;
 pub mod error;
 mod gc;
+pub mod hotplug;
 pub mod invocation;
 mod kube;
 mod status;
@@ -322,5 +323,7 @@ impl Ctx<'_> {
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(test)]
+mod hotplug_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -28,6 +28,10 @@ pub(super) struct Transaction<'c, 'a> {
     undo: Vec<Attachment>,
     /// The result records not yet written (`None`: each is written behind as its delegate succeeds).
     held: Option<Vec<CachedAttachment>>,
+    /// A hot-plug ([`Transaction::begin_hotplug`]): the sandbox's attachments before it, which a rollback
+    /// writes back as the cache (the sandbox lives on; its lock file stays). `None`: a runtime ADD, whose
+    /// rollback removes the cache and the lock file.
+    kept: Option<Vec<Attachment>>,
 }
 
 impl<'c, 'a> Transaction<'c, 'a> {
@@ -68,6 +72,42 @@ impl<'c, 'a> Transaction<'c, 'a> {
             behind,
             undo: Vec::with_capacity(attachments.len()),
             held: hold_records.then(Vec::new),
+            kept: None,
+        })
+    }
+
+    /// A hot-plug of `new` onto a running sandbox whose cache holds `kept`, under `lock`: the cache is
+    /// rewritten with `new` appended, synced and in place before the delegate runs (a crash from here on
+    /// leaves the entry for the runtime's DEL and for the next reconcile, which undoes an entry without a
+    /// result record). The result record is written when the delegate succeeds, and flushed on commit.
+    pub fn begin_hotplug(
+        ctx: &'c Ctx<'a>,
+        lock: ContainerLock,
+        kept: Vec<Attachment>,
+        new: &Attachment,
+    ) -> Result<Self, Error> {
+        let cni_dir = &ctx.config.cni_dir;
+        let cid = ctx.env.container_id();
+        let behind = WriteBehind::default();
+        let mut all = kept.clone();
+        all.push(new.clone());
+        // A rename still pending would leave the old cache in place, blind to the new delegate.
+        if let Err(source) = cache::write(cni_dir, cid, &all, &behind).and_then(|()| behind.flush())
+        {
+            return Err(Error::Cache {
+                who: ctx.who(),
+                op: "write",
+                path: cache::path(cni_dir, cid),
+                source,
+            });
+        }
+        Ok(Transaction {
+            ctx,
+            lock,
+            behind,
+            undo: Vec::with_capacity(1),
+            held: None,
+            kept: Some(kept),
         })
     }
 
@@ -225,6 +265,16 @@ impl<'c, 'a> Transaction<'c, 'a> {
                 original: Box::new(original),
                 failures,
             };
+        }
+        if let Some(kept) = self.kept.take() {
+            // A hot-plug: the sandbox is back to what it had; its cache says so again.
+            let (cni_dir, cid) = (&ctx.config.cni_dir, ctx.env.container_id());
+            let behind = WriteBehind::default();
+            if let Err(e) = cache::write(cni_dir, cid, &kept, &behind).and_then(|()| behind.flush())
+            {
+                tracing::error!("[{}]: rewriting the cache after rollback: {e}", ctx.who());
+            }
+            return original;
         }
         match cache::remove(&ctx.config.cni_dir, ctx.env.container_id()) {
             Ok(()) => self.lock.release_and_remove(),

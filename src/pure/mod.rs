@@ -4,6 +4,7 @@
 pub mod annotations;
 pub mod cluster;
 pub mod config;
+pub mod hotplug;
 pub mod names;
 pub mod netconf;
 pub mod plan;

@@ -176,6 +176,12 @@ pub struct Attachment {
     /// The auxiliary chain (`auxiliaryCNIChainName`): last, never in network-status, not CHECKed
     /// (docs/multus-compat.md, "Auxiliary chain").
     pub auxiliary: bool,
+    /// Selected by the pod's networks annotation (not a node network, not the auxiliary chain): only these
+    /// are hot-plugged (docs/daemon.md, "Hot-plug").
+    pub pod_network: bool,
+    /// Attached to a running sandbox by the daemon's hot-plug, not by the runtime's ADD: without a result
+    /// record it is an interrupted hot-plug, which the next reconcile undoes.
+    pub hotplugged: bool,
 }
 
 /// A plan that cannot be carried out (CNI code 7).
@@ -256,6 +262,8 @@ pub fn plan(
             requests: n.requests,
             resource_name: n.resource_name,
             auxiliary: false,
+            pod_network: false,
+            hotplugged: false,
         });
     }
     Ok(out)

@@ -122,6 +122,23 @@ pub struct CachedDelegate {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub auxiliary_chain: bool,
+    /// plexus: whether this entry is one of the pod's networks annotation's (only these are hot-plugged;
+    /// docs/daemon.md, "Hot-plug"). Always written; absent in a cache from before hot-plug, which then
+    /// cannot tell the pod's networks from the node's.
+    #[serde(
+        rename = "plexusPodNetwork",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pod_network: Option<bool>,
+    /// plexus: the daemon's hot-plug attached this entry to the running sandbox; one without a result record
+    /// is an interrupted hot-plug (undone by the next reconcile), not an unfinished ADD.
+    #[serde(
+        rename = "plexusHotplugged",
+        default,
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub hotplugged: bool,
 }
 
 /// The outcome of reading a container's cache.
@@ -238,6 +255,8 @@ impl CachedDelegate {
             bandwidth_request: r.bandwidth.clone(),
             device_info_file: r.device_info_file.clone(),
             auxiliary_chain: a.auxiliary,
+            pod_network: Some(a.pod_network),
+            hotplugged: a.hotplugged,
         }
     }
 
@@ -296,6 +315,8 @@ impl CachedDelegate {
             },
             resource_name: some(&self.resource_name),
             auxiliary: self.auxiliary_chain,
+            pod_network: self.pod_network.unwrap_or(false),
+            hotplugged: self.hotplugged,
         })
     }
 

@@ -459,6 +459,18 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("get pod {ns}/{name}: {e}"))
     }
 
+    /// Set annotation `key` of pod `ns/name` to `value` as a user would (`kubectl annotate --overwrite`): a
+    /// merge patch of the pod's metadata.
+    pub fn set_pod_annotation(&self, ns: &str, name: &str, key: &str, value: &str) {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        self.block(
+            "patch pod",
+            pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .unwrap_or_else(|e| panic!("annotate pod {ns}/{name}: {e}"));
+    }
+
     /// One annotation of the pod, if set.
     pub fn pod_annotation(&self, ns: &str, name: &str, key: &str) -> Option<String> {
         self.get_pod(ns, name)

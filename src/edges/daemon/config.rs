@@ -35,6 +35,7 @@ const DAEMON_KEYS: &[&str] = &[
     "shutdownTimeoutSeconds",
     "statusWrite",
     "statusRetrySeconds",
+    "hotplug",
     // The daemon's one client serves every request: a request's kubeconfig is not used.
     "kubeconfig",
     // Logging is the daemon's, set once at start.
@@ -131,6 +132,9 @@ pub struct DaemonConfig {
     pub status_write: StatusWrite,
     /// How long a status write after the reply is retried while the API is unavailable.
     pub status_retry: Duration,
+    /// `hotplug`: a change of a running pod's networks annotation attaches and detaches its networks
+    /// (docs/daemon.md, "Hot-plug"). Off by default.
+    pub hotplug: bool,
     /// `chrootDir`: the host's root as mounted in the daemon's container. Delegates run chrooted into it
     /// and host paths the runtime names (`CNI_NETNS`, `CNI_PATH`) are resolved in it; `None` (unset, or
     /// `/`): the daemon already sees the host's filesystem.
@@ -248,6 +252,16 @@ impl DaemonConfig {
                 });
             }
         };
+        let hotplug = match map.get("hotplug") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                return Err(DaemonConfigError::Key {
+                    key: "hotplug",
+                    reason: format!("expected true or false, got {other}"),
+                });
+            }
+        };
         let host_root = match string("chrootDir")? {
             Some(d) if !Path::new(&d).is_absolute() => {
                 return Err(DaemonConfigError::Key {
@@ -303,6 +317,7 @@ impl DaemonConfig {
             shutdown_timeout: Duration::from_secs(number("shutdownTimeoutSeconds", 25, 0)?),
             status_write,
             status_retry: Duration::from_secs(number("statusRetrySeconds", 300, 1)?),
+            hotplug,
             host_root,
             log,
             overlay,
@@ -450,6 +465,26 @@ mod tests {
             dir(r#"{"cniDir":"relative"}"#),
             Path::new(crate::pure::config::DEFAULT_CNI_DIR)
         );
+    }
+
+    /// Issue 18: hot-plug is off unless the daemon config says `"hotplug": true`; a daemon key, never laid
+    /// over a request; anything but a boolean stops the daemon at start.
+    #[test]
+    fn hotplug_is_off_by_default_and_a_boolean() {
+        let env = |k: &str| (k == "NODE_NAME").then(|| "n".to_string());
+        let c = DaemonConfig::from_bytes(b"{}", "t", &env).unwrap();
+        assert!(!c.hotplug);
+        let c = DaemonConfig::from_bytes(br#"{"hotplug": true}"#, "t", &env).unwrap();
+        assert!(c.hotplug);
+        assert!(c.overlay.is_empty(), "a daemon key");
+        for bad in [r#"{"hotplug": "yes"}"#, r#"{"hotplug": 1}"#] {
+            match DaemonConfig::from_bytes(bad.as_bytes(), "t", &env) {
+                Err(e @ DaemonConfigError::Key { key: "hotplug", .. }) => {
+                    assert!(e.to_string().contains("true or false"), "{e}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
     }
 
     #[test]

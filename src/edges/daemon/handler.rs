@@ -64,19 +64,25 @@ pub struct Later {
     pub events: Vec<Event>,
 }
 
+/// The `PATH` delegates get when a request sends none (a Go Multus shim sends only the CNI variables, and
+/// hot-plug has no request), since they look programs up in it (`iptables`): the host's usual one where
+/// they run chrooted into the host, else the daemon's own.
+pub(super) fn delegate_path(shared: &Shared) -> String {
+    let path = match &shared.config.host_root {
+        Some(_) => None,
+        None => std::env::var("PATH").ok(),
+    };
+    path.unwrap_or_else(|| HOST_PATH.into())
+}
+
 /// Run one request. Returns the reply and what is left for after it.
 pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
     let mut vars: Vec<(String, String)> = req.env.into_iter().collect();
     if !vars.iter().any(|(k, _)| k == "PATH") {
-        // A Go Multus shim sends only the CNI variables, and delegates look programs up in PATH
-        // (`iptables`): the host's usual one where they run on the host, else the daemon's own.
-        let path = match &shared.config.host_root {
-            Some(_) => None,
-            None => std::env::var("PATH").ok(),
-        };
-        vars.push(("PATH".into(), path.unwrap_or_else(|| HOST_PATH.into())));
+        vars.push(("PATH".into(), delegate_path(shared)));
     }
     let config = shared.config.overlay_on(&req.config);
+    let raw = &config;
     let cni_path: Vec<std::path::PathBuf> = vars
         .iter()
         .find(|(k, _)| k == "CNI_PATH")
@@ -91,7 +97,7 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
                    command: Command|
      -> Option<Cached<Arc<ApiCluster>>> {
         if command == Command::Add {
-            shared.served.note(config);
+            shared.served.note(config, raw);
         }
         // The missing-plugin report looks where the requests look (`super::plugin_check`).
         shared.search_path.observe(config.search_path(&cni_path));

@@ -78,6 +78,7 @@ pub struct Metrics {
     cache_nads_loaded: Gauge,
     ready: Gauge,
     status_writes: Family<Labels, Counter>,
+    hotplugs: Family<Labels, Counter>,
     status_delay: Histogram,
     /// Network-status writes after the reply not yet ended.
     pub status_pending: Gauge,
@@ -108,6 +109,7 @@ impl Metrics {
             cache_nads_loaded: Gauge::default(),
             ready: Gauge::default(),
             status_writes: Family::default(),
+            hotplugs: Family::default(),
             status_delay: latency(),
             status_pending: Gauge::default(),
             nads_missing_plugins: Gauge::default(),
@@ -186,6 +188,12 @@ impl Metrics {
             m.status_writes.clone(),
         );
         r.register(
+            "plexus_hotplugs",
+            "Hot-plug changes of running pods' networks (docs/daemon.md, \"Hot-plug\"), by outcome: attached, \
+             detached, failed (refused or failed; each a HotplugFailed event on the pod)",
+            m.hotplugs.clone(),
+        );
+        r.register(
             "plexus_status_write_delay_seconds",
             "Seconds from ADD's reply until its network-status write ended",
             m.status_delay.clone(),
@@ -235,6 +243,15 @@ impl Metrics {
                 ("method", method.to_string()),
             ])
             .inc();
+    }
+
+    /// `n` hot-plug changes ended as `outcome` (`attached`, `detached` or `failed`).
+    pub fn hotplugged(&self, outcome: &'static str, n: usize) {
+        if n > 0 {
+            self.hotplugs
+                .get_or_create(&vec![("outcome", outcome.to_string())])
+                .inc_by(n as u64);
+        }
     }
 
     /// A network-status write after the reply ended.

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod handler;
+pub mod hotplug;
 pub mod metrics;
 pub mod plugin_check;
 pub mod reconcile;
@@ -60,7 +61,8 @@ watch caches of this node's pods and all NetworkAttachmentDefinitions. PATH defa
 Keys: socketDir, nodeName (else $PLEXUS_NODE_NAME, $MULTUS_NODE_NAME, $NODE_NAME), kubeconfig (else
 in-cluster), metricsAddress (\"\" turns it off; default 127.0.0.1:9091), maxConcurrency,
 maxDelConcurrency, maxQueue, cacheSyncTimeoutSeconds, shutdownTimeoutSeconds, statusWrite (afterReply,
-the default, or beforeReply), statusRetrySeconds, chrootDir (the host's root mounted in the daemon's
+the default, or beforeReply), statusRetrySeconds, hotplug (true: running pods' networks follow their
+networks annotation), chrootDir (the host's root mounted in the daemon's
 container: delegates run chrooted there), logFile, logLevel, logToStderr; every other key is laid over
 each request's config. See docs/daemon.md.";
 
@@ -249,5 +251,7 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     });
     // A status write lost with an earlier daemon (killed between a reply and its write) is written now.
     tokio::spawn(reconcile::run(shared.clone(), served));
+    // Running pods' networks follow their annotation (`hotplug: true`; off, changes are only logged).
+    tokio::spawn(hotplug::run(shared.clone()));
     server::serve(shared).await
 }

@@ -50,15 +50,32 @@ pub struct Served {
     pub system_namespaces: Vec<String>,
     /// One API request's time limit, in milliseconds.
     pub api_timeout_ms: u64,
+    /// The last ADD's network config (the daemon's keys laid over it; the runtime's per-call
+    /// `runtimeConfig`, `prevResult` and `args` left out): what hot-plug runs the pod's networks with
+    /// (docs/daemon.md, "Hot-plug"). `None` in a file from before hot-plug.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
 }
 
 impl Served {
-    /// What `config` says.
-    pub fn of(config: &Config) -> Served {
+    /// What `config` says; `raw` is its bytes as the request gave them (with the daemon's keys).
+    pub fn of(config: &Config, raw: &[u8]) -> Served {
+        let raw = serde_json::from_slice::<serde_json::Value>(raw)
+            .ok()
+            .map(|mut v| {
+                if let Some(o) = v.as_object_mut() {
+                    // Per call, not the network's: kept, they would rewrite the file on every ADD.
+                    for key in ["runtimeConfig", "prevResult", "args"] {
+                        o.remove(key);
+                    }
+                }
+                v
+            });
         Served {
             cni_dir: config.cni_dir.clone(),
             system_namespaces: config.system_namespaces.clone(),
             api_timeout_ms: config.api_timeout.as_millis() as u64,
+            config: raw,
         }
     }
 }
@@ -89,10 +106,10 @@ impl ServedDirs {
         }
     }
 
-    /// Note a request's config; the file is rewritten only when something changed (once per cniDir, in
-    /// practice).
-    pub fn note(&self, config: &Config) {
-        let served = Served::of(config);
+    /// Note a request's config (`raw`: its bytes); the file is rewritten only when something changed (once
+    /// per cniDir, in practice).
+    pub fn note(&self, config: &Config, raw: &[u8]) {
+        let served = Served::of(config, raw);
         let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         if dirs.get(&served.cni_dir) == Some(&served) {
             return;
@@ -133,7 +150,7 @@ pub struct Want {
 }
 
 /// The pod a result record's `CNI_ARGS` name, with its UID.
-fn pod_of(rec: &resultcache::CachedAttachment) -> Option<(PodRef, String)> {
+pub(super) fn pod_of(rec: &resultcache::CachedAttachment) -> Option<(PodRef, String)> {
     let arg = |k: &str| {
         rec.cni_args
             .iter()
@@ -369,6 +386,7 @@ mod tests {
             cni_dir: dir.to_path_buf(),
             system_namespaces: vec!["kube-system".into()],
             api_timeout_ms: 5000,
+            config: None,
         }
     }
 
@@ -600,16 +618,17 @@ mod tests {
         let file = served_file(d.path());
         let dirs = ServedDirs::load(file.clone());
         assert!(dirs.all().is_empty());
-        let config = Config::from_bytes(
-            br#"{"cniVersion":"1.0.0","name":"p","type":"plexus","cniDir":"/var/lib/cni/x",
+        let raw = br#"{"cniVersion":"1.0.0","name":"p","type":"plexus","cniDir":"/var/lib/cni/x",
                  "systemNamespaces":["sys"],"apiTimeoutSeconds":2,
-                 "delegates":[{"cniVersion":"1.0.0","name":"c","type":"bridge"}]}"#,
-        )
-        .unwrap();
-        dirs.note(&config);
+                 "delegates":[{"cniVersion":"1.0.0","name":"c","type":"bridge"}]}"#;
+        let config = Config::from_bytes(raw).unwrap();
+        dirs.note(&config, raw);
         let written = std::fs::metadata(&file).unwrap().modified().unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        dirs.note(&config);
+        // The runtime's per-call keys are not the network's: no rewrite either.
+        let mut per_call: Value = serde_json::from_slice(raw).unwrap();
+        per_call["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080}]});
+        dirs.note(&config, &serde_json::to_vec(&per_call).unwrap());
         assert_eq!(
             std::fs::metadata(&file).unwrap().modified().unwrap(),
             written,
@@ -622,6 +641,7 @@ mod tests {
                 cni_dir: "/var/lib/cni/x".into(),
                 system_namespaces: vec!["sys".into()],
                 api_timeout_ms: 2000,
+                config: Some(serde_json::from_slice(raw).unwrap()),
             }]
         );
         // A file that does not parse is a fresh start, not a failure.

@@ -138,6 +138,160 @@ impl Selections {
     }
 }
 
+/// A pod, by namespace and name.
+pub type PodKey = (String, String);
+
+/// The most pods [`ChangedPods`] holds; past it, one mark says "look at every pod".
+pub const CHANGED_PODS_CAP: usize = 4096;
+
+/// What [`ChangedPods::next`] hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// This pod's networks annotation changed.
+    Pod(PodKey),
+    /// More pods changed than the queue holds: every pod of the node is to be looked at.
+    All,
+}
+
+/// The pods of this node whose networks annotation changed after the watch first saw them (hot-plug's
+/// work): a bounded queue in which a pod waits at most once however often it changes, so a burst of edits of
+/// one pod costs one reconcile.
+#[derive(Debug)]
+pub struct ChangedPods {
+    queue: std::sync::Mutex<(std::collections::VecDeque<PodKey>, HashSet<PodKey>, bool)>,
+    ready: tokio::sync::Notify,
+    cap: usize,
+}
+
+impl ChangedPods {
+    /// An empty queue of at most `cap` pods.
+    pub fn new(cap: usize) -> ChangedPods {
+        ChangedPods {
+            queue: Default::default(),
+            ready: tokio::sync::Notify::new(),
+            cap,
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (std::collections::VecDeque<PodKey>, HashSet<PodKey>, bool)>
+    {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `pod` (once: a pod already waiting is not queued again).
+    pub fn push(&self, pod: PodKey) {
+        let mut q = self.lock();
+        if q.1.contains(&pod) || q.2 {
+            return;
+        }
+        if q.0.len() >= self.cap {
+            q.0.clear();
+            q.1.clear();
+            q.2 = true;
+        } else {
+            q.1.insert(pod.clone());
+            q.0.push_back(pod);
+        }
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    /// The next change, without waiting.
+    pub fn try_next(&self) -> Option<Changed> {
+        let mut q = self.lock();
+        if std::mem::take(&mut q.2) {
+            return Some(Changed::All);
+        }
+        let pod = q.0.pop_front()?;
+        q.1.remove(&pod);
+        Some(Changed::Pod(pod))
+    }
+
+    /// The next change, once there is one.
+    pub async fn next(&self) -> Changed {
+        loop {
+            let notified = self.ready.notified();
+            if let Some(c) = self.try_next() {
+                return c;
+            }
+            notified.await;
+        }
+    }
+
+    /// Pods waiting.
+    pub fn depth(&self) -> usize {
+        let q = self.lock();
+        q.0.len() + usize::from(q.2)
+    }
+}
+
+/// Each pod's networks annotation as last seen, to tell its changes apart from the pod's other updates.
+#[derive(Debug, Default)]
+struct NetworksSeen {
+    by_pod: HashMap<PodKey, Option<String>>,
+    listing: Option<HashMap<PodKey, Option<String>>>,
+}
+
+impl NetworksSeen {
+    /// Take in one pod event; the pods whose annotation changed since the watch last saw them (a pod seen
+    /// for the first time is no change: its sandbox's ADD reads what it says).
+    fn event(&mut self, ev: &watcher::Event<Pod>) -> Vec<PodKey> {
+        let of = |p: &Pod| {
+            let key = (
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap_or_default(),
+            );
+            let value = p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(annotations::NETWORKS_ANNOTATION))
+                .cloned();
+            (key, value)
+        };
+        match ev {
+            watcher::Event::Init => {
+                self.listing = Some(HashMap::new());
+                Vec::new()
+            }
+            watcher::Event::InitApply(p) => {
+                if let Some(l) = self.listing.as_mut() {
+                    let (k, v) = of(p);
+                    l.insert(k, v);
+                }
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                let Some(listed) = self.listing.take() else {
+                    return Vec::new();
+                };
+                // Changes the watch missed while it was down.
+                let mut changed: Vec<PodKey> = listed
+                    .iter()
+                    .filter(|(k, v)| self.by_pod.get(*k).is_some_and(|old| old != *v))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                changed.sort();
+                self.by_pod = listed;
+                changed
+            }
+            watcher::Event::Apply(p) => {
+                let (k, v) = of(p);
+                match self.by_pod.insert(k.clone(), v.clone()) {
+                    Some(old) if old != v => vec![k],
+                    _ => Vec::new(),
+                }
+            }
+            watcher::Event::Delete(p) => {
+                self.by_pod.remove(&of(p).0);
+                Vec::new()
+            }
+        }
+    }
+}
+
 /// One watched kind's health.
 #[derive(Debug, Default)]
 struct Feed {
@@ -199,6 +353,7 @@ pub struct NodeCache {
     nads: Arc<NadCache>,
     pod_feed: Arc<Feed>,
     nad_feed: Arc<Feed>,
+    changed: Arc<ChangedPods>,
 }
 
 impl NodeCache {
@@ -217,6 +372,7 @@ impl NodeCache {
             nads: Arc::new(NadCache::default()),
             pod_feed: Arc::new(Feed::default()),
             nad_feed: Arc::new(Feed::default()),
+            changed: Arc::new(ChangedPods::new(CHANGED_PODS_CAP)),
         });
         let (load_tx, load_rx) = tokio::sync::mpsc::unbounded_channel::<NadKey>();
 
@@ -224,12 +380,17 @@ impl NodeCache {
         let pod_cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
         let pod_stream = watcher(pod_api, pod_cfg).default_backoff().modify(trim_pod);
         let mut selections = Selections::default();
+        let mut networks = NetworksSeen::default();
         let (nads, multus_namespace) = (cache.nads.clone(), multus_namespace.to_string());
+        let changed = cache.changed.clone();
         tokio::spawn(drive(
             "pods",
             reflector::reflector(pod_writer, pod_stream),
             cache.pod_feed.clone(),
             move |ev| {
+                for pod in networks.event(ev) {
+                    changed.push(pod);
+                }
                 if selections.event(ev, &multus_namespace) {
                     for k in nads.select(selections.all()) {
                         let _ = load_tx.send(k);
@@ -282,7 +443,27 @@ impl NodeCache {
             nads: Arc::new(NadCache::default()),
             pod_feed: Arc::new(Feed::default()),
             nad_feed: Arc::new(Feed::default()),
+            changed: Arc::new(ChangedPods::new(CHANGED_PODS_CAP)),
         }
+    }
+
+    /// The pods whose networks annotation changed after the watch first saw them (hot-plug's queue).
+    pub fn changed_pods(&self) -> Arc<ChangedPods> {
+        self.changed.clone()
+    }
+
+    /// Every pod the cache holds.
+    pub fn pod_keys(&self) -> Vec<PodKey> {
+        self.pods
+            .state()
+            .iter()
+            .map(|p| {
+                (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// The NAD cache itself.
@@ -621,6 +802,71 @@ mod tests {
         );
         assert!(selected_nads(&pod_selecting("ns", "p", "bad name!", None), "x").is_empty());
         assert!(selected_nads(&Pod::default(), "x").is_empty());
+    }
+
+    /// Issue 18: only a change of a pod's networks annotation after the watch first saw the pod is queued;
+    /// a re-list queues what changed while the watch was down; a pod queued twice waits once.
+    #[test]
+    fn networks_annotation_changes_are_seen_once_per_pod() {
+        let mut seen = NetworksSeen::default();
+        let p = |networks: &str| pod_selecting("ns", "p1", networks, None);
+        let key = ("ns".to_string(), "p1".to_string());
+        seen.event(&watcher::Event::Init);
+        seen.event(&watcher::Event::InitApply(p("a")));
+        assert!(
+            seen.event(&watcher::Event::InitDone).is_empty(),
+            "first sight"
+        );
+        assert!(
+            seen.event(&watcher::Event::Apply(p("a"))).is_empty(),
+            "another update"
+        );
+        assert_eq!(
+            seen.event(&watcher::Event::Apply(p("a,b"))),
+            vec![key.clone()]
+        );
+        seen.event(&watcher::Event::Init);
+        seen.event(&watcher::Event::InitApply(p("b")));
+        assert_eq!(seen.event(&watcher::Event::InitDone), vec![key.clone()]);
+        let other = pod_selecting("ns", "p2", "x", None);
+        assert!(
+            seen.event(&watcher::Event::Apply(other)).is_empty(),
+            "new pod"
+        );
+        seen.event(&watcher::Event::Delete(p("b")));
+        assert!(
+            seen.event(&watcher::Event::Apply(p("c"))).is_empty(),
+            "recreated"
+        );
+
+        let q = ChangedPods::new(2);
+        q.push(key.clone());
+        q.push(key.clone());
+        assert_eq!(q.depth(), 1, "coalesced");
+        q.push(("ns".into(), "p2".into()));
+        assert_eq!(q.try_next(), Some(Changed::Pod(key.clone())));
+        q.push(key.clone());
+        q.push(("ns".into(), "p3".into()));
+        assert_eq!(
+            q.try_next(),
+            Some(Changed::All),
+            "past its bound: every pod"
+        );
+        assert_eq!(q.try_next(), None);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let q = Arc::new(ChangedPods::new(4));
+            let waiter = tokio::spawn({
+                let q = q.clone();
+                async move { q.next().await }
+            });
+            tokio::task::yield_now().await;
+            q.push(key.clone());
+            assert_eq!(waiter.await.unwrap(), Changed::Pod(key));
+        });
     }
 
     /// What the node selects follows the pod watch: a list replaces it whole, a change or deletion of one

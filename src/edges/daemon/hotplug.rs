@@ -1,0 +1,326 @@
+//! Hot-plug's driver (daemon config `hotplug: true`; docs/daemon.md, "Hot-plug"): the pod watch queues each
+//! pod of this node whose networks annotation changed ([`crate::seams::k8s::watch::ChangedPods`], bounded, a
+//! pod at most once); for each, the newest sandbox of the pod is found from what its ADD left on disk (the
+//! cache and the result records: namespace, `CNI_ARGS`), brought in line by [`crate::ops::hotplug`] with the
+//! config its ADD ran with, and then the pod's whole network-status is written with one PATCH, followed by
+//! its `AddedInterface`/`RemovedInterface` events; `HotplugFailed` Warning events are posted at once.
+//!
+//! ```text
+//!   pod watch ─► ChangedPods ─► run() ─► sandbox (served cniDirs) ─► ops::hotplug::reconcile ─► StatusWriter
+//! ```
+
+use std::{sync::Arc, time::SystemTime};
+
+use plexus_cni::CniVersion;
+
+use super::{Shared, handler::delegate_path, metrics::MeteredExec, reconcile::Served};
+use crate::{
+    ops::{
+        self,
+        hotplug::{Hotplugged, Sandbox},
+    },
+    pure::{config::Config, request::PodRef, status},
+    seams::{
+        devices::kubelet::Kubelet,
+        k8s::{
+            cached::Cached,
+            client::{ApiCluster, DeferredStatus},
+            watch::Changed,
+        },
+    },
+    store::{
+        cache::{self, ReadOutcome},
+        resultcache,
+    },
+};
+
+/// Take the queue's changes one at a time until the daemon exits. Hot-plug off: each is dropped, and the
+/// log says so once.
+pub async fn run(shared: Arc<Shared>) {
+    let Some(cache) = shared.cache.clone() else {
+        return;
+    };
+    let changed = cache.changed_pods();
+    let mut said = false;
+    loop {
+        let next = changed.next().await;
+        if !shared.config.hotplug {
+            if !std::mem::replace(&mut said, true) {
+                let which = match &next {
+                    Changed::Pod((ns, name)) => format!("pod {ns}/{name}"),
+                    Changed::All => "pods".into(),
+                };
+                tracing::info!(
+                    "the networks annotation of {which} changed after its sandbox was set up; hot-plug is off \
+                     (daemon config \"hotplug\": true turns it on), so running sandboxes keep their networks \
+                     (said once)"
+                );
+            }
+            continue;
+        }
+        let pods = match next {
+            Changed::Pod(key) => vec![key],
+            Changed::All => cache.pod_keys(),
+        };
+        let shared = shared.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            for (ns, name) in pods {
+                reconcile_pod(&shared, &ns, &name);
+            }
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!("hot-plug: {e}");
+        }
+    }
+}
+
+/// The sandboxes of pod `namespace/name` (UID `uid`) in `served`'s cniDir, the newest cache first: those
+/// whose cluster network's result record names the pod in its `CNI_ARGS`.
+pub fn sandboxes(served: &Served, namespace: &str, name: &str, uid: &str) -> Vec<Sandbox> {
+    let cni_dir = &served.cni_dir;
+    let mut found: Vec<(SystemTime, Sandbox)> = Vec::new();
+    for cid in cache::containers(cni_dir) {
+        let Ok(ReadOutcome::Found(entries)) = cache::read(cni_dir, &cid) else {
+            continue;
+        };
+        let master_ifname = entries[0].if_name.clone().unwrap_or_else(|| "eth0".into());
+        let Ok(master) = entries[0].to_attachment(0, &master_ifname, CniVersion::V1_0_0) else {
+            continue;
+        };
+        let Ok(Some(rec)) = resultcache::read(cni_dir, &master.network.name, &cid, &master.ifname)
+        else {
+            continue;
+        };
+        let Some((pod, rec_uid)) = super::reconcile::pod_of(&rec) else {
+            continue;
+        };
+        if pod.namespace != namespace || pod.name != name || rec_uid != uid || rec.netns.is_empty()
+        {
+            continue;
+        }
+        let modified = std::fs::metadata(cache::path(cni_dir, &cid))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        found.push((
+            modified,
+            Sandbox {
+                container_id: cid,
+                netns: rec.netns.clone().into(),
+                cni_args: rec.cni_args.clone(),
+                master_ifname,
+            },
+        ));
+    }
+    found.sort_by_key(|(m, _)| std::cmp::Reverse(*m));
+    found.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Bring the newest sandbox of pod `namespace/name` in line with its annotation, in every cniDir served.
+fn reconcile_pod(shared: &Arc<Shared>, namespace: &str, name: &str) {
+    let Some(cache) = &shared.cache else { return };
+    let Some(uid) = cache
+        .pod(namespace, name)
+        .and_then(|p| p.metadata.uid.clone())
+    else {
+        tracing::debug!("hot-plug: pod {namespace}/{name} is gone");
+        return;
+    };
+    for served in shared.served.all() {
+        let Some(sandbox) = sandboxes(&served, namespace, name, &uid).into_iter().next() else {
+            continue;
+        };
+        let config = served
+            .config
+            .as_ref()
+            .ok_or_else(|| "no config is recorded for it (served by an older daemon)".to_string())
+            .and_then(|raw| {
+                Config::from_bytes(&serde_json::to_vec(raw).unwrap_or_default())
+                    .map_err(|e| e.to_string())
+            });
+        let config = match config {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "hot-plug: pod {namespace}/{name}, cniDir {}: {e}; not hot-plugged until an ADD there",
+                    served.cni_dir.display()
+                );
+                continue;
+            }
+        };
+        let pod = PodRef {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: Some(uid.clone()),
+            infra_container_id: None,
+        };
+        hotplug_sandbox(shared, &config, &pod, &sandbox);
+    }
+}
+
+/// One sandbox through [`ops::hotplug::reconcile`]; its events and network-status sent.
+fn hotplug_sandbox(shared: &Arc<Shared>, config: &Config, pod: &PodRef, sandbox: &Sandbox) {
+    let api = Arc::new(ApiCluster::shared(
+        shared.handle.clone(),
+        shared.client.clone(),
+        Some(shared.metrics.clone()),
+        config,
+    ));
+    let cluster = Cached::new(api, shared.cache.clone(), Some(shared.metrics.clone()));
+    let exec = MeteredExec {
+        inner: shared.exec.as_ref(),
+        metrics: &shared.metrics,
+    };
+    let kubelet = Kubelet::from_config(config);
+    let seams = ops::Seams {
+        exec: &exec,
+        netns: shared.netns.as_ref(),
+        cluster: Some(&cluster),
+        kubelet: &kubelet,
+        defer_work: false,
+    };
+    let path = shared.search_path.get().unwrap_or_default();
+    let passthrough = [("PATH".to_string(), delegate_path(shared))];
+    let report = ops::hotplug::reconcile(sandbox, config, &seams, &path, &passthrough);
+    let sink = Arc::new(ApiCluster::daemon_writer(
+        shared.handle.clone(),
+        shared.client.clone(),
+        Some(shared.metrics.clone()),
+        config.api_timeout,
+    ));
+    if !report.warnings.is_empty() {
+        let (sink, warnings) = (sink.clone(), report.warnings);
+        shared
+            .handle
+            .spawn(async move { sink.post_events(warnings).await });
+    }
+    let who = format!("{}/{}", pod.namespace, pod.name);
+    let (attached, detached, current) = match report.result {
+        Ok(Hotplugged::Reconciled {
+            attached,
+            detached,
+            failed,
+            current,
+        }) => {
+            shared.metrics.hotplugged("attached", attached);
+            shared.metrics.hotplugged("detached", detached);
+            shared.metrics.hotplugged("failed", failed);
+            tracing::info!(
+                pod = %who,
+                container = %sandbox.container_id,
+                attached,
+                detached,
+                failed,
+                "hot-plug"
+            );
+            (attached, detached, current)
+        }
+        Ok(Hotplugged::Skipped(why)) => {
+            tracing::info!(pod = %who, container = %sandbox.container_id, "hot-plug: left alone: {why}");
+            return;
+        }
+        Err(e) => {
+            shared.metrics.hotplugged("failed", 1);
+            tracing::warn!(pod = %who, container = %sandbox.container_id, "hot-plug failed: {e}");
+            return;
+        }
+    };
+    if attached + detached == 0 {
+        return;
+    }
+    let changes = report.changes;
+    if config.system_namespaces.contains(&pod.namespace) {
+        // No network-status there (docs/multus-compat.md, "Network status"): the events alone.
+        shared
+            .handle
+            .spawn(async move { sink.post_events(changes).await });
+        return;
+    }
+    // The whole set, so an add and a remove together never lose an entry.
+    let rendered = status::render_attached(&current, crate::seams::devices::info::read);
+    let mut job = DeferredStatus::rendered(
+        pod.clone(),
+        pod.uid.as_deref().unwrap_or_default(),
+        rendered,
+    );
+    job.added = changes;
+    shared
+        .handle
+        .spawn(shared.status.submit(sink, &sandbox.container_id, job));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        pure::netconf::NetworkConfig,
+        pure::plan::{NetworkRequest, plan},
+        store::fsutil,
+    };
+
+    fn served(dir: &Path) -> Served {
+        Served {
+            cni_dir: dir.to_path_buf(),
+            system_namespaces: Vec::new(),
+            api_timeout_ms: 1000,
+            config: None,
+        }
+    }
+
+    /// Container `cid` of pod `ns1/name` (UID `uid`) as its ADD left it.
+    fn add(dir: &Path, cid: &str, name: &str, uid: &str) {
+        let net = NetworkConfig::from_value(
+            json!({"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}),
+        )
+        .unwrap();
+        let a = plan("eth0", vec![NetworkRequest::plain(net)]).unwrap();
+        let behind = fsutil::WriteBehind::default();
+        cache::write(dir, cid, &a, &behind).unwrap();
+        behind.flush().unwrap();
+        let rec = resultcache::CachedAttachment {
+            kind: resultcache::KIND.into(),
+            container_id: cid.into(),
+            config: a[0].network.bytes.clone(),
+            if_name: "eth0".into(),
+            network_name: "cluster".into(),
+            netns: format!("/run/netns/{cid}"),
+            cni_args: [
+                ("K8S_POD_NAMESPACE", "ns1"),
+                ("K8S_POD_NAME", name),
+                ("K8S_POD_UID", uid),
+            ]
+            .map(|(k, v)| [k.to_string(), v.to_string()])
+            .to_vec(),
+            capability_args: Default::default(),
+            result: Some(json!({"cniVersion": "1.0.0"})),
+        };
+        resultcache::write(dir, &rec).unwrap();
+    }
+
+    /// A pod's sandboxes come from the records its ADD wrote: the netns and CNI_ARGS they name; another
+    /// pod's, or a recreated pod's (other UID), are not its.
+    #[test]
+    fn a_pods_sandboxes_are_found_from_its_records_newest_first() {
+        let d = tempfile::tempdir().unwrap();
+        add(d.path(), "old", "p1", "u1");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        add(d.path(), "new", "p1", "u1");
+        add(d.path(), "other", "p2", "u2");
+        add(d.path(), "recreated", "p1", "u9");
+        let found = sandboxes(&served(d.path()), "ns1", "p1", "u1");
+        let ids: Vec<&str> = found.iter().map(|s| s.container_id.as_str()).collect();
+        assert_eq!(ids, ["new", "old"]);
+        assert_eq!(found[0].netns, Path::new("/run/netns/new"));
+        assert_eq!(found[0].master_ifname, "eth0");
+        assert!(
+            found[0]
+                .cni_args
+                .contains(&["K8S_POD_NAME".to_string(), "p1".to_string()])
+        );
+        assert!(sandboxes(&served(d.path()), "ns1", "p3", "u3").is_empty());
+    }
+}

@@ -1,0 +1,552 @@
+//! Hot-plug: bring a running sandbox's pod networks in line with its pod's networks annotation, one
+//! attachment at a time, each the same transaction as the runtime's ADD (the container's lock, the pure
+//! selection and plan, the allow-list and plugin checks, the cache staged before the delegate runs, the
+//! result record after it, rollback on failure) or a DEL of that one attachment (docs/daemon.md,
+//! "Hot-plug"). The daemon drives it (`crate::edges::daemon::hotplug`); only the daemon can, since a thin
+//! binary lives no longer than one runtime call.
+//!
+//! Crash safety: an attach rewrites the cache with its entry (marked hot-plugged) before its delegate runs
+//! and writes the result record after; a detach runs the DEL first and rewrites the cache after. So the
+//! runtime's DEL always finds what is attached, and an entry marked hot-plugged without a record is an
+//! attach that never finished: the next reconcile undoes it first, then attaches again if still wanted.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::api::core::v1::Event;
+use plexus_cni::CniResult;
+
+use super::{Ctx, Seams, add, kube::Kube, teardown, transaction::Transaction};
+use crate::{
+    ops::error::Error,
+    pure::{
+        config::Config,
+        hotplug::{self, HOTPLUG_FAILED},
+        plan::{Attachment, NetworkRequest},
+        request::CniEnv,
+    },
+    seams::devices,
+    store::{
+        cache::{self, ReadOutcome},
+        fsutil::WriteBehind,
+        lock::ContainerLock,
+        resultcache,
+    },
+};
+
+/// A running sandbox, as the files its ADD left describe it (the result records carry the namespace and
+/// the runtime's `CNI_ARGS`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sandbox {
+    /// The container (sandbox) ID.
+    pub container_id: String,
+    /// Its network namespace, as the runtime named it.
+    pub netns: PathBuf,
+    /// The runtime's `CNI_ARGS` (`K8S_POD_*`), replayed to every delegate.
+    pub cni_args: Vec<[String; 2]>,
+    /// The cluster network's interface (`CNI_IFNAME` of its ADD).
+    pub master_ifname: String,
+}
+
+/// How a reconcile of one sandbox ended.
+#[derive(Debug)]
+pub enum Hotplugged {
+    /// Left alone, and why: its cache is gone (being deleted), or its ADD has not finished.
+    Skipped(String),
+    /// Reconciled.
+    Reconciled {
+        /// Attachments added.
+        attached: usize,
+        /// Attachments removed.
+        detached: usize,
+        /// Attachments that failed or were refused (each has a Warning event).
+        failed: usize,
+        /// What the sandbox has now, in attach order, with each result (the auxiliary chain left out):
+        /// the whole network-status to write.
+        current: Vec<(Attachment, CniResult)>,
+    },
+}
+
+/// A reconcile's outcome and its events.
+#[derive(Debug)]
+pub struct Report {
+    /// The outcome, or the failure that stopped it (the pod's annotation refused, the API down, …).
+    pub result: Result<Hotplugged, Error>,
+    /// Warning events, to post now.
+    pub warnings: Vec<Event>,
+    /// `AddedInterface`/`RemovedInterface` events, to post once the network-status write lands.
+    pub changes: Vec<Event>,
+}
+
+/// The sandbox's pod networks brought in line with its pod's networks annotation, read through
+/// `seams.cluster`. `path` is where plugins are looked up besides `binDir` (`CNI_PATH`), `passthrough` the
+/// environment the delegates get (`PATH`).
+pub fn reconcile(
+    sandbox: &Sandbox,
+    config: &Config,
+    seams: &Seams<'_>,
+    path: &[PathBuf],
+    passthrough: &[(String, String)],
+) -> Report {
+    let env = match env(sandbox, path, passthrough) {
+        Ok(env) => env,
+        Err(e) => {
+            return Report {
+                result: Err(e),
+                warnings: Vec::new(),
+                changes: Vec::new(),
+            };
+        }
+    };
+    let ctx = Ctx {
+        env: &env,
+        config,
+        seams,
+        kube: Kube::new(seams.cluster, config, true),
+    };
+    let mut changes = Vec::new();
+    let result = run(&ctx, &mut changes);
+    if let Err(e) = &result {
+        ctx.kube
+            .warn_pod(HOTPLUG_FAILED, format!("hot-plug failed: {e}"));
+    }
+    Report {
+        result,
+        warnings: ctx.kube.take_events(),
+        changes,
+    }
+}
+
+/// The environment of an ADD of the sandbox, as its runtime gave it.
+fn env(
+    sandbox: &Sandbox,
+    path: &[PathBuf],
+    passthrough: &[(String, String)],
+) -> Result<CniEnv, Error> {
+    let args: Vec<String> = sandbox
+        .cni_args
+        .iter()
+        .map(|[k, v]| format!("{k}={v}"))
+        .collect();
+    let path: Vec<String> = path.iter().map(|p| p.display().to_string()).collect();
+    let mut vars: Vec<(String, String)> = passthrough.to_vec();
+    vars.extend(
+        [
+            ("CNI_COMMAND", "ADD".to_string()),
+            ("CNI_CONTAINERID", sandbox.container_id.clone()),
+            ("CNI_NETNS", sandbox.netns.display().to_string()),
+            ("CNI_IFNAME", sandbox.master_ifname.clone()),
+            ("CNI_ARGS", args.join(";")),
+            ("CNI_PATH", path.join(":")),
+        ]
+        .map(|(k, v)| (k.to_string(), v)),
+    );
+    Ok(CniEnv::from_vars(vars)?.expect("CNI_COMMAND is set"))
+}
+
+/// What the sandbox's cache says.
+enum Loaded {
+    /// No cache: the sandbox is being (or was) deleted.
+    Gone,
+    /// Its ADD has not finished (only its staged cache, or an entry the runtime's ADD made has no record).
+    Unfinished,
+    /// Its cache is from before hot-plug: which entries are the pod's networks is not known.
+    Legacy,
+    /// Its attachments, in attach order.
+    Here(Vec<Attachment>),
+}
+
+const GONE: &str = "its cache is gone: the sandbox is being deleted";
+const UNFINISHED: &str = "its ADD has not finished";
+const LEGACY: &str =
+    "its cache is from a plexus without hot-plug (it does not say which networks are the pod's)";
+
+fn lock(ctx: &Ctx<'_>) -> Result<ContainerLock, Error> {
+    ContainerLock::acquire(
+        &ctx.config.cni_dir,
+        ctx.env.container_id(),
+        ctx.config.lock_timeout,
+    )
+    .map_err(|source| Error::Lock {
+        who: ctx.who(),
+        source,
+    })
+}
+
+/// The sandbox's attachments (under its lock).
+fn load(ctx: &Ctx<'_>) -> Result<Loaded, Error> {
+    let (cni_dir, cid) = (&ctx.config.cni_dir, ctx.env.container_id());
+    let path = cache::path(cni_dir, cid);
+    let cache_error = |source| Error::Cache {
+        who: ctx.who(),
+        op: "read",
+        path: path.clone(),
+        source,
+    };
+    let entries = match cache::read(cni_dir, cid).map_err(cache_error)? {
+        ReadOutcome::Missing => return Ok(Loaded::Gone),
+        ReadOutcome::Found(_) if !path.is_file() => return Ok(Loaded::Unfinished),
+        ReadOutcome::Found(entries) if entries.iter().any(|e| e.pod_network.is_none()) => {
+            return Ok(Loaded::Legacy);
+        }
+        ReadOutcome::Found(entries) => entries,
+        ReadOutcome::Corrupt(reason) => {
+            return Err(Error::CacheCorrupt {
+                who: ctx.who(),
+                path,
+                reason,
+            });
+        }
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let a = e
+            .to_attachment(i, ctx.env.ifname(), ctx.config.cni_version)
+            .map_err(|e| Error::CacheCorrupt {
+                who: ctx.who(),
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        out.push(a);
+    }
+    Ok(Loaded::Here(out))
+}
+
+/// `a`'s result, from its record (`None`: no record, or a record without a result).
+fn result_of(ctx: &Ctx<'_>, a: &Attachment) -> Result<Option<CniResult>, Error> {
+    let (cni_dir, cid) = (&ctx.config.cni_dir, ctx.env.container_id());
+    let path = resultcache::path(cni_dir, &a.network.name, cid, &a.ifname);
+    let rec = resultcache::read(cni_dir, &a.network.name, cid, &a.ifname).map_err(|source| {
+        Error::Cache {
+            who: ctx.who(),
+            op: "read",
+            path: path.clone(),
+            source,
+        }
+    })?;
+    let Some(value) = rec.and_then(|r| r.result) else {
+        return Ok(None);
+    };
+    CniResult::from_value(&value, a.network.cni_version)
+        .map(Some)
+        .map_err(|e| Error::CacheCorrupt {
+            who: ctx.who(),
+            path,
+            reason: e.to_string(),
+        })
+}
+
+/// Rewrite the cache as `attachments`, synced and in place before this returns.
+fn write_cache(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
+    let (cni_dir, cid) = (&ctx.config.cni_dir, ctx.env.container_id());
+    let behind = WriteBehind::default();
+    cache::write(cni_dir, cid, attachments, &behind)
+        .and_then(|()| behind.flush())
+        .map_err(|source| Error::Cache {
+            who: ctx.who(),
+            op: "write",
+            path: cache::path(cni_dir, cid),
+            source,
+        })
+}
+
+/// Under the lock: the sandbox's attachments once every interrupted hot-plug is undone (its DEL, then the
+/// cache without it), or why the sandbox is left alone.
+fn settle(ctx: &Ctx<'_>) -> Result<Result<Vec<Attachment>, &'static str>, Error> {
+    let lock = lock(ctx)?;
+    let list = match load(ctx)? {
+        Loaded::Gone => {
+            // The lock file this took must not outlive the sandbox.
+            lock.release_and_remove();
+            return Ok(Err(GONE));
+        }
+        Loaded::Unfinished => return Ok(Err(UNFINISHED)),
+        Loaded::Legacy => return Ok(Err(LEGACY)),
+        Loaded::Here(list) => list,
+    };
+    let mut kept = Vec::with_capacity(list.len());
+    let mut interrupted = Vec::new();
+    for a in list {
+        if result_of(ctx, &a)?.is_some() {
+            kept.push(a);
+        } else if a.hotplugged {
+            interrupted.push(a);
+        } else {
+            return Ok(Err(UNFINISHED));
+        }
+    }
+    if !interrupted.is_empty() {
+        tracing::warn!(
+            "[{}]: undoing {} interrupted hot-plug(s)",
+            ctx.who(),
+            interrupted.len()
+        );
+        teardown::container(
+            ctx,
+            ctx.env.container_id(),
+            ctx.env.netns.as_deref(),
+            interrupted,
+            None,
+        )?;
+        write_cache(ctx, &kept)?;
+    }
+    drop(lock);
+    Ok(Ok(kept))
+}
+
+fn run(ctx: &Ctx<'_>, changes: &mut Vec<Event>) -> Result<Hotplugged, Error> {
+    let who = ctx.who();
+    let Some(pod) = ctx.env.pod() else {
+        return Err(Error::UnknownContainer {
+            who,
+            container_id: ctx.env.container_id().to_string(),
+        });
+    };
+    let netns = ctx.env.netns.clone().unwrap_or_default();
+    let current = match settle(ctx)? {
+        Ok(list) => list,
+        Err(why) => return Ok(Hotplugged::Skipped(why.into())),
+    };
+    // What the pod selects now, through the same selection, NAD reads and allow-list as its ADD.
+    let pod_networks = ctx
+        .kube
+        .pod_networks(&pod)
+        .map_err(|source| Error::Cluster {
+            who: who.clone(),
+            source,
+        })?;
+    add::check_allowed(ctx, &pod_networks)?;
+    let desired = pod_networks.networks;
+    let links = ctx
+        .seams
+        .netns
+        .start_link_names(&netns)
+        .wait()
+        .map_err(|source| Error::Netns {
+            who: who.clone(),
+            network: "(hot-plug)".into(),
+            netns: netns.clone(),
+            source,
+        })?;
+    let pod_current: Vec<Attachment> = current.iter().filter(|a| a.pod_network).cloned().collect();
+    let ours: BTreeSet<&str> = pod_current.iter().map(|a| a.ifname.as_str()).collect();
+    let busy: BTreeSet<String> = links
+        .into_iter()
+        .filter(|l| !ours.contains(l.as_str()))
+        .chain(
+            current
+                .iter()
+                .filter(|a| !a.pod_network)
+                .map(|a| a.ifname.clone()),
+        )
+        .collect();
+    let diff = hotplug::diff(&pod_current, &desired, &busy);
+    let mut failed = diff.refused.len();
+    for r in &diff.refused {
+        ctx.kube.warn_pod(
+            HOTPLUG_FAILED,
+            format!("network {}: not hot-plugged: {}", r.network, r.reason),
+        );
+    }
+    let mut detached = 0;
+    for &j in &diff.detach {
+        let a = &pod_current[j];
+        match detach(ctx, a) {
+            Ok(()) => {
+                detached += 1;
+                changes.extend(ctx.kube.pod_event(
+                    "Normal",
+                    "RemovedInterface",
+                    format!("Remove {} from {}", a.ifname, a.status_name),
+                ));
+            }
+            Err(e) => {
+                failed += 1;
+                ctx.kube.warn_pod(
+                    HOTPLUG_FAILED,
+                    format!(
+                        "network {}: detaching {} failed: {e}",
+                        a.status_name, a.ifname
+                    ),
+                );
+            }
+        }
+    }
+    let mut requests: Vec<NetworkRequest> = diff
+        .attach
+        .iter()
+        .map(|(i, _)| desired[*i].clone())
+        .collect();
+    let mut attached = 0;
+    if devices::any_resource(&requests) {
+        let taken: Vec<String> = current
+            .iter()
+            .filter_map(|a| a.requests.device_id.clone())
+            .collect();
+        if let Err(e) = add::resolve_devices(ctx, &pod, &mut requests, &taken) {
+            ctx.kube.warn_pod(
+                HOTPLUG_FAILED,
+                format!("hot-plug: no devices for the networks to attach: {e}"),
+            );
+            failed += requests.len();
+            requests.clear();
+        }
+    }
+    for (req, (_, ifname)) in requests.into_iter().zip(&diff.attach) {
+        let a = planned(req, ifname);
+        match attach(ctx, &netns, a.clone()) {
+            Ok(result) => {
+                attached += 1;
+                let ips: Vec<String> = result.ips.iter().map(|ip| ip.address.to_string()).collect();
+                changes.extend(ctx.kube.pod_event(
+                    "Normal",
+                    "AddedInterface",
+                    format!(
+                        "Add {} [{}] from {}",
+                        a.ifname,
+                        ips.join(","),
+                        a.status_name
+                    ),
+                ));
+            }
+            Err(e) => {
+                failed += 1;
+                ctx.kube.warn_pod(
+                    HOTPLUG_FAILED,
+                    format!(
+                        "network {}: attaching {} failed: {e}",
+                        a.status_name, a.ifname
+                    ),
+                );
+            }
+        }
+    }
+    // The whole set, for one network-status write.
+    let lock = lock(ctx)?;
+    let list = match load(ctx)? {
+        Loaded::Here(list) => list,
+        Loaded::Gone => {
+            lock.release_and_remove();
+            return Ok(Hotplugged::Skipped(GONE.into()));
+        }
+        Loaded::Unfinished => return Ok(Hotplugged::Skipped(UNFINISHED.into())),
+        Loaded::Legacy => return Ok(Hotplugged::Skipped(LEGACY.into())),
+    };
+    let mut current = Vec::with_capacity(list.len());
+    for a in list.into_iter().filter(|a| !a.auxiliary) {
+        if let Some(r) = result_of(ctx, &a)? {
+            current.push((a, r));
+        }
+    }
+    drop(lock);
+    Ok(Hotplugged::Reconciled {
+        attached,
+        detached,
+        failed,
+        current,
+    })
+}
+
+/// A desired network planned on `ifname`, marked as the pod's and hot-plugged.
+fn planned(req: NetworkRequest, ifname: &str) -> Attachment {
+    Attachment {
+        network: req.network,
+        ifname: ifname.to_string(),
+        master: false,
+        status_name: req.status_name,
+        ifname_request: req.ifname_request,
+        requests: req.requests,
+        resource_name: req.resource_name,
+        auxiliary: false,
+        pod_network: true,
+        hotplugged: true,
+    }
+}
+
+/// Attach `a` to the running sandbox in `netns`, as one transaction: the plugins checked, the capability
+/// arguments built, then under the lock the cache rewritten with it, its delegate's ADD, its result record;
+/// any failure after the cache was written rolls it back (DEL, the cache as it was).
+fn attach(ctx: &Ctx<'_>, netns: &Path, mut a: Attachment) -> Result<CniResult, Error> {
+    let cid = ctx.env.container_id();
+    add::check_plugins(ctx, std::slice::from_ref(&a))?;
+    if a.requests.device_id.is_some() {
+        let file = devices::cni_file(&ctx.config.device_info_dir, &a.status_name, cid, &a.ifname);
+        a.requests.device_info_file = Some(file.display().to_string());
+    }
+    let rt = ctx.runtime_conf(&a, cid, Some(netns), true)?;
+    let lock = lock(ctx)?;
+    let kept = match load(ctx)? {
+        Loaded::Here(list) => list,
+        gone_or_unfinished => {
+            if matches!(gone_or_unfinished, Loaded::Gone) {
+                lock.release_and_remove();
+            }
+            return Err(Error::UnknownContainer {
+                who: ctx.who(),
+                container_id: cid.to_string(),
+            });
+        }
+    };
+    if kept.iter().any(|k| k.ifname == a.ifname) {
+        return Err(Error::InterfaceExists {
+            who: ctx.who(),
+            network: a.status_name.clone(),
+            ifname: a.ifname.clone(),
+            netns: netns.to_path_buf(),
+        });
+    }
+    let mut tx = Transaction::begin_hotplug(ctx, lock, kept, &a)?;
+    devices::info::prepare(&ctx.config.device_info_dir, &a);
+    match add::attach(&mut tx, &ctx.invoker(), &a, &rt) {
+        Ok(result) => {
+            tracing::info!(network = %a.status_name, ifname = %a.ifname, "hot-plugged");
+            tx.commit(result).map(|(r, _)| r)
+        }
+        Err(source) => Err(tx.rollback(Error::Delegate {
+            who: ctx.who(),
+            network: a.status_name.clone(),
+            ifname: a.ifname.clone(),
+            verb: "adding container to",
+            source,
+        })),
+    }
+}
+
+/// Detach `a` (as the cache recorded it) under the lock: its delegate's DEL (which removes its result record
+/// and device-info file), then the cache rewritten without it. A failed DEL keeps it in the cache, for the
+/// runtime's DEL.
+fn detach(ctx: &Ctx<'_>, a: &Attachment) -> Result<(), Error> {
+    let lock = lock(ctx)?;
+    let mut list = match load(ctx)? {
+        Loaded::Here(list) => list,
+        gone_or_unfinished => {
+            if matches!(gone_or_unfinished, Loaded::Gone) {
+                lock.release_and_remove();
+            }
+            return Err(Error::UnknownContainer {
+                who: ctx.who(),
+                container_id: ctx.env.container_id().to_string(),
+            });
+        }
+    };
+    let Some(at) = list
+        .iter()
+        .position(|k| k.status_name == a.status_name && k.ifname == a.ifname)
+    else {
+        // Gone meanwhile: nothing to do.
+        return Ok(());
+    };
+    let entry = list.remove(at);
+    teardown::container(
+        ctx,
+        ctx.env.container_id(),
+        ctx.env.netns.as_deref(),
+        vec![entry],
+        None,
+    )?;
+    write_cache(ctx, &list)?;
+    drop(lock);
+    Ok(())
+}

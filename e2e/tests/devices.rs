@@ -15,7 +15,6 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::OnceLock,
     time::Duration,
 };
 
@@ -34,7 +33,10 @@ use plexus_e2e::{
     },
     podresources::{Allocations, PodResourcesStandin, pod},
 };
-use plexus_testsupport::{netns::Netns, proc::run_bounded};
+use plexus_testsupport::{
+    netns::Netns,
+    proc::{recorder_bin, run_bounded},
+};
 use serde_json::{Value, json};
 
 /// The plexus binary under test.
@@ -44,39 +46,9 @@ fn plexus() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_plexus-under-test")))
 }
 
-/// `plexus-recorder`, next to the binary under test, else built once with cargo.
+/// `plexus-recorder`, next to the binary under test, else built once with cargo (its profile).
 fn recorder() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_BIN_EXE_plexus-under-test"))
-            .parent()
-            .expect("a target directory")
-            .to_path_buf();
-        let bin = dir.join("plexus-recorder");
-        if !bin.is_file() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "plexus-recorder", "--bin", "plexus-recorder"]);
-            // The profile plexus was built with (release-thin for the shipped plexus): its directory's name.
-            match dir.file_name().and_then(|n| n.to_str()) {
-                Some("debug") | None => {}
-                Some("release") => {
-                    cmd.arg("--release");
-                }
-                Some(profile) => {
-                    cmd.args(["--profile", profile]);
-                }
-            }
-            let out = cmd.output().expect("run cargo");
-            assert!(
-                out.status.success(),
-                "building plexus-recorder: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(bin.is_file(), "no plexus-recorder at {}", bin.display());
-        bin
-    })
+    recorder_bin(Path::new(env!("CARGO_BIN_EXE_plexus-under-test")))
 }
 
 /// One test's node: the API, plexus's files, the kubelet's socket and checkpoint paths, a pod namespace.

@@ -18,7 +18,12 @@ use std::{
 use k8s_openapi::api::core::v1::Event;
 use plexus_cni::CniResult;
 
-use super::{Ctx, Seams, add, kube::Kube, teardown, transaction::Transaction};
+use super::{
+    Ctx, Seams, add,
+    kube::Kube,
+    teardown,
+    transaction::{Transaction, write_cache},
+};
 use crate::{
     ops::error::Error,
     pure::{
@@ -30,7 +35,6 @@ use crate::{
     seams::devices,
     store::{
         cache::{self, ReadOutcome},
-        fsutil::WriteBehind,
         lock::ContainerLock,
         resultcache,
     },
@@ -235,20 +239,6 @@ fn result_of(ctx: &Ctx<'_>, a: &Attachment) -> Result<Option<CniResult>, Error> 
             who: ctx.who(),
             path,
             reason: e.to_string(),
-        })
-}
-
-/// Rewrite the cache as `attachments`, synced and in place before this returns.
-fn write_cache(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
-    let (cni_dir, cid) = (&ctx.config.cni_dir, ctx.env.container_id());
-    let behind = WriteBehind::default();
-    cache::write(cni_dir, cid, attachments, &behind)
-        .and_then(|()| behind.flush())
-        .map_err(|source| Error::Cache {
-            who: ctx.who(),
-            op: "write",
-            path: cache::path(cni_dir, cid),
-            source,
         })
 }
 

@@ -86,25 +86,14 @@ impl<'c, 'a> Transaction<'c, 'a> {
         kept: Vec<Attachment>,
         new: &Attachment,
     ) -> Result<Self, Error> {
-        let cni_dir = &ctx.config.cni_dir;
-        let cid = ctx.env.container_id();
-        let behind = WriteBehind::default();
         let mut all = kept.clone();
         all.push(new.clone());
         // A rename still pending would leave the old cache in place, blind to the new delegate.
-        if let Err(source) = cache::write(cni_dir, cid, &all, &behind).and_then(|()| behind.flush())
-        {
-            return Err(Error::Cache {
-                who: ctx.who(),
-                op: "write",
-                path: cache::path(cni_dir, cid),
-                source,
-            });
-        }
+        write_cache(ctx, &all)?;
         Ok(Transaction {
             ctx,
             lock,
-            behind,
+            behind: WriteBehind::default(),
             undo: Vec::with_capacity(1),
             held: None,
             kept: Some(kept),
@@ -282,6 +271,20 @@ impl<'c, 'a> Transaction<'c, 'a> {
         }
         original
     }
+}
+
+/// Rewrite the cache as `attachments`, synced and in place before this returns.
+pub(super) fn write_cache(ctx: &Ctx<'_>, attachments: &[Attachment]) -> Result<(), Error> {
+    let (cni_dir, cid) = (&ctx.config.cni_dir, ctx.env.container_id());
+    let behind = WriteBehind::default();
+    cache::write(cni_dir, cid, attachments, &behind)
+        .and_then(|()| behind.flush())
+        .map_err(|source| Error::Cache {
+            who: ctx.who(),
+            op: "write",
+            path: cache::path(cni_dir, cid),
+            source,
+        })
 }
 
 #[cfg(test)]

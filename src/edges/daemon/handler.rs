@@ -97,7 +97,7 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
                    command: Command|
      -> Option<Cached<Arc<ApiCluster>>> {
         if command == Command::Add {
-            shared.served.note(config, raw);
+            shared.served.note(config, raw, &cni_path);
         }
         // The missing-plugin report looks where the requests look (`super::plugin_check`).
         shared.search_path.observe(config.search_path(&cni_path));

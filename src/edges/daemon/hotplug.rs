@@ -4,12 +4,14 @@
 //! cache and the result records: namespace, `CNI_ARGS`), brought in line by [`crate::ops::hotplug`] with the
 //! config its ADD ran with, and then the pod's whole network-status is written with one PATCH, followed by
 //! its `AddedInterface`/`RemovedInterface` events; `HotplugFailed` Warning events are posted at once.
+//! Once the watch has listed, every sandbox of the node is looked at once too: no live event tells of an
+//! annotation changed while the daemon was down, nor of an attach a crash cut short.
 //!
 //! ```text
 //!   pod watch ─► ChangedPods ─► run() ─► sandbox (served cniDirs) ─► ops::hotplug::reconcile ─► StatusWriter
 //! ```
 
-use std::{sync::Arc, time::SystemTime};
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use plexus_cni::CniVersion;
 
@@ -41,6 +43,18 @@ pub async fn run(shared: Arc<Shared>) {
         return;
     };
     let changed = cache.changed_pods();
+    if shared.config.hotplug {
+        // The watch queues only changes it sees live: what changed while the daemon was down, or an attach
+        // a crash cut short, is found by looking at each sandbox once the pods (and the NADs they select,
+        // so no read goes to the API) are listed. A sandbox in line with its annotation costs no delegate
+        // and no API write.
+        let mut lists = cache.pod_lists();
+        if lists.wait_for(|n| *n > 0).await.is_err() {
+            return;
+        }
+        cache.wait_synced(shared.config.cache_sync_timeout).await;
+        reconcile_all(&shared).await;
+    }
     let mut said = false;
     loop {
         let next = changed.next().await;
@@ -58,19 +72,83 @@ pub async fn run(shared: Arc<Shared>) {
             }
             continue;
         }
-        let pods = match next {
-            Changed::Pod(key) => vec![key],
-            Changed::All => cache.pod_keys(),
-        };
-        let shared = shared.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            for (ns, name) in pods {
-                reconcile_pod(&shared, &ns, &name);
+        match next {
+            Changed::Pod((ns, name)) => {
+                let shared = shared.clone();
+                let done =
+                    tokio::task::spawn_blocking(move || reconcile_pod(&shared, &ns, &name)).await;
+                if let Err(e) = done {
+                    tracing::error!("hot-plug: {e}");
+                }
             }
-        })
-        .await;
-        if let Err(e) = done {
-            tracing::error!("hot-plug: {e}");
+            Changed::All => reconcile_all(&shared).await,
+        }
+    }
+}
+
+/// Every pod of the node with a sandbox in a served cniDir, each newest sandbox brought in line with its
+/// annotation (one pass over the caches, not one per pod).
+async fn reconcile_all(shared: &Arc<Shared>) {
+    let shared = shared.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let Some(cache) = &shared.cache else { return };
+        let mut looked = 0usize;
+        for served in shared.served.all() {
+            let mut newest: HashMap<(String, String, String), (SystemTime, Sandbox)> =
+                HashMap::new();
+            for (pod, uid, modified, sandbox) in all_sandboxes(&served) {
+                let key = (pod.namespace, pod.name, uid);
+                if newest.get(&key).is_none_or(|(m, _)| *m < modified) {
+                    newest.insert(key, (modified, sandbox));
+                }
+            }
+            for ((namespace, name, uid), (_, sandbox)) in newest {
+                // Only a pod the watch has, with the same UID (a recreated pod's old sandbox is not its).
+                let current = cache
+                    .pod(&namespace, &name)
+                    .and_then(|p| p.metadata.uid.clone());
+                if current.as_deref() != Some(uid.as_str()) {
+                    continue;
+                }
+                let Some(config) = served_config(&served, &namespace, &name) else {
+                    continue;
+                };
+                let pod = PodRef {
+                    namespace,
+                    name,
+                    uid: Some(uid),
+                    infra_container_id: None,
+                };
+                hotplug_sandbox(&shared, &served, &config, &pod, &sandbox);
+                looked += 1;
+            }
+        }
+        tracing::info!("hot-plug: looked at the {looked} sandbox(es) of this node's pods");
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::error!("hot-plug: {e}");
+    }
+}
+
+/// The config the ADDs in `served`'s cniDir ran with (`None`, logged: not recorded, or unreadable).
+fn served_config(served: &Served, namespace: &str, name: &str) -> Option<Config> {
+    let config = served
+        .config
+        .as_ref()
+        .ok_or_else(|| "no config is recorded for it (served by an older daemon)".to_string())
+        .and_then(|raw| {
+            Config::from_bytes(&serde_json::to_vec(raw).unwrap_or_default())
+                .map_err(|e| e.to_string())
+        });
+    match config {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(
+                "hot-plug: pod {namespace}/{name}, cniDir {}: {e}; not hot-plugged until an ADD there",
+                served.cni_dir.display()
+            );
+            None
         }
     }
 }
@@ -78,8 +156,22 @@ pub async fn run(shared: Arc<Shared>) {
 /// The sandboxes of pod `namespace/name` (UID `uid`) in `served`'s cniDir, the newest cache first: those
 /// whose cluster network's result record names the pod in its `CNI_ARGS`.
 pub fn sandboxes(served: &Served, namespace: &str, name: &str, uid: &str) -> Vec<Sandbox> {
+    let mut found: Vec<(SystemTime, Sandbox)> = all_sandboxes(served)
+        .into_iter()
+        .filter(|(pod, rec_uid, _, _)| {
+            pod.namespace == namespace && pod.name == name && rec_uid == uid
+        })
+        .map(|(_, _, modified, sandbox)| (modified, sandbox))
+        .collect();
+    found.sort_by_key(|(m, _)| std::cmp::Reverse(*m));
+    found.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Every sandbox in `served`'s cniDir whose cluster network's result record names its pod (and UID) in its
+/// `CNI_ARGS` and its network namespace, with its cache's modification time.
+fn all_sandboxes(served: &Served) -> Vec<(PodRef, String, SystemTime, Sandbox)> {
     let cni_dir = &served.cni_dir;
-    let mut found: Vec<(SystemTime, Sandbox)> = Vec::new();
+    let mut found = Vec::new();
     for cid in cache::containers(cni_dir) {
         let Ok(ReadOutcome::Found(entries)) = cache::read(cni_dir, &cid) else {
             continue;
@@ -95,14 +187,15 @@ pub fn sandboxes(served: &Served, namespace: &str, name: &str, uid: &str) -> Vec
         let Some((pod, rec_uid)) = super::reconcile::pod_of(&rec) else {
             continue;
         };
-        if pod.namespace != namespace || pod.name != name || rec_uid != uid || rec.netns.is_empty()
-        {
+        if rec.netns.is_empty() {
             continue;
         }
         let modified = std::fs::metadata(cache::path(cni_dir, &cid))
             .and_then(|m| m.modified())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         found.push((
+            pod,
+            rec_uid,
             modified,
             Sandbox {
                 container_id: cid,
@@ -112,8 +205,7 @@ pub fn sandboxes(served: &Served, namespace: &str, name: &str, uid: &str) -> Vec
             },
         ));
     }
-    found.sort_by_key(|(m, _)| std::cmp::Reverse(*m));
-    found.into_iter().map(|(_, s)| s).collect()
+    found
 }
 
 /// Bring the newest sandbox of pod `namespace/name` in line with its annotation, in every cniDir served.
@@ -130,23 +222,8 @@ fn reconcile_pod(shared: &Arc<Shared>, namespace: &str, name: &str) {
         let Some(sandbox) = sandboxes(&served, namespace, name, &uid).into_iter().next() else {
             continue;
         };
-        let config = served
-            .config
-            .as_ref()
-            .ok_or_else(|| "no config is recorded for it (served by an older daemon)".to_string())
-            .and_then(|raw| {
-                Config::from_bytes(&serde_json::to_vec(raw).unwrap_or_default())
-                    .map_err(|e| e.to_string())
-            });
-        let config = match config {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(
-                    "hot-plug: pod {namespace}/{name}, cniDir {}: {e}; not hot-plugged until an ADD there",
-                    served.cni_dir.display()
-                );
-                continue;
-            }
+        let Some(config) = served_config(&served, namespace, name) else {
+            continue;
         };
         let pod = PodRef {
             namespace: namespace.into(),
@@ -154,12 +231,18 @@ fn reconcile_pod(shared: &Arc<Shared>, namespace: &str, name: &str) {
             uid: Some(uid.clone()),
             infra_container_id: None,
         };
-        hotplug_sandbox(shared, &config, &pod, &sandbox);
+        hotplug_sandbox(shared, &served, &config, &pod, &sandbox);
     }
 }
 
-/// One sandbox through [`ops::hotplug::reconcile`]; its events and network-status sent.
-fn hotplug_sandbox(shared: &Arc<Shared>, config: &Config, pod: &PodRef, sandbox: &Sandbox) {
+/// One sandbox of `served`'s cniDir through [`ops::hotplug::reconcile`]; its events and network-status sent.
+fn hotplug_sandbox(
+    shared: &Arc<Shared>,
+    served: &Served,
+    config: &Config,
+    pod: &PodRef,
+    sandbox: &Sandbox,
+) {
     let api = Arc::new(ApiCluster::shared(
         shared.handle.clone(),
         shared.client.clone(),
@@ -179,7 +262,12 @@ fn hotplug_sandbox(shared: &Arc<Shared>, config: &Config, pod: &PodRef, sandbox:
         kubelet: &kubelet,
         defer_work: false,
     };
-    let path = shared.search_path.get().unwrap_or_default();
+    // The CNI_PATH the ADDs there had (kept in served.json, so known after a restart before any request).
+    let path = if served.cni_path.is_empty() {
+        shared.search_path.get().unwrap_or_default()
+    } else {
+        served.cni_path.clone()
+    };
     let passthrough = [("PATH".to_string(), delegate_path(shared))];
     let report = ops::hotplug::reconcile(sandbox, config, &seams, &path, &passthrough);
     let sink = Arc::new(ApiCluster::daemon_writer(
@@ -205,14 +293,19 @@ fn hotplug_sandbox(shared: &Arc<Shared>, config: &Config, pod: &PodRef, sandbox:
             shared.metrics.hotplugged("attached", attached);
             shared.metrics.hotplugged("detached", detached);
             shared.metrics.hotplugged("failed", failed);
-            tracing::info!(
-                pod = %who,
-                container = %sandbox.container_id,
-                attached,
-                detached,
-                failed,
-                "hot-plug"
-            );
+            if attached + detached + failed > 0 {
+                tracing::info!(
+                    pod = %who,
+                    container = %sandbox.container_id,
+                    attached,
+                    detached,
+                    failed,
+                    "hot-plug"
+                );
+            } else {
+                // The startup pass looks at every sandbox: one in line is no news.
+                tracing::debug!(pod = %who, container = %sandbox.container_id, "hot-plug: in line");
+            }
             (attached, detached, current)
         }
         Ok(Hotplugged::Skipped(why)) => {
@@ -268,6 +361,7 @@ mod tests {
             system_namespaces: Vec::new(),
             api_timeout_ms: 1000,
             config: None,
+            cni_path: Vec::new(),
         }
     }
 

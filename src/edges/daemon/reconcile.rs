@@ -55,11 +55,16 @@ pub struct Served {
     /// (docs/daemon.md, "Hot-plug"). `None` in a file from before hot-plug.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
+    /// The last ADD's `CNI_PATH`: where hot-plug's delegates are looked up, known from the file after a
+    /// restart, before any request came (empty in a file from before it was kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cni_path: Vec<PathBuf>,
 }
 
 impl Served {
-    /// What `config` says; `raw` is its bytes as the request gave them (with the daemon's keys).
-    pub fn of(config: &Config, raw: &[u8]) -> Served {
+    /// What `config` says; `raw` is its bytes as the request gave them (with the daemon's keys), `cni_path`
+    /// the request's `CNI_PATH`.
+    pub fn of(config: &Config, raw: &[u8], cni_path: &[PathBuf]) -> Served {
         let raw = serde_json::from_slice::<serde_json::Value>(raw)
             .ok()
             .map(|mut v| {
@@ -76,6 +81,7 @@ impl Served {
             system_namespaces: config.system_namespaces.clone(),
             api_timeout_ms: config.api_timeout.as_millis() as u64,
             config: raw,
+            cni_path: cni_path.to_vec(),
         }
     }
 }
@@ -106,10 +112,10 @@ impl ServedDirs {
         }
     }
 
-    /// Note a request's config (`raw`: its bytes); the file is rewritten only when something changed (once
-    /// per cniDir, in practice).
-    pub fn note(&self, config: &Config, raw: &[u8]) {
-        let served = Served::of(config, raw);
+    /// Note a request's config (`raw`: its bytes) and `CNI_PATH`; the file is rewritten only when something
+    /// changed (once per cniDir, in practice).
+    pub fn note(&self, config: &Config, raw: &[u8], cni_path: &[PathBuf]) {
+        let served = Served::of(config, raw, cni_path);
         let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         if dirs.get(&served.cni_dir) == Some(&served) {
             return;
@@ -387,6 +393,7 @@ mod tests {
             system_namespaces: vec!["kube-system".into()],
             api_timeout_ms: 5000,
             config: None,
+            cni_path: Vec::new(),
         }
     }
 
@@ -622,13 +629,14 @@ mod tests {
                  "systemNamespaces":["sys"],"apiTimeoutSeconds":2,
                  "delegates":[{"cniVersion":"1.0.0","name":"c","type":"bridge"}]}"#;
         let config = Config::from_bytes(raw).unwrap();
-        dirs.note(&config, raw);
+        let cni_path = [PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")];
+        dirs.note(&config, raw, &cni_path);
         let written = std::fs::metadata(&file).unwrap().modified().unwrap();
         std::thread::sleep(Duration::from_millis(20));
         // The runtime's per-call keys are not the network's: no rewrite either.
         let mut per_call: Value = serde_json::from_slice(raw).unwrap();
         per_call["runtimeConfig"] = json!({"portMappings": [{"hostPort": 8080}]});
-        dirs.note(&config, &serde_json::to_vec(&per_call).unwrap());
+        dirs.note(&config, &serde_json::to_vec(&per_call).unwrap(), &cni_path);
         assert_eq!(
             std::fs::metadata(&file).unwrap().modified().unwrap(),
             written,
@@ -642,6 +650,7 @@ mod tests {
                 system_namespaces: vec!["sys".into()],
                 api_timeout_ms: 2000,
                 config: Some(serde_json::from_slice(raw).unwrap()),
+                cni_path: cni_path.to_vec(),
             }]
         );
         // A file that does not parse is a fresh start, not a failure.

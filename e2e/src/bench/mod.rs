@@ -95,6 +95,14 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         binary.path.display(),
         binary.origin
     );
+    let baseline = match &opts.baseline {
+        Some(p) => {
+            let b = system::baseline_binary(p)?;
+            eprintln!("plexus-bench: against the baseline {}", b.path.display());
+            Some(b)
+        }
+        None => None,
+    };
     let shim = if opts.mode.daemon() {
         let shim = system::shim_binary()?;
         eprintln!(
@@ -159,6 +167,7 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         burst,
         pods,
         invocations,
+        versus,
     } = thin.unwrap_or_default();
 
     let mut all: Vec<&Pod> = pods.iter().collect();
@@ -180,6 +189,8 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         plexus_user: bench.plexus_user.clone(),
         machine,
         binary,
+        baseline,
+        versus,
         settings: Settings::from(opts),
         per_k,
         events_probe,
@@ -214,6 +225,8 @@ struct Thin {
     burst: Option<phases::BurstResult>,
     pods: Vec<Pod>,
     invocations: Vec<profile::Invocation>,
+    /// `--baseline`: per K, against the baseline binary.
+    versus: Vec<phases::Versus>,
 }
 
 /// The thin mode's phases: per K, the unrelated NADs, the burst.
@@ -229,6 +242,7 @@ fn thin(bench: &mut Bench, opts: &Opts) -> Result<Thin, String> {
         *opts.ks.last().unwrap_or(&0)
     };
     let none = phases::no_preparation;
+    let mut versus = Vec::new();
     for &k in &opts.ks {
         let pod = bench.pod(&bench.ns, &format!("bench-k{k}"), k)?;
         let mut r = phases::latency(bench, &bench.runner, &pod, opts, &mut invocations, &none)?;
@@ -241,6 +255,9 @@ fn thin(bench: &mut Bench, opts: &Opts) -> Result<Thin, String> {
             r.peak_rss_add_kib = a.map(|m| m.peak_kib);
             r.peak_rss_del_kib = d.map(|m| m.peak_kib);
             r.memory_add = a;
+        }
+        if let Some(base) = &bench.base_runner {
+            versus.push(phases::versus(bench, base, &pod, opts)?);
         }
         per_k.push(r);
         pods.insert(k, pod);
@@ -269,5 +286,6 @@ fn thin(bench: &mut Bench, opts: &Opts) -> Result<Thin, String> {
         burst,
         pods: all,
         invocations,
+        versus,
     })
 }

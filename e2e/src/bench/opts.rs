@@ -7,6 +7,7 @@ pub const USAGE: &str = "usage: plexus-bench [--quick] [--mode thin|daemon|both]
                     [--burst PODS] [--unrelated-nads N] [--rss-runs N] [--rt-runs N] [--latency-ms MS]
                     [--storm PODS] [--storm-memory-mib MIB] [--daemon-config JSON] [--json PATH]
                     [--scale LIST] [--scale-pods N] [--fanout-names N] [--baseline-daemon PATH]
+                    [--baseline PATH]
 
 Measures plexus (ADD/DEL latency against the bare delegates, API requests and round trips, peak RSS,
 binary size, a concurrent burst, the effect of unrelated NADs) on real network namespaces with
@@ -46,6 +47,9 @@ or the real one named by E2E_KUBECONFIG.
                       through each daemon, and counts its API requests (default 1000; --quick: 20; 0 skips)
   --baseline-daemon PATH  another plexus-daemon binary measured in the scale phase beside this build's
                       (an older build: old and new in one paired run)
+  --baseline PATH     thin mode: also measure this other plexus binary (e.g. a build of the commit a change
+                      starts from) in the same run: per K, its ADD and DEL interleaved with the measured
+                      plexus's and the floor's, the per-run differences, and both peak RSS
   --json PATH         also write the results as JSON
   --quick             a smoke run: small defaults for everything not given
 
@@ -119,6 +123,8 @@ pub struct Opts {
     pub wrap: Option<String>,
     /// `--plexus-log`.
     pub plexus_log: Option<PathBuf>,
+    /// `--baseline`: another plexus binary compared in thin mode.
+    pub baseline: Option<PathBuf>,
     /// `--help`.
     pub help: bool,
 }
@@ -142,7 +148,7 @@ impl Opts {
         let mut json = None;
         let (mut scale, mut scale_pods, mut fanout_names, mut baseline_daemon) =
             (None::<Vec<usize>>, None, None, None);
-        let (mut wrap, mut plexus_log) = (None, None);
+        let (mut wrap, mut plexus_log, mut baseline) = (None, None, None);
         let (mut quick, mut help) = (false, false);
         let num = |flag: &str, v: Option<String>| -> Result<usize, String> {
             v.ok_or_else(|| format!("{flag} needs a value"))?
@@ -212,6 +218,9 @@ impl Opts {
                 "--plexus-log" => {
                     plexus_log = Some(PathBuf::from(it.next().ok_or("--plexus-log needs a path")?))
                 }
+                "--baseline" => {
+                    baseline = Some(PathBuf::from(it.next().ok_or("--baseline needs a path")?))
+                }
                 "--quick" => quick = true,
                 "-h" | "--help" => help = true,
                 other => return Err(format!("unknown argument {other:?}")),
@@ -252,8 +261,14 @@ impl Opts {
             quick,
             wrap,
             plexus_log,
+            baseline,
             help,
         };
+        if opts.baseline.is_some() && (!opts.mode.thin() || opts.wrap.is_some()) {
+            return Err(
+                "--baseline compares thin binaries: it needs thin mode and no --wrap".into(),
+            );
+        }
         if opts.storm > MAX_STORM {
             return Err(format!("--storm: at most {MAX_STORM} pods"));
         }
@@ -351,5 +366,15 @@ mod tests {
         assert_eq!(o.daemon_config["maxConcurrency"], 2);
         assert!(parse(&["--daemon-config", "[1]"]).is_err());
         assert!(parse(&["--daemon-config"]).is_err());
+    }
+
+    #[test]
+    fn baseline() {
+        assert_eq!(parse(&[]).unwrap().baseline, None);
+        let o = parse(&["--mode", "thin", "--baseline", "/tmp/old"]).unwrap();
+        assert_eq!(o.baseline, Some(PathBuf::from("/tmp/old")));
+        assert!(parse(&["--mode", "daemon", "--baseline", "/tmp/old"]).is_err());
+        assert!(parse(&["--baseline", "/tmp/old", "--wrap", "strace"]).is_err());
+        assert!(parse(&["--baseline"]).is_err());
     }
 }

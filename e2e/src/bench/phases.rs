@@ -239,6 +239,118 @@ pub fn latency(
     })
 }
 
+/// One K measured against the `--baseline` binary: both plexus binaries and the floor, interleaved.
+#[derive(Debug, Clone, Serialize)]
+pub struct Versus {
+    /// Secondary networks.
+    pub k: usize,
+    /// The baseline's ADD.
+    pub base_add: Stats,
+    /// The measured plexus's ADD.
+    pub head_add: Stats,
+    /// The floor's ADD.
+    pub floor_add: Stats,
+    /// The baseline's DEL.
+    pub base_del: Stats,
+    /// The measured plexus's DEL.
+    pub head_del: Stats,
+    /// The floor's DEL.
+    pub floor_del: Stats,
+    /// The median of the per-run differences baseline ADD − floor ADD (the same round's runs).
+    pub base_overhead_add_ms: f64,
+    /// The same for the measured plexus.
+    pub head_overhead_add_ms: f64,
+    /// The median of the per-run differences measured ADD − baseline ADD (negative: faster).
+    pub head_minus_base_add_ms: f64,
+    /// The same for DEL.
+    pub head_minus_base_del_ms: f64,
+    /// Peak RSS of the baseline's ADD (KiB).
+    pub base_peak_rss_add_kib: Option<u64>,
+    /// Peak RSS of the measured plexus's ADD in the same phase (KiB).
+    pub head_peak_rss_add_kib: Option<u64>,
+}
+
+/// ADD and DEL of the baseline (`base`), the measured plexus and the floor for `pod`, one of each per round,
+/// in an order that rotates every round so no variant always runs first; then peak RSS of both binaries.
+pub fn versus(b: &Bench, base: &Runner, pod: &Pod, opts: &Opts) -> Result<Versus, String> {
+    let k = pod.k;
+    let exec = plexus_exec();
+    // Per variant (0 baseline, 1 measured, 2 floor): ADD and DEL samples.
+    let mut add: [Vec<Duration>; 3] = Default::default();
+    let mut del: [Vec<Duration>; 3] = Default::default();
+    let started = Instant::now();
+    for i in 0..opts.warmup + opts.runs {
+        for j in 0..3 {
+            let v = (i + j) % 3;
+            let (a, d) = match v {
+                2 => {
+                    let rt = pod.rt(&Bench::cid(&format!("k{k}-vs-floor")));
+                    let a = b.runner.floor(Op::Add, k, &rt)?;
+                    let d = b.runner.floor(Op::Del, k, &rt)?;
+                    (a, d)
+                }
+                _ => {
+                    let (runner, name) = if v == 0 {
+                        (base, "base")
+                    } else {
+                        (&b.runner, "head")
+                    };
+                    let rt = pod.rt(&Bench::cid(&format!("k{k}-vs-{name}")));
+                    b.api.clear_requests();
+                    let a = runner.plexus(Op::Add, &rt, exec.clone())?;
+                    // Its events, sent after the reply, are not left to overlap the DEL (as in `latency`).
+                    await_events(b, k + 1);
+                    if i == 0 {
+                        pod.check_added()?;
+                    }
+                    let d = runner.plexus(Op::Del, &rt, exec.clone())?;
+                    (a, d)
+                }
+            };
+            pod.check_clean()?;
+            if i >= opts.warmup {
+                add[v].push(a);
+                del[v].push(d);
+            }
+        }
+    }
+    let paired = |p: &[Duration], q: &[Duration]| -> f64 {
+        median(p.iter().zip(q).map(|(p, q)| ms(*p) - ms(*q)).collect())
+    };
+    let (base_rss, head_rss) = if opts.rss_runs > 0 {
+        let none = no_preparation;
+        let (a, _) = peak_rss(base, pod, opts, &none)?;
+        let (h, _) = peak_rss(&b.runner, pod, opts, &none)?;
+        (a.map(|m| m.peak_kib), h.map(|m| m.peak_kib))
+    } else {
+        (None, None)
+    };
+    let r = Versus {
+        k,
+        base_overhead_add_ms: paired(&add[0], &add[2]),
+        head_overhead_add_ms: paired(&add[1], &add[2]),
+        head_minus_base_add_ms: paired(&add[1], &add[0]),
+        head_minus_base_del_ms: paired(&del[1], &del[0]),
+        base_add: stats(&add[0])?,
+        head_add: stats(&add[1])?,
+        floor_add: stats(&add[2])?,
+        base_del: stats(&del[0])?,
+        head_del: stats(&del[1])?,
+        floor_del: stats(&del[2])?,
+        base_peak_rss_add_kib: base_rss,
+        head_peak_rss_add_kib: head_rss,
+    };
+    eprintln!(
+        "plexus-bench: K={k} against the baseline: ADD {:.1} ms (baseline {:.1}, floor {:.1}), paired {:+.2} ms [{:.0} s]",
+        r.head_add.median_ms,
+        r.base_add.median_ms,
+        r.floor_add.median_ms,
+        r.head_minus_base_add_ms,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(r)
+}
+
 /// Sequential API round trips of one ADD.
 #[derive(Debug, Clone, Serialize)]
 pub struct RoundTrips {

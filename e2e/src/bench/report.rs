@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{
     daemon::DaemonReport,
     opts::{Mode, Opts},
-    phases::{BurstResult, EventsProbe, KResult, NadsResult},
+    phases::{BurstResult, EventsProbe, KResult, NadsResult, Versus},
     profile::Breakdown,
     stats::Stats,
     system::{Binary, Machine},
@@ -95,6 +95,10 @@ pub struct Report {
     pub machine: Machine,
     /// The plexus binary.
     pub binary: Binary,
+    /// `--baseline`: the binary compared against.
+    pub baseline: Option<Binary>,
+    /// `--baseline`: per K, the two binaries measured side by side.
+    pub versus: Vec<Versus>,
     /// Settings.
     pub settings: Settings,
     /// Per K.
@@ -539,6 +543,7 @@ impl Report {
             }
             let _ = writeln!(s);
         }
+        self.versus_markdown(&mut s);
         if let Some(d) = &self.daemon {
             let _ = writeln!(s);
             daemon_markdown(&mut s, d, st);
@@ -549,6 +554,51 @@ impl Report {
         }
         self.markdown_end(&mut s);
         s
+    }
+
+    /// `--baseline`: the two thin binaries side by side.
+    fn versus_markdown(&self, s: &mut String) {
+        let Some(base) = &self.baseline else {
+            return;
+        };
+        let size = |b: &Binary| match b.stripped_bytes {
+            Some(x) => format!("{} bytes, {x} stripped ({:.2} MiB)", b.size_bytes, mib(x)),
+            None => format!("{} bytes", b.size_bytes),
+        };
+        let _ = writeln!(
+            s,
+            "\n### Against the baseline\n\n- baseline `{}`: {}\n- measured `{}`: {}\n- per K, one ADD and DEL of each binary and of the floor per round, the order rotating every round; \
+             overheads and differences are medians of per-round differences\n",
+            base.path.display(),
+            size(base),
+            self.binary.path.display(),
+            size(&self.binary),
+        );
+        let _ = writeln!(
+            s,
+            "| K | ADD ms, median: baseline / measured / floor | ADD overhead ms (paired): baseline / measured | measured − baseline ADD ms (paired) | DEL ms, median: baseline / measured / floor | measured − baseline DEL ms (paired) | ADD peak RSS MiB: baseline / measured |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        for v in &self.versus {
+            let rss = |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.2}", mib_kib(k)));
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} / {:.1} / {:.1} | {:+.1} / {:+.1} | {:+.2} | {:.1} / {:.1} / {:.1} | {:+.2} | {} / {} |",
+                v.k,
+                v.base_add.median_ms,
+                v.head_add.median_ms,
+                v.floor_add.median_ms,
+                v.base_overhead_add_ms,
+                v.head_overhead_add_ms,
+                v.head_minus_base_add_ms,
+                v.base_del.median_ms,
+                v.head_del.median_ms,
+                v.floor_del.median_ms,
+                v.head_minus_base_del_ms,
+                rss(v.base_peak_rss_add_kib),
+                rss(v.head_peak_rss_add_kib),
+            );
+        }
     }
 
     /// The final leaks, the targets and the wall time.

@@ -259,6 +259,8 @@ pub struct Bench {
     pub runner: Runner,
     /// The plexus binary measured.
     pub plexus: PathBuf,
+    /// `--baseline`: the same runtime and list, finding the baseline binary as `plexus`.
+    pub base_runner: Option<Runner>,
     /// Daemon mode: the runtime's list `{"plugins":[plexus-shim]}` (the same keys as plexus's, plus the
     /// shim's), run by the same runner.
     pub daemon_runner: Option<Runner>,
@@ -311,6 +313,7 @@ impl Bench {
             "runtime-cache",
             "floor-cache",
             "run",
+            "base-bin",
         ] {
             fs::create_dir_all(root.join(d)).map_err(|e| format!("mkdir {d}: {e}"))?;
         }
@@ -332,6 +335,10 @@ impl Bench {
             }
         }
 
+        if let Some(base) = &opts.baseline {
+            std::os::unix::fs::symlink(base, root.join("base-bin/plexus"))
+                .map_err(|e| format!("link the baseline binary: {e}"))?;
+        }
         if let Some(shim) = shim {
             std::os::unix::fs::symlink(shim, root.join("bin/plexus-shim"))
                 .map_err(|e| format!("link the shim binary: {e}"))?;
@@ -407,11 +414,16 @@ impl Bench {
             }),
             None => None,
         };
+        let base_runner = opts.baseline.as_ref().map(|_| Runner {
+            search_path: vec![root.join("base-bin"), PathBuf::from(CNI_BIN)],
+            ..runner.clone()
+        });
         Ok(Bench {
             host,
             api,
             ns,
             plexus_user,
+            base_runner,
             runner,
             plexus: plexus.to_path_buf(),
             daemon_runner,

@@ -150,6 +150,14 @@ pub fn daemon_binary() -> Result<Binary, String> {
     binary("E2E_DAEMON_BIN", "release", "plexus", "plexus-daemon", &[])
 }
 
+/// The `--baseline` binary at `path`.
+pub fn baseline_binary(path: &Path) -> Result<Binary, String> {
+    if !path.is_file() {
+        return Err(format!("--baseline {} is not a file", path.display()));
+    }
+    finish(path.to_path_buf(), "--baseline".into(), false)
+}
+
 /// `E2E_SHIM_BIN`, or a release build of package `plexus-shim` (binary `plexus-shim`) made now, as for
 /// [`plexus_binary`]: the daemon-mode shim as it ships, linked statically ([`SHIM_RUSTC_FLAGS`]).
 pub fn shim_binary() -> Result<Binary, String> {

@@ -1725,14 +1725,12 @@ fn a_daemon_killed_during_a_hot_plug_converges_after_its_restart() {
 // === Issue 18, part 2a: Go Multus's /delegate endpoint ===
 
 /// multus-dynamic-networks-controller's `/delegate` body for `command` of interface `ifname` of `sb`'s
-/// sandbox (container `cid`): the env Go's client sends, one network config (base64), the attributes.
+/// sandbox (container `cid`; the three given together): the env Go's client sends, one network config (base64), the attributes.
 fn delegate_request(
     w: &World,
     rt: &CniRuntime,
     sb: &Sandbox,
-    cid: &str,
-    command: &str,
-    ifname: &str,
+    (cid, command, ifname): (&str, &str, &str),
     config: &Value,
     attributes: Value,
 ) -> Vec<u8> {
@@ -1778,7 +1776,7 @@ fn a_go_delegate_request_hot_plugs_one_interface() {
     let (code, body) = go_post(
         &go_socket,
         "/delegate",
-        &delegate_request(&w, &rt, &sb, &sb.cid, "ADD", "dyn1", &net, attrs.clone()),
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "ADD", "dyn1"), &net, attrs.clone()),
     );
     assert_eq!(code, 200, "{}\n{}", String::from_utf8_lossy(&body), w.log());
     let reply: Value = serde_json::from_slice(&body).expect("a JSON body");
@@ -1812,7 +1810,7 @@ fn a_go_delegate_request_hot_plugs_one_interface() {
     let (code, body) = go_post(
         &go_socket,
         "/delegate",
-        &delegate_request(&w, &rt, &sb, &sb.cid, "CHECK", "dyn1", &net, Value::Null),
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "CHECK", "dyn1"), &net, Value::Null),
     );
     assert_eq!(
         (code, body.len()),
@@ -1823,7 +1821,7 @@ fn a_go_delegate_request_hot_plugs_one_interface() {
     let (code, body) = go_post(
         &go_socket,
         "/delegate",
-        &delegate_request(&w, &rt, &sb, &sb.cid, "ADD", "dyn1", &net, Value::Null),
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "ADD", "dyn1"), &net, Value::Null),
     );
     assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
 
@@ -1831,7 +1829,7 @@ fn a_go_delegate_request_hot_plugs_one_interface() {
     let (code, body) = go_post(
         &go_socket,
         "/delegate",
-        &delegate_request(&w, &rt, &sb, &sb.cid, "DEL", "dyn1", &net, Value::Null),
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "DEL", "dyn1"), &net, Value::Null),
     );
     assert_eq!(
         (code, body.len()),
@@ -1850,9 +1848,7 @@ fn a_go_delegate_request_hot_plugs_one_interface() {
             &w,
             &rt,
             &sb,
-            "no-such-sandbox",
-            "ADD",
-            "dyn2",
+            ("no-such-sandbox", "ADD", "dyn2"),
             &net,
             attrs.clone(),
         ),
@@ -1868,7 +1864,7 @@ fn a_go_delegate_request_hot_plugs_one_interface() {
     let (code, body) = go_post(
         &go_socket,
         "/delegate",
-        &delegate_request(&w, &rt, &sb, &sb.cid, "ADD", "dyn2", &net, attrs),
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "ADD", "dyn2"), &net, attrs),
     );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert!(sb.netns.link_names().contains(&"dyn2".to_string()));

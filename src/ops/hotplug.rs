@@ -135,6 +135,17 @@ pub enum DelegateVerb {
     Check,
 }
 
+/// One `/delegate` call: what to do, on which interface, with which network.
+#[derive(Debug, Clone)]
+pub struct DelegateCall {
+    /// ADD, DEL or CHECK.
+    pub verb: DelegateVerb,
+    /// The interface (`CNI_IFNAME`).
+    pub ifname: String,
+    /// The caller's network, its interface attributes as its requests (ADD's; DEL uses what the cache has).
+    pub network: NetworkRequest,
+}
+
 /// A `/delegate` call's outcome: ADD's result, and the Warning events to post.
 #[derive(Debug)]
 pub struct Delegated {
@@ -144,8 +155,8 @@ pub struct Delegated {
     pub warnings: Vec<Event>,
 }
 
-/// One `/delegate` call on `sandbox`: `network` (the caller's config, its interface attributes as its
-/// requests) attached on `ifname`, or the attachment on `ifname` detached or checked. The pod must exist
+/// One `/delegate` call on `sandbox`: the call's network attached on its interface, or the attachment on
+/// that interface detached or checked. The pod must exist
 /// (with the sandbox's UID). An ADD is the same transaction as an annotation's attach (lock, cache written
 /// with the entry before the delegate runs, rollback), so the runtime's DEL tears it down too; its entry is
 /// not one of the pod's annotation networks, so the annotation reconcile leaves it alone.
@@ -155,9 +166,7 @@ pub fn delegate(
     seams: &Seams<'_>,
     path: &[PathBuf],
     passthrough: &[(String, String)],
-    verb: DelegateVerb,
-    ifname: &str,
-    network: NetworkRequest,
+    call: DelegateCall,
 ) -> Delegated {
     let env = match env(sandbox, path, passthrough) {
         Ok(env) => env,
@@ -174,19 +183,20 @@ pub fn delegate(
         seams,
         kube: Kube::new(seams.cluster, config, true),
     };
-    let result = delegated(&ctx, verb, ifname, network);
+    let result = delegated(&ctx, call);
     Delegated {
         result,
         warnings: ctx.kube.take_events(),
     }
 }
 
-fn delegated(
-    ctx: &Ctx<'_>,
-    verb: DelegateVerb,
-    ifname: &str,
-    network: NetworkRequest,
-) -> Result<Option<CniResult>, Error> {
+fn delegated(ctx: &Ctx<'_>, call: DelegateCall) -> Result<Option<CniResult>, Error> {
+    let DelegateCall {
+        verb,
+        ifname,
+        network,
+    } = call;
+    let ifname = ifname.as_str();
     let who = ctx.who();
     let cid = ctx.env.container_id().to_string();
     let refuse = |reason: String| Error::NotDelegable {

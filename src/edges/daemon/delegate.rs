@@ -22,7 +22,7 @@ use crate::{
     ops::{
         self, Done, Versioned,
         error::Error,
-        hotplug::{DelegateVerb, Delegated},
+        hotplug::{DelegateCall, DelegateVerb, Delegated},
         invocation::Answer,
     },
     pure::{
@@ -294,9 +294,11 @@ fn run(shared: &Arc<Shared>, call: Call) -> Reply {
         &seams,
         &path,
         &passthrough,
-        call.verb,
-        &ifname,
-        call.network,
+        DelegateCall {
+            verb: call.verb,
+            ifname: ifname.clone(),
+            network: call.network,
+        },
     );
     if !warnings.is_empty() {
         let sink = Arc::new(ApiCluster::daemon_writer(

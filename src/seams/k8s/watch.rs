@@ -887,6 +887,30 @@ mod tests {
         });
     }
 
+    /// Hot-plug's latency starts at the first change still waiting: a later change of the same pod does
+    /// not move it, and the pass over every pod starts at the oldest change it replaced.
+    #[test]
+    fn a_change_is_timed_from_when_it_was_first_seen() {
+        let key = |n: &str| ("ns".to_string(), n.to_string());
+        let q = ChangedPods::new(2);
+        let before = std::time::Instant::now();
+        q.push(key("p1"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        q.push(key("p1"));
+        let (c, since) = q.try_next_since().unwrap();
+        assert_eq!(c, Changed::Pod(key("p1")));
+        assert!(since.duration_since(before) < std::time::Duration::from_millis(20));
+        let first = std::time::Instant::now();
+        q.push(key("p1"));
+        q.push(key("p2"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        q.push(key("p3"));
+        let (c, since) = q.try_next_since().unwrap();
+        assert_eq!(c, Changed::All);
+        assert!(since.duration_since(first) < std::time::Duration::from_millis(20));
+        assert_eq!(q.depth(), 0);
+    }
+
     /// What the node selects follows the pod watch: a list replaces it whole, a change or deletion of one
     /// pod changes it, and a pod event that changes no selection asks for nothing.
     #[test]

@@ -1532,6 +1532,26 @@ fn an_add_and_a_remove_in_one_annotation_update_lose_no_entry() {
                 .iter()
                 .any(|(_, m)| m.contains(&c_if) && m.contains(&c))
     });
+    // The hot-plug metrics moved: attempts, what they did, and their latency up to the status write.
+    let metric = |name: &str| -> f64 {
+        let text = w
+            .daemon
+            .as_ref()
+            .and_then(|d| d.get("/metrics"))
+            .map(|(_, t)| t)
+            .unwrap_or_default();
+        text.lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    wait_until("the hot-plug metrics", Duration::from_secs(10), || {
+        metric("plexus_hotplug_attempts_total{trigger=\"annotation\"}") >= 1.0
+            && metric("plexus_hotplugs_total{trigger=\"annotation\",outcome=\"attached\"}") >= 1.0
+            && metric("plexus_hotplugs_total{trigger=\"annotation\",outcome=\"detached\"}") >= 1.0
+            && metric("plexus_hotplug_duration_seconds_count{trigger=\"annotation\"}") >= 1.0
+    });
+    assert_eq!(gauge(&w, "plexus_hotplug_queue_depth"), Some(0.0));
     w.del_ok(&rt, &sb);
     w.assert_clean(&sb);
 }

@@ -3,7 +3,8 @@
 //! selection and plan, the allow-list and plugin checks, the cache staged before the delegate runs, the
 //! result record after it, rollback on failure) or a DEL of that one attachment (docs/daemon.md,
 //! "Hot-plug"). The daemon drives it (`crate::edges::daemon::hotplug`); only the daemon can, since a thin
-//! binary lives no longer than one runtime call.
+//! binary lives no longer than one runtime call. Go Multus's `/delegate` calls ([`delegate`]) run through the
+//! same attach and detach.
 //!
 //! Crash safety: an attach rewrites the cache with its entry (marked hot-plugged) before its delegate runs
 //! and writes the result record after; a detach runs the DEL first and rewrites the cache after. So the

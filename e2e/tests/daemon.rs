@@ -210,11 +210,13 @@ fn a_go_multus_shim_request_is_answered_in_its_format() {
     assert!(e.code != 0 && e.msg.contains("no-such-nad"), "{e:?}");
     assert_no_leak_of(&w, &bad);
 
-    // Health and readiness as Go's shim polls them; its /delegate is refused clearly.
+    // Health and readiness as Go's shim polls them; a /delegate without a command is refused clearly.
     assert_eq!(daemon.get("/healthz").map(|r| r.0), Some(200));
     assert_eq!(daemon.get("/readyz").map(|r| r.0), Some(200));
     let (code, body) = go_post(&go_socket, "/delegate", b"{}");
-    assert_eq!(code, 501, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    let e = ErrorReply::parse(&body).expect("a CNI error reply");
+    assert!(e.code == 4 && e.msg.contains("CNI_COMMAND"), "{e:?}");
 }
 
 #[test]
@@ -1530,6 +1532,26 @@ fn an_add_and_a_remove_in_one_annotation_update_lose_no_entry() {
                 .iter()
                 .any(|(_, m)| m.contains(&c_if) && m.contains(&c))
     });
+    // The hot-plug metrics moved: attempts, what they did, and their latency up to the status write.
+    let metric = |name: &str| -> f64 {
+        let text = w
+            .daemon
+            .as_ref()
+            .and_then(|d| d.get("/metrics"))
+            .map(|(_, t)| t)
+            .unwrap_or_default();
+        text.lines()
+            .find(|l| l.split(' ').next() == Some(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    wait_until("the hot-plug metrics", Duration::from_secs(10), || {
+        metric("plexus_hotplug_attempts_total{trigger=\"annotation\"}") >= 1.0
+            && metric("plexus_hotplugs_total{trigger=\"annotation\",outcome=\"attached\"}") >= 1.0
+            && metric("plexus_hotplugs_total{trigger=\"annotation\",outcome=\"detached\"}") >= 1.0
+            && metric("plexus_hotplug_duration_seconds_count{trigger=\"annotation\"}") >= 1.0
+    });
+    assert_eq!(gauge(&w, "plexus_hotplug_queue_depth"), Some(0.0));
     w.del_ok(&rt, &sb);
     w.assert_clean(&sb);
 }
@@ -1718,4 +1740,168 @@ fn a_daemon_killed_during_a_hot_plug_converges_after_its_restart() {
         assert_no_leak_of(&w, sb);
     }
     assert_no_leak(&w, &cut);
+}
+
+// === Issue 18, part 2a: Go Multus's /delegate endpoint ===
+
+/// multus-dynamic-networks-controller's `/delegate` body for `command` of interface `ifname` of `sb`'s
+/// sandbox (container `cid`; the three given together): the env Go's client sends, one network config (base64), the attributes.
+fn delegate_request(
+    w: &World,
+    rt: &CniRuntime,
+    sb: &Sandbox,
+    (cid, command, ifname): (&str, &str, &str),
+    config: &Value,
+    attributes: Value,
+) -> Vec<u8> {
+    let conf = w.rt(sb);
+    let path: Vec<String> = rt
+        .search_path
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let req = json!({
+        "env": {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": sb.path(),
+            "CNI_IFNAME": ifname,
+            "CNI_ARGS": conf.args.to_env_string(),
+            "CNI_PATH": path.join(":"),
+        },
+        "config": base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(config).unwrap()),
+        "interfaceAttributes": attributes,
+    });
+    serde_json::to_vec(&req).unwrap()
+}
+
+/// Issue 18: a Go-format `/delegate` ADD attaches one network to a running sandbox (the link in its
+/// namespace, an entry in its cache, `{"Result": …}` in CNI 1.0.0, no network-status written: the
+/// controller writes it); CHECK finds it; DEL detaches it. A call for a container plexus has no cache of is
+/// refused (code 3, naming the pod and the container). An attachment made by `/delegate` is torn down by
+/// the runtime's DEL too. The hot-plug metrics count the calls.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_go_delegate_request_hot_plugs_one_interface() {
+    let test = "a_go_delegate_request_hot_plugs_one_interface";
+    let w = world(test);
+    let rt = w.runtime(json!({}));
+    let sb = w.sandbox("dyn", &[]);
+    w.add_ok(&rt, &sb);
+    let go_socket = w.socket_dir().join("multus.sock");
+    let mut net = w.macvlan(MACVLAN_SUBNET);
+    net["name"] = json!("dynamic");
+    let attrs = json!({"cni-args": {"from": "controller"}});
+
+    let (code, body) = go_post(
+        &go_socket,
+        "/delegate",
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "ADD", "dyn1"), &net, attrs.clone()),
+    );
+    assert_eq!(code, 200, "{}\n{}", String::from_utf8_lossy(&body), w.log());
+    let reply: Value = serde_json::from_slice(&body).expect("a JSON body");
+    let result = &reply["Result"];
+    assert_eq!(result["cniVersion"], "1.0.0", "{reply:#}");
+    assert!(
+        result["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "dyn1" && i.get("sandbox").is_some()),
+        "{reply:#}"
+    );
+    let mut links = sb.netns.link_names();
+    links.sort();
+    assert_eq!(links, ["dyn1", "eth0", "lo"]);
+    assert_eq!(cached_ifnames(&w, &sb.cid), ["eth0", "dyn1"]);
+    // The delegate got the caller's cni-args.
+    let record = plexus::store::resultcache::read(&w.cni_dir(), "dynamic", &sb.cid, "dyn1")
+        .unwrap()
+        .expect("the attachment's result record");
+    let config: Value = serde_json::from_slice(&record.config).unwrap();
+    assert_eq!(config["args"]["cni"]["from"], "controller", "{config:#}");
+    // No network-status from plexus for it: only the sandbox's own network.
+    assert_eq!(
+        status_entries(&w, &sb),
+        [(CLUSTER_NETWORK.to_string(), "eth0".to_string())]
+    );
+
+    // CHECK finds it; a second ADD on the same interface is refused.
+    let (code, body) = go_post(
+        &go_socket,
+        "/delegate",
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "CHECK", "dyn1"), &net, Value::Null),
+    );
+    assert_eq!(
+        (code, body.len()),
+        (200, 0),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (code, body) = go_post(
+        &go_socket,
+        "/delegate",
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "ADD", "dyn1"), &net, Value::Null),
+    );
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+
+    // DEL: 200 and an empty body, the link and the cache entry gone.
+    let (code, body) = go_post(
+        &go_socket,
+        "/delegate",
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "DEL", "dyn1"), &net, Value::Null),
+    );
+    assert_eq!(
+        (code, body.len()),
+        (200, 0),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(sb.netns.link_names(), ["eth0", "lo"]);
+    assert_eq!(cached_ifnames(&w, &sb.cid), ["eth0"]);
+
+    // A container plexus has no cache of: refused, naming the pod and the container.
+    let (code, body) = go_post(
+        &go_socket,
+        "/delegate",
+        &delegate_request(
+            &w,
+            &rt,
+            &sb,
+            ("no-such-sandbox", "ADD", "dyn2"),
+            &net,
+            attrs.clone(),
+        ),
+    );
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    let e = ErrorReply::parse(&body).expect("a CNI error reply");
+    assert!(
+        e.code == 3 && e.msg.contains(&sb.pod.name) && e.msg.contains("no-such-sandbox"),
+        "{e:?}"
+    );
+
+    // Attached again, then the runtime's DEL: it tears the /delegate attachment down too.
+    let (code, body) = go_post(
+        &go_socket,
+        "/delegate",
+        &delegate_request(&w, &rt, &sb, (&sb.cid, "ADD", "dyn2"), &net, attrs),
+    );
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(sb.netns.link_names().contains(&"dyn2".to_string()));
+
+    // The hot-plug metrics: the calls counted by outcome, their latency, the queue's depth.
+    let (_, text) = w.daemon.as_ref().unwrap().get("/metrics").unwrap();
+    for needle in [
+        "plexus_hotplug_attempts_total{trigger=\"delegate\"} 6",
+        "plexus_hotplugs_total{trigger=\"delegate\",outcome=\"attached\"} 2",
+        "plexus_hotplugs_total{trigger=\"delegate\",outcome=\"detached\"} 1",
+        "plexus_hotplugs_total{trigger=\"delegate\",outcome=\"failed\"} 2",
+        "plexus_hotplug_duration_seconds_count{trigger=\"delegate\"} 6",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    assert_eq!(gauge(&w, "plexus_hotplug_queue_depth"), Some(0.0));
+
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
 }

@@ -244,6 +244,18 @@ pub enum Error {
     /// STATUS could not even load a network every pod needs (code 50: plugin not available).
     #[error("not ready: {0}")]
     NotAvailable(Box<Error>),
+    /// A `/delegate` call plexus will not carry out on this interface (docs/daemon.md, "`/delegate`").
+    #[error("[{who}]: interface {ifname:?} of container {container_id}: {reason}")]
+    NotDelegable {
+        /// Pod or container.
+        who: String,
+        /// The container.
+        container_id: String,
+        /// The interface (`CNI_IFNAME`).
+        ifname: String,
+        /// Why.
+        reason: String,
+    },
     /// CHECK of a container plexus has no record of (code 3).
     #[error("[{who}]: no cached attachments for container {container_id}; was it added?")]
     UnknownContainer {
@@ -360,6 +372,7 @@ impl Error {
             } => codes::NOT_AVAILABLE,
             Error::NotReady { .. } => codes::TRY_AGAIN_LATER,
             Error::UnknownContainer { .. } => codes::UNKNOWN_CONTAINER,
+            Error::NotDelegable { .. } => codes::INVALID_ENV,
             Error::NotAvailable(_) => codes::NOT_AVAILABLE,
         }
     }

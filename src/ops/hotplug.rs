@@ -3,7 +3,8 @@
 //! selection and plan, the allow-list and plugin checks, the cache staged before the delegate runs, the
 //! result record after it, rollback on failure) or a DEL of that one attachment (docs/daemon.md,
 //! "Hot-plug"). The daemon drives it (`crate::edges::daemon::hotplug`); only the daemon can, since a thin
-//! binary lives no longer than one runtime call.
+//! binary lives no longer than one runtime call. Go Multus's `/delegate` calls ([`delegate`]) run through the
+//! same attach and detach.
 //!
 //! Crash safety: an attach rewrites the cache with its entry (marked hot-plugged) before its delegate runs
 //! and writes the result record after; a detach runs the DEL first and rewrites the cache after. So the
@@ -120,6 +121,176 @@ pub fn reconcile(
         result,
         warnings: ctx.kube.take_events(),
         changes,
+    }
+}
+
+/// What a `/delegate` call (Go Multus's hot-plug endpoint, docs/daemon.md "`/delegate`") asks of one
+/// interface of a running sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DelegateVerb {
+    /// Attach the caller's network on the interface.
+    Add,
+    /// Detach what is attached on the interface.
+    Del,
+    /// Say whether something is attached on the interface (its record and its link are there).
+    Check,
+}
+
+/// One `/delegate` call: what to do, on which interface, with which network.
+#[derive(Debug, Clone)]
+pub struct DelegateCall {
+    /// ADD, DEL or CHECK.
+    pub verb: DelegateVerb,
+    /// The interface (`CNI_IFNAME`).
+    pub ifname: String,
+    /// The caller's network, its interface attributes as its requests (ADD's; DEL uses what the cache has).
+    pub network: NetworkRequest,
+}
+
+/// A `/delegate` call's outcome: ADD's result, and the Warning events to post.
+#[derive(Debug)]
+pub struct Delegated {
+    /// ADD's result (`None` for DEL and CHECK), or why it failed.
+    pub result: Result<Option<CniResult>, Error>,
+    /// Warning events (a network refused by the allow-list), to post now.
+    pub warnings: Vec<Event>,
+}
+
+/// One `/delegate` call on `sandbox`: the call's network attached on its interface, or the attachment on
+/// that interface detached or checked. The pod must exist
+/// (with the sandbox's UID). An ADD is the same transaction as an annotation's attach (lock, cache written
+/// with the entry before the delegate runs, rollback), so the runtime's DEL tears it down too; its entry is
+/// not one of the pod's annotation networks, so the annotation reconcile leaves it alone.
+pub fn delegate(
+    sandbox: &Sandbox,
+    config: &Config,
+    seams: &Seams<'_>,
+    path: &[PathBuf],
+    passthrough: &[(String, String)],
+    call: DelegateCall,
+) -> Delegated {
+    let env = match env(sandbox, path, passthrough) {
+        Ok(env) => env,
+        Err(e) => {
+            return Delegated {
+                result: Err(e),
+                warnings: Vec::new(),
+            };
+        }
+    };
+    let ctx = Ctx {
+        env: &env,
+        config,
+        seams,
+        kube: Kube::new(seams.cluster, config, true),
+    };
+    let result = delegated(&ctx, call);
+    Delegated {
+        result,
+        warnings: ctx.kube.take_events(),
+    }
+}
+
+fn delegated(ctx: &Ctx<'_>, call: DelegateCall) -> Result<Option<CniResult>, Error> {
+    let DelegateCall {
+        verb,
+        ifname,
+        network,
+    } = call;
+    let ifname = ifname.as_str();
+    let who = ctx.who();
+    let cid = ctx.env.container_id().to_string();
+    let refuse = |reason: String| Error::NotDelegable {
+        who: who.clone(),
+        container_id: cid.clone(),
+        ifname: ifname.to_string(),
+        reason,
+    };
+    let Some(pod) = ctx.env.pod() else {
+        return Err(Error::UnknownContainer {
+            who: who.clone(),
+            container_id: cid.clone(),
+        });
+    };
+    // Go Multus reads the pod for every call, DEL too: a pod that is gone (or recreated) is refused.
+    ctx.kube.pod(&pod).map_err(|source| Error::Cluster {
+        who: who.clone(),
+        source,
+    })?;
+    let netns = ctx.env.netns.clone().unwrap_or_default();
+    let links = || {
+        ctx.seams
+            .netns
+            .start_link_names(&netns)
+            .wait()
+            .map_err(|source| Error::Netns {
+                who: who.clone(),
+                network: network.status_name.clone(),
+                netns: netns.clone(),
+                source,
+            })
+    };
+    // Interrupted hot-plugs undone first, so what is attached is what the cache says.
+    let current = match settle(ctx)? {
+        Ok(list) => list,
+        Err(why) => return Err(refuse(format!("the sandbox is left alone: {why}"))),
+    };
+    let on_ifname = current.iter().find(|a| a.ifname == ifname);
+    match verb {
+        DelegateVerb::Add => {
+            if let Some(a) = on_ifname {
+                return Err(refuse(format!(
+                    "network {} is attached on it already",
+                    a.status_name
+                )));
+            }
+            if links()?.iter().any(|l| l == ifname) {
+                return Err(Error::InterfaceExists {
+                    who: who.clone(),
+                    network: network.status_name.clone(),
+                    ifname: ifname.to_string(),
+                    netns: netns.clone(),
+                });
+            }
+            if let Err(refusal) = ctx
+                .config
+                .allowed_plugin_types
+                .check(&pod.namespace, &network.network)
+            {
+                ctx.kube.warn_pod(
+                    add::PLUGIN_NOT_ALLOWED,
+                    crate::ops::error::plugin_not_allowed(&network.status_name, &refusal),
+                );
+                return Err(Error::PluginNotAllowed {
+                    who: who.clone(),
+                    network: network.status_name.clone(),
+                    refusal,
+                });
+            }
+            let mut a = planned(network, ifname);
+            // Not one of the annotation's networks: the annotation reconcile keeps it as it is.
+            a.pod_network = false;
+            a.ifname_request = Some(ifname.to_string());
+            attach(ctx, &netns, a).map(Some)
+        }
+        DelegateVerb::Del => match on_ifname {
+            // Nothing there: DEL is idempotent.
+            None => Ok(None),
+            Some(a) if a.master || a.auxiliary => Err(refuse(format!(
+                "it is the sandbox's own network {}, set up with the sandbox; it is not detached by /delegate",
+                a.status_name
+            ))),
+            Some(a) => detach(ctx, a).map(|()| None),
+        },
+        DelegateVerb::Check => match on_ifname {
+            None => Err(refuse("nothing is attached on it".into())),
+            Some(a) if !links()?.iter().any(|l| l == ifname) => Err(refuse(format!(
+                "network {} is attached on it, but the link is not in {}",
+                a.status_name,
+                netns.display()
+            ))),
+            Some(_) => Ok(None),
+        },
     }
 }
 

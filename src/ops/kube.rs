@@ -108,6 +108,24 @@ impl<'a> Kube<'a> {
         selection::pod_networks(config, &wanted, &nads, &self.on_disk())
     }
 
+    /// The pod itself, read (the watch's copy first) and its UID checked against the runtime's, for a call
+    /// that names a pod but selects nothing from its annotations (Go Multus's `/delegate`).
+    pub fn pod(&self, pod_ref: &PodRef) -> Result<Pod, ClusterError> {
+        let Some(api) = self.api else {
+            return Err(ClusterError::Other(
+                "no Kubernetes API to read the pod from".into(),
+            ));
+        };
+        let pod = api
+            .read(Some(pod_ref), &[])
+            .pod
+            .unwrap_or_else(|| Err(ClusterError::Other("the pod was not read".into())))?;
+        let annotations = PodAnnotations::of(pod.metadata.annotations.as_ref());
+        selection::check_uid(pod_ref, pod.metadata.uid.as_deref(), &annotations)?;
+        *self.pod.borrow_mut() = Some(pod.clone());
+        Ok(pod)
+    }
+
     /// A network named in `clusterNetwork`/`defaultNetworks`, as a NAD in `multusNamespace` (read ahead with
     /// the pod, or now); `Ok(None)` sends the lookup on to `confDir`.
     pub fn network_by_name(&self, name: &str) -> Result<Option<NetworkRequest>, ClusterError> {

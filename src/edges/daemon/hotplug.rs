@@ -11,7 +11,11 @@
 //!   pod watch ─► ChangedPods ─► run() ─► sandbox (served cniDirs) ─► ops::hotplug::reconcile ─► StatusWriter
 //! ```
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Instant, SystemTime},
+};
 
 use plexus_cni::CniVersion;
 
@@ -53,11 +57,11 @@ pub async fn run(shared: Arc<Shared>) {
             return;
         }
         cache.wait_synced(shared.config.cache_sync_timeout).await;
-        reconcile_all(&shared).await;
+        reconcile_all(&shared, None).await;
     }
     let mut said = false;
     loop {
-        let next = changed.next().await;
+        let (next, since) = changed.next_since().await;
         if !shared.config.hotplug {
             if !std::mem::replace(&mut said, true) {
                 let which = match &next {
@@ -76,19 +80,21 @@ pub async fn run(shared: Arc<Shared>) {
             Changed::Pod((ns, name)) => {
                 let shared = shared.clone();
                 let done =
-                    tokio::task::spawn_blocking(move || reconcile_pod(&shared, &ns, &name)).await;
+                    tokio::task::spawn_blocking(move || reconcile_pod(&shared, &ns, &name, since))
+                        .await;
                 if let Err(e) = done {
                     tracing::error!("hot-plug: {e}");
                 }
             }
-            Changed::All => reconcile_all(&shared).await,
+            Changed::All => reconcile_all(&shared, Some(since)).await,
         }
     }
 }
 
 /// Every pod of the node with a sandbox in a served cniDir, each newest sandbox brought in line with its
-/// annotation (one pass over the caches, not one per pod).
-async fn reconcile_all(shared: &Arc<Shared>) {
+/// annotation (one pass over the caches, not one per pod). `since`: when the change that asked for it was
+/// seen (`None`: the pass after the watch listed).
+async fn reconcile_all(shared: &Arc<Shared>, since: Option<Instant>) {
     let shared = shared.clone();
     let done = tokio::task::spawn_blocking(move || {
         let Some(cache) = &shared.cache else { return };
@@ -119,7 +125,7 @@ async fn reconcile_all(shared: &Arc<Shared>) {
                     uid: Some(uid),
                     infra_container_id: None,
                 };
-                hotplug_sandbox(&shared, &served, &config, &pod, &sandbox);
+                hotplug_sandbox(&shared, &served, &config, &pod, &sandbox, since);
                 looked += 1;
             }
         }
@@ -132,7 +138,7 @@ async fn reconcile_all(shared: &Arc<Shared>) {
 }
 
 /// The config the ADDs in `served`'s cniDir ran with (`None`, logged: not recorded, or unreadable).
-fn served_config(served: &Served, namespace: &str, name: &str) -> Option<Config> {
+pub(super) fn served_config(served: &Served, namespace: &str, name: &str) -> Option<Config> {
     let config = served
         .config
         .as_ref()
@@ -170,46 +176,49 @@ pub fn sandboxes(served: &Served, namespace: &str, name: &str, uid: &str) -> Vec
 /// Every sandbox in `served`'s cniDir whose cluster network's result record names its pod (and UID) in its
 /// `CNI_ARGS` and its network namespace, with its cache's modification time.
 fn all_sandboxes(served: &Served) -> Vec<(PodRef, String, SystemTime, Sandbox)> {
+    cache::containers(&served.cni_dir)
+        .into_iter()
+        .filter_map(|cid| sandbox_of(served, &cid))
+        .collect()
+}
+
+/// Container `cid` of `served`'s cniDir as a running sandbox, when its cluster network's result record names
+/// its pod (and UID) in its `CNI_ARGS` and its network namespace; with its cache's modification time.
+pub(super) fn sandbox_of(
+    served: &Served,
+    cid: &str,
+) -> Option<(PodRef, String, SystemTime, Sandbox)> {
     let cni_dir = &served.cni_dir;
-    let mut found = Vec::new();
-    for cid in cache::containers(cni_dir) {
-        let Ok(ReadOutcome::Found(entries)) = cache::read(cni_dir, &cid) else {
-            continue;
-        };
-        let master_ifname = entries[0].if_name.clone().unwrap_or_else(|| "eth0".into());
-        let Ok(master) = entries[0].to_attachment(0, &master_ifname, CniVersion::V1_0_0) else {
-            continue;
-        };
-        let Ok(Some(rec)) = resultcache::read(cni_dir, &master.network.name, &cid, &master.ifname)
-        else {
-            continue;
-        };
-        let Some((pod, rec_uid)) = super::reconcile::pod_of(&rec) else {
-            continue;
-        };
-        if rec.netns.is_empty() {
-            continue;
-        }
-        let modified = std::fs::metadata(cache::path(cni_dir, &cid))
-            .and_then(|m| m.modified())
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        found.push((
-            pod,
-            rec_uid,
-            modified,
-            Sandbox {
-                container_id: cid,
-                netns: rec.netns.clone().into(),
-                cni_args: rec.cni_args.clone(),
-                master_ifname,
-            },
-        ));
+    let Ok(ReadOutcome::Found(entries)) = cache::read(cni_dir, cid) else {
+        return None;
+    };
+    let master_ifname = entries[0].if_name.clone().unwrap_or_else(|| "eth0".into());
+    let master = entries[0]
+        .to_attachment(0, &master_ifname, CniVersion::V1_0_0)
+        .ok()?;
+    let rec = resultcache::read(cni_dir, &master.network.name, cid, &master.ifname).ok()??;
+    let (pod, rec_uid) = super::reconcile::pod_of(&rec)?;
+    if rec.netns.is_empty() {
+        return None;
     }
-    found
+    let modified = std::fs::metadata(cache::path(cni_dir, cid))
+        .and_then(|m| m.modified())
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    Some((
+        pod,
+        rec_uid,
+        modified,
+        Sandbox {
+            container_id: cid.to_string(),
+            netns: rec.netns.clone().into(),
+            cni_args: rec.cni_args.clone(),
+            master_ifname,
+        },
+    ))
 }
 
 /// Bring the newest sandbox of pod `namespace/name` in line with its annotation, in every cniDir served.
-fn reconcile_pod(shared: &Arc<Shared>, namespace: &str, name: &str) {
+fn reconcile_pod(shared: &Arc<Shared>, namespace: &str, name: &str, since: Instant) {
     let Some(cache) = &shared.cache else { return };
     let Some(uid) = cache
         .pod(namespace, name)
@@ -231,18 +240,26 @@ fn reconcile_pod(shared: &Arc<Shared>, namespace: &str, name: &str) {
             uid: Some(uid.clone()),
             infra_container_id: None,
         };
-        hotplug_sandbox(shared, &served, &config, &pod, &sandbox);
+        hotplug_sandbox(shared, &served, &config, &pod, &sandbox, Some(since));
     }
 }
 
 /// One sandbox of `served`'s cniDir through [`ops::hotplug::reconcile`]; its events and network-status sent.
+/// `since`: when the annotation change was seen (`None`: the pass after the watch listed), for the latency.
 fn hotplug_sandbox(
     shared: &Arc<Shared>,
     served: &Served,
     config: &Config,
     pod: &PodRef,
     sandbox: &Sandbox,
+    since: Option<Instant>,
 ) {
+    let trigger = if since.is_some() {
+        "annotation"
+    } else {
+        "startup"
+    };
+    shared.metrics.hotplug_attempt(trigger);
     let api = Arc::new(ApiCluster::shared(
         shared.handle.clone(),
         shared.client.clone(),
@@ -290,9 +307,9 @@ fn hotplug_sandbox(
             failed,
             current,
         }) => {
-            shared.metrics.hotplugged("attached", attached);
-            shared.metrics.hotplugged("detached", detached);
-            shared.metrics.hotplugged("failed", failed);
+            shared.metrics.hotplugged(trigger, "attached", attached);
+            shared.metrics.hotplugged(trigger, "detached", detached);
+            shared.metrics.hotplugged(trigger, "failed", failed);
             if attached + detached + failed > 0 {
                 tracing::info!(
                     pod = %who,
@@ -313,7 +330,7 @@ fn hotplug_sandbox(
             return;
         }
         Err(e) => {
-            shared.metrics.hotplugged("failed", 1);
+            shared.metrics.hotplugged(trigger, "failed", 1);
             tracing::warn!(pod = %who, container = %sandbox.container_id, "hot-plug failed: {e}");
             return;
         }
@@ -324,6 +341,9 @@ fn hotplug_sandbox(
     let changes = report.changes;
     if config.system_namespaces.contains(&pod.namespace) {
         // No network-status there (docs/multus-compat.md, "Network status"): the events alone.
+        if let Some(since) = since {
+            shared.metrics.hotplug_latency(trigger, since.elapsed());
+        }
         shared
             .handle
             .spawn(async move { sink.post_events(changes).await });
@@ -337,9 +357,14 @@ fn hotplug_sandbox(
         rendered,
     );
     job.added = changes;
-    shared
-        .handle
-        .spawn(shared.status.submit(sink, &sandbox.container_id, job));
+    let write = shared.status.submit(sink, &sandbox.container_id, job);
+    let metrics = shared.metrics.clone();
+    shared.handle.spawn(async move {
+        write.await;
+        if let Some(since) = since {
+            metrics.hotplug_latency(trigger, since.elapsed());
+        }
+    });
 }
 
 #[cfg(test)]

@@ -79,6 +79,9 @@ pub struct Metrics {
     ready: Gauge,
     status_writes: Family<Labels, Counter>,
     hotplugs: Family<Labels, Counter>,
+    hotplug_attempts: Family<Labels, Counter>,
+    hotplug_latency: Family<Labels, Histogram, fn() -> Histogram>,
+    hotplug_queue: Gauge,
     status_delay: Histogram,
     /// Network-status writes after the reply not yet ended.
     pub status_pending: Gauge,
@@ -110,6 +113,9 @@ impl Metrics {
             ready: Gauge::default(),
             status_writes: Family::default(),
             hotplugs: Family::default(),
+            hotplug_attempts: Family::default(),
+            hotplug_latency: Family::new_with_constructor(latency),
+            hotplug_queue: Gauge::default(),
             status_delay: latency(),
             status_pending: Gauge::default(),
             nads_missing_plugins: Gauge::default(),
@@ -189,9 +195,26 @@ impl Metrics {
         );
         r.register(
             "plexus_hotplugs",
-            "Hot-plug changes of running pods' networks (docs/daemon.md, \"Hot-plug\"), by outcome: attached, \
-             detached, failed (refused or failed; each a HotplugFailed event on the pod)",
+            "Hot-plug changes of running pods' networks (docs/daemon.md, \"Hot-plug\"), by trigger (annotation, \
+             startup, delegate) and outcome: attached, detached, failed (refused or failed)",
             m.hotplugs.clone(),
+        );
+        r.register(
+            "plexus_hotplug_attempts",
+            "Hot-plug attempts: sandboxes reconciled with their annotation (trigger annotation, or startup for \
+             the pass after the watch listed) and /delegate calls (trigger delegate)",
+            m.hotplug_attempts.clone(),
+        );
+        r.register(
+            "plexus_hotplug_duration_seconds",
+            "Seconds from an annotation change seen by the watch to its network-status written (trigger \
+             annotation), or from a /delegate call's arrival to its reply (trigger delegate)",
+            m.hotplug_latency.clone(),
+        );
+        r.register(
+            "plexus_hotplug_queue_depth",
+            "Pods waiting in the hot-plug reconcile queue",
+            m.hotplug_queue.clone(),
         );
         r.register(
             "plexus_status_write_delay_seconds",
@@ -246,12 +269,29 @@ impl Metrics {
     }
 
     /// `n` hot-plug changes ended as `outcome` (`attached`, `detached` or `failed`).
-    pub fn hotplugged(&self, outcome: &'static str, n: usize) {
+    pub fn hotplugged(&self, trigger: &'static str, outcome: &'static str, n: usize) {
         if n > 0 {
             self.hotplugs
-                .get_or_create(&vec![("outcome", outcome.to_string())])
+                .get_or_create(&vec![
+                    ("trigger", trigger.to_string()),
+                    ("outcome", outcome.to_string()),
+                ])
                 .inc_by(n as u64);
         }
+    }
+
+    /// A hot-plug attempt: a sandbox reconciled, or a `/delegate` call.
+    pub fn hotplug_attempt(&self, trigger: &'static str) {
+        self.hotplug_attempts
+            .get_or_create(&vec![("trigger", trigger.to_string())])
+            .inc();
+    }
+
+    /// A hot-plug's latency (see `plexus_hotplug_duration_seconds`).
+    pub fn hotplug_latency(&self, trigger: &'static str, elapsed: Duration) {
+        self.hotplug_latency
+            .get_or_create(&vec![("trigger", trigger.to_string())])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// A network-status write after the reply ended.
@@ -288,6 +328,8 @@ impl Metrics {
                 self.cache_restarts.get_or_create(&l).set(restarts as i64);
             }
             self.cache_synced.set(i64::from(s.synced));
+            self.hotplug_queue
+                .set(i64::try_from(c.changed_pods().depth()).unwrap_or(i64::MAX));
             self.cache_nads_loaded
                 .set(i64::try_from(s.nads_loaded).unwrap_or(i64::MAX));
         }
@@ -402,5 +444,35 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
         assert!(m.render(None, false).contains("plexus_ready 0"));
+    }
+
+    /// Hot-plug's attempts, outcomes (by trigger) and latency each move when told.
+    #[test]
+    fn hotplug_attempts_outcomes_and_latency_are_counted_by_trigger() {
+        let m = Metrics::new();
+        m.hotplug_attempt("annotation");
+        m.hotplug_attempt("delegate");
+        m.hotplug_attempt("delegate");
+        m.hotplugged("annotation", "attached", 2);
+        m.hotplugged("delegate", "failed", 1);
+        m.hotplugged("delegate", "detached", 0);
+        m.hotplug_latency("annotation", Duration::from_millis(40));
+        m.hotplug_latency("delegate", Duration::from_millis(3));
+        let text = m.render(None, true);
+        for needle in [
+            "plexus_hotplug_attempts_total{trigger=\"annotation\"} 1",
+            "plexus_hotplug_attempts_total{trigger=\"delegate\"} 2",
+            "plexus_hotplugs_total{trigger=\"annotation\",outcome=\"attached\"} 2",
+            "plexus_hotplugs_total{trigger=\"delegate\",outcome=\"failed\"} 1",
+            "plexus_hotplug_duration_seconds_count{trigger=\"annotation\"} 1",
+            "plexus_hotplug_duration_seconds_sum{trigger=\"delegate\"} 0.003",
+            "plexus_hotplug_queue_depth 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(
+            !text.contains("outcome=\"detached\""),
+            "none detached: {text}"
+        );
     }
 }

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod config;
+pub mod delegate;
 pub mod handler;
 pub mod hotplug;
 pub mod metrics;

@@ -502,10 +502,7 @@ async fn route_socket(
         (&Method::GET, "/metrics") => metrics(shared, state),
         (&Method::POST, wire::CNI_PATH) => cni(req, shared, state, hung_up).await,
         (&Method::GET, p) if p.starts_with("/cache/") => cached(p, shared),
-        (&Method::POST, "/delegate") => cni_error(
-            Transport::NoDelegateEndpoint,
-            "plexus daemon does not serve Go Multus's /delegate (hot-plug) endpoint".into(),
-        ),
+        (&Method::POST, DELEGATE_PATH) => delegate(req, shared, state).await,
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };
     shared.metrics.http(
@@ -532,6 +529,54 @@ fn cached(path: &str, shared: &Shared) -> Response<Body> {
     match found {
         Some(body) => respond(StatusCode::OK, "application/json", body),
         None => respond(StatusCode::NOT_FOUND, "text/plain", "not in the cache\n"),
+    }
+}
+
+/// Go Multus's hot-plug endpoint (multus-dynamic-networks-controller's calls; `super::delegate`).
+const DELEGATE_PATH: &str = "/delegate";
+
+/// `POST /delegate`: one interface of a running sandbox attached, detached or checked, run in place like
+/// `/cni` (the container's lock keeps it and the runtime's calls apart). Counted as busy, so a graceful
+/// shutdown waits for it.
+async fn delegate(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    state: &Arc<State>,
+) -> Response<Body> {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return cni_error(
+                Transport::BodyUnreadable,
+                format!("cannot read the request (at most {MAX_BODY} bytes): {e}"),
+            );
+        }
+    };
+    if state.stopping.load(Ordering::SeqCst) {
+        return cni_error(
+            Transport::ShuttingDown,
+            "plexus daemon is shutting down; try again".into(),
+        );
+    }
+    let busy = Count::new(&state.busy);
+    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        tokio::task::block_in_place(|| super::delegate::serve(shared, &body))
+    }));
+    drop(busy);
+    match joined {
+        Ok(reply) => {
+            let status =
+                StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            respond(status, "application/json", reply.body)
+        }
+        Err(payload) => {
+            let e = plexus_netns::panic_message(payload.as_ref());
+            tracing::error!("/delegate handler failed: {e}");
+            cni_error(
+                Transport::HandlerPanicked,
+                format!("plexus daemon: /delegate failed: {e}"),
+            )
+        }
     }
 }
 

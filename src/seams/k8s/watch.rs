@@ -158,10 +158,18 @@ pub enum Changed {
 /// one pod costs one reconcile.
 #[derive(Debug)]
 pub struct ChangedPods {
-    queue: std::sync::Mutex<(std::collections::VecDeque<PodKey>, HashSet<PodKey>, bool)>,
+    queue: std::sync::Mutex<Queued>,
     ready: tokio::sync::Notify,
     cap: usize,
 }
+
+/// The pods waiting, in order, each with when its first change still waiting was seen (hot-plug's latency
+/// starts there), and the "look at every pod" mark with when it was set.
+type Queued = (
+    std::collections::VecDeque<PodKey>,
+    HashMap<PodKey, std::time::Instant>,
+    Option<std::time::Instant>,
+);
 
 impl ChangedPods {
     /// An empty queue of at most `cap` pods.
@@ -173,25 +181,25 @@ impl ChangedPods {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (std::collections::VecDeque<PodKey>, HashSet<PodKey>, bool)>
-    {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queue `pod` (once: a pod already waiting is not queued again).
     pub fn push(&self, pod: PodKey) {
         let mut q = self.lock();
-        if q.1.contains(&pod) || q.2 {
+        if q.1.contains_key(&pod) || q.2.is_some() {
             return;
         }
+        let now = std::time::Instant::now();
         if q.0.len() >= self.cap {
+            // The oldest change waiting: the latency of the pass over every pod starts there.
+            let oldest = q.1.values().min().copied().unwrap_or(now);
             q.0.clear();
             q.1.clear();
-            q.2 = true;
+            q.2 = Some(oldest);
         } else {
-            q.1.insert(pod.clone());
+            q.1.insert(pod.clone(), now);
             q.0.push_back(pod);
         }
         drop(q);
@@ -200,20 +208,30 @@ impl ChangedPods {
 
     /// The next change, without waiting.
     pub fn try_next(&self) -> Option<Changed> {
+        self.try_next_since().map(|(c, _)| c)
+    }
+
+    /// The next change and when it was seen, without waiting.
+    pub fn try_next_since(&self) -> Option<(Changed, std::time::Instant)> {
         let mut q = self.lock();
-        if std::mem::take(&mut q.2) {
-            return Some(Changed::All);
+        if let Some(since) = q.2.take() {
+            return Some((Changed::All, since));
         }
         let pod = q.0.pop_front()?;
-        q.1.remove(&pod);
-        Some(Changed::Pod(pod))
+        let since = q.1.remove(&pod).unwrap_or_else(std::time::Instant::now);
+        Some((Changed::Pod(pod), since))
     }
 
     /// The next change, once there is one.
     pub async fn next(&self) -> Changed {
+        self.next_since().await.0
+    }
+
+    /// The next change and when it was seen, once there is one.
+    pub async fn next_since(&self) -> (Changed, std::time::Instant) {
         loop {
             let notified = self.ready.notified();
-            if let Some(c) = self.try_next() {
+            if let Some(c) = self.try_next_since() {
                 return c;
             }
             notified.await;
@@ -223,7 +241,7 @@ impl ChangedPods {
     /// Pods waiting.
     pub fn depth(&self) -> usize {
         let q = self.lock();
-        q.0.len() + usize::from(q.2)
+        q.0.len() + usize::from(q.2.is_some())
     }
 }
 
@@ -867,6 +885,30 @@ mod tests {
             q.push(key.clone());
             assert_eq!(waiter.await.unwrap(), Changed::Pod(key));
         });
+    }
+
+    /// Hot-plug's latency starts at the first change still waiting: a later change of the same pod does
+    /// not move it, and the pass over every pod starts at the oldest change it replaced.
+    #[test]
+    fn a_change_is_timed_from_when_it_was_first_seen() {
+        let key = |n: &str| ("ns".to_string(), n.to_string());
+        let q = ChangedPods::new(2);
+        let before = std::time::Instant::now();
+        q.push(key("p1"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        q.push(key("p1"));
+        let (c, since) = q.try_next_since().unwrap();
+        assert_eq!(c, Changed::Pod(key("p1")));
+        assert!(since.duration_since(before) < std::time::Duration::from_millis(20));
+        let first = std::time::Instant::now();
+        q.push(key("p1"));
+        q.push(key("p2"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        q.push(key("p3"));
+        let (c, since) = q.try_next_since().unwrap();
+        assert_eq!(c, Changed::All);
+        assert!(since.duration_since(first) < std::time::Duration::from_millis(20));
+        assert_eq!(q.depth(), 0);
     }
 
     /// What the node selects follows the pod watch: a list replaces it whole, a change or deletion of one

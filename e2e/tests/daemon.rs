@@ -1415,11 +1415,25 @@ fn a_delegate_failing_mid_hot_plug_is_rolled_back_and_leaks_nothing() {
     w.add_ok(&rt, &sb);
     w.cluster
         .set_pod_annotation(&w.ns, &sb.pod.name, NETWORKS_ANNOTATION, "f");
-    wait_until("the HotplugFailed event", Duration::from_secs(30), || {
+    let failed = || {
         events_with(&w, &sb, "HotplugFailed")
             .iter()
             .any(|(t, m)| t == "Warning" && m.contains("no room for it") && m.contains("net1"))
-    });
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !failed() {
+        assert!(
+            Instant::now() < deadline,
+            "no HotplugFailed event within 30 s; events: {:?}\n{}",
+            w.cluster
+                .pod_events(&sb.pod.namespace, &sb.pod.name)
+                .into_iter()
+                .map(|e| (e.reason, e.message))
+                .collect::<Vec<_>>(),
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(
         recorded(&w, "DEL", &sb.cid, "net1"),
         "the rollback's DEL ran\n{}",
@@ -1754,24 +1768,13 @@ fn delegate_request(
     config: &Value,
     attributes: Value,
 ) -> Vec<u8> {
-    let conf = w.rt(sb);
-    let path: Vec<String> = rt
-        .search_path
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
-    let req = json!({
-        "env": {
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": cid,
-            "CNI_NETNS": sb.path(),
-            "CNI_IFNAME": ifname,
-            "CNI_ARGS": conf.args.to_env_string(),
-            "CNI_PATH": path.join(":"),
-        },
-        "config": base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(config).unwrap()),
-        "interfaceAttributes": attributes,
-    });
+    let mut req: Value = serde_json::from_slice(&go_request(w, rt, sb, command, config)).unwrap();
+    let env = req["env"].as_object_mut().unwrap();
+    env.insert("CNI_CONTAINERID".into(), json!(cid));
+    env.insert("CNI_IFNAME".into(), json!(ifname));
+    // multus-dynamic-networks-controller sets no PATH.
+    env.remove("PATH");
+    req["interfaceAttributes"] = attributes;
     serde_json::to_vec(&req).unwrap()
 }
 

@@ -15,8 +15,7 @@ use plexus_shim::wire;
 use super::{
     Shared,
     handler::{Reply, delegate_path, to_wire},
-    hotplug::{sandbox_of, served_config},
-    metrics::MeteredExec,
+    hotplug::{HotplugSeams, sandbox_of, served_config},
 };
 use crate::{
     ops::{
@@ -31,10 +30,7 @@ use crate::{
         plan::{NetworkRequest, Requests},
         request::{CniEnv, Command},
     },
-    seams::{
-        devices::kubelet::Kubelet,
-        k8s::{cached::Cached, client::ApiCluster},
-    },
+    seams::k8s::client::ApiCluster,
     store::{
         cache::{self, ReadOutcome},
         lock::ContainerLock,
@@ -256,25 +252,8 @@ fn run(shared: &Arc<Shared>, call: Call) -> Reply {
             reason: "no config is recorded for its cniDir (served by an older daemon); try again after an ADD there".into(),
         });
     };
-    let api = Arc::new(ApiCluster::shared(
-        shared.handle.clone(),
-        shared.client.clone(),
-        Some(shared.metrics.clone()),
-        &config,
-    ));
-    let cluster = Cached::new(api, shared.cache.clone(), Some(shared.metrics.clone()));
-    let exec = MeteredExec {
-        inner: shared.exec.as_ref(),
-        metrics: &shared.metrics,
-    };
-    let kubelet = Kubelet::from_config(&config);
-    let seams = ops::Seams {
-        exec: &exec,
-        netns: shared.netns.as_ref(),
-        cluster: Some(&cluster),
-        kubelet: &kubelet,
-        defer_work: false,
-    };
+    let parts = HotplugSeams::new(shared, &config);
+    let seams = parts.seams();
     let path = if call.path.is_empty() {
         served.cni_path.clone()
     } else {

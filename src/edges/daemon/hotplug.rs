@@ -260,25 +260,8 @@ fn hotplug_sandbox(
         "startup"
     };
     shared.metrics.hotplug_attempt(trigger);
-    let api = Arc::new(ApiCluster::shared(
-        shared.handle.clone(),
-        shared.client.clone(),
-        Some(shared.metrics.clone()),
-        config,
-    ));
-    let cluster = Cached::new(api, shared.cache.clone(), Some(shared.metrics.clone()));
-    let exec = MeteredExec {
-        inner: shared.exec.as_ref(),
-        metrics: &shared.metrics,
-    };
-    let kubelet = Kubelet::from_config(config);
-    let seams = ops::Seams {
-        exec: &exec,
-        netns: shared.netns.as_ref(),
-        cluster: Some(&cluster),
-        kubelet: &kubelet,
-        defer_work: false,
-    };
+    let parts = HotplugSeams::new(shared, config);
+    let seams = parts.seams();
     // The CNI_PATH the ADDs there had (kept in served.json, so known after a restart before any request).
     let path = if served.cni_path.is_empty() {
         shared.search_path.get().unwrap_or_default()
@@ -365,6 +348,47 @@ fn hotplug_sandbox(
             metrics.hotplug_latency(trigger, since.elapsed());
         }
     });
+}
+
+/// What a hot-plug runs against, for one node config: the API with the daemon's caches in front of it, the
+/// delegates timed into the metrics, the kubelet. Shared by annotation hot-plugs and `/delegate`.
+pub(super) struct HotplugSeams<'s> {
+    shared: &'s Shared,
+    cluster: Cached<Arc<ApiCluster>>,
+    exec: MeteredExec<'s>,
+    kubelet: Kubelet,
+}
+
+impl<'s> HotplugSeams<'s> {
+    /// The seams' parts for `config`.
+    pub(super) fn new(shared: &'s Shared, config: &Config) -> HotplugSeams<'s> {
+        let api = Arc::new(ApiCluster::shared(
+            shared.handle.clone(),
+            shared.client.clone(),
+            Some(shared.metrics.clone()),
+            config,
+        ));
+        HotplugSeams {
+            shared,
+            cluster: Cached::new(api, shared.cache.clone(), Some(shared.metrics.clone())),
+            exec: MeteredExec {
+                inner: shared.exec.as_ref(),
+                metrics: &shared.metrics,
+            },
+            kubelet: Kubelet::from_config(config),
+        }
+    }
+
+    /// The core's seams over these parts; work is done before the caller answers.
+    pub(super) fn seams(&self) -> ops::Seams<'_> {
+        ops::Seams {
+            exec: &self.exec,
+            netns: self.shared.netns.as_ref(),
+            cluster: Some(&self.cluster),
+            kubelet: &self.kubelet,
+            defer_work: false,
+        }
+    }
 }
 
 #[cfg(test)]

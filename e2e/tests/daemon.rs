@@ -1388,6 +1388,11 @@ fn with_hot_plug_off_an_annotation_change_changes_nothing_and_is_logged_once() {
     }
     assert_eq!(said(), 1, "said once\n{}", w.log());
     assert_eq!(sb.netns.link_names(), ["eth0", "lo"]);
+    // The ADD's cache lands after its reply (daemon mode writes it behind): wait for it, then it must
+    // hold the cluster network alone.
+    wait_until("the ADD's cache", Duration::from_secs(10), || {
+        !cached_ifnames(&w, &sb.cid).is_empty()
+    });
     assert_eq!(cached_ifnames(&w, &sb.cid), ["eth0"]);
     w.assert_status(&sb, &[(CLUSTER_NETWORK, "eth0", true)]);
     w.del_ok(&rt, &sb);
@@ -1439,8 +1444,13 @@ fn a_delegate_failing_mid_hot_plug_is_rolled_back_and_leaks_nothing() {
         "the rollback's DEL ran\n{}",
         w.log()
     );
-    assert_eq!(sb.netns.link_names(), ["eth0", "lo"]);
-    assert_eq!(cached_ifnames(&w, &sb.cid), ["eth0"]);
+    // A later look at the pod (the recheck after its ADD, or another change) may try again and fail again:
+    // each attempt ends rolled back, so the pod settles with its cluster network alone.
+    wait_until(
+        "the pod back to eth0 alone",
+        Duration::from_secs(30),
+        || sb.netns.link_names() == ["eth0", "lo"] && cached_ifnames(&w, &sb.cid) == ["eth0"],
+    );
     let secondary: Vec<_> = w
         .reservations()
         .into_iter()
@@ -1688,11 +1698,8 @@ fn a_daemon_killed_during_a_hot_plug_converges_after_its_restart() {
         Duration::from_secs(30),
         || !recorders_for(&cut.cid).is_empty(),
     );
+    // The kill lands while the hot-plug's delegate sleeps: the undo (DEL) checked below shows it.
     w.daemon.as_mut().unwrap().kill();
-    assert!(
-        !recorders_for(&cut.cid).is_empty(),
-        "the kill left no delegate running"
-    );
     // While the daemon is down: the other pod's annotation changes.
     w.cluster
         .set_pod_annotation(&w.ns, &missed.pod.name, NETWORKS_ANNOTATION, "slow");
@@ -1744,8 +1751,10 @@ fn a_daemon_killed_during_a_hot_plug_converges_after_its_restart() {
     }
     let calls = commands_for(&w, &cut.cid, "net1");
     eprintln!("{test}: the cut pod's delegate saw {calls:?}");
+    // The killed ADD is recorded only if it got that far before the kill; the undo (DEL) and the new
+    // ADD after it always are.
     assert!(
-        calls.iter().filter(|c| *c == "ADD").count() >= 2 && calls.contains(&"DEL".to_string()),
+        calls.ends_with(&["DEL".to_string(), "ADD".to_string()]),
         "the cut attach was undone and done again: {calls:?}\n{}",
         w.log()
     );

@@ -470,6 +470,7 @@ fn run(ctx: &Ctx<'_>, changes: &mut Vec<Event>) -> Result<Hotplugged, Error> {
         Ok(list) => list,
         Err(why) => return Ok(Hotplugged::Skipped(why.into())),
     };
+    tracing::debug!("[{who}]: hot-plug: {} attachment(s) now", current.len());
     // What the pod selects now, through the same selection, NAD reads and allow-list as its ADD.
     let pod_networks = ctx
         .kube
@@ -480,6 +481,10 @@ fn run(ctx: &Ctx<'_>, changes: &mut Vec<Event>) -> Result<Hotplugged, Error> {
         })?;
     add::check_allowed(ctx, &pod_networks)?;
     let desired = pod_networks.networks;
+    tracing::debug!(
+        "[{who}]: hot-plug: the pod selects {} network(s)",
+        desired.len()
+    );
     let links = ctx
         .seams
         .netns

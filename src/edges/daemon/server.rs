@@ -624,6 +624,16 @@ async fn cni(
     };
     let verb = wreq.env.get("CNI_COMMAND").cloned().unwrap_or_default();
     let container = wreq.env.get("CNI_CONTAINERID").cloned().unwrap_or_default();
+    // The pod of an ADD, for hot-plug: a networks annotation changed while this ADD finished is looked at
+    // again once its files are on disk (before then the pod has no sandbox a hot-plug can find).
+    let added_pod = (verb == "ADD" && shared.config.hotplug)
+        .then(|| wreq.env.get("CNI_ARGS"))
+        .flatten()
+        .and_then(|a| plexus_cni::CniArgs::parse(a).ok())
+        .and_then(|a| {
+            let ns = a.get("K8S_POD_NAMESPACE")?.to_string();
+            Some((ns, a.get("K8S_POD_NAME")?.to_string()))
+        });
     if verb == "DEL" {
         // The sandbox is going: a status write of its ADD still pending would only record what is removed.
         shared.status.cancel(&container);
@@ -701,10 +711,17 @@ async fn cni(
     // waits for the ADD's writes: the result records are what a restarted daemon writes a lost status from
     // (`super::reconcile`).
     let (flushed_tx, flushed) = tokio::sync::oneshot::channel::<()>();
+    let recheck = added_pod
+        .filter(|_| reply.status == 200)
+        .zip(shared.cache.as_ref().map(|c| c.changed_pods()));
     if let Some(finish) = finish {
         let finish: Box<dyn FnOnce() + Send> = Box::new(move || {
             finish();
             let _ = flushed_tx.send(());
+            // In line already: the reconcile reads the caches and changes nothing.
+            if let Some((pod, changed)) = recheck {
+                changed.push(pod);
+            }
         });
         let work = AfterReplyWork::new(shared, state, finish);
         if verb == "DEL" {

@@ -143,7 +143,10 @@ pub fn measure(b: &Bench, runner: &Runner, opts: &Opts) -> Result<Option<Hotplug
         NETWORKS,
         &networks_annotation(1),
     );
-    if let Err(e) = wait(|| links_present(&pod).map(|p| !p), "net2 gone before the DEL") {
+    if let Err(e) = wait(
+        || links_present(&pod).map(|p| !p),
+        "net2 gone before the DEL",
+    ) {
         report.failures.push(e);
     }
     if let Err(e) = runner.plexus(Op::Del, &rt, exec) {
@@ -202,8 +205,13 @@ fn steps(
                 &[ANNOTATION],
             );
             let started = Instant::now();
-            b.api
-                .set_pod_annotation(&host, &b.ns, &pod.info.name, NETWORKS, &networks_annotation(k))?;
+            b.api.set_pod_annotation(
+                &host,
+                &b.ns,
+                &pod.info.name,
+                NETWORKS,
+                &networks_annotation(k),
+            )?;
             let patched = started.elapsed();
             let mut polls = 0u32;
             wait(
@@ -249,9 +257,9 @@ fn steps(
         "trigger=\"annotation\",outcome=\"failed\"",
     );
     if failed > 0 {
-        report
-            .failures
-            .push(format!("{failed} hot-plug(s) failed (plexus_hotplugs_total)"));
+        report.failures.push(format!(
+            "{failed} hot-plug(s) failed (plexus_hotplugs_total)"
+        ));
     }
     report.runs = attach.len();
     report.attach = Stats::of(&attach);
@@ -271,7 +279,8 @@ fn daemon_requests(b: &Bench) -> Option<Vec<String>> {
         s.requests_by_user()
             .into_iter()
             .filter(|(r, user)| {
-                user.as_deref() == Some(b.plexus_user.as_str()) && !super::phases::is_watch(&r.query)
+                user.as_deref() == Some(b.plexus_user.as_str())
+                    && !super::phases::is_watch(&r.query)
             })
             .map(|(r, _)| format!("{} {}", r.method, r.path))
             .collect(),
@@ -289,7 +298,11 @@ fn idle(b: &Bench, daemon: &mut Daemon, pod: &Pod) -> Result<Idle, String> {
     wait(
         || {
             text = scrape(daemon);
-            Ok(counter(&text, "plexus_hotplug_attempts_total", "trigger=\"startup\"") >= 1)
+            Ok(counter(
+                &text,
+                "plexus_hotplug_attempts_total",
+                "trigger=\"startup\"",
+            ) >= 1)
         },
         "the start-up pass looking at the sandbox",
     )?;
@@ -308,7 +321,11 @@ fn idle(b: &Bench, daemon: &mut Daemon, pod: &Pod) -> Result<Idle, String> {
         })
         .sum();
     let mut idle = Idle {
-        startup_attempts: counter(&text, "plexus_hotplug_attempts_total", "trigger=\"startup\""),
+        startup_attempts: counter(
+            &text,
+            "plexus_hotplug_attempts_total",
+            "trigger=\"startup\"",
+        ),
         startup_changes,
         startup_requests: daemon_requests(b),
         touches: IDLE_TOUCHES,

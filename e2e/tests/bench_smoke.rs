@@ -1,8 +1,8 @@
 //! Keeps the benchmark program (`plexus-bench`, issues 5 and 8) from rotting: one tiny run of it, K=0 only,
 //! both modes (thin, and daemon: `plexus daemon` behind the shim, with a 4-pod storm after a restart),
-//! against the fresh `plexus-under-test` and `plexus-shim-under-test` builds (no release build here),
-//! and the scale phase at 100 NADs, checked for tables and sane numbers. The real measurements are made
-//! with the command in BENCHMARKS.md, not by the test suite.
+//! against the fresh `plexus-under-test` and `plexus-shim-under-test` builds (no release build here), the
+//! hot-plug phase (3 runs and the idle test) and the scale phase at 100 NADs, checked for tables and sane
+//! numbers. The real measurements are made with the command in BENCHMARKS.md, not by the test suite.
 
 use std::process::Command;
 
@@ -120,6 +120,33 @@ fn bench_quick_run_prints_a_sane_table() {
     } else {
         // No cgroup v1 memory controller: said so, not faked.
         assert!(storm["cgroup_unavailable"].is_string(), "{storm:#}");
+    }
+    // The hot-plug phase (issue 18), --quick: 3 attach/detach runs, then the idle test, which must show
+    // no delegate run and no API write for patches that leave the networks annotation alone.
+    let hp = &report["hotplug"];
+    assert_eq!(hp["runs"], 3, "{hp:#}");
+    assert_eq!(hp["failures"], Value::Array(vec![]), "{hp:#}");
+    assert_eq!(hp["leaks"], Value::Array(vec![]), "{hp:#}");
+    for what in ["attach", "detach"] {
+        let (min, p90) = (ms(&hp[what]["min_ms"]), ms(&hp[what]["p90_ms"]));
+        assert!(min > 0.0 && min <= p90 && p90 < 30_000.0, "{what}: {hp:#}");
+    }
+    assert_eq!(hp["daemon_attach"]["n"], 3, "{hp:#}");
+    let idle = &hp["idle"];
+    assert_eq!(idle["startup_attempts"], 1, "{idle:#}");
+    assert_eq!(idle["startup_changes"], 0, "{idle:#}");
+    assert_eq!(idle["delegate_runs"], 0, "{idle:#}");
+    assert_eq!(idle["touch_attempts"], 0, "{idle:#}");
+    if report["standin"] == true {
+        for reqs in ["startup_requests", "touch_requests"] {
+            let writes: Vec<&Value> = idle[reqs]
+                .as_array()
+                .expect("counted at the stand-in")
+                .iter()
+                .filter(|r| !r.as_str().unwrap_or_default().starts_with("GET "))
+                .collect();
+            assert!(writes.is_empty(), "{reqs}: {idle:#}");
+        }
     }
     // The scale phase (issue 20), --quick: 100 NADs, 4 pods on the node, a 20-name annotation.
     let scale = &report["scale"];

@@ -312,6 +312,48 @@ impl Api {
         }
     }
 
+    /// Set one annotation of pod `ns/name` with a merge patch of its metadata through the API, as a user
+    /// (`kubectl annotate --overwrite`) would. The stand-in listens inside `host`, so its request is sent
+    /// from a thread there.
+    pub fn set_pod_annotation(
+        &self,
+        host: &Path,
+        ns: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), String> {
+        match self {
+            Api::Standin { server, .. } => {
+                let client = server.as_ref().ok_or("stand-in stopped")?.client();
+                let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
+                let body = json!({"metadata": {"annotations": {key: value}}});
+                let reply = plexus_netns::run_in_netns(host, move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| e.to_string())?
+                        .block_on(client.patch(&path, "application/merge-patch+json", &body))
+                        .map_err(|e| e.to_string())
+                })
+                .map_err(|e| format!("host netns: {e}"))?
+                .map_err(|e| format!("patch pod {ns}/{name}: {e}"))?;
+                if reply.status != 200 {
+                    return Err(format!(
+                        "patch pod {ns}/{name}: {} {}",
+                        reply.status,
+                        String::from_utf8_lossy(&reply.body)
+                    ));
+                }
+                Ok(())
+            }
+            Api::Real { cluster, .. } => {
+                cluster.set_pod_annotation(ns, name, key, value);
+                Ok(())
+            }
+        }
+    }
+
     /// Forget the request log (stand-in only).
     pub fn clear_requests(&self) {
         if let Some(s) = self.standin() {

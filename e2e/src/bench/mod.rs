@@ -23,7 +23,8 @@
 //! In daemon mode (`--mode daemon`, or `both`, the default; see [`daemon`]) the runtime runs `plexus-shim`
 //! and `plexus daemon` serves it: the same per-K rows against the same floor, API reads per ADD in steady
 //! state, the shim's peak RSS and size, and a storm of pods after a daemon restart under a memory limit;
-//! then the scale phase ([`scale`]): the daemon with tens of thousands of NADs in the cluster, and one pod
+//! then the hot-plug phase ([`hotplug`]: a running pod's networks annotation changed, and left alone), and
+//! the scale phase ([`scale`]): the daemon with tens of thousands of NADs in the cluster, and one pod
 //! naming a thousand missing NADs.
 //!
 //! [`Invoker`]: plexus::seams::invoke::Invoker
@@ -32,6 +33,7 @@ mod analysis;
 mod api;
 mod daemon;
 mod exec;
+mod hotplug;
 mod opts;
 mod phases;
 mod profile;
@@ -156,6 +158,11 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         }
         None => (None, Vec::new()),
     };
+    // Before the scale phase, which leaves tens of thousands of NADs in the cluster.
+    let hotplug = match &bench.daemon_runner {
+        Some(runner) => hotplug::measure(&bench, runner, opts)?,
+        None => None,
+    };
     let scale = match &bench.daemon_runner {
         Some(runner) if !opts.scale.is_empty() => Some(scale::measure(&bench, runner, opts)?),
         _ => None,
@@ -197,6 +204,7 @@ pub fn run(opts: &Opts) -> Result<Report, String> {
         unrelated_nads,
         burst,
         daemon,
+        hotplug,
         scale,
         final_leaks,
         forwarded_connections: bench.api.forwarded_connections(),

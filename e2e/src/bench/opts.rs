@@ -7,7 +7,7 @@ pub const USAGE: &str = "usage: plexus-bench [--quick] [--mode thin|daemon|both]
                     [--burst PODS] [--unrelated-nads N] [--rss-runs N] [--rt-runs N] [--latency-ms MS]
                     [--storm PODS] [--storm-memory-mib MIB] [--daemon-config JSON] [--json PATH]
                     [--scale LIST] [--scale-pods N] [--fanout-names N] [--baseline-daemon PATH]
-                    [--baseline PATH]
+                    [--baseline PATH] [--hotplug-runs N]
 
 Measures plexus (ADD/DEL latency against the bare delegates, API requests and round trips, peak RSS,
 binary size, a concurrent burst, the effect of unrelated NADs) on real network namespaces with
@@ -45,6 +45,9 @@ or the real one named by E2E_KUBECONFIG.
   --scale-pods N      pods on the node in the scale phase, selecting 3 NADs each (default 250; --quick: 4)
   --fanout-names N    the scale phase first ADDs a pod naming N NADs that do not exist, in thin mode and
                       through each daemon, and counts its API requests (default 1000; --quick: 20; 0 skips)
+  --hotplug-runs N    daemon mode: hot-plug runs (issue 18): a K=1 pod's networks annotation patched to add
+                      a second network, then to remove it, timed to the interface present (gone); then
+                      the idle cost of annotation-neutral patches (default 30; --quick: 3; 0 skips)
   --baseline-daemon PATH  another plexus-daemon binary measured in the scale phase beside this build's
                       (an older build: old and new in one paired run)
   --baseline PATH     thin mode: also measure this other plexus binary (e.g. a build of the commit a change
@@ -113,6 +116,8 @@ pub struct Opts {
     pub scale_pods: usize,
     /// Names in the scale phase's long annotation (0: skipped).
     pub fanout_names: usize,
+    /// Hot-plug attach/detach runs (0: the hot-plug phase is skipped).
+    pub hotplug_runs: usize,
     /// A daemon binary measured beside this build's in the scale phase.
     pub baseline_daemon: Option<PathBuf>,
     /// Where to write JSON.
@@ -149,6 +154,7 @@ impl Opts {
         let (mut scale, mut scale_pods, mut fanout_names, mut baseline_daemon) =
             (None::<Vec<usize>>, None, None, None);
         let (mut wrap, mut plexus_log, mut baseline) = (None, None, None);
+        let mut hotplug_runs = None;
         let (mut quick, mut help) = (false, false);
         let num = |flag: &str, v: Option<String>| -> Result<usize, String> {
             v.ok_or_else(|| format!("{flag} needs a value"))?
@@ -209,6 +215,7 @@ impl Opts {
                 }
                 "--scale-pods" => scale_pods = Some(num("--scale-pods", it.next())?),
                 "--fanout-names" => fanout_names = Some(num("--fanout-names", it.next())?),
+                "--hotplug-runs" => hotplug_runs = Some(num("--hotplug-runs", it.next())?),
                 "--baseline-daemon" => {
                     baseline_daemon = Some(PathBuf::from(
                         it.next().ok_or("--baseline-daemon needs a path")?,
@@ -256,6 +263,7 @@ impl Opts {
             }),
             scale_pods: pick(scale_pods, 250, 4),
             fanout_names: pick(fanout_names, 1000, 20),
+            hotplug_runs: pick(hotplug_runs, 30, 3),
             baseline_daemon,
             json,
             quick,
@@ -357,6 +365,26 @@ mod tests {
             "room for 250 pods' NADs"
         );
         assert!(parse(&["--fanout-names", "1025"]).is_err());
+    }
+
+    #[test]
+    fn hotplug_runs() {
+        assert_eq!(parse(&[]).unwrap().hotplug_runs, 30);
+        assert_eq!(parse(&["--quick"]).unwrap().hotplug_runs, 3);
+        assert_eq!(
+            parse(&["--hotplug-runs", "0"]).unwrap().hotplug_runs,
+            0,
+            "0 skips"
+        );
+        assert_eq!(
+            parse(&["--quick", "--hotplug-runs", "12"])
+                .unwrap()
+                .hotplug_runs,
+            12
+        );
+        assert!(parse(&["--hotplug-runs"]).is_err());
+        assert!(parse(&["--hotplug-runs", "-1"]).is_err());
+        assert!(parse(&["--hotplug-runs", "many"]).is_err());
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct Report {
     pub burst: Option<BurstResult>,
     /// Daemon mode (issue 8).
     pub daemon: Option<DaemonReport>,
+    /// The hot-plug phase (issue 18).
+    pub hotplug: Option<super::hotplug::HotplugReport>,
     /// The scale phase (issue 20).
     pub scale: Option<super::scale::ScaleReport>,
     /// What was left at the very end, after every phase.
@@ -383,6 +385,10 @@ impl Report {
             if let Some(d) = &self.daemon {
                 daemon_markdown(&mut s, d, st);
             }
+            if let Some(r) = &self.hotplug {
+                let _ = writeln!(s);
+                super::hotplug::markdown(&mut s, r);
+            }
             if let Some(r) = &self.scale {
                 let _ = writeln!(s);
                 super::scale::markdown(&mut s, r);
@@ -547,6 +553,10 @@ impl Report {
         if let Some(d) = &self.daemon {
             let _ = writeln!(s);
             daemon_markdown(&mut s, d, st);
+        }
+        if let Some(r) = &self.hotplug {
+            let _ = writeln!(s);
+            super::hotplug::markdown(&mut s, r);
         }
         if let Some(r) = &self.scale {
             let _ = writeln!(s);

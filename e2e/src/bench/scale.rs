@@ -244,7 +244,7 @@ fn vm_rss(pid: u32) -> Option<u64> {
 
 /// CPU time (user + system) `pid` has used, ms (`/proc/<pid>/stat` counts in USER_HZ ticks, 100 a second
 /// on Linux).
-fn cpu_ms(pid: u32) -> Option<f64> {
+pub(super) fn cpu_ms(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command's name, which may hold spaces: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')')?.1;
@@ -254,7 +254,7 @@ fn cpu_ms(pid: u32) -> Option<f64> {
 }
 
 /// A gauge's value (its first series containing `labels`) in a metrics exposition.
-fn gauge(text: &str, name: &str, labels: &str) -> Option<u64> {
+pub(super) fn gauge(text: &str, name: &str, labels: &str) -> Option<u64> {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
         .find(|l| l.contains(labels))

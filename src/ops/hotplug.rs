@@ -95,15 +95,35 @@ pub fn reconcile(
     path: &[PathBuf],
     passthrough: &[(String, String)],
 ) -> Report {
+    let mut changes = Vec::new();
+    let (result, warnings) = on_sandbox(sandbox, config, seams, path, passthrough, |ctx| {
+        let result = run(ctx, &mut changes);
+        if let Err(e) = &result {
+            ctx.kube
+                .warn_pod(HOTPLUG_FAILED, format!("hot-plug failed: {e}"));
+        }
+        result
+    });
+    Report {
+        result,
+        warnings,
+        changes,
+    }
+}
+
+/// `work` on the sandbox's context (its environment, the seams, a Kube that collects Warning events), and
+/// the events it collected; a sandbox whose environment cannot be built fails before any work.
+fn on_sandbox<T>(
+    sandbox: &Sandbox,
+    config: &Config,
+    seams: &Seams<'_>,
+    path: &[PathBuf],
+    passthrough: &[(String, String)],
+    work: impl FnOnce(&Ctx<'_>) -> Result<T, Error>,
+) -> (Result<T, Error>, Vec<Event>) {
     let env = match env(sandbox, path, passthrough) {
         Ok(env) => env,
-        Err(e) => {
-            return Report {
-                result: Err(e),
-                warnings: Vec::new(),
-                changes: Vec::new(),
-            };
-        }
+        Err(e) => return (Err(e), Vec::new()),
     };
     let ctx = Ctx {
         env: &env,
@@ -111,17 +131,8 @@ pub fn reconcile(
         seams,
         kube: Kube::new(seams.cluster, config, true),
     };
-    let mut changes = Vec::new();
-    let result = run(&ctx, &mut changes);
-    if let Err(e) = &result {
-        ctx.kube
-            .warn_pod(HOTPLUG_FAILED, format!("hot-plug failed: {e}"));
-    }
-    Report {
-        result,
-        warnings: ctx.kube.take_events(),
-        changes,
-    }
+    let result = work(&ctx);
+    (result, ctx.kube.take_events())
 }
 
 /// What a `/delegate` call (Go Multus's hot-plug endpoint, docs/daemon.md "`/delegate`") asks of one
@@ -169,26 +180,10 @@ pub fn delegate(
     passthrough: &[(String, String)],
     call: DelegateCall,
 ) -> Delegated {
-    let env = match env(sandbox, path, passthrough) {
-        Ok(env) => env,
-        Err(e) => {
-            return Delegated {
-                result: Err(e),
-                warnings: Vec::new(),
-            };
-        }
-    };
-    let ctx = Ctx {
-        env: &env,
-        config,
-        seams,
-        kube: Kube::new(seams.cluster, config, true),
-    };
-    let result = delegated(&ctx, call);
-    Delegated {
-        result,
-        warnings: ctx.kube.take_events(),
-    }
+    let (result, warnings) = on_sandbox(sandbox, config, seams, path, passthrough, |ctx| {
+        delegated(ctx, call)
+    });
+    Delegated { result, warnings }
 }
 
 fn delegated(ctx: &Ctx<'_>, call: DelegateCall) -> Result<Option<CniResult>, Error> {

@@ -23,10 +23,7 @@ pub mod status_writer;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
-use kube::{
-    Client,
-    config::{KubeConfigOptions, Kubeconfig},
-};
+use kube::{Client, config::KubeConfigOptions};
 
 use self::{config::DaemonConfig, metrics::Metrics};
 use crate::seams::k8s::watch::NodeCache;
@@ -173,7 +170,8 @@ async fn client(config: &DaemonConfig) -> anyhow::Result<Client> {
     use anyhow::Context;
     let mut kc = match &config.kubeconfig {
         Some(p) => {
-            let kubeconfig = Kubeconfig::read_from(p)
+            let kubeconfig = crate::seams::k8s::kubeconfig::read(p)
+                .map_err(anyhow::Error::msg)
                 .with_context(|| format!("cannot read kubeconfig {}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await

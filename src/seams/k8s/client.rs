@@ -20,12 +20,12 @@ use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
+    config::KubeConfigOptions,
 };
 
 use crate::{
     pure::status,
-    seams::k8s::{nad::NetworkAttachmentDefinition, watch::nad_fields},
+    seams::k8s::{nad::NetworkAttachmentDefinition, podview, watch::nad_fields},
 };
 use crate::{
     pure::{config::Config, request::PodRef},
@@ -217,16 +217,14 @@ impl ApiCluster {
                 "a deferred status write needs the daemon's client".into(),
             ));
         };
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &job.pod.namespace);
         let patch = Patch::Merge(&job.patch);
         let params = PatchParams::default();
         self.attempt(
             "patch pod status",
             self.timeout,
-            pods.patch_status(&job.pod.name, &params, &patch),
+            podview::patch_status(client, &job.pod.namespace, &job.pod.name, &params, &patch),
         )
         .await
-        .map(|_| ())
     }
 
     /// [`ApiCluster::send_events`] over the shared client, from an async task (daemon mode).
@@ -328,7 +326,7 @@ impl ApiCluster {
                 let mut kc = match source {
                     Source::Kubeconfig(path) => {
                         warn_if_exposed(path);
-                        let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                        let kubeconfig = super::kubeconfig::read(path).map_err(|e| {
                             ClusterError::Other(format!(
                                 "cannot read kubeconfig {}: {e}",
                                 path.display()
@@ -531,8 +529,9 @@ impl Cluster for ApiCluster {
             let get_pod = async {
                 match pod_ref {
                     Some(p) => {
-                        let pods: Api<Pod> = Api::namespaced(client.clone(), &p.namespace);
-                        let got = self.retry("get pod", || pods.get(&p.name)).await;
+                        let got = self
+                            .retry("get pod", || podview::get(&client, &p.namespace, &p.name))
+                            .await;
                         Some(got.map_err(|e| pod_error(p, &e)))
                     }
                     None => None,
@@ -594,14 +593,19 @@ impl Cluster for ApiCluster {
         }
         let pod_ref = &job.pod;
         let result = self.run(|client| async move {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), &pod_ref.namespace);
             let params = PatchParams::default();
             let merge = Patch::Merge(&job.patch);
             let mut pause = Duration::from_millis(50);
             loop {
                 let r = self
                     .retry("patch pod status", || {
-                        pods.patch_status(&pod_ref.name, &params, &merge)
+                        podview::patch_status(
+                            &client,
+                            &pod_ref.namespace,
+                            &pod_ref.name,
+                            &params,
+                            &merge,
+                        )
                     })
                     .await;
                 match r {

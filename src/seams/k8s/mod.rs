@@ -6,10 +6,12 @@
 pub mod cached;
 pub mod client;
 pub mod events;
+pub mod kubeconfig;
 pub mod memory;
 pub mod nad;
 pub mod nadcache;
 pub mod observe;
+pub mod podview;
 pub mod tls;
 pub mod transport;
 pub mod watch;

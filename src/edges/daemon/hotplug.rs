@@ -23,7 +23,7 @@ use super::{Shared, handler::delegate_path, metrics::MeteredExec, reconcile::Ser
 use crate::{
     ops::{
         self,
-        hotplug::{Hotplugged, Sandbox},
+        hotplug::{Hotplugged, Sandbox, Skip},
     },
     pure::{config::Config, request::PodRef, status},
     seams::{
@@ -98,7 +98,7 @@ async fn reconcile_all(shared: &Arc<Shared>, since: Option<Instant>) {
     let shared = shared.clone();
     let done = tokio::task::spawn_blocking(move || {
         let Some(cache) = &shared.cache else { return };
-        let mut looked = 0usize;
+        let (mut looked, mut legacy) = (0usize, 0usize);
         for served in shared.served.all() {
             let mut newest: HashMap<(String, String, String), (SystemTime, Sandbox)> =
                 HashMap::new();
@@ -125,11 +125,22 @@ async fn reconcile_all(shared: &Arc<Shared>, since: Option<Instant>) {
                     uid: Some(uid),
                     infra_container_id: None,
                 };
-                hotplug_sandbox(&shared, &served, &config, &pod, &sandbox, since);
+                if hotplug_sandbox(&shared, &served, &config, &pod, &sandbox, since)
+                    == Some(Skip::Legacy)
+                {
+                    legacy += 1;
+                }
                 looked += 1;
             }
         }
-        tracing::info!("hot-plug: looked at the {looked} sandbox(es) of this node's pods");
+        if legacy > 0 {
+            tracing::info!(
+                "hot-plug: looked at the {looked} sandbox(es) of this node's pods; {legacy} of them were set \
+                 up by a plexus without hot-plug and keep their networks until their next sandbox"
+            );
+        } else {
+            tracing::info!("hot-plug: looked at the {looked} sandbox(es) of this node's pods");
+        }
     })
     .await;
     if let Err(e) = done {
@@ -246,6 +257,7 @@ fn reconcile_pod(shared: &Arc<Shared>, namespace: &str, name: &str, since: Insta
 
 /// One sandbox of `served`'s cniDir through [`ops::hotplug::reconcile`]; its events and network-status sent.
 /// `since`: when the annotation change was seen (`None`: the pass after the watch listed), for the latency.
+/// Returns why the sandbox was left alone, if it was.
 fn hotplug_sandbox(
     shared: &Arc<Shared>,
     served: &Served,
@@ -253,7 +265,7 @@ fn hotplug_sandbox(
     pod: &PodRef,
     sandbox: &Sandbox,
     since: Option<Instant>,
-) {
+) -> Option<Skip> {
     let trigger = if since.is_some() {
         "annotation"
     } else {
@@ -308,18 +320,31 @@ fn hotplug_sandbox(
             }
             (attached, detached, current)
         }
-        Ok(Hotplugged::Skipped(why)) => {
-            tracing::info!(pod = %who, container = %sandbox.container_id, "hot-plug: left alone: {why}");
-            return;
+        Ok(Hotplugged::Skipped(skip)) => {
+            match skip {
+                // Deleted while it was looked at: no news. One set up before hot-plug stays so until its
+                // next sandbox: the start-up pass counts them in its one line instead of one each.
+                Skip::Gone | Skip::Legacy => tracing::debug!(
+                    pod = %who,
+                    container = %sandbox.container_id,
+                    "hot-plug: left alone: {skip}"
+                ),
+                Skip::Unfinished => tracing::info!(
+                    pod = %who,
+                    container = %sandbox.container_id,
+                    "hot-plug: left alone: {skip}"
+                ),
+            }
+            return Some(skip);
         }
         Err(e) => {
             shared.metrics.hotplugged(trigger, "failed", 1);
             tracing::warn!(pod = %who, container = %sandbox.container_id, "hot-plug failed: {e}");
-            return;
+            return None;
         }
     };
     if attached + detached == 0 {
-        return;
+        return None;
     }
     let changes = report.changes;
     if config.system_namespaces.contains(&pod.namespace) {
@@ -330,7 +355,7 @@ fn hotplug_sandbox(
         shared
             .handle
             .spawn(async move { sink.post_events(changes).await });
-        return;
+        return None;
     }
     // The whole set, so an add and a remove together never lose an entry.
     let rendered = status::render_attached(&current, crate::seams::devices::info::read);
@@ -348,6 +373,7 @@ fn hotplug_sandbox(
             metrics.hotplug_latency(trigger, since.elapsed());
         }
     });
+    None
 }
 
 /// What a hot-plug runs against, for one node config: the API with the daemon's caches in front of it, the

@@ -282,18 +282,7 @@ fn hotplug_sandbox(
     };
     let passthrough = [("PATH".to_string(), delegate_path(shared))];
     let report = ops::hotplug::reconcile(sandbox, config, &seams, &path, &passthrough);
-    let sink = Arc::new(ApiCluster::daemon_writer(
-        shared.handle.clone(),
-        shared.client.clone(),
-        Some(shared.metrics.clone()),
-        config.api_timeout,
-    ));
-    if !report.warnings.is_empty() {
-        let (sink, warnings) = (sink.clone(), report.warnings);
-        shared
-            .handle
-            .spawn(async move { sink.post_events(warnings).await });
-    }
+    shared.post_events(config.api_timeout, report.warnings);
     let who = format!("{}/{}", pod.namespace, pod.name);
     let (attached, detached, current) = match report.result {
         Ok(Hotplugged::Reconciled {
@@ -352,9 +341,7 @@ fn hotplug_sandbox(
         if let Some(since) = since {
             shared.metrics.hotplug_latency(trigger, since.elapsed());
         }
-        shared
-            .handle
-            .spawn(async move { sink.post_events(changes).await });
+        shared.post_events(config.api_timeout, changes);
         return None;
     }
     // The whole set, so an add and a remove together never lose an entry.
@@ -365,7 +352,9 @@ fn hotplug_sandbox(
         rendered,
     );
     job.added = changes;
-    let write = shared.status.submit(sink, &sandbox.container_id, job);
+    let write = shared
+        .status
+        .submit(shared.writer(config.api_timeout), &sandbox.container_id, job);
     let metrics = shared.metrics.clone();
     shared.handle.spawn(async move {
         write.await;
@@ -377,7 +366,8 @@ fn hotplug_sandbox(
 }
 
 /// What a hot-plug runs against, for one node config: the API with the daemon's caches in front of it, the
-/// delegates timed into the metrics, the kubelet. Shared by annotation hot-plugs and `/delegate`.
+/// delegates timed into the metrics, the kubelet. Shared by annotation hot-plugs and `/delegate`; its parts
+/// are the ones a `/cni` request gets (`Shared::cluster`, `Shared::metered_exec`).
 pub(super) struct HotplugSeams<'s> {
     shared: &'s Shared,
     cluster: Cached<Arc<ApiCluster>>,
@@ -388,19 +378,10 @@ pub(super) struct HotplugSeams<'s> {
 impl<'s> HotplugSeams<'s> {
     /// The seams' parts for `config`.
     pub(super) fn new(shared: &'s Shared, config: &Config) -> HotplugSeams<'s> {
-        let api = Arc::new(ApiCluster::shared(
-            shared.handle.clone(),
-            shared.client.clone(),
-            Some(shared.metrics.clone()),
-            config,
-        ));
         HotplugSeams {
             shared,
-            cluster: Cached::new(api, shared.cache.clone(), Some(shared.metrics.clone())),
-            exec: MeteredExec {
-                inner: shared.exec.as_ref(),
-                metrics: &shared.metrics,
-            },
+            cluster: shared.cluster(config, false),
+            exec: shared.metered_exec(),
             kubelet: Kubelet::from_config(config),
         }
     }

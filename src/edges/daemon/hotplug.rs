@@ -352,16 +352,19 @@ fn hotplug_sandbox(
         rendered,
     );
     job.added = changes;
-    let write = shared
-        .status
-        .submit(shared.writer(config.api_timeout), &sandbox.container_id, job);
+    // The latency ends when the network-status write does, not after the events that follow it.
     let metrics = shared.metrics.clone();
-    shared.handle.spawn(async move {
-        write.await;
-        if let Some(since) = since {
-            metrics.hotplug_latency(trigger, since.elapsed());
-        }
-    });
+    let write = shared.status.submit_then(
+        shared.writer(config.api_timeout),
+        &sandbox.container_id,
+        job,
+        move |_| {
+            if let Some(since) = since {
+                metrics.hotplug_latency(trigger, since.elapsed());
+            }
+        },
+    );
+    shared.handle.spawn(write);
     None
 }
 

@@ -120,7 +120,10 @@ fn forget(
     })
     .map(|()| {
         if let Err(e) = refusals::remove(cni_dir, cid, trash) {
-            tracing::warn!("[{}]: removing hot-plug's record of refusals: {e}", ctx.who());
+            tracing::warn!(
+                "[{}]: removing hot-plug's record of refusals: {e}",
+                ctx.who()
+            );
         }
         teardown::remove_interrupted_writes(cni_dir, cid, trash);
         lock.release_and_remove();

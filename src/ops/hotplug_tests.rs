@@ -413,65 +413,43 @@ fn a_standing_refusal_is_posted_once_per_sandbox() {
     assert_eq!(files_of_c1(&h), Vec::<PathBuf>::new());
 }
 
-/// The runtime's DEL of the sandbox lands between the reconcile's first look and its attach: nothing is
-/// attached, and the pod gets no event (a sandbox being deleted is no failure of its hot-plug); nothing of
-/// the sandbox is left on disk.
+/// The runtime's DEL of the sandbox lands between the reconcile's first look and its attach or detach:
+/// nothing runs, and the pod gets no event and no network-status write (a sandbox being deleted is no
+/// failure of its hot-plug); nothing of the sandbox is left on disk.
 #[test]
-fn a_sandbox_deleted_before_its_attach_is_skipped_quietly() {
-    let h = TestHost::new();
-    runtime(&h, "ADD", Some(&api("")));
-    calls(&h);
-    let cni_dir = h.cni_dir();
-    // The pod read comes after the first look (under the lock, which it released) and before the attach.
-    let api = api("a").on_pod_read(move || {
-        let (exec, netns) = (FakeExec::default(), FakeNetns::default());
-        let seams = Seams {
-            exec: &exec,
-            netns: &netns,
-            cluster: None,
-            kubelet: &NoKubelet,
-            defer_work: false,
-        };
-        runtime_on(&config_in(&cni_dir), &seams, "DEL");
-    });
-    let r = hotplug_over(&h, &api);
-    assert!(
-        matches!(r.result, Ok(Hotplugged::Skipped(Skip::Gone))),
-        "{:?}",
-        r.result
-    );
-    assert!(r.warnings.is_empty(), "no Warning event: {:?}", r.warnings);
-    assert!(r.changes.is_empty(), "{:?}", r.changes);
-    assert!(calls(&h).is_empty(), "no delegate ran");
-    assert!(api.status_writes().is_empty());
-    assert_eq!(files_of_c1(&h), Vec::<PathBuf>::new());
-}
-
-/// The same race before a detach: skipped quietly too.
-#[test]
-fn a_sandbox_deleted_before_its_detach_is_skipped_quietly() {
-    let h = TestHost::new();
-    runtime(&h, "ADD", Some(&api("a")));
-    calls(&h);
-    let cni_dir = h.cni_dir();
-    let api = api("").on_pod_read(move || {
-        let (exec, netns) = (FakeExec::default(), FakeNetns::default());
-        let seams = Seams {
-            exec: &exec,
-            netns: &netns,
-            cluster: None,
-            kubelet: &NoKubelet,
-            defer_work: false,
-        };
-        runtime_on(&config_in(&cni_dir), &seams, "DEL");
-    });
-    let r = hotplug_over(&h, &api);
-    assert!(
-        matches!(r.result, Ok(Hotplugged::Skipped(Skip::Gone))),
-        "{:?}",
-        r.result
-    );
-    assert!(r.warnings.is_empty() && r.changes.is_empty(), "{r:?}");
-    assert!(calls(&h).is_empty(), "no delegate ran");
-    assert_eq!(files_of_c1(&h), Vec::<PathBuf>::new());
+fn a_sandbox_deleted_mid_reconcile_is_skipped_quietly() {
+    // (annotation at the ADD, annotation at the hot-plug): an attach, then a detach.
+    for (at_add, now) in [("", "a"), ("a", "")] {
+        let h = TestHost::new();
+        runtime(&h, "ADD", Some(&api(at_add)));
+        calls(&h);
+        let cni_dir = h.cni_dir();
+        // The pod read comes after the first look (under the lock, released since) and before the change.
+        let api = api(now).on_pod_read(move || {
+            let (exec, netns) = (FakeExec::default(), FakeNetns::default());
+            let seams = Seams {
+                exec: &exec,
+                netns: &netns,
+                cluster: None,
+                kubelet: &NoKubelet,
+                defer_work: false,
+            };
+            runtime_on(&config_in(&cni_dir), &seams, "DEL");
+        });
+        let r = hotplug_over(&h, &api);
+        assert!(
+            matches!(r.result, Ok(Hotplugged::Skipped(Skip::Gone))),
+            "{now:?}: {:?}",
+            r.result
+        );
+        assert!(
+            r.warnings.is_empty(),
+            "{now:?}: no Warning event: {:?}",
+            r.warnings
+        );
+        assert!(r.changes.is_empty(), "{now:?}: {:?}", r.changes);
+        assert!(calls(&h).is_empty(), "{now:?}: no delegate ran");
+        assert!(api.status_writes().is_empty());
+        assert_eq!(files_of_c1(&h), Vec::<PathBuf>::new(), "{now:?}");
+    }
 }

@@ -78,8 +78,8 @@ pub fn plexus_files(cni_dir: &Path, cid: &str) -> Vec<PathBuf> {
         cni_dir.join(".refusals").join(cid),
     ]
     .into_iter()
-        .filter(|p| p.exists())
-        .collect();
+    .filter(|p| p.exists())
+    .collect();
     out.extend(results_for(cni_dir, cid));
     out
 }

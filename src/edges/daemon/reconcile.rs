@@ -361,7 +361,11 @@ pub async fn run(shared: Arc<Shared>, served: Arc<ServedDirs>) {
                 .copied()
                 .unwrap_or(Duration::from_secs(5));
             let job = DeferredStatus::rendered(w.pod, &w.uid, w.rendered);
-            tokio::spawn(shared.status.submit(shared.writer(timeout), &w.container, job));
+            tokio::spawn(
+                shared
+                    .status
+                    .submit(shared.writer(timeout), &w.container, job),
+            );
         }
     }
 }

@@ -28,6 +28,7 @@ use super::{
 use crate::{
     ops::error::Error,
     pure::{
+        annotations::NETWORKS_ANNOTATION,
         config::Config,
         hotplug::{self, HOTPLUG_FAILED},
         plan::{Attachment, NetworkRequest},
@@ -105,7 +106,7 @@ pub struct Report {
     /// The outcome, or the failure that stopped it (the pod's annotation refused, the API down, …).
     pub result: Result<Hotplugged, Error>,
     /// Warning events, to post now: those the sandbox's last look posted already, and still stand, left
-    /// out ([`crate::store::refusals`]).
+    /// out unless the networks annotation was edited since ([`crate::store::refusals`]).
     pub warnings: Vec<Event>,
     /// `AddedInterface`/`RemovedInterface` events, to post once the network-status write lands.
     pub changes: Vec<Event>,
@@ -122,12 +123,18 @@ pub fn reconcile(
     passthrough: &[(String, String)],
 ) -> Report {
     let mut changes = Vec::new();
+    // The networks annotation this look acted on (`None`: the pod was not read).
+    let mut annotation = None;
     let (result, warnings) = on_sandbox(sandbox, config, seams, path, passthrough, |ctx| {
         let result = run(ctx, &mut changes);
         if let Err(e) = &result {
             ctx.kube
                 .warn_pod(HOTPLUG_FAILED, format!("hot-plug failed: {e}"));
         }
+        annotation = ctx
+            .kube
+            .pod_annotation(NETWORKS_ANNOTATION)
+            .map(|v| refusals::digest(v.as_deref().unwrap_or_default()));
         result
     });
     if let Ok(Hotplugged::Skipped(_)) = &result {
@@ -138,7 +145,7 @@ pub fn reconcile(
             changes: Vec::new(),
         };
     }
-    let warnings = unposted(config, &sandbox.container_id, warnings);
+    let warnings = unposted(config, &sandbox.container_id, warnings, annotation);
     Report {
         result,
         warnings,
@@ -146,10 +153,18 @@ pub fn reconcile(
     }
 }
 
-/// Of a look's Warning `warnings`, those the sandbox's previous look did not post; what this look found is
-/// recorded as what stands, so a refusal that goes away and comes back is posted again. Under the
-/// container's lock and only while its cache exists, so a DEL never leaves the record behind.
-fn unposted(config: &Config, cid: &str, warnings: Vec<Event>) -> Vec<Event> {
+/// Of a look's Warning `warnings`, those to post: all of them when the networks annotation (its
+/// [`refusals::digest`], `None` when the look did not read it) differs from the one the previous look
+/// acted on (the user edited it: the edit is answered in full, the same refusal included), else those the
+/// previous look did not post. What this look found is recorded as what stands, so a refusal that goes away
+/// and comes back is posted again. Under the container's lock and only while its cache exists, so a DEL
+/// never leaves the record behind.
+fn unposted(
+    config: &Config,
+    cid: &str,
+    warnings: Vec<Event>,
+    annotation: Option<String>,
+) -> Vec<Event> {
     let cni_dir = &config.cni_dir;
     let lock = match ContainerLock::acquire(cni_dir, cid, config.lock_timeout) {
         Ok(lock) => lock,
@@ -169,22 +184,32 @@ fn unposted(config: &Config, cid: &str, warnings: Vec<Event>) -> Vec<Event> {
         message: e.message.clone().unwrap_or_default(),
     };
     let before = refusals::read(cni_dir, cid);
-    let now: BTreeSet<Posted> = warnings.iter().map(key).collect();
+    // Not known on either side is no edit: a look that could not read the pod says nothing of it, and a
+    // record of the first form was written by the daemon this one replaced, whose restart must stay quiet.
+    let edited =
+        matches!((&annotation, &before.annotation), (Some(now), Some(then)) if now != then);
+    let now = refusals::Record {
+        annotation: annotation.or_else(|| before.annotation.clone()),
+        posted: warnings.iter().map(key).collect(),
+    };
     if now != before
         && let Err(e) = refusals::write(cni_dir, cid, &now)
     {
         tracing::warn!(container = %cid, "hot-plug: cannot record the refusals posted: {e}");
     }
     drop(lock);
+    if edited {
+        return warnings;
+    }
     let found = warnings.len();
     let fresh: Vec<Event> = warnings
         .into_iter()
-        .filter(|e| !before.contains(&key(e)))
+        .filter(|e| !before.posted.contains(&key(e)))
         .collect();
     if fresh.len() < found {
         tracing::debug!(
             container = %cid,
-            "hot-plug: {} warning(s) not posted again: they stand as posted before",
+            "hot-plug: {} warning(s) not posted again: they stand as posted before, for the same annotation",
             found - fresh.len()
         );
     }

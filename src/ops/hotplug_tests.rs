@@ -362,10 +362,11 @@ fn files_of_c1(h: &TestHost) -> Vec<PathBuf> {
     plexus_testsupport::leaks::files_naming(&h.cni_dir(), "c1")
 }
 
-/// A refusal that stands is posted once per sandbox, however often the sandbox is looked at again (each
-/// look here is a fresh reconcile, as after a daemon restart: only the record on disk carries over); one
-/// that changes is posted, one that goes away and comes back is posted again; the runtime's DEL leaves no
-/// record behind.
+/// A refusal that stands is posted once per sandbox, however often the sandbox is looked at again with the
+/// same networks annotation (each look here is a fresh reconcile, as after a daemon restart: only the record
+/// on disk carries over); an edit of the annotation is answered in full, the same refusal posted again; one
+/// that changes is posted, one that goes away and comes back is posted again; a record of the first form
+/// (no annotation) counts as made for the annotation looked at; the runtime's DEL leaves no record behind.
 #[test]
 fn a_standing_refusal_is_posted_once_per_sandbox() {
     let h = TestHost::new();
@@ -381,6 +382,7 @@ fn a_standing_refusal_is_posted_once_per_sandbox() {
 
     let r = hotplug(&h, &mac("aa"));
     assert_eq!(reasons(&r.warnings), [HOTPLUG_FAILED]);
+    let refused = messages(&r);
     assert!(refusals::path(&h.cni_dir(), "c1").is_file());
     // Looked at again, nothing changed: nothing to post, and the outcome still counts the refusal.
     let r = hotplug(&h, &mac("aa"));
@@ -390,6 +392,24 @@ fn a_standing_refusal_is_posted_once_per_sandbox() {
         "{:?}",
         r.result
     );
+    // The user edits the annotation (an hour later, say: the first event has expired) and is refused for
+    // the same reason, word for word: the edit gets its answer. Looked at again, it stands as posted.
+    let edited = r#"[{"mac":"02:00:00:00:00:aa","name":"a"}]"#;
+    let r = hotplug(&h, edited);
+    assert_eq!(messages(&r), refused, "an edit is answered in full");
+    let r = hotplug(&h, edited);
+    assert!(r.warnings.is_empty(), "{:?}", messages(&r));
+    // A record of the first form (the set alone, from the daemon this one replaced): taken as made for the
+    // annotation now, so the restart posts nothing; the next edit is answered.
+    std::fs::write(
+        refusals::path(&h.cni_dir(), "c1"),
+        serde_json::to_vec(&json!([{"reason": HOTPLUG_FAILED, "message": refused[0]}])).unwrap(),
+    )
+    .unwrap();
+    let r = hotplug(&h, &mac("aa"));
+    assert!(r.warnings.is_empty(), "{:?}", messages(&r));
+    let r = hotplug(&h, edited);
+    assert_eq!(messages(&r), refused);
     // A NAD that does not exist refuses the whole edit: its two events are posted once too.
     let with_ghost = r#"[{"name":"a","mac":"02:00:00:00:00:aa"},{"name":"ghost"}]"#;
     let r = hotplug(&h, with_ghost);

@@ -1765,10 +1765,11 @@ fn a_daemon_killed_during_a_hot_plug_converges_after_its_restart() {
     assert_no_leak(&w, &cut);
 }
 
-/// A refusal that stands is posted once per sandbox, a daemon restart included: the restarted daemon's
-/// look at every sandbox finds the pod's changed attachment refused as before, and posts nothing. A
-/// different refusal made after that look is posted (so its event, when it arrives, comes after anything
-/// the restart's look posted). The runtime's DEL leaves no record of what was posted.
+/// A refusal that stands is posted once per sandbox and annotation, a daemon restart included: the
+/// restarted daemon's look at every sandbox finds the pod's changed attachment refused as before, and posts
+/// nothing. An edit of the annotation after that look that is refused the same way, word for word, is
+/// answered: posted again. A different refusal made after that is posted (so its event, when it arrives,
+/// comes after anything the restart's look posted). The runtime's DEL leaves no record of what was posted.
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn a_standing_refusal_is_not_posted_again_when_the_daemon_restarts() {
@@ -1807,6 +1808,16 @@ fn a_standing_refusal_is_not_posted_again_when_the_daemon_restarts() {
         )
         .is_some_and(|n| n >= 1.0)
     });
+    // ... an edit refused for the same reason is answered ...
+    w.cluster.set_pod_annotation(
+        &w.ns,
+        &sb.pod.name,
+        NETWORKS_ANNOTATION,
+        r#"[{"mac":"02:00:00:00:00:aa","name":"a"}]"#,
+    );
+    wait_until("the edit's event", Duration::from_secs(30), || {
+        refused(&w, MAC) > 1
+    });
     // ... and a refusal made after it is posted.
     w.cluster.set_pod_annotation(
         &w.ns,
@@ -1819,8 +1830,8 @@ fn a_standing_refusal_is_not_posted_again_when_the_daemon_restarts() {
     });
     assert_eq!(
         refused(&w, MAC),
-        1,
-        "the standing refusal was posted once: {:?}\ndaemon log:\n{}",
+        2,
+        "the standing refusal was posted once for each annotation: {:?}\ndaemon log:\n{}",
         events_with(&w, &sb, "HotplugFailed"),
         std::fs::read_to_string(w.daemon_log_file()).unwrap_or_default()
     );

@@ -1765,6 +1765,86 @@ fn a_daemon_killed_during_a_hot_plug_converges_after_its_restart() {
     assert_no_leak(&w, &cut);
 }
 
+/// A refusal that stands is posted once per sandbox and annotation, a daemon restart included: the
+/// restarted daemon's look at every sandbox finds the pod's changed attachment refused as before, and posts
+/// nothing. An edit of the annotation after that look that is refused the same way, word for word, is
+/// answered: posted again. A different refusal made after that is posted (so its event, when it arrives,
+/// comes after anything the restart's look posted). The runtime's DEL leaves no record of what was posted.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_standing_refusal_is_not_posted_again_when_the_daemon_restarts() {
+    let test = "a_standing_refusal_is_not_posted_again_when_the_daemon_restarts";
+    let mut w = hotplug_world(test);
+    w.nad("a", &w.macvlan(MACVLAN_SUBNET));
+    let rt = w.runtime(json!({}));
+    let sb = w.sandbox("kept", &[(NETWORKS_ANNOTATION, "a")]);
+    w.add_ok(&rt, &sb);
+    let refused = |w: &World, what: &str| -> usize {
+        events_with(w, &sb, "HotplugFailed")
+            .iter()
+            .filter(|(t, m)| t == "Warning" && m.contains(what))
+            .count()
+    };
+    const MAC: &str = "its requests";
+    const ARGS: &str = "its cni-args";
+    w.cluster.set_pod_annotation(
+        &w.ns,
+        &sb.pod.name,
+        NETWORKS_ANNOTATION,
+        r#"[{"name":"a","mac":"02:00:00:00:00:aa"}]"#,
+    );
+    wait_until("the refusal's event", Duration::from_secs(30), || {
+        refused(&w, MAC) > 0
+    });
+
+    let mut config = w.daemon_config();
+    config["hotplug"] = json!(true);
+    w.restart_daemon(&plexus(), &config, DaemonView::Host);
+    // The restarted daemon's look at the sandbox is over (it counted the refusal) ...
+    wait_until("the start-up look", Duration::from_secs(30), || {
+        gauge(
+            &w,
+            "plexus_hotplugs_total{trigger=\"startup\",outcome=\"failed\"}",
+        )
+        .is_some_and(|n| n >= 1.0)
+    });
+    // ... an edit refused for the same reason is answered ...
+    w.cluster.set_pod_annotation(
+        &w.ns,
+        &sb.pod.name,
+        NETWORKS_ANNOTATION,
+        r#"[{"mac":"02:00:00:00:00:aa","name":"a"}]"#,
+    );
+    wait_until("the edit's event", Duration::from_secs(30), || {
+        refused(&w, MAC) > 1
+    });
+    // ... and a refusal made after it is posted.
+    w.cluster.set_pod_annotation(
+        &w.ns,
+        &sb.pod.name,
+        NETWORKS_ANNOTATION,
+        r#"[{"name":"a","cni-args":{"x":"1"}}]"#,
+    );
+    wait_until("the new refusal's event", Duration::from_secs(30), || {
+        refused(&w, ARGS) > 0
+    });
+    assert_eq!(
+        refused(&w, MAC),
+        2,
+        "the standing refusal was posted once for each annotation: {:?}\ndaemon log:\n{}",
+        events_with(&w, &sb, "HotplugFailed"),
+        std::fs::read_to_string(w.daemon_log_file()).unwrap_or_default()
+    );
+    assert_eq!(refused(&w, ARGS), 1);
+    assert!(
+        w.cni_dir().join(".refusals").join(&sb.cid).is_file(),
+        "what stands is recorded"
+    );
+    assert_eq!(sb.netns.link_names(), ["eth0", "lo", "net1"]);
+    w.del_ok(&rt, &sb);
+    w.assert_clean(&sb);
+}
+
 // === Issue 18, part 2a: Go Multus's /delegate endpoint ===
 
 /// multus-dynamic-networks-controller's `/delegate` body for `command` of interface `ifname` of `sb`'s

@@ -289,6 +289,7 @@ fn tear_down_earlier_add(ctx: &Ctx<'_>) -> Result<bool, Error> {
                 // and DEL must find that one (`cache::read`), not the earlier ADD's.
                 Ok(()) => {
                     let _ = cache::remove(cni_dir, cid);
+                    let _ = crate::store::refusals::remove(cni_dir, cid, None);
                     teardown::remove_interrupted_writes(cni_dir, cid, None);
                 }
                 Err(e) => tracing::warn!("[{}]: tearing down the earlier ADD: {e}", ctx.who()),

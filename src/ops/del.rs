@@ -11,7 +11,7 @@ use std::{
 use super::{AfterReply, Ctx, attached, teardown};
 use crate::{
     ops::error::Error,
-    store::{cache, lock::ContainerLock, trash::Trash},
+    store::{cache, lock::ContainerLock, refusals, trash::Trash},
 };
 
 /// DEL; daemon mode: with the unlinks of its trash for after the reply.
@@ -85,8 +85,8 @@ fn lock_or_take_over(ctx: &Ctx<'_>) -> Result<ContainerLock, Error> {
     }
 }
 
-/// After the teardown (`result`): remove the container's cache, the temp files of its interrupted writes
-/// and its lock file; into `trash` when given. retryDeleteOnError keeps the cache after a failed DEL so the
+/// After the teardown (`result`): remove the container's cache, hot-plug's record of the refusals it posted,
+/// the temp files of its interrupted writes and its lock file; into `trash` when given. retryDeleteOnError keeps the cache after a failed DEL so the
 /// runtime can retry with it (#926), except when the failure says something is already gone.
 fn forget(
     ctx: &Ctx<'_>,
@@ -119,6 +119,12 @@ fn forget(
         source,
     })
     .map(|()| {
+        if let Err(e) = refusals::remove(cni_dir, cid, trash) {
+            tracing::warn!(
+                "[{}]: removing hot-plug's record of refusals: {e}",
+                ctx.who()
+            );
+        }
         teardown::remove_interrupted_writes(cni_dir, cid, trash);
         lock.release_and_remove();
     })

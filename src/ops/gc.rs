@@ -14,6 +14,7 @@ use crate::{
     store::{
         cache, lock,
         lock::ContainerLock,
+        refusals,
         resultcache::{self, CachedAttachment},
     },
 };
@@ -74,6 +75,8 @@ fn tear_down_stale(ctx: &Ctx<'_>, cid: &str, errors: &mut Vec<Error>) {
                     source,
                 });
             }
+            let _ = refusals::remove(cni_dir, cid, None);
+            teardown::remove_interrupted_writes(cni_dir, cid, None);
             lock.release_and_remove();
         }
         Err(e) => errors.push(e),

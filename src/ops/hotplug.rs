@@ -28,6 +28,7 @@ use super::{
 use crate::{
     ops::error::Error,
     pure::{
+        annotations::NETWORKS_ANNOTATION,
         config::Config,
         hotplug::{self, HOTPLUG_FAILED},
         plan::{Attachment, NetworkRequest},
@@ -37,6 +38,7 @@ use crate::{
     store::{
         cache::{self, ReadOutcome},
         lock::ContainerLock,
+        refusals::{self, Posted},
         resultcache,
     },
 };
@@ -55,11 +57,35 @@ pub struct Sandbox {
     pub master_ifname: String,
 }
 
+/// Why a sandbox is left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Its cache is gone: the sandbox is being (or was) deleted, maybe while the reconcile ran.
+    Gone,
+    /// Its ADD has not finished (only its staged cache, or an entry the runtime's ADD made has no record).
+    Unfinished,
+    /// Its cache is from before hot-plug: which entries are the pod's networks is not known.
+    Legacy,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Skip::Gone => "its cache is gone: the sandbox is being deleted",
+            Skip::Unfinished => "its ADD has not finished",
+            Skip::Legacy => {
+                "its cache is from a plexus without hot-plug (it does not say which networks are the pod's)"
+            }
+        })
+    }
+}
+
 /// How a reconcile of one sandbox ended.
 #[derive(Debug)]
 pub enum Hotplugged {
-    /// Left alone, and why: its cache is gone (being deleted), or its ADD has not finished.
-    Skipped(String),
+    /// Left alone, and why. Nothing was posted or is to be written: a sandbox deleted while it was being
+    /// looked at is no failure of the pod's.
+    Skipped(Skip),
     /// Reconciled.
     Reconciled {
         /// Attachments added.
@@ -79,7 +105,8 @@ pub enum Hotplugged {
 pub struct Report {
     /// The outcome, or the failure that stopped it (the pod's annotation refused, the API down, …).
     pub result: Result<Hotplugged, Error>,
-    /// Warning events, to post now.
+    /// Warning events, to post now: those the sandbox's last look posted already, and still stand, left
+    /// out unless the networks annotation was edited since ([`crate::store::refusals`]).
     pub warnings: Vec<Event>,
     /// `AddedInterface`/`RemovedInterface` events, to post once the network-status write lands.
     pub changes: Vec<Event>,
@@ -96,19 +123,97 @@ pub fn reconcile(
     passthrough: &[(String, String)],
 ) -> Report {
     let mut changes = Vec::new();
+    // The networks annotation this look acted on (`None`: the pod was not read).
+    let mut annotation = None;
     let (result, warnings) = on_sandbox(sandbox, config, seams, path, passthrough, |ctx| {
         let result = run(ctx, &mut changes);
         if let Err(e) = &result {
             ctx.kube
                 .warn_pod(HOTPLUG_FAILED, format!("hot-plug failed: {e}"));
         }
+        annotation = ctx
+            .kube
+            .pod_annotation(NETWORKS_ANNOTATION)
+            .map(|v| refusals::digest(v.as_deref().unwrap_or_default()));
         result
     });
+    if let Ok(Hotplugged::Skipped(_)) = &result {
+        // Left alone (a sandbox deleted mid-way included): whatever was collected on the way is moot.
+        return Report {
+            result,
+            warnings: Vec::new(),
+            changes: Vec::new(),
+        };
+    }
+    let warnings = unposted(config, &sandbox.container_id, warnings, annotation);
     Report {
         result,
         warnings,
         changes,
     }
+}
+
+/// Of a look's Warning `warnings`, those to post: all of them when the networks annotation (its
+/// [`refusals::digest`], `None` when the look did not read it) differs from the one the previous look
+/// acted on (the user edited it: the edit is answered in full, the same refusal included), else those the
+/// previous look did not post. What this look found is recorded as what stands, so a refusal that goes away
+/// and comes back is posted again. Under the container's lock and only while its cache exists, so a DEL
+/// never leaves the record behind.
+fn unposted(
+    config: &Config,
+    cid: &str,
+    warnings: Vec<Event>,
+    annotation: Option<String>,
+) -> Vec<Event> {
+    let cni_dir = &config.cni_dir;
+    let lock = match ContainerLock::acquire(cni_dir, cid, config.lock_timeout) {
+        Ok(lock) => lock,
+        Err(e) => {
+            // Posting again is better than saying nothing.
+            tracing::warn!(container = %cid, "hot-plug: the refusals posted before are not known: {e}");
+            return warnings;
+        }
+    };
+    if !cache::path(cni_dir, cid).is_file() {
+        let _ = refusals::remove(cni_dir, cid, None);
+        lock.release_and_remove();
+        return Vec::new();
+    }
+    let key = |e: &Event| Posted {
+        reason: e.reason.clone().unwrap_or_default(),
+        message: e.message.clone().unwrap_or_default(),
+    };
+    let before = refusals::read(cni_dir, cid);
+    // Not known on either side is no edit: a look that could not read the pod says nothing of it, and a
+    // record of the first form was written by the daemon this one replaced, whose restart must stay quiet.
+    let edited =
+        matches!((&annotation, &before.annotation), (Some(now), Some(then)) if now != then);
+    let now = refusals::Record {
+        annotation: annotation.or_else(|| before.annotation.clone()),
+        posted: warnings.iter().map(key).collect(),
+    };
+    if now != before
+        && let Err(e) = refusals::write(cni_dir, cid, &now)
+    {
+        tracing::warn!(container = %cid, "hot-plug: cannot record the refusals posted: {e}");
+    }
+    drop(lock);
+    if edited {
+        return warnings;
+    }
+    let found = warnings.len();
+    let fresh: Vec<Event> = warnings
+        .into_iter()
+        .filter(|e| !before.posted.contains(&key(e)))
+        .collect();
+    if fresh.len() < found {
+        tracing::debug!(
+            container = %cid,
+            "hot-plug: {} warning(s) not posted again: they stand as posted before, for the same annotation",
+            found - fresh.len()
+        );
+    }
+    fresh
 }
 
 /// `work` on the sandbox's context (its environment, the seams, a Kube that collects Warning events), and
@@ -266,7 +371,13 @@ fn delegated(ctx: &Ctx<'_>, call: DelegateCall) -> Result<Option<CniResult>, Err
             // Not one of the annotation's networks: the annotation reconcile keeps it as it is.
             a.pod_network = false;
             a.ifname_request = Some(ifname.to_string());
-            attach(ctx, &netns, a).map(Some)
+            match attach(ctx, &netns, a)? {
+                Ok(result) => Ok(Some(result)),
+                Err(_) => Err(Error::UnknownContainer {
+                    who: who.clone(),
+                    container_id: cid.clone(),
+                }),
+            }
         }
         DelegateVerb::Del => match on_ifname {
             // Nothing there: DEL is idempotent.
@@ -275,7 +386,13 @@ fn delegated(ctx: &Ctx<'_>, call: DelegateCall) -> Result<Option<CniResult>, Err
                 "it is the sandbox's own network {}, set up with the sandbox; it is not detached by /delegate",
                 a.status_name
             ))),
-            Some(a) => detach(ctx, a).map(|()| None),
+            Some(a) => match detach(ctx, a)? {
+                Ok(()) => Ok(None),
+                Err(_) => Err(Error::UnknownContainer {
+                    who: who.clone(),
+                    container_id: cid.clone(),
+                }),
+            },
         },
         DelegateVerb::Check => match on_ifname {
             None => Err(refuse("nothing is attached on it".into())),
@@ -316,23 +433,6 @@ fn env(
     Ok(CniEnv::from_vars(vars)?.expect("CNI_COMMAND is set"))
 }
 
-/// What the sandbox's cache says.
-enum Loaded {
-    /// No cache: the sandbox is being (or was) deleted.
-    Gone,
-    /// Its ADD has not finished (only its staged cache, or an entry the runtime's ADD made has no record).
-    Unfinished,
-    /// Its cache is from before hot-plug: which entries are the pod's networks is not known.
-    Legacy,
-    /// Its attachments, in attach order.
-    Here(Vec<Attachment>),
-}
-
-const GONE: &str = "its cache is gone: the sandbox is being deleted";
-const UNFINISHED: &str = "its ADD has not finished";
-const LEGACY: &str =
-    "its cache is from a plexus without hot-plug (it does not say which networks are the pod's)";
-
 fn lock(ctx: &Ctx<'_>) -> Result<ContainerLock, Error> {
     ContainerLock::acquire(
         &ctx.config.cni_dir,
@@ -345,8 +445,23 @@ fn lock(ctx: &Ctx<'_>) -> Result<ContainerLock, Error> {
     })
 }
 
+/// The sandbox's lock, and its attachments in attach order, or why it is left alone (a sandbox gone has
+/// its lock file removed: it must not outlive the sandbox).
+fn locked(ctx: &Ctx<'_>) -> Result<Result<(ContainerLock, Vec<Attachment>), Skip>, Error> {
+    let lock = lock(ctx)?;
+    match load(ctx)? {
+        Ok(list) => Ok(Ok((lock, list))),
+        Err(skip) => {
+            if skip == Skip::Gone {
+                lock.release_and_remove();
+            }
+            Ok(Err(skip))
+        }
+    }
+}
+
 /// The sandbox's attachments (under its lock).
-fn load(ctx: &Ctx<'_>) -> Result<Loaded, Error> {
+fn load(ctx: &Ctx<'_>) -> Result<Result<Vec<Attachment>, Skip>, Error> {
     let (cni_dir, cid) = (&ctx.config.cni_dir, ctx.env.container_id());
     let path = cache::path(cni_dir, cid);
     let cache_error = |source| Error::Cache {
@@ -356,10 +471,10 @@ fn load(ctx: &Ctx<'_>) -> Result<Loaded, Error> {
         source,
     };
     let entries = match cache::read(cni_dir, cid).map_err(cache_error)? {
-        ReadOutcome::Missing => return Ok(Loaded::Gone),
-        ReadOutcome::Found(_) if !path.is_file() => return Ok(Loaded::Unfinished),
+        ReadOutcome::Missing => return Ok(Err(Skip::Gone)),
+        ReadOutcome::Found(_) if !path.is_file() => return Ok(Err(Skip::Unfinished)),
         ReadOutcome::Found(entries) if entries.iter().any(|e| e.pod_network.is_none()) => {
-            return Ok(Loaded::Legacy);
+            return Ok(Err(Skip::Legacy));
         }
         ReadOutcome::Found(entries) => entries,
         ReadOutcome::Corrupt(reason) => {
@@ -381,7 +496,7 @@ fn load(ctx: &Ctx<'_>) -> Result<Loaded, Error> {
             })?;
         out.push(a);
     }
-    Ok(Loaded::Here(out))
+    Ok(Ok(out))
 }
 
 /// `a`'s result, from its record (`None`: no record, or a record without a result).
@@ -410,17 +525,10 @@ fn result_of(ctx: &Ctx<'_>, a: &Attachment) -> Result<Option<CniResult>, Error> 
 
 /// Under the lock: the sandbox's attachments once every interrupted hot-plug is undone (its DEL, then the
 /// cache without it), or why the sandbox is left alone.
-fn settle(ctx: &Ctx<'_>) -> Result<Result<Vec<Attachment>, &'static str>, Error> {
-    let lock = lock(ctx)?;
-    let list = match load(ctx)? {
-        Loaded::Gone => {
-            // The lock file this took must not outlive the sandbox.
-            lock.release_and_remove();
-            return Ok(Err(GONE));
-        }
-        Loaded::Unfinished => return Ok(Err(UNFINISHED)),
-        Loaded::Legacy => return Ok(Err(LEGACY)),
-        Loaded::Here(list) => list,
+fn settle(ctx: &Ctx<'_>) -> Result<Result<Vec<Attachment>, Skip>, Error> {
+    let (lock, list) = match locked(ctx)? {
+        Ok(here) => here,
+        Err(skip) => return Ok(Err(skip)),
     };
     let mut kept = Vec::with_capacity(list.len());
     let mut interrupted = Vec::new();
@@ -430,7 +538,7 @@ fn settle(ctx: &Ctx<'_>) -> Result<Result<Vec<Attachment>, &'static str>, Error>
         } else if a.hotplugged {
             interrupted.push(a);
         } else {
-            return Ok(Err(UNFINISHED));
+            return Ok(Err(Skip::Unfinished));
         }
     }
     if !interrupted.is_empty() {
@@ -463,7 +571,7 @@ fn run(ctx: &Ctx<'_>, changes: &mut Vec<Event>) -> Result<Hotplugged, Error> {
     let netns = ctx.env.netns.clone().unwrap_or_default();
     let current = match settle(ctx)? {
         Ok(list) => list,
-        Err(why) => return Ok(Hotplugged::Skipped(why.into())),
+        Err(skip) => return Ok(Hotplugged::Skipped(skip)),
     };
     tracing::debug!("[{who}]: hot-plug: {} attachment(s) now", current.len());
     // What the pod selects now, through the same selection, NAD reads and allow-list as its ADD.
@@ -515,7 +623,9 @@ fn run(ctx: &Ctx<'_>, changes: &mut Vec<Event>) -> Result<Hotplugged, Error> {
     for &j in &diff.detach {
         let a = &pod_current[j];
         match detach(ctx, a) {
-            Ok(()) => {
+            // Deleted (or set up again) since the look above: nothing of this reconcile applies any more.
+            Ok(Err(skip)) => return Ok(Hotplugged::Skipped(skip)),
+            Ok(Ok(())) => {
                 detached += 1;
                 changes.extend(ctx.kube.pod_event(
                     "Normal",
@@ -558,7 +668,8 @@ fn run(ctx: &Ctx<'_>, changes: &mut Vec<Event>) -> Result<Hotplugged, Error> {
     for (req, (_, ifname)) in requests.into_iter().zip(&diff.attach) {
         let a = planned(req, ifname);
         match attach(ctx, &netns, a.clone()) {
-            Ok(result) => {
+            Ok(Err(skip)) => return Ok(Hotplugged::Skipped(skip)),
+            Ok(Ok(result)) => {
                 attached += 1;
                 let ips: Vec<String> = result.ips.iter().map(|ip| ip.address.to_string()).collect();
                 changes.extend(ctx.kube.pod_event(
@@ -585,15 +696,9 @@ fn run(ctx: &Ctx<'_>, changes: &mut Vec<Event>) -> Result<Hotplugged, Error> {
         }
     }
     // The whole set, for one network-status write.
-    let lock = lock(ctx)?;
-    let list = match load(ctx)? {
-        Loaded::Here(list) => list,
-        Loaded::Gone => {
-            lock.release_and_remove();
-            return Ok(Hotplugged::Skipped(GONE.into()));
-        }
-        Loaded::Unfinished => return Ok(Hotplugged::Skipped(UNFINISHED.into())),
-        Loaded::Legacy => return Ok(Hotplugged::Skipped(LEGACY.into())),
+    let (lock, list) = match locked(ctx)? {
+        Ok(here) => here,
+        Err(skip) => return Ok(Hotplugged::Skipped(skip)),
     };
     let mut current = Vec::with_capacity(list.len());
     for a in list.into_iter().filter(|a| !a.auxiliary) {
@@ -628,8 +733,13 @@ fn planned(req: NetworkRequest, ifname: &str) -> Attachment {
 
 /// Attach `a` to the running sandbox in `netns`, as one transaction: the plugins checked, the capability
 /// arguments built, then under the lock the cache rewritten with it, its delegate's ADD, its result record;
-/// any failure after the cache was written rolls it back (DEL, the cache as it was).
-fn attach(ctx: &Ctx<'_>, netns: &Path, mut a: Attachment) -> Result<CniResult, Error> {
+/// any failure after the cache was written rolls it back (DEL, the cache as it was). A sandbox gone (or not
+/// set up) by the time the lock is taken is why nothing ran.
+fn attach(
+    ctx: &Ctx<'_>,
+    netns: &Path,
+    mut a: Attachment,
+) -> Result<Result<CniResult, Skip>, Error> {
     let cid = ctx.env.container_id();
     add::check_plugins(ctx, std::slice::from_ref(&a))?;
     if a.requests.device_id.is_some() {
@@ -637,18 +747,9 @@ fn attach(ctx: &Ctx<'_>, netns: &Path, mut a: Attachment) -> Result<CniResult, E
         a.requests.device_info_file = Some(file.display().to_string());
     }
     let rt = ctx.runtime_conf(&a, cid, Some(netns), true)?;
-    let lock = lock(ctx)?;
-    let kept = match load(ctx)? {
-        Loaded::Here(list) => list,
-        gone_or_unfinished => {
-            if matches!(gone_or_unfinished, Loaded::Gone) {
-                lock.release_and_remove();
-            }
-            return Err(Error::UnknownContainer {
-                who: ctx.who(),
-                container_id: cid.to_string(),
-            });
-        }
+    let (lock, kept) = match locked(ctx)? {
+        Ok(here) => here,
+        Err(skip) => return Ok(Err(skip)),
     };
     if kept.iter().any(|k| k.ifname == a.ifname) {
         return Err(Error::InterfaceExists {
@@ -663,7 +764,7 @@ fn attach(ctx: &Ctx<'_>, netns: &Path, mut a: Attachment) -> Result<CniResult, E
     match add::attach(&mut tx, &ctx.invoker(), &a, &rt) {
         Ok(result) => {
             tracing::info!(network = %a.status_name, ifname = %a.ifname, "hot-plugged");
-            tx.commit(result).map(|(r, _)| r)
+            tx.commit(result).map(|(r, _)| Ok(r))
         }
         Err(source) => Err(tx.rollback(Error::Delegate {
             who: ctx.who(),
@@ -677,27 +778,18 @@ fn attach(ctx: &Ctx<'_>, netns: &Path, mut a: Attachment) -> Result<CniResult, E
 
 /// Detach `a` (as the cache recorded it) under the lock: its delegate's DEL (which removes its result record
 /// and device-info file), then the cache rewritten without it. A failed DEL keeps it in the cache, for the
-/// runtime's DEL.
-fn detach(ctx: &Ctx<'_>, a: &Attachment) -> Result<(), Error> {
-    let lock = lock(ctx)?;
-    let mut list = match load(ctx)? {
-        Loaded::Here(list) => list,
-        gone_or_unfinished => {
-            if matches!(gone_or_unfinished, Loaded::Gone) {
-                lock.release_and_remove();
-            }
-            return Err(Error::UnknownContainer {
-                who: ctx.who(),
-                container_id: ctx.env.container_id().to_string(),
-            });
-        }
+/// runtime's DEL. A sandbox gone (or not set up) by the time the lock is taken is why nothing ran.
+fn detach(ctx: &Ctx<'_>, a: &Attachment) -> Result<Result<(), Skip>, Error> {
+    let (lock, mut list) = match locked(ctx)? {
+        Ok(here) => here,
+        Err(skip) => return Ok(Err(skip)),
     };
     let Some(at) = list
         .iter()
         .position(|k| k.status_name == a.status_name && k.ifname == a.ifname)
     else {
         // Gone meanwhile: nothing to do.
-        return Ok(());
+        return Ok(Ok(()));
     };
     let entry = list.remove(at);
     teardown::container(
@@ -709,5 +801,5 @@ fn detach(ctx: &Ctx<'_>, a: &Attachment) -> Result<(), Error> {
     )?;
     write_cache(ctx, &list)?;
     drop(lock);
-    Ok(())
+    Ok(Ok(()))
 }

@@ -2,13 +2,13 @@
 //! its annotation changes, each change a transaction with the cache and records in step, failures rolled
 //! back, interrupted attaches undone, and the runtime's DEL tearing down exactly what is attached.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
 use super::{
     Seams,
-    hotplug::{Hotplugged, Report, Sandbox, reconcile},
+    hotplug::{Hotplugged, Report, Sandbox, Skip, reconcile},
     run,
 };
 use crate::{
@@ -16,11 +16,14 @@ use crate::{
         annotations::NETWORKS_ANNOTATION, config::Config, hotplug::HOTPLUG_FAILED, request::CniEnv,
     },
     seams::{
-        cluster::Cluster, devices::kubelet::NoKubelet, k8s::memory::MemoryApi, testing::TestHost,
+        cluster::Cluster,
+        devices::kubelet::NoKubelet,
+        k8s::memory::MemoryApi,
+        testing::{FakeExec, FakeNetns, TestHost},
     },
     store::{
         cache::{self, ReadOutcome},
-        lock, resultcache,
+        lock, refusals, resultcache,
     },
 };
 
@@ -28,9 +31,13 @@ const NETNS: &str = "/run/netns/test-pod";
 const ARGS: &str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=pod1;K8S_POD_UID=u1";
 
 fn config(h: &TestHost) -> Config {
+    config_in(&h.cni_dir())
+}
+
+fn config_in(cni_dir: &Path) -> Config {
     let v = json!({
         "cniVersion": "1.0.0", "name": "plexus-net", "type": "plexus",
-        "cniDir": h.cni_dir(), "binDir": "/opt/cni/bin",
+        "cniDir": cni_dir, "binDir": "/opt/cni/bin",
         "delegates": [{"cniVersion": "1.0.0", "name": "cluster", "type": "bridge"}]
     });
     Config::from_bytes(&serde_json::to_vec(&v).unwrap()).unwrap()
@@ -57,6 +64,10 @@ fn seams<'a>(h: &'a TestHost, cluster: Option<&'a dyn Cluster>) -> Seams<'a> {
 
 /// The runtime's `command` of container `c1`.
 fn runtime(h: &TestHost, command: &str, cluster: Option<&dyn Cluster>) {
+    runtime_on(&config(h), &seams(h, cluster), command);
+}
+
+fn runtime_on(config: &Config, seams: &Seams<'_>, command: &str) {
     let env = CniEnv::from_vars([
         ("CNI_COMMAND", command),
         ("CNI_CONTAINERID", "c1"),
@@ -67,7 +78,7 @@ fn runtime(h: &TestHost, command: &str, cluster: Option<&dyn Cluster>) {
     ])
     .unwrap()
     .unwrap();
-    run(&env, &config(h), &seams(h, cluster))
+    run(&env, config, seams)
         .result
         .expect("the runtime's call succeeds");
 }
@@ -89,11 +100,15 @@ fn sandbox() -> Sandbox {
 
 /// A hot-plug of `c1` with the pod's annotation now `networks`.
 fn hotplug(h: &TestHost, networks: &str) -> Report {
-    let api = api(networks);
+    hotplug_over(h, &api(networks))
+}
+
+/// A hot-plug of `c1` reading the pod from `api`.
+fn hotplug_over(h: &TestHost, api: &MemoryApi) -> Report {
     reconcile(
         &sandbox(),
         &config(h),
-        &seams(h, Some(&api)),
+        &seams(h, Some(api)),
         &[PathBuf::from("/usr/lib/cni")],
         &[],
     )
@@ -271,7 +286,7 @@ fn a_sandbox_gone_or_not_yet_up_is_left_alone() {
     let h = TestHost::new();
     let r = hotplug(&h, "a");
     assert!(
-        matches!(&r.result, Ok(Hotplugged::Skipped(why)) if why.contains("deleted")),
+        matches!(&r.result, Ok(Hotplugged::Skipped(Skip::Gone))),
         "{:?}",
         r.result
     );
@@ -285,7 +300,7 @@ fn a_sandbox_gone_or_not_yet_up_is_left_alone() {
     resultcache::remove(&h.cni_dir(), "cluster", "c1", "eth0").unwrap();
     let r = hotplug(&h, "a");
     assert!(
-        matches!(&r.result, Ok(Hotplugged::Skipped(why)) if why.contains("not finished")),
+        matches!(&r.result, Ok(Hotplugged::Skipped(Skip::Unfinished))),
         "{:?}",
         r.result
     );
@@ -307,7 +322,7 @@ fn a_sandbox_from_before_hot_plug_is_left_alone() {
     std::fs::write(&path, serde_json::to_vec(&entries).unwrap()).unwrap();
     let r = hotplug(&h, "a,b");
     assert!(
-        matches!(&r.result, Ok(Hotplugged::Skipped(why)) if why.contains("without hot-plug")),
+        matches!(&r.result, Ok(Hotplugged::Skipped(Skip::Legacy))),
         "{:?}",
         r.result
     );
@@ -340,4 +355,121 @@ fn a_changed_attachment_is_refused_and_kept() {
     assert_eq!(reasons(&r.warnings), [HOTPLUG_FAILED]);
     let msg: Value = r.warnings[0].message.clone().unwrap().into();
     assert!(msg.as_str().unwrap().contains("not re-plugged"), "{msg}");
+}
+
+/// Every file under cniDir that names container `c1` (its cache, lock, records, refusals, temp files).
+fn files_of_c1(h: &TestHost) -> Vec<PathBuf> {
+    plexus_testsupport::leaks::files_naming(&h.cni_dir(), "c1")
+}
+
+/// A refusal that stands is posted once per sandbox, however often the sandbox is looked at again with the
+/// same networks annotation (each look here is a fresh reconcile, as after a daemon restart: only the record
+/// on disk carries over); an edit of the annotation is answered in full, the same refusal posted again; one
+/// that changes is posted, one that goes away and comes back is posted again; a record of the first form
+/// (no annotation) counts as made for the annotation looked at; the runtime's DEL leaves no record behind.
+#[test]
+fn a_standing_refusal_is_posted_once_per_sandbox() {
+    let h = TestHost::new();
+    runtime(&h, "ADD", Some(&api("a")));
+    calls(&h);
+    let mac = |m: &str| format!(r#"[{{"name":"a","mac":"02:00:00:00:00:{m}"}}]"#);
+    let messages = |r: &Report| -> Vec<String> {
+        r.warnings
+            .iter()
+            .map(|e| e.message.clone().unwrap_or_default())
+            .collect()
+    };
+
+    let r = hotplug(&h, &mac("aa"));
+    assert_eq!(reasons(&r.warnings), [HOTPLUG_FAILED]);
+    let refused = messages(&r);
+    assert!(refusals::path(&h.cni_dir(), "c1").is_file());
+    // Looked at again, nothing changed: nothing to post, and the outcome still counts the refusal.
+    let r = hotplug(&h, &mac("aa"));
+    assert!(r.warnings.is_empty(), "{:?}", messages(&r));
+    assert!(
+        matches!(r.result, Ok(Hotplugged::Reconciled { failed: 1, .. })),
+        "{:?}",
+        r.result
+    );
+    // The user edits the annotation (an hour later, say: the first event has expired) and is refused for
+    // the same reason, word for word: the edit gets its answer. Looked at again, it stands as posted.
+    let edited = r#"[{"mac":"02:00:00:00:00:aa","name":"a"}]"#;
+    let r = hotplug(&h, edited);
+    assert_eq!(messages(&r), refused, "an edit is answered in full");
+    let r = hotplug(&h, edited);
+    assert!(r.warnings.is_empty(), "{:?}", messages(&r));
+    // A record of the first form (the set alone, from the daemon this one replaced): taken as made for the
+    // annotation now, so the restart posts nothing; the next edit is answered.
+    std::fs::write(
+        refusals::path(&h.cni_dir(), "c1"),
+        serde_json::to_vec(&json!([{"reason": HOTPLUG_FAILED, "message": refused[0]}])).unwrap(),
+    )
+    .unwrap();
+    let r = hotplug(&h, &mac("aa"));
+    assert!(r.warnings.is_empty(), "{:?}", messages(&r));
+    let r = hotplug(&h, edited);
+    assert_eq!(messages(&r), refused);
+    // A NAD that does not exist refuses the whole edit: its two events are posted once too.
+    let with_ghost = r#"[{"name":"a","mac":"02:00:00:00:00:aa"},{"name":"ghost"}]"#;
+    let r = hotplug(&h, with_ghost);
+    assert_eq!(reasons(&r.warnings), ["NoNetworkFound", HOTPLUG_FAILED]);
+    let r = hotplug(&h, with_ghost);
+    assert!(r.warnings.is_empty(), "{:?}", messages(&r));
+    // Back in line: the refusals no longer stand, and their record goes.
+    let r = hotplug(&h, "a");
+    assert!(r.warnings.is_empty(), "{:?}", messages(&r));
+    assert!(!refusals::path(&h.cni_dir(), "c1").exists());
+    // The refusal comes back: posted again.
+    let r = hotplug(&h, &mac("aa"));
+    assert_eq!(reasons(&r.warnings), [HOTPLUG_FAILED]);
+    // Another refusal of the same attachment (other text): posted.
+    let r = hotplug(&h, r#"[{"name":"a","cni-args":{"x":"1"}}]"#);
+    assert_eq!(reasons(&r.warnings), [HOTPLUG_FAILED]);
+    assert!(messages(&r)[0].contains("cni-args"), "{:?}", messages(&r));
+    assert!(calls(&h).is_empty(), "a refusal runs nothing");
+
+    runtime(&h, "DEL", None);
+    assert_eq!(files_of_c1(&h), Vec::<PathBuf>::new());
+}
+
+/// The runtime's DEL of the sandbox lands between the reconcile's first look and its attach or detach:
+/// nothing runs, and the pod gets no event and no network-status write (a sandbox being deleted is no
+/// failure of its hot-plug); nothing of the sandbox is left on disk.
+#[test]
+fn a_sandbox_deleted_mid_reconcile_is_skipped_quietly() {
+    // (annotation at the ADD, annotation at the hot-plug): an attach, then a detach.
+    for (at_add, now) in [("", "a"), ("a", "")] {
+        let h = TestHost::new();
+        runtime(&h, "ADD", Some(&api(at_add)));
+        calls(&h);
+        let cni_dir = h.cni_dir();
+        // The pod read comes after the first look (under the lock, released since) and before the change.
+        let api = api(now).on_pod_read(move || {
+            let (exec, netns) = (FakeExec::default(), FakeNetns::default());
+            let seams = Seams {
+                exec: &exec,
+                netns: &netns,
+                cluster: None,
+                kubelet: &NoKubelet,
+                defer_work: false,
+            };
+            runtime_on(&config_in(&cni_dir), &seams, "DEL");
+        });
+        let r = hotplug_over(&h, &api);
+        assert!(
+            matches!(r.result, Ok(Hotplugged::Skipped(Skip::Gone))),
+            "{now:?}: {:?}",
+            r.result
+        );
+        assert!(
+            r.warnings.is_empty(),
+            "{now:?}: no Warning event: {:?}",
+            r.warnings
+        );
+        assert!(r.changes.is_empty(), "{now:?}: {:?}", r.changes);
+        assert!(calls(&h).is_empty(), "{now:?}: no delegate ran");
+        assert!(api.status_writes().is_empty());
+        assert_eq!(files_of_c1(&h), Vec::<PathBuf>::new(), "{now:?}");
+    }
 }

@@ -147,6 +147,24 @@ impl<'a> Kube<'a> {
         selection::network_for(self.config, &sel, &nad, &self.on_disk()).map(Some)
     }
 
+    /// The value of annotation `key` of the pod read: `None` when no pod was read (or its UID was not the
+    /// runtime's), `Some(None)` when the pod has no such annotation.
+    pub fn pod_annotation(&self, key: &'static str) -> Option<Option<String>> {
+        let pod = self.pod.borrow();
+        let pod = pod.as_ref()?;
+        debug_assert!(
+            PodAnnotations::KEYS.contains(&key),
+            "pod annotation {key} is read but not in PodAnnotations::KEYS: the daemon's cache drops it"
+        );
+        Some(
+            pod.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .cloned(),
+        )
+    }
+
     /// The pod's DRA devices (nothing before the pod was read).
     pub fn dra_devices(&self, pod_ref: &PodRef) -> Result<DraDevices, ClusterError> {
         match (self.api, &*self.pod.borrow()) {

@@ -72,9 +72,9 @@ pub(super) fn current(ctx: &Ctx<'_>, attachments: Vec<Attachment>) -> Result<(),
 }
 
 /// Remove the temp files of atomic writes for `cid` that a killed plexus never renamed into place
-/// (`.<cid>.tmp.<pid>` in cniDir, `.<network>-<cid>-<ifname>.tmp.<pid>` in its result cache), into `trash`
-/// when given. Called under the container's lock, so no live writer owns them; best effort, like the rest of
-/// teardown.
+/// (`.<cid>.tmp.<pid>` in cniDir and in `.refusals`, `.<network>-<cid>-<ifname>.tmp.<pid>` in its result
+/// cache), into `trash` when given. Called under the container's lock, so no live writer owns them; best
+/// effort, like the rest of teardown.
 pub(super) fn remove_interrupted_writes(cni_dir: &Path, cid: &str, trash: Option<&Trash>) {
     let infix = format!("-{cid}-");
     let is_temp_of = |name: &str, exact: bool| {
@@ -88,6 +88,7 @@ pub(super) fn remove_interrupted_writes(cni_dir: &Path, cid: &str, trash: Option
     };
     for (dir, exact) in [
         (cni_dir.to_path_buf(), true),
+        (crate::store::refusals::dir(cni_dir), true),
         (crate::store::resultcache::results_dir(cni_dir), false),
     ] {
         let Ok(entries) = std::fs::read_dir(&dir) else {

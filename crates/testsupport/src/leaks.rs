@@ -69,13 +69,17 @@ pub fn results_for(cache_dir: &Path, cid: &str) -> Vec<PathBuf> {
     v
 }
 
-/// The files plexus keeps in `cni_dir` (its `cniDir`) for container `cid`: its cache, its lock file and its
-/// delegates' result-cache entries.
+/// The files plexus keeps in `cni_dir` (its `cniDir`) for container `cid`: its cache, its lock file, hot-plug's
+/// record of the refusals it posted and its delegates' result-cache entries.
 pub fn plexus_files(cni_dir: &Path, cid: &str) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = [cni_dir.join(cid), cni_dir.join(".locks").join(cid)]
-        .into_iter()
-        .filter(|p| p.exists())
-        .collect();
+    let mut out: Vec<PathBuf> = [
+        cni_dir.join(cid),
+        cni_dir.join(".locks").join(cid),
+        cni_dir.join(".refusals").join(cid),
+    ]
+    .into_iter()
+    .filter(|p| p.exists())
+    .collect();
     out.extend(results_for(cni_dir, cid));
     out
 }

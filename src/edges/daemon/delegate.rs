@@ -30,7 +30,6 @@ use crate::{
         plan::{NetworkRequest, Requests},
         request::{CniEnv, Command},
     },
-    seams::k8s::client::ApiCluster,
     store::{
         cache::{self, ReadOutcome},
         lock::ContainerLock,
@@ -279,17 +278,7 @@ fn run(shared: &Arc<Shared>, call: Call) -> Reply {
             network: call.network,
         },
     );
-    if !warnings.is_empty() {
-        let sink = Arc::new(ApiCluster::daemon_writer(
-            shared.handle.clone(),
-            shared.client.clone(),
-            Some(shared.metrics.clone()),
-            config.api_timeout,
-        ));
-        shared
-            .handle
-            .spawn(async move { sink.post_events(warnings).await });
-    }
+    shared.post_events(config.api_timeout, warnings);
     let answer = match result {
         Ok(Some(result)) => match Versioned::new(result, version) {
             Ok(v) => Answer::Done(Done::answer(ops::Reply::Added(Box::new(v)))),

@@ -101,27 +101,11 @@ pub fn serve(shared: &Shared, req: wire::Request) -> (Reply, Later) {
         }
         // The missing-plugin report looks where the requests look (`super::plugin_check`).
         shared.search_path.observe(config.search_path(&cni_path));
-        let api = ApiCluster::shared(
-            shared.handle.clone(),
-            shared.client.clone(),
-            Some(shared.metrics.clone()),
-            config,
-        )
-        .defer_status(
-            command == Command::Add
-                && shared.config.status_write == super::config::StatusWrite::AfterReply,
-        );
-        // The watch caches (and their lookup metrics) in front of the API.
-        Some(Cached::new(
-            Arc::new(api),
-            shared.cache.clone(),
-            Some(shared.metrics.clone()),
-        ))
+        let defer = command == Command::Add
+            && shared.config.status_write == super::config::StatusWrite::AfterReply;
+        Some(shared.cluster(config, defer))
     };
-    let exec = super::metrics::MeteredExec {
-        inner: shared.exec.as_ref(),
-        metrics: &shared.metrics,
-    };
+    let exec = shared.metered_exec();
     let host = Host {
         exec: &exec,
         netns: shared.netns.as_ref(),

@@ -23,7 +23,7 @@ use super::{Shared, handler::delegate_path, metrics::MeteredExec, reconcile::Ser
 use crate::{
     ops::{
         self,
-        hotplug::{Hotplugged, Sandbox},
+        hotplug::{Hotplugged, Sandbox, Skip},
     },
     pure::{config::Config, request::PodRef, status},
     seams::{
@@ -98,7 +98,7 @@ async fn reconcile_all(shared: &Arc<Shared>, since: Option<Instant>) {
     let shared = shared.clone();
     let done = tokio::task::spawn_blocking(move || {
         let Some(cache) = &shared.cache else { return };
-        let mut looked = 0usize;
+        let (mut looked, mut legacy) = (0usize, 0usize);
         for served in shared.served.all() {
             let mut newest: HashMap<(String, String, String), (SystemTime, Sandbox)> =
                 HashMap::new();
@@ -125,11 +125,22 @@ async fn reconcile_all(shared: &Arc<Shared>, since: Option<Instant>) {
                     uid: Some(uid),
                     infra_container_id: None,
                 };
-                hotplug_sandbox(&shared, &served, &config, &pod, &sandbox, since);
+                if hotplug_sandbox(&shared, &served, &config, &pod, &sandbox, since)
+                    == Some(Skip::Legacy)
+                {
+                    legacy += 1;
+                }
                 looked += 1;
             }
         }
-        tracing::info!("hot-plug: looked at the {looked} sandbox(es) of this node's pods");
+        if legacy > 0 {
+            tracing::info!(
+                "hot-plug: looked at the {looked} sandbox(es) of this node's pods; {legacy} of them were set \
+                 up by a plexus without hot-plug and keep their networks until their next sandbox"
+            );
+        } else {
+            tracing::info!("hot-plug: looked at the {looked} sandbox(es) of this node's pods");
+        }
     })
     .await;
     if let Err(e) = done {
@@ -246,6 +257,7 @@ fn reconcile_pod(shared: &Arc<Shared>, namespace: &str, name: &str, since: Insta
 
 /// One sandbox of `served`'s cniDir through [`ops::hotplug::reconcile`]; its events and network-status sent.
 /// `since`: when the annotation change was seen (`None`: the pass after the watch listed), for the latency.
+/// Returns why the sandbox was left alone, if it was.
 fn hotplug_sandbox(
     shared: &Arc<Shared>,
     served: &Served,
@@ -253,7 +265,7 @@ fn hotplug_sandbox(
     pod: &PodRef,
     sandbox: &Sandbox,
     since: Option<Instant>,
-) {
+) -> Option<Skip> {
     let trigger = if since.is_some() {
         "annotation"
     } else {
@@ -270,18 +282,7 @@ fn hotplug_sandbox(
     };
     let passthrough = [("PATH".to_string(), delegate_path(shared))];
     let report = ops::hotplug::reconcile(sandbox, config, &seams, &path, &passthrough);
-    let sink = Arc::new(ApiCluster::daemon_writer(
-        shared.handle.clone(),
-        shared.client.clone(),
-        Some(shared.metrics.clone()),
-        config.api_timeout,
-    ));
-    if !report.warnings.is_empty() {
-        let (sink, warnings) = (sink.clone(), report.warnings);
-        shared
-            .handle
-            .spawn(async move { sink.post_events(warnings).await });
-    }
+    shared.post_events(config.api_timeout, report.warnings);
     let who = format!("{}/{}", pod.namespace, pod.name);
     let (attached, detached, current) = match report.result {
         Ok(Hotplugged::Reconciled {
@@ -308,18 +309,31 @@ fn hotplug_sandbox(
             }
             (attached, detached, current)
         }
-        Ok(Hotplugged::Skipped(why)) => {
-            tracing::info!(pod = %who, container = %sandbox.container_id, "hot-plug: left alone: {why}");
-            return;
+        Ok(Hotplugged::Skipped(skip)) => {
+            match skip {
+                // Deleted while it was looked at: no news. One set up before hot-plug stays so until its
+                // next sandbox: the start-up pass counts them in its one line instead of one each.
+                Skip::Gone | Skip::Legacy => tracing::debug!(
+                    pod = %who,
+                    container = %sandbox.container_id,
+                    "hot-plug: left alone: {skip}"
+                ),
+                Skip::Unfinished => tracing::info!(
+                    pod = %who,
+                    container = %sandbox.container_id,
+                    "hot-plug: left alone: {skip}"
+                ),
+            }
+            return Some(skip);
         }
         Err(e) => {
             shared.metrics.hotplugged(trigger, "failed", 1);
             tracing::warn!(pod = %who, container = %sandbox.container_id, "hot-plug failed: {e}");
-            return;
+            return None;
         }
     };
     if attached + detached == 0 {
-        return;
+        return None;
     }
     let changes = report.changes;
     if config.system_namespaces.contains(&pod.namespace) {
@@ -327,10 +341,8 @@ fn hotplug_sandbox(
         if let Some(since) = since {
             shared.metrics.hotplug_latency(trigger, since.elapsed());
         }
-        shared
-            .handle
-            .spawn(async move { sink.post_events(changes).await });
-        return;
+        shared.post_events(config.api_timeout, changes);
+        return None;
     }
     // The whole set, so an add and a remove together never lose an entry.
     let rendered = status::render_attached(&current, crate::seams::devices::info::read);
@@ -340,18 +352,25 @@ fn hotplug_sandbox(
         rendered,
     );
     job.added = changes;
-    let write = shared.status.submit(sink, &sandbox.container_id, job);
+    // The latency ends when the network-status write does, not after the events that follow it.
     let metrics = shared.metrics.clone();
-    shared.handle.spawn(async move {
-        write.await;
-        if let Some(since) = since {
-            metrics.hotplug_latency(trigger, since.elapsed());
-        }
-    });
+    let write = shared.status.submit_then(
+        shared.writer(config.api_timeout),
+        &sandbox.container_id,
+        job,
+        move |_| {
+            if let Some(since) = since {
+                metrics.hotplug_latency(trigger, since.elapsed());
+            }
+        },
+    );
+    shared.handle.spawn(write);
+    None
 }
 
 /// What a hot-plug runs against, for one node config: the API with the daemon's caches in front of it, the
-/// delegates timed into the metrics, the kubelet. Shared by annotation hot-plugs and `/delegate`.
+/// delegates timed into the metrics, the kubelet. Shared by annotation hot-plugs and `/delegate`; its parts
+/// are the ones a `/cni` request gets (`Shared::cluster`, `Shared::metered_exec`).
 pub(super) struct HotplugSeams<'s> {
     shared: &'s Shared,
     cluster: Cached<Arc<ApiCluster>>,
@@ -362,19 +381,10 @@ pub(super) struct HotplugSeams<'s> {
 impl<'s> HotplugSeams<'s> {
     /// The seams' parts for `config`.
     pub(super) fn new(shared: &'s Shared, config: &Config) -> HotplugSeams<'s> {
-        let api = Arc::new(ApiCluster::shared(
-            shared.handle.clone(),
-            shared.client.clone(),
-            Some(shared.metrics.clone()),
-            config,
-        ));
         HotplugSeams {
             shared,
-            cluster: Cached::new(api, shared.cache.clone(), Some(shared.metrics.clone())),
-            exec: MeteredExec {
-                inner: shared.exec.as_ref(),
-                metrics: &shared.metrics,
-            },
+            cluster: shared.cluster(config, false),
+            exec: shared.metered_exec(),
             kubelet: Kubelet::from_config(config),
         }
     }

@@ -21,12 +21,20 @@ pub mod room;
 pub mod server;
 pub mod status_writer;
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use kube::{Client, config::KubeConfigOptions};
 
-use self::{config::DaemonConfig, metrics::Metrics};
-use crate::seams::k8s::watch::NodeCache;
+use k8s_openapi::api::core::v1::Event;
+
+use self::{
+    config::DaemonConfig,
+    metrics::{MeteredExec, Metrics},
+};
+use crate::{
+    pure::config::Config,
+    seams::k8s::{cached::Cached, client::ApiCluster, watch::NodeCache},
+};
 
 /// What every request shares.
 pub struct Shared {
@@ -50,6 +58,54 @@ pub struct Shared {
     pub exec: Arc<dyn crate::seams::exec::Exec>,
     /// Opens the pods' network namespaces (through the host's root with `chrootDir`).
     pub netns: Arc<dyn crate::seams::netns::NetnsProbe>,
+}
+
+impl Shared {
+    /// The API as a request or a hot-plug with node config `config` reads it: the daemon's client (its
+    /// per-request timeout and budget from `config`, ADD's network-status handed back when `defer_status`),
+    /// its watch caches in front, every call and lookup told to the metrics.
+    pub(crate) fn cluster(&self, config: &Config, defer_status: bool) -> Cached<Arc<ApiCluster>> {
+        let api = ApiCluster::shared(
+            self.handle.clone(),
+            self.client.clone(),
+            Some(self.metrics.clone()),
+            config,
+        )
+        .defer_status(defer_status);
+        Cached::new(
+            Arc::new(api),
+            self.cache.clone(),
+            Some(self.metrics.clone()),
+        )
+    }
+
+    /// The delegates' exec seam, each run timed into the metrics.
+    pub(crate) fn metered_exec(&self) -> MeteredExec<'_> {
+        MeteredExec {
+            inner: self.exec.as_ref(),
+            metrics: &self.metrics,
+        }
+    }
+
+    /// The daemon's own writer (network-status after the reply, events), each request bounded by `timeout`.
+    pub(crate) fn writer(&self, timeout: Duration) -> Arc<ApiCluster> {
+        Arc::new(ApiCluster::daemon_writer(
+            self.handle.clone(),
+            self.client.clone(),
+            Some(self.metrics.clone()),
+            timeout,
+        ))
+    }
+
+    /// Post `events` in order on the daemon's runtime, not waiting for them (best effort).
+    pub(crate) fn post_events(&self, timeout: Duration, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let sink = self.writer(timeout);
+        self.handle
+            .spawn(async move { sink.post_events(events).await });
+    }
 }
 
 const USAGE: &str = "usage: plexus-daemon [--config PATH]

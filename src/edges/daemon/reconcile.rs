@@ -27,7 +27,7 @@ use crate::{
         request::PodRef,
         status,
     },
-    seams::k8s::client::{ApiCluster, DeferredStatus},
+    seams::k8s::client::DeferredStatus,
     store::{
         cache::{self, ReadOutcome},
         fsutil,
@@ -360,14 +360,12 @@ pub async fn run(shared: Arc<Shared>, served: Arc<ServedDirs>) {
                 .get(&w.container)
                 .copied()
                 .unwrap_or(Duration::from_secs(5));
-            let sink = Arc::new(ApiCluster::daemon_writer(
-                shared.handle.clone(),
-                shared.client.clone(),
-                Some(shared.metrics.clone()),
-                timeout,
-            ));
             let job = DeferredStatus::rendered(w.pod, &w.uid, w.rendered);
-            tokio::spawn(shared.status.submit(sink, &w.container, job));
+            tokio::spawn(
+                shared
+                    .status
+                    .submit(shared.writer(timeout), &w.container, job),
+            );
         }
     }
 }

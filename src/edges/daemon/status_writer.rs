@@ -108,6 +108,18 @@ impl StatusWriter {
         container: &str,
         job: DeferredStatus,
     ) -> impl Future<Output = Outcome> + Send + 'static {
+        self.submit_then(sink, container, job, |_| {})
+    }
+
+    /// [`StatusWriter::submit`], with `ended` called as soon as the write has ended (landed, failed or been
+    /// superseded), before its events are posted: the moment the pod's network-status is (or is not) there.
+    pub fn submit_then<S: StatusSink>(
+        self: &Arc<Self>,
+        sink: Arc<S>,
+        container: &str,
+        job: DeferredStatus,
+        ended: impl FnOnce(Outcome) + Send + 'static,
+    ) -> impl Future<Output = Outcome> + Send + 'static {
         let pod = (job.pod.namespace.clone(), job.pod.name.clone());
         let generation = {
             let mut slots = self.slots();
@@ -150,6 +162,7 @@ impl StatusWriter {
                 m.status_write(outcome, submitted.elapsed());
                 m.status_pending.dec();
             }
+            ended(outcome);
             match outcome {
                 Outcome::Written => sink.post(job.added).await,
                 Outcome::Failed => {
@@ -344,6 +357,27 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("plexus_status_writes_pending 0"), "{m}");
+    }
+
+    /// What waits for a status write to land (hot-plug's latency) is told when it lands, not after the
+    /// events that follow it.
+    #[test]
+    fn the_end_of_a_write_is_told_before_its_events_are_posted() {
+        let w = writer(Duration::from_secs(30), 1);
+        let sink = Fake::answering(&[]);
+        let seen = Arc::new(Mutex::new(None));
+        let write = w.submit_then(sink.clone(), "c1", job("p", "a1"), {
+            let (sink, seen) = (sink.clone(), seen.clone());
+            move |outcome| *seen.lock().unwrap() = Some((outcome, sink.writes(), sink.posted()))
+        });
+        assert_eq!(rt().block_on(write), Outcome::Written);
+        let told = seen.lock().unwrap().clone();
+        assert_eq!(
+            told,
+            Some((Outcome::Written, vec!["a1".to_string()], Vec::new())),
+            "told once written, with no event posted yet"
+        );
+        assert_eq!(sink.posted(), ["AddedInterface"]);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Test support: an in-memory Kubernetes API behind the [`Cluster`] seam, the one double this crate's tests
 //! and its integration tests (`tests/`) share. It holds pods (with their annotations) and NADs, answers
 //! DRA reads with a given answer, records the network-status writes and counts the reads; failures can be
-//! injected. The policy of which networks a pod gets runs on it unchanged (`crate::pure::selection`).
+//! injected, and a hook can run at a pod read (to make a race with the reader deterministic). The policy of which networks a pod gets runs on it unchanged (`crate::pure::selection`).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -33,6 +33,7 @@ pub struct MemoryApi {
     pod_reads: Mutex<usize>,
     nad_reads: Mutex<Vec<NadKey>>,
     writes: Mutex<Vec<DeferredStatus>>,
+    on_pod_read: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl MemoryApi {
@@ -112,6 +113,13 @@ impl MemoryApi {
         self
     }
 
+    /// Run `hook` at every pod read, before it is answered: what happens to the world while the reader
+    /// waits for the API (the runtime's DEL of the sandbox being looked at, say).
+    pub fn on_pod_read(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_pod_read = Some(Box::new(hook));
+        self
+    }
+
     /// The answer to DRA reads.
     pub fn with_dra(mut self, dra: DraDevices) -> Self {
         self.dra = dra;
@@ -166,6 +174,9 @@ impl Cluster for MemoryApi {
     fn read(&self, pod: Option<&PodRef>, nads: &[NadKey]) -> Reads {
         let pod = pod.map(|p| {
             *self.pod_reads.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            if let Some(hook) = &self.on_pod_read {
+                hook();
+            }
             if let Some(e) = &self.fail_pods {
                 return Err(e.clone());
             }

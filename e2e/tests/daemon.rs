@@ -72,7 +72,7 @@ fn go_post(socket: &std::path::Path, path: &str, body: &[u8]) -> (u16, Vec<u8>) 
     )
     .into_bytes();
     request.extend_from_slice(body);
-    // A server may answer (and close) before reading the body (/delegate's 501): the reply still counts.
+    // A server may answer (and close) before reading the body: the reply still counts.
     let _ = s.write_all(&request);
     let mut reply = Vec::new();
     // Read what arrived, even when the close came as a reset.

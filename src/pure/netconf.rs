@@ -30,6 +30,16 @@ impl PluginConf {
     pub fn has_capability(&self, capability: &str) -> bool {
         self.capabilities.get(capability).copied().unwrap_or(false)
     }
+
+    /// Its `ipam.type`: the IPAM binary the plugin runs itself (validated like `type` when parsed); `None`
+    /// when it has none or it is empty.
+    pub fn ipam_type(&self) -> Option<&str> {
+        self.raw
+            .get("ipam")
+            .and_then(|i| i.get("type"))
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+    }
 }
 
 /// A delegate network configuration, with the exact bytes it was built from.

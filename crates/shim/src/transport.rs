@@ -51,13 +51,11 @@ pub enum Transport {
     /// The core's answer could not be put on the wire (an error that is not a CNI error reply, an ADD
     /// without a valid result).
     Unrenderable,
-    /// Go Multus's hot-plug endpoint `/delegate`, which plexus does not serve.
-    NoDelegateEndpoint,
 }
 
 impl Transport {
     /// Every failure, for tests and docs.
-    pub const ALL: [Transport; 18] = [
+    pub const ALL: [Transport; 17] = [
         Transport::NotReachable,
         Transport::ConnectFailed,
         Transport::Dropped,
@@ -75,7 +73,6 @@ impl Transport {
         Transport::SlotsClosed,
         Transport::HandlerPanicked,
         Transport::Unrenderable,
-        Transport::NoDelegateEndpoint,
     ];
 
     /// The CNI code (CNI-38): 11 where the runtime's retry may succeed, 50 for STATUS, 999 otherwise.
@@ -88,7 +85,7 @@ impl Transport {
             BodyUnreadable | BadRequest => codes::DECODE_FAILURE,
             NoCommand => codes::INVALID_ENV,
             FallbackFailed | UnreadableReply | EncodeFailed => codes::INTERNAL,
-            HandlerPanicked | Unrenderable | NoDelegateEndpoint => codes::INTERNAL,
+            HandlerPanicked | Unrenderable => codes::INTERNAL,
         }
     }
 
@@ -99,7 +96,6 @@ impl Transport {
             BodyUnreadable | BadRequest | NoCommand | Unrenderable => Some(CNI_ERROR_STATUS),
             NotReady | ShuttingDown | QueueFull | SlotsClosed => Some(UNAVAILABLE_STATUS),
             HandlerPanicked => Some(500),
-            NoDelegateEndpoint => Some(501),
             NotReachable | ConnectFailed | Dropped | StatusUnavailable | NoFallback
             | FallbackFailed | UnreadableReply | EncodeFailed => None,
         }
@@ -137,7 +133,6 @@ mod tests {
             (SlotsClosed, 11, Some(503)),
             (HandlerPanicked, 999, Some(500)),
             (Unrenderable, 999, Some(400)),
-            (NoDelegateEndpoint, 999, Some(501)),
         ];
         assert_eq!(table.len(), Transport::ALL.len());
         for ((t, code, status), listed) in table.into_iter().zip(Transport::ALL) {

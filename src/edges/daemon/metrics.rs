@@ -85,8 +85,10 @@ pub struct Metrics {
     status_delay: Histogram,
     /// Network-status writes after the reply not yet ended.
     pub status_pending: Gauge,
-    /// Cached NADs naming a plugin not installed (set by `super::plugin_check`).
+    /// Cached NADs naming a plugin or IPAM plugin not installed (set by `super::plugin_check`).
     pub nads_missing_plugins: Gauge,
+    /// Cached NADs naming a plugin or IPAM plugin whose binary fails plexus's check (`super::plugin_check`).
+    pub nads_refused_plugins: Gauge,
     /// Work left for after the reply (ADD's durable writes, DEL's unlinks) not yet ended.
     pub after_reply_pending: Gauge,
 }
@@ -119,6 +121,7 @@ impl Metrics {
             status_delay: latency(),
             status_pending: Gauge::default(),
             nads_missing_plugins: Gauge::default(),
+            nads_refused_plugins: Gauge::default(),
             after_reply_pending: Gauge::default(),
         };
         r.register(
@@ -228,9 +231,17 @@ impl Metrics {
         );
         r.register(
             "plexus_nads_missing_plugins",
-            "Cached NADs whose config names a plugin not installed in binDir or CNI_PATH (as the daemon's \
-             requests give them); pods selecting one fail their ADD, the node stays ready",
+            "Cached NADs whose config names a plugin or IPAM plugin not installed in binDir or CNI_PATH (as \
+             the daemon's requests give them); pods selecting one fail their ADD, the node stays ready",
             m.nads_missing_plugins.clone(),
+        );
+        r.register(
+            "plexus_nads_refused_plugins",
+            "Cached NADs whose config names a plugin or IPAM plugin whose binary is installed but fails \
+             plexus's check (not owned by root, or writable by its group or others): plexus refuses to run \
+             such a plugin, so pods selecting one fail their ADD; an IPAM binary, run by its plugin, is only \
+             reported; the node stays ready",
+            m.nads_refused_plugins.clone(),
         );
         r.register(
             "plexus_after_reply_pending",
@@ -428,6 +439,7 @@ mod tests {
         m.cache_lookup("pod", true);
         m.in_flight.set(2);
         m.nads_missing_plugins.set(2);
+        m.nads_refused_plugins.set(1);
         m.rejected();
         let text = m.render(None, true);
         for needle in [
@@ -440,6 +452,7 @@ mod tests {
             "multus_server_request_total{handler=\"cni\",code=\"200\",method=\"POST\"} 1",
             "plexus_ready 1",
             "plexus_nads_missing_plugins 2",
+            "plexus_nads_refused_plugins 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

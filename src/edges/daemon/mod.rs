@@ -287,7 +287,10 @@ async fn run(config: DaemonConfig) -> anyhow::Result<()> {
     if let Err(e) = plugin_check::spawn(
         cache.clone(),
         search_path.clone(),
-        metrics.nads_missing_plugins.clone(),
+        plugin_check::Gauges {
+            missing: metrics.nads_missing_plugins.clone(),
+            refused: metrics.nads_refused_plugins.clone(),
+        },
         exec.clone(),
     ) {
         tracing::warn!("cannot start the missing-plugin report's thread: {e}");

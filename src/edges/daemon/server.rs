@@ -1,6 +1,6 @@
 //! The daemon's listeners: the root-only unix socket (`/cni`, `/healthz`, `/readyz`, Go Multus's routes;
 //! `/metrics` and `/cache/...` for diagnosis) and the metrics address (`/metrics`, `/healthz`, `/readyz`); admission (a bounded queue in front of
-//! `maxConcurrency` slots, and DEL's own `maxDelConcurrency`), the work left for after the replies, and
+//! `maxConcurrency` slots, and DEL's own `maxDelConcurrency`; `/cni` and `/delegate` alike), the work left for after the replies, and
 //! graceful shutdown (not ready first, then drain, then exit).
 
 use std::{
@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use plexus_shim::{transport::Transport, wire};
 use tokio::{
     net::{TcpListener, UnixListener},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 
 use super::{
@@ -156,6 +156,86 @@ impl Drop for Count<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// A request past admission: its slot (and, for a DEL beyond the floor, its place under the memory
+/// limit), counted as busy and in flight. `/cni` and `/delegate` both get one from [`admit`].
+struct Admitted<'a> {
+    slot: (OwnedSemaphorePermit, Option<Count<'a>>),
+    in_flight: Decrement,
+    busy: Count<'a>,
+}
+
+impl<'a> Admitted<'a> {
+    /// Run `handler` on this thread: `block_in_place` moves the async worker's other work to another
+    /// thread instead, so the request itself is not handed to a blocking thread and back (two wake-ups of a
+    /// sleeping thread, tens of microseconds each on a small VM). A panic fails this request only: its
+    /// message comes back. The slot is free again when it returns; the request stays busy (the drain waits)
+    /// until the returned count is dropped.
+    fn run<T>(self, handler: impl FnOnce() -> T) -> (Result<T, String>, Count<'a>) {
+        let Admitted {
+            slot,
+            in_flight,
+            busy,
+        } = self;
+        let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::task::block_in_place(handler)
+        }));
+        drop((in_flight, slot));
+        let joined =
+            joined.map_err(|payload| plexus_netns::panic_message(payload.as_ref()).to_string());
+        (joined, busy)
+    }
+}
+
+/// Admission (docs/daemon.md, "Admission"), the same for `/cni` and `/delegate`: refused with 503 and
+/// code 11 while shutting down or when `maxQueue` requests already wait (counted in
+/// `plexus_requests_rejected_total`); otherwise queued until a slot of `verb`'s pool is free.
+async fn admit<'a>(
+    shared: &Shared,
+    state: &'a State,
+    verb: &str,
+) -> Result<Admitted<'a>, Response<Body>> {
+    if state.stopping.load(Ordering::SeqCst) {
+        shared.metrics.rejected();
+        return Err(cni_error(
+            Transport::ShuttingDown,
+            "plexus daemon is shutting down; try again".into(),
+        ));
+    }
+    let queued = state.queued.load(Ordering::SeqCst);
+    if queued >= state.max_queue {
+        shared.metrics.rejected();
+        tracing::warn!(queued, verb, "queue full: request refused");
+        return Err(cni_error(
+            Transport::QueueFull,
+            format!(
+                "plexus daemon is busy: {queued} requests already queued (maxQueue); try again"
+            ),
+        ));
+    }
+    let permit = {
+        let _waiting = Count::new(&state.queued);
+        shared.metrics.queued.inc();
+        let p = state.slots_for(verb).clone().acquire_owned().await;
+        // A DEL with a slot of its own may still wait for memory (queued until then).
+        let running = match (&p, verb == "DEL") {
+            (Ok(_), true) => state.admit_del().await,
+            _ => None,
+        };
+        shared.metrics.queued.dec();
+        p.map(|p| (p, running))
+    };
+    let Ok(slot) = permit else {
+        return Err(cni_error(Transport::SlotsClosed, "closed".into()));
+    };
+    let busy = Count::new(&state.busy);
+    shared.metrics.in_flight.inc();
+    Ok(Admitted {
+        slot,
+        in_flight: Decrement(shared.metrics.in_flight.clone()),
+        busy,
+    })
 }
 
 /// Work that outlives its request (after the reply): counted as busy from its creation, so a shutdown
@@ -536,8 +616,9 @@ fn cached(path: &str, shared: &Shared) -> Response<Body> {
 const DELEGATE_PATH: &str = "/delegate";
 
 /// `POST /delegate`: one interface of a running sandbox attached, detached or checked, run in place like
-/// `/cni` (the container's lock keeps it and the runtime's calls apart). Counted as busy, so a graceful
-/// shutdown waits for it.
+/// `/cni` and admitted as `/cni` is ([`admit`]: the same slots by verb, the same queue bound and refusal),
+/// so a flood of calls cannot run delegates beyond `maxConcurrency`. The container's lock keeps it and the
+/// runtime's calls apart.
 async fn delegate(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
@@ -552,16 +633,22 @@ async fn delegate(
             );
         }
     };
-    if state.stopping.load(Ordering::SeqCst) {
-        return cni_error(
-            Transport::ShuttingDown,
-            "plexus daemon is shutting down; try again".into(),
-        );
+    // Only the command, for the slots (the body is parsed whole, and refused when bad, by
+    // `super::delegate`): a DEL waits for DEL's slots, as on `/cni`.
+    #[derive(serde::Deserialize)]
+    struct Command {
+        #[serde(default)]
+        env: std::collections::BTreeMap<String, String>,
     }
-    let busy = Count::new(&state.busy);
-    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        tokio::task::block_in_place(|| super::delegate::serve(shared, &body))
-    }));
+    let verb = serde_json::from_slice::<Command>(&body)
+        .ok()
+        .and_then(|c| c.env.get("CNI_COMMAND").cloned())
+        .unwrap_or_default();
+    let admitted = match admit(shared, state, &verb).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
+    };
+    let (joined, busy) = admitted.run(|| super::delegate::serve(shared, &body));
     drop(busy);
     match joined {
         Ok(reply) => {
@@ -569,8 +656,7 @@ async fn delegate(
                 StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             respond(status, "application/json", reply.body)
         }
-        Err(payload) => {
-            let e = plexus_netns::panic_message(payload.as_ref());
+        Err(e) => {
             tracing::error!("/delegate handler failed: {e}");
             cni_error(
                 Transport::HandlerPanicked,
@@ -638,53 +724,14 @@ async fn cni(
         // The sandbox is going: a status write of its ADD still pending would only record what is removed.
         shared.status.cancel(&container);
     }
-    if state.stopping.load(Ordering::SeqCst) {
-        shared.metrics.rejected();
-        return cni_error(
-            Transport::ShuttingDown,
-            "plexus daemon is shutting down; try again".into(),
-        );
-    }
-    let queued = state.queued.load(Ordering::SeqCst);
-    if queued >= state.max_queue {
-        shared.metrics.rejected();
-        tracing::warn!(queued, verb, "queue full: request refused");
-        return cni_error(
-            Transport::QueueFull,
-            format!(
-                "plexus daemon is busy: {queued} requests already queued (maxQueue); try again"
-            ),
-        );
-    }
-    let permit = {
-        let _waiting = Count::new(&state.queued);
-        shared.metrics.queued.inc();
-        let p = state.slots_for(&verb).clone().acquire_owned().await;
-        // A DEL with a slot of its own may still wait for memory (queued until then).
-        let running = match (&p, verb == "DEL") {
-            (Ok(_), true) => state.admit_del().await,
-            _ => None,
-        };
-        shared.metrics.queued.dec();
-        p.map(|p| (p, running))
+    let admitted = match admit(shared, state, &verb).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
     };
-    let Ok(permit) = permit else {
-        return cni_error(Transport::SlotsClosed, "closed".into());
-    };
-    let busy = Count::new(&state.busy);
-    shared.metrics.in_flight.inc();
-    // The handler runs on this thread: `block_in_place` moves the async worker's other work to another
-    // thread instead, so the request itself is not handed to a blocking thread and back (two wake-ups of a
-    // sleeping thread, tens of microseconds each on a small VM). A panic in it fails this request only.
-    let joined = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        tokio::task::block_in_place(|| handler::serve(shared, wreq))
-    }));
-    shared.metrics.in_flight.dec();
-    drop(permit);
+    let (joined, busy) = admitted.run(|| handler::serve(shared, wreq));
     let (reply, later) = match joined {
         Ok(r) => r,
-        Err(payload) => {
-            let e = plexus_netns::panic_message(payload.as_ref());
+        Err(e) => {
             tracing::error!(verb, "request handler failed: {e}");
             let failure = Transport::HandlerPanicked;
             let reply = failure.reply(format!("plexus daemon: request failed: {e}"), "");
@@ -819,7 +866,7 @@ mod tests {
             .into_iter()
             .filter(|t| t.status().is_some())
             .collect();
-        assert_eq!(answered.len(), 10, "{answered:?}");
+        assert_eq!(answered.len(), 9, "{answered:?}");
         for t in answered {
             let resp = cni_error(t, format!("{t:?}"));
             assert_eq!(Some(resp.status().as_u16()), t.status(), "{t:?}");
@@ -835,6 +882,133 @@ mod tests {
             status_of(Transport::NotReady),
             StatusCode::SERVICE_UNAVAILABLE
         );
+    }
+
+    /// What the daemon shares, for requests that never reach the API: a client pointed at nothing, no
+    /// caches, no cniDir served yet.
+    fn offline_shared(dir: &Path) -> Arc<Shared> {
+        let env = |k: &str| (k == "NODE_NAME").then(|| "node-a".to_string());
+        let config = super::super::config::DaemonConfig::from_bytes(b"{}", "t", &env).unwrap();
+        let kube = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let (exec, netns) = crate::seams::hostroot::seams(None);
+        Arc::new(Shared {
+            config,
+            handle: tokio::runtime::Handle::current(),
+            client: crate::seams::k8s::transport::client(&kube).unwrap(),
+            cache: None,
+            metrics: super::super::metrics::Metrics::new(),
+            status: super::super::status_writer::StatusWriter::new(Duration::from_secs(1), None),
+            served: Arc::new(super::super::reconcile::ServedDirs::load(
+                dir.join("served.json"),
+            )),
+            search_path: Default::default(),
+            exec,
+            netns,
+        })
+    }
+
+    /// One HTTP/1.1 POST on the unix socket `socket`, as Go's client makes it: the status and the body.
+    fn post(socket: &Path, uri: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut request = format!(
+            "POST {uri} HTTP/1.1\r\nHost: dummy\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(body);
+        s.write_all(&request).unwrap();
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).unwrap();
+        let split = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a whole reply");
+        let head = String::from_utf8_lossy(&reply[..split]).to_string();
+        let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (code, reply[split + 4..].to_vec())
+    }
+
+    /// `/delegate` goes through `/cni`'s admission: with the one slot taken, `maxQueue` calls wait for it
+    /// (counted as queued) and the next ones are refused at once with what `/cni` answers (503, code 11,
+    /// counted as rejected), whatever the endpoint; the calls that waited run once the slot is free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_delegate_calls_beyond_the_queue_is_refused_as_cni_calls_are() {
+        let d = tempfile::tempdir().unwrap();
+        let shared = offline_shared(d.path());
+        let state = Arc::new(State::new(1, None, 2));
+        let socket = d.path().join("plexus.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(accept(
+            listener,
+            socket.clone(),
+            shared.clone(),
+            state.clone(),
+            stopped,
+        ));
+        let config = br#"{"cniVersion":"1.0.0","name":"tenant","type":"macvlan"}"#;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "env": {
+                "CNI_COMMAND": "ADD",
+                "CNI_CONTAINERID": "c1",
+                "CNI_NETNS": "/run/netns/c1",
+                "CNI_IFNAME": "net7",
+                "CNI_ARGS": "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns1;K8S_POD_NAME=p1",
+                "CNI_PATH": "/opt/cni/bin",
+            },
+            "config": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, config),
+        }))
+        .unwrap();
+        let call = |uri: &'static str| {
+            let (socket, body) = (socket.clone(), body.clone());
+            tokio::task::spawn_blocking(move || post(&socket, uri, &body))
+        };
+
+        let slot = state.slots.clone().try_acquire_owned().unwrap();
+        let waiting = [call(DELEGATE_PATH), call(DELEGATE_PATH)];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state.queued.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            state.queued.load(Ordering::SeqCst),
+            2,
+            "the /delegate calls wait for the slot"
+        );
+        let text = shared.metrics.render(None, true);
+        assert!(text.contains("plexus_requests_queued 2"), "{text}");
+
+        let mut refusals = Vec::new();
+        for uri in [DELEGATE_PATH, DELEGATE_PATH, wire::CNI_PATH] {
+            let (code, reply) = call(uri).await.unwrap();
+            let reply = plexus_cni::ErrorReply::parse(&reply).expect("a CNI error");
+            assert!(reply.msg.contains("maxQueue"), "{uri}: {reply:?}");
+            refusals.push((uri, code, reply.code));
+        }
+        let cni = (wire::CNI_PATH, 503, plexus_cni::codes::TRY_AGAIN_LATER);
+        assert_eq!(
+            refusals,
+            [
+                (DELEGATE_PATH, cni.1, cni.2),
+                (DELEGATE_PATH, cni.1, cni.2),
+                cni
+            ]
+        );
+        let text = shared.metrics.render(None, true);
+        assert!(text.contains("plexus_requests_rejected_total 3"), "{text}");
+
+        // The slot free: the calls that waited run (no sandbox of that container here: code 3).
+        drop(slot);
+        for w in waiting {
+            let (code, reply) = w.await.unwrap();
+            let reply = plexus_cni::ErrorReply::parse(&reply).expect("a CNI error");
+            assert_eq!((code, reply.code), (400, 3), "{reply:?}");
+        }
+        let text = shared.metrics.render(None, true);
+        assert!(text.contains("plexus_requests_queued 0"), "{text}");
+        assert!(text.contains("plexus_requests_in_flight 0"), "{text}");
     }
 
     /// After-reply work runs in order on the flusher thread, counts as busy until it ends, and a panic in

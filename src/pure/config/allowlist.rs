@@ -189,13 +189,7 @@ impl PluginAllowList {
 pub fn plugin_types(network: &NetworkConfig) -> Vec<&str> {
     let mut out: Vec<&str> = Vec::new();
     for p in &network.plugins {
-        let ipam = p
-            .raw
-            .get("ipam")
-            .and_then(|i| i.get("type"))
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty());
-        for t in std::iter::once(p.plugin_type.as_str()).chain(ipam) {
+        for t in std::iter::once(p.plugin_type.as_str()).chain(p.ipam_type()) {
             if !out.contains(&t) {
                 out.push(t);
             }

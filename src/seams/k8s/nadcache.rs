@@ -3,8 +3,8 @@
 //! docs/daemon.md ("The NAD cache") gives the design and the measured numbers.
 //!
 //! - Every NAD the watch reports keeps its name, a fingerprint of its `spec.config` and `resourceName`
-//!   annotation, and the plugin types its config names (shared between NADs naming the same types), which the
-//!   missing-plugin report needs (`crate::edges::daemon::plugin_check`).
+//!   annotation, and the plugin and IPAM types its config names (shared between NADs naming the same types),
+//!   which the missing-plugin report needs (`crate::edges::daemon::plugin_check`).
 //! - A NAD is *loaded* (its config and `resourceName` kept) while a pod of this node selects it, or for
 //!   [`RETAIN`] after a request last read it (the node's own `clusterNetwork`/`defaultNetworks` NADs, which no
 //!   pod annotation names). The watch keeps a loaded NAD current, as it did every NAD before.
@@ -44,7 +44,17 @@ pub const RETAIN: Duration = Duration::from_secs(3600);
 pub type NadKey = (String, String);
 
 /// What [`NadCache::with_each`] goes over: `(namespace, name, fingerprint, plugin types)`.
-pub type NadIter<'a> = dyn Iterator<Item = (&'a str, &'a str, u64, Option<&'a [Box<str>]>)> + 'a;
+pub type NadIter<'a> = dyn Iterator<Item = (&'a str, &'a str, u64, Option<&'a PluginTypes>)> + 'a;
+
+/// The binaries a NAD's config needs, each list without repeats, in order: its plugins' types (not those
+/// plexus serves itself), and their `ipam.type`s, which the plugins run themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct PluginTypes {
+    /// The plugins plexus starts.
+    pub plugins: Box<[Box<str>]>,
+    /// The IPAM plugins those start.
+    pub ipam: Box<[Box<str>]>,
+}
 
 /// A NAD as the watch decodes it: name, namespace, resourceVersion, the `resourceName` annotation and
 /// `spec.config`. Everything else is skipped while decoding (no `serde_json::Value`, no managedFields, no
@@ -287,7 +297,7 @@ struct Entry {
     /// when it has the fingerprint the watch last reported.
     fingerprint: u64,
     /// The plugin types its config names; `None`: no config, or one that does not parse.
-    types: Option<Arc<[Box<str>]>>,
+    types: Option<Arc<PluginTypes>>,
     /// Set while the NAD is loaded.
     full: Option<Arc<NadData>>,
     /// The list that last reported it (a re-list forgets NADs it did not report).
@@ -304,7 +314,7 @@ struct State {
     /// the watch reports).
     by_pods: HashMap<String, HashSet<String>>,
     /// Each distinct list of plugin types once (most NADs of a cluster name one of a few).
-    type_sets: HashSet<Arc<[Box<str>]>>,
+    type_sets: HashSet<Arc<PluginTypes>>,
     generation: u32,
 }
 
@@ -321,11 +331,11 @@ impl State {
         selected(&self.by_pods, ns, name)
     }
 
-    fn intern(&mut self, types: Vec<Box<str>>) -> Arc<[Box<str>]> {
-        if let Some(t) = self.type_sets.get(types.as_slice()) {
+    fn intern(&mut self, types: PluginTypes) -> Arc<PluginTypes> {
+        if let Some(t) = self.type_sets.get(&types) {
             return t.clone();
         }
-        let t: Arc<[Box<str>]> = types.into();
+        let t = Arc::new(types);
         self.type_sets.insert(t.clone());
         t
     }
@@ -343,21 +353,30 @@ fn fingerprint(config: Option<&str>, resource_name: Option<&str>) -> u64 {
     h.finish()
 }
 
-/// The plugin types `config` names that need a binary (not those plexus serves itself), each once, in
-/// order; `None` when it does not parse as a network config.
-pub fn plugin_types(config: &str) -> Option<Vec<Box<str>>> {
+/// The plugin binaries `config` names ([`PluginTypes`]); `None` when it does not parse as a network config.
+pub fn plugin_types(config: &str) -> Option<PluginTypes> {
     let network = NetworkConfig::from_bytes(config.as_bytes()).ok()?;
-    let mut types: Vec<Box<str>> = Vec::with_capacity(network.plugins.len());
-    for p in network.plugins {
-        // plexus serves these itself: no binary is needed.
-        if crate::seams::invoke::is_internal(&p.plugin_type) {
-            continue;
+    let (mut plugins, mut ipam): (Vec<Box<str>>, Vec<Box<str>>) = Default::default();
+    let add = |list: &mut Vec<Box<str>>, t: &str| {
+        if !list.iter().any(|l| **l == *t) {
+            list.push(t.into());
         }
-        if !types.iter().any(|t| **t == *p.plugin_type) {
-            types.push(p.plugin_type.into_boxed_str());
+    };
+    // plexus serves these itself: no binary is needed, and none runs an IPAM plugin.
+    for p in network
+        .plugins
+        .iter()
+        .filter(|p| !crate::seams::invoke::is_internal(&p.plugin_type))
+    {
+        add(&mut plugins, &p.plugin_type);
+        if let Some(t) = p.ipam_type() {
+            add(&mut ipam, t);
         }
     }
-    Some(types)
+    Some(PluginTypes {
+        plugins: plugins.into(),
+        ipam: ipam.into(),
+    })
 }
 
 /// The cache (see the module docs). Cheap to share behind an `Arc`; lookups take a read lock.
@@ -617,7 +636,7 @@ impl NadCache {
             "apiVersion": NetworkAttachmentDefinition::api_version(&()),
             "kind": NetworkAttachmentDefinition::kind(&()),
             "metadata": {"namespace": namespace, "name": name},
-            "cache": {"loaded": e.full.is_some(), "plugins": e.types.as_deref()},
+            "cache": {"loaded": e.full.is_some(), "plugins": e.types.as_ref().map(|t| &*t.plugins)},
         });
         if let Some(full) = &e.full {
             if let Some(r) = &full.resource_name {
@@ -713,7 +732,10 @@ mod tests {
             it.map(|(ns, name, _, types)| format!("{ns}/{name}:{types:?}"))
                 .collect()
         });
-        assert_eq!(seen, [r#"ns/unused:Some(["macvlan"])"#]);
+        assert_eq!(
+            seen,
+            [r#"ns/unused:Some(PluginTypes { plugins: ["macvlan"], ipam: [] })"#]
+        );
     }
 
     /// A NAD a pod of the node selects is loaded from the watch's own event, and the watch's next event
@@ -803,6 +825,33 @@ mod tests {
         assert_eq!((c.len(), c.loaded()), (1, 1));
     }
 
+    /// The IPAM types are kept apart from the plugins (the view lists the plugins only); an internal
+    /// plugin needs neither a binary nor an IPAM one.
+    #[test]
+    fn ipam_types_are_kept_with_the_plugins_that_run_them() {
+        let types = plugin_types(
+            r#"{"cniVersion":"1.0.0","name":"n","plugins":[
+                {"type":"bridge","ipam":{"type":"host-local"}},
+                {"type":"macvlan","ipam":{"type":"host-local"}},
+                {"type":"tuning","ipam":{"type":""}},
+                {"type":"passthru","ipam":{"type":"dhcp"}}]}"#,
+        )
+        .unwrap();
+        let names = |l: &[Box<str>]| l.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(&types.plugins), ["bridge", "macvlan", "tuning"]);
+        assert_eq!(names(&types.ipam), ["host-local"]);
+        let c = NadCache::default();
+        c.apply(&watched(
+            "ns",
+            "n",
+            Some(r#"{"cniVersion":"1.0.0","type":"macvlan","ipam":{"type":"host-local"}}"#),
+        ));
+        assert_eq!(
+            c.view("ns", "n").unwrap()["cache"],
+            json!({"loaded": false, "plugins": ["macvlan"]})
+        );
+    }
+
     #[test]
     fn nads_naming_the_same_plugins_share_one_list() {
         let c = NadCache::default();
@@ -812,7 +861,7 @@ mod tests {
         c.apply(&watched("ns", "broken", Some("not json")));
         assert_eq!(c.read().type_sets.len(), 1);
         let mut types: Vec<(String, Option<usize>)> = c.with_each(|it| {
-            it.map(|(_, n, _, t)| (n.to_string(), t.map(<[_]>::len)))
+            it.map(|(_, n, _, t)| (n.to_string(), t.map(|t| t.plugins.len())))
                 .collect()
         });
         types.sort();

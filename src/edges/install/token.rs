@@ -19,7 +19,7 @@ use k8s_openapi::api::{
 use kube::{
     Api,
     api::PostParams,
-    config::{KubeConfigOptions, Kubeconfig},
+    config::KubeConfigOptions,
 };
 use serde_json::Value;
 
@@ -188,7 +188,8 @@ impl Issuer for ApiIssuer {
 async fn client(caller: Caller<'_>) -> Result<kube::Client, Refused> {
     let text = super::conf::render_kubeconfig(caller.server, caller.ca, caller.token, "plexus")
         .map_err(|e| Refused(e.to_string()))?;
-    let kc = Kubeconfig::from_yaml(&text).map_err(|e| Refused(format!("kubeconfig: {e}")))?;
+    let kc = crate::seams::k8s::kubeconfig::parse(&text, None)
+        .map_err(|e| Refused(format!("kubeconfig: {e}")))?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .map_err(|e| Refused(format!("API client settings: {e}")))?;

@@ -11,9 +11,12 @@ use serde_json::Value;
 /// The kubeconfig at `path`, every YAML document in it merged (the first wins, as in kube and kubectl).
 pub fn read(path: &Path) -> Result<Kubeconfig, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let text = decode(bytes)?;
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).map_err(|e| e.to_string())?;
-    let dir = path.parent();
+    parse(&decode(bytes)?, path.parent())
+}
+
+/// A kubeconfig's text, as [`read`] reads it; relative file names are taken relative to `dir`, if given.
+pub fn parse(text: &str, dir: Option<&Path>) -> Result<Kubeconfig, String> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
     let mut merged: Option<Kubeconfig> = None;
     for mut doc in docs {
         if doc.is_null() {

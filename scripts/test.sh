@@ -56,6 +56,19 @@ if readelf --program-headers --dynamic "$shim" | grep -Eq 'INTERP|NEEDED'; then
 fi
 echo "$shim: no interpreter, no shared libraries"
 
+# Issue 17's size target: the thin binary as deploy/Containerfile builds it stays within 8 MiB. A size is
+# not a timing, so it is checked here; its memory and speed are the benchmark's (BENCHMARKS.md).
+banner "The thin binary as the image ships it: release-thin, at most 8 MiB"
+cargo build --profile release-thin --locked -p plexus --bin plexus
+thin="$(target_dir)/release-thin/plexus"
+thin_bytes=$(stat -c %s "$thin")
+limit=$((8 * 1024 * 1024))
+if [ "$thin_bytes" -gt "$limit" ]; then
+    echo "$thin is $thin_bytes bytes, over the 8 MiB ($limit bytes) target (BENCHMARKS.md, \"Issue 17\")" >&2
+    exit 1
+fi
+echo "$thin: $thin_bytes bytes (limit $limit)"
+
 banner "Lint: cargo clippy"
 if cargo clippy --version >/dev/null 2>&1; then
     cargo clippy --workspace --all-targets -- -D warnings

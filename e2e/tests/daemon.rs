@@ -28,7 +28,7 @@ use plexus_e2e::{
             recorder, recorders_for, records, spawn_plexus,
         },
         cluster::standin_only,
-        daemon::{DaemonProcess, DaemonView},
+        daemon::{DaemonProcess, DaemonView, PendingGauges},
         runtime::{CniRuntime, PLUGIN_PATH},
         world::{CLUSTER_BRIDGE, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, Sandbox, World},
     },
@@ -365,6 +365,32 @@ fn daemon_killed_in_the_middle_of_a_burst_leaks_nothing() {
         assert_no_leak(&w, sb);
     }
     drop(daemon);
+}
+
+/// The world's waits for the daemon (its work after the replies, which the leak checks wait for before they
+/// look in `<cniDir>/.trash`; its status writes) ask the daemon on the world's socket, also while the test
+/// holds the daemon itself to kill and restart it, as the test above does. A stand-in on that socket
+/// reports work pending for its first answers: each wait must go on asking until it reads 0.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn the_worlds_waits_ask_a_daemon_the_test_took_out_of_it() {
+    let test = "the_worlds_waits_ask_a_daemon_the_test_took_out_of_it";
+    let mut w = world(test);
+    let mut daemon = w.daemon.take().unwrap();
+    let socket = daemon.socket().to_path_buf();
+    let status = daemon.stop().expect("the daemon was running");
+    assert!(status.success(), "graceful exit: {status:?}\n{}", w.log());
+    let _ = std::fs::remove_file(&socket);
+    let fake = PendingGauges::serve(
+        &socket,
+        &["plexus_after_reply_pending", "plexus_status_writes_pending"],
+        3,
+        false,
+    );
+    w.wait_after_reply();
+    assert_eq!(fake.asked(), 4, "three answers of 1, then the 0");
+    w.wait_status_writes();
+    assert_eq!(fake.asked(), 5, "asked once more, 0 at once");
 }
 
 #[test]

@@ -9,7 +9,8 @@ use crate::seams::cluster::DeferredStatus;
 
 /// Work an operation leaves for after its reply (daemon mode), for the edge to run off the request's
 /// thread (the daemon's after-reply thread): ADD's durable writes, holding the container's lock until they
-/// end (they run when the job is called or dropped); DEL's unlinks of the files it moved into the trash.
+/// end (they run when the job is called or dropped); DEL's unlinks of the files it moved into the trash
+/// (also done when dropped).
 pub type AfterReply = Box<dyn FnOnce() + Send>;
 
 /// A successful operation.

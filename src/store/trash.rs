@@ -87,12 +87,7 @@ impl Trash {
     /// Unlink what was moved, then whatever else the trash holds (left by a process killed before it
     /// emptied its own).
     pub fn empty(self) {
-        let moved = self.moved.into_inner().unwrap_or_else(|e| e.into_inner());
-        for p in &moved {
-            if let Err(e) = fsutil::remove_if_exists(p) {
-                tracing::warn!("cannot remove {}: {e}", p.display());
-            }
-        }
+        self.unlink_moved();
         let others = sweep_dir(&self.dir);
         if others > 0 {
             tracing::info!(
@@ -100,6 +95,24 @@ impl Trash {
                 self.dir.display()
             );
         }
+    }
+
+    /// Unlink what this trash moved (and forget it).
+    fn unlink_moved(&self) {
+        let moved = std::mem::take(&mut *self.moved.lock().unwrap_or_else(|e| e.into_inner()));
+        for p in &moved {
+            if let Err(e) = fsutil::remove_if_exists(p) {
+                tracing::warn!("cannot remove {}: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// A trash dropped without [`Trash::empty`] (its DEL's after-reply job dropped unrun, a panic after a
+/// discard) still unlinks what it moved, now: else that waits for the next DEL, GC or daemon start.
+impl Drop for Trash {
+    fn drop(&mut self) {
+        self.unlink_moved();
     }
 }
 
@@ -190,6 +203,20 @@ mod tests {
         fs::create_dir(dir(d.path()).join("not-ours")).unwrap();
         assert_eq!(sweep(d.path()), 2);
         assert_eq!(names(&dir(d.path())), ["not-ours"]);
+    }
+
+    #[test]
+    fn a_trash_dropped_without_emptying_still_unlinks_what_it_moved() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join(".c1.tmp.42");
+        fs::write(&f, b"x").unwrap();
+        let t = Trash::new(d.path());
+        t.discard(&f).unwrap();
+        assert_eq!(names(&dir(d.path())).len(), 1);
+        // Another process's leftover is not this trash's to take on drop (emptying takes it).
+        fs::write(dir(d.path()).join("c0.1-1"), b"x").unwrap();
+        drop(t);
+        assert_eq!(names(&dir(d.path())), ["c0.1-1"]);
     }
 
     #[test]

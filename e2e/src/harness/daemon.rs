@@ -337,8 +337,9 @@ pub fn wait_after_reply(socket: &Path, limit: Duration) -> Result<(), String> {
     })
 }
 
-/// Poll `/metrics` until gauge `name` reads 0 (or, with `absent_is_zero`, is missing or nobody answers);
-/// the last value seen after `limit`.
+/// Poll `/metrics` until gauge `name` reads 0 (or, with `absent_is_zero`, is missing from the metrics or
+/// nothing listens on `socket`); the last value seen after `limit`. A daemon that listens but does not
+/// answer (busy, or a torn reply) is asked again: its work may well be pending.
 fn wait_gauge(
     socket: &Path,
     name: &str,
@@ -354,12 +355,112 @@ fn wait_gauge(
                 .find_map(|l| l.strip_prefix(&prefix))
                 .and_then(|v| v.trim().parse::<i64>().ok())
         });
-        if pending == Some(0) || (absent_is_zero && pending.is_none()) {
+        let absent = pending.is_none() && (metrics.is_some() || !listening(socket));
+        if pending == Some(0) || (absent_is_zero && absent) {
             return Ok(());
         }
         if started.elapsed() > limit {
             return Err(pending);
         }
         thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether something accepts connections on `socket` (no daemon: none was started, or it was killed).
+fn listening(socket: &Path) -> bool {
+    UnixStream::connect(socket).is_ok()
+}
+
+/// A stand-in for a daemon's `/metrics` on a socket, for tests of the waits above: every gauge it is
+/// given reads 1 for its first `busy` answers, then 0. It can also hang up once without an answer first.
+pub struct PendingGauges {
+    asked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PendingGauges {
+    /// Serve on `socket` (made here) until the process ends.
+    pub fn serve(
+        socket: &Path,
+        gauges: &[&str],
+        busy: usize,
+        hang_up_first: bool,
+    ) -> PendingGauges {
+        use std::sync::{Arc, atomic::Ordering};
+        let listener =
+            std::os::unix::net::UnixListener::bind(socket).expect("bind the stand-in socket");
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let gauges: Vec<String> = gauges.iter().map(|g| g.to_string()).collect();
+        let count = asked.clone();
+        thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                if hang_up_first && n == 0 {
+                    continue;
+                }
+                // The whole request head first: a socket closed with bytes unread resets the client's.
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 256];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let value = usize::from(n < busy.saturating_add(usize::from(hang_up_first)));
+                let body: String = gauges.iter().map(|g| format!("{g} {value}\n")).collect();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        PendingGauges { asked }
+    }
+
+    /// How many connections it has taken.
+    pub fn asked(&self) -> usize {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GAUGE: &str = "plexus_after_reply_pending";
+
+    #[test]
+    fn the_wait_lasts_until_the_gauge_reads_zero() {
+        let d = tempfile::tempdir().unwrap();
+        let socket = d.path().join("s");
+        let fake = PendingGauges::serve(&socket, &[GAUGE], 3, false);
+        wait_after_reply(&socket, Duration::from_secs(20)).unwrap();
+        assert_eq!(fake.asked(), 4, "three answers of 1, then the 0");
+    }
+
+    #[test]
+    fn a_daemon_that_hangs_up_without_an_answer_is_asked_again() {
+        let d = tempfile::tempdir().unwrap();
+        let socket = d.path().join("s");
+        let fake = PendingGauges::serve(&socket, &[GAUGE], 2, true);
+        wait_after_reply(&socket, Duration::from_secs(20)).unwrap();
+        assert!(fake.asked() >= 4, "{} connections", fake.asked());
+    }
+
+    #[test]
+    fn nothing_listening_or_no_such_gauge_is_nothing_pending() {
+        let d = tempfile::tempdir().unwrap();
+        let socket = d.path().join("s");
+        wait_after_reply(&socket, Duration::ZERO).unwrap();
+        let _fake = PendingGauges::serve(&socket, &["plexus_other"], 100, false);
+        wait_after_reply(&socket, Duration::ZERO).unwrap();
+        // The gauge itself is not: a wait that never sees 0 fails.
+        let other = d.path().join("t");
+        let _busy = PendingGauges::serve(&other, &[GAUGE], usize::MAX - 1, false);
+        assert_eq!(
+            wait_after_reply(&other, Duration::from_millis(50)).unwrap_err(),
+            "the daemon's work after its replies still pending after 50ms (Some(1))"
+        );
     }
 }

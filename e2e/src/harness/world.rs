@@ -39,7 +39,7 @@ use tempfile::TempDir;
 
 use super::{
     cluster::{Cluster, NO_SUCH_NODE, PodInfo},
-    daemon::{DaemonProcess, DaemonView, daemon_mode, shim_binary},
+    daemon::{self, DaemonProcess, DaemonView, daemon_mode, shim_binary},
     kubeconfig, rbac,
     runtime::{CNI_BIN, CniFailure, CniRuntime, pod_runtime_conf, write_plexus_wrapper},
 };
@@ -115,6 +115,9 @@ pub struct World {
     pub plexus_user: String,
     /// The ClusterRole that ServiceAccount is bound to (deploy's, unless [`World::with_cluster_role`]).
     pub cluster_role: String,
+    /// Daemon mode: the socket of the last daemon the world started, kept when a test takes
+    /// [`World::daemon`] out to kill and restart it, so the waits still find the daemon ([`World::daemon_socket`]).
+    daemon_socket: Option<PathBuf>,
     dir: TempDir,
 }
 
@@ -201,6 +204,7 @@ impl World {
             service_account,
             plexus_user,
             cluster_role,
+            daemon_socket: None,
             dir,
         };
         for d in [
@@ -218,12 +222,14 @@ impl World {
         if daemon {
             let shim = w.bin_dir().join("plexus-shim");
             std::os::unix::fs::symlink(shim_binary(plexus), &shim).expect("link the shim");
-            w.daemon = Some(DaemonProcess::start(
+            let d = DaemonProcess::start(
                 plexus,
                 &w.host.name,
                 &w.daemon_config(),
                 &w.root().join("daemon.json"),
-            ));
+            );
+            w.daemon_socket = Some(d.socket().to_path_buf());
+            w.daemon = Some(d);
         }
         w
     }
@@ -234,13 +240,24 @@ impl World {
         if let Some(mut old) = self.daemon.take() {
             old.stop();
         }
-        self.daemon = Some(DaemonProcess::start_in(
+        let d = DaemonProcess::start_in(
             plexus,
             &self.host.name,
             config,
             &self.root().join("daemon.json"),
             view,
-        ));
+        );
+        self.daemon_socket = Some(d.socket().to_path_buf());
+        self.daemon = Some(d);
+    }
+
+    /// Daemon mode: the socket of the world's daemon, also while a test holds the daemon itself (taken out
+    /// of [`World::daemon`] to kill or restart it). `None` in thin mode.
+    pub fn daemon_socket(&self) -> Option<&Path> {
+        match &self.daemon {
+            Some(d) => Some(d.socket()),
+            None => self.daemon_socket.as_deref(),
+        }
     }
 
     /// The daemon config of daemon mode: this world's socket, kubeconfig and log, the suite's node.
@@ -314,7 +331,7 @@ impl World {
     /// plexus's log so far (for failure messages).
     pub fn log(&self) -> String {
         let mut log = fs::read_to_string(self.log_file()).unwrap_or_default();
-        if self.daemon.is_some() {
+        if self.daemon_socket().is_some() {
             log.push_str("\n--- plexus daemon log ---\n");
             log.push_str(&fs::read_to_string(self.daemon_log_file()).unwrap_or_default());
         }
@@ -494,16 +511,22 @@ impl World {
     /// Daemon mode: wait until the daemon's network-status writes after its replies have ended (at most
     /// 20 s), so the annotation says what the last ADD did. Thin mode writes it before ADD's reply.
     pub fn wait_status_writes(&self) {
-        if let Some(d) = &self.daemon {
-            d.wait_status_writes(std::time::Duration::from_secs(20));
+        if let Some(socket) = self.daemon_socket()
+            && let Err(e) = daemon::wait_status_writes(socket, Duration::from_secs(20))
+        {
+            panic!("{}: {e}", self.test);
         }
     }
 
     /// Daemon mode: wait until the work the daemon left for after its replies has ended (at most 20 s): a
     /// DEL's files wait in `<cniDir>/.trash` until then. Thin mode does it all before the reply.
     pub fn wait_after_reply(&self) {
-        if let Some(d) = &self.daemon {
-            d.wait_after_reply(std::time::Duration::from_secs(20));
+        // By the socket, not the handle: a test that took the daemon out (to kill and restart it) still
+        // checks for leaks, and a DEL's files stay in the trash until this work ends.
+        if let Some(socket) = self.daemon_socket()
+            && let Err(e) = daemon::wait_after_reply(socket, Duration::from_secs(20))
+        {
+            panic!("{}: {e}", self.test);
         }
     }
 

@@ -16,11 +16,7 @@ use k8s_openapi::api::{
     authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
     core::v1::ServiceAccount,
 };
-use kube::{
-    Api,
-    api::PostParams,
-    config::KubeConfigOptions,
-};
+use kube::{Api, api::PostParams, config::KubeConfigOptions};
 use serde_json::Value;
 
 /// The shortest lifetime the API server issues (`spec.expirationSeconds` below 600 is refused).

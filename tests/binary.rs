@@ -2097,28 +2097,27 @@ fn an_orphaned_delegate_keeps_the_containers_lock_and_del_waits_for_it() {
     h.assert_no_trace(CID, "DEL after a SIGKILLed ADD");
 }
 
-/// Start an ADD whose second delegate (`second`, on net1) sleeps `sleep_ms` in its ADD, and wait until that
-/// delegate runs: the running plexus and the delegate's record.
-fn add_with_a_sleeping_delegate(
-    h: &Harness,
-    config: &Value,
-) -> (std::process::Child, Record) {
-    let plexus = h.cmd("ADD").args(CRI_ARGS).config(config).spawn();
+/// Start an ADD whose second delegate (`second`, on net1) sleeps in its ADD (as `config` says), and wait
+/// until that delegate runs: the running plexus and the delegate's record.
+fn add_with_a_sleeping_delegate(h: &Harness, config: &Value) -> (std::process::Child, Record) {
+    let mut plexus = h.cmd("ADD").args(CRI_ARGS).config(config).spawn();
     let started = std::time::Instant::now();
-    loop {
-        if let Some(r) = h
+    let record = loop {
+        let found = h
             .records()
             .into_iter()
-            .find(|r| r.summary() == "ADD second net1")
-        {
-            return (plexus, r);
+            .find(|r| r.summary() == "ADD second net1");
+        if found.is_some() || started.elapsed() > Duration::from_secs(20) {
+            break found;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the second delegate never started"
-        );
         std::thread::sleep(Duration::from_millis(5));
-    }
+    };
+    let Some(record) = record else {
+        let _ = plexus.kill();
+        let _ = plexus.wait();
+        panic!("the second delegate never started");
+    };
+    (plexus, record)
 }
 
 /// Whether process `pid` still runs (a zombie has exited, its descriptors closed).

@@ -317,7 +317,7 @@ mod tests {
         };
         flock.wait().unwrap();
         let before = orphans_killed();
-        let bystander = std::process::Command::new("sleep")
+        let mut bystander = std::process::Command::new("sleep")
             .arg("600")
             .spawn()
             .unwrap();
@@ -327,6 +327,7 @@ mod tests {
         let (still, bystander_runs) = (runs(orphan), runs(bystander.id() as i32));
         kill(orphan);
         kill(bystander.id() as i32);
+        let _ = bystander.wait();
         assert!(got.is_ok(), "{got:?}");
         assert!(!still, "the orphan {orphan} still runs");
         assert!(bystander_runs, "a process not holding the lock was killed");

@@ -488,7 +488,10 @@ mod tests {
             .unwrap_or_else(|| panic!("no plexus_orphans_killed_total in\n{text}"))
             .parse()
             .unwrap();
-        assert!((before..=after).contains(&shown), "{before} <= {shown} <= {after}");
+        assert!(
+            (before..=after).contains(&shown),
+            "{before} <= {shown} <= {after}"
+        );
     }
 
     /// Hot-plug's attempts, outcomes (by trigger) and latency each move when told.

@@ -264,23 +264,19 @@ mod tests {
         drop(held);
     }
 
-    /// `flock(1)` takes the lock of container `c` in `dir`, runs `sh -c script` in a process group of its
-    /// own, and its stdout's first line (a pid) is returned with the flock process; `None` (with the reason
-    /// printed) without util-linux's flock.
-    fn flock_running(dir: &Path, script: &str) -> Option<(std::process::Child, i32)> {
+    /// `argv` run in a process group of its own, its stdout's first line (a pid) returned with it; `None`
+    /// (with the reason printed) when it cannot be run (the tests use util-linux's `flock(1)`).
+    fn group_running(argv: &[&str]) -> Option<(std::process::Child, i32)> {
         use std::{io::BufRead, os::unix::process::CommandExt};
-        let path = lock_dir(dir).join("c");
-        fsutil::ensure_dir(&lock_dir(dir), 0o700).unwrap();
-        let mut child = match std::process::Command::new("flock")
-            .arg(&path)
-            .args(["sh", "-c", script])
+        let mut child = match std::process::Command::new(argv[0])
+            .args(&argv[1..])
             .process_group(0)
             .stdout(std::process::Stdio::piped())
             .spawn()
         {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("skipped: util-linux flock(1) cannot be run ({e})");
+                eprintln!("skipped: {} cannot be run ({e})", argv[0]);
                 return None;
             }
         };
@@ -289,6 +285,13 @@ mod tests {
             .read_line(&mut line)
             .unwrap();
         Some((child, line.trim().parse().expect("a pid")))
+    }
+
+    /// `flock(1)` takes the lock of container `c` in `dir` and runs `sh -c script` ([`group_running`]).
+    fn flock_running(dir: &Path, script: &str) -> Option<(std::process::Child, i32)> {
+        let path = lock_dir(dir).join("c");
+        fsutil::ensure_dir(&lock_dir(dir), 0o700).unwrap();
+        group_running(&["flock", path.to_str().unwrap(), "sh", "-c", script])
     }
 
     /// Whether `pid` still runs (a zombie has exited: its descriptors are closed).
@@ -336,6 +339,41 @@ mod tests {
             "killed after {waited:?}, not near the end of the wait"
         );
         assert!(orphans_killed() > before);
+    }
+
+    /// The orphan is in a process group whose leader lives and does not hold the lock (here: the shell that
+    /// ran flock(1), then sleeps): the orphan alone is killed, not its group.
+    #[test]
+    fn an_orphan_in_a_group_led_by_a_live_non_holder_is_killed_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let path = lock_dir(d.path()).join("c");
+        fsutil::ensure_dir(&lock_dir(d.path()), 0o700).unwrap();
+        let script = format!(
+            "flock {} sh -c 'sleep 600 >/dev/null 2>&1 & echo $!'; exec sleep 600 >/dev/null",
+            path.display()
+        );
+        let Some((mut leader, orphan)) = group_running(&["sh", "-c", &script]) else {
+            return;
+        };
+        // flock(1) has exited once the leader sleeps in its place.
+        let t = Instant::now();
+        while std::fs::read_to_string(format!("/proc/{}/comm", leader.id()))
+            .is_ok_and(|c| c.trim() != "sleep")
+            && t.elapsed() < Duration::from_secs(10)
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let got = ContainerLock::acquire(d.path(), "c", Duration::from_millis(800));
+        let (orphan_runs, leader_runs) = (runs(orphan), runs(leader.id() as i32));
+        kill(orphan);
+        let _ = leader.kill();
+        let _ = leader.wait();
+        assert!(got.is_ok(), "{got:?}");
+        assert!(!orphan_runs, "the orphan {orphan} still runs");
+        assert!(
+            leader_runs,
+            "the live leader of the orphan's group was killed"
+        );
     }
 
     /// A live owner's processes are never killed: the wait times out as for any busy lock.

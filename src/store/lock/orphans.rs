@@ -278,7 +278,7 @@ fn group_members(pgrp: i32) -> Vec<(i32, String)> {
 
 /// When the owner of the lock on `file` (the lock file of `container_id`, opened by this waiter) is dead,
 /// SIGKILL the processes still holding it, and the process group of each unless that group is this
-/// process's own. Returns how many processes were signalled. Logs what it killed at warn.
+/// process's own or led by a live process that does not hold the lock. Returns how many processes were signalled. Logs what it killed at warn.
 pub(super) fn recover(file: &File, container_id: &str) -> usize {
     if !in_initial_pid_namespace() {
         tracing::warn!(
@@ -331,8 +331,12 @@ pub(super) fn recover(file: &File, container_id: &str) -> usize {
             continue;
         }
         // Its group is the delegate's (plexus starts each in a group of its own) or one it made: all of it
-        // is this container's orphan. Never plexus's own group, nor init's.
-        let group = (stat.pgrp > 1 && stat.pgrp != own_group).then_some(stat.pgrp);
+        // is this container's orphan. Never plexus's own group, nor init's, nor one whose leader lives
+        // without holding the lock (a group the orphan joined: it could be anyone's).
+        let leader_is_orphan =
+            |g: i32| ProcStat::read(g).is_none_or(|l| l.state == 'Z') || holds_locked(g, dev, ino);
+        let group = (stat.pgrp > 1 && stat.pgrp != own_group && leader_is_orphan(stat.pgrp))
+            .then_some(stat.pgrp);
         if let Some(g) = group {
             if !groups_killed.insert(g) {
                 continue;

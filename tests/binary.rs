@@ -2097,6 +2097,115 @@ fn an_orphaned_delegate_keeps_the_containers_lock_and_del_waits_for_it() {
     h.assert_no_trace(CID, "DEL after a SIGKILLed ADD");
 }
 
+/// Start an ADD whose second delegate (`second`, on net1) sleeps in its ADD (as `config` says), and wait
+/// until that delegate runs: the running plexus and the delegate's record.
+fn add_with_a_sleeping_delegate(h: &Harness, config: &Value) -> (std::process::Child, Record) {
+    let mut plexus = h.cmd("ADD").args(CRI_ARGS).config(config).spawn();
+    let started = std::time::Instant::now();
+    let record = loop {
+        let found = h
+            .records()
+            .into_iter()
+            .find(|r| r.summary() == "ADD second net1");
+        if found.is_some() || started.elapsed() > Duration::from_secs(20) {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let Some(record) = record else {
+        let _ = plexus.kill();
+        let _ = plexus.wait();
+        panic!("the second delegate never started");
+    };
+    (plexus, record)
+}
+
+/// Whether process `pid` still runs (a zombie has exited, its descriptors closed).
+fn runs(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+fn sigkill(pid: u32) {
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+/// plexus SIGKILLed while its delegate hangs for good (here: sleeps ten minutes): the orphan holds the
+/// container's lock, and before plexus recovered it every DEL failed with code 11 until someone killed
+/// the orphan by hand. The runtime's DEL, with a short `lockTimeoutSeconds`, finds the lock's owner dead,
+/// kills the orphan near the end of its wait, takes the lock and tears down both networks.
+#[test]
+fn a_hung_orphan_of_a_sigkilled_plexus_is_killed_and_del_succeeds() {
+    let h = Harness::new();
+    let v = "1.0.0";
+    let config = h.config(
+        v,
+        json!({"delegates": [
+            recorder("cluster", v, json!({})),
+            recorder("second", v, json!({"recorder": {"add": {"sleepMs": 600_000}}})),
+        ]}),
+    );
+    let (mut plexus, orphan) = add_with_a_sleeping_delegate(&h, &config);
+    plexus.kill().expect("SIGKILL plexus");
+    plexus.wait().expect("reap plexus");
+
+    let mut del_config = config.clone();
+    merge(&mut del_config, json!({"lockTimeoutSeconds": 2}));
+    let out = h.cmd("DEL").args(CRI_ARGS).config(&del_config).run();
+    let orphan_runs = runs(orphan.pid);
+    if orphan_runs {
+        sigkill(orphan.pid);
+    }
+    out.ok();
+    assert!(!orphan_runs, "the orphan (pid {}) still runs", orphan.pid);
+    assert_eq!(
+        calls(&h.take_records()),
+        [
+            "ADD cluster eth0",
+            "ADD second net1",
+            "DEL second net1",
+            "DEL cluster eth0"
+        ]
+    );
+    h.assert_no_trace(CID, "DEL after killing the hung orphan");
+}
+
+/// The same delegate hanging under a live plexus: a DEL meanwhile fails with code 11 once its
+/// `lockTimeoutSeconds` is up, as for any busy container, and kills nothing: neither plexus nor its delegate.
+#[test]
+fn a_live_plexus_and_its_delegate_are_never_killed_and_del_fails_with_code_11() {
+    let h = Harness::new();
+    let v = "1.0.0";
+    let config = h.config(
+        v,
+        json!({"delegates": [
+            recorder("cluster", v, json!({})),
+            recorder("second", v, json!({"recorder": {"add": {"sleepMs": 600_000}}})),
+        ]}),
+    );
+    let (mut plexus, delegate) = add_with_a_sleeping_delegate(&h, &config);
+
+    let mut del_config = config.clone();
+    merge(&mut del_config, json!({"lockTimeoutSeconds": 1}));
+    let out = h.cmd("DEL").args(CRI_ARGS).config(&del_config).run();
+    let plexus_runs = plexus.try_wait().expect("poll plexus").is_none();
+    let delegate_runs = runs(delegate.pid);
+    // Unstick the ADD: its delegate killed, it fails and rolls back.
+    sigkill(delegate.pid);
+    let added = plexus.wait().expect("reap plexus");
+    out.error(11);
+    assert!(out.msg().contains("still running"), "{}", out.msg());
+    assert!(plexus_runs, "the live plexus was killed");
+    assert!(delegate_runs, "the live plexus's delegate was killed");
+    assert!(!added.success(), "the ADD whose delegate was killed failed");
+    h.cmd("DEL").args(CRI_ARGS).config(&config).run().ok();
+    h.assert_no_trace(CID, "DEL after the ADD's rollback");
+}
+
 /// The daemon ships as its own binary (issue 17): `plexus daemon ARGS` execs `plexus-daemon ARGS` from
 /// beside it, and says what is missing when it is not there.
 #[test]

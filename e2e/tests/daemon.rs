@@ -367,6 +367,59 @@ fn daemon_killed_in_the_middle_of_a_burst_leaks_nothing() {
     drop(daemon);
 }
 
+/// The daemon SIGKILLed while a pod's delegate hangs for good (a ten-minute sleep in front of its macvlan):
+/// the orphan holds the container's lock. The restarted daemon's DEL finds the lock's owner (the killed
+/// daemon) dead, kills the orphan near the end of `lockTimeoutSeconds`, tears the pod down, and counts the
+/// kill in `plexus_orphans_killed_total`. Before, every DEL of the pod failed with code 11 while the orphan
+/// lived.
+#[test]
+#[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
+fn a_hung_orphan_of_a_killed_daemon_is_killed_by_the_next_del() {
+    let test = "a_hung_orphan_of_a_killed_daemon_is_killed_by_the_next_del";
+    let mut w = world(test);
+    install_recorder(&w, &plexus());
+    w.nad(
+        "hung",
+        &chain(
+            None,
+            &front(&w, &w.macvlan(MACVLAN_SUBNET), 600_000),
+            None,
+            None,
+        ),
+    );
+    let sb = w.sandbox("p0", &[(NETWORKS_ANNOTATION, "hung")]);
+    let rt = w.runtime(json!({"daemonWaitSeconds": 20, "lockTimeoutSeconds": 4}));
+    let conf = w.rt(&sb);
+    let mut daemon = w.daemon.take().unwrap();
+    let orphans = thread::scope(|s| {
+        let add = s.spawn(|| rt.add(&conf).is_ok());
+        // Recorded: it has read its config and sleeps (killed earlier, it could die of a broken pipe).
+        wait_until("the hung delegate sleeps", Duration::from_secs(30), || {
+            recorded(&w, "ADD", &sb.cid, "net1")
+        });
+        daemon.kill();
+        let orphans = recorders_for(&sb.cid);
+        daemon.start_again();
+        daemon.wait_ready(Duration::from_secs(30));
+        // The ADD the kill cut short failed, or the shim sent it again to the new daemon, whose wait for
+        // the lock ended with the same kill; either way it returns.
+        let _ = add.join();
+        orphans
+    });
+    w.daemon = Some(daemon);
+    assert!(!orphans.is_empty(), "the kill left no delegate running");
+    w.del_ok(&rt, &sb);
+    let outlived = outliving(&sb.cid);
+    assert_no_leak_of(&w, &sb);
+    assert_eq!(outlived, Vec::<String>::new(), "outlived the DEL");
+    let killed = gauge(&w, "plexus_orphans_killed_total").unwrap_or_default();
+    assert!(
+        killed >= 1.0,
+        "plexus_orphans_killed_total is {killed}\n{}",
+        w.log()
+    );
+}
+
 /// The world's waits for the daemon (its work after the replies, which the leak checks wait for before they
 /// look in `<cniDir>/.trash`; its status writes) ask the daemon on the world's socket, also while the test
 /// holds the daemon itself to kill and restart it, as the test above does. A stand-in on that socket

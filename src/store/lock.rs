@@ -7,6 +7,10 @@
 //! lock stays held until the last delegate it was running exits, so the runtime's DEL, or a repeated ADD,
 //! never overlaps an orphaned delegate. A live plexus unlocks explicitly on release, so a process a
 //! delegate left behind never keeps the lock of a finished operation.
+//!
+//! The holder records itself in the lock file ([`orphans`]). A waiter near the end of its wait whose lock's
+//! owner is dead kills the orphans still holding it, then takes it: a delegate that hangs after its plexus
+//! was SIGKILLed would otherwise keep the container's operations failing forever.
 
 use std::{
     cell::RefCell,
@@ -20,6 +24,17 @@ use std::{
 };
 
 use crate::store::fsutil;
+
+pub mod orphans;
+
+pub use orphans::killed_total as orphans_killed;
+
+/// When a waiter that has not got the lock looks for orphans of a dead owner ([`orphans::recover`]): near
+/// the end of its wait, so an orphan still finishing its work (a delegate of a plexus SIGKILLed a moment
+/// ago) is waited for as before; what is kept back leaves time for the killed to exit.
+fn recovery_point(timeout: Duration) -> Duration {
+    timeout - (timeout / 4).min(Duration::from_secs(2))
+}
 
 /// The lock directory under `cniDir` (a dot-name, so it is never mistaken for a container cache).
 pub fn lock_dir(cni_dir: &Path) -> PathBuf {
@@ -90,6 +105,8 @@ impl ContainerLock {
         fsutil::ensure_dir(&dir, 0o700).map_err(io_err)?;
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
+        // A try-lock (no wait) never kills: its caller skips a busy container.
+        let mut recover_at = (!timeout.is_zero()).then(|| recovery_point(timeout));
         loop {
             let file = match OpenOptions::new()
                 .read(true)
@@ -114,6 +131,7 @@ impl ContainerLock {
                     let ours = file.metadata().map_err(io_err)?.ino();
                     match std::fs::metadata(&path) {
                         Ok(m) if m.ino() == ours => {
+                            orphans::write_record(&file);
                             let file = Arc::new(file);
                             HELD.with_borrow_mut(|held| {
                                 held.retain(|(_, f)| f.strong_count() > 0);
@@ -124,7 +142,14 @@ impl ContainerLock {
                         _ => continue,
                     }
                 }
-                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::WouldBlock) => {
+                    if recover_at.is_some_and(|at| started.elapsed() >= at) {
+                        recover_at = None;
+                        if orphans::recover(&file, container_id) > 0 {
+                            pause = Duration::from_millis(1);
+                        }
+                    }
+                }
                 Err(TryLockError::Error(e)) => return Err(io_err(e)),
             }
             if started.elapsed() >= timeout {
@@ -226,6 +251,149 @@ mod tests {
             *max.lock().unwrap(),
             1,
             "never two holders at once, even with lock files being removed"
+        );
+    }
+
+    #[test]
+    fn the_holder_records_itself_in_the_lock_file() {
+        let d = tempfile::tempdir().unwrap();
+        let held = ContainerLock::acquire(d.path(), "c1", Duration::ZERO).unwrap();
+        let file = File::open(lock_dir(d.path()).join("c1")).unwrap();
+        let me = orphans::Owner::this_process().unwrap();
+        assert_eq!(orphans::read_record(&file), Some(me));
+        drop(held);
+    }
+
+    /// `argv` run in a process group of its own, its stdout's first line (a pid) returned with it; `None`
+    /// (with the reason printed) when it cannot be run (the tests use util-linux's `flock(1)`).
+    fn group_running(argv: &[&str]) -> Option<(std::process::Child, i32)> {
+        use std::{io::BufRead, os::unix::process::CommandExt};
+        let mut child = match std::process::Command::new(argv[0])
+            .args(&argv[1..])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("skipped: {} cannot be run ({e})", argv[0]);
+                return None;
+            }
+        };
+        let mut line = String::new();
+        io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        Some((child, line.trim().parse().expect("a pid")))
+    }
+
+    /// `flock(1)` takes the lock of container `c` in `dir` and runs `sh -c script` ([`group_running`]).
+    fn flock_running(dir: &Path, script: &str) -> Option<(std::process::Child, i32)> {
+        let path = lock_dir(dir).join("c");
+        fsutil::ensure_dir(&lock_dir(dir), 0o700).unwrap();
+        group_running(&["flock", path.to_str().unwrap(), "sh", "-c", script])
+    }
+
+    /// Whether `pid` still runs (a zombie has exited: its descriptors are closed).
+    fn runs(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+    }
+
+    fn kill(pid: i32) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+
+    /// The process that took the lock has exited; a process it left, holding the locked descriptor (in
+    /// the taker's process group), would hold it forever. A waiter kills it near the end of its wait and
+    /// takes the lock; it killed nothing else.
+    #[test]
+    fn a_waiter_kills_the_orphan_of_a_dead_owner_and_takes_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let Some((mut flock, orphan)) =
+            flock_running(d.path(), "sleep 600 >/dev/null 2>&1 & echo $!")
+        else {
+            return;
+        };
+        flock.wait().unwrap();
+        let before = orphans_killed();
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let got = ContainerLock::acquire(d.path(), "c", Duration::from_secs(2));
+        let waited = t.elapsed();
+        let (still, bystander_runs) = (runs(orphan), runs(bystander.id() as i32));
+        kill(orphan);
+        kill(bystander.id() as i32);
+        let _ = bystander.wait();
+        assert!(got.is_ok(), "{got:?}");
+        assert!(!still, "the orphan {orphan} still runs");
+        assert!(bystander_runs, "a process not holding the lock was killed");
+        assert!(
+            waited >= Duration::from_millis(1400),
+            "killed after {waited:?}, not near the end of the wait"
+        );
+        assert!(orphans_killed() > before);
+    }
+
+    /// The orphan is in a process group whose leader lives and does not hold the lock (here: the shell that
+    /// ran flock(1), then sleeps): the orphan alone is killed, not its group.
+    #[test]
+    fn an_orphan_in_a_group_led_by_a_live_non_holder_is_killed_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let path = lock_dir(d.path()).join("c");
+        fsutil::ensure_dir(&lock_dir(d.path()), 0o700).unwrap();
+        let script = format!(
+            "flock {} sh -c 'sleep 600 >/dev/null 2>&1 & echo $!'; exec sleep 600 >/dev/null",
+            path.display()
+        );
+        let Some((mut leader, orphan)) = group_running(&["sh", "-c", &script]) else {
+            return;
+        };
+        // flock(1) has exited once the leader sleeps in its place.
+        let t = Instant::now();
+        while std::fs::read_to_string(format!("/proc/{}/comm", leader.id()))
+            .is_ok_and(|c| c.trim() != "sleep")
+            && t.elapsed() < Duration::from_secs(10)
+        {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let got = ContainerLock::acquire(d.path(), "c", Duration::from_millis(800));
+        let (orphan_runs, leader_runs) = (runs(orphan), runs(leader.id() as i32));
+        kill(orphan);
+        let _ = leader.kill();
+        let _ = leader.wait();
+        assert!(got.is_ok(), "{got:?}");
+        assert!(!orphan_runs, "the orphan {orphan} still runs");
+        assert!(
+            leader_runs,
+            "the live leader of the orphan's group was killed"
+        );
+    }
+
+    /// A live owner's processes are never killed: the wait times out as for any busy lock.
+    #[test]
+    fn a_live_owners_processes_are_never_killed() {
+        let d = tempfile::tempdir().unwrap();
+        let Some((mut flock, child)) =
+            flock_running(d.path(), "sleep 600 >/dev/null 2>&1 & echo $!; wait")
+        else {
+            return;
+        };
+        let got = ContainerLock::acquire(d.path(), "c", Duration::from_millis(400));
+        let alive = (runs(flock.id() as i32), runs(child));
+        kill(child);
+        let _ = flock.wait();
+        assert!(matches!(got, Err(LockError::Timeout { .. })), "{got:?}");
+        assert_eq!(
+            alive,
+            (true, true),
+            "the owner (flock, its sleep) was killed"
         );
     }
 

@@ -67,6 +67,8 @@ pub struct Metrics {
     lookups: Family<Labels, Counter>,
     go_requests: Family<Labels, Counter>,
     rejected: Counter,
+    /// Mirrors [`crate::store::lock::orphans_killed`] at each render.
+    orphans_killed: Counter,
     /// Requests running now.
     pub in_flight: Gauge,
     /// Requests waiting for a slot.
@@ -105,6 +107,7 @@ impl Metrics {
             lookups: Family::default(),
             go_requests: Family::default(),
             rejected: Counter::default(),
+            orphans_killed: Counter::default(),
             in_flight: Gauge::default(),
             queued: Gauge::default(),
             cache_objects: Family::default(),
@@ -148,6 +151,12 @@ impl Metrics {
             "plexus_requests_rejected",
             "CNI requests refused because the queue was full (CNI code 11)",
             m.rejected.clone(),
+        );
+        r.register(
+            "plexus_orphans_killed",
+            "Processes killed because they held a container's lock after the plexus that took it died (orphans \
+             of a SIGKILLed daemon or plexus, and their process groups; RELIABILITY.md)",
+            m.orphans_killed.clone(),
         );
         r.register(
             "plexus_requests_in_flight",
@@ -345,6 +354,12 @@ impl Metrics {
                 .set(i64::try_from(s.nads_loaded).unwrap_or(i64::MAX));
         }
         self.ready.set(i64::from(ready));
+        // The kills happen in the lock code, which knows no metrics: the counter catches up here.
+        let killed = crate::store::lock::orphans_killed();
+        let shown = self.orphans_killed.get();
+        if killed > shown {
+            self.orphans_killed.inc_by(killed - shown);
+        }
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         if encode(&mut out, &registry).is_err() {
@@ -457,6 +472,26 @@ mod tests {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }
         assert!(m.render(None, false).contains("plexus_ready 0"));
+    }
+
+    /// The count of orphans the lock code killed (`store::lock` tests make it move) is shown as it is at
+    /// each render; other tests kill meanwhile, so the value is bounded by the counts around the render.
+    #[test]
+    fn the_orphans_killed_counter_shows_the_lock_codes_count() {
+        let m = Metrics::new();
+        let before = crate::store::lock::orphans_killed();
+        let text = m.render(None, true);
+        let after = crate::store::lock::orphans_killed();
+        let shown: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("plexus_orphans_killed_total "))
+            .unwrap_or_else(|| panic!("no plexus_orphans_killed_total in\n{text}"))
+            .parse()
+            .unwrap();
+        assert!(
+            (before..=after).contains(&shown),
+            "{before} <= {shown} <= {after}"
+        );
     }
 
     /// Hot-plug's attempts, outcomes (by trigger) and latency each move when told.

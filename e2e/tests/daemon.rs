@@ -293,11 +293,12 @@ fn daemon_killed_in_the_middle_of_a_burst_leaks_nothing() {
     let (first, second) = pods.split_at(8);
     let mut handles = burst(&w, &rt, first);
     // Once the first wave's delegates run, crash the daemon; a second wave arrives while it is down (its
-    // shims wait), then a new daemon starts.
+    // shims wait), then a new daemon starts. A delegate counts once it has recorded its call, i.e. read its
+    // config: killed before that, it can die with the daemon's pipe and leave no orphan.
     let running = || {
         first
             .iter()
-            .filter(|sb| !recorders_for(&sb.cid).is_empty())
+            .filter(|sb| !recorders_for(&sb.cid).is_empty() && recorded(&w, "ADD", &sb.cid, "net1"))
             .cloned()
             .collect::<Vec<_>>()
     };

@@ -14,6 +14,9 @@
 //! The pods are "K=3": the cluster network (`bridge`, from a file) on eth0, a macvlan NAD on net1 and a
 //! bridge NAD on net2 ([`k3`]). RELIABILITY.md lists every case and what plexus does in it.
 //!
+//! With `E2E_MODE=daemon` the same cases run against a `plexus-daemon` (RELIABILITY.md says where it
+//! behaves differently, and why the SIGKILL points stay thin).
+//!
 //! Run (as root): `cargo test -p plexus-e2e --test faults -- --include-ignored`. Against a real API server
 //! (`E2E_KUBECONFIG`) the cases that need the stand-in's fault injection say so and pass.
 

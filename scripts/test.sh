@@ -39,7 +39,7 @@ if is_root; then
     # plexus-shim (e2e/src/harness/daemon.rs). The daemon's own scenarios (e2e/tests/daemon.rs) ran above.
     banner "Running the end-to-end suite again in daemon mode (E2E_MODE=daemon)"
     # --workspace, as above: the same feature set, so nothing is built a second time.
-    E2E_MODE=daemon cargo test --workspace --test suite --test isolation --test devices --no-fail-fast -- --include-ignored
+    E2E_MODE=daemon cargo test --workspace --test suite --test isolation --test devices --test faults --no-fail-fast -- --include-ignored
 fi
 
 banner "The shim as the image ships it: linked statically (deploy/Containerfile's build)"

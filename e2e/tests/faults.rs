@@ -14,6 +14,9 @@
 //! The pods are "K=3": the cluster network (`bridge`, from a file) on eth0, a macvlan NAD on net1 and a
 //! bridge NAD on net2 ([`k3`]). RELIABILITY.md lists every case and what plexus does in it.
 //!
+//! With `E2E_MODE=daemon` the same cases run against a `plexus-daemon` (RELIABILITY.md says where it
+//! behaves differently, and why the SIGKILL points stay thin).
+//!
 //! Run (as root): `cargo test -p plexus-e2e --test faults -- --include-ignored`. Against a real API server
 //! (`E2E_KUBECONFIG`) the cases that need the stand-in's fault injection say so and pass.
 
@@ -33,12 +36,19 @@ use plexus_e2e::{
             install_recorder, outliving, recorded, recorder, recorders_for, spawn_plexus,
         },
         cluster::standin_only,
+        daemon::DaemonView,
         kubeconfig,
         runtime::CniRuntime,
-        world::{BRIDGE_SUBNET, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, Sandbox, World},
+        world::{
+            BRIDGE_SUBNET, CLUSTER_NETWORK, CLUSTER_SUBNET, MACVLAN_SUBNET, Sandbox, World, netns,
+        },
     },
 };
-use plexus_testsupport::{forward::closed_port, proc::wait_until, result::interface_sandbox};
+use plexus_testsupport::{
+    forward::closed_port,
+    proc::{random_hex, wait_until},
+    result::interface_sandbox,
+};
 use serde_json::{Value, json};
 
 /// The plexus binary under test: `E2E_PLEXUS_BIN`, else the fresh build of this package.
@@ -54,6 +64,25 @@ fn world(test: &str) -> World {
     install_recorder(&w, &plexus());
     w
 }
+
+/// Daemon mode: stop the world's daemon and start another with `changes` over its config (nothing in thin
+/// mode). A daemon's mount namespace is its own copy (`ip netns exec`), taken when it starts, and the
+/// test's mounts do not propagate into it: after a mount over the cache directory, or its removal, a new
+/// daemon sees what the runtime's next thin plexus would.
+fn restart_daemon(w: &mut World, changes: Value) {
+    if w.daemon_socket().is_none() {
+        return;
+    }
+    let mut config = w.daemon_config();
+    for (k, v) in changes.as_object().into_iter().flatten() {
+        config[k] = v.clone();
+    }
+    w.restart_daemon(&plexus(), &config, DaemonView::Host);
+}
+
+/// A node other than the daemon's (daemon mode watches only [`plexus_e2e::harness::cluster::NO_SUCH_NODE`]'s
+/// pods, and loads only the NADs they select).
+const OTHER_NODE: &str = "plexus-e2e-other-node";
 
 /// The bridge the K=3 pods' second secondary (net2) uses.
 const NET2_BRIDGE: &str = "e2ebr2";
@@ -98,6 +127,22 @@ const IFNAMES: [&str; 3] = ["eth0", "net1", "net2"];
 /// A K=3 pod `tag` (a DNS label): its own cluster-network file and NADs `<tag>-a` (macvlan), `<tag>-b`
 /// (bridge), wrapped as `topo` says, and the runtime running plexus with `extra` config keys.
 fn k3(w: &World, tag: &str, topo: &Topo, extra: Value) -> (CniRuntime, Sandbox) {
+    k3_on(w, tag, topo, extra, None)
+}
+
+/// [`k3`] with the pod bound to [`OTHER_NODE`]: a daemon's caches never hold it or its NADs, so its ADD
+/// reads them from the API, as a thin plexus does (the API faults' tests; thin mode is the same).
+fn k3_uncached(w: &World, tag: &str, topo: &Topo, extra: Value) -> (CniRuntime, Sandbox) {
+    k3_on(w, tag, topo, extra, Some(OTHER_NODE))
+}
+
+fn k3_on(
+    w: &World,
+    tag: &str,
+    topo: &Topo,
+    extra: Value,
+    node: Option<&str>,
+) -> (CniRuntime, Sandbox) {
     let rec = |b: &Option<Value>| b.clone().map(|b| recorder(w, b));
     let real = |i: usize, plugin: Value| {
         if topo.front[i] {
@@ -128,7 +173,21 @@ fn k3(w: &World, tag: &str, topo: &Topo, extra: Value) -> (CniRuntime, Sandbox) 
     );
     w.nad(&format!("{tag}-a"), &a);
     w.nad(&format!("{tag}-b"), &b);
-    let sb = w.sandbox(tag, &[(NETWORKS_ANNOTATION, &format!("{tag}-a,{tag}-b"))]);
+    let networks = format!("{tag}-a,{tag}-b");
+    let annotations = [(NETWORKS_ANNOTATION, networks.as_str())];
+    let sb = match node {
+        None => w.sandbox(tag, &annotations),
+        Some(node) => Sandbox {
+            pod: w.cluster.create_pod_with_spec(
+                &w.ns,
+                tag,
+                &annotations,
+                json!({ "nodeName": node }),
+            ),
+            cid: format!("{tag}-{}", random_hex()),
+            netns: netns("pod"),
+        },
+    };
     let mut conf = json!({"clusterNetwork": cluster_file, "delegateTimeoutSeconds": 20});
     if let Value::Object(extra) = extra {
         for (k, v) in extra {
@@ -425,7 +484,12 @@ fn run_kill_point(w: &World, tag: &str, p: &KillPoint) -> bool {
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn plexus_sigkilled_at_29_points_leaves_nothing_after_del() {
-    let w = world("plexus_sigkilled_at_29_points_leaves_nothing_after_del");
+    // Thin mode in both runs: it kills the thin plexus; the daemon's kill tests are e2e/tests/daemon.rs's.
+    let w = World::thin(
+        "plexus_sigkilled_at_29_points_leaves_nothing_after_del",
+        &plexus(),
+    );
+    install_recorder(&w, &plexus());
     let on = |tag: &str| w.root().join(format!("{tag}.on"));
     let sleep_add = |tag: &str| switched_sleep("add", &on(tag));
     let sleep_del = |tag: &str| switched_sleep("del", &on(tag));
@@ -616,10 +680,13 @@ fn api_down_fails_add_with_try_again_later_and_del_works_from_the_cache() {
     let api = json!({"apiTimeoutSeconds": 1, "apiBudgetSeconds": 3});
     let (rt_ok, before) = k3(&w, "before", &Topo::default(), api.clone());
     w.add_ok(&rt_ok, &before);
-    let (rt, sb) = k3(&w, "down", &Topo::default(), api);
-    // The only way to the API (stand-in or real) now leads to a closed port.
+    w.wait_status_writes();
+    let (rt, sb) = k3_uncached(&w, "down", &Topo::default(), api);
+    // The only way to the API (stand-in or real) now leads to a closed port, also for the connections a
+    // daemon holds open.
     let upstream = w.fwd.upstream();
     w.fwd.redirect(closed_port());
+    w.fwd.sever();
 
     let err = add_fails_within(&w, &rt, &sb, Duration::from_secs(3) + MARGIN);
     assert_eq!(err.code, Some(11), "try again later: {err}");
@@ -641,7 +708,7 @@ fn api_slower_than_its_timeout_fails_add_within_the_budget() {
         return;
     }
     let w = world(test);
-    let (rt, sb) = k3(
+    let (rt, sb) = k3_uncached(
         &w,
         "slow",
         &Topo::default(),
@@ -670,7 +737,7 @@ fn api_500_and_429_are_retried_within_the_budget() {
     for code in [500u16, 429] {
         // Once: retried, and the ADD succeeds.
         let tag = format!("once{code}");
-        let (rt, sb) = k3(&w, &tag, &Topo::default(), api.clone());
+        let (rt, sb) = k3_uncached(&w, &tag, &Topo::default(), api.clone());
         let pod = format!("/namespaces/{}/pods/{tag}", w.ns);
         server.inject(
             FaultSpec::status(code)
@@ -693,7 +760,7 @@ fn api_500_and_429_are_retried_within_the_budget() {
 
         // Always: code 11 once the budget is spent, nothing left.
         let tag = format!("always{code}");
-        let (rt, sb) = k3(&w, &tag, &Topo::default(), api.clone());
+        let (rt, sb) = k3_uncached(&w, &tag, &Topo::default(), api.clone());
         let id = server
             .inject(FaultSpec::status(code).on("GET", &format!("/namespaces/{}/pods/{tag}", w.ns)));
         let err = add_fails_within(&w, &rt, &sb, Duration::from_secs(4) + MARGIN);
@@ -715,7 +782,10 @@ fn a_status_patch_that_always_conflicts_fails_add_and_rolls_back() {
     if !standin_only(test, "it injects 409s into the stand-in") {
         return;
     }
-    let w = world(test);
+    let mut w = world(test);
+    // Daemon mode: the thin binary's contract, a status write that fails within the budget fails the ADD
+    // (docs/daemon.md, "network-status after the reply"); by default it is retried after the reply.
+    restart_daemon(&mut w, json!({"statusWrite": "beforeReply"}));
     let (rt, sb) = k3(
         &w,
         "conflict",
@@ -741,11 +811,14 @@ fn a_status_patch_that_always_conflicts_fails_add_and_rolls_back() {
 #[test]
 #[ignore = "needs root: creates network namespaces and runs Debian's CNI plugins"]
 fn a_rejected_token_fails_add_clearly_and_del_still_works() {
-    let w = world("a_rejected_token_fails_add_clearly_and_del_still_works");
+    let mut w = world("a_rejected_token_fails_add_clearly_and_del_still_works");
     let (rt_ok, before) = k3(&w, "before", &Topo::default(), json!({}));
     w.add_ok(&rt_ok, &before);
-    let (rt, sb) = k3(&w, "badtoken", &Topo::default(), json!({}));
+    w.wait_status_writes();
+    let (rt, sb) = k3_uncached(&w, "badtoken", &Topo::default(), json!({}));
     let good = set_token(&w, "not-a-valid-token");
+    // Daemon mode: a daemon started with the token; its caches cannot sync, so it is ready after the wait.
+    restart_daemon(&mut w, json!({"cacheSyncTimeoutSeconds": 2}));
 
     let err = add_fails_within(&w, &rt, &sb, MARGIN);
     assert_eq!(err.code, Some(999), "{err}");
@@ -776,10 +849,11 @@ fn a_rejected_token_fails_add_clearly_and_del_still_works() {
 #[test]
 #[ignore = "needs root: creates network namespaces, mounts over the cache directory"]
 fn a_read_only_cache_dir_fails_add_before_anything_is_attached() {
-    let w = world("a_read_only_cache_dir_fails_add_before_anything_is_attached");
+    let mut w = world("a_read_only_cache_dir_fails_add_before_anything_is_attached");
     let (rt, sb) = k3(&w, "ro", &Topo::default(), json!({}));
     {
         let _ro = Mount::read_only(&w.cni_dir());
+        restart_daemon(&mut w, json!({}));
         let err = add_fails_within(&w, &rt, &sb, MARGIN);
         assert_eq!(err.code, Some(5), "I/O error: {err}");
         assert!(err.text().contains("ro"), "names the pod: {err}");
@@ -787,14 +861,17 @@ fn a_read_only_cache_dir_fails_add_before_anything_is_attached() {
         assert_eq!(w.reservations(), []);
         w.assert_no_status(&sb);
     }
+    restart_daemon(&mut w, json!({}));
     assert_failed_add_left_nothing(&w, &rt, &sb);
 
     // Read-only after a successful ADD: DEL still takes the lock (read-only descriptor), tears the networks
     // down, and reports that it could not remove the cache (code 5); once writable again, DEL finishes.
     let (rt, sb) = k3(&w, "ro2", &Topo::default(), json!({}));
     w.add_ok(&rt, &sb);
+    w.wait_after_reply();
     {
         let _ro = Mount::read_only(&w.cni_dir());
+        restart_daemon(&mut w, json!({}));
         let started = Instant::now();
         let r = rt.del(&w.rt(&sb));
         assert_bounded("DEL on a read-only cache dir", started.elapsed(), MARGIN);
@@ -808,6 +885,7 @@ fn a_read_only_cache_dir_fails_add_before_anything_is_attached() {
             "addresses released"
         );
     }
+    restart_daemon(&mut w, json!({}));
     w.del_ok(&rt, &sb);
     assert_no_leak(&w, &sb);
 }
@@ -815,10 +893,11 @@ fn a_read_only_cache_dir_fails_add_before_anything_is_attached() {
 #[test]
 #[ignore = "needs root: creates network namespaces, mounts a tmpfs over the cache directory"]
 fn a_full_cache_dir_fails_add_cleanly() {
-    let w = world("a_full_cache_dir_fails_add_cleanly");
+    let mut w = world("a_full_cache_dir_fails_add_cleanly");
     let (rt, sb) = k3(&w, "full", &Topo::default(), json!({}));
     {
         let _full = Mount::full(&w.cni_dir(), 64);
+        restart_daemon(&mut w, json!({}));
         let err = add_fails_within(&w, &rt, &sb, MARGIN);
         assert_eq!(err.code, Some(5), "I/O error: {err}");
         assert!(err.text().contains("full"), "names the pod: {err}");
@@ -829,18 +908,20 @@ fn a_full_cache_dir_fails_add_cleanly() {
         assert_bounded("DEL on a full cache dir", started.elapsed(), MARGIN);
         assert_no_leak(&w, &sb);
     }
+    restart_daemon(&mut w, json!({}));
     assert_failed_add_left_nothing(&w, &rt, &sb);
 }
 
 #[test]
 #[ignore = "needs root: creates network namespaces, mounts a tmpfs over the cache directory"]
 fn the_cache_dir_filling_up_half_way_through_an_add_rolls_it_back() {
-    let w = world("the_cache_dir_filling_up_half_way_through_an_add_rolls_it_back");
+    let mut w = world("the_cache_dir_filling_up_half_way_through_an_add_rolls_it_back");
     let marker = w.root().join("midway.on");
     let topo = Topo::after(1, switched_sleep("add", &marker));
     let (rt, sb) = k3(&w, "midway", &topo, json!({"delegateTimeoutSeconds": 3}));
     let full = Mount::full(&w.cni_dir(), 1024);
     std::fs::remove_file(w.cni_dir().join(".filler")).expect("room for the ADD");
+    restart_daemon(&mut w, json!({}));
     std::fs::write(&marker, "").unwrap();
     let running = spawn_plexus(&w, &rt, &sb, "ADD");
     wait_until("net1's delegate", Duration::from_secs(60), || {
@@ -849,8 +930,29 @@ fn the_cache_dir_filling_up_half_way_through_an_add_rolls_it_back() {
     // eth0 is attached and cached; now the disk is full, and the delegate times out.
     plexus_e2e::harness::chaos::fill(&w.cni_dir());
     let done = running.wait(Duration::from_secs(3) + MARGIN);
-    assert_ne!(done.code, Some(0), "{}", done.stdout);
     std::fs::remove_file(&marker).unwrap();
+    if w.daemon_socket().is_some() {
+        // Daemon mode writes the result records after its reply (docs/daemon.md, "The durable writes
+        // after the reply"): the ADD succeeds, the failed writes are logged, and DEL, on the still full
+        // disk that holds the container's cache, tears everything down without them.
+        assert_eq!(done.code, Some(0), "{}\n{}", done.stdout, w.log());
+        assert_k3_attached(&w, &sb, "midway");
+        w.wait_after_reply();
+        assert!(
+            w.log().contains("No space left on device"),
+            "the failed write is logged\n{}",
+            w.log()
+        );
+        let started = Instant::now();
+        w.del_ok(&rt, &sb);
+        assert_bounded("DEL on a full cache dir", started.elapsed(), MARGIN);
+        assert_no_leak(&w, &sb);
+        drop(full);
+        restart_daemon(&mut w, json!({}));
+        assert_no_leak(&w, &sb);
+        return;
+    }
+    assert_ne!(done.code, Some(0), "{}", done.stdout);
     drop(full);
     assert_eq!(sb.netns.link_names(), ["lo"], "rolled back\n{}", w.log());
     assert_eq!(w.reservations(), []);

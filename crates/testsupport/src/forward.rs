@@ -89,6 +89,14 @@ impl Forwarder {
         *lock(&self.upstream) = upstream;
     }
 
+    /// Close every connection forwarded so far. With [`Forwarder::redirect`] to a closed port, the API is
+    /// down also for a client that keeps its connections open (a daemon's watches and pooled requests).
+    pub fn sever(&self) {
+        for s in lock(&self.open).drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Where new connections go.
     pub fn upstream(&self) -> SocketAddr {
         *lock(&self.upstream)

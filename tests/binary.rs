@@ -2134,6 +2134,18 @@ fn sigkill(pid: u32) {
         .status();
 }
 
+/// Two recorder networks, the second of which sleeps ten minutes in its ADD: a delegate that hangs for good.
+fn second_delegate_hangs(h: &Harness) -> Value {
+    let v = "1.0.0";
+    h.config(
+        v,
+        json!({"delegates": [
+            recorder("cluster", v, json!({})),
+            recorder("second", v, json!({"recorder": {"add": {"sleepMs": 600_000}}})),
+        ]}),
+    )
+}
+
 /// plexus SIGKILLed while its delegate hangs for good (here: sleeps ten minutes): the orphan holds the
 /// container's lock, and before plexus recovered it every DEL failed with code 11 until someone killed
 /// the orphan by hand. The runtime's DEL, with a short `lockTimeoutSeconds`, finds the lock's owner dead,
@@ -2141,14 +2153,7 @@ fn sigkill(pid: u32) {
 #[test]
 fn a_hung_orphan_of_a_sigkilled_plexus_is_killed_and_del_succeeds() {
     let h = Harness::new();
-    let v = "1.0.0";
-    let config = h.config(
-        v,
-        json!({"delegates": [
-            recorder("cluster", v, json!({})),
-            recorder("second", v, json!({"recorder": {"add": {"sleepMs": 600_000}}})),
-        ]}),
-    );
+    let config = second_delegate_hangs(&h);
     let (mut plexus, orphan) = add_with_a_sleeping_delegate(&h, &config);
     plexus.kill().expect("SIGKILL plexus");
     plexus.wait().expect("reap plexus");
@@ -2179,14 +2184,7 @@ fn a_hung_orphan_of_a_sigkilled_plexus_is_killed_and_del_succeeds() {
 #[test]
 fn a_live_plexus_and_its_delegate_are_never_killed_and_del_fails_with_code_11() {
     let h = Harness::new();
-    let v = "1.0.0";
-    let config = h.config(
-        v,
-        json!({"delegates": [
-            recorder("cluster", v, json!({})),
-            recorder("second", v, json!({"recorder": {"add": {"sleepMs": 600_000}}})),
-        ]}),
-    );
+    let config = second_delegate_hangs(&h);
     let (mut plexus, delegate) = add_with_a_sleeping_delegate(&h, &config);
 
     let mut del_config = config.clone();

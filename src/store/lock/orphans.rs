@@ -42,14 +42,16 @@ impl Owner {
         })
     }
 
-    /// The record's text: one line, so a torn read (the file is rewritten in place) fails to parse.
+    /// The record's text: one line, so a record cut short fails to parse.
     fn render(&self) -> String {
         format!("owner pid={} start={}\n", self.pid, self.start)
     }
 
-    /// The record in `text`, when it is a whole one.
+    /// The record in `text`, when its first line is a whole one. What follows that line is the tail of
+    /// a longer record written before: [`write_record`] writes in place, then truncates, and a kill
+    /// between the two leaves it.
     pub fn parse(text: &str) -> Option<Owner> {
-        let line = text.strip_suffix('\n')?;
+        let line = text.split_inclusive('\n').next()?.strip_suffix('\n')?;
         let rest = line.strip_prefix("owner pid=")?;
         let (pid, start) = rest.split_once(" start=")?;
         Some(Owner {
@@ -238,11 +240,11 @@ fn in_initial_pid_namespace() -> bool {
     std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PROC_PID_INIT_INO)
 }
 
-/// Whether `pid` holds the locked description of `(dev, ino)` now.
-fn holds_locked(pid: i32, dev: u64, ino: u64) -> bool {
+/// Whether `pid` holds a locked description of `(dev, ino)` now, taken by `taker` (`None`: by anyone).
+fn holds_locked(pid: i32, dev: u64, ino: u64, taker: Option<i32>) -> bool {
     holders_of(pid, dev, ino)
         .iter()
-        .any(|h| h.locked_by.is_some())
+        .any(|h| h.locked_by.is_some() && (taker.is_none() || h.locked_by == taker))
 }
 
 fn holders_of(pid: i32, dev: u64, ino: u64) -> Vec<Holder> {
@@ -312,10 +314,25 @@ pub(super) fn recover(file: &File, container_id: &str) -> usize {
             return 0;
         }
     };
+    let killed = kill_orphans(owner, &pids, dev, ino, container_id);
+    KILLED.fetch_add(killed as u64, Ordering::Relaxed);
+    killed
+}
+
+/// SIGKILL the orphans `pids` of the dead `owner` found holding the lock on `(dev, ino)` (and their groups,
+/// as [`recover`] says). The scan behind them is not a snapshot and another waiter may have recovered
+/// since: nothing is killed when the owner's pid now holds a lock on the file (it took the lock after
+/// the scan passed it), and a holder is killed only while it still holds the lock that owner took, so a
+/// new owner's delegate is never taken for an orphan of the old one.
+fn kill_orphans(owner: i32, pids: &[i32], dev: u64, ino: u64, container_id: &str) -> usize {
+    if holds_locked(owner, dev, ino, None) {
+        return 0;
+    }
+    let me = std::process::id() as i32;
     let own_group = rustix::process::getpgrp().as_raw_nonzero().get();
     let mut groups_killed = BTreeSet::new();
     let mut killed = 0;
-    for pid in pids {
+    for &pid in pids {
         let Some(p) = Pid::from_raw(pid) else {
             continue;
         };
@@ -324,7 +341,8 @@ pub(super) fn recover(file: &File, container_id: &str) -> usize {
         let Ok(pidfd) = rustix::process::pidfd_open(p, PidfdFlags::empty()) else {
             continue;
         };
-        let Some(stat) = ProcStat::read(pid).filter(|_| holds_locked(pid, dev, ino)) else {
+        let Some(stat) = ProcStat::read(pid).filter(|_| holds_locked(pid, dev, ino, Some(owner)))
+        else {
             continue;
         };
         if pid == me || pid == 1 {
@@ -333,8 +351,10 @@ pub(super) fn recover(file: &File, container_id: &str) -> usize {
         // Its group is the delegate's (plexus starts each in a group of its own) or one it made: all of it
         // is this container's orphan. Never plexus's own group, nor init's, nor one whose leader lives
         // without holding the lock (a group the orphan joined: it could be anyone's).
-        let leader_is_orphan =
-            |g: i32| ProcStat::read(g).is_none_or(|l| l.state == 'Z') || holds_locked(g, dev, ino);
+        let leader_is_orphan = |g: i32| {
+            ProcStat::read(g).is_none_or(|l| l.state == 'Z')
+                || holds_locked(g, dev, ino, Some(owner))
+        };
         let group = (stat.pgrp > 1 && stat.pgrp != own_group && leader_is_orphan(stat.pgrp))
             .then_some(stat.pgrp);
         if let Some(g) = group {
@@ -370,7 +390,6 @@ pub(super) fn recover(file: &File, container_id: &str) -> usize {
             killed += 1;
         }
     }
-    KILLED.fetch_add(killed as u64, Ordering::Relaxed);
     killed
 }
 
@@ -389,9 +408,28 @@ mod tests {
             "owner pid=12\n",
             "owner pid=0 start=3\n",
             "owner pid=12 start=34x\n",
+            "owner pid=12 sta\nrt=3\n",
         ] {
             assert_eq!(Owner::parse(torn), None, "{torn:?}");
         }
+    }
+
+    /// A kill between the in-place write of a record and the truncation leaves the tail of the longer
+    /// record before it on a second line: the first line is the whole new record.
+    #[test]
+    fn a_record_left_untruncated_by_a_kill_is_read() {
+        let left = "owner pid=7 start=5\n0 start=1234567\n";
+        assert_eq!(Owner::parse(left), Some(Owner { pid: 7, start: 5 }));
+        let d = tempfile::tempdir().unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(d.path().join("c"))
+            .unwrap();
+        file.write_all_at(left.as_bytes(), 0).unwrap();
+        assert_eq!(read_record(&file), Some(Owner { pid: 7, start: 5 }));
     }
 
     #[test]
@@ -492,6 +530,67 @@ mod tests {
             c.process_group(0);
         }
         c.spawn().expect("spawn sleep")
+    }
+
+    /// A child in a group of its own holding a duplicate of `file`'s (locked) descriptor; `(child, pid,
+    /// dev, ino)`.
+    fn locked_child(file: &File) -> (std::process::Child, i32, u64, u64) {
+        let child = sleeper(file.try_clone().unwrap().into(), true);
+        let pid = child.id() as i32;
+        let m = file.metadata().unwrap();
+        (child, pid, m.dev(), m.ino())
+    }
+
+    /// A pid that no process has (one just reaped).
+    fn dead_pid() -> i32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id() as i32
+    }
+
+    fn alive(pid: i32) -> bool {
+        ProcStat::read(pid).is_some_and(|s| s.state != 'Z')
+    }
+
+    /// A verdict gone stale: the orphans of a dead owner were killed by another waiter, which then took the
+    /// lock and ran a delegate; the pid in the stale list now names a process holding the NEW owner's lock
+    /// (here, a pid reused by this process's child). It is not killed.
+    #[test]
+    fn a_holder_of_another_owners_lock_is_not_killed_on_a_stale_verdict() {
+        let d = tempfile::tempdir().unwrap();
+        let file = File::create(d.path().join("c")).unwrap();
+        file.lock().unwrap();
+        let (mut child, pid, dev, ino) = locked_child(&file);
+        let killed = kill_orphans(dead_pid(), &[pid], dev, ino, "c");
+        let runs = alive(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            (killed, runs),
+            (0, true),
+            "a new owner's delegate was killed"
+        );
+    }
+
+    /// The scan passed the owner's pid before it took the lock, and a record gone stale (read-only
+    /// `cniDir`, where a record cannot be rewritten, and a reused pid) made it look dead: the owner holds
+    /// the lock now, so nothing is killed.
+    #[test]
+    fn nothing_is_killed_when_the_owner_is_found_holding_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let file = File::create(d.path().join("c")).unwrap();
+        file.lock().unwrap();
+        let (mut child, pid, dev, ino) = locked_child(&file);
+        let me = std::process::id() as i32;
+        let killed = kill_orphans(me, &[pid], dev, ino, "c");
+        let runs = alive(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            (killed, runs),
+            (0, true),
+            "a live owner's delegate was killed"
+        );
     }
 
     /// The scan finds a child holding a duplicate of the locked descriptor, marked as holding the lock

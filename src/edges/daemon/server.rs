@@ -612,6 +612,20 @@ fn cached(path: &str, shared: &Shared) -> Response<Body> {
     }
 }
 
+/// A POST's body, at most [`MAX_BODY`] bytes (`/cni` and `/delegate`), or the reply refusing it.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| {
+            cni_error(
+                Transport::BodyUnreadable,
+                format!("cannot read the request (at most {MAX_BODY} bytes): {e}"),
+            )
+        })
+}
+
 /// Go Multus's hot-plug endpoint (multus-dynamic-networks-controller's calls; `super::delegate`).
 const DELEGATE_PATH: &str = "/delegate";
 
@@ -624,14 +638,9 @@ async fn delegate(
     shared: &Arc<Shared>,
     state: &Arc<State>,
 ) -> Response<Body> {
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return cni_error(
-                Transport::BodyUnreadable,
-                format!("cannot read the request (at most {MAX_BODY} bytes): {e}"),
-            );
-        }
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     // Only the command, for the slots (the body is parsed whole, and refused when bad, by
     // `super::delegate`): a DEL waits for DEL's slots, as on `/cni`.
@@ -690,14 +699,9 @@ async fn cni(
     hung_up: tokio::sync::watch::Receiver<bool>,
 ) -> Response<Body> {
     let arrived = Instant::now();
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return cni_error(
-                Transport::BodyUnreadable,
-                format!("cannot read the request (at most {MAX_BODY} bytes): {e}"),
-            );
-        }
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let wreq: wire::Request = match serde_json::from_slice(&body) {
         Ok(r) => r,

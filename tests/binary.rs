@@ -20,6 +20,7 @@ use common::{
     CID, Harness, Record, VERSIONS, at_least, calls, list_dir, merge, recorder, recorder_list,
     without, write_executable,
 };
+use plexus_testsupport::proc::runs;
 use serde_json::{Value, json};
 
 /// Who error messages name for the pod of [`CRI_ARGS`].
@@ -2118,14 +2119,6 @@ fn add_with_a_sleeping_delegate(h: &Harness, config: &Value) -> (std::process::C
         panic!("the second delegate never started");
     };
     (plexus, record)
-}
-
-/// Whether process `pid` still runs (a zombie has exited, its descriptors closed).
-fn runs(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
 }
 
 fn sigkill(pid: u32) {

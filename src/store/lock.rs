@@ -294,10 +294,8 @@ mod tests {
         group_running(&["flock", path.to_str().unwrap(), "sh", "-c", script])
     }
 
-    /// Whether `pid` still runs (a zombie has exited: its descriptors are closed).
     fn runs(pid: i32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| !s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z'))
+        plexus_testsupport::proc::runs(pid as u32)
     }
 
     fn kill(pid: i32) {

@@ -241,6 +241,16 @@ pub fn processes_of(bin: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// Whether process `pid` still runs: it exists and is not a zombie (a zombie has exited; its descriptors and
+/// locks are gone).
+pub fn runs(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        // The state follows the command name, which may itself hold spaces and parentheses.
+        !s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
 /// The recording delegate's name (delegates/recorder).
 pub const RECORDER: &str = "plexus-recorder";
 

@@ -143,27 +143,29 @@ pub fn holders(proc: &Path, dev: u64, ino: u64) -> Vec<Holder> {
         return out;
     };
     for p in procs.filter_map(Result::ok) {
-        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.filter_map(Result::ok) {
-            // The descriptor's link resolves to the file itself in whatever mount namespace the holder is
-            // (a delegate of the daemon runs in the host's root): compare inodes, not paths.
-            match std::fs::metadata(fd.path()) {
-                Ok(m) if m.dev() == dev && m.ino() == ino => {}
-                _ => continue,
-            }
-            let info = p.path().join("fdinfo").join(fd.file_name());
-            let locked_by = std::fs::read_to_string(info)
-                .ok()
-                .and_then(|t| flock_pid(&t, ino));
-            out.push(Holder { pid, locked_by });
+        if let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) {
+            out.extend(descriptors_on(&p.path(), pid, dev, ino));
         }
     }
     out
+}
+
+/// Process `pid`'s descriptors on the file `(dev, ino)`, from its `/proc` directory `dir`.
+fn descriptors_on(dir: &Path, pid: i32, dev: u64, ino: u64) -> Vec<Holder> {
+    let Ok(fds) = std::fs::read_dir(dir.join("fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(Result::ok)
+        // The descriptor's link resolves to the file itself in whatever mount namespace the holder is (a
+        // delegate of the daemon runs in the host's root): compare inodes, not paths.
+        .filter(|fd| std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
+        .map(|fd| Holder {
+            pid,
+            locked_by: std::fs::read_to_string(dir.join("fdinfo").join(fd.file_name()))
+                .ok()
+                .and_then(|t| flock_pid(&t, ino)),
+        })
+        .collect()
 }
 
 /// What a waiter may do about a lock it could not take.
@@ -242,26 +244,9 @@ fn in_initial_pid_namespace() -> bool {
 
 /// Whether `pid` holds a locked description of `(dev, ino)` now, taken by `taker` (`None`: by anyone).
 fn holds_locked(pid: i32, dev: u64, ino: u64, taker: Option<i32>) -> bool {
-    holders_of(pid, dev, ino)
+    descriptors_on(Path::new(&format!("/proc/{pid}")), pid, dev, ino)
         .iter()
         .any(|h| h.locked_by.is_some() && (taker.is_none() || h.locked_by == taker))
-}
-
-fn holders_of(pid: i32, dev: u64, ino: u64) -> Vec<Holder> {
-    let mut out = Vec::new();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return out;
-    };
-    for fd in fds.filter_map(Result::ok) {
-        if std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == dev && m.ino() == ino) {
-            let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
-            let locked_by = std::fs::read_to_string(info)
-                .ok()
-                .and_then(|t| flock_pid(&t, ino));
-            out.push(Holder { pid, locked_by });
-        }
-    }
-    out
 }
 
 /// The live processes of group `pgrp` (for the log), each with its command name.
@@ -552,19 +537,26 @@ mod tests {
         ProcStat::read(pid).is_some_and(|s| s.state != 'Z')
     }
 
+    /// [`kill_orphans`] told that `owner` took the lock this process holds, and that a child holding it
+    /// is its orphan: how many it killed, and whether the child still runs.
+    fn kill_orphans_as(owner: i32) -> (usize, bool) {
+        let d = tempfile::tempdir().unwrap();
+        let file = File::create(d.path().join("c")).unwrap();
+        file.lock().unwrap();
+        let (mut child, pid, dev, ino) = locked_child(&file);
+        let killed = kill_orphans(owner, &[pid], dev, ino, "c");
+        let runs = alive(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        (killed, runs)
+    }
+
     /// A verdict gone stale: the orphans of a dead owner were killed by another waiter, which then took the
     /// lock and ran a delegate; the pid in the stale list now names a process holding the NEW owner's lock
     /// (here, a pid reused by this process's child). It is not killed.
     #[test]
     fn a_holder_of_another_owners_lock_is_not_killed_on_a_stale_verdict() {
-        let d = tempfile::tempdir().unwrap();
-        let file = File::create(d.path().join("c")).unwrap();
-        file.lock().unwrap();
-        let (mut child, pid, dev, ino) = locked_child(&file);
-        let killed = kill_orphans(dead_pid(), &[pid], dev, ino, "c");
-        let runs = alive(pid);
-        let _ = child.kill();
-        let _ = child.wait();
+        let (killed, runs) = kill_orphans_as(dead_pid());
         assert_eq!(
             (killed, runs),
             (0, true),
@@ -577,15 +569,7 @@ mod tests {
     /// the lock now, so nothing is killed.
     #[test]
     fn nothing_is_killed_when_the_owner_is_found_holding_the_lock() {
-        let d = tempfile::tempdir().unwrap();
-        let file = File::create(d.path().join("c")).unwrap();
-        file.lock().unwrap();
-        let (mut child, pid, dev, ino) = locked_child(&file);
-        let me = std::process::id() as i32;
-        let killed = kill_orphans(me, &[pid], dev, ino, "c");
-        let runs = alive(pid);
-        let _ = child.kill();
-        let _ = child.wait();
+        let (killed, runs) = kill_orphans_as(std::process::id() as i32);
         assert_eq!(
             (killed, runs),
             (0, true),
